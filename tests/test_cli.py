@@ -1,0 +1,52 @@
+"""CLI contract: --help everywhere, --json output, exit codes 0 / 1 (user error) / 2 (usage)."""
+import json
+
+import pytest
+
+from conftest import run_cli
+
+
+def test_help_on_every_verb():
+    from studio.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "verb")
+    for name, p in sub.choices.items():
+        assert p.format_help(), name
+
+
+def test_models_and_presets_json(studio_home):
+    r = run_cli("models", "list", "--json", home=studio_home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["name"] == "smollm2-135m-instruct"
+    r = run_cli("models", "info", "smollm2-135m-instruct", "--json", home=studio_home)
+    assert json.loads(r.stdout)["params"] == 134_515_008
+    r = run_cli("presets", "list", "--json", home=studio_home)
+    assert "cpu-quickstart" in {p["name"] for p in json.loads(r.stdout)}
+    r = run_cli("presets", "show", "cpu-quickstart", "--json", home=studio_home)
+    assert json.loads(r.stdout)["train"]["max_steps"] > 0
+
+
+@pytest.mark.parametrize("args", [["bogus"], ["models", "list", "--nope"], ["models"], []])
+def test_usage_errors_exit_2(args, studio_home):
+    r = run_cli(*args, home=studio_home)
+    assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_user_errors_exit_1_without_traceback(tmp_path, studio_home):
+    cases = [
+        (["models", "info", "no-such-model"], studio_home, "Unknown model"),
+        (["presets", "show", "nope"], studio_home, "No preset named"),
+    ]
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    cases.append((["models", "list"], f, "is a file"))
+    bad = tmp_path / "bad-home"
+    bad.mkdir()
+    (bad / "studio.db").write_text("not sqlite, but important")
+    cases.append((["models", "list"], bad, "not a usable studio database"))
+    for args, home, words in cases:
+        r = run_cli(*args, home=home)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert words in r.stderr and "Traceback" not in r.stderr
+    assert (bad / "studio.db").read_text() == "not sqlite, but important"

@@ -1,0 +1,107 @@
+"""Model registry: resolving references, facts without torch, and the bad inputs users make."""
+import time
+
+import pytest
+
+from studio import models
+from studio.errors import ModelError
+
+
+def test_embedded_info_from_gguf_without_conversion(tmp_path):
+    spec = models.resolve("smollm2-135m-instruct", tmp_path)
+    info = models.info(spec)
+    assert info["prepared"] is False and info["architecture"] == "llama"
+    assert info["params"] == 134_515_008 and info["layers"] == 30 and info["kv_heads"] == 3
+    assert info["chat_template"] is True and info["vocab_size"] == 49152
+
+
+def test_embedded_info_after_conversion(studio):
+    info = studio.model_info("smollm2-135m-instruct")
+    assert info["prepared"] is True and info["architecture"] == "LlamaForCausalLM"
+    assert info["params"] == 134_515_008 and info["hidden_size"] == 576
+    assert info["heads"] == 9 and info["context_length"] == 8192 and info["chat_template"]
+    assert info["size_bytes"] > 500e6
+
+
+def test_conversion_is_atomic(tmp_path, embedded_model_dir):
+    # A folder without the completion mark is a killed conversion: never trusted.
+    half = tmp_path / "smollm2-135m-instruct"
+    half.mkdir()
+    (half / "config.json").write_text("{}")
+    assert models.info(models.resolve("smollm2-135m-instruct", tmp_path))["prepared"] is False
+    assert (embedded_model_dir / models.COMPLETE_MARK).exists()
+
+
+def test_unknown_name_suggests(tmp_path):
+    with pytest.raises(ModelError) as e:
+        models.resolve("smollm2-135m-instruc", tmp_path)
+    assert "Did you mean: smollm2-135m-instruct" in str(e.value)
+
+
+def test_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("hi")
+    with pytest.raises(ModelError, match="no config.json"):
+        models.resolve(str(tmp_path / "notes"), tmp_path)
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "config.json").write_text("{}")
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(ModelError, match="pickle"):
+        models.resolve(str(tmp_path / "pickled"), tmp_path)
+
+
+def test_missing_and_corrupt_gguf(tmp_path):
+    with pytest.raises(ModelError, match="Unknown model"):
+        models.resolve(str(tmp_path / "missing.gguf"), tmp_path)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf at all")
+    with pytest.raises(ModelError, match="not a GGUF file"):
+        models.resolve(str(bad), tmp_path)
+    truncated = tmp_path / "trunc.gguf"
+    truncated.write_bytes(models.embedded_gguf().read_bytes()[:5000])
+    spec = models.resolve(str(truncated), tmp_path)
+    with pytest.raises(ModelError, match="damaged GGUF"):
+        models.info(spec)
+    other = tmp_path / "weights.bin"
+    other.write_bytes(b"x")
+    with pytest.raises(ModelError, match="not a .gguf"):
+        models.resolve(str(other), tmp_path)
+
+
+def test_hub_offline_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    spec = models.resolve("someorg/some-model", tmp_path)
+    assert spec.kind == "hub"
+    t = time.time()
+    with pytest.raises(ModelError, match="offline"):
+        models.ensure_local(spec, tmp_path)
+    assert time.time() - t < 30
+    with pytest.raises(ModelError, match="not downloaded"):
+        models.info(spec)
+
+
+def test_local_gguf_file_info():
+    spec = models.resolve(str(models.embedded_gguf()), models.embedded_gguf().parent)
+    assert spec.kind == "gguf" and models.info(spec)["params"] == 134_515_008
+
+
+def test_device_and_qlora_support():
+    assert models.detect_device() in ("cpu", "cuda", "mps")
+    assert models.detect_device("cpu") == "cpu"
+    assert models.qlora_supported("mps")[0] is False
+    ok, why = models.llama_cpp_available()
+    assert ok or "llama-cpp-python" in why
+
+
+@pytest.mark.slow
+def test_embedded_model_answers_paris(base_model):
+    import torch
+
+    model, tok = base_model
+    enc = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=24, do_sample=False)
+    answer = tok.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in answer
