@@ -97,5 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(result, tuple):  # (payload, exit code)
         result, code = result
     if result is not None:
-        print(json.dumps(result, indent=2, default=str) if args.json else render(result))
+        try:
+            print(json.dumps(result, indent=2, default=str) if args.json else render(result))
+        except BrokenPipeError:  # `| head` closed the pipe: not an error
+            sys.stderr.close()
     return code

@@ -1,0 +1,88 @@
+"""Generation with the model's chat template: single answers, streaming, and generators.
+
+Owns turning messages into a prompt (the tokenizer's own chat template), greedy or seeded
+sampling with the model's end-of-turn tokens as stop tokens, left-truncation of prompts that
+exceed the context (with a notice), and toggling a LoRA adapter on one copy of the base weights
+so base and tuned answers come from the same memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+
+@dataclass(frozen=True)
+class GenSettings:
+    max_new_tokens: int = 128
+    temperature: float = 0.0   # 0 = greedy: differences between base and tuned are real
+    top_p: float = 0.95
+    seed: int = 0
+
+
+def stop_ids(tok, model=None) -> list[int]:
+    """Every end-of-turn id we know of: the tokenizer's eos and the generation config's."""
+    ids = {tok.eos_token_id}
+    gc = getattr(model, "generation_config", None)
+    extra = getattr(gc, "eos_token_id", None) if gc is not None else None
+    ids.update(extra if isinstance(extra, list) else [extra])
+    for t in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
+        tid = tok.convert_tokens_to_ids(t) if t in tok.get_vocab() else None
+        ids.add(tid)
+    return sorted(i for i in ids if isinstance(i, int) and i >= 0)
+
+
+def encode_prompt(tok, messages: list[dict[str, str]], context: int, reserve: int) -> tuple[list[int], bool]:
+    """Prompt ids for `messages`; cut from the left when longer than context - reserve."""
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    limit = max(8, context - reserve)
+    if len(ids) > limit:
+        return ids[-limit:], True
+    return ids, False
+
+
+def context_of(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+
+
+def generate(model, tok, messages: list[dict[str, str]], s: GenSettings = GenSettings(),
+             streamer: Any = None) -> dict[str, Any]:
+    import torch
+
+    ids, truncated = encode_prompt(tok, messages, context_of(model), s.max_new_tokens)
+    inp = torch.tensor([ids], device=model.device)
+    kwargs: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "eos_token_id": stop_ids(tok, model),
+                              "pad_token_id": tok.pad_token_id or tok.eos_token_id,
+                              "attention_mask": torch.ones_like(inp)}
+    if s.temperature > 0:
+        torch.manual_seed(s.seed)
+        kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    with torch.no_grad():
+        out = model.generate(inp, streamer=streamer, **kwargs)
+    new = out[0][len(ids):].tolist()
+    return {"text": tok.decode(new, skip_special_tokens=True).strip(), "tokens": len(new),
+            "prompt_truncated": truncated, "token_ids": new}
+
+
+def stream(model, tok, messages: list[dict[str, str]], s: GenSettings = GenSettings()) -> Iterator[str]:
+    """Yield the answer text so far, growing, as tokens arrive (generation runs in a thread)."""
+    import threading
+
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    t = threading.Thread(target=generate, args=(model, tok, messages, s, streamer), daemon=True)
+    t.start()
+    text = ""
+    for piece in streamer:
+        text += piece
+        yield text
+    t.join()
+
+
+def make_generator(model, tok, max_new_tokens: int = 256) -> Callable[[str], str]:
+    """prompt → greedy answer: the generator the data recipes use."""
+    s = GenSettings(max_new_tokens=max_new_tokens)
+    return lambda prompt: generate(model, tok, [{"role": "user", "content": prompt}], s)["text"]

@@ -1,0 +1,105 @@
+"""Splitting documents into chunks under a token budget.
+
+Owns paragraph splitting, sentence splitting (pysbd, which copes with abbreviations; long runs
+without punctuation fall back to token windows), markdown heading sections with their heading
+path, and fixed token windows with overlap. Token counts use the chosen model's tokenizer, in
+batches (the fast tokenizer is what keeps this at megabytes per second).
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+PARA_SPLIT = re.compile(r"\n\s*\n")
+HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+
+
+def count_tokens(tok, texts: list[str]) -> list[int]:
+    if not texts:
+        return []
+    return [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]]
+
+
+def token_windows(tok, text: str, size: int, overlap: int = 0) -> list[str]:
+    """Fixed windows of `size` tokens, each starting `size - overlap` after the last."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        return []
+    stride = max(1, size - overlap)
+    out = []
+    for start in range(0, len(ids), stride):
+        out.append(tok.decode(ids[start:start + size]).strip())
+        if start + size >= len(ids):
+            break
+    return [w for w in out if w]
+
+
+_segmenter = None
+
+
+def sentences(text: str) -> list[str]:
+    global _segmenter
+    if _segmenter is None:
+        import pysbd
+
+        _segmenter = pysbd.Segmenter(language="en", clean=False)
+    return [s.strip() for s in _segmenter.segment(text) if s.strip()]
+
+
+def pack(tok, pieces: list[str], budget: int, sep: str) -> list[str]:
+    """Greedily join pieces (each ≤ budget tokens) into chunks of at most `budget` tokens."""
+    sizes = count_tokens(tok, pieces)
+    sep_cost = max(1, count_tokens(tok, [sep.strip() or "x"])[0]) if sep.strip() else 1
+    chunks, cur, cur_len = [], [], 0
+    for piece, n in zip(pieces, sizes):
+        if cur and cur_len + sep_cost + n > budget:
+            chunks.append(sep.join(cur))
+            cur, cur_len = [], 0
+        cur.append(piece)
+        cur_len += n + (sep_cost if len(cur) > 1 else 0)
+    if cur:
+        chunks.append(sep.join(cur))
+    return chunks
+
+
+def split_long(tok, text: str, budget: int) -> list[str]:
+    """A paragraph over budget → sentences packed to budget; a sentence over budget → windows."""
+    pieces = []
+    sents = sentences(re.sub(r"[ \t]*\n[ \t]*", " ", text))  # hard-wrapped lines are not sentences
+    for s, n in zip(sents, count_tokens(tok, sents)):
+        pieces.extend(token_windows(tok, s, budget) if n > budget else [s])
+    return pack(tok, pieces, budget, " ")
+
+
+def paragraphs(tok, text: str, budget: int) -> list[str]:
+    """Paragraph chunks up to `budget` tokens; never mid-sentence unless a sentence is too long."""
+    paras = [p.strip() for p in PARA_SPLIT.split(text) if p.strip()]
+    pieces = []
+    for p, n in zip(paras, count_tokens(tok, paras)):
+        pieces.extend(split_long(tok, p, budget) if n > budget else [p])
+    return pack(tok, pieces, budget, "\n\n")
+
+
+def sections(text: str) -> Iterator[tuple[list[str], str]]:
+    """(heading path, body) for each markdown section; text before the first heading has []."""
+    path: list[tuple[int, str]] = []
+    body: list[str] = []
+    in_code = False
+
+    def flush():
+        content = "\n".join(body).strip()
+        if content:
+            yield [h for _, h in path], content
+
+    for line in text.splitlines():
+        if line.strip().startswith("```"):
+            in_code = not in_code
+        m = None if in_code else HEADING.match(line)
+        if m:
+            yield from flush()
+            body = []
+            level = len(m.group(1))
+            path = [(lv, h) for lv, h in path if lv < level] + [(level, m.group(2).strip())]
+        else:
+            body.append(line)
+    yield from flush()

@@ -1,0 +1,160 @@
+"""Structured records → training examples in one canonical form.
+
+Owns format detection (alpaca, sharegpt, chat messages, prompt/completion, plain text), the
+manual column mapping that overrides it, and conversion with per-record checks (empty answer,
+no assistant turn, unknown roles). Canonical examples are `{"messages": [{"role", "content"}]}`
+or `{"text": ...}` for continued pretraining. Does not tokenize.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text")
+ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                "bot": "assistant", "model": "assistant", "system": "system", "tool": "tool"}
+# Column names we accept for each field of prompt/completion-like tables.
+PROMPT_KEYS = ("prompt", "question", "query", "input_text", "user")
+COMPLETION_KEYS = ("completion", "answer", "response", "output_text", "assistant", "chosen")
+
+
+class Skip(Exception):
+    """A record (or document) that yields no example; the message is the reason shown."""
+
+    def __init__(self, reason: str, line: int | None = None):
+        super().__init__(reason)
+        self.line = line
+
+
+def detect_one(row: dict[str, Any]) -> str | None:
+    keys = set(row)
+    if isinstance(row.get("messages"), list):
+        return "messages"
+    conv = row.get("conversations")
+    if isinstance(conv, list) and conv and isinstance(conv[0], dict):
+        return "sharegpt" if "from" in conv[0] else "messages"
+    if {"instruction", "output"} <= keys:
+        return "alpaca"
+    if keys & set(PROMPT_KEYS) and keys & set(COMPLETION_KEYS):
+        return "prompt-completion"
+    if "text" in keys or "content" in keys:
+        return "text"
+    return None
+
+
+def detect(rows: list[dict[str, Any]]) -> str | None:
+    """Majority format over a sample of rows (None when nothing is recognised)."""
+    votes = Counter(f for f in map(detect_one, rows) if f)
+    return votes.most_common(1)[0][0] if votes else None
+
+
+def describe_missing(columns: list[str]) -> str:
+    return (f"columns {', '.join(columns) or '(none)'} match no known format. Expected one of: "
+            "messages (list of role/content), conversations (sharegpt from/value), "
+            "instruction + output (alpaca), prompt + completion (or question + answer), or text. "
+            "Map your columns by hand in the Data step (or --map prompt=COL --map completion=COL).")
+
+
+def _text(v: Any) -> str:
+    return "" if v is None else str(v).strip()
+
+
+def _first(row: dict[str, Any], keys: tuple[str, ...]) -> str:
+    for k in keys:
+        if k in row:
+            return _text(row[k])
+    return ""
+
+
+def _check_turns(msgs: list[dict[str, str]]) -> dict[str, Any]:
+    if not any(m["role"] == "assistant" for m in msgs):
+        raise Skip("conversation has no assistant turn, so there is nothing to learn")
+    last = [m for m in msgs if m["role"] == "assistant"][-1]
+    if not last["content"]:
+        raise Skip("the assistant answer is empty")
+    if not any(m["role"] == "user" and m["content"] for m in msgs):
+        raise Skip("conversation has no user turn")
+    return {"messages": msgs}
+
+
+def from_messages(row: dict[str, Any]) -> dict[str, Any]:
+    raw = row.get("messages") or row.get("conversations") or []
+    msgs = []
+    for m in raw:
+        if not isinstance(m, dict):
+            raise Skip("a message is not an object with role and content")
+        role = ROLE_ALIASES.get(str(m.get("role", "")).lower())
+        if role is None:
+            raise Skip(f"unknown role {m.get('role')!r} (use system, user or assistant)")
+        msgs.append({"role": role, "content": _text(m.get("content"))})
+    return _check_turns(msgs)
+
+
+def from_sharegpt(row: dict[str, Any]) -> dict[str, Any]:
+    msgs = []
+    if _text(row.get("system")):
+        msgs.append({"role": "system", "content": _text(row["system"])})
+    for m in row.get("conversations") or []:
+        role = ROLE_ALIASES.get(str(m.get("from", "")).lower()) if isinstance(m, dict) else None
+        if role is None:
+            raise Skip(f"unknown speaker {m.get('from') if isinstance(m, dict) else m!r} "
+                       "(use human/gpt/system)")
+        msgs.append({"role": role, "content": _text(m.get("value"))})
+    return _check_turns(msgs)
+
+
+def from_alpaca(row: dict[str, Any]) -> dict[str, Any]:
+    instruction, extra = _text(row.get("instruction")), _text(row.get("input"))
+    prompt = f"{instruction}\n\n{extra}" if extra else instruction
+    msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(row.get("output"))}]
+    if _text(row.get("system")):
+        msgs.insert(0, {"role": "system", "content": _text(row["system"])})
+    return _check_turns(msgs)
+
+
+def from_prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
+    msgs = [{"role": "user", "content": _first(row, PROMPT_KEYS)},
+            {"role": "assistant", "content": _first(row, COMPLETION_KEYS)}]
+    if _text(row.get("system")):
+        msgs.insert(0, {"role": "system", "content": _text(row["system"])})
+    return _check_turns(msgs)
+
+
+def from_text(row: dict[str, Any]) -> dict[str, Any]:
+    text = _text(row.get("text", row.get("content")))
+    if not text:
+        raise Skip("the text is empty")
+    return {"text": text}
+
+
+CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "messages": from_messages, "sharegpt": from_sharegpt, "alpaca": from_alpaca,
+    "prompt-completion": from_prompt_completion, "text": from_text,
+}
+
+
+def apply_mapping(row: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+    """Rename the user's columns to ours: mapping = {prompt|completion|system|text: column}."""
+    out = {}
+    for ours, theirs in mapping.items():
+        if theirs not in row:
+            raise Skip(f"mapped column '{theirs}' (for {ours}) is missing; columns are "
+                       f"{', '.join(map(str, row))}")
+        out[ours] = row[theirs]
+    return out
+
+
+def mapped_format(mapping: dict[str, str]) -> str:
+    return "text" if "text" in mapping else "prompt-completion"
+
+
+def convert(row: dict[str, Any], fmt: str, mapping: dict[str, str] | None = None) -> dict[str, Any]:
+    """One record → canonical example, or raise Skip with the reason."""
+    if mapping:
+        row, fmt = apply_mapping(row, mapping), mapped_format(mapping)
+    own = detect_one(row)
+    if own is None:
+        raise Skip(describe_missing(list(row)))
+    if own != fmt and own in CONVERTERS:  # mixed files: each row in its own format
+        fmt = own
+    return CONVERTERS[fmt](row)

@@ -1,0 +1,185 @@
+"""Prepare a dataset version: uploaded files → checked, de-duplicated, split JSONL + stats.
+
+Owns the flow of the Data step: read files (ingest), detect formats or run a recipe, convert,
+drop empties and duplicates, encode with the model's chat template (for lengths and the loss
+mask), split train/validation (seeded), and write `<home>/datasets/<name>/v<N>/` atomically
+(temp folder, then rename). Streams: memory does not grow with the corpus beyond counters.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..errors import ConfigError, DataError
+from . import formats, templates
+from .ingest import Document, Issue, Record, iter_path
+from .recipes import RECIPES, Context, RecipeParams
+from .stats import Stats, dumps
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DETECT_SAMPLE = 50
+
+
+def check_name(name: str) -> str:
+    if not name or not NAME_RE.match(name):
+        raise ConfigError(f"Dataset name '{name}' is not allowed: use 1–64 letters, digits, '-', "
+                          "'_' or '.', starting with a letter or digit (e.g. product-faq).")
+    return name
+
+
+def examples_from(files: Iterable[Path], recipe: str, ctx: Context, issues: list[Issue],
+                  stats: Stats, mapping: dict[str, str] | None) -> Iterable[dict[str, Any]]:
+    """Every example from every file, in order; problems go to `issues`, never raise."""
+    for path in files:
+        buffered: list[Record] = []
+        fmt: str | None = None
+
+        def flush(rec: Record):
+            try:
+                ex = formats.convert(rec.data, fmt or "text", mapping)
+            except formats.Skip as e:
+                issues.append(Issue(rec.file, rec.line, str(e)))
+                if "empty" in str(e):
+                    stats.empty_removed += 1
+                return None
+            stats.formats[fmt] = stats.formats.get(fmt, 0) + 1
+            return ex
+
+        for item in iter_path(Path(path), issues, Path(path).name):
+            ctx.check()
+            if isinstance(item, Document):
+                yield from run_recipe(item, recipe, ctx, issues, stats)
+                continue
+            if fmt is None and len(buffered) < DETECT_SAMPLE:
+                buffered.append(item)
+                continue
+            if fmt is None:
+                fmt = pick_format(buffered, mapping, issues)
+                yield from filter(None, map(flush, buffered))
+                buffered = []
+            if fmt:
+                ex = flush(item)
+                if ex:
+                    yield ex
+        if buffered:
+            fmt = pick_format(buffered, mapping, issues)
+            if fmt:
+                yield from filter(None, map(flush, buffered))
+
+
+def pick_format(rows: list[Record], mapping: dict[str, str] | None, issues: list[Issue]) -> str | None:
+    if mapping:
+        return formats.mapped_format(mapping)
+    fmt = formats.detect([r.data for r in rows])
+    if fmt is None:
+        issues.append(Issue(rows[0].file, None, formats.describe_missing(list(rows[0].data))))
+    return fmt
+
+
+def run_recipe(doc: Document, recipe: str, ctx: Context, issues: list[Issue], stats: Stats):
+    name = recipe
+    if recipe == "auto":
+        name = "code-functions" if doc.kind == "code" else "paragraphs"
+    elif doc.kind == "code" and recipe in ("qa-pairs", "keyword-pairs", "sections"):
+        name = "code-functions"  # prose recipes make no sense for code
+    try:
+        for ex in RECIPES[name].run(doc, ctx):
+            stats.formats[name] = stats.formats.get(name, 0) + 1
+            yield ex
+    except formats.Skip as e:
+        issues.append(Issue(doc.file, e.line, str(e)))
+
+
+def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, recipe: str = "auto",
+            params: RecipeParams | None = None, max_len: int = 512, val_fraction: float = 0.1,
+            seed: int = 42, mapping: dict[str, str] | None = None, generator=None,
+            progress: Callable[[float, str], None] | None = None, cancel=None,
+            version: int = 1) -> dict[str, Any]:
+    """Write one dataset version; return its summary (records, splits, stats, errors, path)."""
+    check_name(name)
+    if recipe != "auto" and recipe not in RECIPES:
+        raise ConfigError(f"Unknown recipe '{recipe}'. Choose one of: auto, {', '.join(RECIPES)}.")
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction {val_fraction} must be at least 0 and below 1 (e.g. 0.1).")
+    if not files:
+        raise DataError("No files given. Upload or name at least one data file.")
+    params = params or RecipeParams()
+    ctx = Context(tok, params, generator, cancel, progress)
+    issues: list[Issue] = []
+    stats = Stats(max_len)
+    t0 = time.time()
+    tmp = datasets_dir / f".tmp-{name}-{os.getpid()}-{int(t0 * 1000)}"
+    tmp.mkdir(parents=True)
+    try:
+        n = 0
+        with open(tmp / "all.jsonl", "w", encoding="utf-8") as out:
+            for ex in examples_from([Path(f) for f in files], recipe, ctx, issues, stats, mapping):
+                if stats.is_duplicate(ex):
+                    continue
+                enc = templates.encode(tok, ex, max_len)
+                if enc.trainable == 0:
+                    stats.dropped_too_long += 1
+                    continue
+                stats.add(enc.full_length, enc.trainable)
+                out.write(dumps(ex) + "\n")
+                n += 1
+                if progress and n % 500 == 0:
+                    progress(0.0, f"{n} examples so far")
+        if n == 0:
+            raise DataError(no_records_message(issues))
+        splits = split(tmp, n, val_fraction, seed)
+        summary = {"name": name, "version": version, "records": n, "splits": splits,
+                   **stats.summary(), "recipe": recipe, "recipe_counters": dict(ctx.counters),
+                   "errors": [i.as_dict() for i in issues], "seconds": round(time.time() - t0, 2),
+                   "sources": [Path(f).name for f in files], "params": asdict(params),
+                   "val_fraction": val_fraction, "seed": seed, "mapping": mapping or {}}
+        (tmp / "meta.json").write_text(json.dumps(summary, indent=1))
+        final = datasets_dir / name / f"v{version}"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        summary["path"] = str(final)
+        return summary
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def split(folder: Path, n: int, val_fraction: float, seed: int) -> dict[str, int]:
+    """Seeded split of all.jsonl into train.jsonl / validation.jsonl (second streaming pass)."""
+    k = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        k = min(max(k, 1), n - 1)
+    val = set(random.Random(seed).sample(range(n), k)) if k else set()
+    with open(folder / "all.jsonl", encoding="utf-8") as src, \
+            open(folder / "train.jsonl", "w", encoding="utf-8") as tr, \
+            open(folder / "validation.jsonl", "w", encoding="utf-8") as va:
+        for i, line in enumerate(src):
+            (va if i in val else tr).write(line)
+    (folder / "all.jsonl").unlink()
+    return {"train": n - k, "validation": k}
+
+
+def no_records_message(issues: list[Issue]) -> str:
+    first = "; ".join(f"{i.file}{f' line {i.line}' if i.line else ''}: {i.reason}" for i in issues[:3])
+    more = f" (and {len(issues) - 3} more problems)" if len(issues) > 3 else ""
+    return f"No usable examples were found. {first}{more}" if first else \
+        "No usable examples were found in the given files."
+
+
+def read_split(folder: Path, split_name: str, limit: int | None = None) -> list[dict[str, Any]]:
+    out = []
+    path = Path(folder) / f"{split_name}.jsonl"
+    if not path.exists():
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            out.append(json.loads(line))
+            if limit and len(out) >= limit:
+                break
+    return out

@@ -1,0 +1,261 @@
+"""Recipes: documents and code → training examples. A registry of named recipes.
+
+Owns the six document recipes (token-windows, paragraphs, sections, and the three from the
+enterprise fine-tuning guidelines: qa-pairs, keyword-pairs, code-functions), their parameters
+with help text (written once, on RecipeParams), quality checks on generated pairs, and the
+counters that the stats report (dropped pairs, template fallbacks). The generator is any
+callable prompt → text (the embedded model by default; tests pass a scripted one).
+"""
+from __future__ import annotations
+
+import ast
+import math
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from ..errors import ConfigError, StudioError
+from ..presets import knob
+from . import chunking
+from .formats import Skip
+from .ingest import Document
+
+Generator = Callable[[str], str]
+
+QA_PROMPT = ("Read the passage and write {n} question and answer pairs about facts stated in it. "
+             "Answer only from the passage.\nWrite each pair as two lines:\nQ: <question>\n"
+             "A: <answer>\n\nPassage:\n{chunk}")
+SUMMARY_PROMPT = ("Describe in one sentence what this Python {kind} does.\n\n```python\n{code}\n```")
+KEYWORD_PROMPT = "List {n} key terms from this passage, comma separated, nothing else.\n\n{chunk}"
+STOPWORDS = set("""a about above after again against all am an and any are as at be because been
+before being below between both but by can could did do does doing down during each few for from
+further had has have having he her here hers him his how i if in into is it its itself just me
+more most my no nor not now of off on once only or other our out over own same she should so some
+such than that the their them then there these they this those through to too under until up
+very was we were what when where which while who whom why will with would you your yours also
+may might must shall use used using one two three get gets like make makes see per via yes""".split())
+
+
+class Cancelled(StudioError):
+    """The user cancelled a long recipe; nothing was saved."""
+
+
+@dataclass(frozen=True)
+class RecipeParams:
+    max_tokens: int = knob(256, "Token budget per chunk (and the window size for token-windows).",
+                           min=16, max=131072)
+    overlap: int = knob(32, "Tokens shared by consecutive windows (token-windows only).", min=0)
+    pairs_per_chunk: int = knob(2, "Question/answer pairs to ask the generator for per chunk.",
+                                min=1, max=20)
+    keywords_per_chunk: int = knob(3, "Keywords per chunk for keyword-pairs.", min=1, max=20)
+    keyword_source: str = knob("statistical", "How keywords are found: statistical (TF-IDF, no "
+                               "model) or generator.", choices=("statistical", "generator"))
+    code_summaries: str = knob("docstring", "Summaries for code-functions: docstring (no model; "
+                               "functions without a docstring are skipped) or generator (the "
+                               "model writes the missing ones).", choices=("docstring", "generator"))
+    qa_prompt: str = knob(QA_PROMPT, "Prompt for qa-pairs; {n} and {chunk} are filled in.")
+    template_fallback: bool = knob(True, "qa-pairs: when the generator gives no usable pair for a "
+                                   "chunk, keep the chunk with a templated question (labelled "
+                                   "'fallback' in the data and counted in the stats).")
+    min_overlap: float = knob(0.5, "qa-pairs: share of an answer's content words that must appear "
+                              "in its chunk (grounding check).", min=0.0, max=1.0)
+
+
+@dataclass
+class Context:
+    tok: Any
+    params: RecipeParams
+    generator: Generator | None = None
+    cancel: threading.Event | None = None
+    progress: Callable[[float, str], None] | None = None
+    counters: Counter = field(default_factory=Counter)
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("Cancelled; nothing was saved.")
+
+    def need_generator(self, recipe: str) -> Generator:
+        if self.generator is None:
+            raise ConfigError(f"Recipe {recipe} needs a generator model; choose one (the embedded "
+                              "model works) or pick another mode.")
+        return self.generator
+
+
+def _chat(user: str, answer: str, **meta: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+            "meta": meta}
+
+
+# ---- the recipes ----------------------------------------------------------------------------
+def token_windows(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
+    p = ctx.params
+    if p.overlap >= p.max_tokens:
+        raise ConfigError(f"overlap ({p.overlap}) must be smaller than max_tokens ({p.max_tokens}).")
+    for w in chunking.token_windows(ctx.tok, doc.text, p.max_tokens, p.overlap):
+        yield {"text": w, "meta": {"source": doc.file}}
+
+
+def paragraphs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
+    for c in chunking.paragraphs(ctx.tok, doc.text, ctx.params.max_tokens):
+        yield {"text": c, "meta": {"source": doc.file}}
+
+
+def sections(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
+    for path, body in chunking.sections(doc.text):
+        head = " > ".join(path)
+        budget = ctx.params.max_tokens - (chunking.count_tokens(ctx.tok, [head])[0] + 2 if head else 0)
+        for c in chunking.paragraphs(ctx.tok, body, max(16, budget)):
+            yield {"text": f"{head}\n\n{c}" if head else c, "meta": {"source": doc.file, "section": head}}
+
+
+def words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[A-Za-z][A-Za-z0-9'-]+", text.lower()) if w not in STOPWORDS]
+
+
+def grounded(answer: str, chunk: str, threshold: float) -> bool:
+    a, c = words(answer), set(words(chunk))
+    return bool(a) and sum(w in c for w in a) / len(a) >= threshold
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    pairs, q = [], None
+    for line in text.splitlines():
+        m = re.match(r"^\s*(?:\d+[.)]\s*)?(Q|A|Question|Answer)\s*[:.)-]\s*(.*)$", line, re.I)
+        if not m:
+            continue
+        tag, body = m.group(1)[0].upper(), m.group(2).strip()
+        if tag == "Q":
+            q = body
+        elif q is not None:
+            pairs.append((q, body))
+            q = None
+    return pairs
+
+
+def qa_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
+    gen, p = ctx.need_generator("qa-pairs"), ctx.params
+    chunks = chunking.paragraphs(ctx.tok, doc.text, p.max_tokens)
+    for i, chunk in enumerate(chunks):
+        ctx.check()
+        if ctx.progress:
+            ctx.progress(i / max(1, len(chunks)), f"{doc.file}: generating pairs for chunk {i + 1}/{len(chunks)}")
+        kept = 0
+        for q, a in parse_pairs(gen(p.qa_prompt.format(n=p.pairs_per_chunk, chunk=chunk))):
+            if not q or not a or not q.rstrip().endswith("?") and len(q.split()) < 3:
+                ctx.counters["qa_dropped_empty"] += 1
+            elif not grounded(a, chunk, p.min_overlap):
+                ctx.counters["qa_dropped_ungrounded"] += 1
+            else:
+                kept += 1
+                ctx.counters["qa_generated"] += 1
+                yield _chat(q, a, source=doc.file, recipe="qa-pairs", fallback=False)
+        if kept == 0 and p.template_fallback:
+            ctx.counters["qa_fallback"] += 1
+            topic = (top_keywords([chunk], 1, [chunk]) or [["this part"]])[0][0]
+            yield _chat(f"What does the document say about {topic}?", chunk, source=doc.file,
+                        recipe="qa-pairs", fallback=True)
+
+
+def top_keywords(chunks: list[str], k: int, corpus: list[str]) -> list[list[str]]:
+    """TF-IDF keywords per chunk (unigrams and bigrams of content words); no model needed."""
+    df: Counter = Counter()
+    grams_per = []
+    for c in corpus:
+        ws = words(c)
+        grams = Counter(ws + [f"{a} {b}" for a, b in zip(ws, ws[1:])])
+        grams_per.append(grams)
+        df.update(set(grams))
+    n = len(corpus)
+    out = []
+    for c in chunks:
+        grams = grams_per[corpus.index(c)] if c in corpus else Counter(words(c))
+        scored = sorted(((tf * math.log((1 + n) / (1 + df[g])) * (1.5 if " " in g else 1.0), g)
+                         for g, tf in grams.items() if len(g) > 3), reverse=True)
+        picked: list[str] = []
+        for _, g in scored:
+            if not any(g in p or p in g for p in picked):
+                picked.append(g)
+            if len(picked) == k:
+                break
+        out.append(picked)
+    return out
+
+
+def keyword_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
+    p = ctx.params
+    chunks = chunking.paragraphs(ctx.tok, doc.text, p.max_tokens)
+    if p.keyword_source == "generator":
+        gen = ctx.need_generator("keyword-pairs (generator keywords)")
+        kws = []
+        for chunk in chunks:
+            ctx.check()
+            raw = gen(KEYWORD_PROMPT.format(n=p.keywords_per_chunk, chunk=chunk))
+            kws.append([w.strip(" .\"'") for w in raw.split(",") if w.strip(" .\"'")][:p.keywords_per_chunk])
+    else:
+        kws = top_keywords(chunks, p.keywords_per_chunk, chunks)
+    for chunk, keys in zip(chunks, kws):
+        for kw in keys:
+            yield _chat(f"Tell me about {kw}.", chunk, source=doc.file, recipe="keyword-pairs",
+                        keyword=kw)
+
+
+def code_units(source: str) -> Iterator[tuple[str, str, str | None, str]]:
+    """(kind, qualified name, docstring, source) for functions, classes and methods."""
+    tree = ast.parse(source)
+
+    def walk(node, prefix=""):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                kind = "class" if isinstance(child, ast.ClassDef) else (
+                    "method" if prefix else "function")
+                yield kind, prefix + child.name, ast.get_docstring(child), ast.get_source_segment(source, child)
+                if isinstance(child, ast.ClassDef):
+                    yield from walk(child, prefix + child.name + ".")
+
+    yield from walk(tree)
+
+
+def code_functions(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
+    try:
+        units = list(code_units(doc.text))
+    except SyntaxError as e:
+        ctx.counters["code_unparsable_files"] += 1
+        raise Skip(f"not valid Python ({e.msg}); no functions taken", e.lineno) from None
+    for kind, name, docstring, src in units:
+        ctx.check()
+        summary = docstring.strip().split("\n\n")[0].replace("\n", " ") if docstring else None
+        generated = False
+        if not summary and ctx.params.code_summaries == "generator" and ctx.generator:
+            summary, generated = ctx.generator(SUMMARY_PROMPT.format(kind=kind, code=src)).strip(), True
+        if not summary:
+            ctx.counters["code_skipped_no_docstring"] += 1
+            continue
+        ctx.counters["code_pairs"] += 1
+        yield _chat(f"Write a Python {kind} `{name.split('.')[-1]}`: {summary}",
+                    f"```python\n{src}\n```", source=doc.file, recipe="code-functions",
+                    name=name, generated_summary=generated)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    run: Callable[[Document, Context], Iterator[dict[str, Any]]]
+    help: str
+    needs_generator: bool = False
+
+
+RECIPES: dict[str, Recipe] = {
+    "token-windows": Recipe(token_windows, "Fixed token windows with overlap, for continued "
+                            "pretraining on raw text."),
+    "paragraphs": Recipe(paragraphs, "Paragraph chunks up to the token budget, split only at "
+                         "sentence ends (continued pretraining)."),
+    "sections": Recipe(sections, "One chunk per markdown/docx heading section, with the heading "
+                       "path kept as context."),
+    "qa-pairs": Recipe(qa_pairs, "Question and answer pairs per chunk, written by a local "
+                       "generator model and checked against the chunk.", needs_generator=True),
+    "keyword-pairs": Recipe(keyword_pairs, "'Tell me about <keyword>.' → chunk; keywords found "
+                            "by TF-IDF (no model) or by the generator."),
+    "code-functions": Recipe(code_functions, "Summary → function pairs from Python source, using "
+                             "docstrings (or the generator for the rest)."),
+}

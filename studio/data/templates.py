@@ -1,0 +1,98 @@
+"""Rendering examples with the model's own chat template, and the loss mask.
+
+Owns the single function that turns a canonical example into token ids and labels — used by the
+data preview, the token statistics and the trainer alike, so what the user sees is what trains.
+Labels are the token ids on assistant turns (their end-of-turn token included) and -100
+everywhere else; plain-text examples are learned in full.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import DataError
+
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    full_length: int  # tokens before truncation
+
+    @property
+    def truncated(self) -> bool:
+        return self.full_length > len(self.input_ids)
+
+    @property
+    def trainable(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def has_chat_template(tok) -> bool:
+    return bool(getattr(tok, "chat_template", None))
+
+
+def render_text(tok, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+    if not has_chat_template(tok):
+        raise DataError("This model has no chat template, so chat data cannot be rendered for it. "
+                        "Pick an instruct/chat model, or prepare the data as plain text "
+                        "(recipe paragraphs or token-windows).")
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def assistant_spans(tok, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of each assistant answer."""
+    full = render_text(tok, messages)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = len(render_text(tok, messages[:i], add_generation_prompt=True))
+        end = len(render_text(tok, messages[: i + 1]))
+        spans.append((start, end))
+    return full, spans
+
+
+def encode(tok, example: dict[str, Any], max_len: int) -> Encoded:
+    """Token ids + labels for one example, truncated on the right to max_len."""
+    eos = tok.eos_token_id
+    if "text" in example:
+        ids = tok(example["text"], add_special_tokens=False)["input_ids"] + [eos]
+        labels = list(ids)
+    else:
+        text, spans = assistant_spans(tok, example["messages"])
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = enc["input_ids"]
+        labels = [IGNORE] * len(ids)
+        for start, end in spans:
+            last = None
+            for j, (a, b) in enumerate(enc["offset_mapping"]):
+                if a >= start and b <= end and b > a:
+                    labels[j] = ids[j]
+                    if ids[j] == eos:
+                        last = j
+            if last is not None:  # nothing after the end-of-turn token (e.g. "\n") is learned
+                for j in range(last + 1, len(ids)):
+                    if enc["offset_mapping"][j][0] < end:
+                        labels[j] = IGNORE
+    n = len(ids)
+    return Encoded(ids[:max_len], labels[:max_len], n)
+
+
+def preview_segments(tok, enc: Encoded) -> list[tuple[str, bool]]:
+    """Consecutive (text, learned?) pieces, for showing the loss mask to the user."""
+    out: list[tuple[str, bool]] = []
+    cur: list[int] = []
+    state = None
+    for tid, lab in zip(enc.input_ids, enc.labels):
+        learned = lab != IGNORE
+        if state is not None and learned != state:
+            out.append((tok.decode(cur), state))
+            cur = []
+        cur.append(tid)
+        state = learned
+    if cur:
+        out.append((tok.decode(cur), bool(state)))
+    return out

@@ -1,0 +1,272 @@
+"""Data step: formats, recipes, loss mask, stats, and every bad input a user can upload."""
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+from studio.data import formats, templates
+from studio.data.ingest import Issue, iter_path
+from studio.data.prepare import prepare
+from studio.data.recipes import Context, RecipeParams, RECIPES, code_units, parse_pairs, qa_pairs
+from studio.data.ingest import Document
+from studio.errors import ConfigError, DataError
+
+SAMPLE = ROOT / "assets" / "sample"
+
+
+@pytest.fixture(scope="module")
+def tok(studio):
+    return studio.tokenizer("smollm2-135m-instruct")
+
+
+def items(path):
+    issues = []
+    return list(iter_path(Path(path), issues)), issues
+
+
+def test_recipe_registry_lists_all():
+    assert set(RECIPES) == {"token-windows", "paragraphs", "sections", "qa-pairs",
+                            "keyword-pairs", "code-functions"}
+    assert all(r.help for r in RECIPES.values())
+
+
+@pytest.mark.parametrize("row, fmt", [
+    ({"instruction": "Say hi", "input": "", "output": "hi"}, "alpaca"),
+    ({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}, "sharegpt"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, "messages"),
+    ({"prompt": "a", "completion": "b"}, "prompt-completion"),
+    ({"question": "a", "answer": "b"}, "prompt-completion"),
+    ({"text": "hello"}, "text"),
+])
+def test_format_detection_and_conversion(row, fmt):
+    assert formats.detect([row]) == fmt
+    ex = formats.convert(row, fmt)
+    assert ("text" in ex) if fmt == "text" else ex["messages"][-1]["role"] == "assistant"
+
+
+def test_manual_mapping_overrides_detection():
+    ex = formats.convert({"q": "What?", "a": "That."}, "text", {"prompt": "q", "completion": "a"})
+    assert ex["messages"][1]["content"] == "That."
+    with pytest.raises(formats.Skip, match="missing"):
+        formats.convert({"q": "x"}, "text", {"prompt": "q", "completion": "a"})
+
+
+def test_label_mask_only_on_assistant(tok):
+    ex = {"messages": [{"role": "user", "content": "Ping?"}, {"role": "assistant", "content": "Pong."}]}
+    segs = templates.preview_segments(tok, templates.encode(tok, ex, 512))
+    learned = "".join(t for t, on in segs if on)
+    assert learned == "Pong.<|im_end|>"
+    assert "Ping?" in "".join(t for t, on in segs if not on)
+
+
+def test_prepare_sample_faq(studio):
+    s = studio.data_prepare([str(SAMPLE / "product_faq.jsonl")], "faq-test", val_fraction=0.1)
+    assert s["records"] == 80 and s["splits"] == {"train": 72, "validation": 8}
+    assert s["errors"] == [] and s["formats"] == {"prompt-completion": 80}
+    assert 0 < s["tokens"]["p50"] <= s["tokens"]["p95"] <= s["tokens"]["max"]
+    again = studio.data_prepare([str(SAMPLE / "product_faq.jsonl")], "faq-test")
+    assert again["version"] == 2
+    assert studio.dataset("faq-test")["version"] == 2
+    train = [json.loads(x) for x in open(Path(again["path"]) / "train.jsonl")]
+    assert all("messages" in r for r in train)
+
+
+def test_documents_and_code_recipes(tok):
+    p = RecipeParams(max_tokens=64)
+    ctx = Context(tok, p)
+    text = (SAMPLE / "nimbus_orbit_manual.md").read_text()
+    doc = Document(text, "manual.md")
+    paras = list(RECIPES["paragraphs"].run(doc, ctx))
+    assert len(paras) > 5
+    for r in paras:
+        assert len(tok(r["text"])["input_ids"]) <= 64
+        last = r["text"].rstrip().splitlines()[-1]
+        assert last[-1] in ".!?:)" or last.startswith("#"), last  # never mid-sentence
+    secs = list(RECIPES["sections"].run(doc, ctx))
+    assert any(r["text"].startswith("Nimbus Orbit User Manual > Getting started > Charging") for r in secs)
+    wins = list(RECIPES["token-windows"].run(doc, Context(tok, RecipeParams(max_tokens=50, overlap=10))))
+    assert len(wins) > 10
+    kws = list(RECIPES["keyword-pairs"].run(doc, ctx))
+    assert kws and kws[0]["messages"][0]["content"].startswith("Tell me about ")
+    code = list(RECIPES["code-functions"].run(Document((SAMPLE / "birdlog.py").read_text(), "b.py", "code"), ctx))
+    names = [c["meta"]["name"] for c in code]
+    assert "top_species" in names and "Feeder.refill" in names and "Feeder.eat" not in names
+    assert ctx.counters["code_skipped_no_docstring"] == 2  # __init__ and eat
+    with pytest.raises(ConfigError, match="overlap"):
+        list(RECIPES["token-windows"].run(doc, Context(tok, RecipeParams(max_tokens=32, overlap=32))))
+
+
+def test_sentence_splitting_copes_with_abbreviations(tok):
+    from studio.data import chunking
+
+    text = ("Dr. Smith met Mr. Jones at 5 p.m. in the lab. They talked about e.g. birds. " * 20 +
+            "then a long run of words without any punctuation at all " * 30)
+    chunks = chunking.paragraphs(tok, text, 40)
+    assert all(len(tok(c)["input_ids"]) <= 40 for c in chunks)
+    assert not any(c.endswith("Dr.") or c.endswith("Mr.") for c in chunks)
+
+
+def test_qa_pairs_with_scripted_generator(tok):
+    replies = iter([
+        "Q: How long does the battery last?\nA: The battery lasts 41 days.\n"
+        "Q: Who won the 1998 World Cup?\nA: France won the final in Paris.\nQ: \nA: nothing",
+        "I cannot help with that.",
+    ] * 20)
+    ctx = Context(tok, RecipeParams(max_tokens=120), generator=lambda prompt: next(replies))
+    text = "The battery lasts 41 days on a full charge.\n\nIt charges over USB-C in three hours."
+    out = list(qa_pairs(Document(text * 1, "m.md"), ctx))
+    assert any(r["messages"][0]["content"] == "How long does the battery last?" for r in out)
+    assert ctx.counters["qa_dropped_ungrounded"] >= 1
+    assert parse_pairs("1. Q: a?\nA: b") == [("a?", "b")]
+    ctx2 = Context(tok, RecipeParams(max_tokens=20), generator=lambda p: "no pairs here")
+    fb = list(qa_pairs(Document(text, "m.md"), ctx2))
+    assert fb and all(r["meta"]["fallback"] for r in fb) and ctx2.counters["qa_fallback"] == len(fb)
+    with pytest.raises(ConfigError, match="generator"):
+        list(qa_pairs(Document(text, "m.md"), Context(tok, RecipeParams())))
+
+
+# ---- bad inputs -----------------------------------------------------------------------------
+def test_malformed_json_lines_are_reported_and_good_rows_kept(tmp_path, studio):
+    f = tmp_path / "mixed.jsonl"
+    f.write_text('{"prompt": "a?", "completion": "b"}\n{broken\n[1,2]\n'
+                 '{"prompt": "c?", "completion": ""}\n{"prompt": "d?", "completion": "e"}\n')
+    s = studio.data_prepare([str(f)], "mixed", val_fraction=0)
+    assert s["records"] == 2
+    lines = {e["line"]: e["reason"] for e in s["errors"]}
+    assert "not valid JSON" in lines[2] and "JSON object" in lines[3] and "empty" in lines[4]
+    assert s["empty_removed"] == 1
+
+
+def test_json_not_a_list_and_empty_file(tmp_path):
+    (tmp_path / "obj.json").write_text('{"a": 1}')
+    (tmp_path / "empty.jsonl").write_text("")
+    assert "not a list" in items(tmp_path / "obj.json")[1][0].reason
+    assert "empty" in items(tmp_path / "empty.jsonl")[1][0].reason
+
+
+def test_csv_missing_columns_and_ragged_rows(tmp_path, studio):
+    (tmp_path / "ragged.csv").write_text("question,answer\nWhat?,That\nonly-one-field\nWhy?,Because,extra\n")
+    recs, issues = items(tmp_path / "ragged.csv")
+    assert len(recs) == 1 and {i.line for i in issues} == {3, 4}
+    (tmp_path / "cols.csv").write_text("foo,bar\n1,2\n")
+    with pytest.raises(DataError, match="match no known format"):
+        studio.data_prepare([str(tmp_path / "cols.csv")], "cols")
+    ok = studio.data_prepare([str(tmp_path / "cols.csv")], "cols",
+                             mapping={"prompt": "foo", "completion": "bar"}, val_fraction=0)
+    assert ok["records"] == 1
+
+
+def test_encodings(tmp_path):
+    (tmp_path / "latin.txt").write_bytes("Café crème brûlée. Ça va très bien.".encode("latin-1"))
+    (tmp_path / "u16.jsonl").write_bytes('{"text": "héllo wörld"}\n'.encode("utf-16"))
+    (tmp_path / "latin.jsonl").write_bytes('{"text": "naïve café"}\n'.encode("latin-1"))
+    assert "Café crème" in items(tmp_path / "latin.txt")[0][0].text
+    assert items(tmp_path / "u16.jsonl")[0][0].data == {"text": "héllo wörld"}
+    assert items(tmp_path / "latin.jsonl")[0][0].data == {"text": "naïve café"}
+
+
+def test_binary_renamed_txt_and_unsupported(tmp_path):
+    (tmp_path / "photo.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    assert "binary" in items(tmp_path / "photo.txt")[1][0].reason
+    (tmp_path / "a.exe").write_bytes(b"MZ")
+    assert "unsupported" in items(tmp_path / "a.exe")[1][0].reason
+
+
+def test_pdf_without_text_layer_and_docx(tmp_path):
+    from pypdf import PdfWriter
+
+    w = PdfWriter()
+    w.add_blank_page(200, 200)
+    w.write(tmp_path / "scan.pdf")
+    assert "no text layer" in items(tmp_path / "scan.pdf")[1][0].reason
+    import docx
+
+    d = docx.Document()
+    d.add_heading("Setup", level=1)
+    d.add_paragraph("Charge the feeder first.")
+    d.save(tmp_path / "m.docx")
+    doc = items(tmp_path / "m.docx")[0][0]
+    assert doc.text.startswith("# Setup") and "Charge the feeder" in doc.text
+
+
+def test_zip_slip_and_bomb(tmp_path):
+    z = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("good/faq.jsonl", '{"prompt": "a?", "completion": "b"}\n')
+        zf.writestr("../evil.jsonl", '{"text": "x"}\n')
+        zf.writestr("/abs/evil.txt", "x")
+        zf.writestr("bomb.txt", "A" * 5_000_000)
+    recs, issues = items(z)
+    assert [r.data for r in recs] == [{"prompt": "a?", "completion": "b"}]
+    reasons = " | ".join(i.reason for i in issues)
+    assert "escapes" in reasons and "absolute" in reasons and "zip bomb" in reasons
+    assert not (tmp_path.parent / "evil.jsonl").exists()
+
+
+def test_no_assistant_turn_and_nothing_usable(tmp_path, studio):
+    f = tmp_path / "chat.jsonl"
+    f.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    r = run_cli("data", "prepare", str(f), "--name", "nothing", "--json", home=studio.home.root)
+    assert r.returncode == 1 and "no assistant turn" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_duplicates_removed(tmp_path, studio):
+    f = tmp_path / "dups.jsonl"
+    rows = [{"prompt": "Hello?", "completion": "World."}, {"prompt": "Hello?", "completion": "World."},
+            {"prompt": "hello", "completion": "world"}, {"prompt": "Other?", "completion": "Yes."}]
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    s = studio.data_prepare([str(f)], "dups", val_fraction=0)
+    assert s["records"] == 2 and s["duplicates_removed"] == {"exact": 1, "near": 1}
+
+
+def test_truncation_counted(tmp_path, studio):
+    f = tmp_path / "long.jsonl"
+    f.write_text(json.dumps({"prompt": "Tell me.", "completion": "word " * 300}) + "\n" +
+                 json.dumps({"prompt": "word " * 300, "completion": "short"}) + "\n" +
+                 json.dumps({"prompt": "Hi?", "completion": "Hi."}) + "\n")
+    s = studio.data_prepare([str(f)], "long", max_tokens=64, val_fraction=0)
+    assert s["truncated"] == 1 and s["dropped_too_long"] == 1 and s["records"] == 2
+
+
+def test_bad_name_and_recipe(studio):
+    with pytest.raises(ConfigError, match="not allowed"):
+        studio.data_prepare(["x.jsonl"], "../etc")
+    with pytest.raises(ConfigError, match="Unknown recipe"):
+        studio.data_prepare([str(SAMPLE / "product_faq.jsonl")], "x", recipe="magic")
+
+
+def test_large_jsonl_streams_with_bounded_memory(tmp_path, studio):
+    import tracemalloc
+
+    f = tmp_path / "big.jsonl"
+    row = '{"text": "%s"}\n'
+    with open(f, "w") as out:
+        i = 0
+        while out.tell() < 20 * 2**20:
+            out.write(row % (f"record {i} " + "lorem ipsum dolor sit amet " * 30))
+            i += 1
+    issues: list[Issue] = []
+    tracemalloc.start()
+    n = sum(1 for _ in iter_path(f, issues))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == i and not issues
+    assert peak < 5 * 2**20, f"reading 20 MB held {peak / 2**20:.1f} MB"
+
+
+def test_cli_prepare_json_contract(studio):
+    r = run_cli("data", "prepare", str(SAMPLE / "product_faq.jsonl"), "--name", "cli-faq",
+                "--max-tokens", "128", "--val-fraction", "0.25", "--json", home=studio.home.root)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert isinstance(out["records"], int) and out["records"] == 80
+    assert out["splits"] == {"train": 60, "validation": 20}
+    for key in ("tokens", "truncated", "duplicates_removed", "errors"):
+        assert key in out
+    r = run_cli("data", "list", "--json", home=studio.home.root)
+    assert "cli-faq" in {d["name"] for d in json.loads(r.stdout)}
+    r = run_cli("data", "show", "cli-faq", "--json", home=studio.home.root)
+    assert json.loads(r.stdout)["examples"]
