@@ -20,6 +20,7 @@ class Studio:
         self.store = Store(self.home.db)
         self._tokenizers: dict[str, Any] = {}
         self._models: dict[str, Any] = {}
+        self._pair: Any = None
 
     # ---- models ---------------------------------------------------------------------------
     def models_list(self) -> list[dict[str, Any]]:
@@ -142,6 +143,176 @@ class Studio:
         self.store.delete_dataset(name)
         shutil.rmtree(folder, ignore_errors=True)
         return {"deleted": name, "bytes_freed": size}
+
+    # ---- training ---------------------------------------------------------------------------
+    def device(self) -> str:
+        import os
+
+        return models.detect_device(os.environ.get("STUDIO_DEVICE"))
+
+    def train_create(self, preset: str, dataset: str, model: str | None = None,
+                     overrides: list[str] | None = None, max_steps: int | None = None) -> dict[str, Any]:
+        """Validate everything, then create the run folder, config.yaml and its store row."""
+        from .train import config as tcfg, runner
+
+        d = self.dataset(dataset)
+        cfg = tcfg.build_config(preset, d, model, overrides or [], max_steps)
+        self.resolve_model(cfg["model"])
+        notes = tcfg.preflight(cfg, d, self.tokenizer(cfg["model"]), self.device())
+        return runner.summary(runner.create(self.store, self.home.runs, cfg, notes))
+
+    def train_run(self, run_id: str, progress: bool = False) -> dict[str, Any]:
+        """Run or resume in this process (the CLI's foreground mode, and the UI's child)."""
+        from .train import runner
+
+        return runner.summary(runner.execute(self, run_id, progress))
+
+    def train_spawn(self, run_id: str) -> dict[str, Any]:
+        from .train import runner
+
+        return runner.spawn(self, run_id)
+
+    def runs_list(self) -> list[dict[str, Any]]:
+        from .train import runner
+
+        runner.reconcile(self)
+        return [runner.summary(r) for r in self.store.list_runs()]
+
+    def run_show(self, run_id: str) -> dict[str, Any]:
+        from .train import runner
+
+        runner.reconcile(self)
+        run = runner.get(self, run_id)
+        out = runner.summary(run)
+        out["metrics"] = self.store.get_metrics(run_id)
+        out["artifacts"] = runner.artifacts(Path(run["path"])) if run.get("path") else {}
+        out["config"] = run.get("config")
+        out["path"] = run.get("path")
+        out["exports"] = self.store.list_exports(run_id)
+        return out
+
+    def run_events(self, run_id: str) -> list[dict[str, Any]]:
+        from .train import runner
+
+        return runner.events(Path(runner.get(self, run_id)["path"]))
+
+    def run_stop(self, run_id: str) -> dict[str, Any]:
+        from .train import runner
+
+        return runner.summary(runner.stop(self, run_id))
+
+    def run_delete(self, run_id: str) -> dict[str, Any]:
+        import shutil
+
+        from .train import runner
+
+        run = runner.get(self, run_id)
+        if run["status"] == "running" and runner.alive(run.get("pid")):
+            from .errors import RunError
+
+            raise RunError(f"Run {run_id} is still training; stop it before deleting it.")
+        folder = Path(run["path"]) if run.get("path") else None
+        size = models.folder_size(folder) if folder and folder.exists() else 0
+        self.store.delete_run(run_id)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        return {"deleted": run_id, "bytes_freed": size}
+
+    # ---- compare and report ---------------------------------------------------------------
+    def pair_for(self, run_id: str, model: str | None = None):
+        """The cached base model with this run's adapter loaded and selected."""
+        from . import compare
+        from .train import runner
+
+        run = runner.get(self, run_id)
+        compare.check_base(run, model or run["model"])
+        adapter = compare.adapter_dir(run)
+        path = str(self.model_path(run["model"]))
+        if self._pair is None or self._pair[0] != path:
+            self._models.clear()
+            base, tok = models.load_model(Path(path), self.device()), self.tokenizer(run["model"])
+            self._pair = (path, compare.Pair(base, tok))
+        pair = self._pair[1]
+        pair.use(run_id, adapter)
+        return run, pair
+
+    def compare(self, run_id: str, prompt: str, system: str | None = None,
+                history: list[dict[str, str]] | None = None, max_new_tokens: int = 128,
+                temperature: float = 0.0, seed: int = 0, engine: str = "hf",
+                model: str | None = None) -> dict[str, Any]:
+        """The same prompt answered by base and tuned, same settings and seed."""
+        from .chat import GenSettings, generate
+        from .errors import ConfigError
+
+        if not prompt or not prompt.strip():
+            raise ConfigError("The prompt is empty; type a question to compare the answers.")
+        messages = ([{"role": "system", "content": system}] if system else []) + list(history or []) + [
+            {"role": "user", "content": prompt}]
+        if engine == "llama.cpp":
+            return self._compare_llama(run_id, messages, max_new_tokens, temperature, seed)
+        if engine != "hf":
+            raise ConfigError(f"Unknown engine '{engine}'; use hf or llama.cpp.")
+        run, pair = self.pair_for(run_id, model)
+        s = GenSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        out: dict[str, Any] = {"run_id": run_id, "engine": "hf", "model": run["model"]}
+        for side in ("base", "tuned"):
+            with pair.side(side) as m:
+                r = generate(m, pair.tok, messages, s)
+            out[side] = r["text"]
+            out[f"{side}_tokens"] = r["tokens"]
+            out["prompt_truncated"] = r["prompt_truncated"]
+        if out["prompt_truncated"]:
+            out["notice"] = "The conversation was longer than the context; its start was cut."
+        out["identical"] = out["base"] == out["tuned"]
+        return out
+
+    def compare_stream(self, run_id: str, messages: list[dict[str, str]], settings: Any, side: str):
+        """Yield growing answer text for one side (the UI streams base, then tuned)."""
+        from .chat import stream
+
+        _, pair = self.pair_for(run_id)
+        with pair.side(side) as m:
+            yield from stream(m, pair.tok, messages, settings)
+
+    def _compare_llama(self, run_id, messages, max_new_tokens, temperature, seed):
+        from . import compare
+        from .errors import ExportError
+        from .train import runner
+
+        run = runner.get(self, run_id)
+        ex = {e["format"]: e for e in self.store.list_exports(run_id) if Path(e["path"]).exists()}
+        base = next((e for e in self.store.list_exports() if e["format"] == "gguf"
+                     and e["model"] == run["model"] and not e["run_id"] and Path(e["path"]).exists()), None)
+        if "lora-gguf" not in ex or base is None:
+            missing = []
+            if base is None:
+                missing.append(f"python -m studio export --model {run['model']} --format gguf --quant f16")
+            if "lora-gguf" not in ex:
+                missing.append(f"python -m studio export --run {run_id} --format lora-gguf")
+            raise ExportError("The llama.cpp engine needs a base GGUF and this run's LoRA GGUF. Run: "
+                              + " ; ".join(missing))
+        out = {"run_id": run_id, "engine": "llama.cpp", "model": run["model"]}
+        for side, lora in (("base", None), ("tuned", Path(ex["lora-gguf"]["path"]))):
+            llm = compare.llama_engine(Path(base["path"]), lora)
+            out[side] = compare.llama_chat(llm, messages, max_new_tokens, temperature, seed)
+            del llm
+        out["identical"] = out["base"] == out["tuned"]
+        return out
+
+    def report(self, run_id: str, refresh: bool = False) -> dict[str, Any]:
+        """The did-it-learn report (computed once, then read from the store)."""
+        from . import report as rep
+
+        if not refresh:
+            cached = self.store.get_report(run_id)
+            if cached:
+                return cached
+        run, pair = self.pair_for(run_id)
+        ds_name = run["dataset"]
+        dataset = self.dataset(ds_name)
+        data = rep.build(pair, run, dataset, self.run_events(run_id))
+        self.store.put_report(run_id, data)
+        return data
 
     # ---- presets --------------------------------------------------------------------------
     def presets_list(self) -> list[dict[str, Any]]:

@@ -86,3 +86,31 @@ def make_generator(model, tok, max_new_tokens: int = 256) -> Callable[[str], str
     """prompt → greedy answer: the generator the data recipes use."""
     s = GenSettings(max_new_tokens=max_new_tokens)
     return lambda prompt: generate(model, tok, [{"role": "user", "content": prompt}], s)["text"]
+
+
+def generate_batch(model, tok, conversations: list[list[dict[str, str]]], max_new_tokens: int = 48,
+                   batch_size: int = 8) -> list[str]:
+    """Greedy answers for many prompts, left-padded in batches (much faster than one by one)."""
+    import torch
+
+    answers: list[str] = []
+    context = context_of(model)
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        for i in range(0, len(conversations), batch_size):
+            prompts = [encode_prompt(tok, c, context, max_new_tokens)[0]
+                       for c in conversations[i:i + batch_size]]
+            width = max(map(len, prompts))
+            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
+                                device=model.device)
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                     max_new_tokens=max_new_tokens, eos_token_id=stop_ids(tok, model),
+                                     pad_token_id=pad, temperature=None, top_p=None, top_k=None)
+            answers += [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+    finally:
+        tok.padding_side = old_side
+    return answers

@@ -52,10 +52,89 @@ def add_step_verbs(sub, verb) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="params",
                    help="other recipe parameters: " + ", ".join(
                        k for k in rhelp if k not in ("max_tokens", "overlap")))
+    add_train_verbs(sub, verb)
+    add_compare_verbs(sub, verb)
     verb(dsub, "list", "prepared datasets, newest version first", lambda a: studio(a).data_list())
     p = verb(dsub, "show", "one dataset: sources, recipe, stats and a few examples",
              lambda a: studio(a).data_show(a.name))
     p.add_argument("name", help="NAME or NAME@vN")
+
+
+def add_train_verbs(sub, verb) -> None:
+    p = sub.add_parser("train", help="train a LoRA/QLoRA adapter (foreground) or resume a run",
+                       description="Train in the foreground with progress; the run folder and its "
+                                   "store row exist as soon as it starts. Ctrl-C stops after a "
+                                   "checkpoint; --resume continues.")
+    p.set_defaults(func=train)
+    p.add_argument("--json", action="store_true", help="print the final run as JSON")
+    p.add_argument("--home", default=None, help="STUDIO_HOME folder")
+    p.add_argument("--preset", help="preset name (python -m studio presets list)")
+    p.add_argument("--dataset", help="dataset NAME or NAME@vN")
+    p.add_argument("--model", default=None, help="override the preset's model")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a preset value, e.g. --set train.lr=2e-4 --set lora.rank=8")
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides the preset)")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue a stopped/failed/queued run from "
+                   "its last checkpoint")
+    p.add_argument("--detach", action="store_true", help="start in a background process and "
+                   "return at once (watch it with `runs show`)")
+    runs = sub.add_parser("runs", help="training runs: list, show, stop", description="training runs")
+    rsub = runs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    verb(rsub, "list", "all runs, newest first", lambda a: studio(a).runs_list())
+    q = verb(rsub, "show", "one run with metrics and artifacts", lambda a: studio(a).run_show(a.run_id))
+    q.add_argument("run_id")
+    q = verb(rsub, "stop", "stop a running run (it saves a checkpoint first)",
+             lambda a: studio(a).run_stop(a.run_id))
+    q.add_argument("run_id")
+    q = verb(rsub, "delete", "delete a run and its files", lambda a: studio(a).run_delete(a.run_id))
+    q.add_argument("run_id")
+
+
+def add_compare_verbs(sub, verb) -> None:
+    p = verb(sub, "compare", "one prompt answered by the base and the tuned model, side by side",
+             lambda a: studio(a).compare(a.run, a.prompt, a.system, None, a.max_new_tokens,
+                                         a.temperature, a.seed, a.engine, a.model))
+    p.add_argument("--run", required=True, metavar="RUN_ID")
+    p.add_argument("--prompt", required=True, help="the user message")
+    p.add_argument("--system", default=None, help="optional system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", choices=["hf", "llama.cpp"], default="hf")
+    p.add_argument("--model", default=None, help="base model (default: the run's)")
+    p = verb(sub, "report", "did the model learn? base vs tuned on held-out data, with flags",
+             lambda a: studio(a).report(a.run, refresh=a.refresh))
+    p.add_argument("--run", required=True, metavar="RUN_ID")
+    p.add_argument("--refresh", action="store_true", help="compute again instead of reading the "
+                   "stored report")
+
+
+def train(a: argparse.Namespace):
+    import sys
+
+    s = studio(a)
+    if a.resume:
+        if a.preset or a.dataset:
+            raise ConfigError("--resume RUN_ID continues a run with its saved config; leave out "
+                              "--preset/--dataset.")
+        run_id = a.resume
+    else:
+        if not a.preset or not a.dataset:
+            raise ConfigError("train needs --preset NAME and --dataset NAME (or --resume RUN_ID). "
+                              "See python -m studio presets list and data list.")
+        run = s.train_create(a.preset, a.dataset, a.model, a.overrides, a.max_steps)
+        run_id = run["id"]
+        for note in run["notes"]:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"run {run_id} created in {s.home.runs / run_id}", file=sys.stderr, flush=True)
+    if a.detach:
+        return s.train_spawn(run_id)
+    try:
+        result = s.train_run(run_id, progress=not a.json)
+    except KeyboardInterrupt:
+        print(f"stopped; resume with: python -m studio train --resume {run_id}", file=sys.stderr)
+        return s.run_show(run_id) if a.json else None, 130
+    return (result, 0 if result["status"] == "completed" else 1)
 
 
 def data_prepare(a: argparse.Namespace):

@@ -97,6 +97,9 @@ class Preset:
                                                ".gguf file or hub id.")
     method: str = knob("lora", "lora: 16/32-bit frozen base; qlora: 4/8-bit frozen base "
                                "(needs bitsandbytes on the device).", choices=("lora", "qlora"))
+    method_fallback: bool = knob(True, "If QLoRA cannot run on this device (no bitsandbytes "
+                                       "support), train with LoRA instead and say so; false "
+                                       "refuses to start.")
     gpu_gb: float = knob(0.0, "Smallest GPU memory (GB) this preset is meant for; 0 = CPU.",
                          min=0.0, max=2048)
     lora: LoraSettings = field(default_factory=LoraSettings)

@@ -55,3 +55,18 @@ def base_model(embedded_model_dir):
     from studio import models
 
     return models.load_model(embedded_model_dir), models.load_tokenizer(embedded_model_dir)
+
+
+@pytest.fixture(scope="session")
+def faq_dataset(studio):
+    studio.data_prepare([str(ROOT / "assets" / "sample" / "product_faq.jsonl")], "faq",
+                        val_fraction=0.1)
+    return "faq"
+
+
+@pytest.fixture(scope="session")
+def trained_run(studio, faq_dataset):
+    """One short cpu-quickstart run shared by the train, compare, report and export tests."""
+    run = studio.train_create("cpu-quickstart", faq_dataset, overrides=[
+        "train.save_every=4", "train.eval_every=6", "train.lr=1e-3"], max_steps=12)
+    return studio.train_run(run["id"])

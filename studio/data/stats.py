@@ -73,7 +73,8 @@ class Stats:
         return {
             "examples": len(s), "max_len": self.max_len,
             "tokens": {"total": int(sum(s)), "mean": round(sum(s) / len(s), 1) if s else 0,
-                       "p50": pct(50), "p95": pct(95), "max": s[-1] if s else 0,
+                       "min": s[0] if s else 0, "p50": pct(50), "p95": pct(95),
+                       "max": s[-1] if s else 0,
                        "trainable": self.trainable},
             "truncated": self.truncated, "dropped_too_long": self.dropped_too_long,
             "duplicates_removed": {"exact": self.duplicates_exact, "near": self.duplicates_near},

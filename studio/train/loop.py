@@ -1,0 +1,246 @@
+"""The training child process: one run folder in, events, checkpoints and an adapter out.
+
+Owns what happens inside `python -m studio train`: loading the model (LoRA/QLoRA/rsLoRA/DoRA
+through models.py), encoding the dataset with the data step's loss mask, padding-free batching
+(examples laid end to end with their own position ids; transformers builds a block-diagonal
+mask from them, so no example attends to another), the transformers Trainer, and the callback
+that writes events.jsonl, updates the store, moves finished checkpoints into place atomically,
+honours Stop (SIGTERM) and stops on NaN loss. Only rank 0 writes files and the store.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import RunError
+from . import checkpoints as ckpt
+from .config import preset_of, total_steps
+
+STOP_FILE = "STOP"
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def encode_split(tok, folder: Path, split: str, max_len: int) -> list[dict[str, list[int]]]:
+    from ..data import prepare, templates
+
+    out = []
+    for ex in prepare.read_split(folder, split):
+        enc = templates.encode(tok, ex, max_len)
+        if enc.trainable:
+            out.append({"input_ids": enc.input_ids, "labels": enc.labels})
+    return out
+
+
+class CountingCollator:
+    """Wraps a collator and counts the real (non-padding) tokens it hands out."""
+
+    def __init__(self, inner):
+        self.inner, self.tokens = inner, 0
+
+    def __call__(self, features):
+        self.tokens += sum(len(f["input_ids"]) for f in features)
+        return self.inner(features)
+
+
+def make_collator(tok, packing: bool) -> CountingCollator:
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if packing:
+        return CountingCollator(DataCollatorWithFlattening(return_position_ids=True, separator_id=-100))
+    return CountingCollator(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
+
+
+def optim_name(name: str) -> str:
+    return {"adamw": "adamw_torch", "adamw-8bit": "adamw_bnb_8bit",
+            "paged-adamw-8bit": "paged_adamw_8bit", "sgd": "sgd"}[name]
+
+
+def peak_mem_gb(device: str) -> float:
+    if device == "cuda":
+        import torch
+
+        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KB → GB
+
+
+def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, device: str):
+    from transformers import TrainerCallback
+
+    class StudioCallback(TrainerCallback):
+        """Events, store updates, atomic checkpoints, Stop and NaN handling."""
+
+        def __init__(self):
+            self.t_last, self.tok_last, self.t0 = time.time(), 0, time.time()
+            self.step0: int | None = None
+            self.rows: dict[int, dict[str, Any]] = {}
+            self.stopped = False
+            self.nan_step: int | None = None
+            self.last_loss: float | None = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.step0 = state.global_step
+            self.t0 = self.t_last = time.time()
+
+        def on_step_end(self, args, state, control, **kw):
+            if (run_dir / STOP_FILE).exists() or STOP_REQUESTED[0]:
+                self.stopped = True
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs, step = logs or {}, state.global_step
+            if "train_runtime" in logs:
+                return
+            now = time.time()
+            ev: dict[str, Any] = {"step": step}
+            if "loss" in logs:
+                loss = float(logs["loss"])
+                self.last_loss = loss
+                ev.update(loss=loss, lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
+                dt = max(1e-6, now - self.t_last)
+                ev["tokens_per_s"] = round((collator.tokens - self.tok_last) / dt, 1)
+                self.t_last, self.tok_last = now, collator.tokens
+                done = step - (self.step0 or 0)
+                ev["eta_s"] = round((now - self.t0) / max(1, done) * (steps - step), 1)
+                ev["peak_mem_gb"] = peak_mem_gb(device)
+                if not math.isfinite(loss) or (ev["grad_norm"] is not None and not math.isfinite(ev["grad_norm"])):
+                    self.nan_step = step
+                    control.should_training_stop = True
+            if "eval_loss" in logs:
+                ev.update(eval_loss=float(logs["eval_loss"]), loss=self.last_loss)
+            if rank() != 0 or len(ev) == 1:
+                return
+            with open(run_dir / "events.jsonl", "a") as f:
+                f.write(json.dumps(ev) + "\n")
+            row = self.rows.setdefault(step, {"step": step})
+            row.update({k: v for k, v in ev.items() if v is not None})
+            store.add_metrics(run_id, [row])
+            store.update_run(run_id, step=step)
+
+        def on_save(self, args, state, control, **kw):
+            if rank() == 0:
+                ckpt.publish(Path(args.output_dir), run_dir, state.global_step, keep=KEEP[0])
+
+    return StudioCallback()
+
+
+STOP_REQUESTED = [False]
+KEEP = [3]
+
+
+def _on_sigterm(signum, frame):
+    STOP_REQUESTED[0] = True
+
+
+def load_for_training(model_path: Path, device: str, p):
+    """The base model (quantized for QLoRA) with fresh LoRA adapters, ready for padding-free
+    batches: the KV cache is off, because transformers builds the block-diagonal mask from
+    position ids only when there is no cache — with one, packed examples would see each other."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    from .. import models
+
+    quant = p.quant if p.method == "qlora" else None
+    model = models.load_model(model_path, device, p.train.dtype, quant)
+    model.config.use_cache = False
+    if quant is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=p.train.grad_ckpt)
+    return get_peft_model(model, models.lora_config(p.lora))
+
+
+def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
+          progress: bool = False) -> dict[str, Any]:
+    """Run (or resume) the run in `run_dir`; return its final status and artifacts."""
+    import torch
+    import yaml
+    from transformers import Trainer, TrainingArguments
+
+    from .. import models
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    p = preset_of(cfg)
+    t = p.train
+    KEEP[0] = t.keep_checkpoints
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    (run_dir / STOP_FILE).unlink(missing_ok=True)
+    torch.manual_seed(t.seed)
+    tok = models.load_tokenizer(model_path)
+    data_dir = Path(cfg["dataset"]["path"])
+    train_set = encode_split(tok, data_dir, "train", t.max_len)
+    eval_set = encode_split(tok, data_dir, "validation", t.max_len)
+    if not train_set:
+        raise RunError("No training example has any learnable token at this max length.")
+    steps = total_steps(cfg, len(train_set), world_size())
+    model = load_for_training(model_path, device, p)
+    collator = make_collator(tok, t.packing)
+    staging = run_dir / "trainer"
+    resume_from = ckpt.latest(run_dir)
+    ckpt.clean_staging(staging)
+    if resume_from is not None:
+        ckpt.trim_events(run_dir / "events.jsonl", ckpt.step_of(resume_from))
+    dtype = models.resolve_dtype(t.dtype, device)
+    args = TrainingArguments(
+        output_dir=str(staging), max_steps=steps, per_device_train_batch_size=t.micro_batch,
+        per_device_eval_batch_size=t.micro_batch, gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr, lr_scheduler_type=t.schedule if t.schedule != "constant" else "constant_with_warmup",
+        warmup_steps=int(round(t.warmup_ratio * steps)), weight_decay=t.weight_decay,
+        optim=optim_name(t.optimizer), seed=t.seed, data_seed=t.seed,
+        logging_steps=t.log_every, save_strategy="steps", save_steps=t.save_every,
+        save_total_limit=None, eval_strategy="steps" if (t.eval_every and eval_set) else "no",
+        eval_steps=t.eval_every or None, report_to=[], use_cpu=device == "cpu",
+        bf16=dtype == torch.bfloat16 and device != "cpu", fp16=dtype == torch.float16,
+        activation_checkpointing=t.grad_ckpt,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.grad_ckpt else None,
+        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=not progress,
+        ddp_find_unused_parameters=False if world_size() > 1 else None)
+    cb = build_callback(run_dir, store, run_id, steps, collator, device)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set,
+                      eval_dataset=eval_set or None, data_collator=collator, callbacks=[cb])
+    if not progress:  # keep stdout clean for --json: no printed log dicts
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+    if rank() == 0:
+        store.update_run(run_id, status="running", pid=os.getpid(), max_steps=steps, error=None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except torch.OutOfMemoryError:
+        raise RunError(oom_message(cfg)) from None
+    result: dict[str, Any] = {"steps": trainer.state.global_step, "max_steps": steps}
+    if cb.nan_step is not None:
+        raise RunError(f"The loss became NaN/inf at step {cb.nan_step}, so training stopped. Lower "
+                       f"the learning rate (e.g. train.lr={t.lr / 4:g}), and on GPUs without bf16 "
+                       "use fp32 or a smaller lr with fp16. Resume is not useful: start a new run.")
+    evaluated = cb.rows.get(trainer.state.global_step, {}).get("eval_loss") is not None
+    if eval_set and not cb.stopped and not evaluated:
+        trainer.evaluate()  # logs eval_loss through the callback
+    if rank() == 0:
+        result["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir))
+        result["status"] = "stopped" if cb.stopped and trainer.state.global_step < steps else "completed"
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def oom_message(cfg: dict[str, Any]) -> str:
+    t = cfg["train"]
+    return (f"The GPU ran out of memory (micro_batch {t['micro_batch']}, max_len {t['max_len']}, "
+            f"method {cfg['method']}). Try, in this order: train.grad_ckpt=true, "
+            f"train.micro_batch={max(1, t['micro_batch'] // 2)} with train.grad_accum="
+            f"{t['grad_accum'] * 2}, method=qlora, or a shorter train.max_len. The Memory step "
+            "(python -m studio estimate) shows what fits your GPU.")
