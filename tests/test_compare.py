@@ -1,0 +1,95 @@
+"""Compare step: base vs tuned on one weight copy, the report, and the bad inputs."""
+import json
+
+import pytest
+
+from conftest import run_cli
+from studio.errors import ConfigError, ExportError, RunError
+
+pytestmark = pytest.mark.slow
+
+
+def test_side_by_side_differs_and_base_is_base(studio, trained_run, base_model):
+    out = studio.compare(trained_run["id"], "How much does the Nimbus Orbit cost?", max_new_tokens=24)
+    assert out["base"] != out["tuned"] and not out["identical"]
+    # The base side is the real base model: same answer as the plain model with no adapter.
+    from studio.chat import GenSettings, generate
+
+    model, tok = base_model  # a separate, untouched copy of the base model
+    plain = generate(model, tok, [{"role": "user", "content": "How much does the Nimbus Orbit cost?"}],
+                     GenSettings(max_new_tokens=24))
+    assert plain["text"] == out["base"]
+
+
+def test_one_copy_of_the_weights(studio, trained_run):
+    _, pair = studio.pair_for(trained_run["id"])
+    with pair.side("base") as b, pair.side("tuned") as t:
+        assert b is t  # the adapter is toggled, the model is the same object
+    base_params = {id(p) for n, p in pair.model.named_parameters() if "lora_" not in n}
+    assert len(base_params) == len([n for n, _ in pair.model.named_parameters() if "lora_" not in n])
+
+
+def test_sampling_is_seeded(studio, trained_run):
+    a = studio.compare(trained_run["id"], "Tell me about birds.", temperature=0.9, seed=7, max_new_tokens=16)
+    b = studio.compare(trained_run["id"], "Tell me about birds.", temperature=0.9, seed=7, max_new_tokens=16)
+    assert a["base"] == b["base"] and a["tuned"] == b["tuned"]
+
+
+def test_long_prompt_is_cut_from_the_left(studio, trained_run):
+    out = studio.compare(trained_run["id"], "word " * 9000 + "What is the price?", max_new_tokens=4)
+    assert out["prompt_truncated"] and "cut" in out["notice"]
+
+
+def test_report(studio, trained_run):
+    r = studio.report(trained_run["id"], refresh=True)
+    assert r["base"]["val_loss"] > r["tuned"]["val_loss"]
+    assert {"validation", "paraphrased"} <= set(r["tuned"])
+    assert r["answers_compared"] == 8 + 24
+    assert isinstance(r["flags"], list) and r["verdict"]
+    assert studio.store.get_report(trained_run["id"])["verdict"] == r["verdict"]
+    cli = run_cli("report", "--run", trained_run["id"], "--json", home=studio.home.root)
+    data = json.loads(cli.stdout)
+    assert data["base"]["val_loss"] == r["base"]["val_loss"]
+
+
+def test_flags():
+    from studio.report import diagnose, rouge_l, score
+
+    fig = {"base": {"val_loss": 2.0, "probe_ppl": 10.0}, "tuned": {"val_loss": 1.5, "probe_ppl": 14.0}}
+    flags = {f["flag"]: f["text"] for f in diagnose(fig, 10, 10, 0.0, {"train": {"lr": 1e-5}},
+                                                    [{"step": 5, "loss": 0.1}])}
+    assert "no change" in flags and "never trained" in flags["no change"] and "low" in flags["no change"]
+    assert "memorised" in flags and "forgetting" in flags
+    assert rouge_l("the price is 189 euros", "It costs 189 euros") > 0.3
+    assert score(["It costs 189 euros."], [{"answer": "189 euros", "expect": "189"}])["fact_match"] == 1.0
+
+
+def test_bad_inputs(studio, trained_run, faq_dataset):
+    with pytest.raises(ConfigError, match="empty"):
+        studio.compare(trained_run["id"], "  ")
+    with pytest.raises(RunError, match="trained on 'smollm2-135m-instruct'"):
+        studio.compare(trained_run["id"], "hi", model="other-model")
+    queued = studio.train_create("cpu-quickstart", faq_dataset, max_steps=1)
+    with pytest.raises(RunError, match="no adapter yet"):
+        studio.compare(queued["id"], "hi")
+    with pytest.raises(ExportError, match="export"):
+        studio.compare(trained_run["id"], "hi", engine="llama.cpp")
+    r = run_cli("compare", "--run", "missing-run", "--prompt", "hi", home=studio.home.root)
+    assert r.returncode == 1 and "No run" in r.stderr
+
+
+def test_deleted_run_folder(studio, faq_dataset):
+    import shutil
+
+    run = studio.train_create("cpu-quickstart", faq_dataset, max_steps=1)
+    shutil.rmtree(studio.home.runs / run["id"])
+    with pytest.raises(RunError, match="deleted"):
+        studio.compare(run["id"], "hi")
+
+
+def test_cli_compare_json(studio, trained_run):
+    r = run_cli("compare", "--run", trained_run["id"], "--prompt", "Who makes the Nimbus Orbit?",
+                "--max-new-tokens", "16", "--json", home=studio.home.root)
+    assert r.returncode == 0, r.stderr[-1500:]
+    out = json.loads(r.stdout)
+    assert isinstance(out["base"], str) and isinstance(out["tuned"], str)
