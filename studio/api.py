@@ -282,7 +282,8 @@ class Studio:
         run = runner.get(self, run_id)
         ex = {e["format"]: e for e in self.store.list_exports(run_id) if Path(e["path"]).exists()}
         base = next((e for e in self.store.list_exports() if e["format"] == "gguf"
-                     and e["model"] == run["model"] and not e["run_id"] and Path(e["path"]).exists()), None)
+                     and e["model"] == run["model"] and not e["run_id"] and Path(e["path"]).exists()
+                     and e["quant"] in ("f16", "f32", "bf16", "q8_0")), None)
         if "lora-gguf" not in ex or base is None:
             missing = []
             if base is None:
@@ -313,6 +314,78 @@ class Studio:
         data = rep.build(pair, run, dataset, self.run_events(run_id))
         self.store.put_report(run_id, data)
         return data
+
+    # ---- export ---------------------------------------------------------------------------
+    def export(self, fmt: str, run_id: str | None = None, model: str | None = None,
+               quant: str | None = None, out: str | None = None, verify: bool = False,
+               progress: Any = None) -> dict[str, Any]:
+        """Write one export (atomically), optionally check parity, record it in the store."""
+        from . import compare
+        from .errors import ExportError
+        from .export import exporter
+        from .train import runner
+
+        if bool(run_id) == bool(model):
+            raise ExportError("Give either --run RUN_ID (the tuned model) or --model MODEL (a "
+                              "model without a run), not both or neither.")
+        quant = exporter.check_request(fmt, quant, run_id)
+        adapter = None
+        if run_id:
+            run = runner.get(self, run_id)
+            adapter, model_ref, label = compare.adapter_dir(run), run["model"], run_id
+        else:
+            model_ref, label = model, self.resolve_model(model).name
+        base_folder = self.model_path(model_ref)
+        if base_folder.is_file():
+            raise ExportError(f"{model_ref} is already a GGUF file; export works from an HF folder "
+                              "(config.json + safetensors).")
+        info = models.info_from_folder(base_folder)
+        is_dir = fmt in ("adapter", "merged", "ollama")
+        ext = {"gguf": f"-{quant}.gguf", "lora-gguf": f"-lora-{quant}.gguf"}.get(fmt, f"-{fmt}")
+        dest = Path(out).expanduser() if out else self.home.exports / label / f"{label}{ext}"
+        if not out:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        per = exporter.BYTES_PER_PARAM.get(quant, 4.0) if fmt != "merged" else 4.0
+        need = int((info["params"] or 0) * (per if fmt != "adapter" else 0.02)) + 50_000_000
+        if quant in ("q4_k_m", "q5_k_m", "q6_k"):
+            need += (info["params"] or 0) * 2  # the f16 intermediate
+        exporter.check_out(dest, need, is_dir)
+        result = exporter.run(fmt, quant, base_folder=base_folder, adapter=adapter, out=dest,
+                              name=label, tok=self.tokenizer(model_ref), verify=verify,
+                              base_gguf=lambda: self.base_gguf(model_ref), progress=progress)
+        self.store.add_export(run_id=run_id, model=model_ref, format=fmt, quant=quant,
+                              path=result["path"], bytes=result["bytes"],
+                              seconds=result["seconds"], parity=result.get("parity"))
+        result["use"] = exporter.usage(result, label.lower())
+        return result
+
+    def base_gguf(self, model_ref: str) -> Path:
+        """An f16 GGUF of the base model (made once and recorded), for LoRA GGUFs and llama.cpp."""
+        for e in self.store.list_exports():
+            if (e["format"] == "gguf" and not e["run_id"] and e["model"] == model_ref
+                    and e["quant"] in ("f16", "f32") and Path(e["path"]).exists()):
+                return Path(e["path"])
+        return Path(self.export("gguf", model=model_ref, quant="f16")["path"])
+
+    def exports_list(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        return self.store.list_exports(run_id)
+
+    def export_delete(self, export_id: int) -> dict[str, Any]:
+        import shutil
+
+        from .errors import ExportError
+
+        e = self.store.get_export(export_id)
+        if e is None:
+            raise ExportError(f"No export with id {export_id}.")
+        p = Path(e["path"])
+        size = models.folder_size(p) if p.exists() else 0
+        self.store.delete_export(export_id)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        return {"deleted": export_id, "bytes_freed": size}
 
     # ---- presets --------------------------------------------------------------------------
     def presets_list(self) -> list[dict[str, Any]]:

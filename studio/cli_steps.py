@@ -54,6 +54,7 @@ def add_step_verbs(sub, verb) -> None:
                        k for k in rhelp if k not in ("max_tokens", "overlap")))
     add_train_verbs(sub, verb)
     add_compare_verbs(sub, verb)
+    add_export_verbs(sub, verb)
     verb(dsub, "list", "prepared datasets, newest version first", lambda a: studio(a).data_list())
     p = verb(dsub, "show", "one dataset: sources, recipe, stats and a few examples",
              lambda a: studio(a).data_show(a.name))
@@ -107,6 +108,25 @@ def add_compare_verbs(sub, verb) -> None:
     p.add_argument("--run", required=True, metavar="RUN_ID")
     p.add_argument("--refresh", action="store_true", help="compute again instead of reading the "
                    "stored report")
+
+
+def add_export_verbs(sub, verb) -> None:
+    from .export.exporter import FORMATS, GGUF_QUANTS
+
+    p = verb(sub, "export", "write the tuned (or any) model as adapter, merged, GGUF, LoRA GGUF "
+             "or an Ollama folder, optionally checking parity with llama.cpp",
+             lambda a: studio(a).export(a.format, a.run, a.model, a.quant, a.out, a.verify))
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN_ID", help="export this run's tuned model")
+    src.add_argument("--model", help="export a model without a run (e.g. the embedded base)")
+    p.add_argument("--format", required=True, choices=list(FORMATS),
+                   help="; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
+    p.add_argument("--quant", default=None, metavar="|".join(GGUF_QUANTS),
+                   help="GGUF type (default q8_0; f32/f16 for lora-gguf)")
+    p.add_argument("--out", default=None, help="file path for gguf/lora-gguf, folder for "
+                   "adapter/merged/ollama (default: under $STUDIO_HOME/exports/)")
+    p.add_argument("--verify", action="store_true", help="check the GGUF answers like the tuned "
+                   "model (needs llama-cpp-python)")
 
 
 def train(a: argparse.Namespace):

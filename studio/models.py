@@ -30,6 +30,7 @@ EMBEDDED = {
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
 COMPLETE_MARK = ".studio-complete"  # written last: a folder without it is a killed conversion
+CONVERSION_VERSION = 2  # bump when the conversion changes; older folders are converted again
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -124,7 +125,7 @@ def ensure_local(spec: ModelSpec, models_dir: Path, token: str | None = None,
 def prepare_embedded(models_dir: Path, progress: Any = None) -> Path:
     """Convert the shipped GGUF into an HF folder once; atomic (temp folder, then rename)."""
     target = models_dir / DEFAULT_MODEL
-    if (target / COMPLETE_MARK).exists():
+    if conversion_ok(target):
         return target
     if target.exists():  # a conversion was killed half way: never trust it
         shutil.rmtree(target)
@@ -137,6 +138,7 @@ def prepare_embedded(models_dir: Path, progress: Any = None) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    restore_pre_tokenizer(tok, src)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     model.hf_quantizer = None  # the GGUF was dequantized on load; save plain weights
     if hasattr(model.config, "quantization_config"):
@@ -144,9 +146,29 @@ def prepare_embedded(models_dir: Path, progress: Any = None) -> Path:
     model.generation_config.eos_token_id = tok.eos_token_id
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    (tmp / COMPLETE_MARK).write_text(json.dumps({"source": str(src)}))
+    (tmp / COMPLETE_MARK).write_text(json.dumps({"source": str(src), "version": CONVERSION_VERSION}))
     os.replace(tmp, target)
     return target
+
+
+def conversion_ok(folder: Path) -> bool:
+    try:
+        return json.loads((folder / COMPLETE_MARK).read_text()).get("version") == CONVERSION_VERSION
+    except (OSError, ValueError):
+        return False
+
+
+def restore_pre_tokenizer(tok, gguf_path: Path) -> None:
+    """transformers rebuilds a GGUF's BPE tokenizer with plain byte-level splitting; restore the
+    split that the file's `tokenizer.ggml.pre` names, so numbers tokenize as in llama.cpp."""
+    import gguf
+    from tokenizers import pre_tokenizers
+
+    field = gguf.GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.pre")
+    if field is not None and field.contents() == "smollm":  # digits one by one, then GPT-2 split
+        tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -270,7 +292,7 @@ def info(spec: ModelSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"name": spec.name, "ref": spec.ref, "kind": spec.kind}
     if spec.kind == "embedded":
         folder = Path(spec.path)
-        src = folder if (folder / COMPLETE_MARK).exists() else embedded_gguf()
+        src = folder if conversion_ok(folder) else embedded_gguf()
         out.update(info_from_folder(src) if src.is_dir() else info_from_gguf(src))
         out["path"], out["prepared"] = str(src), src.is_dir()
         out["about"] = EMBEDDED[spec.ref]["about"]
@@ -288,7 +310,7 @@ def info(spec: ModelSpec) -> dict[str, Any]:
 
 def list_models(models_dir: Path) -> list[dict[str, Any]]:
     rows = [{"name": n, "kind": "embedded", "about": m["about"],
-             "prepared": (models_dir / n / COMPLETE_MARK).exists()} for n, m in EMBEDDED.items()]
+             "prepared": conversion_ok(models_dir / n)} for n, m in EMBEDDED.items()]
     for d in sorted(models_dir.glob("*")):
         if d.is_dir() and d.name not in EMBEDDED and not d.name.startswith(".") and (d / "config.json").exists():
             rows.append({"name": d.name, "kind": "folder", "about": str(d), "prepared": True})

@@ -1,0 +1,74 @@
+"""Parity: does the exported GGUF answer like the tuned model? Measured, not assumed.
+
+Owns the fixed prompt set, teacher-forcing the transformers greedy continuation through
+llama.cpp (token ids fed directly, so only the weights and the runtime are compared), top-1
+agreement and mean |Δ log-prob| of the chosen tokens, the tokenizer check (llama.cpp's own
+tokenization of the rendered prompt must equal ours), and the end-of-turn check (llama.cpp's
+greedy answer stops by itself and never runs into a new turn).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Give me three tips for sleeping better.",
+    "How much does the Nimbus Orbit cost?",
+    "Write one sentence about the ocean.",
+    "What is 12 times 7?",
+    "Explain what a computer program is, in simple words.",
+    "How do I reset the Nimbus Orbit?",
+    "Name two colours of the rainbow.",
+]
+# Minimum top-1 agreement: f16/bf16 ≥98% and q8_0 ≥95% are the contract; the k-quant lines are
+# our own guardrails (4-5 bit weights do change some greedy choices on a 135M model).
+THRESHOLDS = {"f32": 0.98, "f16": 0.98, "bf16": 0.98, "q8_0": 0.95, "q6_k": 0.90,
+              "q5_k_m": 0.85, "q4_k_m": 0.80}
+
+
+def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None,
+          n_tokens: int = 32, prompts: list[str] = PROMPTS) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf_path), lora_path=str(lora_path) if lora_path else None,
+                n_ctx=512, logits_all=True, verbose=False, seed=0)
+    agree = total = 0
+    dlog: list[float] = []
+    tok_match = stops = runon = 0
+    for p in prompts:
+        text = tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                       add_generation_prompt=True)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        tok_match += llm.tokenize(text.encode(), add_bos=False, special=True) == ids
+        inp = torch.tensor([ids], device=model.device)
+        with torch.no_grad():
+            gen = model.generate(inp, attention_mask=torch.ones_like(inp), do_sample=False,
+                                 max_new_tokens=n_tokens, min_new_tokens=n_tokens,
+                                 pad_token_id=tok.eos_token_id, temperature=None, top_p=None, top_k=None)
+            seq = gen[0].tolist()
+            hf_logits = model(gen).logits[0].float()
+        hf_lp = torch.log_softmax(hf_logits, -1).cpu().numpy()
+        llm.reset()
+        llm.eval(seq)
+        lc = np.asarray(llm.scores[: len(seq)], dtype=np.float64)
+        lc_lp = lc - np.log(np.exp(lc - lc.max(-1, keepdims=True)).sum(-1, keepdims=True)) - lc.max(-1, keepdims=True)
+        for pos in range(len(ids) - 1, len(seq) - 1):
+            nxt = seq[pos + 1]
+            agree += int(lc[pos].argmax() == hf_lp[pos].argmax())
+            total += 1
+            dlog.append(abs(float(lc_lp[pos, nxt]) - float(hf_lp[pos, nxt])))
+        out = llm.create_completion(text, max_tokens=96, temperature=0.0, top_k=1)
+        stops += out["choices"][0]["finish_reason"] == "stop"
+        runon += any(m in out["choices"][0]["text"] for m in ("<|im_start|>", "<|im_end|>",
+                                                              "<start_of_turn>", "<|eot_id|>"))
+    del llm
+    agreement = agree / max(1, total)
+    threshold = THRESHOLDS.get(quant, 0.8)
+    passed = agreement >= threshold and tok_match == len(prompts) and stops > 0 and runon == 0
+    return {"agreement": round(agreement, 4), "mean_abs_dlogprob": round(float(np.mean(dlog)), 4),
+            "passed": bool(passed), "threshold": threshold, "prompts": len(prompts),
+            "tokens_compared": total, "tokenizer_match": tok_match / len(prompts),
+            "stopped_at_end_of_turn": stops, "ran_past_end_of_turn": runon}
