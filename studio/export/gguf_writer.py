@@ -157,6 +157,10 @@ def hyperparameters(w, cfg: dict[str, Any], name: str, quant: str) -> None:
         w.add_vocab_size(cfg["vocab_size"])
         w.add_rope_dimension_count(head_dim(cfg))
     if arch == "gemma2":
+        scalar = cfg.get("query_pre_attn_scalar", head_dim(cfg))
+        if scalar not in (head_dim(cfg), cfg["hidden_size"] // cfg["num_attention_heads"]):
+            raise ExportError(f"This Gemma 2 variant scales attention by 1/sqrt({scalar}), which "
+                              "llama.cpp cannot express; export the merged model instead.")
         w.add_key_length(head_dim(cfg))
         w.add_value_length(head_dim(cfg))
         if cfg.get("attn_logit_softcapping"):
