@@ -387,6 +387,67 @@ class Studio:
             p.unlink(missing_ok=True)
         return {"deleted": export_id, "bytes_freed": size}
 
+    # ---- memory -----------------------------------------------------------------------------
+    def estimate(self, model: str, gpu: str | None = None, vram_gb: float | None = None,
+                 measure: bool = False, **setting: Any) -> dict[str, Any]:
+        """Estimate (instant, no torch), fit verdict and advice; optionally measure for real."""
+        from . import memory_advice as ma
+
+        shape, name = ma.load_shape(model, self.home.models)
+        st = ma.setting_from(**setting)
+        out = ma.report(shape, st, gpu, vram_gb)
+        out["model"] = name
+        checks = self.store.list_memory_checks(name)
+        ratios = [c["measured_gb"] / c["estimate_gb"] for c in checks
+                  if c["device"] == st.device and c["estimate_gb"]]
+        if ratios:
+            ratios.sort()
+            out["calibrated_total_gb"] = round(out["total_gb"] * ratios[len(ratios) // 2], 3)
+            out["calibration"] = f"median measured/estimate over {len(ratios)} earlier checks"
+        if measure:
+            out["measured"] = self.memory_measure(model, name, out)
+        return out
+
+    def memory_measure(self, model: str, name: str, est: dict[str, Any]) -> dict[str, Any]:
+        import json
+        import subprocess
+        import sys
+
+        from .errors import ConfigError
+        from . import memory, memory_advice as ma
+
+        st = dict(est["setting"])
+        device = self.device()
+        if device == "mps":
+            raise ConfigError("The measured check supports CUDA and CPU, not Apple MPS.")
+        st["device"] = "cuda" if device == "cuda" else "cpu"
+        path = self.model_path(model)
+        if not Path(path).is_dir():
+            raise ConfigError(f"{model} is not a local model folder; the measured check needs the "
+                              "weights (use the embedded model or a downloaded folder).")
+        import os
+
+        # glibc keeps freed blocks, so RSS would track the high-water mark of every temporary;
+        # returning large blocks at once makes RSS follow live tensors (like CUDA "allocated").
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
+               "MALLOC_ARENA_MAX": "2"}
+        proc = subprocess.run([sys.executable, "-m", "studio.memory_measure",
+                               json.dumps({"model_path": str(path), "setting": st})],
+                              capture_output=True, text=True, timeout=900, env=env)
+        if proc.returncode != 0:
+            raise ConfigError("The measured check failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1])
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        shape, _ = ma.load_shape(str(path))
+        compare_st = memory.Setting(**{**st, "batch": got["batch"], "seq_len": got["seq_len"],
+                                       "method": "qlora" if st["method"] == "qlora" else "lora"})
+        est_dev = memory.estimate(shape, compare_st)
+        got["estimate_gb"] = est_dev["total_gb"] if st["device"] == "cuda" else est_dev["peak_allocated_gb"]
+        got["error_pct"] = round(100 * (got["estimate_gb"] - got["measured_gb"]) / got["measured_gb"], 1)
+        self.store.add_memory_check(model=name, device=st["device"], settings=compare_st.__dict__,
+                                    estimate_gb=got["estimate_gb"], measured_gb=got["measured_gb"],
+                                    extra=got)
+        return got
+
     # ---- presets --------------------------------------------------------------------------
     def presets_list(self) -> list[dict[str, Any]]:
         return [{"name": p.name, "description": p.description, "method": p.method,

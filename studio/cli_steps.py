@@ -55,6 +55,7 @@ def add_step_verbs(sub, verb) -> None:
     add_train_verbs(sub, verb)
     add_compare_verbs(sub, verb)
     add_export_verbs(sub, verb)
+    add_estimate_verb(sub, verb)
     verb(dsub, "list", "prepared datasets, newest version first", lambda a: studio(a).data_list())
     p = verb(dsub, "show", "one dataset: sources, recipe, stats and a few examples",
              lambda a: studio(a).data_show(a.name))
@@ -127,6 +128,59 @@ def add_export_verbs(sub, verb) -> None:
                    "adapter/merged/ollama (default: under $STUDIO_HOME/exports/)")
     p.add_argument("--verify", action="store_true", help="check the GGUF answers like the tuned "
                    "model (needs llama-cpp-python)")
+
+
+def add_estimate_verb(sub, verb) -> None:
+    p = verb(sub, "estimate", "GPU memory a run needs, with a breakdown, a fit verdict and advice "
+             "(instant, no download)", estimate)
+    p.add_argument("--model", required=True, help="catalogue name (presets/catalog/models.yaml), "
+                   "config.json, model folder or registry model")
+    p.add_argument("--method", choices=["full", "lora", "qlora"], default="lora")
+    p.add_argument("--bits", type=int, choices=[16, 8, 4], default=None)
+    p.add_argument("--quant-type", choices=["nf4", "fp4"], default=None)
+    p.add_argument("--double-quant", action="store_true", default=None)
+    p.add_argument("--rank", type=int, default=None)
+    p.add_argument("--targets", default=None, help="all-linear or q,k,v,o,gate,up,down")
+    p.add_argument("--seq-len", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--grad-ckpt", dest="grad_ckpt", action="store_true", default=None)
+    p.add_argument("--no-grad-ckpt", dest="grad_ckpt", action="store_false")
+    p.add_argument("--optimizer", choices=["adamw", "adamw-8bit", "paged-adamw-8bit", "sgd"], default=None)
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None)
+    p.add_argument("--attention", choices=["sdpa", "flash", "eager"], default=None)
+    p.add_argument("--device", choices=["cuda", "cpu"], default=None, help="estimate for a GPU "
+                   "(default) or the CPU (fp32, no CUDA context)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--gpu", default=None, help="GPU name from presets/catalog/gpus.yaml, or 'local'")
+    g.add_argument("--vram-gb", type=float, default=None)
+    p.add_argument("--measure", action="store_true", help="also run a few real steps here and "
+                   "record estimate vs measurement")
+
+
+def estimate(a: argparse.Namespace):
+    bits = a.bits if a.bits is not None else (4 if a.method == "qlora" else 16)
+    out = studio(a).estimate(a.model, a.gpu, a.vram_gb, a.measure, method=a.method, bits=bits,
+                             quant_type=a.quant_type, double_quant=a.double_quant, rank=a.rank,
+                             targets=a.targets, seq_len=a.seq_len, batch=a.batch,
+                             grad_ckpt=a.grad_ckpt, optimizer=a.optimizer, dtype=a.dtype,
+                             attention=a.attention, device=a.device)
+    if a.json:
+        return out
+    lines = [f"{out['model']}: {out['total_gb']:.2f} GB at peak ({out['total_params']:,} params, "
+             f"{out['trainable_params']:,} trainable)"]
+    lines += [f"  {k:20s} {v:8.3f} GB  {out['why'][k]}" for k, v in out["breakdown_gb"].items()]
+    if out.get("gpu"):
+        verdict = "fits" if out["fits"] else "does NOT fit"
+        lines.append(f"{out['gpu']['name']} ({out['gpu']['usable_gb']} GB usable): {verdict}. "
+                     + " ".join(out["advice"]))
+        lines.append(f"largest micro-batch: {out['max_micro_batch']}, longest sequence: "
+                     f"{out['max_seq_len']}; preset: {out['preset']}")
+    lines += [f"warning: {w}" for w in out["warnings"]]
+    if out.get("measured"):
+        m = out["measured"]
+        lines.append(f"measured on {m['device']}: {m['measured_gb']} GB vs estimate "
+                     f"{m['estimate_gb']} GB ({m['error_pct']:+}%)")
+    return "\n".join(lines)
 
 
 def train(a: argparse.Namespace):

@@ -1,0 +1,290 @@
+"""GPU memory estimator: pure arithmetic on a model's shape and a run setting. No torch.
+
+Owns: reading a shape from a config.json (llama, mistral, qwen2, gemma/gemma2/gemma3, phi,
+phi3, stablelm, gpt2), exact total and LoRA-trainable parameter counts (module by module, as
+transformers and PEFT build them), and the memory breakdown of one training step. Every term is
+derived from shapes and settings; the only constants are the CUDA context and the allocator
+slack below, each with its source. Fit advice lives in memory_advice.py.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+from .presets import knob
+
+GIB = 2**30
+# CUDA context + cuBLAS/cuDNN workspaces that a PyTorch process holds outside its allocator:
+# 0.5 GiB is what nvidia-smi shows beyond torch.cuda.memory_reserved() for torch 2.x on
+# CUDA 12 (PyTorch's CUDA-semantics notes put it at 0.3–1 GiB depending on GPU and driver).
+CUDA_CONTEXT_GB = 0.5
+# Caching-allocator slack: reserved ≈ allocated × 1.05–1.15 for training loops (fragmentation
+# between steps); we add 10% of the peak allocated and report the range.
+ALLOCATOR_SLACK = 0.10
+ARCHS = ("llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text", "phi", "phi3",
+         "stablelm", "gpt2")
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+
+
+@dataclass(frozen=True)
+class Shape:
+    arch: str
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    inter: int
+    tied: bool
+    context: int
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    gated: bool = True
+    layernorm: bool = False     # LayerNorm (weight + bias) instead of RMSNorm
+    norms_per_layer: int = 2
+    qk_norm: bool = False
+    fused_qkv: bool = False     # phi3 qkv_proj, gpt2 c_attn
+    fused_gate_up: bool = False  # phi3 gate_up_proj
+    learned_pos: bool = False   # gpt2 wpe
+    lm_head_bias: bool = False  # phi
+    module_names: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Setting:
+    method: str = knob("lora", "full, lora or qlora.", choices=("full", "lora", "qlora"))
+    bits: int = knob(16, "Bits of the frozen base weights (16; 8 or 4 for QLoRA).", choices=(16, 8, 4))
+    quant_type: str = knob("nf4", "4-bit code book.", choices=("nf4", "fp4"))
+    double_quant: bool = knob(True, "Quantize the 4-bit block scales too.")
+    dtype: str = knob("bf16", "Dtype the base weights are loaded (and, for full, trained) in.",
+                      choices=("bf16", "fp16", "fp32"))
+    rank: int = knob(16, "LoRA rank.", min=1, max=4096)
+    targets: str = knob("all-linear", "LoRA target modules: all-linear or q,k,v,o,gate,up,down.")
+    dora: bool = knob(False, "DoRA adds one magnitude vector per adapted layer.")
+    seq_len: int = knob(1024, "Tokens per example.", min=1, max=10_000_000)
+    batch: int = knob(1, "Micro-batch size.", min=1, max=65536)
+    grad_ckpt: bool = knob(True, "Gradient checkpointing.")
+    optimizer: str = knob("adamw", "adamw, adamw-8bit, paged-adamw-8bit or sgd.",
+                          choices=("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd"))
+    attention: str = knob("sdpa", "sdpa/flash keep no T×T matrix; eager stores the attention "
+                          "probabilities.", choices=("sdpa", "flash", "eager"))
+    device: str = knob("cuda", "cuda (context + allocator slack) or cpu (fp32, none of those).",
+                       choices=("cuda", "cpu"))
+
+
+def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if cfg.get(k) is not None:
+            return cfg[k]
+    return default
+
+
+def shape_from_config(cfg: dict[str, Any], source: str = "config.json") -> Shape:
+    cfg = {**cfg.get("text_config", {}), **cfg} if "text_config" in cfg else cfg
+    arch = cfg.get("model_type")
+    if arch not in ARCHS:
+        raise ConfigError(f"{source}: architecture '{arch}' is not supported by the estimator. "
+                          f"Supported: {', '.join(ARCHS)}.")
+    need = {"vocab_size": ("vocab_size",), "hidden_size": ("hidden_size", "n_embd"),
+            "num_hidden_layers": ("num_hidden_layers", "n_layer"),
+            "num_attention_heads": ("num_attention_heads", "n_head")}
+    missing = [k for k, alts in need.items() if _get(cfg, *alts) is None]
+    if arch != "gpt2" and cfg.get("intermediate_size") is None:
+        missing.append("intermediate_size")
+    if missing:
+        raise ConfigError(f"{source} lacks {', '.join(missing)}, which the estimate needs. Use "
+                          "the model's full config.json.")
+    h = _get(cfg, "hidden_size", "n_embd")
+    heads = _get(cfg, "num_attention_heads", "n_head")
+    base = dict(arch=arch, vocab=cfg["vocab_size"], hidden=h, layers=_get(cfg, "num_hidden_layers", "n_layer"),
+                heads=heads, kv_heads=_get(cfg, "num_key_value_heads", default=heads),
+                head_dim=cfg.get("head_dim") or h // heads,
+                inter=_get(cfg, "intermediate_size", "n_inner", default=4 * h),
+                tied=bool(cfg.get("tie_word_embeddings", arch in ("gpt2", "gemma", "gemma2", "gemma3_text"))),
+                context=_get(cfg, "max_position_embeddings", "n_positions", default=2048))
+    llama_names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
+                   "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+    if arch in ("llama", "mistral"):
+        b = bool(cfg.get("attention_bias", False))
+        return Shape(**base, qkv_bias=b, o_bias=b, mlp_bias=bool(cfg.get("mlp_bias", False)),
+                     module_names=llama_names)
+    if arch == "qwen2":
+        return Shape(**base, qkv_bias=True, module_names=llama_names)
+    if arch in ("gemma", "gemma2", "gemma3_text"):
+        return Shape(**base, norms_per_layer=2 if arch == "gemma" else 4,
+                     qk_norm=arch == "gemma3_text", module_names=llama_names)
+    if arch == "stablelm":
+        return Shape(**base, qkv_bias=bool(cfg.get("use_qkv_bias", False)), layernorm=True,
+                     module_names=llama_names)
+    if arch == "phi":
+        return Shape(**base, qkv_bias=True, o_bias=True, mlp_bias=True, gated=False, layernorm=True,
+                     norms_per_layer=1, lm_head_bias=True,
+                     module_names={"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "dense",
+                                   "up": "fc1", "down": "fc2"})
+    if arch == "phi3":
+        return Shape(**base, fused_qkv=True, fused_gate_up=True,
+                     module_names={"q": "qkv_proj", "k": "qkv_proj", "v": "qkv_proj", "o": "o_proj",
+                                   "gate": "gate_up_proj", "up": "gate_up_proj", "down": "down_proj"})
+    return Shape(**{**base, "inter": _get(cfg, "n_inner", default=4 * h)}, qkv_bias=True, o_bias=True,
+                 mlp_bias=True, gated=False, layernorm=True, fused_qkv=True, learned_pos=True,
+                 module_names={"q": "c_attn", "k": "c_attn", "v": "c_attn", "o": "attn.c_proj",
+                               "up": "c_fc", "down": "mlp.c_proj"})
+
+
+def layer_linears(s: Shape) -> list[tuple[str, int, int, bool]]:
+    """(module name, in, out, has bias) for the linear layers of one block, as built."""
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    n = s.module_names
+    if s.fused_qkv:
+        attn = [(n["q"], s.hidden, q + 2 * kv, s.qkv_bias)]
+    else:
+        attn = [(n["q"], s.hidden, q, s.qkv_bias), (n["k"], s.hidden, kv, s.qkv_bias),
+                (n["v"], s.hidden, kv, s.qkv_bias)]
+    attn.append((n["o"], q, s.hidden, s.o_bias))
+    if not s.gated:
+        mlp = [(n["up"], s.hidden, s.inter, s.mlp_bias), (n["down"], s.inter, s.hidden, s.mlp_bias)]
+    elif s.fused_gate_up:
+        mlp = [(n["gate"], s.hidden, 2 * s.inter, False), (n["down"], s.inter, s.hidden, False)]
+    else:
+        mlp = [(n["gate"], s.hidden, s.inter, s.mlp_bias), (n["up"], s.hidden, s.inter, s.mlp_bias),
+               (n["down"], s.inter, s.hidden, s.mlp_bias)]
+    return attn + mlp
+
+
+def targeted(s: Shape, targets: str) -> list[tuple[str, int, int, bool]]:
+    lin = layer_linears(s)
+    if targets.strip() == "all-linear":
+        return lin
+    wanted = set()
+    for t in (x.strip() for x in targets.split(",") if x.strip()):
+        name = s.module_names.get(t, t)
+        if not any(m == name for m, *_ in lin):
+            raise ConfigError(f"Target '{t}' is not a linear layer of {s.arch}; use all-linear or "
+                              f"some of: {', '.join(sorted(s.module_names))}.")
+        wanted.add(name)
+    return [x for x in lin if x[0] in wanted]
+
+
+def param_counts(s: Shape, st: Setting) -> dict[str, int]:
+    """Exact parameter counts: total, the parts bitsandbytes quantizes, and LoRA trainable."""
+    norm = s.hidden * (2 if s.layernorm else 1)
+    linears = layer_linears(s)
+    lin_w = sum(i * o for _, i, o, _ in linears)
+    lin_b = sum(o for _, _, o, b in linears if b)
+    per_layer = lin_w + lin_b + s.norms_per_layer * norm + (2 * s.head_dim if s.qk_norm else 0)
+    embed = s.vocab * s.hidden + (s.context * s.hidden if s.learned_pos else 0)
+    head = 0 if s.tied else s.vocab * s.hidden + (s.vocab if s.lm_head_bias else 0)
+    total = embed + s.layers * per_layer + norm + head
+    trainable = total
+    if st.method != "full":
+        trainable = s.layers * sum(st.rank * (i + o) + (o if st.dora else 0)
+                                   for _, i, o, _ in targeted(s, st.targets))
+    return {"total": total, "quantizable": s.layers * lin_w, "trainable": trainable}
+
+
+def activations_per_token(s: Shape, st: Setting, b: int) -> dict[str, float]:
+    """Bytes kept for backward per token: one block, and what checkpointing keeps per block.
+
+    Per block (sdpa/flash, frozen or trained linears alike): each RMSNorm keeps its fp32 input
+    (4·H) and hands a b-byte normalised copy to the next linears (b·H); attention keeps q, k, v
+    (k/v repeated to all heads), its output and a copy made by the reshape before o_proj
+    (b·(4·q + q)) plus fp32 log-sum-exp per head; the gated MLP keeps gate, act(gate), up and
+    their product (4·b·I; ungated: 2·b·I). LoRA adds its rank-r middle (b·r) per adapted linear.
+    """
+    q = s.heads * s.head_dim
+    norms = s.norms_per_layer * (4 + b) * s.hidden
+    attn = b * (4 * q + q) + 4 * s.heads
+    mlp = (4 if s.gated else 2) * b * s.inter
+    lora = 0 if st.method == "full" else b * st.rank * len(targeted(s, st.targets))
+    block = norms + attn + mlp + lora
+    if st.attention == "eager":
+        block += (b + 1) * s.heads * st.seq_len  # T×T probabilities (+ dropout mask) per row
+    return {"block": block, "checkpoint": b * s.hidden}
+
+
+def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
+    """The breakdown of peak training memory in GB (GiB); terms sum to total_gb."""
+    if st.method == "qlora" and st.bits == 16:
+        st = Setting(**{**asdict(st), "bits": 4})
+    if st.method != "qlora" and st.bits != 16:
+        raise ConfigError("--bits 8/4 goes with --method qlora (quantized frozen base weights).")
+    if st.device == "cpu":
+        st = Setting(**{**asdict(st), "dtype": "fp32"})
+    b = DTYPE_BYTES[st.dtype]
+    c = param_counts(shape, st)
+    tokens = st.seq_len * st.batch
+    why: dict[str, str] = {}
+    gb: dict[str, float] = {}
+    if st.method == "qlora":
+        per = (0.5 + (1 / 64 + 4 / (64 * 256) if st.double_quant else 4 / 64)) if st.bits == 4 else 1.0
+        quant_bytes = c["quantizable"] * per
+        if st.bits == 8:  # LLM.int8 keeps one fp32 scale per output row
+            quant_bytes += shape.layers * sum(o for _, _, o, _ in layer_linears(shape)) * 4
+        gb["weights_quantized"] = quant_bytes / GIB
+        why["weights_quantized"] = (f"{c['quantizable']:,} linear-layer params at "
+                                    f"{per * 8:.3g} bits ({st.bits}-bit codes + block scales)")
+        gb["weights_unquantized"] = (c["total"] - c["quantizable"]) * b / GIB
+        why["weights_unquantized"] = (f"{c['total'] - c['quantizable']:,} params bitsandbytes leaves "
+                                      f"alone (embeddings, norms, biases, lm_head) at {b} bytes")
+    else:
+        gb["weights"] = c["total"] * b / GIB
+        why["weights"] = f"{c['total']:,} params × {b} bytes ({st.dtype})"
+    full = st.method == "full"
+    tb = b if full else 4  # PEFT keeps adapters in fp32; full training trains in the load dtype
+    if not full:
+        gb["trainable_weights"] = c["trainable"] * 4 / GIB
+        why["trainable_weights"] = f"{c['trainable']:,} LoRA params in fp32"
+    gb["gradients"] = c["trainable"] * tb / GIB
+    why["gradients"] = f"one gradient per trainable param, {tb} bytes"
+    opt = {"adamw": 2 * tb, "adamw-8bit": 2 * (1 + 4 / 256), "paged-adamw-8bit": 2 * (1 + 4 / 256),
+           "sgd": 0}[st.optimizer]
+    gb["optimizer"] = c["trainable"] * opt / GIB
+    why["optimizer"] = {"sgd": "SGD without momentum keeps no state",
+                        "adamw": f"AdamW: 2 states × {tb} bytes per trainable param"}.get(
+        st.optimizer, "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values")
+    act = activations_per_token(shape, st, b)
+    if st.grad_ckpt:
+        kept = shape.layers * act["checkpoint"] * tokens + act["block"] * tokens
+        why["activations"] = (f"checkpointing: each of {shape.layers} block inputs ({b}·H per token) "
+                              f"+ one block recomputed ({act['block'] / 1024:.1f} KB/token)")
+    else:
+        kept = shape.layers * act["block"] * tokens
+        why["activations"] = (f"{shape.layers} blocks × {act['block'] / 1024:.1f} KB per token × "
+                              f"{tokens:,} tokens")
+    gb["activations"] = kept / GIB
+    # Logits: the b-byte logits the model returns, the fp32 log-softmax kept for backward and
+    # its fp32 gradient — the term that dominates large-vocabulary models at long lengths.
+    gb["logits_loss"] = (b + 8) * shape.vocab * tokens / GIB
+    why["logits_loss"] = f"{shape.vocab:,}-word logits × {tokens:,} tokens × ({b} + 4 + 4) bytes"
+    largest = max(i * o for _, i, o, _ in layer_linears(shape))
+    transient = 2 * b * (shape.hidden + shape.inter) * tokens
+    if st.method == "qlora":
+        transient += largest * b  # one layer's weights dequantized at a time
+    gb["backward_transient"] = transient / GIB
+    why["backward_transient"] = "gradients flowing through one block (+ a dequantized weight for QLoRA)"
+    peak_alloc = sum(gb.values())
+    if st.device == "cuda":
+        gb["allocator_slack"] = peak_alloc * ALLOCATOR_SLACK
+        why["allocator_slack"] = "PyTorch caching allocator: reserved runs 5–15% above allocated"
+        gb["cuda_context"] = CUDA_CONTEXT_GB
+        why["cuda_context"] = "CUDA context and cuBLAS workspaces outside PyTorch's allocator"
+    total = sum(gb.values())
+    return {"total_gb": round(total, 3), "peak_allocated_gb": round(peak_alloc, 3),
+            "range_gb": [round(peak_alloc * 1.05 + gb.get("cuda_context", 0), 2),
+                         round(peak_alloc * 1.15 + gb.get("cuda_context", 0), 2)],
+            "breakdown_gb": {k: round(v, 4) for k, v in gb.items()}, "why": why,
+            "total_params": c["total"], "trainable_params": c["trainable"],
+            "setting": asdict(st), "warnings": warnings(shape, st)}
+
+
+def warnings(shape: Shape, st: Setting) -> list[str]:
+    out = []
+    if st.seq_len > shape.context:
+        out.append(f"Sequence length {st.seq_len} is beyond the model's context of {shape.context} "
+                   "tokens; quality degrades past it (estimated anyway).")
+    if st.method == "qlora" and st.device == "cpu":
+        out.append("QLoRA on CPU runs through bitsandbytes' slow CPU path; LoRA is faster there.")
+    return out

@@ -1,0 +1,133 @@
+"""Memory step: exact parameter counts, a breakdown that adds up, advice, and bad inputs."""
+import json
+import time
+
+import pytest
+
+from conftest import run_cli
+from studio import memory as m
+from studio import memory_advice as ma
+from studio.errors import ConfigError
+
+CATALOG = ma.catalog("models")
+
+
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_exact_counts_match_transformers_and_peft(name):
+    """Total and LoRA-trainable counts equal what transformers + PEFT build (meta device: a 70B
+    config costs no memory)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = CATALOG[name]
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
+    total = sum(p.numel() for p in model.parameters())
+    peft = get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"] if cfg["model_type"]
+                                            not in ("gpt2", "phi3") else "all-linear",
+                                            task_type="CAUSAL_LM", use_dora=True))
+    trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
+    targets = "q,v" if cfg["model_type"] not in ("gpt2", "phi3") else "all-linear"
+    counts = m.param_counts(m.shape_from_config(cfg), m.Setting(rank=8, targets=targets, dora=True))
+    assert counts["total"] == total and counts["trainable"] == trainable
+
+
+def test_gemma3_and_gemma_norms():
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    for mt in ("gemma", "gemma3_text"):
+        cfg = {"model_type": mt, "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128}
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
+        assert m.param_counts(m.shape_from_config(cfg), m.Setting())["total"] == sum(
+            p.numel() for p in model.parameters())
+
+
+def test_breakdown_sums_and_is_instant():
+    shape = m.shape_from_config(CATALOG["llama-3.1-8b"])
+    t = time.perf_counter()
+    e = m.estimate(shape, m.Setting(method="qlora", seq_len=2048, batch=2))
+    assert (time.perf_counter() - t) < 0.05
+    assert sum(e["breakdown_gb"].values()) == pytest.approx(e["total_gb"], abs=0.01)
+    assert e["peak_allocated_gb"] == pytest.approx(
+        e["total_gb"] - e["breakdown_gb"]["cuda_context"] - e["breakdown_gb"]["allocator_slack"], abs=0.01)
+    assert set(e["why"]) == set(e["breakdown_gb"])
+    assert e["breakdown_gb"]["logits_loss"] > e["breakdown_gb"]["activations"]  # big vocab, long seq
+
+
+def test_settings_move_the_right_terms():
+    shape = m.shape_from_config(CATALOG["mistral-7b"])
+    lora = m.estimate(shape, m.Setting(method="lora", grad_ckpt=False, seq_len=1024))
+    ckpt = m.estimate(shape, m.Setting(method="lora", grad_ckpt=True, seq_len=1024))
+    qlora = m.estimate(shape, m.Setting(method="qlora", grad_ckpt=True, seq_len=1024))
+    full = m.estimate(shape, m.Setting(method="full", optimizer="adamw"))
+    full8 = m.estimate(shape, m.Setting(method="full", optimizer="adamw-8bit"))
+    assert ckpt["breakdown_gb"]["activations"] < lora["breakdown_gb"]["activations"] / 5
+    assert qlora["total_gb"] < ckpt["total_gb"] / 2
+    assert full8["breakdown_gb"]["optimizer"] < full["breakdown_gb"]["optimizer"] / 1.9  # bf16 states → 1 byte
+    assert full["trainable_params"] == full["total_params"]
+    cpu = m.estimate(shape, m.Setting(device="cpu"))
+    assert "cuda_context" not in cpu["breakdown_gb"] and cpu["setting"]["dtype"] == "fp32"
+
+
+def test_fit_advice_and_preset():
+    shape, _ = ma.load_shape("llama-3.1-8b")
+    r = ma.report(shape, ma.setting_from(method="lora", seq_len=1024, batch=1, grad_ckpt=True), gpu="rtx-3060")
+    assert r["fits"] is False and "QLoRA" in r["advice"][0]
+    r = ma.report(shape, ma.setting_from(method="qlora", seq_len=1024, batch=1), vram_gb=24)
+    assert r["fits"] and r["max_micro_batch"] >= 2 and r["max_seq_len"] >= 2048
+    assert r["preset"] == "gpu-12gb-qlora" or r["preset"].startswith("gpu-")
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ConfigError, match="Did you mean: llama-3.1-8b"):
+        ma.load_shape("llama-3.1-8")
+    with pytest.raises(ConfigError, match="Did you mean: rtx-4090"):
+        ma.gpu_capacity("rtx-409", None)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 10}))
+    with pytest.raises(ConfigError, match="lacks hidden_size, num_hidden_layers, num_attention_heads"):
+        ma.load_shape(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
+    with pytest.raises(ConfigError, match="not supported"):
+        ma.load_shape(str(tmp_path / "config.json"))
+    from studio.errors import PresetError
+
+    with pytest.raises(PresetError, match="rank"):
+        ma.setting_from(rank=0)
+    with pytest.raises(PresetError, match="batch"):
+        ma.setting_from(batch=0)
+    shape, _ = ma.load_shape("gpt2")
+    e = m.estimate(shape, m.Setting(seq_len=4096))
+    assert "beyond the model's context" in e["warnings"][0]
+    with pytest.raises(ConfigError, match="--bits"):
+        m.estimate(shape, m.Setting(method="lora", bits=4))
+
+
+def test_cli_json_contract(studio):
+    r = run_cli("estimate", "--model", "qwen2.5-7b", "--method", "qlora", "--bits", "4",
+                "--double-quant", "--rank", "16", "--targets", "q,k,v,o", "--seq-len", "2048",
+                "--batch", "2", "--grad-ckpt", "--optimizer", "paged-adamw-8bit", "--dtype", "bf16",
+                "--gpu", "rtx-4090", "--json", home=studio.home.root)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for k in ("total_gb", "peak_allocated_gb", "breakdown_gb", "total_params", "trainable_params",
+              "fits", "advice"):
+        assert k in out
+    assert sum(out["breakdown_gb"].values()) == pytest.approx(out["total_gb"], abs=0.01)
+    r = run_cli("estimate", "--model", "nope-7b", home=studio.home.root)
+    assert r.returncode == 1 and "Unknown model" in r.stderr
+
+
+@pytest.mark.slow
+def test_measured_check_on_cpu(studio):
+    out = studio.estimate("smollm2-135m-instruct", measure=True, method="lora", seq_len=128,
+                          batch=2, grad_ckpt=False, device="cpu")
+    got = out["measured"]
+    assert got["measured_gb"] > 0 and abs(got["error_pct"]) < 25
+    assert studio.store.list_memory_checks("smollm2-135m-instruct")
+    again = studio.estimate("smollm2-135m-instruct", method="lora", seq_len=128, batch=2,
+                            grad_ckpt=False, device="cpu")
+    assert "calibrated_total_gb" in again
