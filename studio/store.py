@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,21 +65,29 @@ def _encode(values: dict[str, Any]) -> dict[str, Any]:
 
 
 class Store:
-    """Thin query layer over sqlite-utils. One instance per process; cheap to create."""
+    """Thin query layer over sqlite-utils. One connection per thread (the UI serves each request
+    on a worker thread; sqlite connections must stay on the thread that made them)."""
 
     def __init__(self, path: Path):
-        import sqlite_utils
-
         self.path = Path(path)
+        self._local = threading.local()
         self._check_file()
         try:
-            conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self.db = sqlite_utils.Database(conn)
             self._migrate()
         except sqlite3.DatabaseError as e:
             raise StoreError(self._not_a_db(e)) from None
+
+    @property
+    def db(self):
+        import sqlite_utils
+
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            db = self._local.db = sqlite_utils.Database(conn)
+        return db
 
     def _not_a_db(self, why: object) -> str:
         return (f"{self.path} is not a usable studio database ({why}). It may hold your history, so "

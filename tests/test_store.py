@@ -74,3 +74,26 @@ def test_home_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "h"))
     h = resolve_home()
     assert h.root == (tmp_path / "h").resolve() and h.runs.is_dir() and h.models.is_dir()
+
+
+def test_store_works_from_other_threads(tmp_path):
+    """The UI calls the store from worker threads; each gets its own connection."""
+    import threading
+
+    s = Store(tmp_path / "studio.db")
+    s.add_run(id="main-thread", preset="p", dataset="d", model="m")
+    seen, errors = [], []
+
+    def worker(i):
+        try:
+            s.add_run(id=f"t{i}", preset="p", dataset="d", model="m")
+            seen.append(len(s.list_runs()))
+        except Exception as e:  # pragma: no cover - the failure we guard against
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(s.list_runs()) == 5

@@ -1,7 +1,9 @@
 """The browser studio: build_app(studio) → a Gradio Blocks app, one tab per step.
 
-Owns layout and wiring only; each step's components and handlers live in their own module and
-call the Studio facade. Only this package imports gradio.
+Owns layout and wiring only: a stepper of tabs (Data → Memory → Train → Compare → Export, plus
+History), per-browser-session state (what this tab chose: dataset, max length, memory verdict,
+run), and refreshing each step from that state when it is opened. Each step's components and
+handlers live in their own module and call the Studio facade. Only this package imports gradio.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 
 CSS = """
 .studio-header h1 {margin-bottom: 0}
-.step-intro {font-size: 0.95em; opacity: 0.85}
+.step-intro {font-size: 0.95em; opacity: 0.9}
 """
 
 
@@ -19,14 +21,40 @@ def launch_kwargs() -> dict[str, Any]:
     return {"theme": gr.themes.Soft(), "css": CSS, "show_error": False}
 
 
+def new_session() -> dict[str, Any]:
+    """What one browser tab has chosen so far; the store holds the shared truth."""
+    return {}
+
+
 def build_app(studio):
     import gradio as gr
 
-    from . import model_picker
+    from . import compare_step, data_step, export_step, history, memory_step, model_picker, train_step
 
     with gr.Blocks(title="Finetune Studio") as app:
         gr.Markdown("# Finetune Studio\nFine-tune an open LLM on your own data, see whether it "
-                    "learned, and take it to llama.cpp or Ollama.", elem_classes="studio-header")
+                    "learned, and take it to llama.cpp or Ollama. Work through the steps left "
+                    "to right; each one explains what a good result looks like.",
+                    elem_classes="studio-header")
+        state = gr.State(new_session())
         model = model_picker.build(studio)
-        del model
+        with gr.Tabs() as tabs:
+            with gr.Tab("1 · Data", id="data"):
+                data_step.build(studio, state, model)
+            with gr.Tab("2 · Memory", id="memory") as t_memory:
+                mem_refresh, mem_seq = memory_step.build(studio, state, model)
+            with gr.Tab("3 · Train", id="train") as t_train:
+                train_refresh, train_out = train_step.build(studio, state, model)
+            with gr.Tab("4 · Compare", id="compare") as t_compare:
+                cmp_refresh, cmp_out = compare_step.build(studio, state, model)
+            with gr.Tab("5 · Export", id="export") as t_export:
+                exp_refresh, exp_out = export_step.build(studio, state, model, tabs)
+            with gr.Tab("History", id="history") as t_history:
+                hist_refresh, hist_out = history.build(studio, state)
+        t_memory.select(mem_refresh, state, mem_seq)
+        t_train.select(train_refresh, state, train_out)
+        t_compare.select(cmp_refresh, state, cmp_out)
+        t_export.select(exp_refresh, state, exp_out)
+        t_history.select(hist_refresh, state, hist_out)
+        app.load(train_refresh, state, train_out)
     return app

@@ -16,7 +16,7 @@ def error_text(e: Exception) -> str:
 
 def kv_table(d: dict[str, Any], keys: list[tuple[str, str]]) -> str:
     rows = [f"| {label} | {_fmt(d.get(k))} |" for k, label in keys if d.get(k) is not None]
-    return "| | |\n|---|---|\n" + "\n".join(rows)
+    return "| fact | value |\n|---|---|\n" + "\n".join(rows)
 
 
 def _fmt(v: Any) -> str:

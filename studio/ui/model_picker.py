@@ -29,7 +29,7 @@ def build(studio):
     import gradio as gr
 
     names = [m["name"] for m in studio.models_list()]
-    with gr.Accordion("Model", open=True):
+    with gr.Accordion("Model (click to see what it is)", open=False):
         with gr.Row():
             model = gr.Dropdown(names, value=names[0], label="Model", allow_custom_value=True,
                                 info="The embedded 135M model works everywhere. You can also type "

@@ -1,0 +1,133 @@
+"""Compare step: the same question to the base and the tuned model, and the did-it-learn report."""
+from __future__ import annotations
+
+import json
+
+from ..chat import GenSettings
+from .common import error_text
+
+INTRO = ("**Step 4 — compare.** Ask the base model and your tuned model the same question, side "
+         "by side, with the same settings (greedy by default, so differences are real). The "
+         "report checks held-out questions the model never trained on. A good result: the tuned "
+         "model answers them with your facts, and no warning flags.")
+
+
+def completed_runs(studio) -> list[str]:
+    return [r["id"] for r in studio.runs_list() if r["status"] in ("completed", "stopped")]
+
+
+def report_md(r: dict) -> str:
+    lines = [f"### {r['verdict']}"]
+    lines += [f"- ⚠️ **{f['flag']}**: {f['text']}" for f in r["flags"]] or ["- No warning flags."]
+    b, t = r["base"], r["tuned"]
+    lines.append("\n| | base | tuned |\n|---|---|---|")
+    lines.append(f"| validation loss | {b['val_loss']} | {t['val_loss']} |")
+    lines.append(f"| general-text perplexity | {b['probe_ppl']} | {t['probe_ppl']} |")
+    for name in ("paraphrased", "validation"):
+        if name in t:
+            for k in ("fact_match", "rouge_l", "exact_match"):
+                if t[name].get(k) is not None:
+                    lines.append(f"| {name}: {k} | {b[name][k]:.0%} | {t[name][k]:.0%} |")
+    for name, rows in r["examples"].items():
+        lines.append(f"\n**{name} examples**\n\n| question | expected | base | tuned |\n|---|---|---|---|")
+        lines += [f"| {x['question']} | {x['expected']} | {x['base'][:120]} | {x['tuned'][:120]} |"
+                  for x in rows[:4]]
+    return "\n".join(lines).replace("\n| ", "\n| ")
+
+
+def heldout_questions() -> list[str]:
+    from ..report import SAMPLE_HELDOUT
+
+    out = []
+    for f in SAMPLE_HELDOUT.values():
+        out += [json.loads(x)["question"] for x in f.read_text().splitlines() if x.strip()]
+    return out
+
+
+def build(studio, state, model):
+    import gradio as gr
+
+    gr.Markdown(INTRO, elem_classes="step-intro")
+    with gr.Row():
+        run = gr.Dropdown([], label="Run", info="Completed or stopped runs with an adapter.", scale=2)
+        engine = gr.Radio(["hf", "llama.cpp"], value="hf", label="Engine",
+                          info="llama.cpp uses the exported GGUF files (step 5).")
+        max_new = gr.Slider(8, 512, 128, step=8, label="Max new tokens")
+        temp = gr.Slider(0, 1.5, 0, step=0.1, label="Temperature (0 = greedy)")
+        seed = gr.Number(0, label="Seed", precision=0)
+    system = gr.Textbox(label="System prompt (optional)")
+    with gr.Row():
+        base_pane = gr.Chatbot(label="Base model", height=320)
+        tuned_pane = gr.Chatbot(label="Tuned model", height=320)
+    with gr.Row():
+        heldout = gr.Dropdown(heldout_questions(), label="Use a held-out question", scale=1)
+        prompt = gr.Textbox(label="Your question", scale=2)
+    with gr.Row():
+        send = gr.Button("Ask both", variant="primary")
+        clear = gr.Button("New conversation")
+        report_btn = gr.Button("Did it learn? (report)")
+    notice = gr.Markdown()
+    report_out = gr.Markdown()
+    report_file = gr.File(label="Report as JSON", visible=False)
+    heldout.change(lambda q: q, heldout, prompt)
+
+    def ask(run_id, engine, max_new, temp, seed, system, base_h, tuned_h, q):
+        if not run_id:
+            yield base_h, tuned_h, "⚠️ Pick a run first (train one in step 3).", q
+            return
+        if not q or not q.strip():
+            yield base_h, tuned_h, "⚠️ Type a question.", q
+            return
+        base_h = base_h + [{"role": "user", "content": q}]
+        tuned_h = tuned_h + [{"role": "user", "content": q}]
+        try:
+            if engine == "llama.cpp":
+                out = studio.compare(run_id, q, system or None, None, int(max_new), float(temp),
+                                     int(seed), engine="llama.cpp")
+                yield (base_h + [{"role": "assistant", "content": out["base"]}],
+                       tuned_h + [{"role": "assistant", "content": out["tuned"]}],
+                       "Both answered (llama.cpp) — the answers " +
+                       ("are identical." if out["identical"] else "differ."), "")
+                return
+            msgs = ([{"role": "system", "content": system}] if system else [])
+            s = GenSettings(int(max_new), float(temp), 0.95, int(seed))
+            answers = {}
+            for side, hist in (("base", base_h), ("tuned", tuned_h)):
+                answers[side] = ""
+                for text in studio.compare_stream(run_id, msgs + hist, s, side):
+                    answers[side] = text
+                    yield (base_h + [{"role": "assistant", "content": answers["base"]}],
+                           tuned_h + ([{"role": "assistant", "content": answers["tuned"]}]
+                                      if "tuned" in answers else []), "Answering…", "")
+            same = answers["base"].strip() == answers["tuned"].strip()
+            yield (base_h + [{"role": "assistant", "content": answers["base"]}],
+                   tuned_h + [{"role": "assistant", "content": answers["tuned"]}],
+                   "Both answered — " + ("the answers are identical (see the report for why)."
+                                         if same else "the answers differ."), "")
+        except Exception as e:
+            yield base_h[:-1], tuned_h[:-1], error_text(e), q
+
+    send.click(ask, [run, engine, max_new, temp, seed, system, base_pane, tuned_pane, prompt],
+               [base_pane, tuned_pane, notice, prompt], concurrency_limit=1)
+    clear.click(lambda: ([], [], ""), None, [base_pane, tuned_pane, notice])
+
+    def do_report(run_id, progress=gr.Progress()):
+        if not run_id:
+            return "⚠️ Pick a run first.", gr.update(visible=False)
+        progress(0.1, desc="Scoring base and tuned on held-out questions (about a minute on CPU)…")
+        try:
+            r = studio.report(run_id)
+        except Exception as e:
+            return error_text(e), gr.update(visible=False)
+        path = studio.home.runs / run_id / "report.json"
+        path.write_text(json.dumps(r, indent=1))
+        return report_md(r), gr.update(value=str(path), visible=True)
+
+    report_btn.click(do_report, run, [report_out, report_file], concurrency_limit=1)
+
+    def refresh(st):
+        ids = completed_runs(studio)
+        want = st.get("run_id") if st.get("run_id") in ids else (ids[0] if ids else None)
+        return gr.update(choices=ids, value=want), gr.update(value=st.get("engine", "hf"))
+
+    return refresh, [run, engine]

@@ -1,0 +1,102 @@
+"""Memory step: will this run fit my GPU? A breakdown bar, a verdict and what to change."""
+from __future__ import annotations
+
+import html
+
+from ..memory_advice import catalog
+from .common import error_text
+
+INTRO = ("**Step 2 — memory.** Before training we estimate the GPU memory the run needs, term by "
+         "term, and say whether it fits your GPU and what to change if not. A good result: "
+         "“fits” with some room to spare. On a CPU-only laptop, pick *CPU* and the embedded model.")
+COLORS = ["#4e79a7", "#59a14f", "#9c755f", "#f28e2b", "#edc948", "#e15759", "#76b7b2", "#b07aa1",
+          "#ff9da7", "#bab0ac", "#8cd17d"]
+
+
+def bar_html(est: dict) -> str:
+    parts = est["breakdown_gb"]
+    cap = (est.get("gpu") or {}).get("usable_gb")
+    scale = max(est["total_gb"], cap or 0) or 1
+    segs = "".join(
+        f'<div title="{html.escape(k)}: {v:.2f} GB — {html.escape(est["why"][k])}" '
+        f'style="width:{100 * v / scale:.2f}%;background:{COLORS[i % len(COLORS)]};height:28px"></div>'
+        for i, (k, v) in enumerate(parts.items()) if v > 0)
+    marker = (f'<div style="position:absolute;left:{100 * cap / scale:.2f}%;top:-4px;height:36px;'
+              f'border-left:3px dashed #d00" title="GPU capacity {cap:.1f} GB"></div>' if cap else "")
+    legend = " ".join(f'<span style="white-space:nowrap"><span style="display:inline-block;width:10px;'
+                      f'height:10px;background:{COLORS[i % len(COLORS)]}"></span> {html.escape(k)} '
+                      f'{v:.2f} GB</span>' for i, (k, v) in enumerate(parts.items()) if v > 0)
+    return (f'<div style="position:relative;display:flex;border:1px solid #999;margin:8px 0">{segs}'
+            f'{marker}</div><div style="font-size:12px">{legend}'
+            f'{" · red dashed line: your GPU" if cap else ""}</div>')
+
+
+def verdict_md(est: dict) -> str:
+    lines = [f"### {est['total_gb']:.2f} GB at peak — {est['total_params']:,} parameters, "
+             f"{est['trainable_params']:,} trained"]
+    if est.get("gpu"):
+        ok = "✅ Fits" if est["fits"] else "❌ Does not fit"
+        lines.append(f"**{ok}** on {est['gpu']['name']} ({est['gpu']['usable_gb']} GB usable). "
+                     + " ".join(est["advice"]))
+        lines.append(f"Largest micro-batch that fits: {est['max_micro_batch'] or 'none'}; longest "
+                     f"sequence: {est['max_seq_len'] or 'none'}. Suggested preset: "
+                     f"**{est['preset']}**.")
+    lines += [f"⚠️ {w}" for w in est["warnings"]]
+    if est.get("measured"):
+        m = est["measured"]
+        lines.append(f"Measured here ({m['device']}): **{m['measured_gb']} GB** vs estimate "
+                     f"{m['estimate_gb']} GB ({m['error_pct']:+}%). " + " ".join(m["notes"]))
+    lines.append("\n| term | GB | why |\n|---|---|---|")
+    lines += [f"| {k} | {v:.3f} | {est['why'][k]} |" for k, v in est["breakdown_gb"].items()]
+    return "\n".join(lines)
+
+
+def build(studio, state, model):
+    import gradio as gr
+
+    gr.Markdown(INTRO, elem_classes="step-intro")
+    gpus = ["CPU (no GPU)", "local", *catalog("gpus"), "custom"]
+    with gr.Row():
+        with gr.Column(scale=1):
+            method = gr.Radio(["lora", "qlora", "full"], value="lora", label="Method",
+                              info="QLoRA stores the frozen model in 4 bits: about a quarter of the memory.")
+            seq = gr.Slider(64, 8192, 512, step=64, label="Max length (tokens)",
+                            info="Prefilled from your dataset (95% of examples are shorter).")
+            batch = gr.Slider(1, 64, 4, step=1, label="Micro-batch")
+            rank = gr.Slider(1, 256, 16, step=1, label="LoRA rank")
+            ckpt = gr.Checkbox(True, label="Gradient checkpointing")
+            opt = gr.Dropdown(["adamw", "adamw-8bit", "paged-adamw-8bit", "sgd"], value="adamw",
+                              label="Optimizer")
+            gpu = gr.Dropdown(gpus, value="CPU (no GPU)", label="Your GPU")
+            vram = gr.Number(12, label="Custom GPU memory (GB)", visible=False)
+            with gr.Row():
+                go = gr.Button("Estimate", variant="primary")
+                measure = gr.Button("Measure a few real steps here")
+        with gr.Column(scale=2):
+            bar = gr.HTML()
+            verdict = gr.Markdown("Press **Estimate**.")
+    gpu.change(lambda g: gr.update(visible=g == "custom"), gpu, vram)
+
+    def run(model_ref, method, seq, batch, rank, ckpt, opt, gpu, vram, st, do_measure=False):
+        cpu = gpu.startswith("CPU")
+        try:
+            est = studio.estimate(model_ref, None if cpu or gpu == "custom" else gpu,
+                                  float(vram) if gpu == "custom" else None, do_measure,
+                                  method=method, bits=4 if method == "qlora" else 16,
+                                  seq_len=int(seq), batch=int(batch), rank=int(rank),
+                                  grad_ckpt=bool(ckpt), optimizer=opt, device="cpu" if cpu else "cuda")
+        except Exception as e:
+            return "", error_text(e), st
+        st = {**st, "memory": {"total_gb": est["total_gb"], "fits": est["fits"],
+                               "preset": est.get("preset"), "gpu": gpu}}
+        return bar_html(est), verdict_md(est), st
+
+    inputs = [model, method, seq, batch, rank, ckpt, opt, gpu, vram, state]
+    go.click(run, inputs, [bar, verdict, state])
+    measure.click(lambda *a: run(*a, do_measure=True), inputs, [bar, verdict, state],
+                  concurrency_limit=1)
+
+    def prefill(st):
+        return gr.update(value=int(st.get("max_len", 512)))
+
+    return prefill, seq
