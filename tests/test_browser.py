@@ -94,6 +94,7 @@ def test_whole_flow(app_url, browser):
     start = page.get_by_role("button", name="Start training")
     start.dblclick()
     page.get_by_text("completed, step 12/12").wait_for(timeout=300_000)
+    time.sleep(4)  # let the last plot update render
     shot(page, "step3-train")
     # 4 · Compare: base and tuned differ
     page.get_by_role("tab", name="4 · Compare").click()

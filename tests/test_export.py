@@ -104,7 +104,7 @@ def test_gguf_q8_0_with_parity(studio, trained_run):
     out = json.loads(r.stdout)
     assert Path(out["path"]).exists() and out["bytes"] > 100e6 and out["seconds"] > 0
     p = out["parity"]
-    assert p["passed"] and p["agreement"] >= 0.95 and p["tokens_compared"] >= 8 * 32
+    assert p["passed"] and p["agreement"] >= 0.95 and p["prompts"] == 8 and p["tokens_compared"] >= 8 * 8
     assert p["tokenizer_match"] == 1.0 and p["ran_past_end_of_turn"] == 0
     assert "mean_abs_dlogprob" in p
     rows = studio.exports_list(trained_run["id"])

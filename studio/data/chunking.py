@@ -46,9 +46,9 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in _segmenter.segment(text) if s.strip()]
 
 
-def pack(tok, pieces: list[str], budget: int, sep: str) -> list[str]:
+def pack(tok, pieces: list[str], budget: int, sep: str, sizes: list[int] | None = None) -> list[str]:
     """Greedily join pieces (each ≤ budget tokens) into chunks of at most `budget` tokens."""
-    sizes = count_tokens(tok, pieces)
+    sizes = sizes if sizes is not None else count_tokens(tok, pieces)
     sep_cost = max(1, count_tokens(tok, [sep.strip() or "x"])[0]) if sep.strip() else 1
     chunks, cur, cur_len = [], [], 0
     for piece, n in zip(pieces, sizes):
@@ -74,10 +74,16 @@ def split_long(tok, text: str, budget: int) -> list[str]:
 def paragraphs(tok, text: str, budget: int) -> list[str]:
     """Paragraph chunks up to `budget` tokens; never mid-sentence unless a sentence is too long."""
     paras = [p.strip() for p in PARA_SPLIT.split(text) if p.strip()]
-    pieces = []
+    pieces, sizes = [], []
     for p, n in zip(paras, count_tokens(tok, paras)):
-        pieces.extend(split_long(tok, p, budget) if n > budget else [p])
-    return pack(tok, pieces, budget, "\n\n")
+        if n > budget:
+            parts = split_long(tok, p, budget)
+            pieces += parts
+            sizes += count_tokens(tok, parts)
+        else:
+            pieces.append(p)
+            sizes.append(n)
+    return pack(tok, pieces, budget, "\n\n", sizes)  # sizes counted once, not again
 
 
 def sections(text: str) -> Iterator[tuple[list[str], str]]:

@@ -14,6 +14,7 @@ import re
 import shutil
 import time
 from dataclasses import asdict
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -119,18 +120,18 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
     tmp.mkdir(parents=True)
     try:
         n = 0
+        stream = examples_from([Path(f) for f in files], recipe, ctx, issues, stats, mapping)
         with open(tmp / "all.jsonl", "w", encoding="utf-8") as out:
-            for ex in examples_from([Path(f) for f in files], recipe, ctx, issues, stats, mapping):
-                if stats.is_duplicate(ex):
-                    continue
-                enc = templates.encode(tok, ex, max_len)
-                if enc.trainable == 0:
-                    stats.dropped_too_long += 1
-                    continue
-                stats.add(enc.full_length, enc.trainable)
-                out.write(dumps(ex) + "\n")
-                n += 1
-                if progress and n % 500 == 0:
+            while batch := [ex for ex in islice(stream, 256) if not stats.is_duplicate(ex)] or \
+                    _more(stream, stats):
+                for ex, enc in zip(batch, templates.encode_many(tok, batch, max_len)):
+                    if enc.trainable == 0:
+                        stats.dropped_too_long += 1
+                        continue
+                    stats.add(enc.full_length, enc.trainable)
+                    out.write(dumps(ex) + "\n")
+                    n += 1
+                if progress:
                     progress(0.0, f"{n} examples so far")
         if n == 0:
             raise DataError(no_records_message(issues))
@@ -148,6 +149,14 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _more(stream, stats: Stats) -> list[dict[str, Any]]:
+    """The next non-duplicate example, when a whole batch of 256 was duplicates ([] at the end)."""
+    for ex in stream:
+        if not stats.is_duplicate(ex):
+            return [ex]
+    return []
 
 
 def split(folder: Path, n: int, val_fraction: float, seed: int) -> dict[str, int]:

@@ -81,6 +81,21 @@ def encode(tok, example: dict[str, Any], max_len: int) -> Encoded:
     return Encoded(ids[:max_len], labels[:max_len], n)
 
 
+def encode_many(tok, examples: list[dict[str, Any]], max_len: int) -> list[Encoded]:
+    """encode() for a batch: plain-text examples go through the tokenizer in one call."""
+    texts = [i for i, ex in enumerate(examples) if "text" in ex]
+    out: list[Encoded | None] = [None] * len(examples)
+    if texts:
+        ids = tok([examples[i]["text"] for i in texts], add_special_tokens=False)["input_ids"]
+        for i, row in zip(texts, ids):
+            row = row + [tok.eos_token_id]
+            out[i] = Encoded(row[:max_len], row[:max_len], len(row))
+    for i, ex in enumerate(examples):
+        if out[i] is None:
+            out[i] = encode(tok, ex, max_len)
+    return out  # type: ignore[return-value]
+
+
 def preview_segments(tok, enc: Encoded) -> list[tuple[str, bool]]:
     """Consecutive (text, learned?) pieces, for showing the loss mask to the user."""
     out: list[tuple[str, bool]] = []

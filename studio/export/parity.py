@@ -11,15 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-PROMPTS = [
-    "What is the capital of France?",
+PROMPTS = [  # chosen to draw answers of 32+ tokens, so each compares a real continuation
     "Give me three tips for sleeping better.",
-    "How much does the Nimbus Orbit cost?",
-    "Write one sentence about the ocean.",
-    "What is 12 times 7?",
     "Explain what a computer program is, in simple words.",
-    "How do I reset the Nimbus Orbit?",
-    "Name two colours of the rainbow.",
+    "Write a short paragraph about the ocean.",
+    "Describe the water cycle in a few sentences.",
+    "Tell me about the Nimbus Orbit bird feeder.",
+    "What should I pack for a weekend hiking trip?",
+    "Explain why the sky is blue.",
+    "How do I take care of a houseplant?",
 ]
 # Minimum top-1 agreement: f16/bf16 ≥98% and q8_0 ≥95% are the contract; the k-quant lines are
 # our own guardrails (4-5 bit weights do change some greedy choices on a 135M model).
@@ -28,7 +28,7 @@ THRESHOLDS = {"f32": 0.98, "f16": 0.98, "bf16": 0.98, "q8_0": 0.95, "q6_k": 0.90
 
 
 def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None,
-          n_tokens: int = 32, prompts: list[str] = PROMPTS) -> dict[str, Any]:
+          n_tokens: int = 48, prompts: list[str] = PROMPTS) -> dict[str, Any]:
     import numpy as np
     import torch
     from llama_cpp import Llama
@@ -45,9 +45,11 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
         tok_match += llm.tokenize(text.encode(), add_bos=False, special=True) == ids
         inp = torch.tensor([ids], device=model.device)
         with torch.no_grad():
+            # The natural greedy answer (up to its end-of-turn token): positions forced past the
+            # end would compare near-uniform guesses, which measures noise, not the export.
             gen = model.generate(inp, attention_mask=torch.ones_like(inp), do_sample=False,
-                                 max_new_tokens=n_tokens, min_new_tokens=n_tokens,
-                                 pad_token_id=tok.eos_token_id, temperature=None, top_p=None, top_k=None)
+                                 max_new_tokens=n_tokens, pad_token_id=tok.eos_token_id,
+                                 temperature=None, top_p=None, top_k=None)
             seq = gen[0].tolist()
             hf_logits = model(gen).logits[0].float()
         hf_lp = torch.log_softmax(hf_logits, -1).cpu().numpy()

@@ -105,7 +105,9 @@ def build(studio, state, model):
             segs = studio.data_preview(f"{s['name']}@v{s['version']}", model_ref, 4)
         except Exception as e:
             return error_text(e), gr.update(visible=False), "", st, None
-        st = {**st, "dataset": f"{s['name']}@v{s['version']}", "max_len": max(64, s["tokens"]["p95"])}
+        up = lambda n: min(8192, max(64, -(-n // 64) * 64))  # noqa: E731 - round up to 64
+        st = {**st, "dataset": f"{s['name']}@v{s['version']}", "max_len": up(s["tokens"]["p95"]),
+              "train_len": up(s["tokens"]["max"])}
         return summary_md(s), gr.update(value=hist_df(s), visible=True), preview_html(segs), st, None
 
     go.click(prepare, [files, name, recipe, max_tokens, overlap, val, prompt_col, answer_col, model,

@@ -37,7 +37,8 @@ def curve(events: list[dict]):
             if e.get("loss") is not None and e.get("eval_loss") is None]
     rows += [{"step": e["step"], "loss": e["eval_loss"], "curve": "validation"} for e in events
              if e.get("eval_loss") is not None]
-    return pd.DataFrame(rows or [{"step": 0, "loss": None, "curve": "train"}])
+    df = pd.DataFrame(rows, columns=["step", "loss", "curve"])
+    return df.astype({"step": "int64", "loss": "float64"})
 
 
 def history(studio):
@@ -76,7 +77,7 @@ def build(studio, state, model):
                 resume = gr.Button("Resume")
         with gr.Column(scale=2):
             status = gr.Markdown("No run yet.")
-            plot = gr.LinePlot(x="step", y="loss", color="curve", label="Loss", height=300)
+            plot = gr.LinePlot(x="step", y="loss", color="curve", label="Loss (train and validation)")
             runs = gr.Dataframe(label="Run history (click a row to open it)", interactive=False)
     timer = gr.Timer(2.0)
 
@@ -125,16 +126,20 @@ def build(studio, state, model):
     def tick(st):
         rid = st.get("run_id")
         if not rid:
-            return gr.update(), gr.update(), st, gr.update(interactive=True)
+            return gr.update(), gr.update(), st, gr.update(interactive=True), gr.update()
         try:
             run = studio.run_show(rid)
             ev = studio.run_events(rid)
         except Exception as e:
-            return error_text(e), gr.update(), st, gr.update(interactive=True)
+            return error_text(e), gr.update(), st, gr.update(interactive=True), gr.update()
         active = run["status"] in ACTIVE
-        return status_md(run, ev), curve(ev), {**st, "run_active": active}, gr.update(interactive=not active)
+        table = history(studio) if active or st.get("run_active") else gr.update()
+        key = f"{rid}:{len(ev)}"  # redraw the plot only when there is something new
+        plot_value = curve(ev) if key != st.get("plotted") else gr.update()
+        return (status_md(run, ev), plot_value, {**st, "run_active": active, "plotted": key},
+                gr.update(interactive=not active), table)
 
-    timer.tick(tick, state, [status, plot, state, start])
+    timer.tick(tick, state, [status, plot, state, start, runs])
 
     def open_run(evt: gr.SelectData, table, st):
         rid = table.iloc[evt.index[0]]["id"] if hasattr(table, "iloc") else table[evt.index[0]][0]
@@ -152,7 +157,8 @@ def build(studio, state, model):
             if mem.get("preset"):
                 note += f" Suggested preset: **{mem['preset']}**."
         return (gr.update(choices=names, value=st.get("dataset") or (names[0] if names else None)),
-                int(st.get("max_len", 256)), note, history(studio))
+                max(int(st["train_len"]), 256) if st.get("train_len") else gr.update(), note,
+                history(studio))
 
     return refresh, [dataset, max_len, memory, runs]
 

@@ -1,0 +1,87 @@
+"""Data-step throughput: the `paragraphs` recipe (tokenized) on a generated corpus.
+
+Prints MB/s and peak RSS growth for a small and a large corpus in the same run: the ratio of
+the two peaks shows whether memory grows with corpus size (it should not; aim ≥ 2 MB/s).
+Usage: .venv/bin/python benchmarks/bench_data.py [--mb 50]
+"""
+import argparse
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+WORDS = ("feeder seed bird camera battery charge garden alert species clip cloud night window "
+         "sparrow finch robin tray clean update firmware reset button ring purple green red "
+         "squirrel chirp owl hedgehog wifi router phone app account privacy video encrypted").split()
+
+
+def make_corpus(folder: Path, mb: int, seed: int = 0) -> int:
+    rnd = random.Random(seed)
+    total = 0
+    for i in range(mb):
+        paras = []
+        size = 0
+        while size < 2**20:
+            sents = [" ".join(rnd.choice(WORDS) for _ in range(rnd.randint(6, 18))).capitalize() + "."
+                     for _ in range(rnd.randint(2, 7))]
+            p = " ".join(sents)
+            paras.append(p)
+            size += len(p) + 2
+        text = f"# Part {i}\n\n" + "\n\n".join(paras)
+        (folder / f"part{i:03d}.md").write_text(text)
+        total += len(text.encode())
+    return total
+
+
+def run(mb: int, tok, work: Path) -> tuple[float, float]:
+    import psutil
+
+    from studio.data.prepare import prepare
+    from studio.data.recipes import RecipeParams
+
+    corpus = work / f"c{mb}"
+    corpus.mkdir()
+    nbytes = make_corpus(corpus, mb)
+    proc, peak, stop = psutil.Process(), [0], threading.Event()
+    base = proc.memory_info().rss
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    t0 = time.time()
+    s = prepare(sorted(corpus.glob("*.md")), f"bench{mb}", work / "datasets", tok, recipe="paragraphs",
+                params=RecipeParams(max_tokens=256), max_len=256, val_fraction=0.01)
+    secs = time.time() - t0
+    stop.set()
+    t.join()
+    mbps = nbytes / 2**20 / secs
+    grow = (peak[0] - base) / 2**20
+    print(f"{mb:4d} MB corpus: {s['records']:7d} chunks in {secs:6.1f} s = {mbps:5.2f} MB/s, "
+          f"peak RSS growth {grow:7.1f} MB")
+    return mbps, grow
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=int, default=50)
+    args = ap.parse_args()
+    from studio.api import Studio
+
+    tok = Studio().tokenizer("smollm2-135m-instruct")
+    with tempfile.TemporaryDirectory() as d:
+        small = run(max(2, args.mb // 10), tok, Path(d))
+        large = run(args.mb, tok, Path(d))
+    print(f"\nthroughput {large[0]:.2f} MB/s (aim ≥ 2); peak memory ratio large/small "
+          f"{large[1] / max(1.0, small[1]):.2f} (≈1 means it does not grow with the corpus)")
+
+
+if __name__ == "__main__":
+    main()
