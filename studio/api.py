@@ -185,7 +185,8 @@ class Studio:
         run = runner.get(self, run_id)
         out = runner.summary(run)
         out["metrics"] = self.store.get_metrics(run_id)
-        out["artifacts"] = runner.artifacts(Path(run["path"])) if run.get("path") else {}
+        out["artifacts"] = {**(run.get("artifacts") or {}),
+                            **(runner.artifacts(Path(run["path"])) if run.get("path") else {})}
         out["config"] = run.get("config")
         out["path"] = run.get("path")
         out["exports"] = self.store.list_exports(run_id)

@@ -80,6 +80,9 @@ def add_train_verbs(sub, verb) -> None:
                    "its last checkpoint")
     p.add_argument("--detach", action="store_true", help="start in a background process and "
                    "return at once (watch it with `runs show`)")
+    p.add_argument("--gpus", type=int, default=None, help="create the run, write an accelerate "
+                   "config for this many GPUs (DDP) and print the launch command instead of training")
+    p.add_argument("--machines", type=int, default=1, help="with --gpus: machines in the job")
     runs = sub.add_parser("runs", help="training runs: list, show, stop", description="training runs")
     rsub = runs.add_subparsers(dest="action", metavar="ACTION", required=True)
     verb(rsub, "list", "all runs, newest first", lambda a: studio(a).runs_list())
@@ -201,10 +204,23 @@ def train(a: argparse.Namespace):
         for note in run["notes"]:
             print(f"note: {note}", file=sys.stderr)
         print(f"run {run_id} created in {s.home.runs / run_id}", file=sys.stderr, flush=True)
+    if a.gpus:
+        from .train.runner import accelerate_config
+
+        path, cmd = accelerate_config(s.home.runs / run_id, a.gpus, a.machines)
+        out = {"id": run_id, "accelerate_config": str(path), "command": cmd}
+        return out if a.json else (f"wrote {path}\nrun on each machine:\n  {cmd}"
+                                   + ("\n(set main_process_ip and machine_rank per machine)"
+                                      if a.machines > 1 else ""))
     if a.detach:
         return s.train_spawn(run_id)
+    import os
+
+    rank0 = int(os.environ.get("RANK", "0")) == 0
     try:
-        result = s.train_run(run_id, progress=not a.json)
+        result = s.train_run(run_id, progress=not a.json and rank0)
+        if not rank0:
+            return None  # under accelerate/torchrun only rank 0 reports
     except KeyboardInterrupt:
         print(f"stopped; resume with: python -m studio train --resume {run_id}", file=sys.stderr)
         return s.run_show(run_id) if a.json else None, 130

@@ -199,3 +199,35 @@ def test_cli_train_foreground_json(studio, faq_dataset):
     assert r.returncode == 1 and "already completed" in r.stderr
     r = run_cli("train", "--preset", "cpu-quickstart", home=studio.home.root)
     assert r.returncode == 1 and "--dataset" in r.stderr
+
+
+def test_two_ranks_on_cpu_with_gloo(studio, faq_dataset):
+    """The same entry point under torchrun (what `accelerate launch` does): both ranks train,
+    only rank 0 writes the store and the files, and the adapter loads like a normal run's."""
+    import subprocess
+    import sys
+
+    r = run_cli("train", "--preset", "cpu-quickstart", "--dataset", faq_dataset, "--max-steps", "4",
+                "--set", "train.eval_every=2", "--set", "train.save_every=2", "--gpus", "2", "--json",
+                home=studio.home.root)
+    out = json.loads(r.stdout)
+    assert "accelerate launch" in out["command"] and Path(out["accelerate_config"]).exists()
+    env = {**os.environ, "STUDIO_HOME": str(studio.home.root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "-m", "studio", "train", "--resume", out["id"], "--json"],
+                          capture_output=True, text=True, env=env, timeout=600,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('"status": "completed"') == 1  # one report, from rank 0
+    show = studio.run_show(out["id"])
+    assert show["status"] == "completed" and show["artifacts"]["world_size"] == 2
+    run_dir = Path(show["path"])
+    steps = [json.loads(x)["step"] for x in (run_dir / "events.jsonl").read_text().splitlines()
+             if "eval_loss" not in x]
+    assert steps == [1, 2, 3, 4]  # written once, by rank 0
+    from peft import PeftModel
+
+    from studio import models
+
+    PeftModel.from_pretrained(models.load_model(studio.model_path("smollm2-135m-instruct")),
+                              show["artifacts"]["adapter"])

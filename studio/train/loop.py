@@ -91,6 +91,7 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
             self.stopped = False
             self.nan_step: int | None = None
             self.last_loss: float | None = None
+            self.eval_steps: set[int] = set()  # every rank records this: evaluation is collective
 
         def on_train_begin(self, args, state, control, **kw):
             self.step0 = state.global_step
@@ -131,6 +132,9 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
             row.update({k: v for k, v in ev.items() if v is not None})
             store.add_metrics(run_id, [row])
             store.update_run(run_id, step=step)
+
+        def on_evaluate(self, args, state, control, **kw):
+            self.eval_steps.add(state.global_step)
 
         def on_save(self, args, state, control, **kw):
             if rank() == 0:
@@ -222,13 +226,13 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except torch.OutOfMemoryError:
         raise RunError(oom_message(cfg)) from None
-    result: dict[str, Any] = {"steps": trainer.state.global_step, "max_steps": steps}
+    result: dict[str, Any] = {"steps": trainer.state.global_step, "max_steps": steps,
+                              "world_size": trainer.args.world_size}
     if cb.nan_step is not None:
         raise RunError(f"The loss became NaN/inf at step {cb.nan_step}, so training stopped. Lower "
                        f"the learning rate (e.g. train.lr={t.lr / 4:g}), and on GPUs without bf16 "
                        "use fp32 or a smaller lr with fp16. Resume is not useful: start a new run.")
-    evaluated = cb.rows.get(trainer.state.global_step, {}).get("eval_loss") is not None
-    if eval_set and not cb.stopped and not evaluated:
+    if eval_set and not cb.stopped and trainer.state.global_step not in cb.eval_steps:
         trainer.evaluate()  # logs eval_loss through the callback
     if rank() == 0:
         result["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir))

@@ -54,7 +54,8 @@ def execute(studio, run_id: str, progress: bool = False) -> dict[str, Any]:
                        "be resumed. Start a new run.")
     if run["status"] == "completed":
         raise RunError(f"Run {run_id} already completed; start a new run to train more.")
-    if run["status"] == "running" and run.get("pid") not in (None, os.getpid()) and alive(run["pid"]):
+    if (loop.rank() == 0 and run["status"] == "running" and run.get("pid") not in (None, os.getpid())
+            and alive(run["pid"]) and run["pid"] != os.getppid()):
         raise RunError(f"Run {run_id} is already running (process {run['pid']}). Stop it first.")
     device = studio.device()
     model_path = studio.model_path(run["model"])
@@ -76,10 +77,26 @@ def execute(studio, run_id: str, progress: bool = False) -> dict[str, Any]:
             store.update_run(run_id, status=status, error=msg, pid=None)
         raise
     if loop.rank() == 0:
-        arts = artifacts(run_dir)
+        arts = {**artifacts(run_dir), "world_size": result.get("world_size", 1)}
         store.update_run(run_id, status=result["status"], step=result["steps"], pid=None,
                          artifacts=arts)
     return get(studio, run_id)
+
+
+def accelerate_config(run_dir: Path, gpus: int, machines: int = 1, mixed_precision: str = "bf16") -> tuple[Path, str]:
+    """An accelerate config for N GPUs (DDP) and the command that runs this run under it."""
+    import yaml
+
+    cfg = {"compute_environment": "LOCAL_MACHINE", "distributed_type": "MULTI_GPU",
+           "num_machines": machines, "machine_rank": 0, "main_training_function": "main",
+           "mixed_precision": mixed_precision, "num_processes": gpus * machines,
+           "gpu_ids": "all", "rdzv_backend": "static", "same_network": True, "use_cpu": False}
+    if machines > 1:
+        cfg.update(main_process_ip="MAIN_MACHINE_IP", main_process_port=29500)
+    path = run_dir / "accelerate.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = f'accelerate launch --config_file "{path}" -m studio train --resume {run_dir.name}'
+    return path, cmd
 
 
 def artifacts(run_dir: Path) -> dict[str, Any]:
