@@ -8,7 +8,6 @@ import argparse
 import random
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -42,28 +41,20 @@ def run(mb: int, tok, work: Path) -> tuple[float, float]:
 
     from studio.data.prepare import prepare
     from studio.data.recipes import RecipeParams
+    from studio.memory_measure import PeakRSS
 
     corpus = work / f"c{mb}"
     corpus.mkdir()
     nbytes = make_corpus(corpus, mb)
-    proc, peak, stop = psutil.Process(), [0], threading.Event()
-    base = proc.memory_info().rss
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.02)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
+    base = psutil.Process().memory_info().rss
     t0 = time.time()
-    s = prepare(sorted(corpus.glob("*.md")), f"bench{mb}", work / "datasets", tok, recipe="paragraphs",
-                params=RecipeParams(max_tokens=256), max_len=256, val_fraction=0.01)
+    with PeakRSS() as peak:
+        s = prepare(sorted(corpus.glob("*.md")), f"bench{mb}", work / "datasets", tok,
+                    recipe="paragraphs", params=RecipeParams(max_tokens=256), max_len=256,
+                    val_fraction=0.01)
     secs = time.time() - t0
-    stop.set()
-    t.join()
     mbps = nbytes / 2**20 / secs
-    grow = (peak[0] - base) / 2**20
+    grow = (peak.peak - base) / 2**20
     print(f"{mb:4d} MB corpus: {s['records']:7d} chunks in {secs:6.1f} s = {mbps:5.2f} MB/s, "
           f"peak RSS growth {grow:7.1f} MB")
     return mbps, grow

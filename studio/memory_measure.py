@@ -18,6 +18,29 @@ from typing import Any
 CPU_TOKEN_CAP = 4096
 
 
+class PeakRSS:
+    """`with PeakRSS() as p:` … `p.peak` — the CPU has no peak counter that can be reset, so RSS
+    is sampled every 5 ms on a thread while the block runs."""
+
+    def __enter__(self):
+        import psutil
+
+        self.peak, self._proc, self._stop = 0, psutil.Process(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
 def measure(model_path: str, setting: dict[str, Any], steps: int = 3) -> dict[str, Any]:
     import psutil
     import torch
@@ -49,24 +72,14 @@ def measure(model_path: str, setting: dict[str, Any], steps: int = 3) -> dict[st
         model.enable_input_require_grads()
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
     vocab = model.config.vocab_size
-    proc, peak_rss, stop = psutil.Process(), [0], threading.Event()
-
-    def sample():  # the CPU has no peak counter we can reset: sample RSS while steps run
-        while not stop.is_set():
-            peak_rss[0] = max(peak_rss[0], proc.memory_info().rss)
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     t0 = time.time()
-    for _ in range(steps):
-        ids = torch.randint(0, vocab, (batch, seq), device=model.device)
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    stop.set()
-    sampler.join()
+    with PeakRSS() as peak:
+        for _ in range(steps):
+            ids = torch.randint(0, vocab, (batch, seq), device=model.device)
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
     out: dict[str, Any] = {"device": device, "batch": batch, "seq_len": seq, "notes": notes,
                            "seconds_per_step": round((time.time() - t0) / steps, 2)}
     if device == "cuda":
@@ -74,7 +87,7 @@ def measure(model_path: str, setting: dict[str, Any], steps: int = 3) -> dict[st
         out["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 3)
         out["measured_gb"] = out["peak_reserved_gb"]
     else:
-        out["measured_gb"] = round((peak_rss[0] - base_rss) / 2**30, 3)
+        out["measured_gb"] = round((peak.peak - base_rss) / 2**30, 3)
     return out
 
 

@@ -109,7 +109,9 @@ def test_whole_flow(app_url, browser):
     shot(page, "step5-export")
     page.get_by_role("tab", name="History").click()
     page.get_by_text("Datasets, runs and exports").wait_for()
+    page.get_by_text("cpu-quickstart, my-data@v1").first.wait_for()
     shot(page, "history")
+    assert page.get_by_text("cpu-quickstart, my-data@v1").count() == 1  # the double click made one run
     assert "Traceback" not in page.content()
 
 

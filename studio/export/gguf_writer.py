@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -243,19 +244,36 @@ def gguf_tensors(cfg: dict[str, Any], state: Iterable[tuple[str, np.ndarray]]) -
         yield "rope_freqs.weight", llama3_rope_freqs(cfg)
 
 
+@contextmanager
+def atomic_writer(out: Path, arch_name: str) -> Iterator[Any]:
+    """A GGUFWriter on a temp file: renamed to `out` only when everything was written; on any
+    failure the partial file is removed, so nothing that looks complete is ever left behind."""
+    import gguf
+
+    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
+    w = gguf.GGUFWriter(str(tmp), arch_name)
+    try:
+        yield w
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file(progress=False)
+        w.close()
+        os.replace(tmp, out)
+    except BaseException:
+        w.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write(folder: Path, state: Iterable[tuple[str, np.ndarray]], out: Path, quant: str = "f16",
           name: str | None = None, progress: Callable[[float, str], None] | None = None) -> Path:
     """Write a GGUF for the HF folder's config/tokenizer with the given weights (atomic)."""
-    import gguf
-
     if quant not in QUANTS:
         raise ExportError(f"Unknown quant '{quant}' for the GGUF writer; use one of {', '.join(QUANTS)}.")
     cfg = json.loads((folder / "config.json").read_text())
     cfg = {**cfg.get("text_config", {}), **cfg} if "text_config" in cfg else cfg
     arch_name = check_arch(cfg)[0]
-    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
-    w = gguf.GGUFWriter(str(tmp), arch_name)
-    try:
+    with atomic_writer(out, arch_name) as w:
         hyperparameters(w, cfg, name or folder.name, quant)
         tokenizer_metadata(w, folder, cfg)
         for i, (gname, data) in enumerate(gguf_tensors(cfg, state)):
@@ -266,15 +284,6 @@ def write(folder: Path, state: Iterable[tuple[str, np.ndarray]], out: Path, quan
                 w.add_tensor(gname, arr, raw_dtype=raw)  # shape derived from the byte rows
             if progress and i % 20 == 0:
                 progress(0.5, f"converting {gname}")
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file(progress=False)
-        w.close()
-        os.replace(tmp, out)
-    except BaseException:
-        w.close()
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from ..errors import ExportError
-from .gguf_writer import check_arch, rotary_permute
+from .gguf_writer import atomic_writer, check_arch, rotary_permute
 
 
 def check_adapter(adapter: Path) -> dict:
@@ -46,15 +45,12 @@ def write(adapter: Path, base_folder: Path, out: Path, dtype: str = "f32") -> Pa
     n_kv = mcfg.get("num_key_value_heads", n_head)
     r = acfg["r"]
     alpha = acfg["lora_alpha"] * (math.sqrt(r) if acfg.get("use_rslora") else 1.0)
-    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
-    w = gguf.GGUFWriter(str(tmp), arch_name)
-    try:
+    with atomic_writer(out, arch_name) as w:
         w.add_type(gguf.GGUFType.ADAPTER)
         w.add_string(gguf.Keys.Adapter.TYPE, "lora")
         w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
         with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as st:
-            keys = sorted(st.keys())
-            for key in keys:
+            for key in sorted(st.keys()):
                 if ".lora_A." not in key:
                     continue
                 module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
@@ -70,13 +66,4 @@ def write(adapter: Path, base_folder: Path, out: Path, dtype: str = "f32") -> Pa
                 cast = np.float16 if dtype == "f16" else np.float32
                 w.add_tensor(f"{name}.lora_a", a.astype(cast))
                 w.add_tensor(f"{name}.lora_b", b.astype(cast))
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file(progress=False)
-        w.close()
-        os.replace(tmp, out)
-    except BaseException:
-        w.close()
-        tmp.unlink(missing_ok=True)
-        raise
     return out
