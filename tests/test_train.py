@@ -231,3 +231,13 @@ def test_two_ranks_on_cpu_with_gloo(studio, faq_dataset):
 
     PeftModel.from_pretrained(models.load_model(studio.model_path("smollm2-135m-instruct")),
                               show["artifacts"]["adapter"])
+
+
+def test_dora_rslora_and_checkpointing_train(studio, faq_dataset):
+    run = studio.train_create("cpu-quickstart", faq_dataset, max_steps=2, overrides=[
+        "lora.dora=true", "lora.rslora=true", "train.grad_ckpt=true", "train.grad_accum=2",
+        "train.schedule=linear", "train.eval_every=0", "lora.targets=q,v"])
+    done = studio.train_run(run["id"])
+    assert done["status"] == "completed"
+    cfg = json.loads((Path(studio.run_show(run["id"])["artifacts"]["adapter"]) / "adapter_config.json").read_text())
+    assert cfg["use_dora"] and cfg["use_rslora"] and set(cfg["target_modules"]) == {"q_proj", "v_proj"}

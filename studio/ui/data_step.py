@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import threading
+from pathlib import Path
 
 from ..data.ingest import SUPPORTED
 from ..data.recipes import RECIPES, RecipeParams
@@ -15,6 +16,7 @@ INTRO = ("**Step 1 — your data.** Upload question/answer files (jsonl, json, c
          "long the examples are. A good result: a few hundred clean examples, nearly none longer "
          "than the max length.")
 HELP = field_help(RecipeParams)
+SAMPLE = Path(__file__).resolve().parents[2] / "assets" / "sample" / "product_faq.jsonl"
 
 
 def preview_html(segments_list) -> str:
@@ -65,6 +67,7 @@ def build(studio, state, model):
         with gr.Column(scale=1):
             files = gr.File(label="Training files", file_count="multiple",
                             file_types=sorted(SUPPORTED))
+            sample = gr.Button("No data yet? Use the sample FAQ (a fictional bird feeder)", size="sm")
             name = gr.Textbox("my-data", label="Dataset name", info="Letters, digits, - and _. "
                               "Preparing the same name again makes a new version.")
             recipe = gr.Dropdown(["auto", *RECIPES], value="auto", label="Recipe",
@@ -88,6 +91,7 @@ def build(studio, state, model):
             preview = gr.HTML()
     cancel_flag = gr.State(None)
 
+    sample.click(lambda: ([str(SAMPLE)], "nimbus-faq"), None, [files, name])
     recipe.change(lambda r: "" if r == "auto" else f"*{RECIPES[r].help}*", recipe, recipe_help)
 
     def prepare(files, name, recipe, max_tokens, overlap, val, pcol, acol, model_ref, st,

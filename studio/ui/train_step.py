@@ -37,8 +37,10 @@ def curve(events: list[dict]):
             if e.get("loss") is not None and e.get("eval_loss") is None]
     rows += [{"step": e["step"], "loss": e["eval_loss"], "curve": "validation"} for e in events
              if e.get("eval_loss") is not None]
+    if not rows:
+        return None
     df = pd.DataFrame(rows, columns=["step", "loss", "curve"])
-    return df.astype({"step": "int64", "loss": "float64"})
+    return df.astype({"step": "int64", "loss": "float64", "curve": object})
 
 
 def history(studio):
@@ -135,7 +137,8 @@ def build(studio, state, model):
         active = run["status"] in ACTIVE
         table = history(studio) if active or st.get("run_active") else gr.update()
         key = f"{rid}:{len(ev)}"  # redraw the plot only when there is something new
-        plot_value = curve(ev) if key != st.get("plotted") else gr.update()
+        data = curve(ev) if key != st.get("plotted") else None
+        plot_value = data if data is not None else gr.update()
         return (status_md(run, ev), plot_value, {**st, "run_active": active, "plotted": key},
                 gr.update(interactive=not active), table)
 
