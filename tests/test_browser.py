@@ -74,6 +74,22 @@ def shot(page, name: str) -> None:
         shutil.copy(ARTIFACTS / f"{name}.png", dst / f"{name}.png")
 
 
+def test_buttons_that_cannot_act_yet_say_why(app_url, browser):
+    """Runs first, on an empty studio: nothing to train on, compare or export yet."""
+    page = browser.new_page()
+    page.goto(app_url)
+    page.get_by_text("Fine-tune an open LLM").wait_for()
+    page.get_by_role("tab", name="3 · Train").click()
+    page.get_by_text("No dataset yet").wait_for()
+    assert not page.get_by_role("button", name="Start training").is_enabled()
+    page.get_by_role("tab", name="4 · Compare").click()
+    page.get_by_text("Nothing to compare yet").wait_for()
+    assert not page.get_by_role("button", name="Ask both").is_enabled()
+    page.get_by_role("tab", name="5 · Export").click()
+    page.get_by_text("Nothing to export yet").wait_for()
+    assert not page.get_by_role("button", name="Export", exact=True).is_enabled()
+
+
 def test_whole_flow(app_url, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)

@@ -128,6 +128,9 @@ def build(studio, state, model):
     def refresh(st):
         ids = completed_runs(studio)
         want = st.get("run_id") if st.get("run_id") in ids else (ids[0] if ids else None)
-        return gr.update(choices=ids, value=want), gr.update(value=st.get("engine", "hf"))
+        ready = gr.update(interactive=bool(ids))
+        why = "" if ids else "⏳ Nothing to compare yet: train a run in step 3 first."
+        return (gr.update(choices=ids, value=want), gr.update(value=st.get("engine", "hf")),
+                ready, ready, why)
 
-    return refresh, [run, engine]
+    return refresh, [run, engine, send, report_btn, notice]

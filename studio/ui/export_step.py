@@ -67,6 +67,10 @@ def build(studio, state, model, tabs):
         from .compare_step import completed_runs
 
         ids = completed_runs(studio)
-        return gr.update(choices=ids, value=st.get("run_id") if st.get("run_id") in ids else (ids[0] if ids else None))
+        value = st.get("run_id") if st.get("run_id") in ids else (ids[0] if ids else None)
+        ready = gr.update(interactive=bool(ids))
+        why = "Pick a run and press **Export**." if ids else \
+            "⏳ Nothing to export yet: train a run in step 3 first."
+        return gr.update(choices=ids, value=value), ready, ready, why
 
-    return refresh, [run]
+    return refresh, [run, go, chat, out]

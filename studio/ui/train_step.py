@@ -128,7 +128,7 @@ def build(studio, state, model):
     def tick(st):
         rid = st.get("run_id")
         if not rid:
-            return gr.update(), gr.update(), st, gr.update(interactive=True), gr.update()
+            return gr.update(), gr.update(), st, gr.update(), gr.update()
         try:
             run = studio.run_show(rid)
             ev = studio.run_events(rid)
@@ -159,9 +159,12 @@ def build(studio, state, model):
             note = f"Memory step: {mem['total_gb']:.1f} GB, {fit} ({mem['gpu']})."
             if mem.get("preset"):
                 note += f" Suggested preset: **{mem['preset']}**."
+        if not names:
+            note = "⏳ No dataset yet: prepare one in step 1, then come back. " + note
+        active = bool(st.get("run_active"))
         return (gr.update(choices=names, value=st.get("dataset") or (names[0] if names else None)),
                 max(int(st["train_len"]), 256) if st.get("train_len") else gr.update(), note,
-                history(studio))
+                history(studio), gr.update(interactive=bool(names) and not active))
 
-    return refresh, [dataset, max_len, memory, runs]
+    return refresh, [dataset, max_len, memory, runs, start]
 
