@@ -180,3 +180,36 @@ def test_k_quant_without_llama_cpp_says_how(monkeypatch, studio):
     monkeypatch.setattr(models, "llama_cpp_available", lambda: (False, "llama-cpp-python is not installed"))
     with pytest.raises(FeatureUnavailable, match="llama-cpp-python"):
         studio.export("gguf", model="smollm2-135m-instruct", quant="q4_k_m")
+
+
+def test_sentencepiece_vocabulary(tmp_path):
+    """Llama 2 / Mistral / Gemma use SentencePiece: train a tiny one here, write a GGUF with it,
+    and llama.cpp must tokenize exactly like sentencepiece (byte fallback included)."""
+    import json
+
+    import sentencepiece as spm
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaTokenizerFast
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from conftest import ROOT
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((ROOT / "assets/sample/nimbus_orbit_manual.md").read_text())
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=400,
+                                   model_type="bpe", byte_fallback=True, bos_id=1, eos_id=2, unk_id=0,
+                                   pad_id=-1, character_coverage=1.0, minloglevel=2)
+    d = tmp_path / "model"
+    LlamaTokenizerFast(vocab_file=str(tmp_path / "sp.model")).save_pretrained(d)
+    shutil.copy(tmp_path / "sp.model", d / "tokenizer.model")
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    (d / "tokenizer_config.json").write_text(json.dumps({**cfg, "add_bos_token": True}))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(
+        "llama", vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)).save_pretrained(d)
+    out = gw.write(d, gw.state_from_folder(d), d / "m.gguf", "f32")
+    llm = llama_cpp.Llama(str(out), n_ctx=128, verbose=False)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    for text in ("The feeder holds 1.8 litres of seed.", "naïve café — 18 kHz!"):
+        assert llm.tokenize(text.encode(), add_bos=True) == [1] + sp.encode(text)

@@ -94,7 +94,7 @@ def tokenizer_metadata(w, folder: Path, cfg: dict[str, Any]) -> None:
     special.add_to_gguf(w, quiet=True)
     if "bos" not in special.add_special_token:  # say it explicitly: llama.cpp's default is to add
         w.add_add_bos_token(adds_bos(folder))
-    if model["type"] == "BPE":
+    if model["type"] == "BPE" and not model.get("byte_fallback"):
         w.add_add_space_prefix(False)
 
 
@@ -130,8 +130,13 @@ def spm_tokens(w, folder: Path, n_vocab: int, added: dict[int, dict]) -> None:
         tokens.append(piece)
         scores.append(score)
         types.append(t)
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString((folder / "tokenizer.model").read_bytes())
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
+    w.add_add_space_prefix(proto.normalizer_spec.add_dummy_prefix)  # Gemma: no, Llama 2: yes
     w.add_token_list(tokens)
     w.add_token_scores(scores)
     w.add_token_types(types)
