@@ -276,26 +276,27 @@ class Studio:
             yield from stream(m, pair.tok, messages, settings)
 
     def _compare_llama(self, run_id, messages, max_new_tokens, temperature, seed):
+        """Base GGUF vs the tuned side as llama.cpp runs it: base + LoRA GGUF, else the merged GGUF."""
         from . import compare
         from .errors import ExportError
         from .train import runner
 
         run = runner.get(self, run_id)
-        ex = {e["format"]: e for e in self.store.list_exports(run_id) if Path(e["path"]).exists()}
-        base = next((e for e in self.store.list_exports() if e["format"] == "gguf"
-                     and e["model"] == run["model"] and not e["run_id"] and Path(e["path"]).exists()
-                     and e["quant"] in ("f16", "f32", "bf16", "q8_0")), None)
-        if "lora-gguf" not in ex or base is None:
-            missing = []
-            if base is None:
-                missing.append(f"python -m studio export --model {run['model']} --format gguf --quant f16")
-            if "lora-gguf" not in ex:
-                missing.append(f"python -m studio export --run {run_id} --format lora-gguf")
-            raise ExportError("The llama.cpp engine needs a base GGUF and this run's LoRA GGUF. Run: "
-                              + " ; ".join(missing))
-        out = {"run_id": run_id, "engine": "llama.cpp", "model": run["model"]}
-        for side, lora in (("base", None), ("tuned", Path(ex["lora-gguf"]["path"]))):
-            llm = compare.llama_engine(Path(base["path"]), lora)
+        done = {e["format"]: e for e in self.store.list_exports(run_id)
+                if Path(e["path"]).exists() and e["format"] in ("lora-gguf", "gguf")}
+        if not done:
+            raise ExportError("The llama.cpp engine needs this run exported as GGUF first. Run: "
+                              f"python -m studio export --run {run_id} --format gguf (or "
+                              "--format lora-gguf), or use the Export step.")
+        base = self.base_gguf(run["model"])  # made once (f16, ~2 s for the embedded model)
+        if "lora-gguf" in done:
+            tuned_model, lora = base, Path(done["lora-gguf"]["path"])
+        else:
+            tuned_model, lora = Path(done["gguf"]["path"]), None
+        out = {"run_id": run_id, "engine": "llama.cpp", "model": run["model"],
+               "tuned_file": str(lora or tuned_model)}
+        for side, path, adapter in (("base", base, None), ("tuned", tuned_model, lora)):
+            llm = compare.llama_engine(path, adapter)
             out[side] = compare.llama_chat(llm, messages, max_new_tokens, temperature, seed)
             del llm
         out["identical"] = out["base"] == out["tuned"]

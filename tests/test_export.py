@@ -109,6 +109,10 @@ def test_gguf_q8_0_with_parity(studio, trained_run):
     assert "mean_abs_dlogprob" in p
     rows = studio.exports_list(trained_run["id"])
     assert rows[0]["format"] == "gguf" and rows[0]["parity"]["passed"]
+    # the merged GGUF alone is enough for the llama.cpp engine (the base GGUF is made on demand)
+    both = studio.compare(trained_run["id"], "Who makes the Nimbus Orbit?", max_new_tokens=16,
+                          engine="llama.cpp")
+    assert both["tuned_file"] == out["path"] and both["base"] != both["tuned"]
 
 
 def test_lora_gguf_and_llama_cpp_compare(studio, trained_run):
