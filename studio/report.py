@@ -76,6 +76,12 @@ def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str
     return sets
 
 
+def sample_questions() -> list[str]:
+    """The shipped held-out questions, for the Compare step's picker."""
+    return [json.loads(x)["question"] for f in SAMPLE_HELDOUT.values() if f.exists()
+            for x in f.read_text().splitlines() if x.strip()]
+
+
 def mean_loss(model, tok, examples: list[dict[str, Any]], max_len: int) -> float | None:
     """Mean token loss on the learned tokens of `examples` (the data step's loss mask)."""
     import torch

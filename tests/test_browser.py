@@ -65,6 +65,18 @@ def browser():
         b.close()
 
 
+def open_studio(browser, url: str, **page_args):
+    """A new browser session (its own cookies, so its own Gradio state) on the studio page."""
+    page = browser.new_context(**page_args).new_page()
+    page.goto(url)
+    page.get_by_text("Fine-tune an open LLM").wait_for()
+    return page
+
+
+def upload_sample(page) -> None:
+    page.locator("input[type=file]").first.set_input_files(str(ROOT / "assets/sample/product_faq.jsonl"))
+
+
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -76,9 +88,7 @@ def shot(page, name: str) -> None:
 
 def test_buttons_that_cannot_act_yet_say_why(app_url, browser):
     """Runs first, on an empty studio: nothing to train on, compare or export yet."""
-    page = browser.new_page()
-    page.goto(app_url)
-    page.get_by_text("Fine-tune an open LLM").wait_for()
+    page = open_studio(browser, app_url)
     page.get_by_role("tab", name="3 · Train").click()
     page.get_by_text("No dataset yet").wait_for()
     assert not page.get_by_role("button", name="Start training").is_enabled()
@@ -91,11 +101,9 @@ def test_buttons_that_cannot_act_yet_say_why(app_url, browser):
 
 
 def test_whole_flow(app_url, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(app_url)
-    page.get_by_text("Fine-tune an open LLM").wait_for()
+    page = open_studio(browser, app_url, viewport={"width": 1400, "height": 1000})
     # 1 · Data
-    page.locator("input[type=file]").first.set_input_files(str(ROOT / "assets/sample/product_faq.jsonl"))
+    upload_sample(page)
     page.get_by_role("button", name="Prepare dataset").click()
     page.get_by_text("80 examples (train 72, validation 8)").wait_for(timeout=120_000)
     page.get_by_text("highlighted").first.wait_for()
@@ -140,13 +148,11 @@ def test_two_tabs_keep_their_own_state(app_url, browser):
     """Two browser sessions prepare different datasets; each Train step offers its own."""
     pages = {}
     for name in ("tab-a", "tab-b"):
-        p = browser.new_context().new_page()
-        p.goto(app_url)
-        p.get_by_text("Fine-tune an open LLM").wait_for()
-        p.locator("input[type=file]").first.set_input_files(str(ROOT / "assets/sample/product_faq.jsonl"))
+        p = open_studio(browser, app_url)
+        upload_sample(p)
         p.get_by_label("Dataset name").fill(name)
         pages[name] = p
-    for name, p in pages.items():
+    for p in pages.values():
         p.get_by_role("button", name="Prepare dataset").click()
     for name, p in pages.items():
         p.get_by_text(f"{name} v1").wait_for(timeout=120_000)
@@ -158,9 +164,7 @@ def test_two_tabs_keep_their_own_state(app_url, browser):
 
 
 def test_unsupported_upload_gets_a_message(app_url, browser):
-    page = browser.new_page()
-    page.goto(app_url)
-    page.get_by_text("Fine-tune an open LLM").wait_for()
+    page = open_studio(browser, app_url)
     bad = ARTIFACTS / "notes.exe"
     ARTIFACTS.mkdir(exist_ok=True)
     bad.write_bytes(b"MZ")

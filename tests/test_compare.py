@@ -25,6 +25,7 @@ def test_one_copy_of_the_weights(studio, trained_run):
     _, pair = studio.pair_for(trained_run["id"])
     with pair.side("base") as b, pair.side("tuned") as t:
         assert b is t  # the adapter is toggled, the model is the same object
+    assert pair.model.get_base_model() is pair.base  # PEFT wrapped the cached base, no copy
     base_params = {id(p) for n, p in pair.model.named_parameters() if "lora_" not in n}
     assert len(base_params) == len([n for n, _ in pair.model.named_parameters() if "lora_" not in n])
 

@@ -1,5 +1,4 @@
 """Data step: formats, recipes, loss mask, stats, and every bad input a user can upload."""
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -9,8 +8,7 @@ import pytest
 from conftest import ROOT, run_cli
 from studio.data import formats, templates
 from studio.data.ingest import Issue, iter_path
-from studio.data.prepare import prepare
-from studio.data.recipes import Context, RecipeParams, RECIPES, code_units, parse_pairs, qa_pairs
+from studio.data.recipes import Context, RecipeParams, RECIPES, parse_pairs, qa_pairs
 from studio.data.ingest import Document
 from studio.errors import ConfigError, DataError
 
@@ -42,16 +40,17 @@ def test_recipe_registry_lists_all():
     ({"text": "hello"}, "text"),
 ])
 def test_format_detection_and_conversion(row, fmt):
-    assert formats.detect([row]) == fmt
-    ex = formats.convert(row, fmt)
+    assert formats.detect_one(row) == fmt
+    ex, used = formats.convert(row)
+    assert used == fmt
     assert ("text" in ex) if fmt == "text" else ex["messages"][-1]["role"] == "assistant"
 
 
 def test_manual_mapping_overrides_detection():
-    ex = formats.convert({"q": "What?", "a": "That."}, "text", {"prompt": "q", "completion": "a"})
+    ex, _ = formats.convert({"q": "What?", "a": "That."}, {"prompt": "q", "completion": "a"})
     assert ex["messages"][1]["content"] == "That."
     with pytest.raises(formats.Skip, match="missing"):
-        formats.convert({"q": "x"}, "text", {"prompt": "q", "completion": "a"})
+        formats.convert({"q": "x"}, {"prompt": "q", "completion": "a"})
 
 
 def test_label_mask_only_on_assistant(tok):
@@ -157,6 +156,16 @@ def test_csv_missing_columns_and_ragged_rows(tmp_path, studio):
     ok = studio.data_prepare([str(tmp_path / "cols.csv")], "cols",
                              mapping={"prompt": "foo", "completion": "bar"}, val_fraction=0)
     assert ok["records"] == 1
+
+
+def test_unrecognised_columns_reported_once_per_file(tmp_path, studio):
+    f = tmp_path / "wide.csv"
+    f.write_text("foo,bar\n" + "".join(f"{i},{i}\n" for i in range(120)) + "What?,\n")
+    g = tmp_path / "good.jsonl"
+    g.write_text('{"prompt": "a?", "completion": "b"}\n')
+    s = studio.data_prepare([str(f), str(g)], "wide", val_fraction=0)
+    assert s["records"] == 1
+    assert [e["file"] for e in s["errors"]] == ["wide.csv"] and "no known format" in s["errors"][0]["reason"]
 
 
 def test_encodings(tmp_path):

@@ -1,6 +1,5 @@
 """Export step: our GGUF writer against references, parity, formats, and safe failure."""
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -52,6 +52,8 @@ def test_scientific_notation_and_overrides():
         presets.preset_dict(p, ["train.nope=1"])
     with pytest.raises(PresetError, match="key=value"):
         presets.preset_dict(p, ["train.lr"])
+    with pytest.raises(PresetError, match="Cannot read the value"):
+        presets.preset_dict(p, ["train.lr=[1"])
 
 
 def test_help_written_once_on_fields():

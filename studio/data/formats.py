@@ -7,7 +7,6 @@ or `{"text": ...}` for continued pretraining. Does not tokenize.
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Callable
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text")
@@ -26,6 +25,10 @@ class Skip(Exception):
         self.line = line
 
 
+class Unrecognised(Skip):
+    """A row in no format we know: reported once per file, not once per row."""
+
+
 def detect_one(row: dict[str, Any]) -> str | None:
     keys = set(row)
     if isinstance(row.get("messages"), list):
@@ -40,12 +43,6 @@ def detect_one(row: dict[str, Any]) -> str | None:
     if "text" in keys or "content" in keys:
         return "text"
     return None
-
-
-def detect(rows: list[dict[str, Any]]) -> str | None:
-    """Majority format over a sample of rows (None when nothing is recognised)."""
-    votes = Counter(f for f in map(detect_one, rows) if f)
-    return votes.most_common(1)[0][0] if votes else None
 
 
 def describe_missing(columns: list[str]) -> str:
@@ -148,13 +145,12 @@ def mapped_format(mapping: dict[str, str]) -> str:
     return "text" if "text" in mapping else "prompt-completion"
 
 
-def convert(row: dict[str, Any], fmt: str, mapping: dict[str, str] | None = None) -> dict[str, Any]:
-    """One record → canonical example, or raise Skip with the reason."""
+def convert(row: dict[str, Any], mapping: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
+    """One record → (canonical example, its format), or raise Skip with the reason. Each row is
+    detected on its own, so files that mix formats convert row by row."""
     if mapping:
-        row, fmt = apply_mapping(row, mapping), mapped_format(mapping)
-    own = detect_one(row)
-    if own is None:
-        raise Skip(describe_missing(list(row)))
-    if own != fmt and own in CONVERTERS:  # mixed files: each row in its own format
-        fmt = own
-    return CONVERTERS[fmt](row)
+        row = apply_mapping(row, mapping)
+    fmt = mapped_format(mapping) if mapping else detect_one(row)
+    if fmt is None:
+        raise Unrecognised(describe_missing(list(row)))
+    return CONVERTERS[fmt](row), fmt

@@ -20,12 +20,11 @@ from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError, DataError
 from . import formats, templates
-from .ingest import Document, Issue, Record, iter_path
+from .ingest import Document, Issue, iter_path
 from .recipes import RECIPES, Context, RecipeParams
 from .stats import Stats, dumps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-DETECT_SAMPLE = 50
 
 
 def check_name(name: str) -> str:
@@ -38,50 +37,26 @@ def check_name(name: str) -> str:
 def examples_from(files: Iterable[Path], recipe: str, ctx: Context, issues: list[Issue],
                   stats: Stats, mapping: dict[str, str] | None) -> Iterable[dict[str, Any]]:
     """Every example from every file, in order; problems go to `issues`, never raise."""
+    unrecognised: set[str] = set()  # files already reported as "no known format"
     for path in files:
-        buffered: list[Record] = []
-        fmt: str | None = None
-
-        def flush(rec: Record):
-            try:
-                ex = formats.convert(rec.data, fmt or "text", mapping)
-            except formats.Skip as e:
-                issues.append(Issue(rec.file, rec.line, str(e)))
-                if "empty" in str(e):
-                    stats.empty_removed += 1
-                return None
-            stats.formats[fmt] = stats.formats.get(fmt, 0) + 1
-            return ex
-
         for item in iter_path(Path(path), issues, Path(path).name):
             ctx.check()
             if isinstance(item, Document):
                 yield from run_recipe(item, recipe, ctx, issues, stats)
                 continue
-            if fmt is None and len(buffered) < DETECT_SAMPLE:
-                buffered.append(item)
+            try:
+                ex, fmt = formats.convert(item.data, mapping)
+            except formats.Unrecognised as e:
+                if item.file not in unrecognised:
+                    unrecognised.add(item.file)
+                    issues.append(Issue(item.file, None, str(e)))
                 continue
-            if fmt is None:
-                fmt = pick_format(buffered, mapping, issues)
-                yield from filter(None, map(flush, buffered))
-                buffered = []
-            if fmt:
-                ex = flush(item)
-                if ex:
-                    yield ex
-        if buffered:
-            fmt = pick_format(buffered, mapping, issues)
-            if fmt:
-                yield from filter(None, map(flush, buffered))
-
-
-def pick_format(rows: list[Record], mapping: dict[str, str] | None, issues: list[Issue]) -> str | None:
-    if mapping:
-        return formats.mapped_format(mapping)
-    fmt = formats.detect([r.data for r in rows])
-    if fmt is None:
-        issues.append(Issue(rows[0].file, None, formats.describe_missing(list(rows[0].data))))
-    return fmt
+            except formats.Skip as e:
+                issues.append(Issue(item.file, item.line, str(e)))
+                stats.empty_removed += "empty" in str(e)
+                continue
+            stats.formats[fmt] = stats.formats.get(fmt, 0) + 1
+            yield ex
 
 
 def run_recipe(doc: Document, recipe: str, ctx: Context, issues: list[Issue], stats: Stats):
@@ -121,9 +96,9 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
     try:
         n = 0
         stream = examples_from([Path(f) for f in files], recipe, ctx, issues, stats, mapping)
+        unique = (ex for ex in stream if not stats.is_duplicate(ex))
         with open(tmp / "all.jsonl", "w", encoding="utf-8") as out:
-            while batch := [ex for ex in islice(stream, 256) if not stats.is_duplicate(ex)] or \
-                    _more(stream, stats):
+            while batch := list(islice(unique, 256)):  # tokenized a batch at a time
                 for ex, enc in zip(batch, templates.encode_many(tok, batch, max_len)):
                     if enc.trainable == 0:
                         stats.dropped_too_long += 1
@@ -149,14 +124,6 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _more(stream, stats: Stats) -> list[dict[str, Any]]:
-    """The next non-duplicate example, when a whole batch of 256 was duplicates ([] at the end)."""
-    for ex in stream:
-        if not stats.is_duplicate(ex):
-            return [ex]
-    return []
 
 
 def split(folder: Path, n: int, val_fraction: float, seed: int) -> dict[str, int]:

@@ -242,7 +242,6 @@ def code_functions(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
 class Recipe:
     run: Callable[[Document, Context], Iterator[dict[str, Any]]]
     help: str
-    needs_generator: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
@@ -253,7 +252,7 @@ RECIPES: dict[str, Recipe] = {
     "sections": Recipe(sections, "One chunk per markdown/docx heading section, with the heading "
                        "path kept as context."),
     "qa-pairs": Recipe(qa_pairs, "Question and answer pairs per chunk, written by a local "
-                       "generator model and checked against the chunk.", needs_generator=True),
+                       "generator model and checked against the chunk."),
     "keyword-pairs": Recipe(keyword_pairs, "'Tell me about <keyword>.' → chunk; keywords found "
                             "by TF-IDF (no model) or by the generator."),
     "code-functions": Recipe(code_functions, "Summary → function pairs from Python source, using "

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ExportError
+from ..models import folder_size
+from ..train.checkpoints import MARK
 from . import gguf_writer, lora_gguf, modelfile, quantize
 
 GGUF_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
@@ -63,11 +65,6 @@ def check_out(out: Path, need_bytes: int, is_dir: bool) -> None:
                           "space or choose another --out.")
 
 
-def size_of(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(
-        f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def replace_dir(tmp: Path, final: Path) -> None:
     (tmp / ".studio-export").write_text("complete")
     if final.exists():
@@ -109,7 +106,7 @@ def run(fmt: str, quant: str, *, base_folder: Path, adapter: Path | None, out: P
     parity_model = None
     if fmt == "adapter":
         tmp = out.with_name(out.name + f".partial-{os.getpid()}")
-        shutil.copytree(adapter, tmp, ignore=shutil.ignore_patterns(".complete"))
+        shutil.copytree(adapter, tmp, ignore=shutil.ignore_patterns(MARK))
         replace_dir(tmp, out)
     elif fmt == "merged":
         tmp = out.with_name(out.name + f".partial-{os.getpid()}")
@@ -132,7 +129,7 @@ def run(fmt: str, quant: str, *, base_folder: Path, adapter: Path | None, out: P
         replace_dir(tmp, out)
         result["modelfile"] = str(out / "Modelfile")
         result["gguf"] = str(out / gguf_name)
-    result.update(path=str(out), bytes=size_of(out), seconds=round(time.time() - t0, 2))
+    result.update(path=str(out), bytes=folder_size(out), seconds=round(time.time() - t0, 2))
     if verify and fmt in ("gguf", "ollama", "lora-gguf"):
         from ..models import require_llama_cpp
         from . import parity

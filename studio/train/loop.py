@@ -78,7 +78,8 @@ def peak_mem_gb(device: str) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KB → GB
 
 
-def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, device: str):
+def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, device: str,
+                   keep: int = 3):
     from transformers import TrainerCallback
 
     class StudioCallback(TrainerCallback):
@@ -98,7 +99,7 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
             self.t0 = self.t_last = time.time()
 
         def on_step_end(self, args, state, control, **kw):
-            if (run_dir / STOP_FILE).exists() or STOP_REQUESTED[0]:
+            if (run_dir / STOP_FILE).exists():  # written by Stop, or by SIGTERM below
                 self.stopped = True
                 control.should_save = True
                 control.should_training_stop = True
@@ -138,17 +139,9 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
 
         def on_save(self, args, state, control, **kw):
             if rank() == 0:
-                ckpt.publish(Path(args.output_dir), run_dir, state.global_step, keep=KEEP[0])
+                ckpt.publish(Path(args.output_dir), run_dir, state.global_step, keep=keep)
 
     return StudioCallback()
-
-
-STOP_REQUESTED = [False]
-KEEP = [3]
-
-
-def _on_sigterm(signum, frame):
-    STOP_REQUESTED[0] = True
 
 
 def load_for_training(model_path: Path, device: str, p):
@@ -179,9 +172,9 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     p = preset_of(cfg)
     t = p.train
-    KEEP[0] = t.keep_checkpoints
-    signal.signal(signal.SIGTERM, _on_sigterm)
     (run_dir / STOP_FILE).unlink(missing_ok=True)
+    # SIGTERM asks for the same clean stop as the Stop button: checkpoint, adapter, exit.
+    signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).write_text("stop"))
     torch.manual_seed(t.seed)
     tok = models.load_tokenizer(model_path)
     data_dir = Path(cfg["dataset"]["path"])
@@ -212,7 +205,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.grad_ckpt else None,
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=not progress,
         ddp_find_unused_parameters=False if world_size() > 1 else None)
-    cb = build_callback(run_dir, store, run_id, steps, collator, device)
+    cb = build_callback(run_dir, store, run_id, steps, collator, device, t.keep_checkpoints)
     trainer = Trainer(model=model, args=args, train_dataset=train_set,
                       eval_dataset=eval_set or None, data_collator=collator, callbacks=[cb])
     if not progress:  # keep stdout clean for --json: no printed log dicts

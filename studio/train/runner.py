@@ -100,10 +100,10 @@ def accelerate_config(run_dir: Path, gpus: int, machines: int = 1, mixed_precisi
 
 
 def artifacts(run_dir: Path) -> dict[str, Any]:
-    from .checkpoints import complete
+    from .checkpoints import MARK, complete
 
     adapter = run_dir / "adapter"
-    return {"adapter": str(adapter) if (adapter / ".complete").exists() else None,
+    return {"adapter": str(adapter) if (adapter / MARK).exists() else None,
             "checkpoints": [str(c) for c in complete(run_dir)],
             "events": str(run_dir / "events.jsonl"), "log": str(run_dir / "train.log")}
 

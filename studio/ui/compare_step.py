@@ -1,9 +1,9 @@
 """Compare step: the same question to the base and the tuned model, and the did-it-learn report."""
 from __future__ import annotations
 
-import json
 
 from ..chat import GenSettings
+from ..report import sample_questions
 from .common import error_text
 
 INTRO = ("**Step 4 — compare.** Ask the base model and your tuned model the same question, side "
@@ -35,15 +35,6 @@ def report_md(r: dict) -> str:
     return "\n".join(lines).replace("\n| ", "\n| ")
 
 
-def heldout_questions() -> list[str]:
-    from ..report import SAMPLE_HELDOUT
-
-    out = []
-    for f in SAMPLE_HELDOUT.values():
-        out += [json.loads(x)["question"] for x in f.read_text().splitlines() if x.strip()]
-    return out
-
-
 def build(studio, state, model):
     import gradio as gr
 
@@ -60,7 +51,7 @@ def build(studio, state, model):
         base_pane = gr.Chatbot(label="Base model", height=320)
         tuned_pane = gr.Chatbot(label="Tuned model", height=320)
     with gr.Row():
-        heldout = gr.Dropdown(heldout_questions(), label="Use a held-out question", scale=1)
+        heldout = gr.Dropdown(sample_questions(), label="Use a held-out question", scale=1)
         prompt = gr.Textbox(label="Your question", scale=2)
     with gr.Row():
         send = gr.Button("Ask both", variant="primary")
@@ -116,11 +107,10 @@ def build(studio, state, model):
             return "⚠️ Pick a run first.", gr.update(visible=False)
         progress(0.1, desc="Scoring base and tuned on held-out questions (about a minute on CPU)…")
         try:
+            path = studio.report_file(run_id)
             r = studio.report(run_id)
         except Exception as e:
             return error_text(e), gr.update(visible=False)
-        path = studio.home.runs / run_id / "report.json"
-        path.write_text(json.dumps(r, indent=1))
         return report_md(r), gr.update(value=str(path), visible=True)
 
     report_btn.click(do_report, run, [report_out, report_file], concurrency_limit=1)

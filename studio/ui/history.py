@@ -1,34 +1,17 @@
 """History: every dataset, run and export, the disk space each takes, and deleting them."""
 
-from pathlib import Path
-
 from .common import error_text, human_bytes
 
 INTRO = ("**History.** Everything you made, with the disk space it takes. Reopen a run in steps "
          "3–5 by picking it there; delete what you no longer need (this cannot be undone).")
 
 
-def size(path) -> int:
-    if not path:
-        return 0
-    p = Path(path)
-    if p.is_file():
-        return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.exists() else 0
-
-
 def tables(studio):
     import pandas as pd
 
-    ds = [{"kind": "dataset", "id": d["name"], "detail": f"v{d['version']}, {d['records']} examples",
-           "size": human_bytes(size(str(Path(d["path"]).parent)))} for d in studio.data_list()]
-    seen = set()
-    ds = [d for d in ds if not (d["id"] in seen or seen.add(d["id"]))]
-    runs = [{"kind": "run", "id": r["id"], "detail": f"{r['status']}, {r['preset']}, {r['dataset']}",
-             "size": human_bytes(size(studio.run_show(r["id"]).get("path")))} for r in studio.runs_list()]
-    ex = [{"kind": "export", "id": str(e["id"]), "detail": f"{e['format']} {e['quant']} of "
-           f"{e['run_id'] or e['model']}", "size": human_bytes(e["bytes"])} for e in studio.exports_list()]
-    return pd.DataFrame(ds + runs + ex or [{"kind": "", "id": "", "detail": "nothing yet", "size": ""}])
+    rows = [{"kind": r["kind"], "id": r["id"], "detail": r["detail"], "size": human_bytes(r["bytes"])}
+            for r in studio.inventory()]
+    return pd.DataFrame(rows or [{"kind": "", "id": "", "detail": "nothing yet", "size": ""}])
 
 
 def build(studio, state):
