@@ -151,6 +151,9 @@ def add_estimate_verb(sub, verb) -> None:
     p.add_argument("--optimizer", choices=["adamw", "adamw-8bit", "paged-adamw-8bit", "sgd"], default=None)
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None)
     p.add_argument("--attention", choices=["sdpa", "flash", "eager"], default=None)
+    p.add_argument("--loop", choices=["trainer", "plain"], default=None, help="trainer: as "
+                   "Finetune Studio trains (autocast, logits dropped before backward); plain: a "
+                   "PyTorch loop without autocast that keeps the output")
     p.add_argument("--device", choices=["cuda", "cpu"], default=None, help="estimate for a GPU "
                    "(default) or the CPU (fp32, no CUDA context)")
     g = p.add_mutually_exclusive_group()
@@ -166,7 +169,7 @@ def estimate(a: argparse.Namespace):
                              quant_type=a.quant_type, double_quant=a.double_quant, rank=a.rank,
                              targets=a.targets, seq_len=a.seq_len, batch=a.batch,
                              grad_ckpt=a.grad_ckpt, optimizer=a.optimizer, dtype=a.dtype,
-                             attention=a.attention, device=a.device)
+                             attention=a.attention, loop=a.loop, device=a.device)
     if a.json:
         return out
     lines = [f"{out['model']}: {out['total_gb']:.2f} GB at peak ({out['total_params']:,} params, "

@@ -19,9 +19,12 @@ GIB = 2**30
 # 0.5 GiB is what nvidia-smi shows beyond torch.cuda.memory_reserved() for torch 2.x on
 # CUDA 12 (PyTorch's CUDA-semantics notes put it at 0.3–1 GiB depending on GPU and driver).
 CUDA_CONTEXT_GB = 0.5
-# Caching-allocator slack: reserved ≈ allocated × 1.05–1.15 for training loops (fragmentation
-# between steps); we add 10% of the peak allocated and report the range.
-ALLOCATOR_SLACK = 0.10
+# Caching-allocator slack: the peak reserved runs 0–15% above the peak allocated. PEFT's
+# MetaMathQA benchmark runs (benchmarks/memory_points.csv) peaked within 0–5% of our allocated
+# estimate; loops that never empty the cache and see varied batch shapes fragment more. We add
+# 5% and report the 0–15% range.
+ALLOCATOR_SLACK = 0.05
+SLACK_RANGE = (0.0, 0.15)
 ARCHS = ("llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text", "phi", "phi3",
          "stablelm", "gpt2")
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -71,6 +74,10 @@ class Setting:
                           choices=("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd"))
     attention: str = knob("sdpa", "sdpa/flash keep no T×T matrix; eager stores the attention "
                           "probabilities.", choices=("sdpa", "flash", "eager"))
+    loop: str = knob("trainer", "trainer: the Hugging Face Trainer as Finetune Studio runs it "
+                     "(bf16/fp16 autocast, logits dropped before backward); plain: a PyTorch loop "
+                     "in the load dtype without autocast that keeps the output through backward.",
+                     choices=("trainer", "plain"))
     device: str = knob("cuda", "cuda (context + allocator slack) or cpu (fp32, none of those).",
                        choices=("cuda", "cpu"))
 
@@ -185,24 +192,80 @@ def param_counts(s: Shape, st: Setting) -> dict[str, int]:
     return {"total": total, "quantizable": s.layers * lin_w, "trainable": trainable}
 
 
+def _saved_input(d_in: int, dim: int, adapted: int, st: Setting, amp: bool) -> float:
+    """Bytes per token a linear group keeps of its input for backward.
+
+    Full training: the input itself (one tensor for the group; autocast's half copy under amp).
+    LoRA: PEFT casts the input to the adapter's fp32 for every adapted layer — a copy each when
+    the input is narrower (shared when it is already fp32); under amp autocast then makes a half
+    copy per adapted layer, and that copy is what is kept. Frozen layers keep nothing.
+    """
+    if st.method == "full":
+        return (2 if amp else d_in) * dim
+    if not adapted:
+        return 0
+    if amp:
+        return 2 * dim * adapted
+    return 4 * dim * (adapted if d_in < 4 else 1)
+
+
 def activations_per_token(s: Shape, st: Setting, b: int) -> dict[str, float]:
     """Bytes kept for backward per token: one block, and what checkpointing keeps per block.
 
-    Per block (sdpa/flash, frozen or trained linears alike): each RMSNorm keeps its fp32 input
-    (4·H) and hands a b-byte normalised copy to the next linears (b·H); attention keeps q, k, v
-    (k/v repeated to all heads), its output and a copy made by the reshape before o_proj
-    (b·(4·q + q)) plus fp32 log-sum-exp per head; the gated MLP keeps gate, act(gate), up and
-    their product (4·b·I; ungated: 2·b·I). LoRA adds its rank-r middle (b·r) per adapted linear.
+    Derived from what autograd saves in transformers' blocks: every RMSNorm keeps an fp32 copy
+    of its input (4·H; LayerNorm keeps its input); attention (sdpa/flash) keeps q, k, v repeated
+    to all heads and its output, an fp32 log-sum-exp per head, and sdpa the additive mask it
+    builds each layer from the boolean one; a gated MLP keeps gate, act(gate) and up (an ungated
+    one its fc1 output); a linear keeps its input only when it is trained or LoRA-adapted
+    (_saved_input); LoRA keeps its rank-r middle. Dtypes follow the loop: under amp (the
+    Trainer with bf16/fp16) matmuls and attention run in half precision; QLoRA's
+    prepare_model_for_kbit_training makes the residual stream fp32 and bitsandbytes returns
+    fp32 from fp32 inputs.
     """
-    q = s.heads * s.head_dim
-    norms = s.norms_per_layer * (4 + b) * s.hidden
-    attn = b * (4 * q + q) + 4 * s.heads
-    mlp = (4 if s.gated else 2) * b * s.inter
-    lora = 0 if st.method == "full" else b * st.rank * len(targeted(s, st.targets))
-    block = norms + attn + mlp + lora
-    if st.attention == "eager":
-        block += (b + 1) * s.heads * st.seq_len  # T×T probabilities (+ dropout mask) per row
-    return {"block": block, "checkpoint": b * s.hidden}
+    amp = st.loop == "trainer" and st.device == "cuda" and b == 2
+    res = 4 if st.method == "qlora" else b           # residual stream / norm output dtype
+
+    def out_of(d_in: int) -> int:                    # dtype a linear returns for an input dtype
+        if st.method == "qlora":
+            return d_in
+        return 2 if amp else b
+
+    adapted = {m for m, *_ in targeted(s, st.targets)} if st.method != "full" else set()
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    lin = {m: (i, o) for m, i, o, _ in layer_linears(s)}
+    n = s.module_names
+    norms = s.norms_per_layer * ((res * s.hidden + 8) if s.layernorm else 4 * s.hidden)
+    qk = 4 * (q + kv) if s.qk_norm else 0
+    attn_names = {n["q"], n["k"], n["v"]}
+    d_att = 2 if amp else out_of(res)                 # sdpa inputs (autocast casts them)
+    attn = 4 * d_att * q + 4 * s.heads
+    if st.attention == "sdpa":
+        attn += d_att * st.seq_len                   # the per-layer additive mask
+    elif st.attention == "eager":
+        attn += (d_att + 1) * s.heads * st.seq_len   # T×T probabilities (+ dropout mask)
+    keep = _saved_input(res, s.hidden, len(attn_names & adapted), st, amp)
+    keep += _saved_input(d_att, q, int(n["o"] in adapted), st, amp)
+    up_names = {n["up"]} | ({n["gate"]} if s.gated else set())
+    d_mlp = out_of(res)
+    mlp = (3 if s.gated else 1) * d_mlp * s.inter
+    keep += _saved_input(res, s.hidden, len(up_names & adapted), st, amp)
+    keep += _saved_input(d_mlp, s.inter, int(n["down"] in adapted), st, amp)
+    lora = (2 if amp else 4) * st.rank * len([m for m in lin if m in adapted])
+    block = norms + qk + attn + mlp + keep + lora
+    return {"block": block, "checkpoint": res * s.hidden, "residual": res}
+
+
+def logits_per_token(s: Shape, st: Setting, b: int) -> tuple[float, str]:
+    """Bytes per token at the loss's peak (the backward of log-softmax): the fp32 log-softmax
+    kept for backward, the fp32 gradient arriving and the one leaving it (4 + 4 + 4), plus the
+    logits themselves when the loop still holds the model's output (a plain loop; the Trainer
+    drops them before backward). Under amp a QLoRA model's fp32 lm_head is cast to half once
+    and kept for backward (V·H·2 bytes, counted per token of this step)."""
+    amp = st.loop == "trainer" and st.device == "cuda" and b == 2
+    out = 2 if amp else (4 if st.method == "qlora" else b)
+    per = 12 + (out if st.loop == "plain" else 0)
+    return per * s.vocab, (f"{s.vocab:,}-word vocabulary × ({'logits ' + str(out) + ' + ' if st.loop == 'plain' else ''}"
+                           f"fp32 log-softmax 4 + its gradients 4 + 4) bytes")
 
 
 def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
@@ -226,9 +289,10 @@ def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
         gb["weights_quantized"] = quant_bytes / GIB
         why["weights_quantized"] = (f"{c['quantizable']:,} linear-layer params at "
                                     f"{per * 8:.3g} bits ({st.bits}-bit codes + block scales)")
-        gb["weights_unquantized"] = (c["total"] - c["quantizable"]) * b / GIB
+        gb["weights_unquantized"] = (c["total"] - c["quantizable"]) * 4 / GIB
         why["weights_unquantized"] = (f"{c['total'] - c['quantizable']:,} params bitsandbytes leaves "
-                                      f"alone (embeddings, norms, biases, lm_head) at {b} bytes")
+                                      "alone (embeddings, norms, biases, lm_head), in fp32 after "
+                                      "prepare_model_for_kbit_training")
     else:
         gb["weights"] = c["total"] * b / GIB
         why["weights"] = f"{c['total']:,} params × {b} bytes ({st.dtype})"
@@ -237,8 +301,6 @@ def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
     if not full:
         gb["trainable_weights"] = c["trainable"] * 4 / GIB
         why["trainable_weights"] = f"{c['trainable']:,} LoRA params in fp32"
-    gb["gradients"] = c["trainable"] * tb / GIB
-    why["gradients"] = f"one gradient per trainable param, {tb} bytes"
     opt = {"adamw": 2 * tb, "adamw-8bit": 2 * (1 + 4 / 256), "paged-adamw-8bit": 2 * (1 + 4 / 256),
            "sgd": 0}[st.optimizer]
     gb["optimizer"] = c["trainable"] * opt / GIB
@@ -247,34 +309,51 @@ def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
         st.optimizer, "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values")
     act = activations_per_token(shape, st, b)
     if st.grad_ckpt:
-        kept = shape.layers * act["checkpoint"] * tokens + act["block"] * tokens
-        why["activations"] = (f"checkpointing: each of {shape.layers} block inputs ({b}·H per token) "
-                              f"+ one block recomputed ({act['block'] / 1024:.1f} KB/token)")
+        kept = shape.layers * act["checkpoint"] * tokens
+        why["activations"] = (f"checkpointing keeps each of {shape.layers} block inputs "
+                              f"({act['residual']}·H bytes per token × {tokens:,} tokens)")
     else:
         kept = shape.layers * act["block"] * tokens
         why["activations"] = (f"{shape.layers} blocks × {act['block'] / 1024:.1f} KB per token × "
                               f"{tokens:,} tokens")
     gb["activations"] = kept / GIB
-    # Logits: the b-byte logits the model returns, the fp32 log-softmax kept for backward and
-    # its fp32 gradient — the term that dominates large-vocabulary models at long lengths.
-    gb["logits_loss"] = (b + 8) * shape.vocab * tokens / GIB
-    why["logits_loss"] = f"{shape.vocab:,}-word logits × {tokens:,} tokens × ({b} + 4 + 4) bytes"
+    per, text = logits_per_token(shape, st, b)
+    logits = per * tokens
+    if st.method == "qlora" and st.loop == "trainer" and st.device == "cuda" and b == 2:
+        logits += 2 * shape.vocab * shape.hidden
+        text += "; + the fp32 lm_head cast to half for autocast"
+    gb["logits_loss"] = logits / GIB
+    why["logits_loss"] = f"{tokens:,} tokens × {text}"
+    grads = c["trainable"] * tb
+    if full:  # zero_grad(set_to_none) → gradients appear in backward as activations are freed
+        gb["gradients"] = max(0.0, grads - kept - logits) / GIB
+        why["gradients"] = (f"{c['trainable']:,} gradients × {tb} bytes, made during backward as "
+                            "activations are freed: only the excess over them adds to the peak")
+    else:
+        gb["gradients"] = grads / GIB
+        why["gradients"] = f"one gradient per trainable param, {tb} bytes"
     largest = max(i * o for _, i, o, _ in layer_linears(shape))
     transient = 2 * b * (shape.hidden + shape.inter) * tokens
     if st.method == "qlora":
         transient += largest * b  # one layer's weights dequantized at a time
-    gb["backward_transient"] = transient / GIB
-    why["backward_transient"] = "gradients flowing through one block (+ a dequantized weight for QLoRA)"
+    if st.grad_ckpt:  # the recompute comes after the loss's buffers are freed: only the excess counts
+        recompute = act["block"] * tokens + transient
+        gb["backward_transient"] = max(0.0, recompute - logits) / GIB
+        why["backward_transient"] = (f"one block recomputed in backward ({act['block'] / 1024:.1f} KB/token) "
+                                     "and the gradients through it, beyond the loss's freed buffers")
+    else:
+        gb["backward_transient"] = transient / GIB
+        why["backward_transient"] = "gradients flowing through one block (+ a dequantized weight for QLoRA)"
     peak_alloc = sum(gb.values())
     if st.device == "cuda":
         gb["allocator_slack"] = peak_alloc * ALLOCATOR_SLACK
-        why["allocator_slack"] = "PyTorch caching allocator: reserved runs 5–15% above allocated"
+        why["allocator_slack"] = "PyTorch caching allocator: reserved runs 0–15% above allocated (5% added)"
         gb["cuda_context"] = CUDA_CONTEXT_GB
         why["cuda_context"] = "CUDA context and cuBLAS workspaces outside PyTorch's allocator"
     total = sum(gb.values())
     return {"total_gb": round(total, 3), "peak_allocated_gb": round(peak_alloc, 3),
-            "range_gb": [round(peak_alloc * 1.05 + gb.get("cuda_context", 0), 2),
-                         round(peak_alloc * 1.15 + gb.get("cuda_context", 0), 2)],
+            "range_gb": [round(peak_alloc * (1 + lo) + gb.get("cuda_context", 0), 2)
+                         for lo in SLACK_RANGE],
             "breakdown_gb": {k: round(v, 4) for k, v in gb.items()}, "why": why,
             "total_params": c["total"], "trainable_params": c["trainable"],
             "setting": asdict(st), "warnings": warnings(shape, st)}

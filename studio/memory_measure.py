@@ -5,6 +5,10 @@ loaded as the setting says (LoRA / QLoRA through the training loop's own loader)
 batches of the requested shape (CPU: at most 4,096 tokens per step), three optimizer steps, and
 the peak — CUDA: max allocated and reserved; CPU: peak RSS while the steps run (sampled every 5 ms)
 minus the RSS before the model was loaded. Run as `python -m studio.memory_measure '<json>'`; prints one JSON line.
+
+Also owns LivePeak, an exact count of the bytes autograd and the optimizer keep alive during a
+step on any device (every storage an op creates, until it is freed). On CPU it checks the
+estimator's GPU accounting — bf16, autocast, QLoRA — without a GPU (bench_memory, test_memory).
 """
 from __future__ import annotations
 
@@ -41,6 +45,111 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
+class LivePeak:
+    """`with LivePeak(keep=tensors) as p:` … `p.peak` — the most bytes of storages created inside
+    the block that were alive at once. Tensors in `keep` (weights, optimizer states) count as
+    existing already, so views of them are not new memory."""
+
+    def __init__(self, keep=()):
+        self.keep = list(keep)
+
+    def __enter__(self):
+        import weakref
+
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        seen, state = WeakIdKeyDictionary(), {"now": 0, "peak": 0}
+        for t in self.keep:
+            seen[t.untyped_storage()] = True
+
+        def freed(n: int) -> None:
+            state["now"] -= n
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor):
+                        st = t.untyped_storage()
+                        if st not in seen and st.nbytes():
+                            seen[st] = True
+                            state["now"] += st.nbytes()
+                            weakref.finalize(st, freed, st.nbytes())
+                state["peak"] = max(state["peak"], state["now"])
+                return out
+
+        self._state, self._mode = state, Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+        self.peak = self._state["peak"]
+
+
+def live_peak_gb(config: dict[str, Any], setting: Any, amp: bool = True) -> float:
+    """Peak live GiB of one training step (after a first one made the optimizer states) of a
+    llama-family model built from `config` with random weights, as `setting` says: dtype, LoRA
+    / QLoRA (through prepare_model_for_kbit_training) / full, checkpointing, and the loop — the
+    Trainer's (autocast when `amp`, output dropped before backward) or a plain one."""
+    import tempfile
+
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+
+    from .memory import shape_from_config, targeted
+
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model(**config)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[setting.dtype]
+    if setting.method == "qlora":
+        with tempfile.TemporaryDirectory() as d:
+            AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+            model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype, quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type=setting.quant_type,
+                bnb_4bit_use_double_quant=setting.double_quant, bnb_4bit_compute_dtype=dtype))
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=setting.grad_ckpt)
+    else:
+        model = AutoModelForCausalLM.from_config(cfg).to(dtype)
+    model.config.use_cache = False
+    if setting.grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if setting.method != "full":
+        names = sorted({m.split(".")[-1] for m, *_ in targeted(shape_from_config(config), setting.targets)})
+        model = get_peft_model(model, LoraConfig(r=setting.rank, target_modules=names))
+        if setting.grad_ckpt:
+            model.enable_input_require_grads()
+    model.train()
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+    ids = torch.randint(0, cfg.vocab_size, (setting.batch, setting.seq_len))
+    mask = torch.ones_like(ids)
+    mask[1:, -3:] = 0  # padded rows, as real batches have: attention takes the masked path
+
+    def step() -> None:
+        if setting.loop == "plain":
+            out = model(input_ids=ids, attention_mask=mask, labels=ids)
+            out.loss.backward()
+            del out
+        else:
+            with torch.autocast(ids.device.type, dtype=dtype, enabled=amp and dtype != torch.float32):
+                loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
+            loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    keep = list(model.parameters()) + list(model.buffers())
+    keep += [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+    static = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in keep}.values())
+    with LivePeak(keep) as p:
+        step()
+    return (static + p.peak) / 2**30
+
+
 def measure(model_path: str, setting: dict[str, Any], steps: int = 3) -> dict[str, Any]:
     import psutil
     import torch
@@ -72,11 +181,13 @@ def measure(model_path: str, setting: dict[str, Any], steps: int = 3) -> dict[st
         model.enable_input_require_grads()
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
     vocab = model.config.vocab_size
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(setting["dtype"]) if device == "cuda" else None
     t0 = time.time()
     with PeakRSS() as peak:
         for _ in range(steps):
             ids = torch.randint(0, vocab, (batch, seq), device=model.device)
-            loss = model(input_ids=ids, labels=ids).loss
+            with torch.autocast("cuda", dtype=half, enabled=half is not None):  # as the Trainer does
+                loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
