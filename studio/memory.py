@@ -259,8 +259,7 @@ def logits_per_token(s: Shape, st: Setting, b: int) -> tuple[float, str]:
     """Bytes per token at the loss's peak (the backward of log-softmax): the fp32 log-softmax
     kept for backward, the fp32 gradient arriving and the one leaving it (4 + 4 + 4), plus the
     logits themselves when the loop still holds the model's output (a plain loop; the Trainer
-    drops them before backward). Under amp a QLoRA model's fp32 lm_head is cast to half once
-    and kept for backward (V·H·2 bytes, counted per token of this step)."""
+    drops them before backward)."""
     amp = st.loop == "trainer" and st.device == "cuda" and b == 2
     out = 2 if amp else (4 if st.method == "qlora" else b)
     per = 12 + (out if st.loop == "plain" else 0)
@@ -289,10 +288,14 @@ def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
         gb["weights_quantized"] = quant_bytes / GIB
         why["weights_quantized"] = (f"{c['quantizable']:,} linear-layer params at "
                                     f"{per * 8:.3g} bits ({st.bits}-bit codes + block scales)")
-        gb["weights_unquantized"] = (c["total"] - c["quantizable"]) * 4 / GIB
-        why["weights_unquantized"] = (f"{c['total'] - c['quantizable']:,} params bitsandbytes leaves "
-                                      "alone (embeddings, norms, biases, lm_head), in fp32 after "
-                                      "prepare_model_for_kbit_training")
+        rest = c["total"] - c["quantizable"]
+        emb = min(rest, shape.vocab * shape.hidden * (1 if shape.tied else 2))
+        eb = b if st.loop == "trainer" else 4
+        gb["weights_unquantized"] = (emb * eb + (rest - emb) * 4) / GIB
+        why["weights_unquantized"] = (f"{rest:,} params bitsandbytes leaves alone: embeddings and "
+                                      f"lm_head at {eb} bytes, norms and biases in fp32 "
+                                      "(prepare_model_for_kbit_training" +
+                                      ("; the Trainer path casts the frozen embeddings back)" if eb != 4 else ")"))
     else:
         gb["weights"] = c["total"] * b / GIB
         why["weights"] = f"{c['total']:,} params × {b} bytes ({st.dtype})"
@@ -319,9 +322,6 @@ def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
     gb["activations"] = kept / GIB
     per, text = logits_per_token(shape, st, b)
     logits = per * tokens
-    if st.method == "qlora" and st.loop == "trainer" and st.device == "cuda" and b == 2:
-        logits += 2 * shape.vocab * shape.hidden
-        text += "; + the fp32 lm_head cast to half for autocast"
     gb["logits_loss"] = logits / GIB
     why["logits_loss"] = f"{tokens:,} tokens × {text}"
     grads = c["trainable"] * tb

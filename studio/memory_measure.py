@@ -102,6 +102,7 @@ def live_peak_gb(config: dict[str, Any], setting: Any, amp: bool = True) -> floa
     from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
 
     from .memory import shape_from_config, targeted
+    from .train.loop import embeddings_to_half
 
     torch.manual_seed(0)
     cfg = AutoConfig.for_model(**config)
@@ -113,6 +114,8 @@ def live_peak_gb(config: dict[str, Any], setting: Any, amp: bool = True) -> floa
                 load_in_4bit=True, bnb_4bit_quant_type=setting.quant_type,
                 bnb_4bit_use_double_quant=setting.double_quant, bnb_4bit_compute_dtype=dtype))
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=setting.grad_ckpt)
+        if setting.loop == "trainer":
+            embeddings_to_half(model, dtype)
     else:
         model = AutoModelForCausalLM.from_config(cfg).to(dtype)
     model.config.use_cache = False

@@ -144,6 +144,19 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
     return StudioCallback()
 
 
+def embeddings_to_half(model, dtype) -> None:
+    """prepare_model_for_kbit_training upcasts every unquantized weight to fp32. The norms keep
+    that (stability); the frozen embeddings and lm_head go back to a half load dtype: in fp32
+    they cost 2 bytes × vocab × hidden more each (≈2 GB for Llama 3.1 8B), and autocast would
+    keep a half copy of the lm_head for backward — the difference between fitting a 12 GB card
+    or not."""
+    import torch
+
+    if dtype in (torch.bfloat16, torch.float16):
+        for emb in {model.get_input_embeddings(), model.get_output_embeddings()} - {None}:
+            emb.to(dtype)
+
+
 def load_for_training(model_path: Path, device: str, p):
     """The base model (quantized for QLoRA) with fresh LoRA adapters, ready for padding-free
     batches: the KV cache is off, because transformers builds the block-diagonal mask from
@@ -157,6 +170,7 @@ def load_for_training(model_path: Path, device: str, p):
     model.config.use_cache = False
     if quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=p.train.grad_ckpt)
+        embeddings_to_half(model, models.resolve_dtype(p.train.dtype, device))
     return get_peft_model(model, models.lora_config(p.lora))
 
 
