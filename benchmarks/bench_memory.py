@@ -45,12 +45,6 @@ LIVE_SETTINGS = [
 ]
 
 
-def compared(e: dict, metric: str) -> float:
-    return {"max_memory_reserved": e["total_gb"] - e["breakdown_gb"].get("cuda_context", 0),
-            "max_memory_allocated": e["peak_allocated_gb"], "nvidia_smi": e["total_gb"],
-            "rss_growth": e["peak_allocated_gb"]}[metric]
-
-
 def points() -> list[float]:
     rows = list(csv.DictReader(POINTS.open()))
     errs = []
@@ -67,7 +61,7 @@ def points() -> list[float]:
 
             got = Studio().estimate("smollm2-135m-instruct", measure=True, **st.__dict__)["measured"]
             r["measured_gb"] = got["measured_gb"]
-        est, meas = compared(e, r["metric"]), float(r["measured_gb"])
+        est, meas = m.comparable(e, r["metric"]), float(r["measured_gb"])
         err = (est - meas) / meas
         errs.append(abs(err))
         ctx = e["breakdown_gb"].get("cuda_context", 0) if r["metric"] == "max_memory_reserved" else 0

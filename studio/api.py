@@ -36,7 +36,7 @@ class Studio:
         """Local files for `ref` (converting the embedded model / downloading a hub id once)."""
         return models.ensure_local(self.resolve_model(ref), self.home.models, token, progress)
 
-    # ---- presets --------------------------------------------------------------------------
+    # ---- loaded models (one per process) ----------------------------------------------------
     def tokenizer(self, ref: str):
         """The model's tokenizer, loaded once per process."""
         path = str(self.model_path(ref))
@@ -443,12 +443,9 @@ class Studio:
         return out
 
     def memory_measure(self, model: str, name: str, est: dict[str, Any]) -> dict[str, Any]:
-        import json
-        import subprocess
-        import sys
-
-        from .errors import ConfigError
         from . import memory, memory_advice as ma
+        from .errors import ConfigError
+        from .memory_measure import run_in_child
 
         st = dict(est["setting"])
         device = self.device()
@@ -459,23 +456,11 @@ class Studio:
         if not Path(path).is_dir():
             raise ConfigError(f"{model} is not a local model folder; the measured check needs the "
                               "weights (use the embedded model or a downloaded folder).")
-        import os
-
-        # glibc keeps freed blocks, so RSS would track the high-water mark of every temporary;
-        # returning large blocks at once makes RSS follow live tensors (like CUDA "allocated").
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
-               "MALLOC_ARENA_MAX": "2"}
-        proc = subprocess.run([sys.executable, "-m", "studio.memory_measure",
-                               json.dumps({"model_path": str(path), "setting": st})],
-                              capture_output=True, text=True, timeout=900, env=env)
-        if proc.returncode != 0:
-            raise ConfigError("The measured check failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1])
-        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        got = run_in_child(Path(path), st)
         shape, _ = ma.load_shape(str(path))
         compare_st = memory.Setting(**{**st, "batch": got["batch"], "seq_len": got["seq_len"],
                                        "method": "qlora" if st["method"] == "qlora" else "lora"})
-        est_dev = memory.estimate(shape, compare_st)
-        got["estimate_gb"] = est_dev["total_gb"] if st["device"] == "cuda" else est_dev["peak_allocated_gb"]
+        got["estimate_gb"] = memory.comparable(memory.estimate(shape, compare_st), got["metric"])
         got["error_pct"] = round(100 * (got["estimate_gb"] - got["measured_gb"]) / got["measured_gb"], 1)
         self.store.add_memory_check(model=name, device=st["device"], settings=compare_st.__dict__,
                                     estimate_gb=got["estimate_gb"], measured_gb=got["measured_gb"],

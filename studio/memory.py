@@ -192,6 +192,12 @@ def param_counts(s: Shape, st: Setting) -> dict[str, int]:
     return {"total": total, "quantizable": s.layers * lin_w, "trainable": trainable}
 
 
+def _amp(st: Setting, b: int) -> bool:
+    """Whether matmuls and attention run under half-precision autocast: the Trainer on a GPU
+    with bf16/fp16 weights."""
+    return st.loop == "trainer" and st.device == "cuda" and b == 2
+
+
 def _saved_input(d_in: int, dim: int, adapted: int, st: Setting, amp: bool) -> float:
     """Bytes per token a linear group keeps of its input for backward.
 
@@ -222,7 +228,7 @@ def activations_per_token(s: Shape, st: Setting, b: int) -> dict[str, float]:
     prepare_model_for_kbit_training makes the residual stream fp32 and bitsandbytes returns
     fp32 from fp32 inputs.
     """
-    amp = st.loop == "trainer" and st.device == "cuda" and b == 2
+    amp = _amp(st, b)
     res = 4 if st.method == "qlora" else b           # residual stream / norm output dtype
 
     def out_of(d_in: int) -> int:                    # dtype a linear returns for an input dtype
@@ -232,7 +238,6 @@ def activations_per_token(s: Shape, st: Setting, b: int) -> dict[str, float]:
 
     adapted = {m for m, *_ in targeted(s, st.targets)} if st.method != "full" else set()
     q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
-    lin = {m: (i, o) for m, i, o, _ in layer_linears(s)}
     n = s.module_names
     norms = s.norms_per_layer * ((res * s.hidden + 8) if s.layernorm else 4 * s.hidden)
     qk = 4 * (q + kv) if s.qk_norm else 0
@@ -250,7 +255,7 @@ def activations_per_token(s: Shape, st: Setting, b: int) -> dict[str, float]:
     mlp = (3 if s.gated else 1) * d_mlp * s.inter
     keep += _saved_input(res, s.hidden, len(up_names & adapted), st, amp)
     keep += _saved_input(d_mlp, s.inter, int(n["down"] in adapted), st, amp)
-    lora = (2 if amp else 4) * st.rank * len([m for m in lin if m in adapted])
+    lora = (2 if amp else 4) * st.rank * len(adapted)
     block = norms + qk + attn + mlp + keep + lora
     return {"block": block, "checkpoint": res * s.hidden, "residual": res}
 
@@ -260,8 +265,7 @@ def logits_per_token(s: Shape, st: Setting, b: int) -> tuple[float, str]:
     kept for backward, the fp32 gradient arriving and the one leaving it (4 + 4 + 4), plus the
     logits themselves when the loop still holds the model's output (a plain loop; the Trainer
     drops them before backward)."""
-    amp = st.loop == "trainer" and st.device == "cuda" and b == 2
-    out = 2 if amp else (4 if st.method == "qlora" else b)
+    out = 2 if _amp(st, b) else (4 if st.method == "qlora" else b)
     per = 12 + (out if st.loop == "plain" else 0)
     return per * s.vocab, (f"{s.vocab:,}-word vocabulary × ({'logits ' + str(out) + ' + ' if st.loop == 'plain' else ''}"
                            f"fp32 log-softmax 4 + its gradients 4 + 4) bytes")
@@ -357,6 +361,15 @@ def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
             "breakdown_gb": {k: round(v, 4) for k, v in gb.items()}, "why": why,
             "total_params": c["total"], "trainable_params": c["trainable"],
             "setting": asdict(st), "warnings": warnings(shape, st)}
+
+
+def comparable(e: dict[str, Any], metric: str) -> float:
+    """The figure of estimate `e` that a measurement of `metric` reads: PyTorch's peak reserved
+    (no CUDA context), its peak allocated, nvidia-smi (everything), or CPU RSS growth (the CPU
+    mode's allocated peak)."""
+    return {"max_memory_reserved": e["total_gb"] - e["breakdown_gb"].get("cuda_context", 0),
+            "max_memory_allocated": e["peak_allocated_gb"], "nvidia_smi": e["total_gb"],
+            "rss_growth": e["peak_allocated_gb"]}[metric]
 
 
 def warnings(shape: Shape, st: Setting) -> list[str]:

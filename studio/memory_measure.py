@@ -90,11 +90,11 @@ class LivePeak:
         self.peak = self._state["peak"]
 
 
-def live_peak_gb(config: dict[str, Any], setting: Any, amp: bool = True) -> float:
+def live_peak_gb(config: dict[str, Any], setting: Any) -> float:
     """Peak live GiB of one training step (after a first one made the optimizer states) of a
     llama-family model built from `config` with random weights, as `setting` says: dtype, LoRA
     / QLoRA (through prepare_model_for_kbit_training) / full, checkpointing, and the loop — the
-    Trainer's (autocast when `amp`, output dropped before backward) or a plain one."""
+    Trainer's (autocast in a half dtype, output dropped before backward) or a plain one."""
     import tempfile
 
     import torch
@@ -102,11 +102,12 @@ def live_peak_gb(config: dict[str, Any], setting: Any, amp: bool = True) -> floa
     from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
 
     from .memory import shape_from_config, targeted
+    from .models import resolve_dtype
     from .train.loop import embeddings_to_half
 
     torch.manual_seed(0)
     cfg = AutoConfig.for_model(**config)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[setting.dtype]
+    dtype = resolve_dtype(setting.dtype, "cpu")
     if setting.method == "qlora":
         with tempfile.TemporaryDirectory() as d:
             AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
@@ -138,7 +139,7 @@ def live_peak_gb(config: dict[str, Any], setting: Any, amp: bool = True) -> floa
             out.loss.backward()
             del out
         else:
-            with torch.autocast(ids.device.type, dtype=dtype, enabled=amp and dtype != torch.float32):
+            with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32):
                 loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
             loss.backward()
         opt.step()
@@ -157,6 +158,7 @@ def measure(model_path: str, setting: dict[str, Any], steps: int = 3) -> dict[st
     import psutil
     import torch
 
+    from .models import resolve_dtype
     from .presets import Preset, build
     from .train.loop import load_for_training
 
@@ -184,7 +186,8 @@ def measure(model_path: str, setting: dict[str, Any], steps: int = 3) -> dict[st
         model.enable_input_require_grads()
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
     vocab = model.config.vocab_size
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(setting["dtype"]) if device == "cuda" else None
+    half = resolve_dtype(setting["dtype"], device) if device == "cuda" else None
+    half = half if half in (torch.bfloat16, torch.float16) else None
     t0 = time.time()
     with PeakRSS() as peak:
         for _ in range(steps):
@@ -199,10 +202,29 @@ def measure(model_path: str, setting: dict[str, Any], steps: int = 3) -> dict[st
     if device == "cuda":
         out["peak_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         out["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 3)
-        out["measured_gb"] = out["peak_reserved_gb"]
+        out["measured_gb"], out["metric"] = out["peak_reserved_gb"], "max_memory_reserved"
     else:
-        out["measured_gb"] = round((peak.peak - base_rss) / 2**30, 3)
+        out["measured_gb"], out["metric"] = round((peak.peak - base_rss) / 2**30, 3), "rss_growth"
     return out
+
+
+def run_in_child(model_path: Path, setting: dict[str, Any]) -> dict[str, Any]:
+    """measure() in a fresh Python process, so the peak is this check's alone."""
+    import os
+    import subprocess
+
+    from .errors import ConfigError
+
+    # glibc keeps freed blocks, so RSS would track the high-water mark of every temporary;
+    # returning large blocks at once makes RSS follow live tensors (like CUDA "allocated").
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
+           "MALLOC_ARENA_MAX": "2"}
+    proc = subprocess.run([sys.executable, "-m", "studio.memory_measure",
+                           json.dumps({"model_path": str(model_path), "setting": setting})],
+                          capture_output=True, text=True, timeout=900, env=env)
+    if proc.returncode != 0:
+        raise ConfigError("The measured check failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

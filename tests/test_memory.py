@@ -79,7 +79,9 @@ def test_fit_advice_and_preset():
     assert r["fits"] is False and "QLoRA" in r["advice"][0]
     r = ma.report(shape, ma.setting_from(method="qlora", seq_len=1024, batch=1), vram_gb=24)
     assert r["fits"] and r["max_micro_batch"] >= 2 and r["max_seq_len"] >= 2048
-    assert r["preset"] == "gpu-12gb-qlora" or r["preset"].startswith("gpu-")
+    assert r["preset"] == "gpu-12gb-qlora"  # the largest QLoRA preset a 24 GB card holds
+    r = ma.report(shape, ma.setting_from(method="lora", seq_len=1024, batch=1), vram_gb=24)
+    assert r["preset"] == "gpu-24gb-lora"
 
 
 def test_bad_inputs(tmp_path):
