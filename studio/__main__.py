@@ -1,4 +1,4 @@
-"""`python -m studio …`: the command line. See studio/cli.py."""
+"""`python -m studio …`: the command line. See studio/cli/."""
 import sys
 
 from .cli import main

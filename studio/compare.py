@@ -3,15 +3,17 @@
 Owns loading a run's adapter onto the (cached) base model with PEFT and toggling it — base
 answers come from `disable_adapter()`, so there is one copy of the base weights, never two —
 plus the checks that a run can be compared (it has an adapter, its folder exists, the adapter
-belongs to this base model). The llama.cpp engine (base GGUF + LoRA GGUF) lives here too.
+belongs to this base model). The llama.cpp engine (base GGUF + LoRA GGUF) lives here too, and
+CompareService: the Compare step's answers and the report, with explicit dependencies.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import FeatureUnavailable, RunError
+from .records import RunStatus
 
 
 def adapter_dir(run: dict[str, Any]) -> Path:
@@ -23,8 +25,8 @@ def adapter_dir(run: dict[str, Any]) -> Path:
     a = Path(run["path"]) / "adapter"
     if not (a / MARK).exists():
         state = run["status"]
-        why = {"running": "it is still training", "queued": "it has not started",
-               "failed": "it failed before saving one"}.get(state, "none was saved")
+        why = {RunStatus.RUNNING: "it is still training", RunStatus.QUEUED: "it has not started",
+               RunStatus.FAILED: "it failed before saving one"}.get(RunStatus(state), "none was saved")
         raise RunError(f"Run {run['id']} has no adapter yet ({why}). Wait for it to finish, or "
                        "resume it: python -m studio train --resume " + run["id"])
     return a
@@ -84,3 +86,129 @@ def llama_chat(llm, messages: list[dict[str, str]], max_new_tokens: int, tempera
                                      temperature=temperature, seed=seed,
                                      top_k=1 if temperature == 0 else 40)
     return (out["choices"][0]["message"]["content"] or "").strip()
+
+
+def conversation(prompt: str, system: str | None = None,
+                 history: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+    from .errors import ConfigError
+
+    if not prompt or not prompt.strip():
+        raise ConfigError("The prompt is empty; type a question to compare the answers.")
+    return ([{"role": "system", "content": system}] if system else []) + list(history or []) + [
+        {"role": "user", "content": prompt}]
+
+
+class CompareService:
+    """Base vs tuned answers and the did-it-learn report. Dependencies: the store, the model
+    cache, run and dataset look-ups, and a maker of the base model's GGUF (llama.cpp engine)."""
+
+    ENGINES = ("hf", "llama.cpp")
+
+    def __init__(self, store, cache, run: Callable[[str], dict[str, Any]],
+                 dataset: Callable[[str], dict[str, Any]], base_gguf: Callable[[str], Path]):
+        self.store, self.cache, self.run, self.dataset = store, cache, run, dataset
+        self.base_gguf = base_gguf
+
+    def pair_for(self, run_id: str, model: str | None = None):
+        """The cached base model with this run's adapter loaded and selected."""
+        from . import models
+
+        run = self.run(run_id)
+        check_base(run, model or run["model"])
+        adapter = adapter_dir(run)
+        path = self.cache.path(run["model"])
+        pair = self.cache.heavy(("pair", str(path)), lambda: Pair(
+            models.load_model(path, self.cache.device()), self.cache.tokenizer(run["model"])))
+        pair.use(run_id, adapter)
+        return run, pair
+
+    def compare(self, run_id: str, prompt: str, system: str | None = None,
+                history: list[dict[str, str]] | None = None, max_new_tokens: int = 128,
+                temperature: float = 0.0, seed: int = 0, engine: str = "hf",
+                model: str | None = None) -> dict[str, Any]:
+        """The same prompt answered by base and tuned, same settings and seed."""
+        from .chat import GenSettings, generate
+        from .errors import ConfigError
+
+        messages = conversation(prompt, system, history)
+        if engine not in self.ENGINES:
+            raise ConfigError(f"Unknown engine '{engine}'; use {' or '.join(self.ENGINES)}.")
+        if engine == "llama.cpp":
+            return self._compare_llama(run_id, messages, max_new_tokens, temperature, seed)
+        run, pair = self.pair_for(run_id, model)
+        s = GenSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        out: dict[str, Any] = {"run_id": run_id, "engine": "hf", "model": run["model"]}
+        for side in ("base", "tuned"):
+            with pair.side(side) as m:
+                r = generate(m, pair.tok, messages, s)
+            out[side] = r["text"]
+            out[f"{side}_tokens"] = r["tokens"]
+            out["prompt_truncated"] = r["prompt_truncated"]
+        if out["prompt_truncated"]:
+            out["notice"] = "The conversation was longer than the context; its start was cut."
+        out["identical"] = out["base"] == out["tuned"]
+        return out
+
+    def stream(self, run_id: str, messages: list[dict[str, str]], side: str,
+               max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 0.95,
+               seed: int = 0) -> Iterator[str]:
+        """Yield growing answer text for one side (the UI streams base, then tuned)."""
+        from .chat import GenSettings, stream
+
+        _, pair = self.pair_for(run_id)
+        with pair.side(side) as m:
+            yield from stream(m, pair.tok, messages,
+                              GenSettings(max_new_tokens, temperature, top_p, seed))
+
+    def _compare_llama(self, run_id, messages, max_new_tokens, temperature, seed):
+        """Base GGUF vs the tuned side as llama.cpp runs it: base + LoRA GGUF, else the merged GGUF."""
+        from .errors import ExportError
+
+        run = self.run(run_id)
+        done = {e["format"]: e for e in self.store.list_exports(run_id)
+                if Path(e["path"]).exists() and e["format"] in ("lora-gguf", "gguf")}
+        if not done:
+            raise ExportError("The llama.cpp engine needs this run exported as GGUF first. Run: "
+                              f"python -m studio export --run {run_id} --format gguf (or "
+                              "--format lora-gguf), or use the Export step.")
+        base = self.base_gguf(run["model"])  # made once (f16, ~2 s for the embedded model)
+        if "lora-gguf" in done:
+            tuned_model, lora = base, Path(done["lora-gguf"]["path"])
+        else:
+            tuned_model, lora = Path(done["gguf"]["path"]), None
+        out = {"run_id": run_id, "engine": "llama.cpp", "model": run["model"],
+               "tuned_file": str(lora or tuned_model)}
+        for side, path, adapter in (("base", base, None), ("tuned", tuned_model, lora)):
+            llm = llama_engine(path, adapter)
+            out[side] = llama_chat(llm, messages, max_new_tokens, temperature, seed)
+            del llm
+        out["identical"] = out["base"] == out["tuned"]
+        return out
+
+    def report(self, run_id: str, refresh: bool = False) -> dict[str, Any]:
+        """The did-it-learn report (computed once, then read from the store), also written as
+        report.json in the run folder."""
+        import json
+
+        from . import report as rep
+        from .train.runs import events
+
+        if not refresh:
+            cached = self.store.get_report(run_id)
+            if cached:
+                return cached
+        run, pair = self.pair_for(run_id)
+        data = rep.build(pair, run, self.dataset(run["dataset"]), events(Path(run["path"])))
+        self.store.put_report(run_id, data)
+        (Path(run["path"]) / "report.json").write_text(json.dumps(data, indent=1))
+        return data
+
+    def report_file(self, run_id: str) -> Path:
+        """report.json in the run folder (computing the report first if needed)."""
+        import json
+
+        data = self.report(run_id)
+        path = Path(self.run(run_id)["path"]) / "report.json"
+        if not path.exists():  # computed before reports were written to the run folder
+            path.write_text(json.dumps(data, indent=1))
+        return path

@@ -1,18 +1,19 @@
-"""GPU memory estimator: pure arithmetic on a model's shape and a run setting. No torch.
+"""GPU memory estimator: pure arithmetic on a model's shape and a run spec. No torch.
 
 Owns: reading a shape from a config.json (llama, mistral, qwen2, gemma/gemma2/gemma3, phi,
 phi3, stablelm, gpt2), exact total and LoRA-trainable parameter counts (module by module, as
 transformers and PEFT build them), and the memory breakdown of one training step. Every term is
 derived from shapes and settings; the only constants are the CUDA context and the allocator
-slack below, each with its source. Fit advice lives in memory_advice.py.
+slack below, each with its source. It reads the run spec (spec.RunSpec) directly: the train
+section says what runs, the estimate section how to model it. Fit advice lives in memory_advice.py.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .presets import knob
+from .spec import RunSpec, flat_view, update
 
 GIB = 2**30
 # CUDA context + cuBLAS/cuDNN workspaces that a PyTorch process holds outside its allocator:
@@ -54,32 +55,6 @@ class Shape:
     learned_pos: bool = False   # gpt2 wpe
     lm_head_bias: bool = False  # phi
     module_names: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Setting:
-    method: str = knob("lora", "full, lora or qlora.", choices=("full", "lora", "qlora"))
-    bits: int = knob(16, "Bits of the frozen base weights (16; 8 or 4 for QLoRA).", choices=(16, 8, 4))
-    quant_type: str = knob("nf4", "4-bit code book.", choices=("nf4", "fp4"))
-    double_quant: bool = knob(True, "Quantize the 4-bit block scales too.")
-    dtype: str = knob("bf16", "Dtype the base weights are loaded (and, for full, trained) in.",
-                      choices=("bf16", "fp16", "fp32"))
-    rank: int = knob(16, "LoRA rank.", min=1, max=4096)
-    targets: str = knob("all-linear", "LoRA target modules: all-linear or q,k,v,o,gate,up,down.")
-    dora: bool = knob(False, "DoRA adds one magnitude vector per adapted layer.")
-    seq_len: int = knob(1024, "Tokens per example.", min=1, max=10_000_000)
-    batch: int = knob(1, "Micro-batch size.", min=1, max=65536)
-    grad_ckpt: bool = knob(True, "Gradient checkpointing.")
-    optimizer: str = knob("adamw", "adamw, adamw-8bit, paged-adamw-8bit or sgd.",
-                          choices=("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd"))
-    attention: str = knob("sdpa", "sdpa/flash keep no T×T matrix; eager stores the attention "
-                          "probabilities.", choices=("sdpa", "flash", "eager"))
-    loop: str = knob("trainer", "trainer: the Hugging Face Trainer as Finetune Studio runs it "
-                     "(bf16/fp16 autocast, logits dropped before backward); plain: a PyTorch loop "
-                     "in the load dtype without autocast that keeps the output through backward.",
-                     choices=("trainer", "plain"))
-    device: str = knob("cuda", "cuda (context + allocator slack) or cpu (fp32, none of those).",
-                       choices=("cuda", "cpu"))
 
 
 def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
@@ -175,7 +150,7 @@ def targeted(s: Shape, targets: str) -> list[tuple[str, int, int, bool]]:
     return [x for x in lin if x[0] in wanted]
 
 
-def param_counts(s: Shape, st: Setting) -> dict[str, int]:
+def param_counts(s: Shape, st: RunSpec) -> dict[str, int]:
     """Exact parameter counts: total, the parts bitsandbytes quantizes, and LoRA trainable."""
     norm = s.hidden * (2 if s.layernorm else 1)
     linears = layer_linears(s)
@@ -187,18 +162,18 @@ def param_counts(s: Shape, st: Setting) -> dict[str, int]:
     total = embed + s.layers * per_layer + norm + head
     trainable = total
     if st.method != "full":
-        trainable = s.layers * sum(st.rank * (i + o) + (o if st.dora else 0)
-                                   for _, i, o, _ in targeted(s, st.targets))
+        trainable = s.layers * sum(st.lora.rank * (i + o) + (o if st.lora.dora else 0)
+                                   for _, i, o, _ in targeted(s, st.lora.targets))
     return {"total": total, "quantizable": s.layers * lin_w, "trainable": trainable}
 
 
-def _amp(st: Setting, b: int) -> bool:
+def _amp(st: RunSpec, b: int) -> bool:
     """Whether matmuls and attention run under half-precision autocast: the Trainer on a GPU
     with bf16/fp16 weights."""
-    return st.loop == "trainer" and st.device == "cuda" and b == 2
+    return st.estimate.loop == "trainer" and st.estimate.device == "cuda" and b == 2
 
 
-def _saved_input(d_in: int, dim: int, adapted: int, st: Setting, amp: bool) -> float:
+def _saved_input(d_in: int, dim: int, adapted: int, st: RunSpec, amp: bool) -> float:
     """Bytes per token a linear group keeps of its input for backward.
 
     Full training: the input itself (one tensor for the group; autocast's half copy under amp).
@@ -215,7 +190,7 @@ def _saved_input(d_in: int, dim: int, adapted: int, st: Setting, amp: bool) -> f
     return 4 * dim * (adapted if d_in < 4 else 1)
 
 
-def activations_per_token(s: Shape, st: Setting, b: int) -> dict[str, float]:
+def activations_per_token(s: Shape, st: RunSpec, b: int) -> dict[str, float]:
     """Bytes kept for backward per token: one block, and what checkpointing keeps per block.
 
     Derived from what autograd saves in transformers' blocks: every RMSNorm keeps an fp32 copy
@@ -236,7 +211,7 @@ def activations_per_token(s: Shape, st: Setting, b: int) -> dict[str, float]:
             return d_in
         return 2 if amp else b
 
-    adapted = {m for m, *_ in targeted(s, st.targets)} if st.method != "full" else set()
+    adapted = {m for m, *_ in targeted(s, st.lora.targets)} if st.method != "full" else set()
     q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
     n = s.module_names
     norms = s.norms_per_layer * ((res * s.hidden + 8) if s.layernorm else 4 * s.hidden)
@@ -244,10 +219,10 @@ def activations_per_token(s: Shape, st: Setting, b: int) -> dict[str, float]:
     attn_names = {n["q"], n["k"], n["v"]}
     d_att = 2 if amp else out_of(res)                 # sdpa inputs (autocast casts them)
     attn = 4 * d_att * q + 4 * s.heads
-    if st.attention == "sdpa":
-        attn += d_att * st.seq_len                   # the per-layer additive mask
-    elif st.attention == "eager":
-        attn += (d_att + 1) * s.heads * st.seq_len   # T×T probabilities (+ dropout mask)
+    if st.estimate.attention == "sdpa":
+        attn += d_att * st.train.max_len                   # the per-layer additive mask
+    elif st.estimate.attention == "eager":
+        attn += (d_att + 1) * s.heads * st.train.max_len   # T×T probabilities (+ dropout mask)
     keep = _saved_input(res, s.hidden, len(attn_names & adapted), st, amp)
     keep += _saved_input(d_att, q, int(n["o"] in adapted), st, amp)
     up_names = {n["up"]} | ({n["gate"]} if s.gated else set())
@@ -255,46 +230,49 @@ def activations_per_token(s: Shape, st: Setting, b: int) -> dict[str, float]:
     mlp = (3 if s.gated else 1) * d_mlp * s.inter
     keep += _saved_input(res, s.hidden, len(up_names & adapted), st, amp)
     keep += _saved_input(d_mlp, s.inter, int(n["down"] in adapted), st, amp)
-    lora = (2 if amp else 4) * st.rank * len(adapted)
+    lora = (2 if amp else 4) * st.lora.rank * len(adapted)
     block = norms + qk + attn + mlp + keep + lora
     return {"block": block, "checkpoint": res * s.hidden, "residual": res}
 
 
-def logits_per_token(s: Shape, st: Setting, b: int) -> tuple[float, str]:
+def logits_per_token(s: Shape, st: RunSpec, b: int) -> tuple[float, str]:
     """Bytes per token at the loss's peak (the backward of log-softmax): the fp32 log-softmax
     kept for backward, the fp32 gradient arriving and the one leaving it (4 + 4 + 4), plus the
     logits themselves when the loop still holds the model's output (a plain loop; the Trainer
     drops them before backward)."""
     out = 2 if _amp(st, b) else (4 if st.method == "qlora" else b)
-    per = 12 + (out if st.loop == "plain" else 0)
-    return per * s.vocab, (f"{s.vocab:,}-word vocabulary × ({'logits ' + str(out) + ' + ' if st.loop == 'plain' else ''}"
+    per = 12 + (out if st.estimate.loop == "plain" else 0)
+    return per * s.vocab, (f"{s.vocab:,}-word vocabulary × ({'logits ' + str(out) + ' + ' if st.estimate.loop == 'plain' else ''}"
                            f"fp32 log-softmax 4 + its gradients 4 + 4) bytes")
 
 
-def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
+def normalise(st: RunSpec) -> RunSpec:
+    """The spec as the estimate models it: the CPU trains in fp32; "auto" is bf16 on a GPU
+    (every GPU of the catalogue has it)."""
+    if st.estimate.device == "cpu":
+        return update(st, dtype="fp32")
+    return update(st, dtype="bf16") if st.train.dtype == "auto" else st
+
+
+def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
     """The breakdown of peak training memory in GB (GiB); terms sum to total_gb."""
-    if st.method == "qlora" and st.bits == 16:
-        st = Setting(**{**asdict(st), "bits": 4})
-    if st.method != "qlora" and st.bits != 16:
-        raise ConfigError("--bits 8/4 goes with --method qlora (quantized frozen base weights).")
-    if st.device == "cpu":
-        st = Setting(**{**asdict(st), "dtype": "fp32"})
-    b = DTYPE_BYTES[st.dtype]
+    st = normalise(st)
+    b = DTYPE_BYTES[st.train.dtype]
     c = param_counts(shape, st)
-    tokens = st.seq_len * st.batch
+    tokens = st.train.max_len * st.train.micro_batch
     why: dict[str, str] = {}
     gb: dict[str, float] = {}
     if st.method == "qlora":
-        per = (0.5 + (1 / 64 + 4 / (64 * 256) if st.double_quant else 4 / 64)) if st.bits == 4 else 1.0
+        per = (0.5 + (1 / 64 + 4 / (64 * 256) if st.quant.double_quant else 4 / 64)) if st.weight_bits == 4 else 1.0
         quant_bytes = c["quantizable"] * per
-        if st.bits == 8:  # LLM.int8 keeps one fp32 scale per output row
+        if st.weight_bits == 8:  # LLM.int8 keeps one fp32 scale per output row
             quant_bytes += shape.layers * sum(o for _, _, o, _ in layer_linears(shape)) * 4
         gb["weights_quantized"] = quant_bytes / GIB
         why["weights_quantized"] = (f"{c['quantizable']:,} linear-layer params at "
-                                    f"{per * 8:.3g} bits ({st.bits}-bit codes + block scales)")
+                                    f"{per * 8:.3g} bits ({st.weight_bits}-bit codes + block scales)")
         rest = c["total"] - c["quantizable"]
         emb = min(rest, shape.vocab * shape.hidden * (1 if shape.tied else 2))
-        eb = b if st.loop == "trainer" else 4
+        eb = b if st.estimate.loop == "trainer" else 4
         gb["weights_unquantized"] = (emb * eb + (rest - emb) * 4) / GIB
         why["weights_unquantized"] = (f"{rest:,} params bitsandbytes leaves alone: embeddings and "
                                       f"lm_head at {eb} bytes, norms and biases in fp32 "
@@ -302,20 +280,20 @@ def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
                                       ("; the Trainer path casts the frozen embeddings back)" if eb != 4 else ")"))
     else:
         gb["weights"] = c["total"] * b / GIB
-        why["weights"] = f"{c['total']:,} params × {b} bytes ({st.dtype})"
+        why["weights"] = f"{c['total']:,} params × {b} bytes ({st.train.dtype})"
     full = st.method == "full"
     tb = b if full else 4  # PEFT keeps adapters in fp32; full training trains in the load dtype
     if not full:
         gb["trainable_weights"] = c["trainable"] * 4 / GIB
         why["trainable_weights"] = f"{c['trainable']:,} LoRA params in fp32"
     opt = {"adamw": 2 * tb, "adamw-8bit": 2 * (1 + 4 / 256), "paged-adamw-8bit": 2 * (1 + 4 / 256),
-           "sgd": 0}[st.optimizer]
+           "sgd": 0}[st.train.optimizer]
     gb["optimizer"] = c["trainable"] * opt / GIB
     why["optimizer"] = {"sgd": "SGD without momentum keeps no state",
                         "adamw": f"AdamW: 2 states × {tb} bytes per trainable param"}.get(
-        st.optimizer, "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values")
+        st.train.optimizer, "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values")
     act = activations_per_token(shape, st, b)
-    if st.grad_ckpt:
+    if st.train.grad_ckpt:
         kept = shape.layers * act["checkpoint"] * tokens
         why["activations"] = (f"checkpointing keeps each of {shape.layers} block inputs "
                               f"({act['residual']}·H bytes per token × {tokens:,} tokens)")
@@ -340,7 +318,7 @@ def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
     transient = 2 * b * (shape.hidden + shape.inter) * tokens
     if st.method == "qlora":
         transient += largest * b  # one layer's weights dequantized at a time
-    if st.grad_ckpt:  # the recompute comes after the loss's buffers are freed: only the excess counts
+    if st.train.grad_ckpt:  # the recompute comes after the loss's buffers are freed: only the excess counts
         recompute = act["block"] * tokens + transient
         gb["backward_transient"] = max(0.0, recompute - logits) / GIB
         why["backward_transient"] = (f"one block recomputed in backward ({act['block'] / 1024:.1f} KB/token) "
@@ -349,7 +327,7 @@ def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
         gb["backward_transient"] = transient / GIB
         why["backward_transient"] = "gradients flowing through one block (+ a dequantized weight for QLoRA)"
     peak_alloc = sum(gb.values())
-    if st.device == "cuda":
+    if st.estimate.device == "cuda":
         gb["allocator_slack"] = peak_alloc * ALLOCATOR_SLACK
         why["allocator_slack"] = "PyTorch caching allocator: reserved runs 0–15% above allocated (5% added)"
         gb["cuda_context"] = CUDA_CONTEXT_GB
@@ -360,7 +338,7 @@ def estimate(shape: Shape, st: Setting) -> dict[str, Any]:
                          for lo in SLACK_RANGE],
             "breakdown_gb": {k: round(v, 4) for k, v in gb.items()}, "why": why,
             "total_params": c["total"], "trainable_params": c["trainable"],
-            "setting": asdict(st), "warnings": warnings(shape, st)}
+            "setting": flat_view(st), "warnings": warnings(shape, st)}
 
 
 def comparable(e: dict[str, Any], metric: str) -> float:
@@ -372,11 +350,11 @@ def comparable(e: dict[str, Any], metric: str) -> float:
             "rss_growth": e["peak_allocated_gb"]}[metric]
 
 
-def warnings(shape: Shape, st: Setting) -> list[str]:
+def warnings(shape: Shape, st: RunSpec) -> list[str]:
     out = []
-    if st.seq_len > shape.context:
-        out.append(f"Sequence length {st.seq_len} is beyond the model's context of {shape.context} "
+    if st.train.max_len > shape.context:
+        out.append(f"Sequence length {st.train.max_len} is beyond the model's context of {shape.context} "
                    "tokens; quality degrades past it (estimated anyway).")
-    if st.method == "qlora" and st.device == "cpu":
+    if st.method == "qlora" and st.estimate.device == "cpu":
         out.append("QLoRA on CPU runs through bitsandbytes' slow CPU path; LoRA is faster there.")
     return out

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from . import models
 from .errors import ConfigError
-from .memory import Setting, Shape, estimate, shape_from_config
+from .memory import Shape, estimate, normalise, shape_from_config
+from .spec import RunSpec, update
 
 CATALOG = Path(__file__).resolve().parent.parent / "presets" / "catalog"
 HEADROOM_GB = 0.3  # keep this much free: other processes and the desktop use the GPU too
@@ -75,30 +75,31 @@ def gpu_capacity(gpu: str | None, vram_gb: float | None) -> tuple[str, float] | 
     return key, gpus[key]["usable_gb"]
 
 
-def fits(shape: Shape, st: Setting, cap: float) -> bool:
+def fits(shape: Shape, st: RunSpec, cap: float) -> bool:
     return estimate(shape, st)["total_gb"] + HEADROOM_GB <= cap
 
 
-def candidates(st: Setting) -> list[tuple[str, Setting]]:
+def candidates(st: RunSpec) -> list[tuple[str, RunSpec]]:
     """Single changes, cheapest in quality/speed first."""
     out = []
-    if not st.grad_ckpt:
-        out.append(("turn on gradient checkpointing (about 30% slower)", replace(st, grad_ckpt=True)))
-    if st.optimizer == "adamw" and st.method == "full":
-        out.append(("use the 8-bit AdamW optimizer", replace(st, optimizer="adamw-8bit")))
-    if st.batch > 1:
-        out.append((f"micro-batch {max(1, st.batch // 2)} with twice the gradient accumulation",
-                    replace(st, batch=max(1, st.batch // 2))))
+    if not st.train.grad_ckpt:
+        out.append(("turn on gradient checkpointing (about 30% slower)", update(st, grad_ckpt=True)))
+    if st.train.optimizer == "adamw" and st.method == "full":
+        out.append(("use the 8-bit AdamW optimizer", update(st, optimizer="adamw-8bit")))
+    if st.train.micro_batch > 1:
+        out.append((f"micro-batch {max(1, st.train.micro_batch // 2)} with twice the gradient accumulation",
+                    update(st, micro_batch=max(1, st.train.micro_batch // 2))))
     if st.method == "lora":
-        out.append(("use QLoRA (4-bit frozen base weights)", replace(st, method="qlora", bits=4)))
+        out.append(("use QLoRA (4-bit frozen base weights)", update(st, method="qlora", bits=4)))
     if st.method == "full":
-        out.append(("train LoRA adapters instead of all weights", replace(st, method="lora")))
-    if st.seq_len > 256:
-        out.append((f"shorten max length to {st.seq_len // 2} tokens", replace(st, seq_len=st.seq_len // 2)))
+        out.append(("train LoRA adapters instead of all weights", update(st, method="lora")))
+    if st.train.max_len > 256:
+        half = st.train.max_len // 2
+        out.append((f"shorten max length to {half} tokens", update(st, max_len=half)))
     return out
 
 
-def advise(shape: Shape, st: Setting, cap: float) -> list[str]:
+def advise(shape: Shape, st: RunSpec, cap: float) -> list[str]:
     if fits(shape, st, cap):
         return []
     for text, cand in candidates(st):
@@ -114,18 +115,18 @@ def advise(shape: Shape, st: Setting, cap: float) -> list[str]:
         if fits(shape, cur, cap):
             return ["It fits if you " + "; then ".join(steps) + "."]
     return ["It does not fit this GPU even with QLoRA, batch 1 and checkpointing at "
-            f"{cur.seq_len} tokens; choose a smaller model or a larger GPU."]
+            f"{cur.train.max_len} tokens; choose a smaller model or a larger GPU."]
 
 
-def largest(shape: Shape, st: Setting, cap: float) -> dict[str, int | None]:
+def largest(shape: Shape, st: RunSpec, cap: float) -> dict[str, int | None]:
     batch = None
     for b in (1, 2, 4, 8, 16, 32, 64, 128):
-        if fits(shape, replace(st, batch=b), cap):
+        if fits(shape, update(st, micro_batch=b), cap):
             batch = b
     seq = None
     s = 128
     while s <= max(shape.context, 128):
-        if fits(shape, replace(st, seq_len=s), cap):
+        if fits(shape, update(st, max_len=s), cap):
             seq = s
         s *= 2
     return {"max_micro_batch": batch, "max_seq_len": seq}
@@ -143,7 +144,7 @@ def pick_preset(cap: float | None, method: str) -> str | None:
     return max(same, key=lambda p: p.gpu_gb).name
 
 
-def report(shape: Shape, st: Setting, gpu: str | None = None, vram_gb: float | None = None) -> dict[str, Any]:
+def report(shape: Shape, st: RunSpec, gpu: str | None = None, vram_gb: float | None = None) -> dict[str, Any]:
     est = estimate(shape, st)
     cap = gpu_capacity(gpu, vram_gb)
     est["fits"] = None
@@ -153,17 +154,11 @@ def report(shape: Shape, st: Setting, gpu: str | None = None, vram_gb: float | N
         est["gpu"] = {"name": name, "usable_gb": round(gb, 2)}
         est["fits"] = est["total_gb"] + HEADROOM_GB <= gb
         est["headroom_gb"] = round(gb - est["total_gb"], 2)
-        est["advice"] = advise(shape, Setting(**est["setting"]), gb) or [
+        est["advice"] = advise(shape, normalise(st), gb) or [
             f"Fits with {gb - est['total_gb']:.1f} GB to spare."]
-        est.update(largest(shape, Setting(**est["setting"]), gb))
+        est.update(largest(shape, normalise(st), gb))
         est["preset"] = pick_preset(gb, st.method)
     return est
 
 
-def setting_from(**kw: Any) -> Setting:
-    from .presets import build
-
-    return build(Setting, {k: v for k, v in kw.items() if v is not None}, "estimate settings")
-
-
-__all__ = ["report", "load_shape", "setting_from", "asdict"]
+__all__ = ["report", "load_shape"]

@@ -90,51 +90,49 @@ class LivePeak:
         self.peak = self._state["peak"]
 
 
-def live_peak_gb(config: dict[str, Any], setting: Any) -> float:
+def live_peak_gb(config: dict[str, Any], spec: Any) -> float:
     """Peak live GiB of one training step (after a first one made the optimizer states) of a
-    llama-family model built from `config` with random weights, as `setting` says: dtype, LoRA
+    llama-family model built from `config` with random weights, as the run `spec` says: dtype, LoRA
     / QLoRA (through prepare_model_for_kbit_training) / full, checkpointing, and the loop — the
     Trainer's (autocast in a half dtype, output dropped before backward) or a plain one."""
     import tempfile
 
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .memory import shape_from_config, targeted
-    from .models import resolve_dtype
+    from .models import bnb_config, lora_config, resolve_dtype
     from .train.loop import embeddings_to_half
 
     torch.manual_seed(0)
     cfg = AutoConfig.for_model(**config)
-    dtype = resolve_dtype(setting.dtype, "cpu")
-    if setting.method == "qlora":
+    t = spec.train
+    dtype = resolve_dtype(t.dtype, "cpu")
+    if spec.method == "qlora":
         with tempfile.TemporaryDirectory() as d:
             AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
-            model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype, quantization_config=BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type=setting.quant_type,
-                bnb_4bit_use_double_quant=setting.double_quant, bnb_4bit_compute_dtype=dtype))
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=setting.grad_ckpt)
-        if setting.loop == "trainer":
+            model = AutoModelForCausalLM.from_pretrained(
+                d, dtype=dtype, quantization_config=bnb_config(spec.quant, dtype))
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.grad_ckpt)
+        if spec.estimate.loop == "trainer":
             embeddings_to_half(model, dtype)
     else:
         model = AutoModelForCausalLM.from_config(cfg).to(dtype)
     model.config.use_cache = False
-    if setting.grad_ckpt:
+    if t.grad_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if setting.method != "full":
-        names = sorted({m.split(".")[-1] for m, *_ in targeted(shape_from_config(config), setting.targets)})
-        model = get_peft_model(model, LoraConfig(r=setting.rank, target_modules=names))
-        if setting.grad_ckpt:
+    if spec.method != "full":
+        model = get_peft_model(model, lora_config(spec.lora))
+        if t.grad_ckpt:
             model.enable_input_require_grads()
     model.train()
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
-    ids = torch.randint(0, cfg.vocab_size, (setting.batch, setting.seq_len))
+    ids = torch.randint(0, cfg.vocab_size, (t.micro_batch, t.max_len))
     mask = torch.ones_like(ids)
     mask[1:, -3:] = 0  # padded rows, as real batches have: attention takes the masked path
 
     def step() -> None:
-        if setting.loop == "plain":
+        if spec.estimate.loop == "plain":
             out = model(input_ids=ids, attention_mask=mask, labels=ids)
             out.loss.backward()
             del out
@@ -154,39 +152,35 @@ def live_peak_gb(config: dict[str, Any], setting: Any) -> float:
     return (static + p.peak) / 2**30
 
 
-def measure(model_path: str, setting: dict[str, Any], steps: int = 3) -> dict[str, Any]:
+def measure(model_path: str, spec: Any, steps: int = 3) -> dict[str, Any]:
+    """A few real steps of `spec` (a RunSpec; device from its estimate section) on this machine."""
     import psutil
     import torch
 
     from .models import resolve_dtype
-    from .presets import Preset, build
+    from .spec import update
     from .train.loop import load_for_training
 
-    device = setting.get("device", "cpu")
-    batch, seq = setting["batch"], setting["seq_len"]
+    device = spec.estimate.device
+    batch, seq = spec.train.micro_batch, spec.train.max_len
     notes = []
     if device == "cpu" and batch * seq > CPU_TOKEN_CAP:
         seq = max(16, CPU_TOKEN_CAP // batch)
         notes.append(f"On CPU a step is capped at {CPU_TOKEN_CAP} tokens: measured batch {batch} × "
-                     f"{seq} tokens instead of {setting['seq_len']}.")
-    method = "qlora" if setting["method"] == "qlora" else "lora"
-    p = build(Preset, {"method": method, "lora": {"rank": setting["rank"], "targets": setting["targets"],
-                                                  "dora": setting.get("dora", False)},
-                       "quant": {"bits": setting["bits"] if setting["bits"] in (4, 8) else 4,
-                                 "type": setting["quant_type"], "double_quant": setting["double_quant"]},
-                       "train": {"dtype": setting["dtype"] if device != "cpu" else "fp32",
-                                 "grad_ckpt": setting["grad_ckpt"]}}, "measure")
+                     f"{seq} tokens instead of {spec.train.max_len}.")
+    if device == "cpu":
+        spec = update(spec, dtype="fp32")
     base_rss = psutil.Process().memory_info().rss
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    model = load_for_training(Path(model_path), device, p)
+    model = load_for_training(Path(model_path), device, spec)
     model.train()  # from_pretrained returns eval mode, where checkpointing is skipped
-    if setting["grad_ckpt"]:
+    if spec.train.grad_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
     vocab = model.config.vocab_size
-    half = resolve_dtype(setting["dtype"], device) if device == "cuda" else None
+    half = resolve_dtype(spec.train.dtype, device) if device == "cuda" else None
     half = half if half in (torch.bfloat16, torch.float16) else None
     t0 = time.time()
     with PeakRSS() as peak:
@@ -208,7 +202,7 @@ def measure(model_path: str, setting: dict[str, Any], steps: int = 3) -> dict[st
     return out
 
 
-def run_in_child(model_path: Path, setting: dict[str, Any]) -> dict[str, Any]:
+def run_in_child(model_path: Path, spec: Any) -> dict[str, Any]:
     """measure() in a fresh Python process, so the peak is this check's alone."""
     import os
     import subprocess
@@ -220,7 +214,7 @@ def run_in_child(model_path: Path, setting: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
            "MALLOC_ARENA_MAX": "2"}
     proc = subprocess.run([sys.executable, "-m", "studio.memory_measure",
-                           json.dumps({"model_path": str(model_path), "setting": setting})],
+                           json.dumps({"model_path": str(model_path), "spec": spec.to_dict()})],
                           capture_output=True, text=True, timeout=900, env=env)
     if proc.returncode != 0:
         raise ConfigError("The measured check failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1])
@@ -228,5 +222,7 @@ def run_in_child(model_path: Path, setting: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    from .spec import RunSpec, build
+
     args = json.loads(sys.argv[1])
-    print(json.dumps(measure(args["model_path"], args["setting"])))
+    print(json.dumps(measure(args["model_path"], build(RunSpec, args["spec"], "measure"))))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import StoreError
+from .records import RunStatus
 
 SCHEMA_VERSION = 1
 JSON_COLUMNS = {"sources", "params", "stats", "config", "artifacts", "data", "parity",
@@ -48,7 +49,7 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
-RUN_STATUSES = ("queued", "running", "completed", "failed", "stopped")
+RUN_STATUSES = tuple(s.value for s in RunStatus)
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
@@ -160,13 +161,13 @@ class Store:
         now = time.time()
         values.setdefault("created_at", now)
         values.setdefault("updated_at", now)
-        values.setdefault("status", "queued")
+        values.setdefault("status", RunStatus.QUEUED.value)
         with self.tx():
             self.db["runs"].insert(_encode(values))
         return self.get_run(values["id"])
 
     def update_run(self, run_id: str, **values: Any) -> None:
-        if "status" in values and values["status"] not in RUN_STATUSES:
+        if "status" in values and str(values["status"]) not in RUN_STATUSES:
             raise ValueError(f"bad status {values['status']}")
         values["updated_at"] = time.time()
         with self.tx():

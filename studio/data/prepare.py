@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 from ..errors import ConfigError, DataError
 from . import formats, templates
 from .ingest import Document, Issue, iter_path
-from .recipes import RECIPES, Context, RecipeParams
+from .recipes import RECIPES, Context, RecipeParams, recipe_for
 from .stats import Stats, dumps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -60,11 +60,7 @@ def examples_from(files: Iterable[Path], recipe: str, ctx: Context, issues: list
 
 
 def run_recipe(doc: Document, recipe: str, ctx: Context, issues: list[Issue], stats: Stats):
-    name = recipe
-    if recipe == "auto":
-        name = "code-functions" if doc.kind == "code" else "paragraphs"
-    elif doc.kind == "code" and recipe in ("qa-pairs", "keyword-pairs", "sections"):
-        name = "code-functions"  # prose recipes make no sense for code
+    name = recipe_for(recipe, doc.kind)
     try:
         for ex in RECIPES[name].run(doc, ctx):
             stats.formats[name] = stats.formats.get(name, 0) + 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..errors import ConfigError, StudioError
-from ..presets import knob
+from ..spec import knob
 from . import chunking
 from .formats import Skip
 from .ingest import Document
@@ -242,19 +242,37 @@ def code_functions(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
 class Recipe:
     run: Callable[[Document, Context], Iterator[dict[str, Any]]]
     help: str
+    output: str             # "text" (continued pretraining) or "chat" (prompt → answer pairs)
+    prose_only: bool = False  # meaningless for source code: code documents use code-functions
 
 
 RECIPES: dict[str, Recipe] = {
     "token-windows": Recipe(token_windows, "Fixed token windows with overlap, for continued "
-                            "pretraining on raw text."),
+                            "pretraining on raw text.", "text"),
     "paragraphs": Recipe(paragraphs, "Paragraph chunks up to the token budget, split only at "
-                         "sentence ends (continued pretraining)."),
+                         "sentence ends (continued pretraining).", "text"),
     "sections": Recipe(sections, "One chunk per markdown/docx heading section, with the heading "
-                       "path kept as context."),
+                       "path kept as context.", "text", prose_only=True),
     "qa-pairs": Recipe(qa_pairs, "Question and answer pairs per chunk, written by a local "
-                       "generator model and checked against the chunk."),
+                       "generator model and checked against the chunk.", "chat", prose_only=True),
     "keyword-pairs": Recipe(keyword_pairs, "'Tell me about <keyword>.' → chunk; keywords found "
-                            "by TF-IDF (no model) or by the generator."),
+                            "by TF-IDF (no model) or by the generator.", "chat", prose_only=True),
     "code-functions": Recipe(code_functions, "Summary → function pairs from Python source, using "
-                             "docstrings (or the generator for the rest)."),
+                             "docstrings (or the generator for the rest).", "chat"),
 }
+# What recipe "auto" runs for a document of each kind (ingest.Document.kind).
+AUTO: dict[str, str] = {"code": "code-functions"}
+AUTO_DEFAULT = "paragraphs"
+
+
+def recipe_for(requested: str, doc_kind: str) -> str:
+    """The recipe that runs on a document: "auto" picks by kind; prose recipes skip code."""
+    if requested == "auto" or (doc_kind == "code" and RECIPES[requested].prose_only):
+        return AUTO.get(doc_kind, AUTO_DEFAULT)
+    return requested
+
+
+def has_chat(counts: dict[str, int]) -> bool:
+    """Whether a dataset's formats and recipes (its stats' `formats`) include chat examples:
+    every structured format but plain text is chat; recipes say what they output."""
+    return any(RECIPES[n].output == "chat" if n in RECIPES else n != "text" for n in counts)

@@ -1,16 +1,18 @@
-"""Export formats (a registry) and the flow: source → files → optional parity → store.
+"""Export formats as records, and the writers behind them.
 
-Owns choosing the source (a run's tuned model, or any supported model without a run), default
-output paths under $STUDIO_HOME/exports/, output-path and free-disk checks before writing,
-producing each format (adapter folder, merged safetensors, GGUF f32…q6_k, LoRA GGUF, Ollama
-folder), recording the export with size, time and parity numbers, and registering nothing when
-a step fails (every file is written under a temp name and renamed when complete).
+Owns the format registry — each `ExportFormat` says whether it needs a run, writes a folder or
+a file, which quantizations it takes, its name suffix, its size per parameter, its writer, the
+commands that use it and whether llama.cpp can verify it — plus output-path and free-disk
+checks and the atomic writers (every file or folder is written under a temp name and renamed
+when complete, so a failed export leaves nothing registered). Choosing the source and recording
+the export is service.py.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,56 +22,35 @@ from ..train.checkpoints import MARK
 from . import gguf_writer, lora_gguf, modelfile, quantize
 
 GGUF_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
+LORA_QUANTS = ("f32", "f16")
+# Bytes per parameter of each GGUF type: 8-bit codes + an f16 scale per 32 (q8_0 ≈ 8.5 bits);
+# the k-quant figures are llama.cpp's reported bits per weight for 7B models.
 BYTES_PER_PARAM = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.07, "q6_k": 0.83,
                    "q5_k_m": 0.71, "q4_k_m": 0.61}
-FORMATS: dict[str, str] = {
-    "adapter": "PEFT adapter folder (safetensors); loads with peft.PeftModel.from_pretrained",
-    "merged": "the tuned model with the adapter merged in, as an HF folder (safetensors)",
-    "gguf": "one GGUF file for llama.cpp, Ollama and LM Studio (choose --quant)",
-    "lora-gguf": "the adapter alone as a GGUF, applied over the base GGUF with --lora",
-    "ollama": "a folder with a GGUF and a Modelfile for `ollama create`",
-}
+EXPORT_MARK = ".studio-export"
 
 
-def check_request(fmt: str, quant: str | None, run_id: str | None) -> str:
-    if fmt not in FORMATS:
-        raise ExportError(f"Unknown format '{fmt}'. Choose one of: {', '.join(FORMATS)}.")
-    if fmt in ("adapter", "merged", "lora-gguf") and not run_id:
-        raise ExportError(f"Format {fmt} needs a training run (--run RUN_ID); a plain model has "
-                          "no adapter. Use --format gguf or ollama with --model.")
-    quant = (quant or ("q8_0" if fmt in ("gguf", "ollama") else "f32")).lower()
-    allowed = GGUF_QUANTS if fmt in ("gguf", "ollama") else ("f32", "f16")
-    if quant not in allowed:
-        raise ExportError(f"Unknown quant '{quant}' for {fmt}. Valid: {', '.join(allowed)}.")
-    if quant in quantize.K_QUANTS:
-        from ..models import require_llama_cpp
-
-        require_llama_cpp()
-    return quant
-
-
-def check_out(out: Path, need_bytes: int, is_dir: bool) -> None:
-    parent = out.parent
-    if not parent.exists():
-        raise ExportError(f"The folder {parent} does not exist. Create it first or choose another "
-                          "--out.")
-    if not os.access(parent, os.W_OK):
-        raise ExportError(f"The folder {parent} is not writable. Choose another --out.")
-    if is_dir and out.exists() and any(out.iterdir()) and not (out / ".studio-export").exists():
-        raise ExportError(f"{out} already exists and holds other files; choose an empty or new "
-                          "folder so nothing of yours is overwritten.")
-    free = shutil.disk_usage(parent).free
-    if need_bytes > free:
-        raise ExportError(f"Not enough disk space in {parent}: this export needs about "
-                          f"{need_bytes / 1e9:.2f} GB and {free / 1e9:.2f} GB are free. Free some "
-                          "space or choose another --out.")
+@dataclass(frozen=True)
+class Job:
+    """One export to write: the base model's folder, the run's adapter (or None), the target."""
+    base_folder: Path
+    adapter: Path | None
+    out: Path
+    quant: str
+    name: str
+    tok: Any
+    progress: Callable | None = None
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
-    (tmp / ".studio-export").write_text("complete")
+    (tmp / EXPORT_MARK).write_text("complete")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+
+
+def partial(out: Path) -> Path:
+    return out.with_name(out.name + f".partial-{os.getpid()}")
 
 
 def tuned_model(base_folder: Path, adapter: Path | None, device: str = "cpu"):
@@ -97,69 +78,157 @@ def write_gguf(base_folder: Path, model, out: Path, quant: str, name: str,
         f16.unlink(missing_ok=True)
 
 
-def run(fmt: str, quant: str, *, base_folder: Path, adapter: Path | None, out: Path, name: str,
-        tok, verify: bool, base_gguf: Callable[[], Path] | None = None,
-        progress: Callable | None = None) -> dict[str, Any]:
-    """Produce one export; returns path, bytes, seconds and (if verified) parity."""
-    t0 = time.time()
-    result: dict[str, Any] = {"format": fmt, "quant": quant}
-    parity_model = None
-    if fmt == "adapter":
-        tmp = out.with_name(out.name + f".partial-{os.getpid()}")
-        shutil.copytree(adapter, tmp, ignore=shutil.ignore_patterns(MARK))
-        replace_dir(tmp, out)
-    elif fmt == "merged":
-        tmp = out.with_name(out.name + f".partial-{os.getpid()}")
-        model = tuned_model(base_folder, adapter)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        replace_dir(tmp, out)
-    elif fmt == "gguf":
-        parity_model = tuned_model(base_folder, adapter)
-        write_gguf(base_folder, parity_model, out, quant, name, progress)
-    elif fmt == "lora-gguf":
-        lora_gguf.write(adapter, base_folder, out, quant)
-    elif fmt == "ollama":
-        tmp = out.with_name(out.name + f".partial-{os.getpid()}")
-        tmp.mkdir(parents=True)
-        parity_model = tuned_model(base_folder, adapter)
-        gguf_name = f"{name}-{quant}.gguf"
-        write_gguf(base_folder, parity_model, tmp / gguf_name, quant, name, progress)
-        modelfile.write(tmp, gguf_name, tok)
-        replace_dir(tmp, out)
-        result["modelfile"] = str(out / "Modelfile")
-        result["gguf"] = str(out / gguf_name)
-    result.update(path=str(out), bytes=folder_size(out), seconds=round(time.time() - t0, 2))
-    if verify and fmt in ("gguf", "ollama", "lora-gguf"):
+# ---- writers: Job → (extra result keys, the model parity compares against, or None) ----------
+def _write_adapter(job: Job):
+    tmp = partial(job.out)
+    shutil.copytree(job.adapter, tmp, ignore=shutil.ignore_patterns(MARK))
+    replace_dir(tmp, job.out)
+    return {}, None
+
+
+def _write_merged(job: Job):
+    tmp = partial(job.out)
+    model = tuned_model(job.base_folder, job.adapter)
+    model.save_pretrained(tmp, safe_serialization=True)
+    job.tok.save_pretrained(tmp)
+    replace_dir(tmp, job.out)
+    return {}, None
+
+
+def _write_gguf(job: Job):
+    model = tuned_model(job.base_folder, job.adapter)
+    write_gguf(job.base_folder, model, job.out, job.quant, job.name, job.progress)
+    return {}, model
+
+
+def _write_lora_gguf(job: Job):
+    lora_gguf.write(job.adapter, job.base_folder, job.out, job.quant)
+    return {}, None
+
+
+def _write_ollama(job: Job):
+    tmp = partial(job.out)
+    tmp.mkdir(parents=True)
+    model = tuned_model(job.base_folder, job.adapter)
+    gguf_name = f"{job.name}-{job.quant}.gguf"
+    write_gguf(job.base_folder, model, tmp / gguf_name, job.quant, job.name, job.progress)
+    modelfile.write(tmp, gguf_name, job.tok)
+    replace_dir(tmp, job.out)
+    return {"modelfile": str(job.out / "Modelfile"), "gguf": str(job.out / gguf_name)}, model
+
+
+def _gguf_size(quant: str) -> float:
+    return BYTES_PER_PARAM.get(quant, 4.0)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    help: str
+    needs_run: bool               # only a run has an adapter
+    is_dir: bool                  # writes a folder (else one file)
+    quants: tuple[str, ...]
+    default_quant: str
+    suffix: Callable[[str], str]  # quant → the end of the default file/folder name
+    bytes_per_param: Callable[[str], float]
+    write: Callable[[Job], tuple[dict[str, Any], Any]]
+    usage: Callable[[str, str], dict[str, str]]  # (path, name) → commands that use it
+    verifiable: bool              # llama.cpp can run it for the parity check
+
+
+FORMATS: dict[str, ExportFormat] = {
+    "adapter": ExportFormat(
+        "the LoRA adapter folder (small); load it over the base model with PEFT",
+        True, True, LORA_QUANTS, "f32", lambda q: "-adapter", lambda q: 0.02, _write_adapter,
+        lambda p, n: {"python": f'PeftModel.from_pretrained(base_model, "{p}")'}, False),
+    "merged": ExportFormat(
+        "the tuned model with the adapter merged in, as an HF folder (safetensors)",
+        True, True, LORA_QUANTS, "f32", lambda q: "-merged", lambda q: 4.0, _write_merged,
+        lambda p, n: {"python": f'AutoModelForCausalLM.from_pretrained("{p}")'}, False),
+    "gguf": ExportFormat(
+        "one GGUF file for llama.cpp, Ollama and LM Studio (choose --quant)",
+        False, False, GGUF_QUANTS, "q8_0", lambda q: f"-{q}.gguf", _gguf_size, _write_gguf,
+        lambda p, n: {"llama.cpp": f'llama-cli -m "{p}" -cnv',
+                      "python": f'from llama_cpp import Llama; Llama("{p}")'}, True),
+    "lora-gguf": ExportFormat(
+        "the adapter alone as a GGUF, applied over the base GGUF with --lora",
+        True, False, LORA_QUANTS, "f32", lambda q: f"-lora-{q}.gguf", _gguf_size, _write_lora_gguf,
+        lambda p, n: {"llama.cpp": f'llama-cli -m BASE.gguf --lora "{p}" -cnv'}, True),
+    "ollama": ExportFormat(
+        "a folder with a GGUF and a Modelfile for `ollama create`",
+        False, True, GGUF_QUANTS, "q8_0", lambda q: "-ollama", _gguf_size, _write_ollama,
+        lambda p, n: {"ollama": f'cd "{p}" && ollama create {n} -f Modelfile && ollama run {n}'},
+        True),
+}
+
+
+def check_request(fmt: str, quant: str | None, run_id: str | None) -> tuple[ExportFormat, str]:
+    if fmt not in FORMATS:
+        raise ExportError(f"Unknown format '{fmt}'. Choose one of: {', '.join(FORMATS)}.")
+    f = FORMATS[fmt]
+    if f.needs_run and not run_id:
+        raise ExportError(f"Format {fmt} needs a training run (--run RUN_ID); a plain model has "
+                          "no adapter. Use --format gguf or ollama with --model.")
+    quant = (quant or f.default_quant).lower()
+    if quant not in f.quants:
+        raise ExportError(f"Unknown quant '{quant}' for {fmt}. Valid: {', '.join(f.quants)}.")
+    if quant in quantize.K_QUANTS:
         from ..models import require_llama_cpp
-        from . import parity
 
         require_llama_cpp()
-        if progress:
-            progress(0.9, "checking parity with llama.cpp")
-        if fmt == "lora-gguf":
-            from peft import PeftModel
+    return f, quant
 
-            from ..models import load_model
 
-            tuned = PeftModel.from_pretrained(load_model(base_folder, "cpu", "fp32"), str(adapter))
-            result["parity"] = parity.check(base_gguf(), tuned, tok, "f32", lora_path=out)
-        else:
-            path = Path(result.get("gguf", out))
-            result["parity"] = parity.check(path, parity_model, tok, quant)
+def bytes_needed(f: ExportFormat, quant: str, params: int) -> int:
+    """Disk an export needs: its output, a k-quant's f16 intermediate, and 50 MB to spare."""
+    need = int(params * f.bytes_per_param(quant)) + 50_000_000
+    if quant in quantize.K_QUANTS:
+        need += params * 2
+    return need
+
+
+def check_out(out: Path, need_bytes: int, is_dir: bool) -> None:
+    parent = out.parent
+    if not parent.exists():
+        raise ExportError(f"The folder {parent} does not exist. Create it first or choose another "
+                          "--out.")
+    if not os.access(parent, os.W_OK):
+        raise ExportError(f"The folder {parent} is not writable. Choose another --out.")
+    if is_dir and out.exists() and any(out.iterdir()) and not (out / EXPORT_MARK).exists():
+        raise ExportError(f"{out} already exists and holds other files; choose an empty or new "
+                          "folder so nothing of yours is overwritten.")
+    free = shutil.disk_usage(parent).free
+    if need_bytes > free:
+        raise ExportError(f"Not enough disk space in {parent}: this export needs about "
+                          f"{need_bytes / 1e9:.2f} GB and {free / 1e9:.2f} GB are free. Free some "
+                          "space or choose another --out.")
+
+
+def run(fmt: str, job: Job, verify: bool, base_gguf: Callable[[], Path]) -> dict[str, Any]:
+    """Produce one export; returns path, bytes, seconds and (if verified) parity."""
+    f = FORMATS[fmt]
+    t0 = time.time()
+    extra, parity_model = f.write(job)
+    result: dict[str, Any] = {"format": fmt, "quant": job.quant, **extra}
+    result.update(path=str(job.out), bytes=folder_size(job.out), seconds=round(time.time() - t0, 2))
+    if verify and f.verifiable:
+        result["parity"] = check_parity(fmt, job, result, parity_model, base_gguf)
     return result
 
 
-def usage(result: dict[str, Any], name: str) -> dict[str, str]:
-    """The exact commands to use an export."""
-    p = result["path"]
-    if result["format"] == "gguf":
-        return {"llama.cpp": f'llama-cli -m "{p}" -cnv',
-                "python": f'from llama_cpp import Llama; Llama("{p}")'}
-    if result["format"] == "ollama":
-        return {"ollama": f'cd "{p}" && ollama create {name} -f Modelfile && ollama run {name}'}
-    if result["format"] == "lora-gguf":
-        return {"llama.cpp": f'llama-cli -m BASE.gguf --lora "{p}" -cnv'}
-    if result["format"] == "adapter":
-        return {"python": f'PeftModel.from_pretrained(base_model, "{p}")'}
-    return {"python": f'AutoModelForCausalLM.from_pretrained("{p}")'}
+def check_parity(fmt: str, job: Job, result: dict[str, Any], parity_model,
+                 base_gguf: Callable[[], Path]) -> dict[str, Any]:
+    """The GGUF (or base GGUF + LoRA GGUF) in llama.cpp against the tuned model."""
+    from ..models import require_llama_cpp
+    from . import parity
+
+    require_llama_cpp()
+    if job.progress:
+        job.progress(0.9, "checking parity with llama.cpp")
+    if parity_model is None:  # a LoRA GGUF: the tuned model is base + adapter, unmerged
+        from peft import PeftModel
+
+        from ..models import load_model
+
+        tuned = PeftModel.from_pretrained(load_model(job.base_folder, "cpu", "fp32"), str(job.adapter))
+        return parity.check(base_gguf(), tuned, job.tok, "f32", lora_path=job.out)
+    return parity.check(Path(result.get("gguf", job.out)), parity_model, job.tok, job.quant)

@@ -1,88 +1,155 @@
-"""Run configuration: preset + dataset version + model + overrides, validated before anything runs.
+"""Run configuration: the run spec plus where it came from, and the checks before anything runs.
 
-Owns building the config that is saved as `config.yaml` in the run folder, the pre-flight
-checks that fail with a clear message before a child process starts (empty dataset, every
-example longer than max length, chat data for a model without a chat template, QLoRA on a
-device that cannot do it), and the arithmetic of step counts.
+Owns `RunConfig` — the spec, the preset and overrides it was made from, the dataset version and
+the pre-flight notes — and its file boundary, `config.yaml` in the run folder (the same keys as
+always: the spec's sections at top level, then preset/overrides/dataset/notes, so older run
+folders still resume). Also owns pre-flight, which returns a new config (never edits one) and
+fails with a clear message before a child process starts (empty dataset, every example longer
+than max length, chat data for a model without a chat template, QLoRA on a device that cannot
+do it), and the arithmetic of step counts.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataError
-from ..presets import Preset, build, get_preset, preset_dict
+from ..errors import ConfigError, DataError, RunError
+from ..presets import check_trainable, get_preset
+from ..records import DatasetRef
+from ..spec import RunSpec, build, dotted, override, update
+
+CONFIG_FILE = "config.yaml"
+RUN_KEYS = ("preset", "overrides", "dataset", "notes")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The dataset version a run trains on, as recorded when the run was made."""
+    name: str
+    version: int
+    path: str
+    splits: dict[str, int] = field(default_factory=dict)
+    formats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> DatasetRef:
+        return DatasetRef(self.name, self.version)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    spec: RunSpec
+    preset: str
+    dataset: DatasetInfo
+    overrides: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.spec.to_dict(), "preset": self.preset, "overrides": list(self.overrides),
+                "dataset": dataclasses.asdict(self.dataset), "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = CONFIG_FILE) -> "RunConfig":
+        if not isinstance(data, dict) or not isinstance(data.get("dataset"), dict):
+            raise RunError(f"{where}: not a run configuration (no dataset section). Start a new run.")
+        body = {k: v for k, v in data.items() if k not in RUN_KEYS}
+        try:
+            ds = DatasetInfo(**data["dataset"])
+        except TypeError as e:
+            raise RunError(f"{where}: its dataset section is damaged ({e}). Start a new run.") from None
+        return cls(spec=build(RunSpec, body, where), preset=str(data.get("preset", "")),
+                   dataset=ds, overrides=tuple(data.get("overrides") or ()),
+                   notes=tuple(data.get("notes") or ()))
+
+    def write(self, run_dir: Path) -> Path:
+        """config.yaml, written whole or not at all."""
+        import yaml
+
+        tmp = run_dir / f"{CONFIG_FILE}.tmp"
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        os.replace(tmp, run_dir / CONFIG_FILE)
+        return run_dir / CONFIG_FILE
+
+    @classmethod
+    def read(cls, run_dir: Path) -> "RunConfig":
+        import yaml
+
+        path = Path(run_dir) / CONFIG_FILE
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise RunError(f"{path} cannot be read ({e}); the run cannot continue. Start a new "
+                           "run.") from None
+        return cls.from_dict(data, str(path))
 
 
 def build_config(preset_name: str, dataset: dict[str, Any], model: str | None,
-                 overrides: list[str], max_steps: int | None) -> dict[str, Any]:
-    preset = get_preset(preset_name)
+                 overrides: list[str], max_steps: int | None, **changes: Any) -> RunConfig:
+    """Preset + overrides (`key=value` texts) + changes (settings by name) + model and max
+    steps + the dataset's record → a RunConfig that remembers every change as `key=value`."""
+    spec = get_preset(preset_name)
     if model:
         overrides = [f"model={model}", *overrides]
     if max_steps is not None:
         overrides = [*overrides, f"train.max_steps={max_steps}"]
-    p: Preset = preset_dict(preset, overrides) if overrides else preset
-    cfg = p.to_dict()
-    cfg["preset"] = preset_name
-    cfg["overrides"] = list(overrides)
-    cfg["dataset"] = {"name": dataset["name"], "version": dataset["version"], "path": dataset["path"],
-                      "splits": dataset["stats"].get("splits", {}),
-                      "formats": dataset["stats"].get("formats", {})}
-    return cfg
+    if overrides:
+        spec = check_trainable(override(spec, overrides), "--set")
+    if changes:
+        spec = check_trainable(update(spec, "settings", **changes), "settings")
+        overrides = [*overrides, *(f"{dotted(k)}={v}" for k, v in changes.items() if v is not None)]
+    stats = dataset.get("stats") or {}
+    ds = DatasetInfo(name=dataset["name"], version=dataset["version"], path=dataset["path"],
+                     splits=stats.get("splits", {}), formats=stats.get("formats", {}))
+    return RunConfig(spec=spec, preset=preset_name, dataset=ds, overrides=tuple(overrides))
 
 
-def preset_of(cfg: dict[str, Any]) -> Preset:
-    body = {k: v for k, v in cfg.items() if k not in ("preset", "overrides", "dataset", "notes")}
-    return build(Preset, body, "config.yaml")
+def total_steps(spec: RunSpec, n_train: int, world: int = 1) -> int:
+    t = spec.train
+    if t.max_steps:
+        return int(t.max_steps)
+    per_step = t.micro_batch * t.grad_accum * world
+    return max(1, math.ceil(t.epochs * n_train / per_step))
 
 
-def total_steps(cfg: dict[str, Any], n_train: int, world: int = 1) -> int:
-    t = cfg["train"]
-    if t["max_steps"]:
-        return int(t["max_steps"])
-    per_step = t["micro_batch"] * t["grad_accum"] * world
-    return max(1, math.ceil(t["epochs"] * n_train / per_step))
-
-
-def preflight(cfg: dict[str, Any], dataset: dict[str, Any], tok, device: str) -> list[str]:
-    """Raise on problems that would make the run fail; return notices (e.g. a fallback)."""
+def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunConfig:
+    """A checked copy of `cfg` (with fallback notes); raises on what would make the run fail."""
+    from ..data.recipes import has_chat
     from ..models import qlora_supported
 
-    notes = []
+    spec, notes = cfg.spec, list(cfg.notes)
     stats = dataset["stats"]
     n_train = stats.get("splits", {}).get("train", 0)
     if n_train == 0:
         raise DataError(f"Dataset {dataset['name']} v{dataset['version']} has no training examples. "
                         "Prepare it again with more data or a smaller validation fraction.")
-    max_len = cfg["train"]["max_len"]
+    max_len = spec.train.max_len
     shortest = stats.get("tokens", {}).get("min", 0)
     if shortest > max_len:
         raise DataError(f"Every example in {dataset['name']} is longer than max length {max_len} "
                         f"tokens (the shortest has {shortest}); nothing would train. Raise "
                         f"train.max_len to at least {stats['tokens'].get('p50', shortest)} or prepare "
                         "the data with a smaller --max-tokens.")
-    chat = any(f not in ("text", "paragraphs", "token-windows", "sections") for f in stats.get("formats", {}))
-    if chat and not getattr(tok, "chat_template", None):
-        raise DataError(f"Dataset {dataset['name']} holds chat examples, but model {cfg['model']} "
+    if has_chat(stats.get("formats", {})) and not getattr(tok, "chat_template", None):
+        raise DataError(f"Dataset {dataset['name']} holds chat examples, but model {spec.model} "
                         "has no chat template. Pick an instruct/chat model, or prepare plain-text "
                         "data (recipe paragraphs or token-windows).")
-    if cfg["method"] == "qlora":
+    if spec.method == "qlora":
         ok, why = qlora_supported(device)
         if not ok:
-            if not cfg.get("method_fallback", True):
+            if not spec.method_fallback:
                 raise ConfigError(f"QLoRA was requested but cannot run here: {why}. Use method "
                                   "lora, or set method_fallback=true to fall back automatically.")
-            cfg["method"] = "lora"
+            spec = update(spec, method="lora")
             notes.append(f"QLoRA is not available on {device} ({why}); training with LoRA instead.")
-    if device == "cpu" and cfg["train"]["optimizer"] in ("paged-adamw-8bit",):
-        cfg["train"]["optimizer"] = "adamw"
+    if device == "cpu" and spec.train.optimizer in ("paged-adamw-8bit",):
+        spec = update(spec, optimizer="adamw")
         notes.append("Paged 8-bit AdamW needs a CUDA GPU; using AdamW on CPU.")
-    if device == "cpu" and cfg["train"]["dtype"] in ("fp16",):
-        cfg["train"]["dtype"] = "fp32"
+    if device == "cpu" and spec.train.dtype in ("fp16",):
+        spec = update(spec, dtype="fp32")
         notes.append("fp16 training needs a GPU; using fp32 on CPU.")
-    return notes
+    return dataclasses.replace(cfg, spec=spec, notes=tuple(notes))
 
-
-def dataset_path(cfg: dict[str, Any]) -> Path:
-    return Path(cfg["dataset"]["path"])

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
+from ..records import RunStatus
 from . import checkpoints as ckpt
-from .config import preset_of, total_steps
+from .config import RunConfig, total_steps
 
 STOP_FILE = "STOP"
 
@@ -160,7 +161,8 @@ def embeddings_to_half(model, dtype) -> None:
 def load_for_training(model_path: Path, device: str, p):
     """The base model (quantized for QLoRA) with fresh LoRA adapters, ready for padding-free
     batches: the KV cache is off, because transformers builds the block-diagonal mask from
-    position ids only when there is no cache — with one, packed examples would see each other."""
+    position ids only when there is no cache — with one, packed examples would see each other.
+    `p` is the run spec (method, quant, lora and train sections)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     from .. import models
@@ -178,25 +180,24 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
           progress: bool = False) -> dict[str, Any]:
     """Run (or resume) the run in `run_dir`; return its final status and artifacts."""
     import torch
-    import yaml
     from transformers import Trainer, TrainingArguments
 
     from .. import models
 
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    p = preset_of(cfg)
+    cfg = RunConfig.read(run_dir)
+    p = cfg.spec
     t = p.train
     (run_dir / STOP_FILE).unlink(missing_ok=True)
     # SIGTERM asks for the same clean stop as the Stop button: checkpoint, adapter, exit.
     signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).write_text("stop"))
     torch.manual_seed(t.seed)
     tok = models.load_tokenizer(model_path)
-    data_dir = Path(cfg["dataset"]["path"])
+    data_dir = Path(cfg.dataset.path)
     train_set = encode_split(tok, data_dir, "train", t.max_len)
     eval_set = encode_split(tok, data_dir, "validation", t.max_len)
     if not train_set:
         raise RunError("No training example has any learnable token at this max length.")
-    steps = total_steps(cfg, len(train_set), world_size())
+    steps = total_steps(p, len(train_set), world_size())
     model = load_for_training(model_path, device, p)
     collator = make_collator(tok, t.packing)
     staging = run_dir / "trainer"
@@ -228,11 +229,12 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
     if rank() == 0:
-        store.update_run(run_id, status="running", pid=os.getpid(), max_steps=steps, error=None)
+        store.update_run(run_id, status=RunStatus.RUNNING.value, pid=os.getpid(), max_steps=steps,
+                         error=None)
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except torch.OutOfMemoryError:
-        raise RunError(oom_message(cfg)) from None
+        raise RunError(oom_message(p)) from None
     result: dict[str, Any] = {"steps": trainer.state.global_step, "max_steps": steps,
                               "world_size": trainer.args.world_size}
     if cb.nan_step is not None:
@@ -243,15 +245,16 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         trainer.evaluate()  # logs eval_loss through the callback
     if rank() == 0:
         result["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir))
-        result["status"] = "stopped" if cb.stopped and trainer.state.global_step < steps else "completed"
+        done = not (cb.stopped and trainer.state.global_step < steps)
+        result["status"] = (RunStatus.COMPLETED if done else RunStatus.STOPPED).value
         shutil.rmtree(staging, ignore_errors=True)
     return result
 
 
-def oom_message(cfg: dict[str, Any]) -> str:
-    t = cfg["train"]
-    return (f"The GPU ran out of memory (micro_batch {t['micro_batch']}, max_len {t['max_len']}, "
-            f"method {cfg['method']}). Try, in this order: train.grad_ckpt=true, "
-            f"train.micro_batch={max(1, t['micro_batch'] // 2)} with train.grad_accum="
-            f"{t['grad_accum'] * 2}, method=qlora, or a shorter train.max_len. The Memory step "
+def oom_message(spec) -> str:
+    t = spec.train
+    return (f"The GPU ran out of memory (micro_batch {t.micro_batch}, max_len {t.max_len}, "
+            f"method {spec.method}). Try, in this order: train.grad_ckpt=true, "
+            f"train.micro_batch={max(1, t.micro_batch // 2)} with train.grad_accum="
+            f"{t.grad_accum * 2}, method=qlora, or a shorter train.max_len. The Memory step "
             "(python -m studio estimate) shows what fits your GPU.")

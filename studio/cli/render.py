@@ -1,0 +1,70 @@
+"""Text output of the CLI: tables for lists, `key  value` lines for dicts, and the readable
+summaries of an estimate and a prepared dataset. Formats only; computes nothing.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def render(value: Any) -> str:
+    """Human-readable text for a result: tables for lists of dicts, `key: value` for dicts."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        keys = [k for k in value[0] if not isinstance(value[0][k], (dict, list))][:7]
+        widths = {k: min(40, max(len(k), *(len(_cell(v.get(k))) for v in value))) for k in keys}
+        lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
+        lines += ["  ".join(_cell(v.get(k))[:40].ljust(widths[k]) for k in keys) for v in value]
+        return "\n".join(lines)
+    if isinstance(value, list):
+        return "\n".join(map(str, value)) or "(none)"
+    if isinstance(value, dict):
+        width = max((len(k) for k in value), default=0)
+        out = []
+        for k, v in value.items():
+            if isinstance(v, (dict, list)):
+                v = json.dumps(v, default=str)
+                v = v if len(v) < 400 else v[:400] + "…"
+            out.append(f"{k.ljust(width)}  {v}")
+        return "\n".join(out)
+    return str(value)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def estimate_text(out: dict[str, Any]) -> str:
+    lines = [f"{out['model']}: {out['total_gb']:.2f} GB at peak ({out['total_params']:,} params, "
+             f"{out['trainable_params']:,} trainable)"]
+    lines += [f"  {k:20s} {v:8.3f} GB  {out['why'][k]}" for k, v in out["breakdown_gb"].items()]
+    if out.get("gpu"):
+        verdict = "fits" if out["fits"] else "does NOT fit"
+        lines.append(f"{out['gpu']['name']} ({out['gpu']['usable_gb']} GB usable): {verdict}. "
+                     + " ".join(out["advice"]))
+        lines.append(f"largest micro-batch: {out['max_micro_batch']}, longest sequence: "
+                     f"{out['max_seq_len']}; preset: {out['preset']}")
+    lines += [f"warning: {w}" for w in out["warnings"]]
+    if out.get("measured"):
+        m = out["measured"]
+        lines.append(f"measured on {m['device']}: {m['measured_gb']} GB vs estimate "
+                     f"{m['estimate_gb']} GB ({m['error_pct']:+}%)")
+    return "\n".join(lines)
+
+
+def dataset_text(summary: dict[str, Any]) -> str:
+    t = summary["tokens"]
+    lines = [f"dataset {summary['name']} v{summary['version']}: {summary['records']} examples "
+             f"(train {summary['splits']['train']}, validation {summary['splits']['validation']})",
+             f"tokens p50 {t['p50']}, p95 {t['p95']}, max {t['max']}; {summary['truncated']} longer "
+             f"than {summary['max_len']} (truncated), {summary['dropped_too_long']} dropped",
+             f"duplicates removed: {summary['duplicates_removed']}, empty removed: "
+             f"{summary['empty_removed']}", f"saved in {summary['path']}"]
+    lines += [f"  {e['file']}{':' + str(e['line']) if e['line'] else ''}: {e['reason']}"
+              for e in summary["errors"][:20]]
+    if len(summary["errors"]) > 20:
+        lines.append(f"  … and {len(summary['errors']) - 20} more problems (see --json)")
+    return "\n".join(lines)

@@ -1,0 +1,274 @@
+"""The CLI's verbs as a table: each record names its words, help, flags and one facade call.
+
+Flags for run settings are made from the run spec's field metadata (help, type and choices
+written once there, reached through the facade); the rest are the CLI's own. Handlers parse
+flags into one Studio call and return what to print.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ConfigError
+
+GROUPS = {"models": "list, inspect and prepare models",
+          "presets": "training presets shipped in presets/",
+          "data": "prepare and inspect training data",
+          "runs": "training runs: list, show, stop, delete"}
+TYPES = {"int": int, "float": float, "str": str}
+
+
+@dataclass(frozen=True)
+class Flag:
+    names: tuple[str, ...]
+    kw: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None  # flags of one group exclude each other
+
+
+def flag(*names: str, group: str | None = None, **kw: Any) -> Flag:
+    return Flag(names, kw, group)
+
+
+@dataclass(frozen=True)
+class Verb:
+    words: tuple[str, ...]
+    help: str
+    run: Callable[[Any, argparse.Namespace], Any]
+    flags: Callable[[], list[Flag]] = list
+    required_groups: tuple[str, ...] = ()
+    description: str | None = None
+
+    def add_flags(self, p: argparse.ArgumentParser) -> None:
+        groups: dict[str, Any] = {}
+        for f in self.flags():
+            target = p
+            if f.group:
+                if f.group not in groups:
+                    groups[f.group] = p.add_mutually_exclusive_group(
+                        required=f.group in self.required_groups)
+                target = groups[f.group]
+            target.add_argument(*f.names, **f.kw)
+
+
+def open_studio(args: argparse.Namespace):
+    from ..api import Studio
+
+    return Studio(args.home)
+
+
+def print_progress(args: argparse.Namespace):
+    return None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def parse_pairs(items: list[str] | None, name: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{name} '{item}' should look like ours=theirs, e.g. {name} prompt=question.")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+# ---- flags made from the run spec ------------------------------------------------------------
+def estimate_flags() -> list[Flag]:
+    from ..api import Studio
+
+    out = [flag("--model", required=True, help="catalogue name (presets/catalog/models.yaml), "
+                "config.json, model folder or registry model")]
+    for name, f in Studio.estimate_fields().items():
+        meta, opt = f.metadata, "--" + name.replace("_", "-")
+        if f.type == "bool":
+            out.append(flag(opt, dest=name, action="store_true", default=None, help=meta["help"]))
+            out.append(flag(f"--no-{opt[2:]}", dest=name, action="store_false",
+                            help=f"turn {opt} off"))
+            continue
+        choices = meta.get("flag_choices") or meta.get("choices")
+        out.append(flag(opt, dest=name, type=TYPES[f.type], default=None,
+                        choices=list(choices) if choices else None, help=meta["help"]))
+    return out + [
+        flag("--gpu", group="gpu", default=None, help="GPU name from presets/catalog/gpus.yaml, "
+             "or 'local'"),
+        flag("--vram-gb", group="gpu", type=float, default=None, help="GPU memory in GB"),
+        flag("--measure", action="store_true", help="also run a few real steps here and record "
+             "estimate vs measurement")]
+
+
+def data_prepare_flags() -> list[Flag]:
+    from ..api import Studio
+
+    data = Studio.choices()["data"]
+    rhelp = data["params_help"]
+    return [
+        flag("files", nargs="+", metavar="FILE", help="jsonl/json/csv/tsv/parquet, txt/md/pdf/"
+             "docx, .py, or .zip of those"),
+        flag("--name", required=True, help="dataset name (a new version if it exists)"),
+        flag("--recipe", default="auto", choices=["auto", *data["recipes"]],
+             help="auto: structured files use their detected format, documents use paragraphs, "
+                  "code uses code-functions"),
+        flag("--model", default="smollm2-135m-instruct", help="model whose tokenizer and chat "
+             "template are used"),
+        flag("--max-tokens", type=int, default=256, help=rhelp["max_tokens"]),
+        flag("--max-len", type=int, default=None, help="max training length for the statistics "
+             "(default: --max-tokens)"),
+        flag("--overlap", type=int, default=32, help=rhelp["overlap"]),
+        flag("--val-fraction", type=float, default=0.1, help="share kept for validation"),
+        flag("--seed", type=int, default=42, help="seed of the train/validation split"),
+        flag("--map", action="append", metavar="OURS=COLUMN", help="manual column mapping "
+             "(prompt, completion, system or text), e.g. --map prompt=question"),
+        flag("--generator", default=None, help="model that writes qa-pairs / summaries "
+             "(default: --model)"),
+        flag("--set", action="append", metavar="KEY=VALUE", dest="params",
+             help="other recipe parameters: " + ", ".join(
+                 k for k in rhelp if k not in ("max_tokens", "overlap")))]
+
+
+def export_flags() -> list[Flag]:
+    from ..api import Studio
+
+    ex = Studio.choices()["export"]
+    return [
+        flag("--run", group="source", metavar="RUN_ID", help="export this run's tuned model"),
+        flag("--model", group="source", help="export a model without a run (e.g. the embedded base)"),
+        flag("--format", required=True, choices=list(ex["formats"]),
+             help="; ".join(f"{k}: {v}" for k, v in ex["formats"].items())),
+        flag("--quant", default=None, metavar="|".join(ex["gguf_quants"]),
+             help="GGUF type (default q8_0; f32/f16 for lora-gguf)"),
+        flag("--out", default=None, help="file path for gguf/lora-gguf, folder for "
+             "adapter/merged/ollama (default: under $STUDIO_HOME/exports/)"),
+        flag("--verify", action="store_true", help="check the GGUF answers like the tuned model "
+             "(needs llama-cpp-python)")]
+
+
+def train_flags() -> list[Flag]:
+    return [
+        flag("--preset", help="preset name (python -m studio presets list)"),
+        flag("--dataset", help="dataset NAME or NAME@vN"),
+        flag("--model", default=None, help="override the preset's model"),
+        flag("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+             help="override a preset value, e.g. --set train.lr=2e-4 --set lora.rank=8"),
+        flag("--max-steps", type=int, default=None, help="optimizer steps (overrides the preset)"),
+        flag("--resume", metavar="RUN_ID", help="continue a stopped/failed/queued run from its "
+             "last checkpoint"),
+        flag("--detach", action="store_true", help="start in a background process and return at "
+             "once (watch it with `runs show`)"),
+        flag("--gpus", type=int, default=None, help="create the run, write an accelerate config "
+             "for this many GPUs (DDP) and print the launch command instead of training"),
+        flag("--machines", type=int, default=1, help="with --gpus: machines in the job")]
+
+
+def compare_flags() -> list[Flag]:
+    return [flag("--run", required=True, metavar="RUN_ID"),
+            flag("--prompt", required=True, help="the user message"),
+            flag("--system", default=None, help="optional system prompt"),
+            flag("--max-new-tokens", type=int, default=128),
+            flag("--temperature", type=float, default=0.0, help="0 = greedy (default)"),
+            flag("--seed", type=int, default=0),
+            flag("--engine", choices=["hf", "llama.cpp"], default="hf"),
+            flag("--model", default=None, help="base model (default: the run's)")]
+
+
+# ---- handlers that do more than one call ------------------------------------------------------
+def estimate(s, a: argparse.Namespace):
+    from .render import estimate_text
+
+    setting = {k: getattr(a, k) for k in s.estimate_fields()}
+    out = s.estimate(a.model, a.gpu, a.vram_gb, a.measure, **setting)
+    return out if a.json else estimate_text(out)
+
+
+def data_prepare(s, a: argparse.Namespace):
+    from .render import dataset_text
+
+    summary = s.data_prepare(a.files, a.name, recipe=a.recipe, model=a.model,
+                             max_tokens=a.max_tokens, max_len=a.max_len, overlap=a.overlap,
+                             val_fraction=a.val_fraction, seed=a.seed,
+                             mapping=parse_pairs(a.map, "--map") or None,
+                             generator_model=a.generator, settings=a.params)
+    return summary if a.json else dataset_text(summary)
+
+
+def train(s, a: argparse.Namespace):
+    if a.resume:
+        if a.preset or a.dataset:
+            raise ConfigError("--resume RUN_ID continues a run with its saved config; leave out "
+                              "--preset/--dataset.")
+        run_id = a.resume
+    else:
+        if not a.preset or not a.dataset:
+            raise ConfigError("train needs --preset NAME and --dataset NAME (or --resume RUN_ID). "
+                              "See python -m studio presets list and data list.")
+        run = s.train_create(a.preset, a.dataset, a.model, a.overrides, a.max_steps)
+        run_id = run["id"]
+        for note in run["notes"]:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"run {run_id} created in {s.home.runs / run_id}", file=sys.stderr, flush=True)
+    if a.gpus:
+        path, cmd = s.train_launch_config(run_id, a.gpus, a.machines)
+        out = {"id": run_id, "accelerate_config": str(path), "command": cmd}
+        return out if a.json else (f"wrote {path}\nrun on each machine:\n  {cmd}"
+                                   + ("\n(set main_process_ip and machine_rank per machine)"
+                                      if a.machines > 1 else ""))
+    if a.detach:
+        return s.train_spawn(run_id)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    try:
+        result = s.train_run(run_id, progress=not a.json and rank0)
+        if not rank0:
+            return None  # under accelerate/torchrun only rank 0 reports
+    except KeyboardInterrupt:
+        print(f"stopped; resume with: python -m studio train --resume {run_id}", file=sys.stderr)
+        return s.run_show(run_id) if a.json else None, 130
+    return (result, 0 if result["status"] == "completed" else 1)
+
+
+def _one(name: str) -> list[Flag]:
+    return [flag(name)]
+
+
+VERBS: list[Verb] = [
+    Verb(("models", "list"), "models you can use (embedded and local)", lambda s, a: s.models_list()),
+    Verb(("models", "info"), "architecture, size and chat template of a model (no torch needed)",
+         lambda s, a: s.model_info(a.model),
+         lambda: [flag("model", help="registry name, HF folder, .gguf file")]),
+    Verb(("models", "prepare"), "convert the embedded model / download a hub model once",
+         lambda s, a: {"path": str(s.model_path(a.model, progress=print_progress(a), token=a.hf_token))},
+         lambda: [flag("model", nargs="?", default="smollm2-135m-instruct"),
+                  flag("--hf-token", default=None, help="token for gated hub models (or HF_TOKEN)")]),
+    Verb(("presets", "list"), "all presets with who they are for", lambda s, a: s.presets_list()),
+    Verb(("presets", "show"), "every setting of one preset", lambda s, a: s.preset_show(a.name),
+         lambda: _one("name")),
+    Verb(("data", "prepare"), "files → a checked, split dataset version with token statistics",
+         data_prepare, data_prepare_flags),
+    Verb(("data", "list"), "prepared datasets, newest version first", lambda s, a: s.data_list()),
+    Verb(("data", "show"), "one dataset: sources, recipe, stats and a few examples",
+         lambda s, a: s.data_show(a.name), lambda: [flag("name", help="NAME or NAME@vN")]),
+    Verb(("estimate",), "GPU memory a run needs, with a breakdown, a fit verdict and advice "
+         "(instant, no download)", estimate, estimate_flags),
+    Verb(("train",), "train a LoRA/QLoRA adapter (foreground) or resume a run", train, train_flags,
+         description="Train in the foreground with progress; the run folder and its store row "
+                     "exist as soon as it starts. Ctrl-C stops after a checkpoint; --resume "
+                     "continues."),
+    Verb(("runs", "list"), "all runs, newest first", lambda s, a: s.runs_list()),
+    Verb(("runs", "show"), "one run with metrics and artifacts", lambda s, a: s.run_show(a.run_id),
+         lambda: _one("run_id")),
+    Verb(("runs", "stop"), "stop a running run (it saves a checkpoint first)",
+         lambda s, a: s.run_stop(a.run_id), lambda: _one("run_id")),
+    Verb(("runs", "delete"), "delete a run and its files", lambda s, a: s.run_delete(a.run_id),
+         lambda: _one("run_id")),
+    Verb(("compare",), "one prompt answered by the base and the tuned model, side by side",
+         lambda s, a: s.compare(a.run, a.prompt, a.system, None, a.max_new_tokens, a.temperature,
+                                a.seed, a.engine, a.model), compare_flags),
+    Verb(("report",), "did the model learn? base vs tuned on held-out data, with flags",
+         lambda s, a: s.report(a.run, refresh=a.refresh),
+         lambda: [flag("--run", required=True, metavar="RUN_ID"),
+                  flag("--refresh", action="store_true", help="compute again instead of reading "
+                       "the stored report")]),
+    Verb(("export",), "write the tuned (or any) model as adapter, merged, GGUF, LoRA GGUF or an "
+         "Ollama folder, optionally checking parity with llama.cpp",
+         lambda s, a: s.export(a.format, a.run, a.model, a.quant, a.out, a.verify),
+         export_flags, required_groups=("source",)),
+]

@@ -1,0 +1,113 @@
+"""The Data step as a service: prepare a dataset version, list, look up, show, preview, delete.
+
+Owns turning a prepared summary into a store row (the version number comes from the store),
+resolving "name" / "name@vN" references (records.DatasetRef), and lending recipes a generator
+that loads the model only when a recipe asks for text. Dependencies come in explicitly: the
+store, the datasets folder and the model cache. The flow itself is prepare.py.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .. import models
+from ..errors import DataError
+from ..records import DatasetRef
+from ..spec import apply_overrides, build
+from . import prepare as prep
+from .ingest import SUPPORTED
+from .recipes import RECIPES, RecipeParams
+
+STAT_KEYS = ("splits", "tokens", "truncated", "dropped_too_long", "duplicates_removed",
+             "empty_removed", "formats", "histogram", "recipe_counters", "max_len")
+
+
+class DataService:
+    def __init__(self, store, datasets_dir: Path, cache):
+        self.store, self.datasets_dir, self.cache = store, Path(datasets_dir), cache
+
+    def prepare(self, files: list[str], name: str, *, recipe: str = "auto",
+                model: str = models.DEFAULT_MODEL, max_tokens: int = 256,
+                max_len: int | None = None, overlap: int = 32, val_fraction: float = 0.1,
+                seed: int = 42, mapping: dict[str, str] | None = None,
+                generator_model: str | None = None, progress: Any = None, cancel: Any = None,
+                settings: list[str] | None = None, **recipe_params: Any) -> dict[str, Any]:
+        """One new dataset version. Recipe parameters come by name or as `key=value` texts
+        (`settings`, the CLI's --set)."""
+        from ..chat import make_generator
+
+        prep.check_name(name)
+        given = apply_overrides({"max_tokens": max_tokens, "overlap": overlap, **recipe_params},
+                                settings or [])
+        params = build(RecipeParams, given, "recipe parameters")
+        tok = self.cache.tokenizer(model)
+        made: list = []
+
+        def generator(prompt: str) -> str:  # the model loads only if a recipe asks for text
+            if not made:
+                made.append(make_generator(*self.cache.loaded(generator_model or model)))
+            return made[0](prompt)
+
+        version = self.store.next_dataset_version(name)
+        summary = prep.prepare(files, name, self.datasets_dir, tok, recipe=recipe, params=params,
+                               max_len=max_len or max_tokens, val_fraction=val_fraction, seed=seed,
+                               mapping=mapping, generator=generator, progress=progress,
+                               cancel=cancel, version=version)
+        self.store.add_dataset(name=name, version=version, path=summary["path"],
+                               sources=summary["sources"], recipe=recipe,
+                               params={**summary["params"], "model": model,
+                                       "val_fraction": val_fraction, "seed": seed,
+                                       "mapping": mapping or {}},
+                               stats={k: summary[k] for k in STAT_KEYS},
+                               records=summary["records"])
+        return summary
+
+    def list(self) -> list[dict[str, Any]]:
+        return [{"name": d["name"], "version": d["version"], "records": d["records"],
+                 "recipe": d["recipe"], "sources": d["sources"], "created_at": d["created_at"],
+                 "path": d["path"]} for d in self.store.list_datasets()]
+
+    def get(self, ref: str, version: int | None = None) -> dict[str, Any]:
+        r = DatasetRef.parse(ref, version)
+        d = self.store.get_dataset(r.name, r.version)
+        if d is None:
+            known = sorted({x["name"] for x in self.store.list_datasets()})
+            raise DataError(f"No dataset named '{r.name}'{f' version {r.version}' if r.version else ''}. "
+                            f"Known datasets: {', '.join(known) or 'none yet'} — prepare one with "
+                            "`python -m studio data prepare FILE --name NAME`.")
+        if not Path(d["path"]).is_dir():
+            raise DataError(f"Dataset {r.name} v{d['version']} is recorded but its folder "
+                            f"{d['path']} is gone. Prepare it again.")
+        return d
+
+    def show(self, ref: str, examples: int = 3) -> dict[str, Any]:
+        d = self.get(ref)
+        d["examples"] = prep.read_split(Path(d["path"]), "train", examples)
+        return d
+
+    def preview(self, ref: str, model: str | None = None, n: int = 5) -> list[list[tuple[str, bool]]]:
+        """Rendered examples as (text, learned?) segments: the loss mask made visible."""
+        from . import templates
+
+        d = self.get(ref)
+        tok = self.cache.tokenizer(model or d["params"].get("model", models.DEFAULT_MODEL))
+        max_len = d["stats"].get("max_len", 512)
+        return [templates.preview_segments(tok, templates.encode(tok, ex, max_len))
+                for ex in prep.read_split(Path(d["path"]), "train", n)]
+
+    def delete(self, ref: str) -> dict[str, Any]:
+        d = self.get(ref)
+        folder = Path(d["path"]).parent
+        size = models.folder_size(folder)
+        self.store.delete_dataset(d["name"])
+        shutil.rmtree(folder, ignore_errors=True)
+        return {"deleted": d["name"], "bytes_freed": size}
+
+    @staticmethod
+    def choices() -> dict[str, Any]:
+        """What the Data step offers: recipes with their help, file types, parameter help."""
+        from ..spec import field_help
+
+        return {"recipes": {name: r.help for name, r in RECIPES.items()},
+                "file_types": sorted(SUPPORTED), "params_help": field_help(RecipeParams)}

@@ -1,0 +1,333 @@
+"""The run spec: one frozen dataclass tree for every setting of a run, with its help text.
+
+Owns the schema (each knob with its help, type, allowed range and choices, written once here),
+strict building from plain data (a preset file, config.yaml, `--set` overrides), changing a spec
+with `update()` (a new copy, validated), and the flat view the estimator's CLI flags and JSON
+keys use (`seq_len` is `train.max_len`, `batch` is `train.micro_batch`, …). The preset loader,
+the UI, the CLI, the estimator, pre-flight and the training child all pass this same object;
+YAML appears only at the file boundary (presets.py, train/config.py). Knows nothing of models,
+torch or the store.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError, PresetError
+
+
+def knob(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+         choices: tuple | None = None, flat: str | None = None, flag_choices: tuple | None = None) -> Any:
+    """A dataclass field carrying its help text and allowed values (the one place they live).
+    `flat` names the field in the estimator's flat view (CLI flag `--seq-len`, JSON `seq_len`)."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "flat": flat,
+            "flag_choices": flag_choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    rank: int = knob(16, "LoRA rank r: size of the low-rank update. 8–32 is typical; higher "
+                         "learns more and uses more memory.", min=1, max=4096, flat="rank")
+    alpha: float = knob(32.0, "LoRA alpha: the update is scaled by alpha/r (or alpha/sqrt(r) with "
+                              "rsLoRA). Twice the rank is a common choice.", min=0.0, max=1e6)
+    dropout: float = knob(0.0, "Dropout on the LoRA input during training (0 disables).",
+                          min=0.0, max=0.9)
+    targets: str = knob("all-linear", "Which layers get adapters: 'all-linear' or a comma list "
+                                      "such as 'q,k,v,o,gate,up,down'.", flat="targets")
+    rslora: bool = knob(False, "rsLoRA: scale by alpha/sqrt(r), which keeps high ranks stable.")
+    dora: bool = knob(False, "DoRA: learn a magnitude per output as well as the direction "
+                             "(slower, sometimes better at low rank).", flat="dora")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    bits: int = knob(4, "Bits for the frozen base weights with QLoRA (4 or 8); other methods "
+                        "keep them in 16 bits.", choices=(4, 8), flat="bits",
+                     flag_choices=(16, 8, 4))
+    type: str = knob("nf4", "4-bit code book: nf4 (normal float, usually better) or fp4.",
+                     choices=("nf4", "fp4"), flat="quant_type")
+    double_quant: bool = knob(True, "Quantize the per-block scales too (saves ~0.4 bit/param).",
+                              flat="double_quant")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    lr: float = knob(2e-4, "Peak learning rate. LoRA likes 1e-4–1e-3; too high forgets what "
+                           "the model knew, too low changes nothing.", min=1e-8, max=1.0)
+    max_steps: int = knob(0, "Optimizer steps to run; 0 means run `epochs` passes over the data.",
+                          min=0, max=10_000_000)
+    epochs: float = knob(1.0, "Passes over the training split (used when max_steps is 0).",
+                         min=0.01, max=1000)
+    micro_batch: int = knob(4, "Examples per forward pass. Lower it first when memory is short.",
+                            min=1, max=65536, flat="batch")
+    grad_accum: int = knob(1, "Micro-batches accumulated per optimizer step "
+                              "(effective batch = micro_batch × grad_accum).", min=1, max=4096)
+    max_len: int = knob(512, "Longest example in tokens; longer ones are truncated.",
+                        min=16, max=10_000_000, flat="seq_len")
+    warmup_ratio: float = knob(0.05, "Fraction of steps spent warming the learning rate up.",
+                               min=0.0, max=0.5)
+    schedule: str = knob("cosine", "Learning-rate schedule after warmup.",
+                         choices=("cosine", "linear", "constant"))
+    weight_decay: float = knob(0.0, "AdamW weight decay.", min=0.0, max=1.0)
+    optimizer: str = knob("adamw", "Optimizer: adamw, adamw-8bit or paged-adamw-8bit "
+                                   "(bitsandbytes, GPU), or sgd.",
+                          choices=("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd"), flat="optimizer")
+    seed: int = knob(42, "Random seed for data order, split and adapter init.", min=0, max=2**32 - 1)
+    grad_ckpt: bool = knob(False, "Gradient checkpointing: recompute activations in the backward "
+                                  "pass; ~30% slower, much less activation memory.", flat="grad_ckpt")
+    packing: bool = knob(True, "Padding-free batching: examples are laid end to end with their "
+                               "own position ids, so no compute is spent on padding and no "
+                               "example attends to another.")
+    dtype: str = knob("auto", "Compute dtype: auto (bf16 on GPUs that have it, else fp16 on "
+                              "CUDA, fp32 on CPU), bf16, fp16 or fp32.",
+                      choices=("auto", "bf16", "fp16", "fp32"), flat="dtype")
+    log_every: int = knob(1, "Write a progress event every N steps.", min=1, max=1_000_000)
+    eval_every: int = knob(0, "Evaluate on the validation split every N steps (0: only at the end).",
+                           min=0, max=10_000_000)
+    save_every: int = knob(25, "Save a checkpoint every N steps.", min=1, max=10_000_000)
+    keep_checkpoints: int = knob(3, "How many recent checkpoints to keep (the final one is always "
+                                    "kept).", min=1, max=100)
+
+
+@dataclass(frozen=True)
+class EstimateSpec:
+    """How the memory estimate models the run; training itself does not read these."""
+    device: str = knob("cuda", "Estimate for a GPU (cuda: CUDA context + allocator slack) or the "
+                               "CPU (fp32, none of those).", choices=("cuda", "cpu"), flat="device")
+    loop: str = knob("trainer", "trainer: the Hugging Face Trainer as Finetune Studio runs it "
+                                "(bf16/fp16 autocast, logits dropped before backward); plain: a "
+                                "PyTorch loop in the load dtype without autocast that keeps the "
+                                "output through backward (how some published numbers were measured).",
+                     choices=("trainer", "plain"), flat="loop")
+    attention: str = knob("sdpa", "Attention kernel: sdpa/flash keep no T×T matrix; eager stores "
+                                  "the attention probabilities.", choices=("sdpa", "flash", "eager"),
+                          flat="attention")
+
+
+TRAINABLE_METHODS = ("lora", "qlora")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str = knob("", "Short name, the preset file's stem.")
+    description: str = knob("", "Who this preset is for, in a sentence or two.")
+    model: str = knob("smollm2-135m-instruct", "Model: registry name, local folder, .gguf file "
+                                               "or hub id.")
+    method: str = knob("lora", "lora: 16/32-bit frozen base; qlora: 4/8-bit frozen base (needs "
+                               "bitsandbytes on the device); full: every weight (estimate only).",
+                       choices=("lora", "qlora", "full"), flat="method")
+    method_fallback: bool = knob(True, "If QLoRA cannot run on this device (no bitsandbytes "
+                                       "support), train with LoRA instead and say so; false "
+                                       "refuses to start.")
+    gpu_gb: float = knob(0.0, "Smallest GPU memory (GB) this preset is meant for; 0 = CPU.",
+                         min=0.0, max=2048)
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    quant: QuantSpec = field(default_factory=QuantSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    estimate: EstimateSpec = field(default_factory=EstimateSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def weight_bits(self) -> int:
+        """Bits of the frozen base weights: the quant bits for QLoRA, else 16."""
+        return self.quant.bits if self.method == "qlora" else 16
+
+
+SECTIONS = {f.name: f.default_factory for f in fields(RunSpec) if dataclasses.is_dataclass(
+    f.default_factory if f.default_factory is not dataclasses.MISSING else None)}
+
+
+def _leaves() -> dict[str, tuple[str | None, dataclasses.Field]]:
+    """Leaf name → (section or None, field). Leaf names are unique across the tree."""
+    out: dict[str, tuple[str | None, dataclasses.Field]] = {}
+    for f in fields(RunSpec):
+        if f.name in SECTIONS:
+            for g in fields(SECTIONS[f.name]):
+                out[g.name] = (f.name, g)
+        else:
+            out[f.name] = (None, f)
+    return out
+
+
+LEAVES = _leaves()
+FLAT = {f.metadata["flat"]: name for name, (_, f) in LEAVES.items() if f.metadata.get("flat")}
+
+
+# ---- validation -----------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "text"}.get(
+        tp, str(tp))
+
+
+def check_value(where: str, key: str, f: dataclasses.Field, value: Any) -> Any:
+    """`value` for field `f`, checked for type, choices and range; a PresetError names `key`."""
+    tp = {"int": int, "float": float, "bool": bool, "str": str}[f.type] if isinstance(f.type, str) else f.type
+    meta = f.metadata
+    ok = (isinstance(value, bool) if tp is bool else
+          isinstance(value, int) and not isinstance(value, bool) if tp is int else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if tp is float else
+          isinstance(value, str))
+    if not ok:
+        raise PresetError(f"{where}: '{key}' must be {_type_name(tp)}, got {value!r}. {meta['help']}")
+    if tp is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise PresetError(f"{where}: '{key}' is {value!r}; it must be a finite number. "
+                              f"{meta['help']}")
+    if meta.get("choices") and value not in meta["choices"]:
+        allowed = ", ".join(str(c) for c in meta["choices"])
+        raise PresetError(f"{where}: '{key}' is {value!r}; allowed: {allowed}.")
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise PresetError(f"{where}: '{key}' is {value!r}; it must be {rng}. {meta['help']}")
+    return value
+
+
+def build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a dict, strictly. `where` names the source for messages."""
+    if not isinstance(data, dict):
+        raise PresetError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping of "
+                          f"keys to values, got {type(data).__name__}.")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise PresetError(f"{where}: unknown key '{prefix}{unknown[0]}'. Allowed keys here: "
+                          f"{', '.join(known)}.")
+    kwargs = {}
+    for name, value in data.items():
+        f = known[name]
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            kwargs[name] = build(sub, value, where, f"{prefix}{name}.")
+        else:
+            kwargs[name] = check_value(where, prefix + name, f, value)
+    return cls(**kwargs)
+
+
+# ---- changing a spec --------------------------------------------------------------------------
+def update(spec: RunSpec, where: str = "settings", **changes: Any) -> RunSpec:
+    """A new spec with leaf values changed, each validated. Keys are leaf names (`max_len`) or
+    their flat names (`seq_len`); None values are ignored."""
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, value in changes.items():
+        if value is None:
+            continue
+        leaf = FLAT.get(key, key)
+        if leaf not in LEAVES:
+            raise PresetError(f"{where}: unknown setting '{key}'. Known: {', '.join(sorted(LEAVES))}.")
+        sec, f = LEAVES[leaf]
+        value = check_value(where, f"{sec}.{leaf}" if sec else leaf, f, value)
+        (sections.setdefault(sec, {}) if sec else top)[leaf] = value
+    for sec, vals in sections.items():
+        top[sec] = dataclasses.replace(getattr(spec, sec), **vals)
+    return dataclasses.replace(spec, **top) if top else spec
+
+
+def dotted(key: str) -> str:
+    """`lr` → `train.lr`, `seq_len` → `train.max_len`: the full name of a setting."""
+    leaf = FLAT.get(key, key)
+    sec = LEAVES[leaf][0] if leaf in LEAVES else None
+    return f"{sec}.{leaf}" if sec else leaf
+
+
+def flat_view(spec: RunSpec) -> dict[str, Any]:
+    """The estimator's flat names → values (the JSON `setting` of an estimate)."""
+    out = {}
+    for flat, leaf in FLAT.items():
+        sec, _ = LEAVES[leaf]
+        out[flat] = getattr(getattr(spec, sec) if sec else spec, leaf)
+    out["bits"] = spec.weight_bits
+    return out
+
+
+def from_flat(base: RunSpec | None = None, where: str = "estimate settings", **flat: Any) -> RunSpec:
+    """A spec from flat estimate settings (CLI flags, UI inputs, tests). `bits` 16 means an
+    unquantized base; 8/4 need method qlora."""
+    flat = {k: v for k, v in flat.items() if v is not None}
+    bits = flat.pop("bits", None)
+    spec = update(base or estimate_base(), where, **flat)
+    if bits is not None and bits != 16:
+        if spec.method != "qlora":
+            raise ConfigError("--bits 8/4 goes with --method qlora (quantized frozen base weights).")
+        spec = update(spec, where, bits=bits)
+    return spec
+
+
+def estimate_base() -> RunSpec:
+    """What `estimate` assumes when a setting is not given: a memory-lean single-GPU run — one
+    example of 1,024 tokens per step with gradient checkpointing (the question is "does it fit")."""
+    return update(RunSpec(), "defaults", max_len=1024, micro_batch=1, grad_ckpt=True)
+
+
+# ---- overrides and help -----------------------------------------------------------------------
+def _yaml_loader():
+    """PyYAML's SafeLoader, taught that 1e-3 is a float (YAML 1.1 wants '1.0e-3')."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"),
+        list("-+0123456789."))
+    return Loader
+
+
+def parse_scalar(text: str) -> Any:
+    """Parse one override value the way a preset file would ('2e-4' → 0.0002, 'true' → True)."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_yaml_loader())
+    except yaml.YAMLError as e:
+        raise PresetError(f"Cannot read the value {text!r} ({getattr(e, 'problem', e)}); write "
+                          "numbers like 2e-4, true/false, or plain text.") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "--set") -> dict:
+    """Return a copy of `data` with `section.key=value` overrides applied (values parsed as YAML)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise PresetError(f"{where}: '{item}' should look like key=value, e.g. train.lr=2e-4.")
+        key, text = item.split("=", 1)
+        node, parts = out, key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise PresetError(f"{where}: '{key}' goes through a value that is not a section.")
+        node[parts[-1]] = parse_scalar(text)
+    return out
+
+
+def override(spec: RunSpec, overrides: list[str], where: str = "--set") -> RunSpec:
+    """`spec` with dotted `key=value` overrides applied, validated as a whole again."""
+    return build(RunSpec, apply_overrides(spec.to_dict(), overrides, where), where)
+
+
+def field_help(cls: type = RunSpec, prefix: str = "") -> dict[str, str]:
+    """Dotted key → help text, for the CLI, the UI `info=` and docs."""
+    out = {}
+    for f in fields(cls):
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            out.update(field_help(sub, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = f.metadata.get("help", "")
+    return out
+
+
+def flat_fields() -> dict[str, dataclasses.Field]:
+    """Flat name → its field (help, choices, type): the estimate's CLI flags are made from these."""
+    return {flat: LEAVES[leaf][1] for flat, leaf in FLAT.items()}

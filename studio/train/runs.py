@@ -1,0 +1,239 @@
+"""Runs: create, execute, spawn, poll, stop, resume, delete — and keep the store truthful.
+
+Owns the run folder (`runs/<id>/`: config.yaml, events.jsonl, train.log, checkpoint-*/,
+adapter/), the run's store row and its status transitions (records.RunStatus), spawning the
+training child (`python -m studio.train.child RUN_DIR`, a plain entry point that never builds
+the facade), stopping it (a STOP file, then SIGTERM, then kill), and reconciling runs whose
+process died so that none shows "running" forever. Training itself is in loop.py.
+Dependencies come in explicitly: the store, the runs folder, the model cache, and a function
+that looks a dataset up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import RunError, StudioError
+from ..records import ACTIVE, RunStatus
+from . import config as tcfg
+from .checkpoints import MARK, complete, latest
+from .loop import rank
+
+
+def new_run_id(preset: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{preset.split('-')[0]}-{secrets.token_hex(2)}"
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        import psutil
+
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE and "studio" in " ".join(p.cmdline())
+    except Exception:
+        return False
+
+
+def artifacts(run_dir: Path) -> dict[str, Any]:
+    adapter = run_dir / "adapter"
+    return {"adapter": str(adapter) if (adapter / MARK).exists() else None,
+            "checkpoints": [str(c) for c in complete(run_dir)],
+            "events": str(run_dir / "events.jsonl"), "log": str(run_dir / "train.log")}
+
+
+def events(run_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    path = Path(run_dir) / "events.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def summary(run: dict[str, Any]) -> dict[str, Any]:
+    cfg = run.get("config") or {}
+    return {"id": run["id"], "status": run["status"], "created_at": run["created_at"],
+            "preset": run["preset"], "dataset": run["dataset"], "model": run["model"],
+            "step": run.get("step"), "max_steps": run.get("max_steps"), "error": run.get("error"),
+            "method": cfg.get("method"), "notes": cfg.get("notes", [])}
+
+
+def get(store, run_id: str) -> dict[str, Any]:
+    run = store.get_run(run_id)
+    if run is None:
+        known = [r["id"] for r in store.list_runs()[:5]]
+        raise RunError(f"No run with id '{run_id}'. Recent runs: {', '.join(known) or 'none'} "
+                       "(python -m studio runs list).")
+    return run
+
+
+def execute(store, cache, run_id: str, progress: bool = False) -> dict[str, Any]:
+    """Run or resume `run_id` in this process; always leaves the store row truthful."""
+    from . import loop
+
+    run = get(store, run_id)
+    run_dir = Path(run["path"])
+    if not (run_dir / tcfg.CONFIG_FILE).exists():
+        raise RunError(f"Run {run_id}: its folder {run_dir} (or config.yaml) is gone; it cannot "
+                       "be resumed. Start a new run.")
+    if run["status"] == RunStatus.COMPLETED:
+        raise RunError(f"Run {run_id} already completed; start a new run to train more.")
+    if (rank() == 0 and run["status"] == RunStatus.RUNNING and run.get("pid") not in (None, os.getpid())
+            and alive(run["pid"]) and run["pid"] != os.getppid()):
+        raise RunError(f"Run {run_id} is already running (process {run['pid']}). Stop it first.")
+    device = cache.device()
+    model_path = cache.path(run["model"])
+    if rank() == 0:
+        store.update_run(run_id, status=RunStatus.RUNNING.value, pid=os.getpid(), error=None)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        result = loop.train(run_dir, store, run_id, model_path, device, progress)
+    except BaseException as e:
+        if rank() == 0:
+            msg = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            if isinstance(e, KeyboardInterrupt):
+                msg = "Interrupted; resume to continue from the last checkpoint."
+                status = RunStatus.STOPPED
+            else:
+                status = RunStatus.FAILED
+                with open(run_dir / "train.log", "a") as f:
+                    traceback.print_exc(file=f)
+            store.update_run(run_id, status=status.value, error=msg, pid=None)
+        raise
+    if rank() == 0:
+        arts = {**artifacts(run_dir), "world_size": result.get("world_size", 1)}
+        store.update_run(run_id, status=result["status"], step=result["steps"], pid=None,
+                         artifacts=arts)
+    return get(store, run_id)
+
+
+class RunService:
+    """Training runs for one STUDIO_HOME."""
+
+    def __init__(self, store, runs_dir: Path, cache, dataset: Callable[[str], dict[str, Any]]):
+        self.store, self.runs_dir, self.cache, self.dataset = store, Path(runs_dir), cache, dataset
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        return get(self.store, run_id)
+
+    def create(self, preset: str, dataset: str, model: str | None = None,
+               overrides: list[str] | None = None, max_steps: int | None = None,
+               **changes: Any) -> dict[str, Any]:
+        """Validate everything, then create the run folder, config.yaml and its store row."""
+        d = self.dataset(dataset)
+        cfg = tcfg.build_config(preset, d, model, overrides or [], max_steps, **changes)
+        self.cache.resolve(cfg.spec.model)
+        cfg = tcfg.preflight(cfg, d, self.cache.tokenizer(cfg.spec.model), self.cache.device())
+        run_id = new_run_id(cfg.preset)
+        run_dir = self.runs_dir / run_id
+        run_dir.mkdir(parents=True)
+        cfg.write(run_dir)
+        row = self.store.add_run(id=run_id, status=RunStatus.QUEUED.value, preset=cfg.preset,
+                                 dataset=str(cfg.dataset.ref), model=cfg.spec.model,
+                                 path=str(run_dir), config=cfg.to_dict(), step=0)
+        return summary(row)
+
+    def run(self, run_id: str, progress: bool = False) -> dict[str, Any]:
+        """Run or resume in this process (the CLI's foreground mode)."""
+        return summary(execute(self.store, self.cache, run_id, progress))
+
+    def spawn(self, run_id: str) -> dict[str, Any]:
+        """Start the run in a child process (the UI never imports the model for training)."""
+        run = self.get(run_id)
+        run_dir = Path(run["path"])
+        log = open(run_dir / "train.log", "a")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "studio.train.child", str(run_dir)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=str(Path(__file__).resolve().parents[2]), start_new_session=True)
+        self.store.update_run(run_id, status=RunStatus.RUNNING.value, pid=proc.pid)
+        return {"id": run_id, "pid": proc.pid}
+
+    def reconcile(self) -> None:
+        """A run whose process is gone is not 'running': mark it failed (resumable)."""
+        for run in self.store.list_runs():
+            if run["status"] == RunStatus.RUNNING and not alive(run.get("pid")):
+                last = latest(Path(run["path"])) if run.get("path") else None
+                where = f" from {last.name}" if last else " from the start"
+                self.store.update_run(run["id"], status=RunStatus.FAILED.value, pid=None,
+                                      error="The training process ended unexpectedly (killed or "
+                                            f"crashed). Resume to continue{where}.")
+
+    def list(self) -> list[dict[str, Any]]:
+        self.reconcile()
+        return [summary(r) for r in self.store.list_runs()]
+
+    def show(self, run_id: str) -> dict[str, Any]:
+        self.reconcile()
+        run = self.get(run_id)
+        out = summary(run)
+        out["metrics"] = self.store.get_metrics(run_id)
+        out["artifacts"] = {**(run.get("artifacts") or {}),
+                            **(artifacts(Path(run["path"])) if run.get("path") else {})}
+        out["config"] = run.get("config")
+        out["path"] = run.get("path")
+        out["exports"] = self.store.list_exports(run_id)
+        return out
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        return events(Path(self.get(run_id)["path"]))
+
+    def stop(self, run_id: str, wait: float = 60.0) -> dict[str, Any]:
+        run = self.get(run_id)
+        if run["status"] not in ACTIVE:
+            raise RunError(f"Run {run_id} is {run['status']}, not running; nothing to stop.")
+        (Path(run["path"]) / "STOP").write_text("stop")  # the child saves a checkpoint and exits
+        pid = run.get("pid")
+        deadline = time.time() + wait
+        while alive(pid) and time.time() < deadline:
+            time.sleep(0.5)
+        if alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            time.sleep(5)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if self.get(run_id)["status"] in ACTIVE:
+            self.store.update_run(run_id, status=RunStatus.STOPPED.value, pid=None)
+        return summary(self.get(run_id))
+
+    def delete(self, run_id: str, folder_size: Callable[[Any], int]) -> dict[str, Any]:
+        run = self.get(run_id)
+        if run["status"] == RunStatus.RUNNING and alive(run.get("pid")):
+            raise RunError(f"Run {run_id} is still training; stop it before deleting it.")
+        folder = Path(run["path"]) if run.get("path") else None
+        size = folder_size(folder)
+        self.store.delete_run(run_id)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        return {"deleted": run_id, "bytes_freed": size}
+
+    def accelerate_config(self, run_id: str, gpus: int, machines: int = 1,
+                          mixed_precision: str = "bf16") -> tuple[Path, str]:
+        """An accelerate config for N GPUs (DDP) and the command that runs this run under it."""
+        import yaml
+
+        run_dir = Path(self.get(run_id)["path"])
+        cfg = {"compute_environment": "LOCAL_MACHINE", "distributed_type": "MULTI_GPU",
+               "num_machines": machines, "machine_rank": 0, "main_training_function": "main",
+               "mixed_precision": mixed_precision, "num_processes": gpus * machines,
+               "gpu_ids": "all", "rdzv_backend": "static", "same_network": True, "use_cpu": False}
+        if machines > 1:
+            cfg.update(main_process_ip="MAIN_MACHINE_IP", main_process_port=29500)
+        path = run_dir / "accelerate.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        cmd = f'accelerate launch --config_file "{path}" -m studio train --resume {run_dir.name}'
+        return path, cmd
