@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from studio import memory as m  # noqa: E402
 from studio import memory_advice as ma  # noqa: E402
+from studio.spec import flat_view, from_flat as S  # noqa: E402
 
 POINTS = Path(__file__).with_name("memory_points.csv")
 LIVE_MODELS = {
@@ -52,14 +53,14 @@ def points() -> list[float]:
           f"{'estimate':>8s} {'measured':>8s} {'error':>7s}  estimate range (allocator)")
     for r in rows:
         shape, _ = ma.load_shape(r["model"])
-        st = m.Setting(method=r["method"], bits=int(r["bits"]), rank=int(r["rank"]), targets=r["targets"],
-                       seq_len=int(r["seq_len"]), batch=int(r["batch"]), grad_ckpt=r["grad_ckpt"] == "true",
-                       optimizer=r["optimizer"], dtype=r["dtype"], loop=r["loop"], device=r["device"])
+        st = S(method=r["method"], bits=int(r["bits"]), rank=int(r["rank"]), targets=r["targets"],
+               seq_len=int(r["seq_len"]), batch=int(r["batch"]), grad_ckpt=r["grad_ckpt"] == "true",
+               optimizer=r["optimizer"], dtype=r["dtype"], loop=r["loop"], device=r["device"])
         e = m.estimate(shape, st)
         if "--remeasure" in sys.argv and r["device"] == "cpu" and r["model"] == "smollm2-135m":
             from studio.api import Studio
 
-            got = Studio().estimate("smollm2-135m-instruct", measure=True, **st.__dict__)["measured"]
+            got = Studio().estimate("smollm2-135m-instruct", measure=True, **flat_view(st))["measured"]
             r["measured_gb"] = got["measured_gb"]
         est, meas = m.comparable(e, r["metric"]), float(r["measured_gb"])
         err = (est - meas) / meas
@@ -81,7 +82,7 @@ def live() -> list[float]:
     for name, cfg in LIVE_MODELS.items():
         shape = m.shape_from_config(cfg)
         for kw in LIVE_SETTINGS:
-            st = m.Setting(**kw, seq_len=512, batch=2, dtype="bf16")
+            st = S(**kw, seq_len=512, batch=2, dtype="bf16")
             meas = live_peak_gb(cfg, st)
             est = m.estimate(shape, st)["peak_allocated_gb"]
             errs.append(abs(est - meas) / meas)

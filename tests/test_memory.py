@@ -7,6 +7,7 @@ import pytest
 from conftest import ROOT, run_cli
 from studio import memory as m
 from studio import memory_advice as ma
+from studio.spec import from_flat as S
 from studio.errors import ConfigError
 
 CATALOG = ma.catalog("models")
@@ -29,7 +30,7 @@ def test_exact_counts_match_transformers_and_peft(name):
                                             task_type="CAUSAL_LM", use_dora=True))
     trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
     targets = "q,v" if cfg["model_type"] not in ("gpt2", "phi3") else "all-linear"
-    counts = m.param_counts(m.shape_from_config(cfg), m.Setting(rank=8, targets=targets, dora=True))
+    counts = m.param_counts(m.shape_from_config(cfg), S(rank=8, targets=targets, dora=True))
     assert counts["total"] == total and counts["trainable"] == trainable
 
 
@@ -42,14 +43,14 @@ def test_gemma3_and_gemma_norms():
                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128}
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
-        assert m.param_counts(m.shape_from_config(cfg), m.Setting())["total"] == sum(
+        assert m.param_counts(m.shape_from_config(cfg), S())["total"] == sum(
             p.numel() for p in model.parameters())
 
 
 def test_breakdown_sums_and_is_instant():
     shape = m.shape_from_config(CATALOG["llama-3.1-8b"])
     t = time.perf_counter()
-    e = m.estimate(shape, m.Setting(method="qlora", seq_len=2048, batch=2))
+    e = m.estimate(shape, S(method="qlora", seq_len=2048, batch=2))
     assert (time.perf_counter() - t) < 0.05
     assert sum(e["breakdown_gb"].values()) == pytest.approx(e["total_gb"], abs=0.01)
     assert e["peak_allocated_gb"] == pytest.approx(
@@ -60,27 +61,27 @@ def test_breakdown_sums_and_is_instant():
 
 def test_settings_move_the_right_terms():
     shape = m.shape_from_config(CATALOG["mistral-7b"])
-    lora = m.estimate(shape, m.Setting(method="lora", grad_ckpt=False, seq_len=1024))
-    ckpt = m.estimate(shape, m.Setting(method="lora", grad_ckpt=True, seq_len=1024))
-    qlora = m.estimate(shape, m.Setting(method="qlora", grad_ckpt=True, seq_len=1024))
-    full = m.estimate(shape, m.Setting(method="full", optimizer="adamw"))
-    full8 = m.estimate(shape, m.Setting(method="full", optimizer="adamw-8bit"))
+    lora = m.estimate(shape, S(method="lora", grad_ckpt=False, seq_len=1024))
+    ckpt = m.estimate(shape, S(method="lora", grad_ckpt=True, seq_len=1024))
+    qlora = m.estimate(shape, S(method="qlora", grad_ckpt=True, seq_len=1024))
+    full = m.estimate(shape, S(method="full", optimizer="adamw"))
+    full8 = m.estimate(shape, S(method="full", optimizer="adamw-8bit"))
     assert ckpt["breakdown_gb"]["activations"] < lora["breakdown_gb"]["activations"] / 5
     assert qlora["total_gb"] < ckpt["total_gb"] / 2
     assert full8["breakdown_gb"]["optimizer"] < full["breakdown_gb"]["optimizer"] / 1.9  # bf16 states → 1 byte
     assert full["trainable_params"] == full["total_params"]
-    cpu = m.estimate(shape, m.Setting(device="cpu"))
+    cpu = m.estimate(shape, S(device="cpu"))
     assert "cuda_context" not in cpu["breakdown_gb"] and cpu["setting"]["dtype"] == "fp32"
 
 
 def test_fit_advice_and_preset():
     shape, _ = ma.load_shape("llama-3.1-8b")
-    r = ma.report(shape, ma.setting_from(method="lora", seq_len=1024, batch=1, grad_ckpt=True), gpu="rtx-3060")
+    r = ma.report(shape, S(method="lora", seq_len=1024, batch=1, grad_ckpt=True), gpu="rtx-3060")
     assert r["fits"] is False and "QLoRA" in r["advice"][0]
-    r = ma.report(shape, ma.setting_from(method="qlora", seq_len=1024, batch=1), vram_gb=24)
+    r = ma.report(shape, S(method="qlora", seq_len=1024, batch=1), vram_gb=24)
     assert r["fits"] and r["max_micro_batch"] >= 2 and r["max_seq_len"] >= 2048
     assert r["preset"] == "gpu-12gb-qlora"  # the largest QLoRA preset a 24 GB card holds
-    r = ma.report(shape, ma.setting_from(method="lora", seq_len=1024, batch=1), vram_gb=24)
+    r = ma.report(shape, S(method="lora", seq_len=1024, batch=1), vram_gb=24)
     assert r["preset"] == "gpu-24gb-lora"
 
 
@@ -98,14 +99,14 @@ def test_bad_inputs(tmp_path):
     from studio.errors import PresetError
 
     with pytest.raises(PresetError, match="rank"):
-        ma.setting_from(rank=0)
+        S(rank=0)
     with pytest.raises(PresetError, match="batch"):
-        ma.setting_from(batch=0)
+        S(batch=0)
     shape, _ = ma.load_shape("gpt2")
-    e = m.estimate(shape, m.Setting(seq_len=4096))
+    e = m.estimate(shape, S(seq_len=4096))
     assert "beyond the model's context" in e["warnings"][0]
     with pytest.raises(ConfigError, match="--bits"):
-        m.estimate(shape, m.Setting(method="lora", bits=4))
+        m.estimate(shape, S(method="lora", bits=4))
 
 
 def test_cli_json_contract(studio):
@@ -151,7 +152,7 @@ def test_estimate_matches_the_bytes_autograd_keeps(kw):
     step (autocast, PEFT's fp32 casts, bitsandbytes, the loss buffers) — on the CPU."""
     from studio.memory_measure import live_peak_gb
 
-    st = m.Setting(**kw, rank=16, seq_len=256, batch=2, dtype="bf16")
+    st = S(**kw, rank=16, seq_len=256, batch=2, dtype="bf16")
     live = live_peak_gb(TINY_LLAMA, st)
     est = m.estimate(m.shape_from_config(TINY_LLAMA), st)["peak_allocated_gb"]
     assert abs(est - live) / live < 0.10, (est, live)

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from studio import presets
+from studio.spec import field_help, override
 from studio.errors import PresetError
 
 REQUIRED = {"cpu-quickstart", "gpu-8gb-qlora", "gpu-12gb-qlora", "gpu-16gb-lora", "gpu-24gb-lora"}
@@ -49,14 +50,14 @@ def test_scientific_notation_and_overrides():
                           ["train.lr=2e-4", "lora.rank=8", "lora.dora=true"])
     assert p.train.lr == pytest.approx(2e-4) and p.lora.rank == 8 and p.lora.dora is True
     with pytest.raises(PresetError, match="train.nope"):
-        presets.preset_dict(p, ["train.nope=1"])
+        override(p, ["train.nope=1"])
     with pytest.raises(PresetError, match="key=value"):
-        presets.preset_dict(p, ["train.lr"])
+        override(p, ["train.lr"])
     with pytest.raises(PresetError, match="Cannot read the value"):
-        presets.preset_dict(p, ["train.lr=[1"])
+        override(p, ["train.lr=[1"])
 
 
 def test_help_written_once_on_fields():
-    h = presets.field_help()
+    h = field_help()
     assert "learning rate" in h["train.lr"].lower()
     assert all(h.values()), [k for k, v in h.items() if not v]

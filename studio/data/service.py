@@ -61,10 +61,12 @@ class DataService:
                                        "mapping": mapping or {}},
                                stats={k: summary[k] for k in STAT_KEYS},
                                records=summary["records"])
+        summary["ref"] = str(DatasetRef(name, version))
         return summary
 
     def list(self) -> list[dict[str, Any]]:
-        return [{"name": d["name"], "version": d["version"], "records": d["records"],
+        return [{"name": d["name"], "version": d["version"], "ref": str(DatasetRef(d["name"], d["version"])),
+                 "records": d["records"],
                  "recipe": d["recipe"], "sources": d["sources"], "created_at": d["created_at"],
                  "path": d["path"]} for d in self.store.list_datasets()]
 

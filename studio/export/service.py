@@ -91,4 +91,6 @@ class ExportService:
         """What the Export step offers: formats with their help, and the GGUF types."""
         return {"formats": {name: f.help for name, f in exporter.FORMATS.items()},
                 "gguf_quants": list(exporter.GGUF_QUANTS),
+                "gguf_formats": [n for n, f in exporter.FORMATS.items()
+                                 if f.quants == exporter.GGUF_QUANTS],
                 "lora_quants": list(exporter.LORA_QUANTS)}

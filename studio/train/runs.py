@@ -69,7 +69,8 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
     return {"id": run["id"], "status": run["status"], "created_at": run["created_at"],
             "preset": run["preset"], "dataset": run["dataset"], "model": run["model"],
             "step": run.get("step"), "max_steps": run.get("max_steps"), "error": run.get("error"),
-            "method": cfg.get("method"), "notes": cfg.get("notes", [])}
+            "method": cfg.get("method"), "notes": cfg.get("notes", []),
+            "active": RunStatus(run["status"]).active, "has_result": RunStatus(run["status"]).has_result}
 
 
 def get(store, run_id: str) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """The browser studio: build_app(studio) → a Gradio Blocks app, one tab per step.
 
 Owns layout and wiring only: a stepper of tabs (Data → Memory → Train → Compare → Export, plus
-History), per-browser-session state (what this tab chose: dataset, max length, memory verdict,
-run), and refreshing each step from that state when it is opened. Each step's components and
-handlers live in their own module and call the Studio facade. Only this package imports gradio.
+History), per-browser-session state (a typed Session: dataset, max length, memory verdict, run),
+and refreshing each step from that state when it is opened. Each step's components live in its
+own module; its handlers are module-level functions of (studio, session, inputs) that return
+what the components show, so tests call them without a browser. Only this package imports
+gradio, and it reaches the core only through the Studio facade (and errors).
 """
 from __future__ import annotations
 
@@ -21,35 +23,31 @@ def launch_kwargs() -> dict[str, Any]:
     return {"theme": gr.themes.Soft(), "css": CSS, "show_error": False}
 
 
-def new_session() -> dict[str, Any]:
-    """What one browser tab has chosen so far; the store holds the shared truth."""
-    return {}
-
-
 def build_app(studio):
     import gradio as gr
 
     from . import compare_step, data_step, export_step, history, memory_step, model_picker, train_step
+    from .session import Session, Step
 
     with gr.Blocks(title="Finetune Studio") as app:
         gr.Markdown("# Finetune Studio\nFine-tune an open LLM on your own data, see whether it "
                     "learned, and take it to llama.cpp or Ollama. Work through the steps left "
                     "to right; each one explains what a good result looks like.",
                     elem_classes="studio-header")
-        state = gr.State(new_session())
+        state = gr.State(Session())
         model = model_picker.build(studio)
         with gr.Tabs() as tabs:
-            with gr.Tab("1 · Data", id="data"):
+            with gr.Tab("1 · Data", id=Step.DATA):
                 data_step.build(studio, state, model)
-            with gr.Tab("2 · Memory", id="memory") as t_memory:
+            with gr.Tab("2 · Memory", id=Step.MEMORY) as t_memory:
                 mem_refresh, mem_seq = memory_step.build(studio, state, model)
-            with gr.Tab("3 · Train", id="train") as t_train:
+            with gr.Tab("3 · Train", id=Step.TRAIN) as t_train:
                 train_refresh, train_out = train_step.build(studio, state, model)
-            with gr.Tab("4 · Compare", id="compare") as t_compare:
+            with gr.Tab("4 · Compare", id=Step.COMPARE) as t_compare:
                 cmp_refresh, cmp_out = compare_step.build(studio, state, model)
-            with gr.Tab("5 · Export", id="export") as t_export:
+            with gr.Tab("5 · Export", id=Step.EXPORT) as t_export:
                 exp_refresh, exp_out = export_step.build(studio, state, model, tabs)
-            with gr.Tab("History", id="history") as t_history:
+            with gr.Tab("History", id=Step.HISTORY) as t_history:
                 hist_refresh, hist_out = history.build(studio, state)
         t_memory.select(mem_refresh, state, mem_seq)
         t_train.select(train_refresh, state, train_out)

@@ -1,10 +1,8 @@
 """Compare step: the same question to the base and the tuned model, and the did-it-learn report."""
 from __future__ import annotations
 
-
-from ..chat import GenSettings
-from ..report import sample_questions
 from .common import error_text
+from .session import Session
 
 INTRO = ("**Step 4 — compare.** Ask the base model and your tuned model the same question, side "
          "by side, with the same settings (greedy by default, so differences are real). The "
@@ -13,7 +11,7 @@ INTRO = ("**Step 4 — compare.** Ask the base model and your tuned model the sa
 
 
 def completed_runs(studio) -> list[str]:
-    return [r["id"] for r in studio.runs_list() if r["status"] in ("completed", "stopped")]
+    return [r["id"] for r in studio.runs_list() if r["has_result"]]
 
 
 def report_md(r: dict) -> str:
@@ -35,6 +33,72 @@ def report_md(r: dict) -> str:
     return "\n".join(lines).replace("\n| ", "\n| ")
 
 
+def ask(studio, run_id: str, engine: str, max_new, temp, seed, system: str, base_h: list,
+        tuned_h: list, q: str):
+    """Yields (base chat, tuned chat, notice, question box) as the answers stream in."""
+    if not run_id:
+        yield base_h, tuned_h, "⚠️ Pick a run first (train one in step 3).", q
+        return
+    if not q or not q.strip():
+        yield base_h, tuned_h, "⚠️ Type a question.", q
+        return
+    base_h = base_h + [{"role": "user", "content": q}]
+    tuned_h = tuned_h + [{"role": "user", "content": q}]
+    try:
+        if engine == "llama.cpp":
+            out = studio.compare(run_id, q, system or None, None, int(max_new), float(temp),
+                                 int(seed), engine="llama.cpp")
+            yield (base_h + [{"role": "assistant", "content": out["base"]}],
+                   tuned_h + [{"role": "assistant", "content": out["tuned"]}],
+                   "Both answered (llama.cpp) — the answers " +
+                   ("are identical." if out["identical"] else "differ."), "")
+            return
+        msgs = [{"role": "system", "content": system}] if system else []
+        settings = {"max_new_tokens": int(max_new), "temperature": float(temp), "seed": int(seed)}
+        answers: dict[str, str] = {}
+        for side, hist in (("base", base_h), ("tuned", tuned_h)):
+            answers[side] = ""
+            for text in studio.compare_stream(run_id, msgs + hist, side, **settings):
+                answers[side] = text
+                yield (base_h + [{"role": "assistant", "content": answers["base"]}],
+                       tuned_h + ([{"role": "assistant", "content": answers["tuned"]}]
+                                  if "tuned" in answers else []), "Answering…", "")
+        same = answers["base"].strip() == answers["tuned"].strip()
+        yield (base_h + [{"role": "assistant", "content": answers["base"]}],
+               tuned_h + [{"role": "assistant", "content": answers["tuned"]}],
+               "Both answered — " + ("the answers are identical (see the report for why)."
+                                     if same else "the answers differ."), "")
+    except Exception as e:
+        yield base_h[:-1], tuned_h[:-1], error_text(e), q
+
+
+def report(studio, run_id: str, progress=None):
+    """→ (report markdown, JSON file update)."""
+    import gradio as gr
+
+    if not run_id:
+        return "⚠️ Pick a run first.", gr.update(visible=False)
+    if progress:
+        progress(0.1, desc="Scoring base and tuned on held-out questions (about a minute on CPU)…")
+    try:
+        path = studio.report_file(run_id)
+        r = studio.report(run_id)
+    except Exception as e:
+        return error_text(e), gr.update(visible=False)
+    return report_md(r), gr.update(value=str(path), visible=True)
+
+
+def refresh(studio, session: Session):
+    """→ (run choices, engine, Ask button, Report button, notice)."""
+    import gradio as gr
+
+    ids = completed_runs(studio)
+    want = session.run_id if session.run_id in ids else (ids[0] if ids else None)
+    ready = gr.update(interactive=bool(ids))
+    why = "" if ids else "⏳ Nothing to compare yet: train a run in step 3 first."
+    return gr.update(choices=ids, value=want), gr.update(value=session.engine), ready, ready, why
+
+
 def build(studio, state, model):
     import gradio as gr
 
@@ -51,7 +115,8 @@ def build(studio, state, model):
         base_pane = gr.Chatbot(label="Base model", height=320)
         tuned_pane = gr.Chatbot(label="Tuned model", height=320)
     with gr.Row():
-        heldout = gr.Dropdown(sample_questions(), label="Use a held-out question", scale=1)
+        heldout = gr.Dropdown(studio.choices()["sample_questions"], label="Use a held-out question",
+                              scale=1)
         prompt = gr.Textbox(label="Your question", scale=2)
     with gr.Row():
         send = gr.Button("Ask both", variant="primary")
@@ -62,65 +127,15 @@ def build(studio, state, model):
     report_file = gr.File(label="Report as JSON", visible=False)
     heldout.change(lambda q: q, heldout, prompt)
 
-    def ask(run_id, engine, max_new, temp, seed, system, base_h, tuned_h, q):
-        if not run_id:
-            yield base_h, tuned_h, "⚠️ Pick a run first (train one in step 3).", q
-            return
-        if not q or not q.strip():
-            yield base_h, tuned_h, "⚠️ Type a question.", q
-            return
-        base_h = base_h + [{"role": "user", "content": q}]
-        tuned_h = tuned_h + [{"role": "user", "content": q}]
-        try:
-            if engine == "llama.cpp":
-                out = studio.compare(run_id, q, system or None, None, int(max_new), float(temp),
-                                     int(seed), engine="llama.cpp")
-                yield (base_h + [{"role": "assistant", "content": out["base"]}],
-                       tuned_h + [{"role": "assistant", "content": out["tuned"]}],
-                       "Both answered (llama.cpp) — the answers " +
-                       ("are identical." if out["identical"] else "differ."), "")
-                return
-            msgs = ([{"role": "system", "content": system}] if system else [])
-            s = GenSettings(int(max_new), float(temp), 0.95, int(seed))
-            answers = {}
-            for side, hist in (("base", base_h), ("tuned", tuned_h)):
-                answers[side] = ""
-                for text in studio.compare_stream(run_id, msgs + hist, s, side):
-                    answers[side] = text
-                    yield (base_h + [{"role": "assistant", "content": answers["base"]}],
-                           tuned_h + ([{"role": "assistant", "content": answers["tuned"]}]
-                                      if "tuned" in answers else []), "Answering…", "")
-            same = answers["base"].strip() == answers["tuned"].strip()
-            yield (base_h + [{"role": "assistant", "content": answers["base"]}],
-                   tuned_h + [{"role": "assistant", "content": answers["tuned"]}],
-                   "Both answered — " + ("the answers are identical (see the report for why)."
-                                         if same else "the answers differ."), "")
-        except Exception as e:
-            yield base_h[:-1], tuned_h[:-1], error_text(e), q
+    def on_ask(*inputs):
+        yield from ask(studio, *inputs)
 
-    send.click(ask, [run, engine, max_new, temp, seed, system, base_pane, tuned_pane, prompt],
+    send.click(on_ask, [run, engine, max_new, temp, seed, system, base_pane, tuned_pane, prompt],
                [base_pane, tuned_pane, notice, prompt], concurrency_limit=1)
     clear.click(lambda: ([], [], ""), None, [base_pane, tuned_pane, notice])
 
-    def do_report(run_id, progress=gr.Progress()):
-        if not run_id:
-            return "⚠️ Pick a run first.", gr.update(visible=False)
-        progress(0.1, desc="Scoring base and tuned on held-out questions (about a minute on CPU)…")
-        try:
-            path = studio.report_file(run_id)
-            r = studio.report(run_id)
-        except Exception as e:
-            return error_text(e), gr.update(visible=False)
-        return report_md(r), gr.update(value=str(path), visible=True)
+    def on_report(run_id, progress=gr.Progress()):
+        return report(studio, run_id, progress)
 
-    report_btn.click(do_report, run, [report_out, report_file], concurrency_limit=1)
-
-    def refresh(st):
-        ids = completed_runs(studio)
-        want = st.get("run_id") if st.get("run_id") in ids else (ids[0] if ids else None)
-        ready = gr.update(interactive=bool(ids))
-        why = "" if ids else "⏳ Nothing to compare yet: train a run in step 3 first."
-        return (gr.update(choices=ids, value=want), gr.update(value=st.get("engine", "hf")),
-                ready, ready, why)
-
-    return refresh, [run, engine, send, report_btn, notice]
+    report_btn.click(on_report, run, [report_out, report_file], concurrency_limit=1)
+    return (lambda st: refresh(studio, st)), [run, engine, send, report_btn, notice]

@@ -1,22 +1,17 @@
 """Data step: upload files, pick a recipe, prepare a dataset version, see what will train."""
 from __future__ import annotations
 
+import dataclasses
 import html
-import threading
-from pathlib import Path
 
-from ..data.ingest import SUPPORTED
-from ..data.recipes import RECIPES, RecipeParams
-from ..presets import field_help
 from .common import error_text
+from .session import Session, round_up
 
 INTRO = ("**Step 1 — your data.** Upload question/answer files (jsonl, json, csv, parquet) or "
          "documents (txt, md, pdf, docx, Python, or a zip). We detect the format, turn documents "
          "into training examples with a recipe, remove duplicates and empty rows, and show how "
          "long the examples are. A good result: a few hundred clean examples, nearly none longer "
          "than the max length.")
-HELP = field_help(RecipeParams)
-SAMPLE = Path(__file__).resolve().parents[2] / "assets" / "sample" / "product_faq.jsonl"
 
 
 def preview_html(segments_list) -> str:
@@ -59,23 +54,59 @@ def hist_df(s: dict):
     return pd.DataFrame({"tokens": h["edges"][:-1], "examples": h["counts"]})
 
 
+def recipe_help(studio, recipe: str) -> str:
+    return "" if recipe == "auto" else f"*{studio.choices()['data']['recipes'][recipe]}*"
+
+
+def prepare(studio, session: Session, files, name: str, recipe: str, max_tokens, overlap, val,
+            prompt_col: str, answer_col: str, model_ref: str, progress=None):
+    """→ (summary markdown, histogram update, preview html, session)."""
+    import gradio as gr
+
+    if not files:
+        return "⚠️ Upload at least one file first.", gr.update(visible=False), "", session
+    session.cancel.clear()
+    mapping = {"prompt": prompt_col, "completion": answer_col} if prompt_col and answer_col else None
+    report = (lambda f, msg: progress(f, desc=msg)) if progress else None
+    try:
+        s = studio.data_prepare([f if isinstance(f, str) else f.name for f in files],
+                                (name or "").strip(), recipe=recipe, model=model_ref,
+                                max_tokens=int(max_tokens), overlap=int(overlap),
+                                val_fraction=float(val), mapping=mapping, progress=report,
+                                cancel=session.cancel)
+        ref = s["ref"]
+        segs = studio.data_preview(ref, model_ref, 4)
+    except Exception as e:
+        return error_text(e), gr.update(visible=False), "", session
+    session = dataclasses.replace(session, dataset=ref, max_len=round_up(s["tokens"]["p95"]),
+                                  train_len=round_up(s["tokens"]["max"]))
+    return summary_md(s), gr.update(value=hist_df(s), visible=True), preview_html(segs), session
+
+
+def cancel(session: Session) -> str:
+    session.cancel.set()
+    return "Cancelling… nothing will be saved."
+
+
 def build(studio, state, model):
     import gradio as gr
 
+    data = studio.choices()["data"]
+    helps = data["params_help"]
     gr.Markdown(INTRO, elem_classes="step-intro")
     with gr.Row():
         with gr.Column(scale=1):
             files = gr.File(label="Training files", file_count="multiple",
-                            file_types=sorted(SUPPORTED))
+                            file_types=data["file_types"])
             sample = gr.Button("No data yet? Use the sample FAQ (a fictional bird feeder)", size="sm")
             name = gr.Textbox("my-data", label="Dataset name", info="Letters, digits, - and _. "
                               "Preparing the same name again makes a new version.")
-            recipe = gr.Dropdown(["auto", *RECIPES], value="auto", label="Recipe",
+            recipe = gr.Dropdown(["auto", *data["recipes"]], value="auto", label="Recipe",
                                  info="auto: tables use their format, documents become paragraph "
                                       "chunks, code becomes summary → function pairs.")
-            recipe_help = gr.Markdown("")
-            max_tokens = gr.Slider(32, 4096, 256, step=32, label="Max tokens", info=HELP["max_tokens"])
-            overlap = gr.Slider(0, 512, 32, step=8, label="Overlap (token-windows)", info=HELP["overlap"])
+            recipe_info = gr.Markdown("")
+            max_tokens = gr.Slider(32, 4096, 256, step=32, label="Max tokens", info=helps["max_tokens"])
+            overlap = gr.Slider(0, 512, 32, step=8, label="Overlap (token-windows)", info=helps["overlap"])
             val = gr.Slider(0, 0.5, 0.1, step=0.05, label="Validation share",
                             info="Held back to check learning; 0.1 is typical.")
             with gr.Accordion("Column mapping (only if detection fails)", open=False):
@@ -83,44 +114,23 @@ def build(studio, state, model):
                 answer_col = gr.Textbox(label="Answer / completion column")
             with gr.Row():
                 go = gr.Button("Prepare dataset", variant="primary")
-                cancel = gr.Button("Cancel", variant="stop")
+                stop = gr.Button("Cancel", variant="stop")
         with gr.Column(scale=2):
             out = gr.Markdown("Upload files, then press **Prepare dataset**.")
             hist = gr.BarPlot(x="tokens", y="examples", label="Token lengths (bin start)",
                               x_title="tokens per example", visible=False)
             preview = gr.HTML()
-    cancel_flag = gr.State(None)
 
-    sample.click(lambda: ([str(SAMPLE)], "nimbus-faq"), None, [files, name])
-    recipe.change(lambda r: "" if r == "auto" else f"*{RECIPES[r].help}*", recipe, recipe_help)
+    sample.click(lambda: ([data_sample(studio)], "nimbus-faq"), None, [files, name])
+    recipe.change(lambda r: recipe_help(studio, r), recipe, recipe_info)
 
-    def prepare(files, name, recipe, max_tokens, overlap, val, pcol, acol, model_ref, st,
-                progress=gr.Progress()):
-        if not files:
-            return "⚠️ Upload at least one file first.", gr.update(visible=False), "", st, None
-        flag = threading.Event()
-        st = {**st, "cancel": flag}
-        mapping = {"prompt": pcol, "completion": acol} if pcol and acol else None
-        try:
-            s = studio.data_prepare([f if isinstance(f, str) else f.name for f in files], name.strip(),
-                                    recipe=recipe, model=model_ref, max_tokens=int(max_tokens),
-                                    overlap=int(overlap), val_fraction=float(val), mapping=mapping,
-                                    progress=lambda f, msg: progress(f, desc=msg), cancel=flag)
-            segs = studio.data_preview(f"{s['name']}@v{s['version']}", model_ref, 4)
-        except Exception as e:
-            return error_text(e), gr.update(visible=False), "", st, None
-        up = lambda n: min(8192, max(64, -(-n // 64) * 64))  # noqa: E731 - round up to 64
-        st = {**st, "dataset": f"{s['name']}@v{s['version']}", "max_len": up(s["tokens"]["p95"]),
-              "train_len": up(s["tokens"]["max"])}
-        return summary_md(s), gr.update(value=hist_df(s), visible=True), preview_html(segs), st, None
+    def on_prepare(st, *inputs, progress=gr.Progress()):
+        return prepare(studio, st, *inputs, progress=progress)
 
-    go.click(prepare, [files, name, recipe, max_tokens, overlap, val, prompt_col, answer_col, model,
-                       state], [out, hist, preview, state, cancel_flag], concurrency_limit=1)
+    go.click(on_prepare, [state, files, name, recipe, max_tokens, overlap, val, prompt_col,
+                          answer_col, model], [out, hist, preview, state], concurrency_limit=1)
+    stop.click(cancel, state, out)
 
-    def do_cancel(st):
-        flag = st.get("cancel")
-        if flag is not None:
-            flag.set()
-        return "Cancelling… nothing will be saved."
 
-    cancel.click(do_cancel, state, out)
+def data_sample(studio) -> str:
+    return studio.choices()["sample_data"]

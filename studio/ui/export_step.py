@@ -1,8 +1,11 @@
 """Export step: GGUF for llama.cpp / Ollama / LM Studio, LoRA GGUF, adapter, merged — verified."""
 from __future__ import annotations
 
-from ..export.exporter import FORMATS, GGUF_QUANTS
+import dataclasses
+
 from .common import error_text, human_bytes
+from .compare_step import completed_runs
+from .session import Session, Step
 
 INTRO = ("**Step 5 — export.** Write your tuned model as a GGUF file for llama.cpp, Ollama or LM "
          "Studio (q8_0 is a good default), and let us check that the file answers like the tuned "
@@ -24,16 +27,54 @@ def result_md(r: dict) -> str:
     return "\n".join(lines)
 
 
+def export(studio, run_id: str, fmts: list[str], quant: str, verify: bool, progress=None) -> str:
+    if not run_id:
+        return "⚠️ Pick a run first (train one in step 3)."
+    try:
+        if studio.run_show(run_id)["active"]:
+            return f"⚠️ Run {run_id} is still training; export it when it has finished."
+    except Exception as e:
+        return error_text(e)
+    gguf_like = studio.choices()["export"]["gguf_formats"]
+    parts = []
+    for i, fmt in enumerate(fmts or []):
+        if progress:
+            progress(i / len(fmts), desc=f"Exporting {fmt}…")
+        q = quant if fmt in gguf_like else None
+        try:
+            parts.append(result_md(studio.export(fmt, run_id=run_id, quant=q, verify=verify)))
+        except Exception as e:
+            parts.append(f"**{fmt}**: {error_text(e)}")
+    return "\n\n".join(parts) or "⚠️ Choose at least one format."
+
+
+def chat_with_gguf(session: Session, run_id: str) -> Session:
+    return dataclasses.replace(session, engine="llama.cpp", run_id=run_id)
+
+
+def refresh(studio, session: Session):
+    """→ (run choices, Export button, Chat button, message)."""
+    import gradio as gr
+
+    ids = completed_runs(studio)
+    value = session.run_id if session.run_id in ids else (ids[0] if ids else None)
+    ready = gr.update(interactive=bool(ids))
+    why = "Pick a run and press **Export**." if ids else \
+        "⏳ Nothing to export yet: train a run in step 3 first."
+    return gr.update(choices=ids, value=value), ready, ready, why
+
+
 def build(studio, state, model, tabs):
     import gradio as gr
 
+    ex = studio.choices()["export"]
     gr.Markdown(INTRO, elem_classes="step-intro")
     with gr.Row():
         with gr.Column(scale=1):
             run = gr.Dropdown([], label="Run")
-            fmts = gr.CheckboxGroup(list(FORMATS), value=["gguf"], label="Formats",
-                                    info=" · ".join(f"{k}: {v}" for k, v in FORMATS.items()))
-            quant = gr.Dropdown(list(GGUF_QUANTS), value="q8_0", label="GGUF quantization",
+            fmts = gr.CheckboxGroup(list(ex["formats"]), value=["gguf"], label="Formats",
+                                    info=" · ".join(f"{k}: {v}" for k, v in ex["formats"].items()))
+            quant = gr.Dropdown(ex["gguf_quants"], value="q8_0", label="GGUF quantization",
                                 info="q8_0: near-lossless, half of f16. q4_k_m: smallest, some loss.")
             verify = gr.Checkbox(True, label="Check parity with llama.cpp")
             go = gr.Button("Export", variant="primary")
@@ -41,36 +82,10 @@ def build(studio, state, model, tabs):
         with gr.Column(scale=2):
             out = gr.Markdown("Pick a run and press **Export**.")
 
-    def do_export(run_id, fmts, quant, verify, progress=gr.Progress()):
-        if not run_id:
-            return "⚠️ Pick a run first (train one in step 3)."
-        try:
-            if studio.run_show(run_id)["status"] in ("queued", "running"):
-                return f"⚠️ Run {run_id} is still training; export it when it has finished."
-        except Exception as e:
-            return error_text(e)
-        parts = []
-        for i, fmt in enumerate(fmts or []):
-            progress(i / len(fmts), desc=f"Exporting {fmt}…")
-            q = quant if fmt in ("gguf", "ollama") else None
-            try:
-                parts.append(result_md(studio.export(fmt, run_id=run_id, quant=q, verify=verify)))
-            except Exception as e:
-                parts.append(f"**{fmt}**: {error_text(e)}")
-        return "\n\n".join(parts) or "⚠️ Choose at least one format."
+    def on_export(run_id, fmts, quant, verify, progress=gr.Progress()):
+        return export(studio, run_id, fmts, quant, verify, progress)
 
-    go.click(do_export, [run, fmts, quant, verify], out, concurrency_limit=1)
-    chat.click(lambda st, r: {**st, "engine": "llama.cpp", "run_id": r}, [state, run], state).then(
-        lambda: gr.Tabs(selected="compare"), None, tabs)
-
-    def refresh(st):
-        from .compare_step import completed_runs
-
-        ids = completed_runs(studio)
-        value = st.get("run_id") if st.get("run_id") in ids else (ids[0] if ids else None)
-        ready = gr.update(interactive=bool(ids))
-        why = "Pick a run and press **Export**." if ids else \
-            "⏳ Nothing to export yet: train a run in step 3 first."
-        return gr.update(choices=ids, value=value), ready, ready, why
-
-    return refresh, [run, go, chat, out]
+    go.click(on_export, [run, fmts, quant, verify], out, concurrency_limit=1)
+    chat.click(chat_with_gguf, [state, run], state).then(
+        lambda: gr.Tabs(selected=Step.COMPARE), None, tabs)
+    return (lambda st: refresh(studio, st)), [run, go, chat, out]

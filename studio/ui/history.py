@@ -14,6 +14,26 @@ def tables(studio):
     return pd.DataFrame(rows or [{"kind": "", "id": "", "detail": "nothing yet", "size": ""}])
 
 
+def delete(studio, kind: str, ident: str):
+    """→ (message, table). Each kind is deleted by its own facade call."""
+    deleters = {"dataset": studio.data_delete, "run": studio.run_delete,
+                "export": lambda i: studio.export_delete(int(i))}
+    try:
+        if kind not in deleters:
+            raise ValueError(f"unknown kind {kind!r}")
+        r = deleters[kind]((ident or "").strip())
+    except ValueError:
+        return f"⚠️ '{ident}' is not an export id (a number from the table).", tables(studio)
+    except Exception as e:
+        return error_text(e), tables(studio)
+    return f"Deleted {kind} {ident}; freed {human_bytes(r['bytes_freed'])}.", tables(studio)
+
+
+def pick(table, row: int) -> tuple[str, str]:
+    r = table.iloc[row]
+    return r["kind"], r["id"]
+
+
 def build(studio, state):
     import gradio as gr
 
@@ -22,26 +42,12 @@ def build(studio, state):
     with gr.Row():
         kind = gr.Radio(["dataset", "run", "export"], value="run", label="Delete a")
         ident = gr.Textbox(label="Name / id (click a row to fill it in)")
-        delete = gr.Button("Delete", variant="stop")
+        remove = gr.Button("Delete", variant="stop")
     msg = gr.Markdown()
 
-    def pick(evt: gr.SelectData, df):
-        row = df.iloc[evt.index[0]]
-        return row["kind"], row["id"]
+    def on_select(evt: gr.SelectData, df):
+        return pick(df, evt.index[0])
 
-    table.select(pick, table, [kind, ident])
-
-    def do_delete(kind, ident):
-        try:
-            if kind == "dataset":
-                r = studio.data_delete(ident)
-            elif kind == "run":
-                r = studio.run_delete(ident)
-            else:
-                r = studio.export_delete(int(ident))
-        except Exception as e:
-            return error_text(e), tables(studio)
-        return f"Deleted {kind} {ident}; freed {human_bytes(r['bytes_freed'])}.", tables(studio)
-
-    delete.click(do_delete, [kind, ident], [msg, table])
+    table.select(on_select, table, [kind, ident])
+    remove.click(lambda k, i: delete(studio, k, i), [kind, ident], [msg, table])
     return lambda st: tables(studio), [table]

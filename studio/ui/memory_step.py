@@ -1,10 +1,11 @@
 """Memory step: will this run fit my GPU? A breakdown bar, a verdict and what to change."""
 from __future__ import annotations
 
+import dataclasses
 import html
 
-from ..memory_advice import catalog
 from .common import error_text
+from .session import MemoryNote, Session
 
 INTRO = ("**Step 2 — memory.** Before training we estimate the GPU memory the run needs, term by "
          "term, and say whether it fits your GPU and what to change if not. A good result: "
@@ -51,23 +52,49 @@ def verdict_md(est: dict) -> str:
     return "\n".join(lines)
 
 
+CPU = "CPU (no GPU)"
+CUSTOM = "custom"
+
+
+def estimate(studio, session: Session, model_ref: str, method: str, seq, batch, rank, ckpt,
+             opt: str, gpu: str, vram, measure: bool = False):
+    """→ (breakdown bar html, verdict markdown, session)."""
+    cpu = gpu == CPU
+    try:
+        est = studio.estimate(model_ref, None if cpu or gpu == CUSTOM else gpu,
+                              float(vram) if gpu == CUSTOM else None, measure,
+                              method=method, bits=4 if method == "qlora" else 16,
+                              seq_len=int(seq), batch=int(batch), rank=int(rank),
+                              grad_ckpt=bool(ckpt), optimizer=opt, device="cpu" if cpu else "cuda")
+    except Exception as e:
+        return "", error_text(e), session
+    note = MemoryNote(est["total_gb"], est["fits"], est.get("preset"), gpu)
+    return bar_html(est), verdict_md(est), dataclasses.replace(session, memory=note)
+
+
+def prefill(session: Session):
+    import gradio as gr
+
+    return gr.update(value=int(session.max_len or 512))
+
+
 def build(studio, state, model):
     import gradio as gr
 
+    mem = studio.choices()["memory"]
     gr.Markdown(INTRO, elem_classes="step-intro")
-    gpus = ["CPU (no GPU)", "local", *catalog("gpus"), "custom"]
+    gpus = [CPU, "local", *mem["gpus"], CUSTOM]
     with gr.Row():
         with gr.Column(scale=1):
-            method = gr.Radio(["lora", "qlora", "full"], value="lora", label="Method",
+            method = gr.Radio(mem["choices"]["method"], value="lora", label="Method",
                               info="QLoRA stores the frozen model in 4 bits: about a quarter of the memory.")
             seq = gr.Slider(64, 8192, 512, step=64, label="Max length (tokens)",
                             info="Prefilled from your dataset (95% of examples are shorter).")
-            batch = gr.Slider(1, 64, 4, step=1, label="Micro-batch")
-            rank = gr.Slider(1, 256, 16, step=1, label="LoRA rank")
-            ckpt = gr.Checkbox(True, label="Gradient checkpointing")
-            opt = gr.Dropdown(["adamw", "adamw-8bit", "paged-adamw-8bit", "sgd"], value="adamw",
-                              label="Optimizer")
-            gpu = gr.Dropdown(gpus, value="CPU (no GPU)", label="Your GPU")
+            batch = gr.Slider(1, 64, 4, step=1, label="Micro-batch", info=mem["help"]["batch"])
+            rank = gr.Slider(1, 256, 16, step=1, label="LoRA rank", info=mem["help"]["rank"])
+            ckpt = gr.Checkbox(True, label="Gradient checkpointing", info=mem["help"]["grad_ckpt"])
+            opt = gr.Dropdown(mem["choices"]["optimizer"], value="adamw", label="Optimizer")
+            gpu = gr.Dropdown(gpus, value=CPU, label="Your GPU")
             vram = gr.Number(12, label="Custom GPU memory (GB)", visible=False)
             with gr.Row():
                 go = gr.Button("Estimate", variant="primary")
@@ -75,28 +102,10 @@ def build(studio, state, model):
         with gr.Column(scale=2):
             bar = gr.HTML()
             verdict = gr.Markdown("Press **Estimate**.")
-    gpu.change(lambda g: gr.update(visible=g == "custom"), gpu, vram)
+    gpu.change(lambda g: gr.update(visible=g == CUSTOM), gpu, vram)
 
-    def run(model_ref, method, seq, batch, rank, ckpt, opt, gpu, vram, st, do_measure=False):
-        cpu = gpu.startswith("CPU")
-        try:
-            est = studio.estimate(model_ref, None if cpu or gpu == "custom" else gpu,
-                                  float(vram) if gpu == "custom" else None, do_measure,
-                                  method=method, bits=4 if method == "qlora" else 16,
-                                  seq_len=int(seq), batch=int(batch), rank=int(rank),
-                                  grad_ckpt=bool(ckpt), optimizer=opt, device="cpu" if cpu else "cuda")
-        except Exception as e:
-            return "", error_text(e), st
-        st = {**st, "memory": {"total_gb": est["total_gb"], "fits": est["fits"],
-                               "preset": est.get("preset"), "gpu": gpu}}
-        return bar_html(est), verdict_md(est), st
-
-    inputs = [model, method, seq, batch, rank, ckpt, opt, gpu, vram, state]
-    go.click(run, inputs, [bar, verdict, state])
-    measure.click(lambda *a: run(*a, do_measure=True), inputs, [bar, verdict, state],
+    inputs = [state, model, method, seq, batch, rank, ckpt, opt, gpu, vram]
+    go.click(lambda *a: estimate(studio, *a), inputs, [bar, verdict, state])
+    measure.click(lambda *a: estimate(studio, *a, measure=True), inputs, [bar, verdict, state],
                   concurrency_limit=1)
-
-    def prefill(st):
-        return gr.update(value=int(st.get("max_len", 512)))
-
     return prefill, seq

@@ -4,15 +4,15 @@ Training runs in a child process; this page only reads the run folder and the st
 the tab or a crash in training never takes the studio down.
 """
 
-from ..presets import field_help, list_presets
+import dataclasses
+
 from .common import error_text
+from .session import Session
 
 INTRO = ("**Step 3 — train.** Choose a preset and press **Start**. Training runs in the "
          "background: you can close the tab and come back. A good result: the training loss "
          "falls steadily and the validation loss falls too; if validation rises while training "
          "loss keeps falling, the model is memorising.")
-HELP = field_help()
-ACTIVE = ("queued", "running")
 
 
 def status_md(run: dict, events: list[dict]) -> str:
@@ -52,119 +52,130 @@ def history(studio):
                                              "step": "", "max_steps": ""}])
 
 
+def preset_fields(studio, name: str) -> tuple:
+    """What the form shows for a preset: description, lr, steps, rank, max length, micro-batch."""
+    p = studio.preset(name)
+    return (p.description, p.train.lr, p.train.max_steps, p.lora.rank, p.train.max_len,
+            p.train.micro_batch)
+
+
+def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, max_len, batch,
+          model_ref: str):
+    """→ (status markdown, session)."""
+    if session.run_id and session.run_active:
+        return "⚠️ This tab already has a run training; stop it or wait for it to finish.", session
+    if not dataset:
+        return "⚠️ Choose a dataset first (prepare one in step 1).", session
+    try:
+        run = studio.train_create(preset, dataset, model_ref, max_steps=int(steps), lr=float(lr),
+                                  rank=int(rank), max_len=int(max_len), micro_batch=int(batch))
+        studio.train_spawn(run["id"])
+    except Exception as e:
+        return error_text(e), session
+    return (f"Started run `{run['id']}`…",
+            dataclasses.replace(session, run_id=run["id"], run_active=True))
+
+
+def stop(studio, session: Session):
+    try:
+        run = studio.run_stop(session.run_id or "")
+    except Exception as e:
+        return error_text(e), session
+    return (f"Stopped at step {run['step']}; press Resume to continue.",
+            dataclasses.replace(session, run_active=False))
+
+
+def resume(studio, session: Session):
+    try:
+        studio.train_spawn(session.run_id or "")
+    except Exception as e:
+        return error_text(e), session
+    return "Resuming from the last checkpoint…", dataclasses.replace(session, run_active=True)
+
+
+def tick(studio, session: Session):
+    """→ (status, plot, session, Start button, run table): what changed since the last tick."""
+    import gradio as gr
+
+    rid = session.run_id
+    if not rid:
+        return gr.update(), gr.update(), session, gr.update(), gr.update()
+    try:
+        run = studio.run_show(rid)
+        ev = studio.run_events(rid)
+    except Exception as e:
+        return error_text(e), gr.update(), session, gr.update(interactive=True), gr.update()
+    active = run["active"]
+    table = history(studio) if active or session.run_active else gr.update()
+    key = f"{rid}:{len(ev)}"  # redraw the plot only when there is something new
+    data = curve(ev) if key != session.plotted else None
+    return (status_md(run, ev), data if data is not None else gr.update(),
+            dataclasses.replace(session, run_active=active, plotted=key),
+            gr.update(interactive=not active), table)
+
+
+def open_run(session: Session, table, row: int) -> Session:
+    rid = table.iloc[row]["id"] if hasattr(table, "iloc") else table[row][0]
+    return dataclasses.replace(session, run_id=rid, run_active=False)
+
+
+def refresh(studio, session: Session):
+    """→ (dataset choices, max length, memory note, run table, Start button)."""
+    import gradio as gr
+
+    names = [d["ref"] for d in studio.data_list()]
+    mem, note = session.memory, ""
+    if mem:
+        fit = {True: "✅ fits", False: "❌ does not fit", None: "estimated"}[mem.fits]
+        note = f"Memory step: {mem.total_gb:.1f} GB, {fit} ({mem.gpu})."
+        if mem.preset:
+            note += f" Suggested preset: **{mem.preset}**."
+    if not names:
+        note = "⏳ No dataset yet: prepare one in step 1, then come back. " + note
+    return (gr.update(choices=names, value=session.dataset or (names[0] if names else None)),
+            max(session.train_len, 256) if session.train_len else gr.update(), note,
+            history(studio), gr.update(interactive=bool(names) and not session.run_active))
+
+
 def build(studio, state, model):
     import gradio as gr
 
-    presets = {p.name: p for p in list_presets()}
+    names = [p["name"] for p in studio.presets_list()]
+    first = "cpu-quickstart" if "cpu-quickstart" in names else names[0]
+    about0, lr0, steps0, rank0, len0, batch0 = preset_fields(studio, first)
+    helps = studio.preset_help()
     gr.Markdown(INTRO, elem_classes="step-intro")
     with gr.Row():
         with gr.Column(scale=1):
-            preset = gr.Dropdown(list(presets), value="cpu-quickstart", label="Preset")
-            about = gr.Markdown(presets["cpu-quickstart"].description)
+            preset = gr.Dropdown(names, value=first, label="Preset")
+            about = gr.Markdown(about0)
             dataset = gr.Dropdown([], label="Dataset", info="Prepared in step 1.",
                                   allow_custom_value=True)
-            lr = gr.Number(presets["cpu-quickstart"].train.lr, label="Learning rate", info=HELP["train.lr"])
-            steps = gr.Number(presets["cpu-quickstart"].train.max_steps, label="Steps",
-                              info=HELP["train.max_steps"], precision=0)
-            rank = gr.Number(presets["cpu-quickstart"].lora.rank, label="LoRA rank",
-                             info=HELP["lora.rank"], precision=0)
-            max_len = gr.Number(presets["cpu-quickstart"].train.max_len, label="Max length",
-                                info=HELP["train.max_len"], precision=0)
-            batch = gr.Number(presets["cpu-quickstart"].train.micro_batch, label="Micro-batch",
-                              info=HELP["train.micro_batch"], precision=0)
+            lr = gr.Number(lr0, label="Learning rate", info=helps["train.lr"])
+            steps = gr.Number(steps0, label="Steps", info=helps["train.max_steps"], precision=0)
+            rank = gr.Number(rank0, label="LoRA rank", info=helps["lora.rank"], precision=0)
+            max_len = gr.Number(len0, label="Max length", info=helps["train.max_len"], precision=0)
+            batch = gr.Number(batch0, label="Micro-batch", info=helps["train.micro_batch"], precision=0)
             memory = gr.Markdown("")
             with gr.Row():
-                start = gr.Button("Start training", variant="primary")
-                stop = gr.Button("Stop", variant="stop")
-                resume = gr.Button("Resume")
+                go = gr.Button("Start training", variant="primary")
+                halt = gr.Button("Stop", variant="stop")
+                again = gr.Button("Resume")
         with gr.Column(scale=2):
             status = gr.Markdown("No run yet.")
             plot = gr.LinePlot(x="step", y="loss", color="curve", label="Loss (train and validation)")
             runs = gr.Dataframe(label="Run history (click a row to open it)", interactive=False)
     timer = gr.Timer(2.0)
 
-    def pick_preset(name):
-        p = presets[name]
-        return (p.description, p.train.lr, p.train.max_steps, p.lora.rank, p.train.max_len,
-                p.train.micro_batch)
+    preset.change(lambda n: preset_fields(studio, n), preset, [about, lr, steps, rank, max_len, batch])
+    go.click(lambda *a: start(studio, *a), [state, preset, dataset, lr, steps, rank, max_len, batch,
+                                            model], [status, state], concurrency_limit=1)
+    halt.click(lambda st: stop(studio, st), state, [status, state])
+    again.click(lambda st: resume(studio, st), state, [status, state])
+    timer.tick(lambda st: tick(studio, st), state, [status, plot, state, go, runs])
 
-    preset.change(pick_preset, preset, [about, lr, steps, rank, max_len, batch])
+    def on_select(evt: gr.SelectData, table, st):
+        return open_run(st, table, evt.index[0])
 
-    def do_start(preset_name, ds, lr, steps, rank, max_len, batch, model_ref, st):
-        if st.get("run_id") and st.get("run_active"):
-            return "⚠️ This tab already has a run training; stop it or wait for it to finish.", st
-        if not ds:
-            return "⚠️ Choose a dataset first (prepare one in step 1).", st
-        try:
-            run = studio.train_create(preset_name, ds, model_ref, [
-                f"train.lr={lr}", f"lora.rank={int(rank)}", f"train.max_len={int(max_len)}",
-                f"train.micro_batch={int(batch)}"], int(steps))
-            studio.train_spawn(run["id"])
-        except Exception as e:
-            return error_text(e), st
-        return f"Started run `{run['id']}`…", {**st, "run_id": run["id"], "run_active": True}
-
-    start.click(do_start, [preset, dataset, lr, steps, rank, max_len, batch, model, state],
-                [status, state], concurrency_limit=1)
-
-    def do_stop(st):
-        try:
-            run = studio.run_stop(st.get("run_id") or "")
-        except Exception as e:
-            return error_text(e), st
-        return f"Stopped at step {run['step']}; press Resume to continue.", {**st, "run_active": False}
-
-    stop.click(do_stop, state, [status, state])
-
-    def do_resume(st):
-        try:
-            studio.train_spawn(st.get("run_id") or "")
-        except Exception as e:
-            return error_text(e), st
-        return "Resuming from the last checkpoint…", {**st, "run_active": True}
-
-    resume.click(do_resume, state, [status, state])
-
-    def tick(st):
-        rid = st.get("run_id")
-        if not rid:
-            return gr.update(), gr.update(), st, gr.update(), gr.update()
-        try:
-            run = studio.run_show(rid)
-            ev = studio.run_events(rid)
-        except Exception as e:
-            return error_text(e), gr.update(), st, gr.update(interactive=True), gr.update()
-        active = run["status"] in ACTIVE
-        table = history(studio) if active or st.get("run_active") else gr.update()
-        key = f"{rid}:{len(ev)}"  # redraw the plot only when there is something new
-        data = curve(ev) if key != st.get("plotted") else None
-        plot_value = data if data is not None else gr.update()
-        return (status_md(run, ev), plot_value, {**st, "run_active": active, "plotted": key},
-                gr.update(interactive=not active), table)
-
-    timer.tick(tick, state, [status, plot, state, start, runs])
-
-    def open_run(evt: gr.SelectData, table, st):
-        rid = table.iloc[evt.index[0]]["id"] if hasattr(table, "iloc") else table[evt.index[0]][0]
-        return {**st, "run_id": rid, "run_active": False}
-
-    runs.select(open_run, [runs, state], state)
-
-    def refresh(st):
-        names = [f"{d['name']}@v{d['version']}" for d in studio.data_list()]
-        mem = st.get("memory")
-        note = ""
-        if mem:
-            fit = {True: "✅ fits", False: "❌ does not fit", None: "estimated"}[mem["fits"]]
-            note = f"Memory step: {mem['total_gb']:.1f} GB, {fit} ({mem['gpu']})."
-            if mem.get("preset"):
-                note += f" Suggested preset: **{mem['preset']}**."
-        if not names:
-            note = "⏳ No dataset yet: prepare one in step 1, then come back. " + note
-        active = bool(st.get("run_active"))
-        return (gr.update(choices=names, value=st.get("dataset") or (names[0] if names else None)),
-                max(int(st["train_len"]), 256) if st.get("train_len") else gr.update(), note,
-                history(studio), gr.update(interactive=bool(names) and not active))
-
-    return refresh, [dataset, max_len, memory, runs, start]
-
+    runs.select(on_select, [runs, state], state)
+    return (lambda st: refresh(studio, st)), [dataset, max_len, memory, runs, go]

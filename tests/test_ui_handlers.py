@@ -1,0 +1,171 @@
+"""Every step's UI handlers, called as plain functions of (studio, session, inputs) — no browser.
+
+Each handler returns what the components show; user mistakes come back as a ⚠️ message (never a
+traceback) and leave the session as it was.
+"""
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+from studio.ui import compare_step, data_step, export_step, history, memory_step, model_picker, train_step
+from studio.ui.session import Session, Step
+
+SAMPLE = ROOT / "assets" / "sample" / "product_faq.jsonl"
+
+
+def is_update(x) -> bool:
+    return isinstance(x, dict) and x.get("__type__") == "update"
+
+
+# ---- data ---------------------------------------------------------------------------------
+def test_data_prepare_fills_the_session(studio):
+    s0 = Session()
+    seen = []
+    md, hist, preview, s = data_step.prepare(studio, s0, [str(SAMPLE)], "ui-faq", "auto", 256, 32,
+                                             0.1, "", "", "smollm2-135m-instruct",
+                                             progress=lambda f, desc: seen.append(desc))
+    assert md.startswith("### ✅ ui-faq v1") and "highlighted" in preview
+    assert hist["visible"] is True and isinstance(hist["value"], pd.DataFrame)
+    assert s.dataset == "ui-faq@v1" and s.max_len % 64 == 0 and s.train_len >= s.max_len
+    assert s0.dataset is None  # the old session is untouched: handlers return a copy
+    assert seen, "progress was reported"
+
+
+def test_data_prepare_bad_input_is_a_message(studio, tmp_path):
+    md, hist, preview, s = data_step.prepare(studio, Session(), [], "x", "auto", 256, 32, 0.1, "",
+                                             "", "smollm2-135m-instruct")
+    assert md.startswith("⚠️ Upload") and s.dataset is None
+    bad = tmp_path / "empty.jsonl"
+    bad.write_text("")
+    md, hist, preview, s = data_step.prepare(studio, Session(), [str(bad)], "empty", "auto", 256,
+                                             32, 0.1, "", "", "smollm2-135m-instruct")
+    assert md.startswith("⚠️") and "Traceback" not in md and s.dataset is None
+    md, *_ = data_step.prepare(studio, Session(), [str(SAMPLE)], "../etc", "auto", 256, 32, 0.1,
+                               "", "", "smollm2-135m-instruct")
+    assert md.startswith("⚠️") and "not allowed" in md
+
+
+def test_data_cancel_sets_the_tabs_flag(studio):
+    s = Session()
+    assert data_step.cancel(s).startswith("Cancelling") and s.cancel.is_set()
+    assert data_step.recipe_help(studio, "qa-pairs") and data_step.recipe_help(studio, "auto") == ""
+    assert data_step.data_sample(studio).endswith("product_faq.jsonl")
+
+
+# ---- memory -------------------------------------------------------------------------------
+def test_memory_estimate_and_bad_model(studio):
+    bar, verdict, s = memory_step.estimate(studio, Session(), "smollm2-135m-instruct", "lora", 256,
+                                           2, 16, True, "adamw", memory_step.CPU, 12)
+    assert "GB at peak" in verdict and bar.startswith("<div")
+    assert s.memory is not None and s.memory.gpu == memory_step.CPU and s.memory.fits is None
+    gpu = studio.choices()["memory"]["gpus"][0]
+    bar, verdict, s2 = memory_step.estimate(studio, s, "llama-3.1-8b", "qlora", 1024, 1, 16, True,
+                                            "adamw", gpu, 12)
+    assert ("Fits" in verdict or "Does not fit" in verdict) and s2.memory.fits is not None
+    bar, verdict, s3 = memory_step.estimate(studio, s, "no-such-model-7b", "lora", 256, 1, 16, True,
+                                            "adamw", memory_step.CUSTOM, 12)
+    assert verdict.startswith("⚠️") and bar == "" and s3 is s
+    assert memory_step.prefill(Session(max_len=320))["value"] == 320
+
+
+# ---- train --------------------------------------------------------------------------------
+def test_train_form_and_bad_starts(studio, faq_dataset):
+    about, lr, steps, rank, max_len, batch = train_step.preset_fields(studio, "cpu-quickstart")
+    assert about and lr > 0 and steps > 0 and rank > 0 and max_len >= 16 and batch >= 1
+    msg, s = train_step.start(studio, Session(), "cpu-quickstart", "", lr, steps, rank, max_len,
+                              batch, "smollm2-135m-instruct")
+    assert msg.startswith("⚠️ Choose a dataset") and s.run_id is None
+    msg, s = train_step.start(studio, Session(), "cpu-quickstart", faq_dataset, -1, steps, rank,
+                              max_len, batch, "smollm2-135m-instruct")
+    assert msg.startswith("⚠️") and "train.lr" in msg and s.run_id is None
+    msg, s = train_step.start(studio, Session(), "cpu-quickstart", faq_dataset, lr, steps, rank,
+                              max_len, batch, "no-such-model")
+    assert msg.startswith("⚠️") and s.run_id is None
+    busy = Session(run_id="x", run_active=True)
+    assert train_step.start(studio, busy, "cpu-quickstart", faq_dataset, lr, steps, rank, max_len,
+                            batch, "smollm2-135m-instruct")[0].startswith("⚠️ This tab already")
+    msg, s = train_step.stop(studio, Session())
+    assert msg.startswith("⚠️ No run with id")
+
+
+def test_train_tick_follows_a_run(studio, faq_dataset, trained_run):
+    nothing = train_step.tick(studio, Session())
+    assert all(is_update(x) or isinstance(x, Session) for x in nothing)
+    s = Session(run_id=trained_run["id"])
+    status, plot, s, start, table = train_step.tick(studio, s)
+    assert trained_run["id"] in status and "completed" in status
+    assert isinstance(plot, pd.DataFrame) and set(plot["curve"]) >= {"train"}
+    assert s.plotted and start["interactive"] is True
+    status, plot, s, *_ = train_step.tick(studio, s)
+    assert is_update(plot)  # nothing new: the plot is not redrawn
+    ref = studio.dataset(faq_dataset)["name"] + "@v1"
+    ds, max_len, note, runs, go = train_step.refresh(studio, Session(dataset=ref))
+    assert ref in ds["choices"] and ds["value"] == ref and go["interactive"]
+    opened = train_step.open_run(Session(), runs, 0)
+    assert opened.run_id == runs.iloc[0]["id"] and not opened.run_active
+    msg, _ = train_step.stop(studio, s)
+    assert msg.startswith("⚠️") and "not running" in msg
+
+
+# ---- compare ------------------------------------------------------------------------------
+def test_compare_ask_streams_both_sides(studio, trained_run):
+    first = next(compare_step.ask(studio, "", "hf", 16, 0, 0, "", [], [], "hi"))
+    assert first[2].startswith("⚠️ Pick a run")
+    first = next(compare_step.ask(studio, trained_run["id"], "hf", 16, 0, 0, "", [], [], "  "))
+    assert first[2].startswith("⚠️ Type")
+    *_, last = compare_step.ask(studio, trained_run["id"], "hf", 8, 0, 0, "", [], [],
+                                "How much does the Nimbus Orbit cost?")
+    base, tuned, notice, box = last
+    assert notice.startswith("Both answered") and box == ""
+    assert base[-1]["role"] == "assistant" and tuned[-1]["role"] == "assistant"
+    runs, engine, send, rep, why = compare_step.refresh(studio, Session(run_id=trained_run["id"]))
+    assert runs["value"] == trained_run["id"] and send["interactive"] and why == ""
+
+
+def test_compare_report_handler(studio, trained_run):
+    md, f = compare_step.report(studio, "")
+    assert md.startswith("⚠️") and f["visible"] is False
+    md, f = compare_step.report(studio, trained_run["id"])
+    assert md.startswith("### ") and f["visible"] is True and f["value"].endswith("report.json")
+
+
+# ---- export -------------------------------------------------------------------------------
+def test_export_handlers(studio, trained_run):
+    assert export_step.export(studio, "", ["gguf"], "q8_0", False).startswith("⚠️ Pick a run")
+    assert export_step.export(studio, trained_run["id"], [], "q8_0", False).startswith("⚠️ Choose")
+    out = export_step.export(studio, trained_run["id"], ["adapter"], "q8_0", False)
+    assert out.startswith("**adapter**") and "⚠️" not in out
+    bad = export_step.export(studio, "no-such-run", ["gguf"], "q8_0", False)
+    assert bad.startswith("⚠️ No run with id")
+    s = export_step.chat_with_gguf(Session(), trained_run["id"])
+    assert s.engine == "llama.cpp" and s.run_id == trained_run["id"]
+    runs, go, chat, why = export_step.refresh(studio, s)
+    assert runs["value"] == trained_run["id"] and go["interactive"]
+    assert Step.COMPARE == 3  # the tab the chat button opens
+
+
+# ---- history and the model picker -------------------------------------------------------
+def test_history_delete_messages(studio):
+    msg, table = history.delete(studio, "dataset", "no-such-dataset")
+    assert msg.startswith("⚠️ No dataset named") and isinstance(table, pd.DataFrame)
+    msg, _ = history.delete(studio, "export", "abc")
+    assert msg.startswith("⚠️") and "not an export id" in msg
+    msg, _ = history.delete(studio, "export", "999999")
+    assert msg.startswith("⚠️ No export with id")
+    t = history.tables(studio)
+    assert list(t.columns) == ["kind", "id", "detail", "size"]
+    assert history.pick(t, 0) == (t.iloc[0]["kind"], t.iloc[0]["id"])
+
+
+def test_model_picker_describe(studio):
+    assert "Parameters" in model_picker.describe(studio, "smollm2-135m-instruct")
+    assert model_picker.describe(studio, "no-such-model").startswith("⚠️")
+
+
+def test_session_is_typed_and_frozen():
+    s = Session()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.run_id = "x"
+    assert dataclasses.replace(s, run_id="x").run_id == "x" and s.run_id is None
