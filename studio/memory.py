@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .spec import RunSpec, flat_view, update
+from .spec import OPTIMIZERS, RunSpec, flat_view, update
 
 GIB = 2**30
 # CUDA context + cuBLAS/cuDNN workspaces that a PyTorch process holds outside its allocator:
@@ -286,12 +286,9 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
     if not full:
         gb["trainable_weights"] = c["trainable"] * 4 / GIB
         why["trainable_weights"] = f"{c['trainable']:,} LoRA params in fp32"
-    opt = {"adamw": 2 * tb, "adamw-8bit": 2 * (1 + 4 / 256), "paged-adamw-8bit": 2 * (1 + 4 / 256),
-           "sgd": 0}[st.train.optimizer]
-    gb["optimizer"] = c["trainable"] * opt / GIB
-    why["optimizer"] = {"sgd": "SGD without momentum keeps no state",
-                        "adamw": f"AdamW: 2 states × {tb} bytes per trainable param"}.get(
-        st.train.optimizer, "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values")
+    o = OPTIMIZERS[st.train.optimizer]
+    gb["optimizer"] = c["trainable"] * o.states * (tb if o.state_bytes is None else o.state_bytes) / GIB
+    why["optimizer"] = o.help + (f" ({tb} bytes) per trainable param" if o.state_bytes is None else "")
     act = activations_per_token(shape, st, b)
     if st.train.grad_ckpt:
         kept = shape.layers * act["checkpoint"] * tokens

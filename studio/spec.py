@@ -29,6 +29,28 @@ def knob(default: Any, help: str, *, min: float | None = None, max: float | None
 
 
 @dataclass(frozen=True)
+class Optimizer:
+    """What an optimizer choice means to the trainer and to the estimate."""
+    hf_name: str                   # transformers' TrainingArguments.optim
+    states: int                    # state tensors per trainable parameter
+    state_bytes: float | None      # bytes per state value (None: the parameter's own dtype)
+    help: str
+    cuda_only: bool = False        # paged optimizers need CUDA's unified memory
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    "adamw": Optimizer("adamw_torch", 2, None, "AdamW: 2 states in the parameter's dtype"),
+    # bitsandbytes' 8-bit AdamW: 1-byte states with one fp32 scale per block of 256 values.
+    "adamw-8bit": Optimizer("adamw_bnb_8bit", 2, 1 + 4 / 256,
+                            "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values"),
+    "paged-adamw-8bit": Optimizer("paged_adamw_8bit", 2, 1 + 4 / 256,
+                                  "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values",
+                                  cuda_only=True),
+    "sgd": Optimizer("sgd", 0, 0, "SGD without momentum keeps no state"),
+}
+
+
+@dataclass(frozen=True)
 class LoraSpec:
     rank: int = knob(16, "LoRA rank r: size of the low-rank update. 8–32 is typical; higher "
                          "learns more and uses more memory.", min=1, max=4096, flat="rank")
@@ -75,7 +97,7 @@ class TrainSpec:
     weight_decay: float = knob(0.0, "AdamW weight decay.", min=0.0, max=1.0)
     optimizer: str = knob("adamw", "Optimizer: adamw, adamw-8bit or paged-adamw-8bit "
                                    "(bitsandbytes, GPU), or sgd.",
-                          choices=("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd"), flat="optimizer")
+                          choices=tuple(OPTIMIZERS), flat="optimizer")
     seed: int = knob(42, "Random seed for data order, split and adapter init.", min=0, max=2**32 - 1)
     grad_ckpt: bool = knob(False, "Gradient checkpointing: recompute activations in the backward "
                                   "pass; ~30% slower, much less activation memory.", flat="grad_ckpt")

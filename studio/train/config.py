@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ConfigError, DataError, RunError
 from ..presets import check_trainable, get_preset
 from ..records import DatasetRef
-from ..spec import RunSpec, build, dotted, override, update
+from ..spec import OPTIMIZERS, RunSpec, build, dotted, override, update
 
 CONFIG_FILE = "config.yaml"
 RUN_KEYS = ("preset", "overrides", "dataset", "notes")
@@ -145,9 +145,9 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
                                   "lora, or set method_fallback=true to fall back automatically.")
             spec = update(spec, method="lora")
             notes.append(f"QLoRA is not available on {device} ({why}); training with LoRA instead.")
-    if device == "cpu" and spec.train.optimizer in ("paged-adamw-8bit",):
+    if device != "cuda" and OPTIMIZERS[spec.train.optimizer].cuda_only:
+        notes.append(f"The {spec.train.optimizer} optimizer needs a CUDA GPU; using adamw on {device}.")
         spec = update(spec, optimizer="adamw")
-        notes.append("Paged 8-bit AdamW needs a CUDA GPU; using AdamW on CPU.")
     if device == "cpu" and spec.train.dtype in ("fp16",):
         spec = update(spec, dtype="fp32")
         notes.append("fp16 training needs a GPU; using fp32 on CPU.")

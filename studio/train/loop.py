@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import RunError
 from ..records import RunStatus
+from ..spec import OPTIMIZERS
 from . import checkpoints as ckpt
 from .config import RunConfig, total_steps
 
@@ -62,11 +63,6 @@ def make_collator(tok, packing: bool) -> CountingCollator:
     if packing:
         return CountingCollator(DataCollatorWithFlattening(return_position_ids=True, separator_id=-100))
     return CountingCollator(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
-
-
-def optim_name(name: str) -> str:
-    return {"adamw": "adamw_torch", "adamw-8bit": "adamw_bnb_8bit",
-            "paged-adamw-8bit": "paged_adamw_8bit", "sgd": "sgd"}[name]
 
 
 def peak_mem_gb(device: str) -> float:
@@ -211,7 +207,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         per_device_eval_batch_size=t.micro_batch, gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.lr, lr_scheduler_type=t.schedule if t.schedule != "constant" else "constant_with_warmup",
         warmup_steps=int(round(t.warmup_ratio * steps)), weight_decay=t.weight_decay,
-        optim=optim_name(t.optimizer), seed=t.seed, data_seed=t.seed,
+        optim=OPTIMIZERS[t.optimizer].hf_name, seed=t.seed, data_seed=t.seed,
         logging_steps=t.log_every, save_strategy="steps", save_steps=t.save_every,
         save_total_limit=None, eval_strategy="steps" if (t.eval_every and eval_set) else "no",
         eval_steps=t.eval_every or None, report_to=[], use_cpu=device == "cpu",
