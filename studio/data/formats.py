@@ -52,14 +52,48 @@ def describe_missing(columns: list[str]) -> str:
             "Map your columns by hand in the Data step (or --map prompt=COL --map completion=COL).")
 
 
-def _text(v: Any) -> str:
-    return "" if v is None else str(v).strip()
+MAX_FIELD_CHARS = 1_000_000  # one field of one example; a longer one is a data error, not text
+
+
+def _text(v: Any, field: str = "a field") -> str:
+    """A field's text, strictly: strings as they are; whole numbers and finite floats written
+    out; OpenAI-style content parts ([{"type": "text", "text": …}]) joined; UTF-8 bytes decoded.
+    Anything else (lists, objects, NaN/inf, binary, invalid Unicode) is a Skip naming the field,
+    never its Python repr."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        raise Skip(f"{field} is true/false, expected text")
+    if isinstance(v, int):
+        v = str(v)
+    elif isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise Skip(f"{field} is {v} (not a number), expected text")
+        v = repr(v)
+    elif isinstance(v, (bytes, bytearray)):
+        try:
+            v = bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            raise Skip(f"{field} holds binary data, not text (a binary column?)") from None
+    elif isinstance(v, list) and v and all(isinstance(p, dict) and "text" in p for p in v):
+        v = "\n".join(_text(p.get("text"), field) for p in v)  # content parts
+    elif not isinstance(v, str):
+        raise Skip(f"{field} is a {type(v).__name__}, expected text")
+    if len(v) > MAX_FIELD_CHARS:
+        raise Skip(f"{field} is {len(v):,} characters long, over the {MAX_FIELD_CHARS:,} limit "
+                   "for one example; split it into smaller examples")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Skip(f"{field} holds invalid Unicode (a lone surrogate such as \\ud800); fix the "
+                   "text and upload again") from None
+    return v.strip()
 
 
 def _first(row: dict[str, Any], keys: tuple[str, ...]) -> str:
     for k in keys:
         if k in row:
-            return _text(row[k])
+            return _text(row[k], f"'{k}'")
     return ""
 
 
@@ -83,42 +117,43 @@ def from_messages(row: dict[str, Any]) -> dict[str, Any]:
         role = ROLE_ALIASES.get(str(m.get("role", "")).lower())
         if role is None:
             raise Skip(f"unknown role {m.get('role')!r} (use system, user or assistant)")
-        msgs.append({"role": role, "content": _text(m.get("content"))})
+        msgs.append({"role": role, "content": _text(m.get("content"), f"a {role} message")})
     return _check_turns(msgs)
 
 
 def from_sharegpt(row: dict[str, Any]) -> dict[str, Any]:
     msgs = []
-    if _text(row.get("system")):
-        msgs.append({"role": "system", "content": _text(row["system"])})
+    if _text(row.get("system"), "'system'"):
+        msgs.append({"role": "system", "content": _text(row["system"], "'system'")})
     for m in row.get("conversations") or []:
         role = ROLE_ALIASES.get(str(m.get("from", "")).lower()) if isinstance(m, dict) else None
         if role is None:
             raise Skip(f"unknown speaker {m.get('from') if isinstance(m, dict) else m!r} "
                        "(use human/gpt/system)")
-        msgs.append({"role": role, "content": _text(m.get("value"))})
+        msgs.append({"role": role, "content": _text(m.get("value"), f"a {role} turn")})
     return _check_turns(msgs)
 
 
 def from_alpaca(row: dict[str, Any]) -> dict[str, Any]:
-    instruction, extra = _text(row.get("instruction")), _text(row.get("input"))
+    instruction, extra = _text(row.get("instruction"), "'instruction'"), _text(row.get("input"), "'input'")
     prompt = f"{instruction}\n\n{extra}" if extra else instruction
-    msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(row.get("output"))}]
-    if _text(row.get("system")):
-        msgs.insert(0, {"role": "system", "content": _text(row["system"])})
+    msgs = [{"role": "user", "content": prompt},
+            {"role": "assistant", "content": _text(row.get("output"), "'output'")}]
+    if _text(row.get("system"), "'system'"):
+        msgs.insert(0, {"role": "system", "content": _text(row["system"], "'system'")})
     return _check_turns(msgs)
 
 
 def from_prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
     msgs = [{"role": "user", "content": _first(row, PROMPT_KEYS)},
             {"role": "assistant", "content": _first(row, COMPLETION_KEYS)}]
-    if _text(row.get("system")):
-        msgs.insert(0, {"role": "system", "content": _text(row["system"])})
+    if _text(row.get("system"), "'system'"):
+        msgs.insert(0, {"role": "system", "content": _text(row["system"], "'system'")})
     return _check_turns(msgs)
 
 
 def from_text(row: dict[str, Any]) -> dict[str, Any]:
-    text = _text(row.get("text", row.get("content")))
+    text = _text(row.get("text", row.get("content")), "'text'")
     if not text:
         raise Skip("the text is empty")
     return {"text": text}

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
@@ -24,7 +25,10 @@ SUPPORTED = STRUCTURED | DOCUMENTS | CODE | ARCHIVES
 
 ZIP_MAX_FILES = 2000            # entries read from one archive
 ZIP_MAX_BYTES = 512 * 2**20     # unpacked bytes read from one archive (a bomb stops here)
-ZIP_MAX_RATIO = 200             # an entry compressed more than 200:1 is treated as a bomb
+ZIP_MAX_RATIO = 100             # an entry compressed more than 100:1 is treated as a bomb
+MAX_LINE_BYTES = 4 * 2**20      # one JSONL line = one example; 4 MB of text is far past any max length
+MAX_WHOLE_FILE = 64 * 2**20     # json/csv/pdf/docx (and zip entries) are parsed whole: cap them
+TEXT_BLOCK = 2**20              # big .txt/.md files are read in ~1 MB blocks cut at blank lines
 
 
 @dataclass
@@ -77,9 +81,17 @@ def decode(raw: bytes, name: str) -> tuple[str | None, str | None]:
                 return None, f"starts with a {enc} byte-order mark but does not decode ({e.reason})"
     if not raw.strip():
         return None, "the file is empty"
-    if b"\x00" in raw[:8192]:
-        return None, ("looks like a binary file (it contains NUL bytes), not text. Upload the "
-                      "original document (.pdf, .docx, .txt) instead")
+    head = raw[:8192]
+    if head.count(b"\x00") * 4 > len(head):  # a quarter or more NULs: UTF-16 text, or binary
+        for enc, zeros in (("utf-16-le", head[1::2]), ("utf-16-be", head[0::2])):
+            if zeros.count(0) * 10 >= len(zeros) * 9:
+                try:
+                    return raw.decode(enc), None
+                except UnicodeDecodeError:
+                    break
+        return None, ("looks like a binary file (it is full of NUL bytes), not text. Upload the "
+                      "original document (.pdf, .docx, .txt) or save it as UTF-8 text")
+    raw = raw.replace(b"\x00", b"")  # a few stray NULs (a bad export) are dropped, not fatal
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError:
@@ -112,6 +124,12 @@ def iter_path(path: Path, issues: list[Issue], display: str | None = None) -> It
             yield from iter_jsonl(path, issues, name)
         elif ext == ".parquet":
             yield from iter_parquet(path, issues, name)
+        elif ext in (".txt", ".md", ".markdown") and path.stat().st_size > TEXT_BLOCK:
+            yield from iter_text_blocks(path, ext, issues, name)
+        elif path.stat().st_size > MAX_WHOLE_FILE:
+            issues.append(Issue(name, None, f"is {path.stat().st_size / 2**20:.0f} MB; {ext} files "
+                                            f"are read whole and the limit is {MAX_WHOLE_FILE >> 20} MB. "
+                                            "Split it, or convert tables to .jsonl (read line by line)"))
         else:
             yield from iter_bytes(path.read_bytes(), ext, issues, name)
     except OSError as e:
@@ -128,7 +146,12 @@ def iter_bytes(raw: bytes, ext: str, issues: list[Issue], name: str) -> Iterator
     if ext == ".parquet":
         import pyarrow.parquet as pq
 
-        yield from _parquet_rows(pq.ParquetFile(io.BytesIO(raw)), name)
+        try:
+            pf = pq.ParquetFile(io.BytesIO(raw))
+        except Exception as e:
+            issues.append(Issue(name, None, f"not a readable Parquet file ({e})"))
+            return
+        yield from _parquet_rows(pf, name, issues)
         return
     text, why = decode(raw, name)
     if text is None:
@@ -146,41 +169,125 @@ def iter_bytes(raw: bytes, ext: str, issues: list[Issue], name: str) -> Iterator
         yield Document(text, name, "text", {"markdown": ext in (".md", ".markdown")})
 
 
+def bounded_lines(f, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
+    """Lines of a binary file; a line longer than `limit` is skipped without being held in
+    memory and yields None in its place (so line numbers stay right)."""
+    while True:
+        line = f.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := f.readline(limit)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield line
+
+
+def iter_text_blocks(path: Path, ext: str, issues: list[Issue], name: str) -> Iterator[Document]:
+    """A big text file as ~1 MB documents cut at blank lines, so memory stays flat whatever
+    its size (a paragraph is never split; a block without any blank line is cut at a line)."""
+    with open(path, "rb") as f:
+        head = f.read(8192)
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff") or head.count(b"\x00") * 4 > len(head):
+            if path.stat().st_size > MAX_WHOLE_FILE:
+                issues.append(Issue(name, None, "is a large UTF-16 or binary file; save it as UTF-8 "
+                                                "text and upload it again"))
+                return
+            yield from iter_bytes(head + f.read(), ext, issues, name)
+            return
+        f.seek(0)
+        block: list[bytes] = []
+        size, part = 0, 0
+        for line in bounded_lines(f, TEXT_BLOCK):
+            if line is None:
+                issues.append(Issue(name, None, f"a line over {TEXT_BLOCK >> 20} MB was skipped"))
+                continue
+            block.append(line)
+            size += len(line)
+            if size >= TEXT_BLOCK and (not line.strip() or size >= 2 * TEXT_BLOCK):
+                part += 1
+                yield from _text_block(b"".join(block), ext, issues, name, part)
+                block, size = [], 0
+        if block:
+            yield from _text_block(b"".join(block), ext, issues, name, part + 1)
+
+
+def _text_block(raw: bytes, ext: str, issues: list[Issue], name: str, part: int) -> Iterator[Document]:
+    text, why = decode(raw, name)
+    if text is None:
+        if part == 1 or "empty" not in why:
+            issues.append(Issue(name, None, why))
+        return
+    yield Document(text, name, "text", {"markdown": ext in (".md", ".markdown"), "part": part})
+
+
 def iter_jsonl(path: Path, issues: list[Issue], name: str) -> Iterator[Record]:
     """Stream a JSONL file line by line: memory stays bounded whatever its size."""
     with open(path, "rb") as f:
-        head = f.read(8192)
-        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 cannot be split on b"\n"
-            yield from iter_bytes(head + f.read(), ".jsonl", issues, name)
-            return
-        if b"\x00" in head:
-            issues.append(Issue(name, None, "looks like a binary file (it contains NUL bytes), "
-                                            "not JSON lines"))
-            return
-        f.seek(0)
+        yield from jsonl_stream(f, issues, name)
 
-        def lines() -> Iterator[str]:
-            for i, raw in enumerate(f):
-                if i == 0:
-                    raw = raw.removeprefix(b"\xef\xbb\xbf")
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError:  # a legacy-encoded line (latin-1/cp1252)
-                    yield raw.decode("cp1252", errors="replace")
 
-        yield from _jsonl_lines(lines(), issues, name)
+def jsonl_stream(f, issues: list[Issue], name: str) -> Iterator[Record]:
+    head = f.read(8192)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or head.count(b"\x00") * 4 > len(head):
+        rest = f.read(MAX_WHOLE_FILE)  # UTF-16 (or binary) cannot be split on b"\n"
+        yield from iter_bytes(head + rest, ".jsonl", issues, name)
+        return
+    f.seek(0)
+    legacy: list[int] = []
+
+    def lines() -> Iterator[str | None]:
+        for i, raw in enumerate(bounded_lines(f), 1):
+            if raw is None:
+                issues.append(Issue(name, i, f"the line is over {MAX_LINE_BYTES >> 20} MB, too "
+                                             "long for one example; skipped"))
+                yield None
+                continue
+            if i == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            raw = raw.replace(b"\x00", b"")
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:  # a legacy-encoded line (latin-1/cp1252)
+                legacy.append(i)
+                yield raw.decode("cp1252", errors="replace")
+
+    yield from _jsonl_lines(lines(), issues, name)
+    if legacy:
+        shown = ", ".join(map(str, legacy[:5])) + (" …" if len(legacy) > 5 else "")
+        lines_are = "1 line is" if len(legacy) == 1 else f"{len(legacy)} lines are"
+        issues.append(Issue(name, None, f"{lines_are} not UTF-8 (line {shown}); "
+                                        "they were read as Windows-1252. Check their accents, or "
+                                        "save the file as UTF-8"))
+
+
+def parse_json(text: str) -> tuple[Any, str | None, int | None]:
+    """(object, None, None) or (None, reason, line): JSON that is too deep, has absurd numbers
+    or is malformed is a reason, never an exception."""
+    try:
+        return json.loads(text), None, None
+    except json.JSONDecodeError as e:
+        what = e.msg.removesuffix(" at")  # "Unterminated string starting at" + a position
+        return None, f"not valid JSON ({what}; line {e.lineno}, column {e.colno})", e.lineno
+    except RecursionError:
+        return None, "the JSON is nested too deeply (thousands of levels); flatten it", None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        return None, f"the JSON holds a value we cannot read ({str(e).split(';')[0]})", None
 
 
 def _jsonl_lines(lines, issues: list[Issue], name: str) -> Iterator[Record]:
     seen_any = False
     for i, line in enumerate(lines, 1):
+        if line is None:
+            seen_any = True
+            continue
         if not line.strip():
             continue
         seen_any = True
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            issues.append(Issue(name, i, f"not valid JSON ({e.msg} at column {e.colno})"))
+        obj, why, _ = parse_json(line)
+        if why:
+            issues.append(Issue(name, i, why.replace("; line 1, column", "; column")))
             continue
         if not isinstance(obj, dict):
             issues.append(Issue(name, i, f"expected a JSON object per line, got {type(obj).__name__}"))
@@ -191,11 +298,10 @@ def _jsonl_lines(lines, issues: list[Issue], name: str) -> Iterator[Record]:
 
 
 def read_json(text: str, issues: list[Issue], name: str) -> Iterator[Record]:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        issues.append(Issue(name, e.lineno, f"not valid JSON ({e.msg}). If it has one object per "
-                                            "line, rename it to .jsonl"))
+    obj, why, line = parse_json(text)
+    if why:
+        hint = " If it has one object per line, rename it to .jsonl." if line else ""
+        issues.append(Issue(name, line, why + hint))
         return
     if isinstance(obj, dict):  # {"data": [...]} style wrappers
         lists = [v for v in obj.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
@@ -212,14 +318,29 @@ def read_json(text: str, issues: list[Issue], name: str) -> Iterator[Record]:
             issues.append(Issue(name, i, f"item {i} is {type(row).__name__}, not an object"))
 
 
+def _csv_rows(reader, issues: list[Issue], name: str) -> Iterator[list[str]]:
+    """Rows of a csv.reader; a malformed row (or a cell over the size limit) is an Issue."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            issues.append(Issue(name, reader.line_num, f"not a valid CSV row ({e})"))
+            continue
+        yield row
+
+
 def read_csv(text: str, ext: str, issues: list[Issue], name: str) -> Iterator[Record]:
+    csv.field_size_limit(MAX_LINE_BYTES)  # the default 128 KB refuses long answers outright
     reader = csv.reader(io.StringIO(text), delimiter="\t" if ext == ".tsv" else ",")
-    header = next(reader, None)
+    rows = _csv_rows(reader, issues, name)
+    header = next(rows, None)
     if not header or not any(h.strip() for h in header):
         issues.append(Issue(name, 1, "no header row; the first row must name the columns"))
         return
     header = [h.strip() for h in header]
-    for row in reader:
+    for row in rows:
         line = reader.line_num
         if not any(c.strip() for c in row):
             continue
@@ -241,12 +362,17 @@ def iter_parquet(path: Path, issues: list[Issue], name: str) -> Iterator[Record]
     yield from _parquet_rows(pf, name)
 
 
-def _parquet_rows(pf, name: str) -> Iterator[Record]:
+def _parquet_rows(pf, name: str, issues: list[Issue] | None = None) -> Iterator[Record]:
     n = 0
-    for batch in pf.iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            n += 1
-            yield Record(row, name, n)
+    try:
+        for batch in pf.iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                n += 1
+                yield Record(row, name, n)
+    except Exception as e:  # a damaged row group: keep what was read, say where it stopped
+        if issues is None:
+            raise
+        issues.append(Issue(name, n + 1, f"the Parquet file is damaged from here on ({e})"))
 
 
 def read_pdf(raw: bytes, issues: list[Issue], name: str) -> Iterator[Document]:
@@ -254,9 +380,15 @@ def read_pdf(raw: bytes, issues: list[Issue], name: str) -> Iterator[Document]:
 
     try:
         reader = PdfReader(io.BytesIO(raw))
+        if reader.is_encrypted and not reader.decrypt(""):  # many PDFs lock editing, not reading
+            issues.append(Issue(name, None, "the PDF is password-protected. Remove the password "
+                                            "(open it and save an unprotected copy, or `qpdf "
+                                            "--decrypt`) and upload it again"))
+            return
         pages = [(p.extract_text() or "") for p in reader.pages]
     except Exception as e:
-        issues.append(Issue(name, None, f"not a readable PDF ({type(e).__name__}: {e})"))
+        issues.append(Issue(name, None, f"not a readable PDF (the file is damaged or not a PDF: "
+                                        f"{type(e).__name__}: {e})"))
         return
     text = "\n\n".join(p.strip() for p in pages if p.strip())
     if not text.strip():
@@ -272,7 +404,9 @@ def read_docx(raw: bytes, issues: list[Issue], name: str) -> Iterator[Document]:
     try:
         d = docx.Document(io.BytesIO(raw))
     except Exception as e:
-        issues.append(Issue(name, None, f"not a readable .docx file ({type(e).__name__})"))
+        issues.append(Issue(name, None, "not a readable .docx file: it is damaged, or not a Word "
+                                        f"document saved as .docx ({type(e).__name__}: {e}). Open "
+                                        "it in Word or LibreOffice and save it again"))
         return
     parts = []
     for p in d.paragraphs:
@@ -312,6 +446,9 @@ def iter_zip(path: Path, issues: list[Issue], name: str) -> Iterator[Record | Do
     total = 0
     with zf:
         entries = [i for i in zf.infolist() if not i.is_dir()]
+        if not entries:
+            issues.append(Issue(name, None, "the zip archive is empty"))
+            return
         if len(entries) > ZIP_MAX_FILES:
             issues.append(Issue(name, None, f"has {len(entries)} files; only the first "
                                             f"{ZIP_MAX_FILES} are read"))
@@ -319,6 +456,8 @@ def iter_zip(path: Path, issues: list[Issue], name: str) -> Iterator[Record | Do
         for info in entries:
             inner = f"{name}/{info.filename}"
             why = safe_member(info)
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                why = "a symbolic link, not a file; skipped"
             if why:
                 issues.append(Issue(inner, None, why))
                 continue
@@ -334,10 +473,46 @@ def iter_zip(path: Path, issues: list[Issue], name: str) -> Iterator[Record | Do
                 issues.append(Issue(name, None, f"unpacked size would pass {ZIP_MAX_BYTES >> 20} MB; "
                                                 "the remaining entries were skipped"))
                 break
-            with zf.open(info) as f:  # read at most the declared size (+1 to catch lies)
-                raw = f.read(info.file_size + 1)
+            ext = PurePosixPath(info.filename).suffix.lower()
+            total += info.file_size
+            if ext == ".jsonl":  # streamed line by line, like a file on disk
+                try:
+                    with zf.open(info) as f:
+                        yield from jsonl_stream(_Seekable(f, zf, info), issues, inner)
+                except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+                    issues.append(Issue(inner, None, f"the archive entry is damaged ({e}); rows "
+                                                     "before the damage were kept"))
+                continue
+            if info.file_size > MAX_WHOLE_FILE:
+                issues.append(Issue(inner, None, f"is {info.file_size >> 20} MB unpacked; entries "
+                                                 f"are read whole up to {MAX_WHOLE_FILE >> 20} MB "
+                                                 "(.jsonl entries have no limit); skipped"))
+                continue
+            try:
+                with zf.open(info) as f:  # read at most the declared size (+1 to catch lies)
+                    raw = f.read(info.file_size + 1)
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as e:
+                issues.append(Issue(inner, None, f"cannot be unpacked ({e}); skipped"))
+                continue
             if len(raw) > info.file_size:
                 issues.append(Issue(inner, None, "entry is larger than its header says; skipped"))
                 continue
-            total += len(raw)
-            yield from iter_bytes(raw, PurePosixPath(info.filename).suffix.lower(), issues, inner)
+            yield from iter_bytes(raw, ext, issues, inner)
+
+
+class _Seekable:
+    """A zip entry opened for streaming, rewound by opening it again (jsonl_stream peeks at
+    its head, then starts over)."""
+
+    def __init__(self, f, zf: zipfile.ZipFile, info: zipfile.ZipInfo):
+        self.f, self.zf, self.info = f, zf, info
+
+    def read(self, n: int = -1) -> bytes:
+        return self.f.read(n)
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self.f.readline(limit)
+
+    def seek(self, pos: int) -> None:
+        self.f.close()
+        self.f = self.zf.open(self.info)
