@@ -36,6 +36,14 @@ class Studio:
         self.compares = CompareService(self.store, self.models, self.runs.get, self.data.get,
                                        self.exports.base_gguf)
         self.memory = MemoryService(self.store, self.home.models, self.models)
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """Put right what a crash left (temp files, unregistered complete work, dead runs)."""
+        self.models.reconcile()
+        self.data.reconcile()
+        self.runs.reconcile()
+        self.exports.reconcile()
 
     # ---- models ---------------------------------------------------------------------------
     def models_list(self) -> list[dict[str, Any]]:
@@ -131,8 +139,8 @@ class Studio:
     # ---- export ---------------------------------------------------------------------------
     def export(self, fmt: str, run_id: str | None = None, model: str | None = None,
                quant: str | None = None, out: str | None = None, verify: bool = False,
-               progress: Any = None) -> dict[str, Any]:
-        return self.exports.export(fmt, run_id, model, quant, out, verify, progress)
+               progress: Any = None, force: bool = False) -> dict[str, Any]:
+        return self.exports.export(fmt, run_id, model, quant, out, verify, progress, force)
 
     def base_gguf(self, model_ref: str) -> Path:
         return self.exports.base_gguf(model_ref)

@@ -33,6 +33,12 @@ class ModelCache:
     def list(self) -> list[dict[str, Any]]:
         return models.list_models(self.models_dir)
 
+    def reconcile(self) -> None:
+        """Remove what a killed conversion or download left (folders of a dead process)."""
+        from .faults import sweep
+
+        sweep(self.models_dir, models.TMP_RE)
+
     @staticmethod
     def device() -> str:
         """cuda, mps or cpu; STUDIO_DEVICE overrides the detection."""

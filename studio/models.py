@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FeatureUnavailable, ModelError
+from .faults import disk_guard, fail_point
 
 EMBEDDED = {
     "smollm2-135m-instruct": {
@@ -32,6 +33,7 @@ EMBEDDED = {
 DEFAULT_MODEL = "smollm2-135m-instruct"
 COMPLETE_MARK = ".studio-complete"  # written last: a folder without it is a killed conversion
 CONVERSION_VERSION = 2  # bump when the conversion changes; older folders are converted again
+TMP_RE = re.compile(r"^\.tmp-.+-(?P<pid>\d+)$")  # a conversion in progress (its process id)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -70,7 +72,7 @@ def resolve(ref: str, models_dir: Path) -> ModelSpec:
         p = local
     if p.is_dir():
         check_folder(p)
-        return ModelSpec(ref, "folder", p.name, str(p.resolve()))
+        return ModelSpec(ref, "folder", p.resolve().name, str(p.resolve()))
     if p.is_file():
         if p.suffix.lower() != ".gguf":
             raise ModelError(f"{p} is a file but not a .gguf model. Give a .gguf file, a folder "
@@ -79,7 +81,8 @@ def resolve(ref: str, models_dir: Path) -> ModelSpec:
         return ModelSpec(ref, "gguf", p.stem, str(p.resolve()))
     if HUB_ID.match(ref) and not ref.startswith((".", "/")):
         return ModelSpec(ref, "hub", ref.split("/")[-1], None)
-    names = list(EMBEDDED) + [d.name for d in models_dir.glob("*") if d.is_dir()]
+    names = list(dict.fromkeys([*EMBEDDED, *(d.name for d in models_dir.glob("*")
+                                              if d.is_dir() and not d.name.startswith("."))]))
     close = difflib.get_close_matches(ref, names, n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ModelError(f"Unknown model '{ref}': not a registry name, an existing folder or .gguf "
@@ -135,6 +138,17 @@ def prepare_embedded(models_dir: Path, progress: Any = None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     if progress:
         progress(f"Converting the embedded model once into {target} (about 15 s)…")
+    try:
+        with disk_guard(models_dir, 600_000_000):  # 540 MB of fp32 weights + tokenizer files
+            _convert(src, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.replace(tmp, target)
+    return target
+
+
+def _convert(src: Path, tmp: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -145,11 +159,10 @@ def prepare_embedded(models_dir: Path, progress: Any = None) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.generation_config.eos_token_id = tok.eos_token_id
+    fail_point("models.convert")
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     (tmp / COMPLETE_MARK).write_text(json.dumps({"source": str(src), "version": CONVERSION_VERSION}))
-    os.replace(tmp, target)
-    return target
 
 
 def conversion_ok(folder: Path) -> bool:

@@ -194,6 +194,11 @@ class Store:
                 [{"run_id": run_id, **{c: r.get(c) for c in cols}} for r in rows],
                 pk=("run_id", "step"))
 
+    def trim_metrics(self, run_id: str, step: int) -> None:
+        """Forget metrics after `step` (a resumed run continues from there)."""
+        with self.tx() as db:
+            db.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, step))
+
     def get_metrics(self, run_id: str) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT * FROM metrics WHERE run_id=? ORDER BY step", [run_id]))
 

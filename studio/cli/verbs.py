@@ -140,7 +140,9 @@ def export_flags() -> list[Flag]:
         flag("--out", default=None, help="file path for gguf/lora-gguf, folder for "
              "adapter/merged/ollama (default: under $STUDIO_HOME/exports/)"),
         flag("--verify", action="store_true", help="check the GGUF answers like the tuned model "
-             "(needs llama-cpp-python)")]
+             "(needs llama-cpp-python)"),
+        flag("--force", action="store_true", help="replace an existing file or earlier export "
+             "at --out")]
 
 
 def train_flags() -> list[Flag]:
@@ -269,6 +271,6 @@ VERBS: list[Verb] = [
                        "the stored report")]),
     Verb(("export",), "write the tuned (or any) model as adapter, merged, GGUF, LoRA GGUF or an "
          "Ollama folder, optionally checking parity with llama.cpp",
-         lambda s, a: s.export(a.format, a.run, a.model, a.quant, a.out, a.verify),
+         lambda s, a: s.export(a.format, a.run, a.model, a.quant, a.out, a.verify, force=a.force),
          export_flags, required_groups=("source",)),
 ]

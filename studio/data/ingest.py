@@ -28,6 +28,7 @@ ZIP_MAX_BYTES = 512 * 2**20     # unpacked bytes read from one archive (a bomb s
 ZIP_MAX_RATIO = 100             # an entry compressed more than 100:1 is treated as a bomb
 MAX_LINE_BYTES = 4 * 2**20      # one JSONL line = one example; 4 MB of text is far past any max length
 MAX_WHOLE_FILE = 64 * 2**20     # json/csv/pdf/docx (and zip entries) are parsed whole: cap them
+TEXT_CONTROLS = frozenset(b"\t\n\x0b\x0c\r\x1b")  # control bytes real text contains
 TEXT_BLOCK = 2**20              # big .txt/.md files are read in ~1 MB blocks cut at blank lines
 
 
@@ -82,14 +83,15 @@ def decode(raw: bytes, name: str) -> tuple[str | None, str | None]:
     if not raw.strip():
         return None, "the file is empty"
     head = raw[:8192]
-    if head.count(b"\x00") * 4 > len(head):  # a quarter or more NULs: UTF-16 text, or binary
+    if head.count(b"\x00") * 4 > len(head):  # a quarter or more NULs: UTF-16 without a BOM?
         for enc, zeros in (("utf-16-le", head[1::2]), ("utf-16-be", head[0::2])):
             if zeros.count(0) * 10 >= len(zeros) * 9:
                 try:
                     return raw.decode(enc), None
                 except UnicodeDecodeError:
                     break
-        return None, ("looks like a binary file (it is full of NUL bytes), not text. Upload the "
+    if sum(b < 32 and b not in TEXT_CONTROLS for b in head) * 20 > len(head):
+        return None, ("looks like a binary file (control bytes such as NUL), not text. Upload the "
                       "original document (.pdf, .docx, .txt) or save it as UTF-8 text")
     raw = raw.replace(b"\x00", b"")  # a few stray NULs (a bad export) are dropped, not fatal
     try:

@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError, DataError
+from ..faults import crash_point, fail_point
 from . import formats, templates
 from .ingest import Document, Issue, iter_path
 from .recipes import RECIPES, Context, RecipeParams, recipe_for
 from .stats import Stats, dumps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TMP_NAME = ".tmp-{name}-{pid}-{ms}"  # a version being written; swept when its process is gone
+TMP_RE = re.compile(r"^\.tmp-.+-(?P<pid>\d+)-\d+$")
 
 
 def check_name(name: str) -> str:
@@ -73,7 +76,7 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
             params: RecipeParams | None = None, max_len: int = 512, val_fraction: float = 0.1,
             seed: int = 42, mapping: dict[str, str] | None = None, generator=None,
             progress: Callable[[float, str], None] | None = None, cancel=None,
-            version: int = 1) -> dict[str, Any]:
+            version: int = 1, model: str | None = None) -> dict[str, Any]:
     """Write one dataset version; return its summary (records, splits, stats, errors, path)."""
     check_name(name)
     if recipe != "auto" and recipe not in RECIPES:
@@ -87,7 +90,7 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
     issues: list[Issue] = []
     stats = Stats(max_len)
     t0 = time.time()
-    tmp = datasets_dir / f".tmp-{name}-{os.getpid()}-{int(t0 * 1000)}"
+    tmp = datasets_dir / TMP_NAME.format(name=name, pid=os.getpid(), ms=int(t0 * 1000))
     tmp.mkdir(parents=True)
     try:
         n = 0
@@ -102,20 +105,27 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
                     stats.add(enc.full_length, enc.trainable)
                     out.write(dumps(ex) + "\n")
                     n += 1
+                fail_point("prepare.write")
+                crash_point("prepare.writing")
                 if progress:
                     progress(0.0, f"{n} examples so far")
         if n == 0:
             raise DataError(no_records_message(issues))
+        crash_point("prepare.examples_written")
         splits = split(tmp, n, val_fraction, seed)
+        crash_point("prepare.split")
         summary = {"name": name, "version": version, "records": n, "splits": splits,
                    **stats.summary(), "recipe": recipe, "recipe_counters": dict(ctx.counters),
                    "errors": [i.as_dict() for i in issues], "seconds": round(time.time() - t0, 2),
                    "sources": [Path(f).name for f in files], "params": asdict(params),
-                   "val_fraction": val_fraction, "seed": seed, "mapping": mapping or {}}
+                   "val_fraction": val_fraction, "seed": seed, "mapping": mapping or {},
+                   "model": model}
         (tmp / "meta.json").write_text(json.dumps(summary, indent=1))
+        crash_point("prepare.meta_written")
         final = datasets_dir / name / f"v{version}"
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
+        crash_point("prepare.renamed")
         summary["path"] = str(final)
         return summary
     finally:

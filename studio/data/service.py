@@ -13,6 +13,8 @@ from typing import Any
 
 from .. import models
 from ..errors import DataError
+from ..faults import disk_guard, sweep
+from ..locks import hold
 from ..records import DatasetRef
 from ..spec import apply_overrides, build
 from . import prepare as prep
@@ -49,11 +51,24 @@ class DataService:
                 made.append(make_generator(*self.cache.loaded(generator_model or model)))
             return made[0](prompt)
 
-        version = self.store.next_dataset_version(name)
-        summary = prep.prepare(files, name, self.datasets_dir, tok, recipe=recipe, params=params,
-                               max_len=max_len or max_tokens, val_fraction=val_fraction, seed=seed,
-                               mapping=mapping, generator=generator, progress=progress,
-                               cancel=cancel, version=version)
+        # One prepare per name at a time (the lock dies with its process, kill -9 included);
+        # a version a killed prepare left behind is registered first, so the name is never stuck.
+        with hold(self.datasets_dir / ".locks" / f"{name}.lock", f"Dataset {name}"):
+            self.reconcile(name)
+            version = max(self.store.next_dataset_version(name), 1 + max(self._versions(name), default=0))
+            with disk_guard(self.datasets_dir):
+                summary = prep.prepare(files, name, self.datasets_dir, tok, recipe=recipe,
+                                       params=params, max_len=max_len or max_tokens,
+                                       val_fraction=val_fraction, seed=seed, mapping=mapping,
+                                       generator=generator, progress=progress, cancel=cancel,
+                                       version=version, model=model)
+            self._register(summary, recipe, model)
+        summary["ref"] = str(DatasetRef(name, version))
+        return summary
+
+    def _register(self, summary: dict[str, Any], recipe: str, model: str) -> None:
+        name, version = summary["name"], summary["version"]
+        val_fraction, seed, mapping = summary["val_fraction"], summary["seed"], summary["mapping"]
         self.store.add_dataset(name=name, version=version, path=summary["path"],
                                sources=summary["sources"], recipe=recipe,
                                params={**summary["params"], "model": model,
@@ -61,8 +76,37 @@ class DataService:
                                        "mapping": mapping or {}},
                                stats={k: summary[k] for k in STAT_KEYS},
                                records=summary["records"])
-        summary["ref"] = str(DatasetRef(name, version))
-        return summary
+
+    def _versions(self, name: str) -> list[int]:
+        folder = self.datasets_dir / name
+        return [int(v.name[1:]) for v in folder.glob("v*") if v.name[1:].isdigit()] if folder.is_dir() else []
+
+    def reconcile(self, name: str | None = None) -> None:
+        """Sweep temp folders of prepares that died; register complete versions that a kill left
+        unregistered (their meta.json and splits are whole), remove incomplete ones."""
+        sweep(self.datasets_dir, prep.TMP_RE)
+        names = [name] if name else [d.name for d in self.datasets_dir.iterdir()
+                                     if d.is_dir() and not d.name.startswith(".")] \
+            if self.datasets_dir.is_dir() else []
+        for n in names:
+            for v in self._versions(n):
+                if self.store.get_dataset(n, v) is None:
+                    self._adopt(self.datasets_dir / n / f"v{v}")
+
+    def _adopt(self, folder: Path) -> None:
+        import json
+
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            whole = all(sum(1 for _ in open(folder / f"{k}.jsonl", "rb")) == meta["splits"][k]
+                        for k in ("train", "validation"))
+        except (OSError, ValueError, KeyError, TypeError):
+            whole = False
+        if not whole:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        meta["path"] = str(folder)
+        self._register(meta, meta.get("recipe", "auto"), meta.get("model") or models.DEFAULT_MODEL)
 
     def list(self) -> list[dict[str, Any]]:
         return [{"name": d["name"], "version": d["version"], "ref": str(DatasetRef(d["name"], d["version"])),

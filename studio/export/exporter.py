@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ExportError
+from ..faults import crash_point, fail_point
 from ..models import folder_size
 from ..train.checkpoints import MARK
 from . import gguf_writer, lora_gguf, modelfile, quantize
@@ -82,6 +83,7 @@ def write_gguf(base_folder: Path, model, out: Path, quant: str, name: str,
 def _write_adapter(job: Job):
     tmp = partial(job.out)
     shutil.copytree(job.adapter, tmp, ignore=shutil.ignore_patterns(MARK))
+    crash_point("export.partial_written")
     replace_dir(tmp, job.out)
     return {}, None
 
@@ -91,6 +93,7 @@ def _write_merged(job: Job):
     model = tuned_model(job.base_folder, job.adapter)
     model.save_pretrained(tmp, safe_serialization=True)
     job.tok.save_pretrained(tmp)
+    crash_point("export.partial_written")
     replace_dir(tmp, job.out)
     return {}, None
 
@@ -113,6 +116,7 @@ def _write_ollama(job: Job):
     gguf_name = f"{job.name}-{job.quant}.gguf"
     write_gguf(job.base_folder, model, tmp / gguf_name, job.quant, job.name, job.progress)
     modelfile.write(tmp, gguf_name, job.tok)
+    crash_point("export.partial_written")
     replace_dir(tmp, job.out)
     return {"modelfile": str(job.out / "Modelfile"), "gguf": str(job.out / gguf_name)}, model
 
@@ -186,16 +190,24 @@ def bytes_needed(f: ExportFormat, quant: str, params: int) -> int:
     return need
 
 
-def check_out(out: Path, need_bytes: int, is_dir: bool) -> None:
+def check_out(out: Path, need_bytes: int, is_dir: bool, force: bool = False) -> None:
     parent = out.parent
+    if out.exists() and not is_dir and out.is_dir():
+        raise ExportError(f"{out} is a folder; this format writes one file. Give a file path, "
+                          f"e.g. --out {out / 'model.gguf'}.")
+    if out.exists() and is_dir and not out.is_dir():
+        raise ExportError(f"{out} is a file; this format writes a folder. Give a folder path.")
+    if out.exists() and not is_dir and not force:
+        raise ExportError(f"{out} already exists. Add --force to replace it (or choose another "
+                          "--out); nothing was written.")
     if not parent.exists():
         raise ExportError(f"The folder {parent} does not exist. Create it first or choose another "
                           "--out.")
     if not os.access(parent, os.W_OK):
         raise ExportError(f"The folder {parent} is not writable. Choose another --out.")
-    if is_dir and out.exists() and any(out.iterdir()) and not (out / EXPORT_MARK).exists():
-        raise ExportError(f"{out} already exists and holds other files; choose an empty or new "
-                          "folder so nothing of yours is overwritten.")
+    if is_dir and out.exists() and any(out.iterdir()) and not (force and (out / EXPORT_MARK).exists()):
+        raise ExportError(f"{out} already exists and is not empty; choose an empty or new folder "
+                          "so nothing of yours is overwritten (an earlier export there: add --force).")
     free = shutil.disk_usage(parent).free
     if need_bytes > free:
         raise ExportError(f"Not enough disk space in {parent}: this export needs about "
@@ -207,7 +219,12 @@ def run(fmt: str, job: Job, verify: bool, base_gguf: Callable[[], Path]) -> dict
     """Produce one export; returns path, bytes, seconds and (if verified) parity."""
     f = FORMATS[fmt]
     t0 = time.time()
-    extra, parity_model = f.write(job)
+    try:
+        fail_point("export.write")
+        extra, parity_model = f.write(job)
+    except BaseException:
+        shutil.rmtree(partial(job.out), ignore_errors=True)  # a folder format's half-written copy
+        raise
     result: dict[str, Any] = {"format": fmt, "quant": job.quant, **extra}
     result.update(path=str(job.out), bytes=folder_size(job.out), seconds=round(time.time() - t0, 2))
     if verify and f.verifiable:

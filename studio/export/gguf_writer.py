@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..errors import ExportError
+from ..faults import crash_point, fail_point
 
 # HF model_type → (gguf arch name, permute q/k for llama.cpp's rotary layout, Gemma norm +1)
 ARCHS: dict[str, tuple[str, bool, bool]] = {
@@ -263,6 +264,8 @@ def atomic_writer(out: Path, arch_name: str) -> Iterator[Any]:
         w.write_kv_data_to_file()
         w.write_tensors_to_file(progress=False)
         w.close()
+        fail_point("export.gguf")
+        crash_point("export.gguf_partial")
         os.replace(tmp, out)
     except BaseException:
         w.close()

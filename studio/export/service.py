@@ -8,14 +8,34 @@ cache and a run look-up. The formats and their writers are exporter.py.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from .. import models
 from ..errors import ExportError
+from ..faults import crash_point, disk_guard, pid_alive, sweep
 from . import exporter
+
+
+PENDING = ".pending"
+# what a writer leaves while it works: "<name>.partial-<pid>", "<stem>.f16-tmp-<pid>.gguf"
+PARTIAL_RE = re.compile(r"\.(?:partial|f16-tmp)-(?P<pid>\d+)(?:\.gguf)?$")
+
+
+def unused(path: Path) -> Path:
+    """`path`, or `name-2.ext`, `name-3.ext`… when it is taken."""
+    if not path.exists():
+        return path
+    stem, ext = (path.name[:-len(".gguf")], ".gguf") if path.name.endswith(".gguf") else (path.name, "")
+    n = 2
+    while (path.with_name(f"{stem}-{n}{ext}")).exists():
+        n += 1
+    return path.with_name(f"{stem}-{n}{ext}")
 
 
 def safe_label(text: str) -> str:
@@ -30,8 +50,10 @@ class ExportService:
 
     def export(self, fmt: str, run_id: str | None = None, model: str | None = None,
                quant: str | None = None, out: str | None = None, verify: bool = False,
-               progress: Any = None) -> dict[str, Any]:
-        """Write one export (atomically), optionally check parity, record it in the store."""
+               progress: Any = None, force: bool = False) -> dict[str, Any]:
+        """Write one export (atomically), optionally check parity, record it in the store. A
+        file of the user's is replaced only with `force`; a default path never replaces an
+        earlier export (a new name is taken)."""
         from ..compare import adapter_dir
 
         if bool(run_id) == bool(model):
@@ -49,18 +71,59 @@ class ExportService:
             raise ExportError(f"{model_ref} is already a GGUF file; export works from an HF folder "
                               "(config.json + safetensors).")
         params = models.info_from_folder(base_folder)["params"] or 0
-        dest = Path(out).expanduser() if out else self.exports_dir / label / f"{label}{f.suffix(quant)}"
-        if not out:
+        if out:
+            dest = Path(out).expanduser().absolute()
+        else:
+            dest = unused(self.exports_dir / label / f"{label}{f.suffix(quant)}")
             dest.parent.mkdir(parents=True, exist_ok=True)
-        exporter.check_out(dest, exporter.bytes_needed(f, quant, params), f.is_dir)
+        need = exporter.bytes_needed(f, quant, params)
+        exporter.check_out(dest, need, f.is_dir, force)
         job = exporter.Job(base_folder, adapter, dest, quant, label, self.cache.tokenizer(model_ref),
                            progress)
-        result = exporter.run(fmt, job, verify, lambda: self.base_gguf(model_ref))
-        self.store.add_export(run_id=run_id, model=model_ref, format=fmt, quant=quant,
-                              path=result["path"], bytes=result["bytes"],
-                              seconds=result["seconds"], parity=result.get("parity"))
+        row = {"run_id": run_id, "model": model_ref, "format": fmt, "quant": quant, "path": str(dest)}
+        intent = self._intend(row)  # a kill from here on is reconciled at the next start
+        with disk_guard(dest.parent, need):
+            result = exporter.run(fmt, job, verify, lambda: self.base_gguf(model_ref))
+        crash_point("export.renamed")
+        self.store.add_export(**row, bytes=result["bytes"], seconds=result["seconds"],
+                              parity=result.get("parity"))
+        intent.unlink(missing_ok=True)
         result["use"] = f.usage(result["path"], label.lower())
         return result
+
+    def _intend(self, row: dict[str, Any]) -> Path:
+        """Write-ahead record of an export being written (pid and start time with it)."""
+        pending = self.exports_dir / PENDING
+        pending.mkdir(parents=True, exist_ok=True)
+        path = pending / f"{os.getpid()}-{time.time_ns()}.json"
+        path.write_text(json.dumps({**row, "pid": os.getpid(), "started": time.time()}))
+        return path
+
+    def reconcile(self) -> None:
+        """After a crash: an export whose writer died is registered when its file or folder is
+        complete (renamed into place; a folder carries its marker), and its partial files are
+        removed; orphaned partials anywhere under exports/ are swept."""
+        for intent in sorted((self.exports_dir / PENDING).glob("*.json")):
+            try:
+                row = json.loads(intent.read_text())
+            except (OSError, ValueError):
+                intent.unlink(missing_ok=True)
+                continue
+            if pid_alive(row.get("pid", 0)):
+                continue
+            dest = Path(row["path"])
+            sweep(dest.parent, PARTIAL_RE)
+            f = exporter.FORMATS.get(row["format"])
+            done = f is not None and dest.exists() and dest.stat().st_mtime >= row["started"] - 1 and (
+                (dest / exporter.EXPORT_MARK).exists() if f.is_dir else dest.is_file())
+            if done and not any(e["path"] == str(dest) for e in self.store.list_exports()):
+                self.store.add_export(run_id=row["run_id"], model=row["model"], format=row["format"],
+                                      quant=row["quant"], path=str(dest), bytes=models.folder_size(dest),
+                                      seconds=None, parity=None)
+            intent.unlink(missing_ok=True)
+        for folder in [self.exports_dir, *(p for p in self.exports_dir.iterdir() if p.is_dir())] \
+                if self.exports_dir.is_dir() else []:
+            sweep(folder, PARTIAL_RE)
 
     def base_gguf(self, model_ref: str) -> Path:
         """An f16 GGUF of the base model (made once and recorded), for LoRA GGUFs and llama.cpp."""

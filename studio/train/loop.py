@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
+from ..faults import crash_point, disk_guard, disk_message, is_disk_full
 from ..records import RunStatus
 from ..spec import OPTIMIZERS
 from . import checkpoints as ckpt
@@ -126,6 +127,7 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
                 return
             with open(run_dir / "events.jsonl", "a") as f:
                 f.write(json.dumps(ev) + "\n")
+            crash_point("train.event_logged", step)
             row = self.rows.setdefault(step, {"step": step})
             row.update({k: v for k, v in ev.items() if v is not None})
             store.add_metrics(run_id, [row])
@@ -194,13 +196,25 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     if not train_set:
         raise RunError("No training example has any learnable token at this max length.")
     steps = total_steps(p, len(train_set), world_size())
+    staging = run_dir / "trainer"
+    ckpt.clean_staging(staging)
+    resume_from, notes = ckpt.latest_intact(run_dir)
+    start = ckpt.step_of(resume_from) if resume_from else 0
+    if rank() == 0:  # the record continues from the point we resume from, never repeats
+        ckpt.trim_events(run_dir / "events.jsonl", start)
+        store.trim_metrics(run_id, start)
+        for note in notes:
+            log_note(run_dir, start, note)
+    result: dict[str, Any] = {"steps": start, "max_steps": steps, "world_size": world_size(),
+                              "notes": notes}
+    if resume_from is not None and start >= steps:  # killed while saving after the last step
+        if rank() == 0:
+            with disk_guard(run_dir):
+                result["adapter"] = str(ckpt.save_adapter(None, tok, run_dir, from_checkpoint=resume_from))
+            result["status"] = RunStatus.COMPLETED.value
+        return result
     model = load_for_training(model_path, device, p)
     collator = make_collator(tok, t.packing)
-    staging = run_dir / "trainer"
-    resume_from = ckpt.latest(run_dir)
-    ckpt.clean_staging(staging)
-    if resume_from is not None:
-        ckpt.trim_events(run_dir / "events.jsonl", ckpt.step_of(resume_from))
     dtype = models.resolve_dtype(t.dtype, device)
     args = TrainingArguments(
         output_dir=str(staging), max_steps=steps, per_device_train_batch_size=t.micro_batch,
@@ -231,8 +245,14 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except torch.OutOfMemoryError:
         raise RunError(oom_message(p)) from None
-    result: dict[str, Any] = {"steps": trainer.state.global_step, "max_steps": steps,
-                              "world_size": trainer.args.world_size}
+    except Exception as e:
+        if is_disk_full(e):  # a checkpoint could not be written: the last complete one stays
+            shutil.rmtree(staging, ignore_errors=True)
+            raise RunError(disk_message(run_dir) + " The last complete checkpoint was kept; "
+                           "resume the run once there is room.") from None
+        raise
+    crash_point("train.after_last_step")
+    result.update(steps=trainer.state.global_step, world_size=trainer.args.world_size)
     if cb.nan_step is not None:
         raise RunError(f"The loss became NaN/inf at step {cb.nan_step}, so training stopped. Lower "
                        f"the learning rate (e.g. train.lr={t.lr / 4:g}), and on GPUs without bf16 "
@@ -240,11 +260,19 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     if eval_set and not cb.stopped and trainer.state.global_step not in cb.eval_steps:
         trainer.evaluate()  # logs eval_loss through the callback
     if rank() == 0:
-        result["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir))
+        with disk_guard(run_dir):
+            result["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir))
         done = not (cb.stopped and trainer.state.global_step < steps)
         result["status"] = (RunStatus.COMPLETED if done else RunStatus.STOPPED).value
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def log_note(run_dir: Path, step: int, note: str) -> None:
+    """A note in the run's record (events.jsonl) and its log."""
+    with open(run_dir / "events.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "note": note}) + "\n")
+    print(f"note: {note}", flush=True)
 
 
 def oom_message(spec) -> str:

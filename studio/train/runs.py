@@ -19,14 +19,20 @@ import subprocess
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import RunError, StudioError
+from ..faults import crash_point, disk_guard
+from ..locks import hold
 from ..records import ACTIVE, RunStatus
 from . import config as tcfg
 from .checkpoints import MARK, complete, latest
 from .loop import rank
+
+
+ADOPT_AFTER_S = 30  # a folder younger than this may still be getting its row in another process
 
 
 def new_run_id(preset: str) -> str:
@@ -84,8 +90,6 @@ def get(store, run_id: str) -> dict[str, Any]:
 
 def execute(store, cache, run_id: str, progress: bool = False) -> dict[str, Any]:
     """Run or resume `run_id` in this process; always leaves the store row truthful."""
-    from . import loop
-
     run = get(store, run_id)
     run_dir = Path(run["path"])
     if not (run_dir / tcfg.CONFIG_FILE).exists():
@@ -96,6 +100,17 @@ def execute(store, cache, run_id: str, progress: bool = False) -> dict[str, Any]
     if (rank() == 0 and run["status"] == RunStatus.RUNNING and run.get("pid") not in (None, os.getpid())
             and alive(run["pid"]) and run["pid"] != os.getppid()):
         raise RunError(f"Run {run_id} is already running (process {run['pid']}). Stop it first.")
+    # One process per run: a second `train --resume` (or a second Resume click) is refused;
+    # the lock dies with its holder, kill -9 included. Under accelerate only rank 0 holds it.
+    lock = hold(run_dir / ".lock", f"Run {run_id}") if rank() == 0 else nullcontext()
+    with lock:
+        return _execute(store, cache, run, run_dir, progress)
+
+
+def _execute(store, cache, run: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, Any]:
+    from . import loop
+
+    run_id = run["id"]
     device = cache.device()
     model_path = cache.path(run["model"])
     if rank() == 0:
@@ -115,8 +130,10 @@ def execute(store, cache, run_id: str, progress: bool = False) -> dict[str, Any]
                     traceback.print_exc(file=f)
             store.update_run(run_id, status=status.value, error=msg, pid=None)
         raise
+    crash_point("train.before_final_record")
     if rank() == 0:
-        arts = {**artifacts(run_dir), "world_size": result.get("world_size", 1)}
+        arts = {**artifacts(run_dir), "world_size": result.get("world_size", 1),
+                "resume_notes": result.get("notes", [])}
         store.update_run(run_id, status=result["status"], step=result["steps"], pid=None,
                          artifacts=arts)
     return get(store, run_id)
@@ -142,7 +159,9 @@ class RunService:
         run_id = new_run_id(cfg.preset)
         run_dir = self.runs_dir / run_id
         run_dir.mkdir(parents=True)
-        cfg.write(run_dir)
+        with disk_guard(self.runs_dir):
+            cfg.write(run_dir)
+        crash_point("train.run_folder_made")
         row = self.store.add_run(id=run_id, status=RunStatus.QUEUED.value, preset=cfg.preset,
                                  dataset=str(cfg.dataset.ref), model=cfg.spec.model,
                                  path=str(run_dir), config=cfg.to_dict(), step=0)
@@ -165,7 +184,14 @@ class RunService:
         return {"id": run_id, "pid": proc.pid}
 
     def reconcile(self) -> None:
-        """A run whose process is gone is not 'running': mark it failed (resumable)."""
+        """A run whose process is gone is not 'running': mark it failed (resumable). A run folder
+        that never got its store row (killed while being created) is registered as failed when
+        its config.yaml is whole, else removed."""
+        known = {r["id"] for r in self.store.list_runs()}
+        for folder in (self.runs_dir.iterdir() if self.runs_dir.is_dir() else ()):
+            if (folder.is_dir() and folder.name not in known and not folder.name.startswith(".")
+                    and time.time() - folder.stat().st_mtime > ADOPT_AFTER_S):
+                self._adopt(folder)
         for run in self.store.list_runs():
             if run["status"] == RunStatus.RUNNING and not alive(run.get("pid")):
                 last = latest(Path(run["path"])) if run.get("path") else None
@@ -173,6 +199,18 @@ class RunService:
                 self.store.update_run(run["id"], status=RunStatus.FAILED.value, pid=None,
                                       error="The training process ended unexpectedly (killed or "
                                             f"crashed). Resume to continue{where}.")
+
+    def _adopt(self, folder: Path) -> None:
+        try:
+            cfg = tcfg.RunConfig.read(folder)
+        except StudioError:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        self.store.add_run(id=folder.name, status=RunStatus.FAILED.value, preset=cfg.preset,
+                           dataset=str(cfg.dataset.ref), model=cfg.spec.model, path=str(folder),
+                           config=cfg.to_dict(), step=0,
+                           error="This run was interrupted while it was being created. Resume "
+                                 "it to train, or delete it.")
 
     def list(self) -> list[dict[str, Any]]:
         self.reconcile()

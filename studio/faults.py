@@ -1,0 +1,108 @@
+"""Faults: named crash points for tests, disk-full as a message, and sweeping what a crash left.
+
+Owns three things every writer shares. `crash_point(name)`: when STUDIO_CRASH_AT names it, the
+process kills itself with SIGKILL right there — exactly what `kill -9` or a power cut does, at a
+moment a test chooses (no sleeps). `disk_guard(folder, need)`: an out-of-space error (ENOSPC,
+EDQUOT, or a library's wrapped "No space left on device") becomes one message — what, where,
+how much, what to do; STUDIO_FAULT_ENOSPC=name makes a named write fail that way in tests.
+`sweep(folder, pattern)`: temp files and folders whose writing process is gone are removed.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import StudioError
+
+DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+class DiskFull(StudioError):
+    """A write ran out of space; nothing half-written was kept."""
+
+
+def crash_point(name: str, n: int | None = None) -> None:
+    """SIGKILL this process here if STUDIO_CRASH_AT is `name` (or `name@n`, e.g. at a step)."""
+    at = os.environ.get("STUDIO_CRASH_AT")
+    if at and (at == name or (n is not None and at == f"{name}@{n}")):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail_point(name: str) -> None:
+    """Raise an out-of-space error here when a test asks for it (STUDIO_FAULT_ENOSPC=name)."""
+    if os.environ.get("STUDIO_FAULT_ENOSPC") == name:
+        raise OSError(errno.ENOSPC, "No space left on device (injected)")
+
+
+def is_disk_full(e: BaseException | None) -> bool:
+    """True for ENOSPC/EDQUOT anywhere in the exception's chain (libraries wrap it)."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            return True
+        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def disk_message(folder: Path, need: int | None = None) -> str:
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1e9:.2f} GB free"
+    except OSError:
+        free = "free space unknown"
+    needs = f"needs ~{need / 1e9:.2f} GB, " if need else ""
+    return (f"Not enough space in {folder}: {needs}{free}. Nothing half-written was kept. Free "
+            "some space, or set STUDIO_HOME (or --home / --out) to a disk with more room.")
+
+
+@contextmanager
+def disk_guard(folder: Path, need: int | None = None) -> Iterator[None]:
+    try:
+        yield
+    except StudioError:
+        raise
+    except Exception as e:
+        if is_disk_full(e):
+            raise DiskFull(disk_message(Path(folder), need)) from None
+        raise
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    status = Path(f"/proc/{pid}/stat")
+    if status.exists():  # a zombie is gone for our purposes
+        try:
+            return status.read_text().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return True
+    return True
+
+
+def sweep(folder: Path, pattern: re.Pattern) -> list[Path]:
+    """Remove entries of `folder` matching `pattern` (its group 'pid' names the writer) whose
+    process is no longer alive; returns what was removed."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = pattern.search(p.name)
+        if not m or pid_alive(int(m.group("pid"))):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

@@ -1,0 +1,56 @@
+"""One process at a time: an advisory lock on a file that the operating system releases when
+the holder dies, even by kill -9 (fcntl.flock on Linux/macOS, msvcrt.locking on Windows).
+
+Owns `hold(path, what)`: a context manager that takes the lock without waiting or raises a
+StudioError subclass naming what is busy and which process holds it.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import StudioError
+
+
+class Busy(StudioError):
+    """Another process holds the lock."""
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        import fcntl
+
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+
+@contextmanager
+def hold(path: Path, what: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not _try_lock(fd):
+            try:
+                holder = os.pread(fd, 32, 0).decode().strip() or "another process"
+            except (OSError, AttributeError):
+                holder = "another process"
+            raise Busy(f"{what} is busy: process {holder} is working on it. Wait for it to "
+                       "finish (or stop it), then try again.")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0) if hasattr(os, "pwrite") else None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock; the file itself stays (harmless, tiny)
