@@ -49,6 +49,7 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
+_CHECKED: set[str] = set()  # database files whose header this process has read
 RUN_STATUSES = tuple(s.value for s in RunStatus)
 
 
@@ -77,6 +78,7 @@ class Store:
             self._migrate()
         except sqlite3.DatabaseError as e:
             raise StoreError(self._not_a_db(e)) from None
+        _CHECKED.add(str(self.path.resolve()))  # open now: never read it again outside sqlite
 
     @property
     def db(self):
@@ -100,10 +102,18 @@ class Store:
             if self.path.is_dir():
                 raise StoreError(f"{self.path} is a folder, expected the studio database file. "
                                  "Move it aside or choose another --home.")
+            # Read the header once per process: sqlite's locks are POSIX locks, which a process
+            # loses on *every* fd of the file when it closes any one of them — a second look
+            # while connections are open would let another process delete the WAL index under
+            # them (SQLITE_IOERR_SHORT_READ).
+            key = str(self.path.resolve())
+            if key in _CHECKED:
+                return
             with open(self.path, "rb") as f:
                 head = f.read(16)
             if head and head != b"SQLite format 3\x00":
                 raise StoreError(self._not_a_db("its header is not SQLite's"))
+            _CHECKED.add(key)
 
     def _migrate(self) -> None:
         conn = self.db.conn

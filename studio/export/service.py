@@ -82,12 +82,14 @@ class ExportService:
                            progress)
         row = {"run_id": run_id, "model": model_ref, "format": fmt, "quant": quant, "path": str(dest)}
         intent = self._intend(row)  # a kill from here on is reconciled at the next start
-        with disk_guard(dest.parent, need):
-            result = exporter.run(fmt, job, verify, lambda: self.base_gguf(model_ref))
-        crash_point("export.renamed")
-        self.store.add_export(**row, bytes=result["bytes"], seconds=result["seconds"],
-                              parity=result.get("parity"))
-        intent.unlink(missing_ok=True)
+        try:
+            with disk_guard(dest.parent, need):
+                result = exporter.run(fmt, job, verify, lambda: self.base_gguf(model_ref))
+            crash_point("export.renamed")
+            self.store.add_export(**row, bytes=result["bytes"], seconds=result["seconds"],
+                                  parity=result.get("parity"))
+        finally:  # registered, or failed and cleaned by the writer: the record is done either way
+            intent.unlink(missing_ok=True)
         result["use"] = f.usage(result["path"], label.lower())
         return result
 

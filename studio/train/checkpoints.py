@@ -62,6 +62,14 @@ def clean_staging(staging: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def clean_leftovers(run_dir: Path) -> None:
+    """What a killed trainer leaves: the Trainer's staging folder, unmarked checkpoints, a
+    half-saved adapter, a half-written config."""
+    clean_staging(run_dir / "trainer")
+    shutil.rmtree(run_dir / ".adapter-tmp", ignore_errors=True)
+    (run_dir / "config.yaml.tmp").unlink(missing_ok=True)
+
+
 def trim_events(path: Path, step: int) -> None:
     """Drop events after the checkpoint we resume from, so the curve continues without repeats."""
     if not path.exists():

@@ -28,7 +28,7 @@ from ..faults import crash_point, disk_guard
 from ..locks import hold
 from ..records import ACTIVE, RunStatus
 from . import config as tcfg
-from .checkpoints import MARK, complete, latest
+from .checkpoints import MARK, clean_leftovers, complete, latest
 from .loop import rank
 
 
@@ -193,6 +193,8 @@ class RunService:
                     and time.time() - folder.stat().st_mtime > ADOPT_AFTER_S):
                 self._adopt(folder)
         for run in self.store.list_runs():
+            if run.get("path") and not (run["status"] == RunStatus.RUNNING and alive(run.get("pid"))):
+                clean_leftovers(Path(run["path"]))
             if run["status"] == RunStatus.RUNNING and not alive(run.get("pid")):
                 last = latest(Path(run["path"])) if run.get("path") else None
                 where = f" from {last.name}" if last else " from the start"
