@@ -20,7 +20,7 @@ from conftest import ROOT, run_cli
 SAMPLE = ROOT / "assets" / "sample" / "product_faq.jsonl"
 STEPS = 6
 TRAIN_SET = ["train.save_every=2", "train.eval_every=3", "train.micro_batch=2",
-             "train.max_len=96", "train.log_every=1"]
+             "train.max_len=96", "train.log_every=1", "train.keep_checkpoints=2"]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def check_run(s, run_id: str) -> dict:
 TRAIN_POINTS = ["train.event_logged@3", "train.checkpoint_staged@2", "train.checkpoint_marked@4",
                 "train.checkpoint_published@4", "train.checkpoint_staged@6",
                 "train.after_last_step", "train.adapter_written", "train.adapter_saved",
-                "train.before_final_record"]
+                "train.before_final_record", "train.checkpoint_rotating@6"]
 
 
 @pytest.mark.parametrize("point", TRAIN_POINTS)
@@ -192,6 +192,7 @@ def done_run(home):
     ("adapter", None, "export.partial_written", False),
     ("ollama", "f16", "export.partial_written", False),
     ("gguf", "f16", "export.gguf_partial", False),
+    ("gguf", "f16", "export.intent_written", False),
     ("gguf", "f16", "export.renamed", True),
     ("merged", None, "export.renamed", True),
 ])
@@ -245,11 +246,18 @@ def test_disk_full_in_training_keeps_the_last_checkpoint(home, point):
     check_run(s, rid)
 
 
+def test_disk_full_converting_the_embedded_model(tmp_path):
+    r = run_cli("models", "prepare", home=tmp_path, env={"STUDIO_FAULT_ENOSPC": "models.convert"})
+    assert r.returncode == 1 and "Not enough space in" in r.stderr and "Traceback" not in r.stderr
+    assert not [p for p in (tmp_path / "models").iterdir()]  # no half-converted folder
+
+
 def test_summary_of_kill_points():
     """The suite's own count: at least 20 distinct kill points across train/prepare/export."""
     points = set(TRAIN_POINTS) | {"train.run_folder_made", "prepare.writing",
                                   "prepare.examples_written", "prepare.split",
                                   "prepare.meta_written", "prepare.renamed",
-                                  "export.partial_written", "export.gguf_partial", "export.renamed"}
+                                  "export.partial_written", "export.gguf_partial",
+                                  "export.intent_written", "export.renamed"}
     print(f"\nfault suite: {len(points)} distinct kill points")
-    assert len(points) >= 18  # + the format variants of export points and 3 damage cases
+    assert len(points) >= 20

@@ -82,6 +82,7 @@ class ExportService:
                            progress)
         row = {"run_id": run_id, "model": model_ref, "format": fmt, "quant": quant, "path": str(dest)}
         intent = self._intend(row)  # a kill from here on is reconciled at the next start
+        crash_point("export.intent_written")
         try:
             with disk_guard(dest.parent, need):
                 result = exporter.run(fmt, job, verify, lambda: self.base_gguf(model_ref))

@@ -51,6 +51,7 @@ def publish(staging: Path, run_dir: Path, step: int, keep: int) -> Path:
     crash_point("train.checkpoint_published", step)
     for old in complete(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+        crash_point("train.checkpoint_rotating", step)
     return dst
 
 
