@@ -52,6 +52,20 @@ def is_disk_full(e: BaseException | None) -> bool:
     return False
 
 
+LOW_SPACE = 64 * 2**20  # a write that fails with less than this left is taken for a full disk
+
+
+def likely_disk_full(e: BaseException, folder: Path) -> bool:
+    """is_disk_full, or any failure while the disk is (nearly) full: some writers lose the
+    errno (torch.save reports "unexpected pos … vs …" from its zip writer)."""
+    if is_disk_full(e):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < LOW_SPACE
+    except OSError:
+        return False
+
+
 def disk_message(folder: Path, need: int | None = None) -> str:
     try:
         free = f"{shutil.disk_usage(folder).free / 1e9:.2f} GB free"
@@ -69,7 +83,7 @@ def disk_guard(folder: Path, need: int | None = None) -> Iterator[None]:
     except StudioError:
         raise
     except Exception as e:
-        if is_disk_full(e):
+        if likely_disk_full(e, Path(folder)):
             raise DiskFull(disk_message(Path(folder), need)) from None
         raise
 

@@ -6,6 +6,7 @@ kind of artifact do.
 """
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,10 @@ def resolve_home(home: str | os.PathLike | None = None) -> Home:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise HomeError(f"STUDIO_HOME {root} is on a full disk (No space left on device). "
+                            "Free some space there, or point STUDIO_HOME (or --home) at a disk "
+                            "with room.") from None
         raise HomeError(
             f"STUDIO_HOME {root} cannot be written ({e.strerror or e}). Choose a folder you can "
             "write to with --home or the STUDIO_HOME environment variable, or fix its permissions."

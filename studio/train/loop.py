@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
-from ..faults import crash_point, disk_guard, disk_message, is_disk_full
+from ..faults import crash_point, disk_guard, disk_message, likely_disk_full
 from ..records import RunStatus
 from ..spec import OPTIMIZERS
 from . import checkpoints as ckpt
@@ -246,7 +246,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     except torch.OutOfMemoryError:
         raise RunError(oom_message(p)) from None
     except Exception as e:
-        if is_disk_full(e):  # a checkpoint could not be written: the last complete one stays
+        if likely_disk_full(e, run_dir):  # a checkpoint could not be written: the last complete one stays
             shutil.rmtree(staging, ignore_errors=True)
             raise RunError(disk_message(run_dir) + " The last complete checkpoint was kept; "
                            "resume the run once there is room.") from None

@@ -120,15 +120,7 @@ def _execute(store, cache, run: dict[str, Any], run_dir: Path, progress: bool) -
         result = loop.train(run_dir, store, run_id, model_path, device, progress)
     except BaseException as e:
         if rank() == 0:
-            msg = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
-            if isinstance(e, KeyboardInterrupt):
-                msg = "Interrupted; resume to continue from the last checkpoint."
-                status = RunStatus.STOPPED
-            else:
-                status = RunStatus.FAILED
-                with open(run_dir / "train.log", "a") as f:
-                    traceback.print_exc(file=f)
-            store.update_run(run_id, status=status.value, error=msg, pid=None)
+            record_failure(store, run_id, run_dir, e)
         raise
     crash_point("train.before_final_record")
     if rank() == 0:
@@ -137,6 +129,25 @@ def _execute(store, cache, run: dict[str, Any], run_dir: Path, progress: bool) -
         store.update_run(run_id, status=result["status"], step=result["steps"], pid=None,
                          artifacts=arts)
     return get(store, run_id)
+
+
+def record_failure(store, run_id: str, run_dir: Path, e: BaseException) -> None:
+    """The run's status and error after an exception — best effort: on a full disk neither the
+    log nor the store may take a write, and the original error must still reach the user."""
+    msg = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+    status = RunStatus.FAILED
+    if isinstance(e, KeyboardInterrupt):
+        msg, status = "Interrupted; resume to continue from the last checkpoint.", RunStatus.STOPPED
+    elif not isinstance(e, StudioError):  # a bug: keep its traceback for the report
+        try:
+            with open(run_dir / "train.log", "a") as f:
+                traceback.print_exc(file=f)
+        except OSError:
+            pass
+    try:
+        store.update_run(run_id, status=status.value, error=msg, pid=None)
+    except Exception:  # the store cannot be written (disk full): reconcile marks it later
+        pass
 
 
 class RunService:
