@@ -254,6 +254,21 @@ def normalise(st: RunSpec) -> RunSpec:
     return update(st, dtype="bf16") if st.train.dtype == "auto" else st
 
 
+def loss_bytes(s: Shape, st: RunSpec, b: int, tokens: int) -> tuple[float, str]:
+    """Bytes at the loss's peak, and why. Full: every token's logits at once
+    (logits_per_token). Chunked (train/loss.py): one chunk of fp32 logits and one fp32
+    temporary of the same size (the exp of the log-sum-exp; the softmax gradient then reuses
+    the logits' memory), plus the final hidden states' gradient for all tokens."""
+    if st.train.loss == "full":
+        per, text = logits_per_token(s, st, b)
+        return per * tokens, f"{tokens:,} tokens × {text}"
+    chunk = min(tokens, st.train.loss_chunk)
+    hidden_grad = 4 if st.method == "qlora" else b   # the residual stream's dtype
+    total = chunk * s.vocab * 8 + tokens * (s.hidden * hidden_grad + 8)
+    return total, (f"chunked loss: {chunk:,} tokens × {s.vocab:,}-word vocabulary × (fp32 logits 4 "
+                   f"+ one fp32 temporary 4) bytes, + the hidden states' gradient for {tokens:,} tokens")
+
+
 def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
     """The breakdown of peak training memory in GB (GiB); terms sum to total_gb."""
     st = normalise(st)
@@ -299,10 +314,8 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
         why["activations"] = (f"{shape.layers} blocks × {act['block'] / 1024:.1f} KB per token × "
                               f"{tokens:,} tokens")
     gb["activations"] = kept / GIB
-    per, text = logits_per_token(shape, st, b)
-    logits = per * tokens
+    logits, why["logits_loss"] = loss_bytes(shape, st, b, tokens)
     gb["logits_loss"] = logits / GIB
-    why["logits_loss"] = f"{tokens:,} tokens × {text}"
     grads = c["trainable"] * tb
     if full:  # zero_grad(set_to_none) → gradients appear in backward as activations are freed
         gb["gradients"] = max(0.0, grads - kept - logits) / GIB

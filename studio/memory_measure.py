@@ -90,6 +90,17 @@ class LivePeak:
         self.peak = self._state["peak"]
 
 
+def training_loss(model, inputs: dict[str, Any], spec: Any):
+    """The loss as the trainer computes it for this spec: chunked, or the model's own."""
+    if spec.train.loss == "chunked":
+        from .train.loss import causal_lm_loss
+
+        loss = causal_lm_loss(model, inputs, spec.train.loss_chunk)
+        if loss is not None:
+            return loss
+    return model(**inputs).loss
+
+
 def live_peak_gb(config: dict[str, Any], spec: Any) -> float:
     """Peak live GiB of one training step (after a first one made the optimizer states) of a
     llama-family model built from `config` with random weights, as the run `spec` says: dtype, LoRA
@@ -131,14 +142,16 @@ def live_peak_gb(config: dict[str, Any], spec: Any) -> float:
     mask = torch.ones_like(ids)
     mask[1:, -3:] = 0  # padded rows, as real batches have: attention takes the masked path
 
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": ids}
+
     def step() -> None:
-        if spec.estimate.loop == "plain":
-            out = model(input_ids=ids, attention_mask=mask, labels=ids)
+        if spec.estimate.loop == "plain" and spec.train.loss == "full":
+            out = model(**inputs)
             out.loss.backward()
             del out
         else:
             with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
+                loss = training_loss(model, inputs, spec)
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -187,7 +200,7 @@ def measure(model_path: str, spec: Any, steps: int = 3) -> dict[str, Any]:
         for _ in range(steps):
             ids = torch.randint(0, vocab, (batch, seq), device=model.device)
             with torch.autocast("cuda", dtype=half, enabled=half is not None):  # as the Trainer does
-                loss = model(input_ids=ids, labels=ids).loss
+                loss = training_loss(model, {"input_ids": ids, "labels": ids}, spec)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -107,6 +107,14 @@ class TrainSpec:
     dtype: str = knob("auto", "Compute dtype: auto (bf16 on GPUs that have it, else fp16 on "
                               "CUDA, fp32 on CPU), bf16, fp16 or fp32.",
                       choices=("auto", "bf16", "fp16", "fp32"), flat="dtype")
+    loss: str = knob("chunked", "How the loss is computed: chunked (from the final hidden "
+                                "states, a chunk of tokens at a time: never all [tokens × "
+                                "vocabulary] logits at once — same result, far less memory at "
+                                "long lengths) or full (all logits at once, as most tools train).",
+                     choices=("chunked", "full"), flat="loss")
+    loss_chunk: int = knob(1024, "Tokens per chunk of the chunked loss: its memory is chunk × "
+                                 "vocabulary × 8 bytes (fp32 logits and their gradient).",
+                           min=1, max=1_000_000)
     log_every: int = knob(1, "Write a progress event every N steps.", min=1, max=1_000_000)
     eval_every: int = knob(0, "Evaluate on the validation split every N steps (0: only at the end).",
                            min=0, max=10_000_000)

@@ -229,9 +229,11 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         activation_checkpointing=t.grad_ckpt,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.grad_ckpt else None,
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=not progress,
+        prediction_loss_only=True,  # evaluation needs the loss, never the [tokens × vocab] logits
         ddp_find_unused_parameters=False if world_size() > 1 else None)
     cb = build_callback(run_dir, store, run_id, steps, collator, device, t.keep_checkpoints)
-    trainer = Trainer(model=model, args=args, train_dataset=train_set,
+    trainer = trainer_class(Trainer, t.loss, t.loss_chunk)(
+        model=model, args=args, train_dataset=train_set,
                       eval_dataset=eval_set or None, data_collator=collator, callbacks=[cb])
     if not progress:  # keep stdout clean for --json: no printed log dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -266,6 +268,28 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         result["status"] = (RunStatus.COMPLETED if done else RunStatus.STOPPED).value
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def trainer_class(base, loss: str, chunk: int):
+    """The Trainer, computing the loss in chunks (train.loss=chunked) — same value and
+    gradients as the model's own loss, without its full logits; evaluation uses it too."""
+    if loss != "chunked":
+        return base
+    from .loss import causal_lm_loss
+
+    class ChunkedLossTrainer(base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = causal_lm_loss(model, inputs, chunk, num_items_in_batch)
+            if loss is None:  # a head we cannot chunk (e.g. LoRA on lm_head): the model's own loss
+                self.loss_is_scaled_for_ga = None
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # divided by the accumulated batch's token count: already scaled for accumulation
+            self.loss_is_scaled_for_ga = num_items_in_batch is not None
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+    return ChunkedLossTrainer
 
 
 def log_note(run_dir: Path, step: int, note: str) -> None:

@@ -1,0 +1,136 @@
+"""The causal-LM loss without the full logits: cross-entropy computed in chunks of tokens.
+
+Owns `chunked_ce` — the loss over the final hidden states and the lm_head weight, one chunk of
+tokens at a time (each chunk's gradient taken while its logits exist), so peak memory holds one
+chunk of fp32 logits instead of [tokens × vocabulary] (for Llama 3's 128k-word vocabulary at 8k tokens
+that is 4 GB of logits plus as much again for their gradient) — and `causal_lm_loss`, which runs a
+(PEFT-wrapped) causal LM's decoder and applies it exactly as transformers' ForCausalLMLoss
+would: labels shifted by one, -100 ignored, the sum divided by `num_items_in_batch` when the
+Trainer passes it (gradient accumulation) or by the count of learned tokens, Gemma's final
+logit soft-capping, an lm_head bias (Phi). Same loss and gradients as the full computation
+(tests/test_loss.py); no dependency beyond torch. Liger-Kernel's fused linear cross-entropy
+does the same on CUDA with Triton; it has no CPU path, and the studio must train on laptops.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _chunk_logits(h, weight, bias, softcap):
+    import torch
+
+    z = torch.nn.functional.linear(h.to(weight.dtype), weight, bias).float()
+    if softcap:
+        t = torch.tanh(z / softcap)
+        return t * softcap, t
+    return z, None
+
+
+def make_function():
+    import torch
+
+    class ChunkedCE(torch.autograd.Function):
+        """sum over rows of (logsumexp(h W^T + b) - logit[label]); rows with label -100 skip.
+        While each chunk's logits exist, its gradients are taken too (softmax − one-hot, times
+        the soft-cap's derivative), so backward only scales them: one lm_head matmul per
+        direction, as the full computation does, and never more than one chunk of logits."""
+
+        @staticmethod
+        def forward(ctx, hidden, weight, bias, labels, chunk: int, softcap: float | None):
+            need_h, need_w = hidden.requires_grad, weight.requires_grad
+            need_b = bias is not None and bias.requires_grad
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            gh = torch.zeros_like(hidden) if need_h else None
+            gw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+            gb = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+            for s in range(0, hidden.shape[0], chunk):
+                lab = labels[s:s + chunk]
+                keep = lab != -100
+                if not bool(keep.any()):
+                    continue
+                h = hidden[s:s + chunk]
+                z, t = _chunk_logits(h, weight, bias, softcap)
+                picked = z.gather(1, lab.clamp(min=0).unsqueeze(1)).squeeze(1)
+                # log-sum-exp and softmax in place: one chunk of fp32 logits plus one temporary
+                # at the peak (torch.logsumexp would hold two temporaries)
+                top = z.max(dim=-1, keepdim=True).values
+                z.sub_(top)
+                lse_shifted = z.exp().sum(dim=-1, keepdim=True).log_()
+                total += ((lse_shifted + top).squeeze(1) - picked).mul_(keep).sum()
+                if not (need_h or need_w or need_b):
+                    del z, t
+                    continue
+                dz = z.sub_(lse_shifted).exp_()                              # softmax, in place
+                rows = torch.arange(len(lab), device=dz.device)[keep]
+                dz[rows, lab[keep]] -= 1.0
+                dz *= keep.unsqueeze(1)
+                if softcap:                                                  # d(cap·tanh(x/cap))/dx
+                    dz *= 1 - t * t
+                if need_h:
+                    gh[s:s + chunk] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
+                if need_w:
+                    gw += dz.t() @ h.float()
+                if need_b:
+                    gb += dz.sum(0)
+                del z, t, dz  # free this chunk's logits before the next chunk's exist
+            ctx.save_for_backward(*(g for g in (gh, gw, gb) if g is not None))
+            ctx.needs = (need_h, need_w, need_b)
+            ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
+            return total
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            saved = iter(ctx.saved_tensors)
+            need_h, need_w, need_b = ctx.needs
+            gh = next(saved) if need_h else None
+            gh = gh * grad_out.to(gh.dtype) if gh is not None else None
+            gw = (next(saved) * grad_out).to(ctx.dtypes[0]) if need_w else None
+            gb = (next(saved) * grad_out).to(ctx.dtypes[1]) if need_b else None
+            return gh, gw, gb, None, None, None
+
+    return ChunkedCE
+
+
+_FN: list = []
+
+
+def chunked_ce(hidden, weight, bias, labels, chunk: int, softcap: float | None = None):
+    """Sum of token losses over rows of `hidden` [N, H] against `labels` [N] (-100 = skip)."""
+    if not _FN:
+        _FN.append(make_function())
+    return _FN[0].apply(hidden, weight, bias, labels, chunk, softcap)
+
+
+def decoder_and_head(model) -> tuple[Any, Any, float | None] | None:
+    """(decoder, lm_head, soft-cap) of a causal LM, through a PEFT wrapper; None when the head
+    is not a plain Linear (e.g. LoRA on lm_head) — then the full loss is used."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    decoder = getattr(base, getattr(base, "base_model_prefix", "model"), None)
+    if decoder is None or type(head) is not torch.nn.Linear:
+        return None
+    cfg = getattr(base.config, "get_text_config", lambda: base.config)()
+    return decoder, head, getattr(cfg, "final_logit_softcapping", None)
+
+
+def causal_lm_loss(model, inputs: dict[str, Any], chunk: int, num_items_in_batch=None):
+    """The model's training loss, chunked; None when the model does not fit the pattern."""
+    import torch
+
+    parts = decoder_and_head(model)
+    labels = inputs.get("labels")
+    if parts is None or labels is None:
+        return None
+    decoder, head, softcap = parts
+    body = {k: v for k, v in inputs.items() if k != "labels"}
+    hidden = decoder(**body, use_cache=False).last_hidden_state
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
+    total = chunked_ce(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias,
+                       shifted.reshape(-1).to(hidden.device), chunk, softcap)
+    if num_items_in_batch is not None:
+        denom = num_items_in_batch.to(total.device) if torch.is_tensor(num_items_in_batch) \
+            else num_items_in_batch
+        return total / denom
+    return total / (shifted != -100).sum().clamp(min=1)
