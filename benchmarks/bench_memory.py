@@ -93,7 +93,32 @@ def live() -> list[float]:
     return errs
 
 
+# Longest context for Llama 3.1 8B, QLoRA r32 on all linear layers, batch 1, as published by
+# Unsloth (https://unsloth.ai/blog/llama3-3 — "Llama 3.1 (8B) max. context length"; the 24 GB
+# figures are also in their README): GPU GB → (Unsloth, Hugging Face + FA2; None = out of memory).
+PUBLISHED_MAX_CONTEXT = {8: (2_972, None), 12: (21_848, 932), 16: (40_724, 2_551),
+                         24: (78_475, 5_789), 48: (191_728, 15_502), 80: (342_733, 28_454)}
+
+
+def max_context() -> None:
+    """The longest length we estimate fits each card, each lever added in turn."""
+    shape, _ = ma.load_shape("llama-3.1-8b")
+    base = dict(method="qlora", bits=4, rank=32, targets="all-linear", batch=1, grad_ckpt=True,
+                device="cuda")
+    rows = [("HF-style (full loss)", S(**base, loss="full", offload="off")),
+            ("chunked loss", S(**base, loss="chunked", offload="off")),
+            ("chunked + offload", S(**base, loss="chunked", offload="on"))]
+    print("\nLlama-3.1-8B QLoRA r32 all-linear, batch 1: longest length that fits (tokens)")
+    print(f"{'GPU':>5s} " + " ".join(f"{name:>22s}" for name, _ in rows) + f" {'Unsloth':>9s} {'HF+FA2':>8s}")
+    for gb, (unsloth, hf) in PUBLISHED_MAX_CONTEXT.items():
+        ours = [ma.longest(shape, st, gb) for _, st in rows]
+        print(f"{gb:>4d}G " + " ".join(f"{(n or 0):>22,d}" for n in ours)
+              + f" {unsloth:>9,d} {hf or 0:>8,d}")
+
+
 if __name__ == "__main__":
     points()
     if "--live" in sys.argv:
         live()
+    if "--max-context" in sys.argv:
+        max_context()

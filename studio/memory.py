@@ -254,6 +254,12 @@ def normalise(st: RunSpec) -> RunSpec:
     return update(st, dtype="bf16") if st.train.dtype == "auto" else st
 
 
+def offloaded(st: RunSpec) -> bool:
+    """Activation offloading as this estimate models it: on, on a GPU ("auto" is decided by
+    the fit advice, which knows the GPU)."""
+    return st.train.offload == "on" and st.estimate.device == "cuda"
+
+
 def loss_bytes(s: Shape, st: RunSpec, b: int, tokens: int) -> tuple[float, str]:
     """Bytes at the loss's peak, and why. Full: every token's logits at once
     (logits_per_token). Chunked (train/loss.py): one chunk of fp32 logits and one fp32
@@ -313,6 +319,12 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
         kept = shape.layers * act["block"] * tokens
         why["activations"] = (f"{shape.layers} blocks × {act['block'] / 1024:.1f} KB per token × "
                               f"{tokens:,} tokens")
+    host = 0.0
+    if offloaded(st):  # saved activations wait in CPU memory; the GPU holds the one in use + the next
+        per = act["checkpoint"] if st.train.grad_ckpt else act["block"]
+        host, kept = kept, min(kept, 2 * per * tokens)
+        why["activations"] += (f"; offloaded: {host / GIB:.2f} GB wait in CPU memory, the GPU holds "
+                               "the block in use and the next one")
     gb["activations"] = kept / GIB
     logits, why["logits_loss"] = loss_bytes(shape, st, b, tokens)
     gb["logits_loss"] = logits / GIB
@@ -348,6 +360,7 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
                          for lo in SLACK_RANGE],
             "breakdown_gb": {k: round(v, 4) for k, v in gb.items()}, "why": why,
             "total_params": c["total"], "trainable_params": c["trainable"],
+            "host_ram_gb": round(host / GIB, 3),
             "setting": flat_view(st), "warnings": warnings(shape, st)}
 
 

@@ -89,6 +89,9 @@ def candidates(st: RunSpec) -> list[tuple[str, RunSpec]]:
     if st.train.micro_batch > 1:
         out.append((f"micro-batch {max(1, st.train.micro_batch // 2)} with twice the gradient accumulation",
                     update(st, micro_batch=max(1, st.train.micro_batch // 2))))
+    if st.train.offload != "on" and st.estimate.device == "cuda":
+        out.append(("turn on activation offloading (saved activations wait in CPU memory)",
+                    update(st, offload="on")))
     if st.method == "lora":
         out.append(("use QLoRA (4-bit frozen base weights)", update(st, method="qlora", bits=4)))
     if st.method == "full":
@@ -132,6 +135,18 @@ def largest(shape: Shape, st: RunSpec, cap: float) -> dict[str, int | None]:
     return {"max_micro_batch": batch, "max_seq_len": seq}
 
 
+def longest(shape: Shape, st: RunSpec, cap: float, limit: int = 4_194_304) -> int | None:
+    """The longest sequence (tokens, batch as set) that fits `cap` GB: a binary search, since
+    memory only grows with length."""
+    if not fits(shape, update(st, max_len=16), cap):
+        return None
+    lo, hi = 16, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(shape, update(st, max_len=mid), cap) else (lo, mid - 1)
+    return lo
+
+
 def pick_preset(cap: float | None, method: str) -> str | None:
     from .presets import list_presets
 
@@ -144,9 +159,22 @@ def pick_preset(cap: float | None, method: str) -> str | None:
     return max(same, key=lambda p: p.gpu_gb).name
 
 
+def resolve_offload(shape: Shape, st: RunSpec, cap: float | None) -> RunSpec:
+    """offload=auto → on exactly when the run fits this GPU only with offloading."""
+    if st.train.offload != "auto":
+        return st
+    on = update(st, offload="on")
+    if cap is not None and st.estimate.device == "cuda" and not fits(shape, update(st, offload="off"), cap) \
+            and fits(shape, on, cap):
+        return on
+    return update(st, offload="off")
+
+
 def report(shape: Shape, st: RunSpec, gpu: str | None = None, vram_gb: float | None = None) -> dict[str, Any]:
-    est = estimate(shape, st)
     cap = gpu_capacity(gpu, vram_gb)
+    auto = st.train.offload == "auto"
+    st = resolve_offload(shape, st, cap[1] if cap else None)
+    est = estimate(shape, st)
     est["fits"] = None
     est["advice"] = []
     if cap:
@@ -156,7 +184,8 @@ def report(shape: Shape, st: RunSpec, gpu: str | None = None, vram_gb: float | N
         est["headroom_gb"] = round(gb - est["total_gb"], 2)
         est["advice"] = advise(shape, normalise(st), gb) or [
             f"Fits with {gb - est['total_gb']:.1f} GB to spare."]
-        est.update(largest(shape, normalise(st), gb))
+        # the longest length counts every lever the run may use: offloading when it is "auto"
+        est.update(largest(shape, normalise(update(st, offload="on") if auto else st), gb))
         est["preset"] = pick_preset(gb, st.method)
     return est
 

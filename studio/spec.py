@@ -115,6 +115,11 @@ class TrainSpec:
     loss_chunk: int = knob(1024, "Tokens per chunk of the chunked loss: its memory is chunk × "
                                  "vocabulary × 8 bytes (fp32 logits and their gradient).",
                            min=1, max=1_000_000)
+    offload: str = knob("auto", "Activation offloading (CUDA): the saved activations (with "
+                                "checkpointing, each block's input) wait in pinned CPU memory "
+                                "until backward needs them. auto: on when the run would not fit "
+                                "the GPU otherwise; on; off.", choices=("auto", "on", "off"),
+                        flat="offload")
     log_every: int = knob(1, "Write a progress event every N steps.", min=1, max=1_000_000)
     eval_every: int = knob(0, "Evaluate on the validation split every N steps (0: only at the end).",
                            min=0, max=10_000_000)
@@ -199,6 +204,8 @@ def check_value(where: str, key: str, f: dataclasses.Field, value: Any) -> Any:
     """`value` for field `f`, checked for type, choices and range; a PresetError names `key`."""
     tp = {"int": int, "float": float, "bool": bool, "str": str}[f.type] if isinstance(f.type, str) else f.type
     meta = f.metadata
+    if tp is str and isinstance(value, bool) and {"on", "off"} <= set(meta.get("choices") or ()):
+        value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as true/false
     ok = (isinstance(value, bool) if tp is bool else
           isinstance(value, int) and not isinstance(value, bool) if tp is int else
           isinstance(value, (int, float)) and not isinstance(value, bool) if tp is float else

@@ -153,3 +153,38 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
         notes.append("fp16 training needs a GPU; using fp32 on CPU.")
     return dataclasses.replace(cfg, spec=spec, notes=tuple(notes))
 
+
+
+def decide_offload(cfg: RunConfig, model_path: Path, device: str) -> RunConfig:
+    """train.offload=auto → on when the estimate says the run does not fit this GPU without it;
+    "on" is refused where there is no GPU memory to spare, or too little CPU memory to hold the
+    activations — before the run starts, with the estimate's numbers."""
+    spec, notes = cfg.spec, list(cfg.notes)
+    want = spec.train.offload
+    if want == "off" or (want == "auto" and device != "cuda"):
+        return dataclasses.replace(cfg, spec=update(spec, offload="off"))
+    if device != "cuda":
+        raise ConfigError(f"Activation offloading moves a GPU's saved activations to CPU memory; "
+                          f"this run trains on {device}, where there is nothing to move. Use "
+                          "train.offload=off (or auto).")
+    import psutil
+    import torch
+
+    from ..memory import estimate
+    from ..memory_advice import HEADROOM_GB, load_shape
+
+    shape, _ = load_shape(str(model_path))
+    gpu_gb = torch.cuda.mem_get_info()[1] / 2**30
+    base = update(spec, device="cuda", offload="off")
+    if want == "auto":
+        if estimate(shape, base)["total_gb"] + HEADROOM_GB <= gpu_gb:
+            return dataclasses.replace(cfg, spec=update(spec, offload="off"))
+        notes.append("The run does not fit the GPU as set; saved activations are offloaded to "
+                     "CPU memory (train.offload=auto).")
+    est = estimate(shape, update(base, offload="on"))
+    free = psutil.virtual_memory().available / 2**30
+    if est["host_ram_gb"] > free * 0.9:
+        raise ConfigError(f"Offloading would keep ~{est['host_ram_gb']:.1f} GB of activations in CPU "
+                          f"memory, but only {free:.1f} GB is free. Shorten train.max_len, lower "
+                          "train.micro_batch, or turn on train.grad_ckpt (far fewer saved activations).")
+    return dataclasses.replace(cfg, spec=update(spec, offload="on"), notes=tuple(notes))

@@ -232,7 +232,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         prediction_loss_only=True,  # evaluation needs the loss, never the [tokens × vocab] logits
         ddp_find_unused_parameters=False if world_size() > 1 else None)
     cb = build_callback(run_dir, store, run_id, steps, collator, device, t.keep_checkpoints)
-    trainer = trainer_class(Trainer, t.loss, t.loss_chunk)(
+    trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda")(
         model=model, args=args, train_dataset=train_set,
                       eval_dataset=eval_set or None, data_collator=collator, callbacks=[cb])
     if not progress:  # keep stdout clean for --json: no printed log dicts
@@ -270,16 +270,28 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     return result
 
 
-def trainer_class(base, loss: str, chunk: int):
+def trainer_class(base, loss: str, chunk: int, offload: bool = False):
     """The Trainer, computing the loss in chunks (train.loss=chunked) — same value and
-    gradients as the model's own loss, without its full logits; evaluation uses it too."""
-    if loss != "chunked":
+    gradients as the model's own loss, without its full logits; evaluation uses it too — and
+    with the saved activations offloaded to CPU memory during the forward pass (offload)."""
+    if loss != "chunked" and not offload:
         return base
-    from .loss import causal_lm_loss
+    from .loss import causal_lm_loss, offload_context
 
-    class ChunkedLossTrainer(base):
+    class StudioTrainer(base):
+        def compute_loss_context_manager(self):
+            stack = super().compute_loss_context_manager()
+            if offload and self.model.training:
+                stack.enter_context(offload_context(True, pin=True))
+            return stack
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = causal_lm_loss(model, inputs, chunk, num_items_in_batch)
+            if loss != "chunked":
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss_value = causal_lm_loss(model, inputs, chunk, num_items_in_batch)
+            return self._finish(loss_value, model, inputs, return_outputs, num_items_in_batch)
+
+        def _finish(self, loss, model, inputs, return_outputs, num_items_in_batch):
             if loss is None:  # a head we cannot chunk (e.g. LoRA on lm_head): the model's own loss
                 self.loss_is_scaled_for_ga = None
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -289,7 +301,7 @@ def trainer_class(base, loss: str, chunk: int):
                 loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
             return (loss, {"loss": loss}) if return_outputs else loss
 
-    return ChunkedLossTrainer
+    return StudioTrainer
 
 
 def log_note(run_dir: Path, step: int, note: str) -> None:

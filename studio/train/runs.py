@@ -166,7 +166,9 @@ class RunService:
         d = self.dataset(dataset)
         cfg = tcfg.build_config(preset, d, model, overrides or [], max_steps, **changes)
         self.cache.resolve(cfg.spec.model)
-        cfg = tcfg.preflight(cfg, d, self.cache.tokenizer(cfg.spec.model), self.cache.device())
+        device = self.cache.device()
+        cfg = tcfg.preflight(cfg, d, self.cache.tokenizer(cfg.spec.model), device)
+        cfg = tcfg.decide_offload(cfg, self.cache.path(cfg.spec.model), device)
         run_id = new_run_id(cfg.preset)
         run_dir = self.runs_dir / run_id
         run_dir.mkdir(parents=True)
