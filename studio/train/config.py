@@ -173,7 +173,13 @@ def decide_offload(cfg: RunConfig, model_path: Path, device: str) -> RunConfig:
     from ..memory import estimate
     from ..memory_advice import HEADROOM_GB, load_shape
 
-    shape, _ = load_shape(str(model_path))
+    try:
+        shape, _ = load_shape(str(model_path))
+    except ConfigError:  # e.g. a .gguf model: no config.json to estimate from
+        if want == "on":
+            raise ConfigError(f"train.offload=on needs the model's config.json to check the CPU "
+                              f"memory it takes; {model_path} has none. Use auto or off.") from None
+        return dataclasses.replace(cfg, spec=update(spec, offload="off"))
     gpu_gb = torch.cuda.mem_get_info()[1] / 2**30
     base = update(spec, device="cuda", offload="off")
     if want == "auto":
