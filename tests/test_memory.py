@@ -50,13 +50,15 @@ def test_gemma3_and_gemma_norms():
 def test_breakdown_sums_and_is_instant():
     shape = m.shape_from_config(CATALOG["llama-3.1-8b"])
     t = time.perf_counter()
-    e = m.estimate(shape, S(method="qlora", seq_len=2048, batch=2))
+    e = m.estimate(shape, S(method="qlora", seq_len=2048, batch=2, loss="full"))
     assert (time.perf_counter() - t) < 0.05
     assert sum(e["breakdown_gb"].values()) == pytest.approx(e["total_gb"], abs=0.01)
     assert e["peak_allocated_gb"] == pytest.approx(
         e["total_gb"] - e["breakdown_gb"]["cuda_context"] - e["breakdown_gb"]["allocator_slack"], abs=0.01)
     assert set(e["why"]) == set(e["breakdown_gb"])
     assert e["breakdown_gb"]["logits_loss"] > e["breakdown_gb"]["activations"]  # big vocab, long seq
+    chunked = m.estimate(shape, S(method="qlora", seq_len=2048, batch=2, loss="chunked"))
+    assert chunked["breakdown_gb"]["logits_loss"] < e["breakdown_gb"]["logits_loss"] / 2  # the point
 
 
 def test_settings_move_the_right_terms():
