@@ -104,9 +104,12 @@ def chunked_ce(hidden, weight, bias, labels, chunk: int, softcap: float | None =
 
 def decoder_and_head(model) -> tuple[Any, Any, float | None] | None:
     """(decoder, lm_head, soft-cap) of a causal LM, through a PEFT wrapper; None when the head
-    is not a plain Linear (e.g. LoRA on lm_head) — then the full loss is used."""
+    is not a plain Linear (e.g. LoRA on lm_head) or the model is wrapped for several GPUs (DDP)
+    — then the model's own (full-logits) loss is used."""
     import torch
 
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return None  # the forward must go through DDP (it prepares the gradient all-reduce)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
     decoder = getattr(base, getattr(base, "base_model_prefix", "model"), None)
