@@ -42,7 +42,7 @@ class Studio:
         """Put right what a crash left (temp files, unregistered complete work, dead runs)."""
         self.models.reconcile()
         self.data.reconcile()
-        self.runs.reconcile()
+        self.runs.recover()
         self.exports.reconcile()
 
     # ---- models ---------------------------------------------------------------------------

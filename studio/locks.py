@@ -68,7 +68,7 @@ def hold(path: Path, what: str, dead_holder_wait_s: float = 10.0) -> Iterator[No
             raise Busy(f"{what} is busy: process {holder} is working on it. Wait for it to "
                        "finish (or stop it), then try again.")
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0) if hasattr(os, "pwrite") else None
+        os.write(fd, str(os.getpid()).encode())  # who holds it, for the Busy message
         yield
     finally:
         os.close(fd)  # closing releases the lock; the file itself stays (harmless, tiny)

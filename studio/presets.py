@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import PresetError
-from .spec import TRAINABLE_METHODS, RunSpec, _yaml_loader, apply_overrides, build
+from .spec import TRAINABLE_METHODS, RunSpec, yaml_loader, apply_overrides, build
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
@@ -29,7 +29,7 @@ def load_file(path: Path, overrides: list[str] | None = None) -> RunSpec:
 
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""

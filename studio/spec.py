@@ -305,7 +305,7 @@ def estimate_base() -> RunSpec:
 
 
 # ---- overrides and help -----------------------------------------------------------------------
-def _yaml_loader():
+def yaml_loader():
     """PyYAML's SafeLoader, taught that 1e-3 is a float (YAML 1.1 wants '1.0e-3')."""
     import yaml
 
@@ -324,7 +324,7 @@ def parse_scalar(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.load(text, Loader=_yaml_loader())
+        return yaml.load(text, Loader=yaml_loader())
     except yaml.YAMLError as e:
         raise PresetError(f"Cannot read the value {text!r} ({getattr(e, 'problem', e)}); write "
                           "numbers like 2e-4, true/false, or plain text.") from None

@@ -196,10 +196,10 @@ class RunService:
         self.store.update_run(run_id, status=RunStatus.RUNNING.value, pid=proc.pid)
         return {"id": run_id, "pid": proc.pid}
 
-    def reconcile(self) -> None:
-        """A run whose process is gone is not 'running': mark it failed (resumable). A run folder
-        that never got its store row (killed while being created) is registered as failed when
-        its config.yaml is whole, else removed."""
+    def recover(self) -> None:
+        """At start-up: a run folder that never got its store row (killed while being created)
+        is registered as failed when its config.yaml is whole, else removed; what dead trainers
+        left in their folders is cleaned; then the statuses are reconciled."""
         known = {r["id"] for r in self.store.list_runs()}
         for folder in (self.runs_dir.iterdir() if self.runs_dir.is_dir() else ()):
             if (folder.is_dir() and folder.name not in known and not folder.name.startswith(".")
@@ -208,6 +208,12 @@ class RunService:
         for run in self.store.list_runs():
             if run.get("path") and not (run["status"] == RunStatus.RUNNING and alive(run.get("pid"))):
                 clean_leftovers(Path(run["path"]))
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """A run whose process is gone is not 'running': mark it failed (resumable). Cheap: the
+        run listings (and the Train page's timer) call it."""
+        for run in self.store.list_runs():
             if run["status"] == RunStatus.RUNNING and not alive(run.get("pid")):
                 last = latest(Path(run["path"])) if run.get("path") else None
                 where = f" from {last.name}" if last else " from the start"
