@@ -226,6 +226,8 @@ def run_in_child(model_path: Path, spec: Any) -> dict[str, Any]:
     # returning large blocks at once makes RSS follow live tensors (like CUDA "allocated").
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
            "MALLOC_ARENA_MAX": "2"}
+    if sys.platform.startswith("linux"):  # as training runs (train/runs.py)
+        env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     proc = subprocess.run([sys.executable, "-m", "studio.memory_measure",
                            json.dumps({"model_path": str(model_path), "spec": spec.to_dict()})],
                           capture_output=True, text=True, timeout=900, env=env)

@@ -88,8 +88,19 @@ def get(store, run_id: str) -> dict[str, Any]:
     return run
 
 
+def cuda_allocator_defaults() -> None:
+    """Expandable segments for PyTorch's CUDA allocator unless the user set their own (read at the
+    first CUDA allocation, so before the model loads). Measured on an H200 capped to a 24 GB
+    card (benchmarks/RESULTS.md): Llama-3.1-8B QLoRA at the estimate's longest lengths ran out
+    of memory with ~1.9 GB reserved but unusable (fragmentation) and fit with this on.
+    Linux only: PyTorch does not support it on Windows."""
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+
 def execute(store, cache, run_id: str, progress: bool = False) -> dict[str, Any]:
     """Run or resume `run_id` in this process; always leaves the store row truthful."""
+    cuda_allocator_defaults()
     run = get(store, run_id)
     run_dir = Path(run["path"])
     if not (run_dir / tcfg.CONFIG_FILE).exists():
