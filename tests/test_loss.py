@@ -117,3 +117,50 @@ def test_offloading_gives_the_same_gradients():
     assert out[True][0] == out[False][0]
     for name, g in out[False][1].items():
         assert torch.equal(out[True][1][name], g), name
+
+
+def test_a_chunk_larger_than_the_step_is_said_with_its_cost():
+    from studio.spec import RunSpec, update
+    from studio.train.config import chunk_notes
+
+    spec = update(RunSpec(), max_len=512, micro_batch=2)
+    assert chunk_notes(spec, 49152) == []                       # the default chunk: silent
+    assert chunk_notes(update(spec, loss_chunk=512), 49152) == []
+    note, = chunk_notes(update(spec, loss_chunk=4096), 49152)
+    assert "4,096 is more than a step's 1,024 tokens" in note and "0.38 GB" in note
+    assert chunk_notes(update(spec, loss_chunk=4096, loss="full"), 49152) == []
+
+
+def _offload_cfg(tmp_path, **changes):
+    import json
+
+    from studio.spec import RunSpec, update
+    from studio.train.config import DatasetInfo, RunConfig
+
+    cfg = {"model_type": "llama", "vocab_size": 1000, "hidden_size": 256, "intermediate_size": 512,
+           "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return RunConfig(spec=update(RunSpec(), offload="on", **changes), preset="custom",
+                     dataset=DatasetInfo("d", 1, str(tmp_path)))
+
+
+def test_offloading_refused_before_the_run_with_the_estimates_numbers(tmp_path, monkeypatch):
+    import psutil
+    import torch
+
+    from studio.errors import ConfigError
+    from studio.train import config as tc
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (8 * 2**30, 8 * 2**30))
+    cfg = _offload_cfg(tmp_path, max_len=4096)
+    monkeypatch.setattr(tc, "pinning_works", lambda: "cudaHostAlloc failed: not permitted")
+    with pytest.raises(ConfigError, match=r"pinned CPU memory.*not permitted.*needs ~[\d.]+ GB.*8\.0 GB"):
+        tc.decide_offload(cfg, tmp_path, "cuda")
+    monkeypatch.setattr(tc, "pinning_works", lambda: None)
+    assert tc.decide_offload(cfg, tmp_path, "cuda").spec.train.offload == "on"
+
+    class Tiny:
+        available = 2**20
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tiny())
+    with pytest.raises(ConfigError, match=r"keep ~[\d.]+ GB of activations in CPU memory, but only 0\.0 GB"):
+        tc.decide_offload(cfg, tmp_path, "cuda")

@@ -148,11 +148,36 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
     if device != "cuda" and OPTIMIZERS[spec.train.optimizer].cuda_only:
         notes.append(f"The {spec.train.optimizer} optimizer needs a CUDA GPU; using adamw on {device}.")
         spec = update(spec, optimizer="adamw")
+    notes += chunk_notes(spec, len(tok) if tok is not None else None)
     if device == "cpu" and spec.train.dtype in ("fp16",):
         spec = update(spec, dtype="fp32")
         notes.append("fp16 training needs a GPU; using fp32 on CPU.")
     return dataclasses.replace(cfg, spec=spec, notes=tuple(notes))
 
+
+def chunk_notes(spec, vocab: int | None) -> list[str]:
+    """A chunk of the chunked loss larger than a step's tokens is one chunk of all of them: say
+    so (with what those logits cost) when the user chose that chunk; the default is silent."""
+    t = spec.train
+    tokens = t.max_len * t.micro_batch
+    default = type(t)().loss_chunk
+    if t.loss != "chunked" or t.loss_chunk <= tokens or t.loss_chunk == default:
+        return []
+    cost = f", {tokens * vocab * 8 / 2**30:.2f} GB of fp32 logits and their gradient" if vocab else ""
+    return [f"train.loss_chunk {t.loss_chunk:,} is more than a step's {tokens:,} tokens (max_len "
+            f"{t.max_len} × micro_batch {t.micro_batch}): the loss is computed in one chunk of "
+            f"{tokens:,} tokens{cost}. A smaller chunk saves memory only at longer lengths."]
+
+
+def pinning_works() -> str | None:
+    """None when pinned (page-locked) CPU memory can be allocated here; else why not."""
+    import torch
+
+    try:
+        torch.empty(1024, pin_memory=True)
+    except RuntimeError as e:
+        return str(e).splitlines()[0][:200]
+    return None
 
 
 def decide_offload(cfg: RunConfig, model_path: Path, device: str) -> RunConfig:
@@ -188,6 +213,12 @@ def decide_offload(cfg: RunConfig, model_path: Path, device: str) -> RunConfig:
         notes.append("The run does not fit the GPU as set; saved activations are offloaded to "
                      "CPU memory (train.offload=auto).")
     est = estimate(shape, update(base, offload="on"))
+    why = pinning_works()
+    if why is not None:
+        raise ConfigError(f"Activation offloading needs pinned CPU memory, which this machine refused "
+                          f"({why}). Without offloading the run needs ~{estimate(shape, base)['total_gb']:.1f} "
+                          f"GB of GPU memory (this GPU: {gpu_gb:.1f} GB). Use train.offload=off and "
+                          "shorten train.max_len or lower train.micro_batch if it does not fit.")
     free = psutil.virtual_memory().available / 2**30
     if est["host_ram_gb"] > free * 0.9:
         raise ConfigError(f"Offloading would keep ~{est['host_ram_gb']:.1f} GB of activations in CPU "
