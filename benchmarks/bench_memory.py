@@ -56,7 +56,8 @@ def points() -> list[float]:
         st = S(method=r["method"], bits=int(r["bits"]), rank=int(r["rank"]), targets=r["targets"],
                seq_len=int(r["seq_len"]), batch=int(r["batch"]), grad_ckpt=r["grad_ckpt"] == "true",
                optimizer=r["optimizer"], dtype=r["dtype"], loop=r["loop"], device=r["device"],
-               loss="full")  # measured with every token's logits at once (other tools; our old trainer)
+               # the loss as measured: published points computed every token's logits at once
+               loss=r.get("loss") or "full", offload=r.get("offload") or "off")
         e = m.estimate(shape, st)
         if "--remeasure" in sys.argv and r["device"] == "cpu" and r["model"] == "smollm2-135m":
             from studio.api import Studio
