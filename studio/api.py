@@ -80,6 +80,9 @@ class Studio:
     def data_show(self, name: str, examples: int = 3) -> dict[str, Any]:
         return self.data.show(name, examples)
 
+    def data_triage(self, name: str, model: str | None = None) -> dict[str, Any]:
+        return self.data.triage(name, model)
+
     def data_preview(self, name: str, model: str | None = None, n: int = 5):
         return self.data.preview(name, model, n)
 
@@ -132,6 +135,12 @@ class Studio:
 
     def report(self, run_id: str, refresh: bool = False) -> dict[str, Any]:
         return self.compares.report(run_id, refresh)
+
+    def set_strength(self, run_id: str, value: float) -> dict[str, Any]:
+        return self.compares.set_strength(run_id, value)
+
+    def run_strength(self, run_id: str) -> float:
+        return self.compares.strength(run_id)
 
     def report_file(self, run_id: str) -> Path:
         return self.compares.report_file(run_id)

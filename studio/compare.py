@@ -43,18 +43,28 @@ class Pair:
     """A PEFT-wrapped base model with any number of run adapters loaded by name."""
 
     def __init__(self, base_model, tok):
-        self.base, self.tok, self.model, self.loaded = base_model, tok, None, set()
+        self.base, self.tok, self.model = base_model, tok, None
+        self.loaded: dict[str, tuple[str, int]] = {}  # run id → (adapter name, weights' mtime)
 
     def use(self, run_id: str, adapter: Path) -> None:
+        """Select the run's adapter, loading it first — again when its weights changed since (a
+        new adapter strength): the new copy is loaded before the old one is dropped."""
         from peft import PeftModel
 
-        if self.model is None:
-            self.model = PeftModel.from_pretrained(self.base, str(adapter), adapter_name=run_id)
-            self.model.eval()
-        elif run_id not in self.loaded:
-            self.model.load_adapter(str(adapter), adapter_name=run_id)
-        self.loaded.add(run_id)
-        self.model.set_adapter(run_id)
+        stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
+        old = self.loaded.get(run_id)
+        if old is None or old[1] != stamp:
+            name = run_id if old is None else f"{run_id}@{stamp}"
+            if self.model is None:
+                self.model = PeftModel.from_pretrained(self.base, str(adapter), adapter_name=name)
+                self.model.eval()
+            else:
+                self.model.load_adapter(str(adapter), adapter_name=name)
+            self.model.set_adapter(name)
+            if old is not None:
+                self.model.delete_adapter(old[0])
+            self.loaded[run_id] = (name, stamp)
+        self.model.set_adapter(self.loaded[run_id][0])
 
     @contextmanager
     def side(self, which: str) -> Iterator[Any]:
@@ -125,8 +135,9 @@ class CompareService:
     def compare(self, run_id: str, prompt: str, system: str | None = None,
                 history: list[dict[str, str]] | None = None, max_new_tokens: int = 128,
                 temperature: float = 0.0, seed: int = 0, engine: str = "hf",
-                model: str | None = None) -> dict[str, Any]:
-        """The same prompt answered by base and tuned, same settings and seed."""
+                model: str | None = None, strength: float | None = None) -> dict[str, Any]:
+        """The same prompt answered by base and tuned, same settings and seed; `strength` tries
+        the tuned side at another adapter strength (in memory; `set_strength` keeps one)."""
         from .chat import GenSettings, generate
         from .errors import ConfigError
 
@@ -139,7 +150,7 @@ class CompareService:
         s = GenSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
         out: dict[str, Any] = {"run_id": run_id, "engine": "hf", "model": run["model"]}
         for side in ("base", "tuned"):
-            with pair.side(side) as m:
+            with pair.side(side) as m, self.at_strength(m, run, side, strength):
                 r = generate(m, pair.tok, messages, s)
             out[side] = r["text"]
             out[f"{side}_tokens"] = r["tokens"]
@@ -151,14 +162,48 @@ class CompareService:
 
     def stream(self, run_id: str, messages: list[dict[str, str]], side: str,
                max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 0.95,
-               seed: int = 0) -> Iterator[str]:
+               seed: int = 0, strength: float | None = None) -> Iterator[str]:
         """Yield growing answer text for one side (the UI streams base, then tuned)."""
         from .chat import GenSettings, stream
 
-        _, pair = self.pair_for(run_id)
-        with pair.side(side) as m:
+        run, pair = self.pair_for(run_id)
+        with pair.side(side) as m, self.at_strength(m, run, side, strength):
             yield from stream(m, pair.tok, messages,
                               GenSettings(max_new_tokens, temperature, top_p, seed))
+
+    @staticmethod
+    def at_strength(model, run: dict[str, Any], side: str, strength: float | None):
+        """The tuned side at `strength` (relative to the strength its adapter applies now)."""
+        from . import strength as st
+
+        if side != "tuned" or strength is None:
+            return nullcontext()
+        now = st.current(Path(run["path"]))
+        value = st.check(strength)
+        if now == 0:
+            raise RunError("This run's adapter is set to strength 0 (the base model); set a "
+                           "strength above 0 first (python -m studio strength RUN 1).")
+        return st.scaled(model, value / now)
+
+    def strength(self, run_id: str) -> float:
+        """The adapter strength the run keeps (1.0 = as trained)."""
+        from . import strength as st
+
+        return st.current(Path(self.run(run_id)["path"]))
+
+    def set_strength(self, run_id: str, value: float) -> dict[str, Any]:
+        """Keep `value` as the run's adapter strength: Compare, the report and every export use
+        it from now on; the stored report is computed again when next asked for."""
+        from . import strength as st
+
+        run = self.run(run_id)
+        adapter_dir(run)
+        st.apply(Path(run["path"]), value)
+        self.store.put_report(run_id, None)
+        (Path(run["path"]) / "report.json").unlink(missing_ok=True)
+        return {"run_id": run_id, "strength": st.current(Path(run["path"])),
+                "note": "Compare, the report and every export now use this strength; the adapter "
+                        "as trained is kept in adapter-full/."}
 
     def _compare_llama(self, run_id, messages, max_new_tokens, temperature, seed):
         """Base GGUF vs the tuned side as llama.cpp runs it: base + LoRA GGUF, else the merged GGUF."""

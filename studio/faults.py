@@ -6,6 +6,7 @@ moment a test chooses (no sleeps). `disk_guard(folder, need)`: an out-of-space e
 EDQUOT, or a library's wrapped "No space left on device") becomes one message — what, where,
 how much, what to do; STUDIO_FAULT_ENOSPC=name makes a named write fail that way in tests.
 `sweep(folder, pattern)`: temp files and folders whose writing process is gone are removed.
+`atomic_write_text(path, text)`: a small file written whole or not at all.
 """
 from __future__ import annotations
 
@@ -25,6 +26,19 @@ DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 class DiskFull(StudioError):
     """A write ran out of space; nothing half-written was kept."""
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """`text` into `path` through a temp file beside it (named for this process) and a rename:
+    a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def crash_point(name: str, n: int | None = None) -> None:

@@ -4,55 +4,26 @@ Owns the report computed after a run: validation loss and perplexity (base vs tu
 match on held-out questions (validation split, and for the sample set the paraphrased questions
 shipped in assets/) by exact match, ROUGE-L and "contains the expected fact", and three flags —
 no change (with which causes our checks rule out), memorised (train loss far below validation
-loss), forgetting (perplexity on a general-text probe rose). Pure scoring helpers are at the top.
+loss), forgetting (perplexity on a general-text probe rose). Also: retention (how many of the
+general questions the base model answered right the tuned one still does), the forgetting
+budget's chosen step, the adapter strength, training-question recall for small Q/A sets, and a
+verdict that says when too few held-out questions make it uncertain. Pure scoring helpers are
+at the top.
 """
 from __future__ import annotations
 
 import json
-import math
-import re
 import time
 from pathlib import Path
 from typing import Any
 
+from .scoring import mean_loss, norm, ppl, probe_examples, rouge_l, score  # noqa: F401 (re-exported)
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-PROBE = ASSETS / "general_probe.txt"
 SAMPLE_HELDOUT = {"product_faq.jsonl": ASSETS / "sample" / "product_faq_heldout.jsonl"}
 FORGET_THRESHOLD = 0.15   # probe perplexity may rise 15% before we call it forgetting
 MEMORISE_RATIO = 0.5      # final train loss under half the validation loss
 NO_CHANGE_SHARE = 0.9     # 90% of answers identical
-
-
-def norm(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
-
-
-def rouge_l(pred: str, ref: str) -> float:
-    """ROUGE-L F1 on words (longest common subsequence)."""
-    a, b = norm(pred).split(), norm(ref).split()
-    if not a or not b:
-        return 0.0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    lcs = prev[-1]
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(a), lcs / len(b)
-    return 2 * p * r / (p + r)
-
-
-def score(answers: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    n = max(1, len(rows))
-    em = sum(norm(a) == norm(r["answer"]) for a, r in zip(answers, rows)) / n
-    rl = sum(rouge_l(a, r["answer"]) for a, r in zip(answers, rows)) / n
-    with_fact = [(a, r) for a, r in zip(answers, rows) if r.get("expect")]
-    fact = (sum(norm(r["expect"]) in norm(a) for a, r in with_fact) / len(with_fact)) if with_fact else None
-    return {"exact_match": round(em, 4), "rouge_l": round(rl, 4),
-            "fact_match": round(fact, 4) if fact is not None else None, "n": len(rows)}
 
 
 def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
@@ -82,35 +53,6 @@ def sample_questions() -> list[str]:
             for x in f.read_text().splitlines() if x.strip()]
 
 
-def mean_loss(model, tok, examples: list[dict[str, Any]], max_len: int) -> float | None:
-    """Mean token loss on the learned tokens of `examples` (the data step's loss mask)."""
-    import torch
-
-    from .data import templates
-
-    total, count = 0.0, 0
-    for ex in examples:
-        enc = templates.encode(tok, ex, max_len)
-        if enc.trainable < 2:
-            continue
-        ids = torch.tensor([enc.input_ids], device=model.device)
-        labels = torch.tensor([enc.labels], device=model.device)
-        with torch.no_grad():
-            out = model(input_ids=ids, labels=labels)
-        n = int((labels[:, 1:] != -100).sum())
-        total += float(out.loss) * n
-        count += n
-    return total / count if count else None
-
-
-def probe_examples() -> list[dict[str, Any]]:
-    return [{"text": p.strip()} for p in PROBE.read_text().split("\n\n") if p.strip()]
-
-
-def ppl(loss: float | None) -> float | None:
-    return round(math.exp(loss), 3) if loss is not None else None
-
-
 def adapter_norm(model) -> float:
     """Sum of |B| over LoRA B matrices: zero means the adapter does nothing (never trained)."""
     total = 0.0
@@ -125,6 +67,7 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     """The whole report for one run (pair = compare.Pair with the run's adapter selected)."""
     from .chat import generate_batch
     from .data.prepare import read_split
+    from .data.triage import split
 
     t0 = time.time()
     cfg = run.get("config") or {}
@@ -140,24 +83,150 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
             figures[side] = {"val_loss": round(vl, 4) if vl is not None else None,
                              "val_ppl": ppl(vl), "probe_ppl": ppl(pl)}
     examples, identical, total = {}, 0, 0
-    for name, rows in heldout_sets(dataset, limit).items():
+    sets, known_new = heldout_sets(dataset, limit), {}
+    for name, rows in sets.items():
         answers = {}
         for side in ("base", "tuned"):
             with pair.side(side) as m:
                 answers[side] = generate_batch(m, tok, [r["messages"] for r in rows], max_new_tokens)
             figures[side][name] = score(answers[side], rows)
+        known_new[name] = split(answers["base"], answers["tuned"], rows)
         identical += sum(a == b for a, b in zip(answers["base"], answers["tuned"]))
         total += len(rows)
         examples[name] = [{"question": r["messages"][-1]["content"], "expected": r["answer"],
                            "base": b, "tuned": t}
                           for r, b, t in list(zip(rows, answers["base"], answers["tuned"]))[:6]]
+    if len(read_split(Path(dataset["path"]), "train", RECALL_MAX + 1)) <= RECALL_MAX or not examples:
+        rows = recall_rows(dataset, limit)
+        if rows:  # a small Q/A set: can it recall what it trained on? (not evidence of learning)
+            for side in ("base", "tuned"):
+                with pair.side(side) as m:
+                    got = generate_batch(m, tok, [r["messages"] for r in rows], max_new_tokens)
+                figures[side]["training_recall"] = score(got, rows)
     with pair.side("tuned") as m:
         norm_b = adapter_norm(m)
+    name = "paraphrased" if "paraphrased" in sets else "validation"
+    trade = trade_off(pair, tok, run, sets.get(name) or [], probe, figures, name, max_new_tokens)
+    kept = retention(pair, tok)
     flags = diagnose(figures, identical, total, norm_b, cfg, events)
-    return {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"],
-            "identical_answers": identical, "answers_compared": total, "flags": flags,
-            "examples": examples, "verdict": verdict(figures, flags),
-            "seconds": round(time.time() - t0, 1), "created_at": time.time()}
+    chosen = selection(run)
+    forgetting = forgetting_figures(figures, cfg)
+    out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"],
+           "identical_answers": identical, "answers_compared": total, "flags": flags,
+           "examples": examples, "retention": kept, "forgetting": forgetting, "known_new": known_new,
+           "chosen_step": chosen.get("chosen_step") if chosen else None, "selection": chosen,
+           "strength": strength_of(run), "trade_off": trade,
+           "suggested_strength": suggest(trade, cfg),
+           "seconds": round(time.time() - t0, 1), "created_at": time.time()}
+    out["verdict"] = verdict(figures, flags, out)
+    return out
+
+
+RECALL_MAX = 200          # training sets this small also get a recall score
+FEW_QUESTIONS = 10        # fewer held-out questions than this: the verdict is uncertain
+RETENTION_TOKENS = 20     # the retention questions ask for a few words
+
+
+def recall_rows(dataset: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    from .data.prepare import read_split
+
+    rows = []
+    for ex in read_split(Path(dataset["path"]), "train", limit):
+        msgs = ex.get("messages")
+        if msgs and msgs[-1]["role"] == "assistant":
+            rows.append({"messages": msgs[:-1], "answer": msgs[-1]["content"]})
+    return rows
+
+
+def retention(pair, tok) -> dict[str, Any]:
+    """Kept N of the M general questions the base model answers right (assets/retention.jsonl)."""
+    from . import replay
+    from .chat import generate_batch
+
+    rows = replay.retention_rows()
+    convs = [[{"role": "user", "content": r["question"]}] for r in rows]
+    with pair.side("base") as m:
+        base = generate_batch(m, tok, convs, RETENTION_TOKENS)
+    known = [(r, c, b) for r, c, b, ok in zip(rows, convs, base, replay.knows(base, rows)) if ok]
+    if not known:
+        return {"known": 0, "kept": 0, "share": None, "asked": len(rows), "lost": []}
+    with pair.side("tuned") as m:
+        tuned = generate_batch(m, tok, [c for _, c, _ in known], RETENTION_TOKENS)
+    ok = replay.knows(tuned, [r for r, _, _ in known])
+    lost = [{"question": r["question"], "expected": r["expect"], "base": b, "tuned": t}
+            for (r, _, b), t, good in zip(known, tuned, ok) if not good]
+    return {"known": len(known), "kept": sum(ok), "share": round(sum(ok) / len(known), 4),
+            "asked": len(rows), "lost": lost[:6]}
+
+
+def selection(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The forgetting budget's choice, as the run recorded it (train/selection.py)."""
+    from .train.selection import STATE
+
+    try:
+        state = json.loads((Path(run["path"]) / STATE).read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+    evals = state.get("evals") or []
+    chosen = next((e for e in evals if e["step"] == state.get("best_step")), None)
+    last = max(evals, key=lambda e: e["step"]) if evals else None
+    if chosen is None or last is None:
+        return None
+    return {"chosen_step": chosen["step"], "budget": state.get("budget"), "chosen": chosen,
+            "last": last, "base": state.get("base"), "evaluations": evals}
+
+
+STRENGTHS = (0.5, 0.75, 1.0)
+
+
+def trade_off(pair, tok, run, rows, probe, figures, name, max_new_tokens) -> list[dict[str, Any]]:
+    """Held-out answer match and general-text perplexity of the tuned model at a few adapter
+    strengths (in memory, nothing is written); the strength it has now is already scored."""
+    from .chat import generate_batch
+    from .strength import current, scaled
+
+    now = current(Path(run["path"]))
+    if not rows or now == 0:
+        return []
+    base, tuned = figures["base"].get("probe_ppl"), figures["tuned"]
+    key = "fact_match" if any(r.get("expect") for r in rows) else "rouge_l"
+
+    def row(value, pl, match):
+        return {"strength": value, "probe_ppl": pl, "match": match, "metric": key,
+                "rise": round(pl / base - 1, 4) if pl and base else None}
+
+    out = [row(now, tuned.get("probe_ppl"), tuned[name][key])]
+    for value in sorted(set(STRENGTHS) - {now}):
+        with pair.side("tuned") as m, scaled(m, value / now):
+            pl = ppl(mean_loss(m, tok, probe, 512))
+            got = generate_batch(m, tok, [r["messages"] for r in rows], max_new_tokens)
+        out.append(row(value, pl, score(got, rows)[key]))
+    return sorted(out, key=lambda r: r["strength"])
+
+
+def suggest(trade: list[dict[str, Any]], cfg: dict[str, Any]) -> float | None:
+    """The strength with the best held-out match whose forgetting stays within the budget (ties:
+    the one that forgot less); none within it: the one that forgot least."""
+    budget = cfg.get("train", {}).get("forget_budget", 0.10)
+    rated = [t for t in trade if t["rise"] is not None and t["match"] is not None]
+    inside = [t for t in rated if t["rise"] <= budget]
+    if inside:
+        return max(inside, key=lambda t: (round(t["match"], 2), -t["rise"]))["strength"]
+    return min(rated, key=lambda t: t["rise"])["strength"] if rated else None
+
+
+def strength_of(run: dict[str, Any]) -> float:
+    from .strength import current
+
+    return current(Path(run["path"]))
+
+
+def forgetting_figures(fig: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    bp, tp = fig["base"].get("probe_ppl"), fig["tuned"].get("probe_ppl")
+    budget = cfg.get("train", {}).get("forget_budget", 0.10)
+    rise = round(tp / bp - 1, 4) if bp and tp else None
+    return {"probe_ppl_base": bp, "probe_ppl_tuned": tp, "rise": rise, "budget": budget,
+            "within_budget": rise is not None and rise <= budget}
 
 
 def diagnose(fig: dict[str, Any], identical: int, total: int, norm_b: float, cfg: dict[str, Any],
@@ -198,8 +267,9 @@ def diagnose(fig: dict[str, Any], identical: int, total: int, norm_b: float, cfg
     return flags
 
 
-def verdict(fig: dict[str, Any], flags: list[dict[str, str]]) -> str:
+def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any] | None = None) -> str:
     b, t = fig["base"], fig["tuned"]
+    rep = rep or {}
     parts = []
     if b.get("val_loss") and t.get("val_loss"):
         change = (t["val_loss"] - b["val_loss"]) / b["val_loss"]
@@ -211,7 +281,25 @@ def verdict(fig: dict[str, Any], flags: list[dict[str, str]]) -> str:
             label = "answers with the right fact" if key == "fact_match" else "ROUGE-L"
             parts.append(f"On {name} held-out questions, {label}: base {b[name][key]:.0%}, "
                          f"tuned {t[name][key]:.0%}.")
+    if "training_recall" in t:
+        parts.append(f"On training questions (recall, not proof of learning), ROUGE-L: base "
+                     f"{b['training_recall']['rouge_l']:.0%}, tuned {t['training_recall']['rouge_l']:.0%}.")
+    kept, fg = rep.get("retention") or {}, rep.get("forgetting") or {}
+    if kept.get("known"):
+        parts.append(f"It kept {kept['kept']} of the {kept['known']} general questions the base model "
+                     "answered right.")
+    if fg.get("rise") is not None:
+        parts.append(f"General-text perplexity {fg['rise']:+.0%} "
+                     f"({'within' if fg['within_budget'] else 'over'} the {fg['budget']:.0%} budget).")
+    if rep.get("chosen_step") is not None:
+        parts.append(f"The adapter is the one from step {rep['chosen_step']} (forgetting budget).")
     learned = (t.get("val_loss") or 9) < (b.get("val_loss") or 0) and not any(
         f["flag"] == "no change" for f in flags)
-    head = "The model learned from your data." if learned else "The model did not clearly learn."
+    n = max((t[k]["n"] for k in ("validation", "paraphrased") if k in t), default=0)
+    if n < FEW_QUESTIONS:
+        head = (f"Uncertain: only {n} held-out question{'s' if n != 1 else ''} to check, too few for a "
+                "verdict" + (" (the validation loss points to learning)." if learned else ".") +
+                " Add more data or a larger validation fraction for a reliable one.")
+    else:
+        head = "The model learned from your data." if learned else "The model did not clearly learn."
     return " ".join([head, *parts])

@@ -120,6 +120,14 @@ class TrainSpec:
                                 "until backward needs them. auto: on when the run would not fit "
                                 "the GPU otherwise; on; off.", choices=("auto", "on", "off"),
                         flat="offload")
+    replay: float = knob(0.5, "Self-replay: the base model's own answers to general prompts (assets/"
+                              "replay/) mixed into training, this many per training example "
+                              "(0 turns it off). It keeps what the model could already do.",
+                         min=0.0, max=4.0)
+    forget_budget: float = knob(0.10, "Forgetting budget: how much general-text perplexity may rise "
+                                      "(0.10 = 10%). At each evaluation the run keeps the best "
+                                      "checkpoint within it; that one becomes the final adapter.",
+                                min=0.0, max=10.0)
     log_every: int = knob(1, "Write a progress event every N steps.", min=1, max=1_000_000)
     eval_every: int = knob(0, "Evaluate on the validation split every N steps (0: only at the end).",
                            min=0, max=10_000_000)

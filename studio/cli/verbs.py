@@ -170,7 +170,9 @@ def compare_flags() -> list[Flag]:
             flag("--temperature", type=float, default=0.0, help="0 = greedy (default)"),
             flag("--seed", type=int, default=0),
             flag("--engine", choices=["hf", "llama.cpp"], default="hf"),
-            flag("--model", default=None, help="base model (default: the run's)")]
+            flag("--model", default=None, help="base model (default: the run's)"),
+            flag("--strength", type=float, default=None, help="try the tuned side at this adapter "
+                 "strength (0–1; the `strength` verb keeps one)")]
 
 
 # ---- handlers that do more than one call ------------------------------------------------------
@@ -248,6 +250,11 @@ VERBS: list[Verb] = [
     Verb(("data", "list"), "prepared datasets, newest version first", lambda s, a: s.data_list()),
     Verb(("data", "show"), "one dataset: sources, recipe, stats and a few examples",
          lambda s, a: s.data_show(a.name), lambda: [flag("name", help="NAME or NAME@vN")]),
+    Verb(("data", "triage"), "known or new: the base model answers the training questions, so "
+         "you see how much the dataset teaches it (Q/A data; ~1 min on CPU)",
+         lambda s, a: s.data_triage(a.name, a.model),
+         lambda: [flag("name", help="NAME or NAME@vN"),
+                  flag("--model", default=None, help="base model (default: the dataset's)")]),
     Verb(("estimate",), "GPU memory a run needs, with a breakdown, a fit verdict and advice "
          "(instant, no download)", estimate, estimate_flags),
     Verb(("train",), "train a LoRA/QLoRA adapter (foreground) or resume a run", train, train_flags,
@@ -263,12 +270,18 @@ VERBS: list[Verb] = [
          lambda: _one("run_id")),
     Verb(("compare",), "one prompt answered by the base and the tuned model, side by side",
          lambda s, a: s.compare(a.run, a.prompt, a.system, None, a.max_new_tokens, a.temperature,
-                                a.seed, a.engine, a.model), compare_flags),
+                                a.seed, a.engine, a.model, a.strength), compare_flags),
     Verb(("report",), "did the model learn? base vs tuned on held-out data, with flags",
          lambda s, a: s.report(a.run, refresh=a.refresh),
          lambda: [flag("--run", required=True, metavar="RUN_ID"),
                   flag("--refresh", action="store_true", help="compute again instead of reading "
                        "the stored report")]),
+    Verb(("strength",), "keep an adapter strength for a run: 1 = as trained, 0 = the base model; "
+         "Compare, the report and every export then use it (the report suggests one)",
+         lambda s, a: s.set_strength(a.run, a.value),
+         lambda: [flag("--run", required=True, metavar="RUN_ID"),
+                  flag("--value", required=True, type=float, help="strength from 0 to 1 "
+                       "(up to 2 exaggerates the change)")]),
     Verb(("export",), "write the tuned (or any) model as adapter, merged, GGUF, LoRA GGUF or an "
          "Ollama folder, optionally checking parity with llama.cpp",
          lambda s, a: s.export(a.format, a.run, a.model, a.quant, a.out, a.verify, force=a.force),

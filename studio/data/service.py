@@ -128,9 +128,34 @@ class DataService:
         return d
 
     def show(self, ref: str, examples: int = 3) -> dict[str, Any]:
+        import json
+
         d = self.get(ref)
         d["examples"] = prep.read_split(Path(d["path"]), "train", examples)
+        try:
+            d["triage"] = json.loads((Path(d["path"]) / "triage.json").read_text())
+        except (OSError, ValueError):
+            d["triage"] = None
         return d
+
+    def triage(self, ref: str, model: str | None = None) -> dict[str, Any]:
+        """Known or new: the base model answers the training questions (triage.py); the result
+        is kept beside the dataset (triage.json) and shown with it."""
+        import json
+
+        from ..faults import atomic_write_text
+        from .triage import triage
+
+        d = self.get(ref)
+        model = model or d["params"].get("model", models.DEFAULT_MODEL)
+        examples = prep.read_split(Path(d["path"]), "train")
+        if any(ex.get("messages") for ex in examples):
+            out = triage(*self.cache.loaded(model), examples)
+        else:
+            out = triage(None, None, examples)  # no questions: skipped with the reason, no model
+        out.update(dataset=d["ref"], model=model)
+        atomic_write_text(Path(d["path"]) / "triage.json", json.dumps(out, indent=1))
+        return out
 
     def preview(self, ref: str, model: str | None = None, n: int = 5) -> list[list[tuple[str, bool]]]:
         """Rendered examples as (text, learned?) segments: the loss mask made visible."""

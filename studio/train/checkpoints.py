@@ -18,7 +18,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from ..faults import crash_point, fail_point
+from ..faults import atomic_write_text, crash_point, fail_point
 
 MARK = ".complete"
 CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -77,9 +77,7 @@ def trim_events(path: Path, step: int) -> None:
         return
     keep = [ln for ln in path.read_text().splitlines()
             if ln.strip() and _step(ln) is not None and _step(ln) <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def _step(line: str) -> int | None:

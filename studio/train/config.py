@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError, RunError
+from ..faults import atomic_write_text
 from ..presets import check_trainable, get_preset
 from ..records import DatasetRef
 from ..spec import OPTIMIZERS, RunSpec, build, dotted, override, update
@@ -69,10 +69,7 @@ class RunConfig:
         """config.yaml, written whole or not at all."""
         import yaml
 
-        tmp = run_dir / f"{CONFIG_FILE}.tmp"
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        os.replace(tmp, run_dir / CONFIG_FILE)
-        return run_dir / CONFIG_FILE
+        return atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def read(cls, run_dir: Path) -> "RunConfig":

@@ -77,7 +77,7 @@ def peak_mem_gb(device: str) -> float:
 
 
 def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, device: str,
-                   keep: int = 3):
+                   keep: int = 3, watcher=None):
     from transformers import TrainerCallback
 
     class StudioCallback(TrainerCallback):
@@ -133,14 +133,65 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
             store.add_metrics(run_id, [row])
             store.update_run(run_id, step=step)
 
-        def on_evaluate(self, args, state, control, **kw):
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
             self.eval_steps.add(state.global_step)
+            if watcher is None or model is None:
+                return
+            fig = watcher.evaluate(model, state.global_step, (metrics or {}).get("eval_loss"))
+            ev = {k: fig[k] for k in ("step", "probe_ppl", "answer_match", "forgetting")}
+            with open(run_dir / "events.jsonl", "a") as f:
+                f.write(json.dumps(ev) + "\n")
+            store.add_metrics(run_id, [{**self.rows.setdefault(state.global_step, {"step": state.global_step}),
+                                        **{k: v for k, v in ev.items() if v is not None}}])
 
         def on_save(self, args, state, control, **kw):
             if rank() == 0:
                 ckpt.publish(Path(args.output_dir), run_dir, state.global_step, keep=keep)
 
     return StudioCallback()
+
+
+def replay_count(ratio: float, n_train: int) -> int:
+    from .. import replay
+
+    return min(len(replay.prompts()), round(ratio * n_train))
+
+
+def prepare_read(folder: Path, split: str) -> list[dict[str, Any]]:
+    from ..data import prepare
+
+    return prepare.read_split(folder, split)
+
+
+def replay_set(run_dir: Path, cfg: RunConfig, model_path: Path, tok, model, n: int,
+               start: int) -> list[dict[str, list[int]]]:
+    """`n` self-replay examples, encoded like the user's: the base model's own answers (shipped,
+    cached under STUDIO_HOME/replay/, or generated now with the adapter off)."""
+    from .. import replay
+    from ..chat import generate_batch
+    from ..data import templates
+    from .selection import evaluating
+
+    def generate(prompts: list[str]) -> list[str]:
+        if rank() == 0:
+            log_note(run_dir, start, f"Generating the base model's answers to {len(prompts)} general "
+                                     "prompts for self-replay (once per model; cached).")
+        with model.disable_adapter(), evaluating(model):
+            return generate_batch(model, tok, [[{"role": "user", "content": q}] for q in prompts],
+                                  replay.MAX_NEW_TOKENS)
+
+    rows = replay.answers(run_dir.parent.parent / "replay", cfg.spec.model, model_path, generate,
+                          lambda text: log_note(run_dir, start, text) if rank() == 0 else None)
+    if rank() == 0:
+        log_note(run_dir, start, f"Self-replay: {min(n, len(rows))} of the base model's own answers to "
+                                 f"general prompts are mixed into training (train.replay="
+                                 f"{cfg.spec.train.replay:g}), so it keeps what it could already do.")
+    out = []
+    for ex in replay.mix(rows, n, 1.0, cfg.spec.train.seed):
+        enc = templates.encode(tok, ex, cfg.spec.train.max_len)
+        if enc.trainable:
+            out.append({"input_ids": enc.input_ids, "labels": enc.labels})
+    return out
 
 
 def embeddings_to_half(model, dtype) -> None:
@@ -195,7 +246,8 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     eval_set = encode_split(tok, data_dir, "validation", t.max_len)
     if not train_set:
         raise RunError("No training example has any learnable token at this max length.")
-    steps = total_steps(p, len(train_set), world_size())
+    n_replay = replay_count(t.replay, len(train_set))
+    steps = total_steps(p, len(train_set) + n_replay, world_size())
     staging = run_dir / "trainer"
     ckpt.clean_staging(staging)
     resume_from, notes = ckpt.latest_intact(run_dir)
@@ -214,6 +266,14 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
             result["status"] = RunStatus.COMPLETED.value
         return result
     model = load_for_training(model_path, device, p)
+    if n_replay:
+        train_set += replay_set(run_dir, cfg, model_path, tok, model, n_replay, start)
+    watcher = None
+    if eval_set and rank() == 0:
+        from .selection import Watcher
+
+        watcher = Watcher(run_dir, tok, prepare_read(data_dir, "validation"), t.forget_budget, start)
+        watcher.baseline(model)
     collator = make_collator(tok, t.packing)
     dtype = models.resolve_dtype(t.dtype, device)
     args = TrainingArguments(
@@ -231,7 +291,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=not progress,
         prediction_loss_only=True,  # evaluation needs the loss, never the [tokens × vocab] logits
         ddp_find_unused_parameters=False if world_size() > 1 else None)
-    cb = build_callback(run_dir, store, run_id, steps, collator, device, t.keep_checkpoints)
+    cb = build_callback(run_dir, store, run_id, steps, collator, device, t.keep_checkpoints, watcher)
     trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda")(
         model=model, args=args, train_dataset=train_set,
                       eval_dataset=eval_set or None, data_collator=collator, callbacks=[cb])
@@ -262,9 +322,14 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     if eval_set and not cb.stopped and trainer.state.global_step not in cb.eval_steps:
         trainer.evaluate()  # logs eval_loss through the callback
     if rank() == 0:
-        with disk_guard(run_dir):
-            result["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir))
         done = not (cb.stopped and trainer.state.global_step < steps)
+        choice = watcher.choice(trainer.state.global_step) if watcher and done else None
+        with disk_guard(run_dir):
+            result["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir,
+                                                      from_checkpoint=choice and choice["adapter"]))
+        if choice:
+            result["chosen_step"] = choice["chosen_step"]
+            log_note(run_dir, trainer.state.global_step, choice["reason"])
         result["status"] = (RunStatus.COMPLETED if done else RunStatus.STOPPED).value
         shutil.rmtree(staging, ignore_errors=True)
     return result

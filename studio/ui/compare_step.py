@@ -26,6 +26,16 @@ def report_md(r: dict) -> str:
             for k in ("fact_match", "rouge_l", "exact_match"):
                 if t[name].get(k) is not None:
                     lines.append(f"| {name}: {k} | {b[name][k]:.0%} | {t[name][k]:.0%} |")
+    for name in ("training_recall",):
+        if name in t:
+            lines.append(f"| training questions (recall): rouge_l | {b[name]['rouge_l']:.0%} | "
+                         f"{t[name]['rouge_l']:.0%} |")
+    for name, parts in (r.get("known_new") or {}).items():
+        k, n = parts["known"], parts["new"]
+        if k["n"] and n["n"]:
+            lines.append(f"| {name}: tuned rouge_l, questions the base already answered ({k['n']}) "
+                         f"/ new to it ({n['n']}) | | {k['tuned_rouge_l']:.0%} / {n['tuned_rouge_l']:.0%} |")
+    lines += kept_md(r)
     for name, rows in r["examples"].items():
         lines.append(f"\n**{name} examples**\n\n| question | expected | base | tuned |\n|---|---|---|---|")
         lines += [f"| {x['question']} | {x['expected']} | {x['base'][:120]} | {x['tuned'][:120]} |"
@@ -33,8 +43,37 @@ def report_md(r: dict) -> str:
     return "\n".join(lines).replace("\n| ", "\n| ")
 
 
+def kept_md(r: dict) -> list[str]:
+    """Retention, the forgetting budget's choice and the strength trade-off, in plain words."""
+    out = []
+    kept = r.get("retention") or {}
+    if kept.get("known"):
+        out.append(f"\n**What it knew:** kept {kept['kept']} of the {kept['known']} general questions "
+                   f"the base model answered right ({kept['asked']} asked).")
+        out += [f"- lost: {x['question']} — expected “{x['expected']}”, now: {x['tuned'][:80]}"
+                for x in kept.get("lost", [])[:3]]
+    sel = r.get("selection")
+    if sel:
+        c, last = sel["chosen"], sel["last"]
+        out.append(f"\n**Chosen checkpoint:** step {c['step']} (budget {sel['budget']:.0%} "
+                   "general-text perplexity rise). " + (
+                       "It was the last evaluation." if c["step"] == last["step"] else
+                       f"The last evaluation (step {last['step']}) would have given held-out match "
+                       f"{(last['answer_match'] or 0):.0%} with perplexity "
+                       f"{(last['forgetting'] or 0):+.0%}, vs {(c['answer_match'] or 0):.0%} and "
+                       f"{(c['forgetting'] or 0):+.0%} kept."))
+    trade = r.get("trade_off") or []
+    if trade:
+        out.append(f"\n**Adapter strength** (now {r.get('strength', 1):g}; suggested "
+                   f"{r.get('suggested_strength')}):\n\n| strength | held-out {trade[0]['metric']} | "
+                   "general-text perplexity |\n|---|---|---|")
+        out += [f"| {x['strength']:g} | {x['match']:.0%} | {x['probe_ppl']} ({(x['rise'] or 0):+.0%}) |"
+                for x in trade]
+    return out
+
+
 def ask(studio, run_id: str, engine: str, max_new, temp, seed, system: str, base_h: list,
-        tuned_h: list, q: str):
+        tuned_h: list, q: str, strength: float | None = None):
     """Yields (base chat, tuned chat, notice, question box) as the answers stream in."""
     if not run_id:
         yield base_h, tuned_h, "⚠️ Pick a run first (train one in step 3).", q
@@ -54,7 +93,8 @@ def ask(studio, run_id: str, engine: str, max_new, temp, seed, system: str, base
                    ("are identical." if out["identical"] else "differ."), "")
             return
         msgs = [{"role": "system", "content": system}] if system else []
-        settings = {"max_new_tokens": int(max_new), "temperature": float(temp), "seed": int(seed)}
+        settings = {"max_new_tokens": int(max_new), "temperature": float(temp), "seed": int(seed),
+                    "strength": None if strength is None else float(strength)}
         answers: dict[str, str] = {}
         for side, hist in (("base", base_h), ("tuned", tuned_h)):
             answers[side] = ""
@@ -88,6 +128,25 @@ def report(studio, run_id: str, progress=None):
     return report_md(r), gr.update(value=str(path), visible=True)
 
 
+def keep_strength(studio, run_id: str, value) -> str:
+    """The 'Keep this strength' button: the run's adapter is rewritten at this strength."""
+    if not run_id:
+        return "⚠️ Pick a run first."
+    try:
+        out = studio.set_strength(run_id, float(value))
+    except Exception as e:
+        return error_text(e)
+    return (f"✅ Run {run_id} now applies its adapter at strength {out['strength']:g}. "
+            + out["note"] + " Ask again or recompute the report to see it.")
+
+
+def run_strength(studio, run_id: str):
+    """The slider follows the picked run's kept strength."""
+    import gradio as gr
+
+    return gr.update(value=studio.run_strength(run_id) if run_id else 1.0)
+
+
 def refresh(studio, session: Session):
     """→ (run choices, engine, Ask button, Report button, notice)."""
     import gradio as gr
@@ -110,7 +169,12 @@ def build(studio, state, model):
         max_new = gr.Slider(8, 512, 128, step=8, label="Max new tokens")
         temp = gr.Slider(0, 1.5, 0, step=0.1, label="Temperature (0 = greedy)")
         seed = gr.Number(0, label="Seed", precision=0)
-    system = gr.Textbox(label="System prompt (optional)")
+    with gr.Row():
+        system = gr.Textbox(label="System prompt (optional)", scale=3)
+        strength = gr.Slider(0, 1, 1.0, step=0.05, label="Adapter strength (tuned side)", scale=2,
+                             info="1 = as trained, 0 = the base model. Lower keeps more of what the "
+                                  "model knew; the report suggests one.")
+        keep = gr.Button("Keep this strength", scale=1)
     with gr.Row():
         base_pane = gr.Chatbot(label="Base model", height=320)
         tuned_pane = gr.Chatbot(label="Tuned model", height=320)
@@ -130,8 +194,10 @@ def build(studio, state, model):
     def on_ask(*inputs):
         yield from ask(studio, *inputs)
 
-    send.click(on_ask, [run, engine, max_new, temp, seed, system, base_pane, tuned_pane, prompt],
-               [base_pane, tuned_pane, notice, prompt], concurrency_limit=1)
+    send.click(on_ask, [run, engine, max_new, temp, seed, system, base_pane, tuned_pane, prompt,
+                        strength], [base_pane, tuned_pane, notice, prompt], concurrency_limit=1)
+    keep.click(lambda r, v: keep_strength(studio, r, v), [run, strength], notice, concurrency_limit=1)
+    run.change(lambda r: run_strength(studio, r), run, strength)
     clear.click(lambda: ([], [], ""), None, [base_pane, tuned_pane, notice])
 
     def on_report(run_id, progress=gr.Progress()):

@@ -83,6 +83,28 @@ def prepare(studio, session: Session, files, name: str, recipe: str, max_tokens,
     return summary_md(s), gr.update(value=hist_df(s), visible=True), preview_html(segs), session
 
 
+def triage_md(t: dict) -> str:
+    if t.get("skipped"):
+        return f"**Known or new:** skipped — {t['reason']}"
+    lines = [f"**Known or new** ({t['asked']} of {t['of']} training questions asked): "
+             f"{t['new']} teach something new, {t['known']} the model already answers. {t['verdict']}"]
+    lines += [f"- {'already known' if e['known'] else 'new'}: {e['question'][:80]} → "
+              f"{e['base'][:80]}" for e in t["examples"]]
+    return "\n".join(lines)
+
+
+def triage(studio, session: Session, model_ref: str, progress=None) -> str:
+    """The 'What does the model already know?' button."""
+    if not session.dataset:
+        return "⚠️ Prepare a dataset first (or pick one): the check asks its training questions."
+    if progress:
+        progress(0.1, desc="The base model answers the training questions (about a minute on CPU)…")
+    try:
+        return triage_md(studio.data_triage(session.dataset, model_ref))
+    except Exception as e:
+        return error_text(e)
+
+
 def cancel(session: Session) -> str:
     session.cancel.set()
     return "Cancelling… nothing will be saved."
@@ -120,6 +142,9 @@ def build(studio, state, model):
             hist = gr.BarPlot(x="tokens", y="examples", label="Token lengths (bin start)",
                               x_title="tokens per example", visible=False)
             preview = gr.HTML()
+            know = gr.Button("What does the model already know? (asks it the training questions)",
+                             size="sm")
+            know_out = gr.Markdown()
 
     sample.click(lambda: ([data_sample(studio)], "nimbus-faq"), None, [files, name])
     recipe.change(lambda r: recipe_help(studio, r), recipe, recipe_info)
@@ -130,6 +155,11 @@ def build(studio, state, model):
     go.click(on_prepare, [state, files, name, recipe, max_tokens, overlap, val, prompt_col,
                           answer_col, model], [out, hist, preview, state], concurrency_limit=1)
     stop.click(cancel, state, out)
+
+    def on_triage(st, m, progress=gr.Progress()):
+        return triage(studio, st, m, progress)
+
+    know.click(on_triage, [state, model], know_out, concurrency_limit=1)
 
 
 def data_sample(studio) -> str:

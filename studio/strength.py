@@ -1,0 +1,94 @@
+"""Adapter strength: how much of the LoRA update a run's adapter applies, after training.
+
+A LoRA adapter adds ΔW = scale·B·A to each adapted weight; strength s gives W + s·ΔW, the
+straight line between the base (s = 0) and the tuned model (s = 1). Owns two ways to use it:
+`scaled(model, s)` — in memory, for the Compare step's slider and the report's trade-off — and
+`apply(run_dir, s)` — the run's adapter itself rewritten with B scaled by s (the original kept in
+adapter-full/; the new weights replace the old in one rename), so every consumer of the adapter (Compare, merge, GGUF, LoRA-GGUF, the adapter
+export) uses the chosen strength with no code of its own. DoRA adapters are refused by `apply`:
+their magnitude vector makes B·s no longer a straight line to the base.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import RunError
+
+FULL = "adapter-full"
+META = "studio_strength"
+WEIGHTS = "adapter_model.safetensors"
+
+
+def current(run_dir: Path) -> float:
+    """The strength the run's adapter applies (1.0 unless `apply` changed it): recorded in the
+    adapter's own safetensors header, so the weights and their strength change in one rename."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(run_dir) / "adapter" / WEIGHTS), "pt") as f:
+            return float((f.metadata() or {}).get(META, 1.0))
+    except (OSError, ValueError, TypeError):  # no adapter yet, or an unreadable one
+        return 1.0
+
+
+def check(value: float) -> float:
+    import math
+
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 2.0:
+        raise RunError(f"Adapter strength {value!r} is out of range: give a number from 0 (the base "
+                       "model) to 1 (the tuned model as trained); up to 2 exaggerates the change.")
+    return float(value)
+
+
+@contextmanager
+def scaled(model, factor: float) -> Iterator[None]:
+    """Every active LoRA layer's update multiplied by `factor` while the block runs."""
+    from peft.tuners.lora import LoraLayer
+
+    saved = []
+    for m in model.modules():
+        if isinstance(m, LoraLayer):
+            for name in m.active_adapters:
+                if name in m.scaling:
+                    saved.append((m, name, m.scaling[name]))
+                    m.scaling[name] = m.scaling[name] * factor
+    try:
+        yield
+    finally:
+        for m, name, value in saved:
+            m.scaling[name] = value
+
+
+def apply(run_dir: Path, value: float) -> Path:
+    """Rewrite the run's adapter at strength `value` (from the original, kept in adapter-full/);
+    written whole or not at all."""
+    from safetensors.torch import load_file, save_file
+
+    from .train.checkpoints import MARK
+
+    value = check(value)
+    run_dir = Path(run_dir)
+    adapter, full = run_dir / "adapter", run_dir / FULL
+    if not (adapter / MARK).exists():
+        raise RunError(f"Run {run_dir.name} has no finished adapter to set a strength on.")
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    if cfg.get("use_dora"):
+        raise RunError("Adapter strength works for LoRA and rsLoRA adapters, not DoRA (its magnitude "
+                       "vector makes a scaled update something other than a blend with the base "
+                       "model). Use Compare's slider to look, or train again with fewer steps.")
+    if not full.exists():  # the first change: keep the adapter as trained
+        tmp = run_dir / f".{FULL}-tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(adapter, tmp)
+        tmp.rename(full)
+    tensors = load_file(str(full / WEIGHTS))
+    tmp = adapter / f".{WEIGHTS}.tmp"
+    save_file({k: (v * value).to(v.dtype) if "lora_B" in k else v for k, v in tensors.items()},
+              str(tmp), metadata={"format": "pt", META: repr(value)})
+    os.replace(tmp, adapter / WEIGHTS)
+    return adapter

@@ -1,0 +1,155 @@
+"""The forgetting budget: which evaluation's adapter becomes the run's adapter.
+
+Owns the figures taken at each evaluation — perplexity on the general-text probe
+(assets/general_probe.txt, never trained on) against the base model's (the same weights with the
+adapter switched off), and answer match on the validation questions (greedy answers, ROUGE-L) —
+kept in run_dir/selection.json, a copy of the adapter at the best evaluation so far
+(run_dir/best-adapter/), and the choice at the end: the evaluation with the best answer match
+whose forgetting stays within `train.forget_budget`; when none does, the one that forgot least.
+The choice carries its reason and what the last step would have given (the report shows both).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..faults import atomic_write_text
+
+STATE = "selection.json"
+BEST = "best-adapter"
+MAX_QUESTIONS = 16
+MAX_NEW_TOKENS = 48
+
+
+def questions(val: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validation chat examples whose last turn is the assistant's: question → expected answer."""
+    out = []
+    for ex in val:
+        msgs = ex.get("messages")
+        if msgs and msgs[-1]["role"] == "assistant":
+            out.append({"messages": msgs[:-1], "answer": msgs[-1]["content"]})
+    return out[:MAX_QUESTIONS]
+
+
+def probe_loss(model, tok) -> float | None:
+    from ..scoring import mean_loss, probe_examples
+
+    return mean_loss(model, tok, probe_examples(), 512)
+
+
+def answer_match(model, tok, qs: list[dict[str, Any]]) -> float | None:
+    from ..chat import generate_batch
+    from ..scoring import rouge_l
+
+    if not qs:
+        return None
+    got = generate_batch(model, tok, [q["messages"] for q in qs], MAX_NEW_TOKENS)
+    return round(sum(rouge_l(a, q["answer"]) for a, q in zip(got, qs)) / len(qs), 4)
+
+
+class Watcher:
+    """Takes the figures at each evaluation and keeps the best adapter; survives a resume (the
+    evaluations after the checkpoint resumed from are dropped, as the events are)."""
+
+    def __init__(self, run_dir: Path, tok, val: list[dict[str, Any]], budget: float, start: int):
+        self.run_dir, self.tok, self.budget = run_dir, tok, budget
+        self.qs = questions(val)
+        self.state: dict[str, Any] = {"budget": budget, "base": None, "evals": [], "best_step": None}
+        try:
+            old = json.loads((run_dir / STATE).read_text())
+            self.state.update(base=old.get("base"),
+                              evals=[e for e in old.get("evals", []) if e["step"] <= start])
+            best = old.get("best_step")
+            if best is not None and best <= start and (run_dir / BEST).is_dir():
+                self.state["best_step"] = best
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no state yet, or a damaged one: the figures are taken again
+        if self.state["best_step"] is None:
+            shutil.rmtree(run_dir / BEST, ignore_errors=True)
+
+    def _save(self) -> None:
+        atomic_write_text(self.run_dir / STATE, json.dumps(self.state, indent=1))
+
+    def _figures(self, model) -> dict[str, Any]:
+        import math
+
+        loss = probe_loss(model, self.tok)
+        return {"probe_ppl": round(math.exp(loss), 3) if loss is not None else None,
+                "answer_match": answer_match(model, self.tok, self.qs)}
+
+    def baseline(self, model) -> None:
+        """The base model's figures (adapter off), once per run."""
+        if self.state["base"] is not None:
+            return
+        with model.disable_adapter(), evaluating(model):
+            self.state["base"] = self._figures(model)
+        self._save()
+
+    def evaluate(self, model, step: int, eval_loss: float | None) -> dict[str, Any]:
+        with evaluating(model):
+            fig = {"step": step, "eval_loss": eval_loss, **self._figures(model)}
+        base = (self.state["base"] or {}).get("probe_ppl")
+        fig["forgetting"] = round(fig["probe_ppl"] / base - 1, 4) if base and fig["probe_ppl"] else None
+        self.state["evals"] = [e for e in self.state["evals"] if e["step"] != step] + [fig]
+        if self.best() is fig:
+            tmp = self.run_dir / f".{BEST}-tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp, safe_serialization=True)
+            shutil.rmtree(self.run_dir / BEST, ignore_errors=True)
+            tmp.rename(self.run_dir / BEST)
+            self.state["best_step"] = step
+        self._save()
+        return fig
+
+    def best(self) -> dict[str, Any] | None:
+        """Within the budget: the best answer match (then the lowest eval loss, then the least
+        forgetting). None within it: the least forgetting."""
+        evals = self.state["evals"]
+        if not evals:
+            return None
+        inside = [e for e in evals if e["forgetting"] is None or e["forgetting"] <= self.budget]
+        if inside:
+            return max(inside, key=lambda e: (e["answer_match"] or 0.0, -(e["eval_loss"] or 0.0),
+                                              -(e["forgetting"] or 0.0)))
+        return min(evals, key=lambda e: e["forgetting"])
+
+    def choice(self, last_step: int) -> dict[str, Any] | None:
+        """What the run keeps, why, and what the last step would have given; None without
+        evaluations."""
+        best, evals = self.best(), self.state["evals"]
+        if best is None:
+            return None
+        last = max(evals, key=lambda e: e["step"])
+        pct = f"{self.budget:.0%}"
+        if best["forgetting"] is not None and best["forgetting"] > self.budget:
+            reason = (f"No evaluation stayed within the forgetting budget ({pct}); kept step "
+                      f"{best['step']}, the one that forgot least (+{best['forgetting']:.0%} "
+                      "general-text perplexity). Lower the learning rate or the steps, or raise "
+                      "train.replay.")
+        elif best["step"] == last["step"]:
+            reason = f"The last evaluation (step {best['step']}) was the best within the forgetting budget ({pct})."
+        else:
+            reason = (f"Step {best['step']} answered the held-out questions best within the "
+                      f"forgetting budget ({pct}); the last evaluation (step {last['step']}) "
+                      + ("forgot more than the budget allows."
+                         if last["forgetting"] is not None and last["forgetting"] > self.budget
+                         else "was no better."))
+        return {"chosen_step": best["step"], "last_step": last_step, "budget": self.budget,
+                "reason": reason, "chosen": best, "last": last, "base": self.state["base"],
+                "evaluations": evals, "adapter": self.run_dir / BEST
+                if best["step"] != last_step and (self.run_dir / BEST).is_dir() else None}
+
+
+class evaluating:
+    """`with evaluating(model):` eval mode (no dropout), put back as it was."""
+
+    def __init__(self, model):
+        self.model, self.was = model, model.training
+
+    def __enter__(self):
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was)

@@ -1,0 +1,248 @@
+"""Self-replay, the retention probe, the forgetting budget's choice and adapter strength."""
+import json
+import re
+
+import pytest
+
+from studio import replay
+
+
+def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    w = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+
+def test_prompt_set_is_big_varied_and_the_same_every_time():
+    ps = replay.prompts()
+    assert len(ps) >= 200 and len(set(ps)) == len(ps)
+    assert ps == replay.prompts()
+    text = replay.PROMPTS.read_text()
+    for kind in ("knowledge", "how-to", "writing", "arithmetic", "code", "chit-chat"):
+        assert f"## {kind}" in text
+
+
+def test_probe_text_and_questions_never_reach_training_data():
+    """Neither the general-text probe nor the retention questions (nor their answers' wording)
+    may be trained on: the prompts and the shipped replay answers share no 6 words in a row with
+    the probe, and no retention question appears among the prompts."""
+    probe = replay.ASSETS.joinpath("general_probe.txt").read_text()
+    probe6 = ngrams(probe, 6)
+    retention = {replay.words(r["question"]).__str__() for r in replay.retention_rows()}
+    shipped = sorted(replay.ASSETS.joinpath("replay").glob("*.jsonl"))
+    assert shipped, "the embedded model's replay answers are shipped"
+    texts = list(replay.prompts())
+    for f in shipped:
+        texts += [json.loads(x).get("answer", "") for x in f.read_text().splitlines()[1:]]
+    for t in texts:
+        assert not (ngrams(t, 6) & probe6), t
+    for q in replay.prompts():
+        assert replay.words(q).__str__() not in retention, q
+        for r in replay.retention_rows():
+            assert not (ngrams(q, 5) & ngrams(r["question"], 5)), (q, r["question"])
+
+
+def test_shipped_answers_belong_to_the_embedded_model(embedded_model_dir):
+    rows = replay.read_answers(replay.ASSETS / "replay" / "smollm2-135m-instruct.jsonl",
+                               replay.model_key(embedded_model_dir))
+    assert rows is not None and len(rows) >= 200
+    assert sum(bool(r["answer"]) for r in rows) == len(rows)
+
+
+def test_cache_is_used_regenerated_when_damaged_and_never_crashes(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    calls, notes = [], []
+
+    def gen(prompts):
+        calls.append(len(prompts))
+        return [f"answer {i}" for i in range(len(prompts))]
+
+    cache = tmp_path / "replay"
+    rows = replay.answers(cache, "my-model", model, gen, notes.append)
+    assert len(rows) == len(replay.prompts()) and calls == [len(rows)] and not notes
+    assert replay.answers(cache, "my-model", model, gen, notes.append) == rows and len(calls) == 1
+    (f,) = cache.glob("*.jsonl")
+    f.write_text(f.read_text()[:500])                      # cut by a kill
+    assert len(replay.answers(cache, "my-model", model, gen, notes.append)) == len(rows)
+    assert len(calls) == 2 and "damaged or out of date" in notes[0]
+    f.write_text("not json at all\n")
+    assert replay.answers(cache, "my-model", model, gen, notes.append) == rows and len(calls) == 3
+    (model / "config.json").write_text('{"model_type": "llama", "hidden_size": 8}')  # new revision
+    replay.answers(cache, "my-model", model, gen, notes.append)
+    assert len(calls) == 4
+
+
+def test_mix_counts_and_is_seeded():
+    rows = [{"prompt": f"p{i}", "answer": f"a{i}"} for i in range(50)]
+    assert len(replay.mix(rows, 40, 0.5, 1)) == 20
+    assert replay.mix(rows, 40, 0.5, 1) == replay.mix(rows, 40, 0.5, 1)
+    assert replay.mix(rows, 40, 0.0, 1) == []
+    assert len(replay.mix(rows, 400, 1.0, 1)) == 50          # never more than the set
+    ex = replay.mix(rows, 4, 0.5, 1)[0]
+    assert [m["role"] for m in ex["messages"]] == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("answer,expect,ok", [
+    ("The capital is Rome.", "Rome", True), ("It is 120.", "12", False), ("twelve", "12", True),
+    ("Buenos Aires is the capital", "Buenos Aires", True), ("Aires Buenos", "Buenos Aires", False),
+    ("", "Rome", False)])
+def test_retention_match(answer, expect, ok):
+    assert replay.right(answer, expect) is ok
+
+
+def watcher(tmp_path, evals, budget=0.10, best_step=None):
+    from studio.train.selection import STATE, Watcher
+
+    (tmp_path / STATE).write_text(json.dumps({"budget": budget, "base": {"probe_ppl": 10.0},
+                                              "evals": evals, "best_step": best_step}))
+    if best_step is not None:
+        (tmp_path / "best-adapter").mkdir(exist_ok=True)
+    return Watcher(tmp_path, None, [], budget, start=10**6)
+
+
+def ev(step, match, forgetting, loss=1.0):
+    return {"step": step, "answer_match": match, "forgetting": forgetting, "eval_loss": loss,
+            "probe_ppl": 10 * (1 + forgetting)}
+
+
+def test_budget_keeps_the_best_checkpoint_within_it(tmp_path):
+    w = watcher(tmp_path, [ev(25, 0.3, 0.02), ev(50, 0.6, 0.08), ev(75, 0.7, 0.25)], best_step=50)
+    c = w.choice(75)
+    assert c["chosen_step"] == 50 and c["last"]["step"] == 75
+    assert "forgot more than the budget allows" in c["reason"] and c["adapter"] is not None
+
+
+def test_budget_no_checkpoint_meets_it_keeps_the_least_forgetting(tmp_path):
+    w = watcher(tmp_path, [ev(25, 0.3, 0.40), ev(50, 0.6, 0.20), ev(75, 0.7, 0.30)], best_step=50)
+    c = w.choice(75)
+    assert c["chosen_step"] == 50 and "No evaluation stayed within" in c["reason"]
+
+
+def test_budget_last_is_best_uses_the_final_adapter(tmp_path):
+    c = watcher(tmp_path, [ev(25, 0.3, 0.01), ev(50, 0.6, 0.05)], best_step=50).choice(50)
+    assert c["chosen_step"] == 50 and c["adapter"] is None and "last evaluation" in c["reason"]
+
+
+def test_budget_state_is_trimmed_on_resume(tmp_path):
+    from studio.train.selection import STATE, Watcher
+
+    (tmp_path / STATE).write_text(json.dumps({"budget": 0.1, "base": {"probe_ppl": 10.0},
+                                              "evals": [ev(25, 0.3, 0.0), ev(50, 0.6, 0.0)],
+                                              "best_step": 50}))
+    (tmp_path / "best-adapter").mkdir()
+    w = Watcher(tmp_path, None, [], 0.1, start=30)          # resumed from step 30's checkpoint
+    assert [e["step"] for e in w.state["evals"]] == [25] and w.state["best_step"] is None
+    assert not (tmp_path / "best-adapter").exists()
+    (tmp_path / STATE).write_text("{broken")
+    assert Watcher(tmp_path, None, [], 0.1, start=0).state["evals"] == []
+
+
+def test_verdict_is_uncertain_with_few_questions():
+    from studio.report import verdict
+
+    fig = {"base": {"val_loss": 2.0, "validation": {"n": 3, "rouge_l": 0.1, "fact_match": None}},
+           "tuned": {"val_loss": 1.0, "validation": {"n": 3, "rouge_l": 0.5, "fact_match": None}}}
+    v = verdict(fig, [], {"retention": {"known": 20, "kept": 19},
+                          "forgetting": {"rise": 0.05, "budget": 0.1, "within_budget": True}})
+    assert v.startswith("Uncertain: only 3 held-out questions")
+    assert "kept 19 of the 20" in v and "+5%" in v and "within the 10% budget" in v
+    fig["base"]["validation"]["n"] = fig["tuned"]["validation"]["n"] = 12
+    assert verdict(fig, []).startswith("The model learned")
+
+
+def tiny_adapter(run_dir, dora=False):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from studio.train.checkpoints import MARK
+
+    cfg = AutoConfig.for_model("llama", vocab_size=101, hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_config(cfg)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", use_dora=dora))
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    model.save_pretrained(run_dir / "adapter")
+    (run_dir / "adapter" / MARK).write_text("ok")
+    return model
+
+
+def test_strength_in_memory_equals_the_rewritten_adapter(tmp_path):
+    import torch
+    from peft import PeftModel
+
+    from studio import strength
+
+    model = tiny_adapter(tmp_path)
+    ids = torch.tensor([[1, 5, 9, 33, 2]])
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+        with strength.scaled(model, 0.5):
+            half = model(input_ids=ids).logits
+        assert torch.allclose(model(input_ids=ids).logits, full)   # put back after the block
+    assert strength.current(tmp_path) == 1.0
+    strength.apply(tmp_path, 0.5)
+    assert strength.current(tmp_path) == 0.5 and (tmp_path / "adapter-full").is_dir()
+    reloaded = PeftModel.from_pretrained(model.get_base_model(), str(tmp_path / "adapter"), adapter_name="x")
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, half, atol=1e-5)
+    strength.apply(tmp_path, 0.0)                             # always from the adapter as trained
+    reloaded.load_adapter(str(tmp_path / "adapter"), adapter_name="zero")
+    reloaded.set_adapter("zero")
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, base, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [-0.1, 2.5, float("nan"), float("inf")])
+def test_strength_out_of_range_is_refused(tmp_path, value):
+    from studio import strength
+    from studio.errors import RunError
+
+    with pytest.raises(RunError, match="out of range"):
+        strength.apply(tmp_path, value)
+
+
+def test_strength_refuses_dora_and_missing_adapters(tmp_path):
+    from studio import strength
+    from studio.errors import RunError
+
+    with pytest.raises(RunError, match="no finished adapter"):
+        strength.apply(tmp_path, 0.5)
+    tiny_adapter(tmp_path, dora=True)
+    with pytest.raises(RunError, match="not DoRA"):
+        strength.apply(tmp_path, 0.5)
+    assert strength.current(tmp_path) == 1.0
+
+
+def qa(q, a):
+    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+
+@pytest.mark.parametrize("known_share,word", [(0.0, "Almost all new"), (1.0, "already answers almost all"),
+                                              (0.5, "A mix")])
+def test_triage_sorts_known_and_new(monkeypatch, known_share, word):
+    from studio import chat
+    from studio.data import triage
+
+    data = [qa(f"Question {i}?", f"The answer number {i} is blue") for i in range(20)]
+    n_known = int(20 * known_share)
+    monkeypatch.setattr(chat, "generate_batch", lambda m, t, convs, n: [
+        f"The answer number {i} is blue" if i < n_known else "I do not know" for i in range(len(convs))])
+    out = triage.triage(object(), object(), data)
+    assert out["known"] == n_known and out["new"] == 20 - n_known and word in out["verdict"]
+    split = triage.split(["I do not know"] * 2, ["The answer number 0 is blue", "no"], [
+        {"answer": "The answer number 0 is blue"}, {"answer": "x y z"}])
+    assert split["known"]["n"] == 0 and split["new"]["n"] == 2 and split["new"]["tuned_rouge_l"] == 0.5
+
+
+def test_triage_skips_data_without_questions():
+    from studio.data import triage
+
+    out = triage.triage(None, None, [{"text": "A paragraph of a manual."}])
+    assert out["skipped"] and "no question/answer pairs" in out["reason"]
