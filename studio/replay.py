@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import DataError
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PROMPTS = ASSETS / "replay" / "prompts.txt"
 RETENTION = ASSETS / "retention.jsonl"
@@ -41,8 +43,13 @@ def arithmetic() -> list[str]:
 
 
 def prompts() -> list[str]:
+    try:
+        text = PROMPTS.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"The self-replay prompt set {PROMPTS} cannot be read ({e.strerror or e}); "
+                        "reinstall the studio to restore it, or train with train.replay=0.") from None
     rows = []
-    for line in PROMPTS.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line == "@arithmetic":
             rows += arithmetic()

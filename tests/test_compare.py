@@ -51,6 +51,32 @@ def test_report(studio, trained_run):
     cli = run_cli("report", "--run", trained_run["id"], "--json", home=studio.home.root)
     data = json.loads(cli.stdout)
     assert data["base"]["val_loss"] == r["base"]["val_loss"]
+    # #14's contract: what it learned and what it kept, in the JSON
+    assert data["chosen_step"] in (6, 12) and data["strength"] == 1.0
+    assert data["retention"]["known"] > 0 and 0 <= data["retention"]["share"] <= 1
+    assert data["forgetting"]["budget"] == 0.10 and data["forgetting"]["rise"] is not None
+    assert [t["strength"] for t in data["trade_off"]] == [0.5, 0.75, 1.0]
+    assert data["suggested_strength"] in (0.5, 0.75, 1.0)
+    assert set(data["known_new"]) == {"validation", "paraphrased"}
+    assert not data["verdict"].startswith("Uncertain")  # 8 validation + 24 paraphrased questions
+    assert "kept" in data["verdict"] and "budget" in data["verdict"]
+
+
+def test_strength_is_kept_and_used(studio, trained_run):
+    """The strength verb rewrites the adapter; compare tries one in memory; bad values refused."""
+    rid = trained_run["id"]
+    try:
+        out = run_cli("strength", "--run", rid, "--value", "0.5", "--json", home=studio.home.root)
+        assert out.returncode == 0, out.stderr[-800:]
+        assert json.loads(out.stdout)["strength"] == 0.5 and studio.run_strength(rid) == 0.5
+        zero = studio.compare(rid, "Who makes the Nimbus Orbit?", max_new_tokens=12, strength=0.0)
+        assert zero["tuned"] == zero["base"]                    # strength 0 is the base model
+        bad = run_cli("strength", "--run", rid, "--value", "nan", "--json", home=studio.home.root)
+        assert bad.returncode != 0 and "out of range" in bad.stdout + bad.stderr
+        assert "Traceback" not in bad.stderr
+    finally:
+        studio.set_strength(rid, 1.0)
+    assert studio.run_strength(rid) == 1.0
 
 
 def test_flags():

@@ -246,3 +246,12 @@ def test_triage_skips_data_without_questions():
 
     out = triage.triage(None, None, [{"text": "A paragraph of a manual."}])
     assert out["skipped"] and "no question/answer pairs" in out["reason"]
+
+
+def test_missing_prompt_set_trains_without_replay(monkeypatch, tmp_path):
+    from studio.train.loop import replay_count
+
+    assert replay_count(0.5, 40) == (20, None) and replay_count(0, 40) == (0, None)
+    monkeypatch.setattr(replay, "PROMPTS", tmp_path / "gone.txt")
+    n, note = replay_count(0.5, 40)
+    assert n == 0 and "without self-replay" in note and "gone.txt" in note

@@ -151,10 +151,17 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
     return StudioCallback()
 
 
-def replay_count(ratio: float, n_train: int) -> int:
+def replay_count(ratio: float, n_train: int) -> tuple[int, str | None]:
+    """How many self-replay examples the run mixes in, and why none when the set is missing."""
     from .. import replay
+    from ..errors import DataError
 
-    return min(len(replay.prompts()), round(ratio * n_train))
+    if ratio <= 0:
+        return 0, None
+    try:
+        return min(len(replay.prompts()), round(ratio * n_train)), None
+    except DataError as e:
+        return 0, f"Training without self-replay: {e}"
 
 
 def prepare_read(folder: Path, split: str) -> list[dict[str, Any]]:
@@ -246,7 +253,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     eval_set = encode_split(tok, data_dir, "validation", t.max_len)
     if not train_set:
         raise RunError("No training example has any learnable token at this max length.")
-    n_replay = replay_count(t.replay, len(train_set))
+    n_replay, replay_note = replay_count(t.replay, len(train_set))
     steps = total_steps(p, len(train_set) + n_replay, world_size())
     staging = run_dir / "trainer"
     ckpt.clean_staging(staging)
@@ -266,6 +273,8 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
             result["status"] = RunStatus.COMPLETED.value
         return result
     model = load_for_training(model_path, device, p)
+    if replay_note and rank() == 0:
+        log_note(run_dir, start, replay_note)
     if n_replay:
         train_set += replay_set(run_dir, cfg, model_path, tok, model, n_replay, start)
     watcher = None

@@ -25,7 +25,14 @@ def status_md(run: dict, events: list[dict]) -> str:
                  f"ETA {int(last.get('eta_s') or 0)} s")
     if ev:
         line += f" · validation loss {ev['eval_loss']:.3f}"
-    notes = "".join(f"\n\nℹ️ {n}" for n in run.get("notes") or [])
+    fg = next((e for e in reversed(events) if e.get("forgetting") is not None), {})
+    if fg:
+        line += (f"\n\nForgetting check at step {fg['step']}: general-text perplexity "
+                 f"{fg['forgetting']:+.0%}" + (f", held-out answers {fg['answer_match']:.0%} ROUGE-L"
+                                              if fg.get("answer_match") is not None else "") +
+                 ". The best checkpoint within the forgetting budget becomes the adapter.")
+    said = [e["note"] for e in events if e.get("note")][-3:]
+    notes = "".join(f"\n\nℹ️ {n}" for n in [*(run.get("notes") or []), *said])
     err = f"\n\n⚠️ {run['error']}" if run.get("error") else ""
     return line + notes + err
 
