@@ -17,7 +17,7 @@ run: setup model
 test: setup $(VENV)/.dev browser
 	$(BIN)/python -m pytest
 
-setup: $(VENV)/.deps $(VENV)/.llama
+setup: $(VENV)/.deps $(VENV)/.llama $(VENV)/.converter
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,7 +42,15 @@ $(VENV)/.llama: | $(VENV)/.deps
 	touch $@
 
 llama:
-	rm -f $(VENV)/.llama && $(MAKE) $(VENV)/.llama
+	rm -f $(VENV)/.llama $(VENV)/.converter && $(MAKE) $(VENV)/.llama $(VENV)/.converter
+
+# GGUF export runs llama.cpp's own converter: extracted from the same llama-cpp-python source
+# (vendor/llama.cpp) into .venv/llama-converter, so it matches the llama.cpp we run. Without it
+# the studio still runs; GGUF export then says how to get it.
+$(VENV)/.converter: | $(VENV)/.llama
+	@$(BIN)/python -m studio.export.converter setup \
+	  || echo "WARNING: llama.cpp's converter could not be set up; GGUF export stays disabled. Retry with: make llama"
+	touch $@
 
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.deps
 	$(BIN)/pip install -q -r requirements-dev.txt

@@ -57,7 +57,7 @@ def main() -> None:
     from studio import models, presets
     from studio.api import Studio
     from studio.compare import Pair
-    from studio.export import gguf_writer
+    from studio.export import converter
 
     s = Studio()
     path = s.model_path("smollm2-135m-instruct")
@@ -79,7 +79,7 @@ def main() -> None:
         added = max(rss_mb() - mid, lora)
         print(f"memory: one model's weights {one:6.0f} MB; the side-by-side adds {added:5.0f} MB "
               f"(adapter {lora:.0f} MB; {added / one:.0%} of a model, not a second copy)")
-        gg = gguf_writer.write(path, gguf_writer.state_from_folder(path), Path(d) / "m-f16.gguf", "f16")
+        gg = converter.convert_model(path, Path(d) / "m-f16.gguf", "f16")
         try:
             ttft, tps = llama(gg)
             print(f"llama.cpp:    first token {ttft * 1000:6.0f} ms, {tps:5.1f} tokens/s (f16 GGUF)")

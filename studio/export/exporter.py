@@ -20,7 +20,7 @@ from ..errors import ExportError
 from ..faults import crash_point, fail_point
 from ..models import folder_size
 from ..train.checkpoints import MARK
-from . import gguf_writer, lora_gguf, modelfile, quantize
+from . import modelfile, quantize
 
 GGUF_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 LORA_QUANTS = ("f32", "f16")
@@ -66,17 +66,46 @@ def tuned_model(base_folder: Path, adapter: Path | None, device: str = "cpu"):
     return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
 
 
-def write_gguf(base_folder: Path, model, out: Path, quant: str, name: str,
-               progress: Callable | None = None) -> Path:
-    if quant in gguf_writer.QUANTS:
-        return gguf_writer.write(base_folder, gguf_writer.state_from_model(model), out, quant,
-                                 name, progress)
-    f16 = out.with_name(out.stem + f".f16-tmp-{os.getpid()}.gguf")
-    try:
-        gguf_writer.write(base_folder, gguf_writer.state_from_model(model), f16, "f16", name, progress)
+SAVE_DTYPE = {"f32": "float32", "bf16": "bfloat16"}  # else float16: what the converter reads
+
+
+def gguf_source(job: Job, model, quant: str, work: Path) -> Path:
+    """The HF folder the converter reads: the base model's own folder, or the merged model
+    saved (in the dtype the GGUF gets) beside the output, with the base's tokenizer files."""
+    if job.adapter is None:
+        return job.base_folder
+    import torch
+
+    folder = work / "merged"
+    dtype = getattr(torch, SAVE_DTYPE.get(quant, "float16"))
+    state = {k: v.to(dtype) for k, v in model.state_dict().items()}  # a copy: parity needs the model as is
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    model.save_pretrained(folder, state_dict=state, safe_serialization=True)
+    del state
+    job.tok.save_pretrained(folder)
+    for f in job.base_folder.iterdir():  # tokenizer.model, generation config, template: as the base has them
+        if f.is_file() and f.suffix != ".safetensors" and f.name != "config.json" and not (folder / f.name).exists():
+            shutil.copy2(f, folder / f.name)
+    return folder
+
+
+def write_gguf(job: Job, model, out: Path, quant: str) -> Path:
+    """llama.cpp's converter writes f32/f16/bf16/q8_0; k-quants are quantized from its f16."""
+    import tempfile
+
+    from . import converter
+
+    with tempfile.TemporaryDirectory(prefix=".studio-gguf-", dir=out.parent) as d:
+        src = gguf_source(job, model, quant, Path(d))
+        if job.progress:
+            job.progress(0.3, "llama.cpp's converter is writing the GGUF…")
+        if quant in converter.OUTTYPES:
+            return converter.convert_model(src, out, quant)
+        f16 = converter.convert_model(src, Path(d) / "f16.gguf", "f16")
+        if job.progress:
+            job.progress(0.6, f"Quantizing to {quant}…")
         return quantize.quantize(f16, out, quant)
-    finally:
-        f16.unlink(missing_ok=True)
 
 
 # ---- writers: Job → (extra result keys, the model parity compares against, or None) ----------
@@ -100,13 +129,35 @@ def _write_merged(job: Job):
 
 def _write_gguf(job: Job):
     model = tuned_model(job.base_folder, job.adapter)
-    write_gguf(job.base_folder, model, job.out, job.quant, job.name, job.progress)
+    write_gguf(job, model, job.out, job.quant)
     return {}, model
 
 
 def _write_lora_gguf(job: Job):
-    lora_gguf.write(job.adapter, job.base_folder, job.out, job.quant)
+    from . import converter
+
+    check_lora(job.adapter)
+    converter.convert_lora(job.adapter, job.base_folder, job.out, job.quant)
     return {}, None
+
+
+def check_lora(adapter: Path) -> dict:
+    """What llama.cpp cannot apply as a LoRA GGUF, refused before any work."""
+    import json
+
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    problems = []
+    if cfg.get("use_dora"):
+        problems.append("it is a DoRA adapter (llama.cpp applies plain LoRA only)")
+    if cfg.get("modules_to_save"):
+        problems.append(f"it trains whole modules ({', '.join(cfg['modules_to_save'])})")
+    if cfg.get("trainable_token_indices"):
+        problems.append("it trains new token embeddings")
+    if problems:
+        raise ExportError("This adapter cannot be exported as a LoRA GGUF because "
+                          + " and ".join(problems) + ". Export a merged GGUF instead "
+                          "(--format gguf), which bakes the adapter into the weights.")
+    return cfg
 
 
 def _write_ollama(job: Job):
@@ -114,7 +165,7 @@ def _write_ollama(job: Job):
     tmp.mkdir(parents=True)
     model = tuned_model(job.base_folder, job.adapter)
     gguf_name = f"{job.name}-{job.quant}.gguf"
-    write_gguf(job.base_folder, model, tmp / gguf_name, job.quant, job.name, job.progress)
+    write_gguf(job, model, tmp / gguf_name, job.quant)
     modelfile.write(tmp, gguf_name, job.tok)
     crash_point("export.partial_written")
     replace_dir(tmp, job.out)
@@ -137,6 +188,7 @@ class ExportFormat:
     write: Callable[[Job], tuple[dict[str, Any], Any]]
     usage: Callable[[str, str], dict[str, str]]  # (path, name) → commands that use it
     verifiable: bool              # llama.cpp can run it for the parity check
+    converts: bool = False        # written by llama.cpp's converter (export/converter.py)
 
 
 FORMATS: dict[str, ExportFormat] = {
@@ -152,16 +204,16 @@ FORMATS: dict[str, ExportFormat] = {
         "one GGUF file for llama.cpp, Ollama and LM Studio (choose --quant)",
         False, False, GGUF_QUANTS, "q8_0", lambda q: f"-{q}.gguf", _gguf_size, _write_gguf,
         lambda p, n: {"llama.cpp": f'llama-cli -m "{p}" -cnv',
-                      "python": f'from llama_cpp import Llama; Llama("{p}")'}, True),
+                      "python": f'from llama_cpp import Llama; Llama("{p}")'}, True, True),
     "lora-gguf": ExportFormat(
         "the adapter alone as a GGUF, applied over the base GGUF with --lora",
         True, False, LORA_QUANTS, "f32", lambda q: f"-lora-{q}.gguf", _gguf_size, _write_lora_gguf,
-        lambda p, n: {"llama.cpp": f'llama-cli -m BASE.gguf --lora "{p}" -cnv'}, True),
+        lambda p, n: {"llama.cpp": f'llama-cli -m BASE.gguf --lora "{p}" -cnv'}, True, True),
     "ollama": ExportFormat(
         "a folder with a GGUF and a Modelfile for `ollama create`",
         False, True, GGUF_QUANTS, "q8_0", lambda q: "-ollama", _gguf_size, _write_ollama,
         lambda p, n: {"ollama": f'cd "{p}" && ollama create {n} -f Modelfile && ollama run {n}'},
-        True),
+        True, True),
 }
 
 
@@ -175,6 +227,10 @@ def check_request(fmt: str, quant: str | None, run_id: str | None) -> tuple[Expo
     quant = (quant or f.default_quant).lower()
     if quant not in f.quants:
         raise ExportError(f"Unknown quant '{quant}' for {fmt}. Valid: {', '.join(f.quants)}.")
+    if f.converts:
+        from . import converter
+
+        converter.location()  # missing: says so and how to fix it, before any work
     if quant in quantize.K_QUANTS:
         from ..models import require_llama_cpp
 

@@ -70,6 +70,12 @@ class ExportService:
         if base_folder.is_file():
             raise ExportError(f"{model_ref} is already a GGUF file; export works from an HF folder "
                               "(config.json + safetensors).")
+        if f.converts:  # an architecture llama.cpp's converter knows, before any work
+            from .converter import check_model
+
+            check_model(base_folder)
+        if fmt == "lora-gguf":
+            exporter.check_lora(adapter)
         params = models.info_from_folder(base_folder)["params"] or 0
         if out:
             dest = Path(out).expanduser().absolute()
