@@ -26,7 +26,7 @@ CUDA_CONTEXT_GB = 0.5
 # 5% and report the 0–15% range.
 ALLOCATOR_SLACK = 0.05
 SLACK_RANGE = (0.0, 0.15)
-ARCHS = ("llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text", "phi", "phi3",
+ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "smollm3",
          "stablelm", "gpt2")
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 
@@ -89,12 +89,15 @@ def shape_from_config(cfg: dict[str, Any], source: str = "config.json") -> Shape
                 context=_get(cfg, "max_position_embeddings", "n_positions", default=2048))
     llama_names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
                    "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
-    if arch in ("llama", "mistral"):
+    if arch in ("llama", "mistral", "smollm3"):
         b = bool(cfg.get("attention_bias", False))
         return Shape(**base, qkv_bias=b, o_bias=b, mlp_bias=bool(cfg.get("mlp_bias", False)),
                      module_names=llama_names)
     if arch == "qwen2":
         return Shape(**base, qkv_bias=True, module_names=llama_names)
+    if arch == "qwen3":  # no q/k/v bias; an RMSNorm over each head's q and k
+        return Shape(**base, qkv_bias=bool(cfg.get("attention_bias", False)), qk_norm=True,
+                     module_names=llama_names)
     if arch in ("gemma", "gemma2", "gemma3_text"):
         return Shape(**base, norms_per_layer=2 if arch == "gemma" else 4,
                      qk_norm=arch == "gemma3_text", module_names=llama_names)
