@@ -279,3 +279,38 @@ def test_cli_prepare_json_contract(studio):
     assert "cli-faq" in {d["name"] for d in json.loads(r.stdout)}
     r = run_cli("data", "show", "cli-faq", "--json", home=studio.home.root)
     assert json.loads(r.stdout)["examples"]
+
+
+# Minimal templates written here, each with one feature of a family's real template.
+QWEN3_LIKE = (  # an empty thinking block on the last answer only (Qwen3 without reasoning)
+    "{% for m in messages %}{% if m.role == 'assistant' %}<|im_start|>assistant\n"
+    "{% if loop.last %}<think>\n\n</think>\n\n{% endif %}{{ m.content }}<|im_end|>\n"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+GEMMA_LIKE = (  # no system role: the system text opens the first user turn
+    "{% set sys = messages[0].content + '\n\n' if messages[0].role == 'system' else '' %}"
+    "{% for m in messages if m.role != 'system' %}<start_of_turn>{{ 'model' if m.role == 'assistant' else 'user' }}\n"
+    "{{ sys if loop.first else '' }}{{ m.content }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+@pytest.mark.parametrize("template", [QWEN3_LIKE, GEMMA_LIKE], ids=["thinking", "no-system-role"])
+def test_loss_mask_with_family_templates(tok, template):
+    """Every answer is learned with its end-of-turn marker, nothing else is — also when a
+    template renders the last answer differently (an empty think block) or folds the system
+    text into the first user turn."""
+    import copy
+
+    t = copy.deepcopy(tok)
+    t.chat_template = template
+    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello there."}, {"role": "user", "content": "Price?"},
+            {"role": "assistant", "content": "It costs 89 euros."}]
+    enc = templates.encode(t, {"messages": msgs}, 512)
+    learned = "".join(text for text, on in templates.preview_segments(t, enc) if on)
+    rest = "".join(text for text, on in templates.preview_segments(t, enc) if not on)
+    assert "Hello there." in learned and "It costs 89 euros." in learned
+    assert "Hi" in rest and "Price?" in rest and "You are terse." in rest
+    assert "Hello" not in rest and "89 euros" not in rest
+    end = "<|im_end|>" if template is QWEN3_LIKE else "<end_of_turn>"
+    assert learned.count(end) == 2 and rest.count(end) == 3 - (template is GEMMA_LIKE)

@@ -43,16 +43,39 @@ def render_text(tok, messages: list[dict[str, str]], add_generation_prompt: bool
 
 
 def assistant_spans(tok, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of each assistant answer."""
+    """The rendered conversation and the character spans of each assistant answer: from where
+    the generation prompt ends to the end of its turn marker. Templates that render a turn
+    differently once later turns follow (Qwen3 keeps an empty <think></think> block on the last
+    answer only) are handled by finding the answer in the full text after the previous span."""
     full = render_text(tok, messages)
-    spans = []
+    spans: list[tuple[int, int]] = []
+    cursor = 0
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        start = len(render_text(tok, messages[:i], add_generation_prompt=True))
-        end = len(render_text(tok, messages[: i + 1]))
-        spans.append((start, end))
+        prompt = render_text(tok, messages[:i], add_generation_prompt=True)
+        alone = render_text(tok, messages[: i + 1])
+        if full.startswith(alone) and alone.startswith(prompt) and len(prompt) >= cursor:
+            spans.append((len(prompt), len(alone)))
+        else:
+            spans.append(_find_turn(full, alone, m["content"], cursor))
+        cursor = spans[-1][1]
     return full, spans
+
+
+def _find_turn(full: str, alone: str, content: str, cursor: int) -> tuple[int, int]:
+    """The span of `content` in `full` at or after `cursor`, extended over the turn's closing
+    marker (the text that follows the answer when this turn is rendered last)."""
+    start = full.find(content, cursor) if content else -1
+    if start < 0:
+        raise DataError("The chat template renders an assistant answer differently from its text, so "
+                        "the learned part cannot be found. Use the model's own chat template.")
+    end = start + len(content)
+    after = alone[alone.rfind(content) + len(content):] if content in alone else ""
+    k = 0
+    while k < len(after) and end + k < len(full) and full[end + k] == after[k]:
+        k += 1
+    return start, end + k
 
 
 def encode(tok, example: dict[str, Any], max_len: int) -> Encoded:
