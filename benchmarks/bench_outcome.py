@@ -14,6 +14,10 @@ adapter strength → fact match and perplexity rise (strengths from the report's
 Targets (issue #14): fact match ≥ 70%, perplexity rise ≤ 10%, retention ≥ 95%, ≤ 5 minutes.
 
 Usage: .venv/bin/python benchmarks/bench_outcome.py [--replays 0.5,1.0] [--set KEY=VALUE ...]
+         [--variant LABEL:KEY=VALUE,KEY=VALUE ...] [--only-variants]
+  --set       applies to every run; --variant adds a run with its own overrides (e.g.
+              --variant "lr 3e-4:train.lr=3e-4,train.replay=1"); --only-variants skips the two
+              standard rows (for exploring presets).
 """
 import json
 import os
@@ -67,9 +71,16 @@ def main() -> None:
 
     s = Studio(studio_home())
     s.data_prepare([str(ROOT / "assets" / "sample" / "product_faq.jsonl")], "faq", val_fraction=0.1)
-    rows = [one(s, "old recipe", ["train.replay=0", "train.eval_every=0"]), one(s, "preset as shipped", [])]
+    rows = [] if "--only-variants" in sys.argv else [
+        one(s, "old recipe", ["train.lr=1e-3", "train.max_steps=100", "lora.rank=16",
+                              "train.replay=0", "train.eval_every=0"]),
+        one(s, "preset as shipped", [])]
     for ratio in [x for x in arg("--replays", "").split(",") if x]:
         rows.append(one(s, f"replay {ratio}", [f"train.replay={ratio}"]))
+    for i, a in enumerate(sys.argv):
+        if a == "--variant":
+            label, _, sets = sys.argv[i + 1].partition(":")
+            rows.append(one(s, label, [x for x in sets.split(",") if x]))
     print(f"\n{'recipe':20s} {'fact match':>10s} {'ppl rise':>9s} {'retention':>10s} {'kept':>7s} "
           f"{'step':>5s} {'train s':>8s} {'report s':>9s}")
     for r in rows:

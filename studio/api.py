@@ -139,6 +139,9 @@ class Studio:
     def set_strength(self, run_id: str, value: float) -> dict[str, Any]:
         return self.compares.set_strength(run_id, value)
 
+    def heldout_questions(self, run_id: str) -> list[str]:
+        return self.compares.heldout_questions(run_id)
+
     def run_strength(self, run_id: str) -> float:
         return self.compares.strength(run_id)
 

@@ -185,6 +185,25 @@ class CompareService:
                            "strength above 0 first (python -m studio strength RUN 1).")
         return st.scaled(model, value / now)
 
+    def heldout_questions(self, run_id: str, limit: int = 50) -> list[str]:
+        """Questions the run never trained on, from its own dataset: the validation split and,
+        where the dataset has one, its paraphrase file. None for data without questions."""
+        from .report import heldout_sets
+
+        run = self.run(run_id)
+        try:
+            dataset = self.dataset(run["dataset"])
+        except Exception:  # the dataset was deleted: no questions to offer, nothing to break
+            return []
+        seen, out = set(), []
+        for rows in heldout_sets(dataset, limit).values():
+            for r in rows:
+                q = r["messages"][-1]["content"]
+                if q not in seen:
+                    seen.add(q)
+                    out.append(q)
+        return out
+
     def strength(self, run_id: str) -> float:
         """The adapter strength the run keeps (1.0 = as trained)."""
         from . import strength as st

@@ -4,6 +4,7 @@ Each handler returns what the components show; user mistakes come back as a âš ï
 traceback) and leave the session as it was.
 """
 import dataclasses
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -122,6 +123,21 @@ def test_compare_ask_streams_both_sides(studio, trained_run):
     assert base[-1]["role"] == "assistant" and tuned[-1]["role"] == "assistant"
     runs, engine, send, rep, why = compare_step.refresh(studio, Session(run_id=trained_run["id"]))
     assert runs["value"] == trained_run["id"] and send["interactive"] and why == ""
+
+
+def test_compare_offers_the_runs_own_heldout_questions(studio, trained_run):
+    from studio.data.prepare import read_split
+
+    slider, picker = compare_step.run_changed(studio, trained_run["id"])
+    val = [ex["messages"][-2]["content"] for ex in read_split(
+        Path(studio.data_show(trained_run["dataset"])["path"]), "validation")]
+    assert slider["value"] == 1.0 and picker["value"] is None
+    assert set(val) <= set(picker["choices"]) and len(picker["choices"]) == len(val) + 24
+    train_qs = {ex["messages"][-2]["content"] for ex in read_split(
+        Path(studio.data_show(trained_run["dataset"])["path"]), "train")}
+    assert not train_qs & set(picker["choices"])          # never a question it trained on
+    slider, picker = compare_step.run_changed(studio, "")
+    assert picker["choices"] == []
 
 
 def test_compare_report_handler(studio, trained_run):

@@ -140,11 +140,20 @@ def keep_strength(studio, run_id: str, value) -> str:
             + out["note"] + " Ask again or recompute the report to see it.")
 
 
-def run_strength(studio, run_id: str):
-    """The slider follows the picked run's kept strength."""
+def run_changed(studio, run_id: str):
+    """→ (strength slider, held-out question picker): the picked run's kept strength and the
+    questions its own dataset held out (none for data without questions)."""
     import gradio as gr
 
-    return gr.update(value=studio.run_strength(run_id) if run_id else 1.0)
+    if not run_id:
+        return gr.update(value=1.0), gr.update(choices=[], value=None)
+    try:
+        qs = studio.heldout_questions(run_id)
+        value = studio.run_strength(run_id)
+    except Exception:
+        return gr.update(value=1.0), gr.update(choices=[], value=None)
+    label = "Use a held-out question" if qs else "Held-out questions (this dataset has none)"
+    return gr.update(value=value), gr.update(choices=qs, value=None, label=label)
 
 
 def refresh(studio, session: Session):
@@ -179,7 +188,7 @@ def build(studio, state, model):
         base_pane = gr.Chatbot(label="Base model", height=320)
         tuned_pane = gr.Chatbot(label="Tuned model", height=320)
     with gr.Row():
-        heldout = gr.Dropdown(studio.choices()["sample_questions"], label="Use a held-out question",
+        heldout = gr.Dropdown([], label="Use a held-out question",
                               scale=1)
         prompt = gr.Textbox(label="Your question", scale=2)
     with gr.Row():
@@ -197,7 +206,7 @@ def build(studio, state, model):
     send.click(on_ask, [run, engine, max_new, temp, seed, system, base_pane, tuned_pane, prompt,
                         strength], [base_pane, tuned_pane, notice, prompt], concurrency_limit=1)
     keep.click(lambda r, v: keep_strength(studio, r, v), [run, strength], notice, concurrency_limit=1)
-    run.change(lambda r: run_strength(studio, r), run, strength)
+    run.change(lambda r: run_changed(studio, r), run, [strength, heldout])
     clear.click(lambda: ([], [], ""), None, [base_pane, tuned_pane, notice])
 
     def on_report(run_id, progress=gr.Progress()):
