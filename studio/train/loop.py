@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
 
         def __init__(self):
             self.t_last, self.tok_last, self.t0 = time.time(), 0, time.time()
+            self.window: deque[tuple[float, int]] = deque(maxlen=6)
             self.step0: int | None = None
             self.rows: dict[int, dict[str, Any]] = {}
             self.stopped = False
@@ -95,6 +97,7 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
         def on_train_begin(self, args, state, control, **kw):
             self.step0 = state.global_step
             self.t0 = self.t_last = time.time()
+            self.window.append((self.t0, collator.tokens))
 
         def on_step_end(self, args, state, control, **kw):
             if (run_dir / STOP_FILE).exists():  # written by Stop, or by SIGTERM below
@@ -112,8 +115,11 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
                 loss = float(logs["loss"])
                 self.last_loss = loss
                 ev.update(loss=loss, lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
-                dt = max(1e-6, now - self.t_last)
-                ev["tokens_per_s"] = round((collator.tokens - self.tok_last) / dt, 1)
+                # over the last few logs: the collator counts a batch when the loader fetches
+                # it, so one log's window can hold zero batches and the next two
+                self.window.append((now, collator.tokens))
+                t_old, tok_old = self.window[0] if len(self.window) > 1 else (self.t_last, self.tok_last)
+                ev["tokens_per_s"] = round((collator.tokens - tok_old) / max(1e-6, now - t_old), 1)
                 self.t_last, self.tok_last = now, collator.tokens
                 done = step - (self.step0 or 0)
                 ev["eta_s"] = round((now - self.t0) / max(1, done) * (steps - step), 1)

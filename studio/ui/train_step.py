@@ -21,8 +21,9 @@ def status_md(run: dict, events: list[dict]) -> str:
     line = (f"**Run `{run['id']}`** — {run['status']}, step {run.get('step') or 0}/"
             f"{run.get('max_steps') or '?'}")
     if last:
-        line += (f" · loss {last['loss']:.3f} · {last['tokens_per_s']:.0f} tokens/s · "
-                 f"ETA {int(last.get('eta_s') or 0)} s")
+        line += f" · loss {last['loss']:.3f}"
+        if run.get("active"):  # speed and ETA only mean something while it trains
+            line += f" · {last['tokens_per_s']:.0f} tokens/s · ETA {int(last.get('eta_s') or 0)} s"
     if ev:
         line += f" · validation loss {ev['eval_loss']:.3f}"
     fg = next((e for e in reversed(events) if e.get("forgetting") is not None), {})
