@@ -15,8 +15,8 @@ Targets (issue #14): fact match ≥ 70%, perplexity rise ≤ 10%, retention ≥ 
 
 Usage: .venv/bin/python benchmarks/bench_outcome.py [--replays 0.5,1.0] [--set KEY=VALUE ...]
          [--variant LABEL:KEY=VALUE,KEY=VALUE ...] [--only-variants]
-  --set       applies to every run; --variant adds a run with its own overrides (e.g.
-              --variant "lr 3e-4:train.lr=3e-4,train.replay=1"); --only-variants skips the two
+  --set       applies to every run; --variant adds a run with its own overrides, ;-separated (e.g.
+              --variant "lr 3e-4:train.lr=3e-4;train.replay=1"); --only-variants skips the two
               standard rows (for exploring presets).
 """
 import json
@@ -80,7 +80,7 @@ def main() -> None:
     for i, a in enumerate(sys.argv):
         if a == "--variant":
             label, _, sets = sys.argv[i + 1].partition(":")
-            rows.append(one(s, label, [x for x in sets.split(",") if x]))
+            rows.append(one(s, label, [x for x in sets.split(";") if x]))
     print(f"\n{'recipe':20s} {'fact match':>10s} {'ppl rise':>9s} {'retention':>10s} {'kept':>7s} "
           f"{'step':>5s} {'train s':>8s} {'report s':>9s}")
     for r in rows:
