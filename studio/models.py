@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,19 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def hub_error(repo_id: str, e: Exception) -> str:
+    """What went wrong opening a hub repository, in words, with what to do."""
+    kind = type(e).__name__
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if kind == "GatedRepoError" or status in (401, 403) and "gated" in str(e).lower():
+        return (f"'{repo_id}' is gated: accept its licence on https://huggingface.co/{repo_id} while "
+                "logged in, then give your access token (set HF_TOKEN, or --hf-token).")
+    if kind == "RepositoryNotFoundError" or status == 404:
+        return (f"There is no model '{repo_id}' on the hub (or it is private: then set HF_TOKEN). "
+                "Check the spelling, e.g. Qwen/Qwen3-0.6B.")
+    return f"Cannot open '{repo_id}' on the hub ({kind}: {str(e)[:200]})."
+
+
 def download(repo_id: str, models_dir: Path, token: str | None = None) -> Path:
     """Fetch safetensors + tokenizer files into the HF cache (resumable, with tqdm progress)."""
     from huggingface_hub import snapshot_download
@@ -215,11 +229,17 @@ def download(repo_id: str, models_dir: Path, token: str | None = None) -> Path:
     try:
         info = HfApi().model_info(repo_id, files_metadata=True, token=token)
     except Exception as e:
-        raise ModelError(f"Cannot open '{repo_id}' on the hub ({type(e).__name__}: {e}). Check "
-                         "the name; for gated models accept the licence on its page and pass a "
-                         "token (--hf-token or HF_TOKEN).") from None
+        raise ModelError(hub_error(repo_id, e)) from None
+    files = [s.rfilename for s in info.siblings or []]
+    if not any(f.endswith(".safetensors") for f in files):
+        raise ModelError(f"'{repo_id}' has no safetensors weights on the hub"
+                         + (" (only pickle files)" if any(f.endswith((".bin", ".pt", ".pth")) for f in files) else "")
+                         + ". The studio does not load pickle files (they can run code); pick a "
+                         "repository that ships safetensors.")
     need = sum(s.size or 0 for s in info.siblings or []
                if s.rfilename.endswith((".safetensors", ".json", ".model", ".jinja")))
+    print(f"Downloading {repo_id}: {need / 1e9:.2f} GB (safetensors and tokenizer files; an "
+          "interrupted download resumes).", file=sys.stderr, flush=True)
     cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     cache.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(cache).free

@@ -105,3 +105,53 @@ def test_embedded_model_answers_paris(base_model):
         out = model.generate(**enc, max_new_tokens=24, do_sample=False)
     answer = tok.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+# ---- hub models (#16): each failure a message before any download -------------------------
+class _Sibling:
+    def __init__(self, name, size=1000):
+        self.rfilename, self.size = name, size
+
+
+@pytest.mark.parametrize("error,files,match", [
+    ("GatedRepoError", None, "is gated: accept its licence.*HF_TOKEN"),
+    ("RepositoryNotFoundError", None, "no model 'org/name' on the hub.*spelling"),
+    (None, ["config.json", "pytorch_model.bin"], "no safetensors weights on the hub \\(only pickle files\\)"),
+])
+def test_hub_model_problems_are_said_before_download(monkeypatch, tmp_path, error, files, match):
+    import huggingface_hub
+
+    from studio import models
+    from studio.errors import ModelError
+
+    def offline(*a, **k):
+        if k.get("local_files_only"):
+            raise FileNotFoundError("not cached")
+        raise AssertionError("must not download")
+
+    class Info:
+        siblings = [_Sibling(f) for f in files or []]
+
+    def model_info(self, *a, **k):
+        if error:
+            raise type(error, (Exception,), {})("boom")
+        return Info()
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    monkeypatch.setattr(models, "hub_reachable", lambda: True)
+    with pytest.raises(ModelError, match=match):
+        models.download("org/name", tmp_path)
+
+
+def test_hub_model_offline_and_not_cached(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from studio import models
+    from studio.errors import ModelError
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError("not cached")))
+    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    with pytest.raises(ModelError, match="offline"):
+        models.download("org/name", tmp_path)
