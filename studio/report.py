@@ -172,7 +172,8 @@ def selection(run: dict[str, Any]) -> dict[str, Any] | None:
     last = max(evals, key=lambda e: e["step"]) if evals else None
     if chosen is None or last is None:
         return None
-    return {"chosen_step": chosen["step"], "budget": state.get("budget"), "chosen": chosen,
+    return {"chosen_step": chosen["step"], "budget": state.get("budget"), "reason": state.get("reason"),
+            "chosen": chosen,
             "last": last, "base": state.get("base"), "evaluations": evals}
 
 

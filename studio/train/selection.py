@@ -136,6 +136,8 @@ class Watcher:
                       + ("forgot more than the budget allows."
                          if last["forgetting"] is not None and last["forgetting"] > self.budget
                          else "was no better."))
+        self.state["reason"] = reason
+        self._save()
         return {"chosen_step": best["step"], "last_step": last_step, "budget": self.budget,
                 "reason": reason, "chosen": best, "last": last, "base": self.state["base"],
                 "evaluations": evals, "adapter": self.run_dir / BEST

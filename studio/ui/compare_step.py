@@ -55,13 +55,13 @@ def kept_md(r: dict) -> list[str]:
     sel = r.get("selection")
     if sel:
         c, last = sel["chosen"], sel["last"]
-        out.append(f"\n**Chosen checkpoint:** step {c['step']} (budget {sel['budget']:.0%} "
-                   "general-text perplexity rise). " + (
-                       "It was the last evaluation." if c["step"] == last["step"] else
-                       f"The last evaluation (step {last['step']}) would have given held-out match "
-                       f"{(last['answer_match'] or 0):.0%} with perplexity "
-                       f"{(last['forgetting'] or 0):+.0%}, vs {(c['answer_match'] or 0):.0%} and "
-                       f"{(c['forgetting'] or 0):+.0%} kept."))
+        line = f"\n**Chosen checkpoint: step {c['step']}.** " + (sel.get("reason") or "")
+        if c["step"] != last["step"]:
+            line += (f" The last evaluation (step {last['step']}) would have given held-out answers "
+                     f"{(last['answer_match'] or 0):.0%} ROUGE-L with general-text perplexity "
+                     f"{(last['forgetting'] or 0):+.0%}; the kept one: {(c['answer_match'] or 0):.0%} "
+                     f"and {(c['forgetting'] or 0):+.0%}.")
+        out.append(line)
     trade = r.get("trade_off") or []
     if trade:
         out.append(f"\n**Adapter strength** (now {r.get('strength', 1):g}; suggested "
