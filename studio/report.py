@@ -168,8 +168,9 @@ def selection(run: dict[str, Any]) -> dict[str, Any] | None:
     except (OSError, ValueError, TypeError):
         return None
     evals = state.get("evals") or []
-    chosen = next((e for e in evals if e["step"] == state.get("best_step")), None)
-    last = max(evals, key=lambda e: e["step"]) if evals else None
+    chosen = state.get("chosen") or next((e for e in evals if e["step"] == state.get("best_step")), None)
+    full = [e for e in evals if e.get("strength", 1.0) == 1.0]
+    last = max(full, key=lambda e: e["step"]) if full else None
     if chosen is None or last is None:
         return None
     return {"chosen_step": chosen["step"], "budget": state.get("budget"), "reason": state.get("reason"),

@@ -52,10 +52,11 @@ def test_report(studio, trained_run):
     data = json.loads(cli.stdout)
     assert data["base"]["val_loss"] == r["base"]["val_loss"]
     # #14's contract: what it learned and what it kept, in the JSON
-    assert data["chosen_step"] in (6, 12) and data["strength"] == 1.0
+    assert data["chosen_step"] in (6, 12)
+    assert data["strength"] == (data["selection"]["chosen"].get("strength") or 1.0)
     assert data["retention"]["known"] > 0 and 0 <= data["retention"]["share"] <= 1
     assert data["forgetting"]["budget"] == 0.10 and data["forgetting"]["rise"] is not None
-    assert [t["strength"] for t in data["trade_off"]] == [0.5, 0.75, 1.0]
+    assert {0.5, 0.75, 1.0} <= {t["strength"] for t in data["trade_off"]}
     assert data["suggested_strength"] in (0.5, 0.75, 1.0)
     assert set(data["known_new"]) == {"validation", "paraphrased"}
     assert not data["verdict"].startswith("Uncertain")  # 8 validation + 24 paraphrased questions

@@ -255,3 +255,12 @@ def test_missing_prompt_set_trains_without_replay(monkeypatch, tmp_path):
     monkeypatch.setattr(replay, "PROMPTS", tmp_path / "gone.txt")
     n, note = replay_count(0.5, 40)
     assert n == 0 and "without self-replay" in note and "gone.txt" in note
+
+
+def test_budget_can_keep_the_last_adapter_at_a_lower_strength(tmp_path):
+    evals = [ev(25, 0.2, 0.03), ev(50, 0.6, 0.40),
+             {**ev(50, 0.45, 0.08), "strength": 0.5}, {**ev(50, 0.3, 0.02), "strength": 0.25}]
+    c = watcher(tmp_path, evals, best_step=25).choice(50)
+    assert c["chosen_step"] == 50 and c["strength"] == 0.5 and c["adapter"] is None
+    assert "at strength 0.5" in c["reason"] and "forgot more than the budget" in c["reason"]
+    assert c["last"]["step"] == 50 and c["last"].get("strength", 1.0) == 1.0

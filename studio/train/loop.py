@@ -338,10 +338,16 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         trainer.evaluate()  # logs eval_loss through the callback
     if rank() == 0:
         done = not (cb.stopped and trainer.state.global_step < steps)
+        if watcher and done:
+            watcher.strengths(trainer.model, trainer.state.global_step)
         choice = watcher.choice(trainer.state.global_step) if watcher and done else None
         with disk_guard(run_dir):
             result["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir,
                                                       from_checkpoint=choice and choice["adapter"]))
+            if choice and choice["strength"] != 1.0:
+                from ..strength import apply
+
+                apply(run_dir, choice["strength"])
         if choice:
             result["chosen_step"] = choice["chosen_step"]
             log_note(run_dir, trainer.state.global_step, choice["reason"])

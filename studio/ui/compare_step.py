@@ -55,8 +55,9 @@ def kept_md(r: dict) -> list[str]:
     sel = r.get("selection")
     if sel:
         c, last = sel["chosen"], sel["last"]
-        line = f"\n**Chosen checkpoint: step {c['step']}.** " + (sel.get("reason") or "")
-        if c["step"] != last["step"]:
+        at = f" at strength {c['strength']:g}" if c.get("strength", 1.0) != 1.0 else ""
+        line = f"\n**Chosen checkpoint: step {c['step']}{at}.** " + (sel.get("reason") or "")
+        if c["step"] != last["step"] or at:
             line += (f" The last evaluation (step {last['step']}) would have given held-out answers "
                      f"{(last['answer_match'] or 0):.0%} ROUGE-L with general-text perplexity "
                      f"{(last['forgetting'] or 0):+.0%}; the kept one: {(c['answer_match'] or 0):.0%} "
