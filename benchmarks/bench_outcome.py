@@ -2,8 +2,8 @@
 
 Trains the cpu-quickstart preset on the sample FAQ (assets/sample/product_faq.jsonl) several
 times in one run and reports each through the studio's own report:
-  - "old recipe": no self-replay, one evaluation at the end (the last step is the adapter),
-    strength 1 — how the studio trained before;
+  - "old recipe": lr 1e-3, no self-replay, no forgetting budget (the last step at full
+    strength is the adapter) — how the studio trained before;
   - the preset as shipped (self-replay and the forgetting budget on), and the other replay
     ratios asked for.
 For each: held-out paraphrase fact match (questions never trained on), general-text perplexity
@@ -73,7 +73,7 @@ def main() -> None:
     s.data_prepare([str(ROOT / "assets" / "sample" / "product_faq.jsonl")], "faq", val_fraction=0.1)
     rows = [] if "--only-variants" in sys.argv else [
         one(s, "old recipe", ["train.lr=1e-3", "train.max_steps=100", "lora.rank=16",
-                              "train.replay=0", "train.eval_every=0"]),
+                              "train.replay=0", "train.eval_every=0", "train.forget_budget=0"]),
         one(s, "preset as shipped", [])]
     for ratio in [x for x in arg("--replays", "").split(",") if x]:
         rows.append(one(s, f"replay {ratio}", [f"train.replay={ratio}"]))

@@ -168,7 +168,7 @@ def selection(run: dict[str, Any]) -> dict[str, Any] | None:
     except (OSError, ValueError, TypeError):
         return None
     evals = state.get("evals") or []
-    chosen = state.get("chosen") or next((e for e in evals if e["step"] == state.get("best_step")), None)
+    chosen = state.get("chosen")  # absent: no choice was made (budget 0, or a stopped run)
     full = [e for e in evals if e.get("strength", 1.0) == 1.0]
     last = max(full, key=lambda e: e["step"]) if full else None
     if chosen is None or last is None:

@@ -126,7 +126,9 @@ class TrainSpec:
                          min=0.0, max=4.0)
     forget_budget: float = knob(0.10, "Forgetting budget: how much general-text perplexity may rise "
                                       "(0.10 = 10%). At each evaluation the run keeps the best "
-                                      "checkpoint within it; that one becomes the final adapter.",
+                                      "checkpoint within it (the last one also at lower adapter "
+                                      "strengths); that one becomes the final adapter. 0 turns the "
+                                      "choice off: the last step at full strength.",
                                 min=0.0, max=10.0)
     log_every: int = knob(1, "Write a progress event every N steps.", min=1, max=1_000_000)
     eval_every: int = knob(0, "Evaluate on the validation split every N steps (0: only at the end).",

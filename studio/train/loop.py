@@ -338,9 +338,10 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         trainer.evaluate()  # logs eval_loss through the callback
     if rank() == 0:
         done = not (cb.stopped and trainer.state.global_step < steps)
-        if watcher and done:
+        choose = watcher is not None and done and t.forget_budget > 0  # 0: the last step, as trained
+        if choose:
             watcher.strengths(trainer.model, trainer.state.global_step)
-        choice = watcher.choice(trainer.state.global_step) if watcher and done else None
+        choice = watcher.choice(trainer.state.global_step) if choose else None
         with disk_guard(run_dir):
             result["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir,
                                                       from_checkpoint=choice and choice["adapter"]))
