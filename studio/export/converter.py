@@ -131,10 +131,11 @@ def _run(args: list[str], out: Path, what: str) -> Path:
         proc = subprocess.run([sys.executable, str(root / args[0]), *args[1:], "--outfile", str(tmp)],
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0 or not tmp.exists():
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
-            if re.search(r"No space left|ENOSPC", tail):
+            lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
+            if any(re.search(r"No space left|ENOSPC", ln) for ln in lines[-6:]):
                 raise OSError(28, "No space left on device")
-            raise ExportError(f"llama.cpp's converter could not write the {what}: {tail[-600:]}")
+            why = lines[-1][-400:] if lines else f"it exited with status {proc.returncode}"
+            raise ExportError(f"llama.cpp's converter could not write the {what}: {why}")
         crash_point("export.converted")
         os.replace(tmp, out)
     finally:
