@@ -97,7 +97,7 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
                            "base": b, "tuned": t}
                           for r, b, t in list(zip(rows, answers["base"], answers["tuned"]))[:6]]
     if len(read_split(Path(dataset["path"]), "train", RECALL_MAX + 1)) <= RECALL_MAX or not examples:
-        rows = recall_rows(dataset, limit)
+        rows = recall_rows(dataset, 12)
         if rows:  # a small Q/A set: can it recall what it trained on? (not evidence of learning)
             for side in ("base", "tuned"):
                 with pair.side(side) as m:
@@ -106,7 +106,7 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     with pair.side("tuned") as m:
         norm_b = adapter_norm(m)
     name = "paraphrased" if "paraphrased" in sets else "validation"
-    trade = trade_off(pair, tok, run, sets.get(name) or [], probe, figures, name, max_new_tokens)
+    trade = trade_off(pair, tok, run, (sets.get(name) or [])[:12], probe, figures, name, max_new_tokens)
     kept = retention(pair, tok)
     flags = diagnose(figures, identical, total, norm_b, cfg, events)
     chosen = selection(run)

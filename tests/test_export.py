@@ -113,7 +113,7 @@ def test_architectures_end_to_end(tmp_path, model_type, embedded_model_dir, sp_m
     q8 = converter.convert_model(merged_dir, tmp_path / "tuned-q8_0.gguf", "q8_0")
     got = logits_cpp(q8, ids)  # 8-bit codes: close, not equal (relative RMS error of the logits)
     assert np.sqrt(((got - ref) ** 2).mean() / (ref ** 2).mean()) < 0.15
-    assert not list(tmp_path.glob(".*.tmp-*"))                     # nothing half-written left
+    assert not list(tmp_path.glob("*.partial-*"))                   # nothing half-written left
 
 
 def test_what_the_converter_cannot_take_is_refused_before_any_work(tmp_path):

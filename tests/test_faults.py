@@ -194,7 +194,7 @@ def done_run(home):
 EXPORT_CASES = [
     ("adapter", None, "export.partial_written", False),
     ("ollama", "f16", "export.partial_written", False),
-    ("gguf", "f16", "export.gguf_partial", False),
+    ("gguf", "f16", "export.converted", False),
     ("gguf", "f16", "export.intent_written", False),
     ("gguf", "f16", "export.renamed", True),
     ("merged", None, "export.renamed", True),
@@ -231,7 +231,7 @@ def test_disk_full_prepare_and_export(home, done_run):
     s = studio_at(home)
     assert not [d for d in s.data_list() if d["name"] == "full-disk"] and leftovers(home) == []
     n = len(s.exports_list(done_run))
-    for fmt, point in (("adapter", "export.write"), ("gguf", "export.gguf")):
+    for fmt, point in (("adapter", "export.write"), ("gguf", "export.convert")):
         _enospc(home, point, "export", "--run", done_run, "--format", fmt, "--quant", "f16"
                 if fmt == "gguf" else "f32")
     s = studio_at(home)

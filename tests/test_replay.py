@@ -56,7 +56,7 @@ def test_cache_is_used_regenerated_when_damaged_and_never_crashes(tmp_path):
 
     def gen(prompts):
         calls.append(len(prompts))
-        return [f"answer {i}" for i in range(len(prompts))]
+        return [f"Answer number {i}." for i in range(len(prompts))]
 
     cache = tmp_path / "replay"
     rows = replay.answers(cache, "my-model", model, gen, notes.append)

@@ -141,10 +141,13 @@ def test_compare_offers_the_runs_own_heldout_questions(studio, trained_run):
 
 
 def test_compare_report_handler(studio, trained_run):
-    md, f = compare_step.report(studio, "")
-    assert md.startswith("⚠️") and f["visible"] is False
-    md, f = compare_step.report(studio, trained_run["id"])
+    md, f, plot = compare_step.report(studio, "")
+    assert md.startswith("⚠️") and f["visible"] is False and plot["visible"] is False
+    md, f, plot = compare_step.report(studio, trained_run["id"])
     assert md.startswith("### ") and f["visible"] is True and f["value"].endswith("report.json")
+    assert plot["visible"] and set(plot["value"]["measure"]) == {
+        "held-out fact match", "general-text perplexity rise"}
+    assert "What it knew" in md and "Adapter strength" in md
 
 
 # ---- export -------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def _run(args: list[str], out: Path, what: str) -> Path:
     from ..faults import crash_point, fail_point
 
     root = location()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # the name exports' sweep knows
     env = {**os.environ, "PYTHONPATH": str(root / "gguf-py")}  # its own gguf-py, never our pin
     env.pop("NO_LOCAL_GGUF", None)
     try:

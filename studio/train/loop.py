@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -195,7 +196,7 @@ def replay_set(run_dir: Path, cfg: RunConfig, model_path: Path, tok, model, n: i
 
     rows = replay.answers(run_dir.parent.parent / "replay", cfg.spec.model, model_path, generate,
                           lambda text: log_note(run_dir, start, text) if rank() == 0 else None)
-    if rank() == 0:
+    if rank() == 0 and start == 0:  # said once, not again on resume
         log_note(run_dir, start, f"Self-replay: {min(n, len(rows))} of the base model's own answers to "
                                  f"general prompts are mixed into training (train.replay="
                                  f"{cfg.spec.train.replay:g}), so it keeps what it could already do.")
@@ -284,7 +285,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     if n_replay:
         train_set += replay_set(run_dir, cfg, model_path, tok, model, n_replay, start)
     watcher = None
-    if eval_set and rank() == 0:
+    if eval_set and rank() == 0 and t.forget_budget > 0:
         from .selection import Watcher
 
         watcher = Watcher(run_dir, tok, prepare_read(data_dir, "validation"), t.forget_budget, start)
@@ -339,7 +340,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     if rank() == 0:
         done = not (cb.stopped and trainer.state.global_step < steps)
         choose = watcher is not None and done and t.forget_budget > 0  # 0: the last step, as trained
-        if choose:
+        if choose and not p.lora.dora:  # DoRA: a scaled update is no blend with the base
             watcher.strengths(trainer.model, trainer.state.global_step)
         choice = watcher.choice(trainer.state.global_step) if choose else None
         with disk_guard(run_dir):
@@ -395,7 +396,7 @@ def log_note(run_dir: Path, step: int, note: str) -> None:
     """A note in the run's record (events.jsonl) and its log."""
     with open(run_dir / "events.jsonl", "a") as f:
         f.write(json.dumps({"step": step, "note": note}) + "\n")
-    print(f"note: {note}", flush=True)
+    print(f"note: {note}", file=sys.stderr, flush=True)  # stdout is for --json
 
 
 def oom_message(spec) -> str:

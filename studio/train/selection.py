@@ -20,8 +20,8 @@ from ..faults import atomic_write_text
 STATE = "selection.json"
 STRENGTHS = (0.75, 0.5, 0.25)  # the last adapter is also tried at these
 BEST = "best-adapter"
-MAX_QUESTIONS = 16
-MAX_NEW_TOKENS = 48
+MAX_QUESTIONS = 8
+MAX_NEW_TOKENS = 32
 
 
 def questions(val: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -110,8 +110,8 @@ class Watcher:
         from ..strength import scaled
 
         last = next((e for e in self.state["evals"] if e["step"] == step and e.get("strength", 1.0) == 1.0), None)
-        if last is None:
-            return
+        if last is None or last["forgetting"] is None or last["forgetting"] <= self.budget:
+            return  # within the budget at full strength: nothing to trade
         base = (self.state["base"] or {}).get("probe_ppl")
         self.state["evals"] = [e for e in self.state["evals"] if not (e["step"] == step and e.get("strength", 1.0) != 1.0)]
         for value in STRENGTHS:

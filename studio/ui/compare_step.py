@@ -113,20 +113,38 @@ def ask(studio, run_id: str, engine: str, max_new, temp, seed, system: str, base
         yield base_h[:-1], tuned_h[:-1], error_text(e), q
 
 
+def trade_df(r: dict):
+    """The strength trade-off as plot rows: held-out facts and general-text perplexity rise, in %."""
+    import pandas as pd
+
+    rows = []
+    for t in r.get("trade_off") or []:
+        rows.append({"strength": t["strength"], "percent": round(100 * (t["match"] or 0), 1),
+                     "measure": f"held-out {t['metric'].replace('_', ' ')}"})
+        if t.get("rise") is not None:
+            rows.append({"strength": t["strength"], "percent": round(100 * t["rise"], 1),
+                         "measure": "general-text perplexity rise"})
+    return pd.DataFrame(rows, columns=["strength", "percent", "measure"]) if rows else None
+
+
 def report(studio, run_id: str, progress=None):
-    """→ (report markdown, JSON file update)."""
+    """→ (report markdown, JSON file update, strength trade-off plot update)."""
     import gradio as gr
 
+    hidden = gr.update(visible=False)
     if not run_id:
-        return "⚠️ Pick a run first.", gr.update(visible=False)
+        return "⚠️ Pick a run first.", hidden, hidden
     if progress:
-        progress(0.1, desc="Scoring base and tuned on held-out questions (about a minute on CPU)…")
+        progress(0.1, desc="Scoring base and tuned: held-out questions, general questions, "
+                           "strengths (about two minutes on CPU)…")
     try:
         path = studio.report_file(run_id)
         r = studio.report(run_id)
     except Exception as e:
-        return error_text(e), gr.update(visible=False)
-    return report_md(r), gr.update(value=str(path), visible=True)
+        return error_text(e), hidden, hidden
+    df = trade_df(r)
+    plot = gr.update(value=df, visible=True) if df is not None else hidden
+    return report_md(r), gr.update(value=str(path), visible=True), plot
 
 
 def keep_strength(studio, run_id: str, value) -> str:
@@ -198,6 +216,8 @@ def build(studio, state, model):
         report_btn = gr.Button("Did it learn? (report)")
     notice = gr.Markdown()
     report_out = gr.Markdown()
+    trade_plot = gr.LinePlot(x="strength", y="percent", color="measure", visible=False,
+                             label="Adapter strength: what it learned vs what it forgot (%)")
     report_file = gr.File(label="Report as JSON", visible=False)
     heldout.change(lambda q: q, heldout, prompt)
 
@@ -213,5 +233,5 @@ def build(studio, state, model):
     def on_report(run_id, progress=gr.Progress()):
         return report(studio, run_id, progress)
 
-    report_btn.click(on_report, run, [report_out, report_file], concurrency_limit=1)
+    report_btn.click(on_report, run, [report_out, report_file, trade_plot], concurrency_limit=1)
     return (lambda st: refresh(studio, st)), [run, engine, send, report_btn, notice]
