@@ -19,7 +19,8 @@ from conftest import ROOT, run_cli
 
 SAMPLE = ROOT / "assets" / "sample" / "product_faq.jsonl"
 STEPS = 6
-TRAIN_SET = ["train.save_every=2", "train.eval_every=3", "train.micro_batch=2",
+TRAIN_SET = ["train.replay=0", "train.forget_budget=0",  # kill points, not the forgetting levers
+             "train.save_every=2", "train.eval_every=3", "train.micro_batch=2",
              "train.max_len=96", "train.log_every=1", "train.keep_checkpoints=2"]
 
 

@@ -64,7 +64,7 @@ def test_runs_list_json_contract(studio, trained_run):
 
 
 def test_kill_9_then_resume_continues_to_the_same_step(studio, faq_dataset):
-    run = studio.train_create("cpu-quickstart", faq_dataset, overrides=["train.save_every=2"],
+    run = studio.train_create("cpu-quickstart", faq_dataset, overrides=["train.save_every=2", "train.forget_budget=0"],
                               max_steps=8)
     studio.train_spawn(run["id"])
     run_dir = studio.home.runs / run["id"]
@@ -90,7 +90,7 @@ def _alive(pid):
 
 
 def test_stop_saves_a_checkpoint_and_resume_finishes(studio, faq_dataset):
-    run = studio.train_create("cpu-quickstart", faq_dataset, overrides=["train.save_every=50"],
+    run = studio.train_create("cpu-quickstart", faq_dataset, overrides=["train.save_every=50", "train.forget_budget=0"],
                               max_steps=30)
     studio.train_spawn(run["id"])
     run_dir = studio.home.runs / run["id"]
