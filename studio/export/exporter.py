@@ -136,13 +136,12 @@ def _write_gguf(job: Job):
 def _write_lora_gguf(job: Job):
     from . import converter
 
-    check_lora(job.adapter)
     converter.convert_lora(job.adapter, job.base_folder, job.out, job.quant)
     return {}, None
 
 
 def check_lora(adapter: Path) -> dict:
-    """What llama.cpp cannot apply as a LoRA GGUF, refused before any work."""
+    """What llama.cpp cannot apply as a LoRA GGUF, refused before any work (service.export)."""
     import json
 
     cfg = json.loads((adapter / "adapter_config.json").read_text())
