@@ -171,12 +171,6 @@ def replay_count(ratio: float, n_train: int) -> tuple[int, str | None]:
         return 0, f"Training without self-replay: {e}"
 
 
-def prepare_read(folder: Path, split: str) -> list[dict[str, Any]]:
-    from ..data import prepare
-
-    return prepare.read_split(folder, split)
-
-
 def replay_set(run_dir: Path, cfg: RunConfig, model_path: Path, tok, model, n: int,
                start: int) -> list[dict[str, list[int]]]:
     """`n` self-replay examples, encoded like the user's: the base model's own answers (shipped,
@@ -286,9 +280,10 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         train_set += replay_set(run_dir, cfg, model_path, tok, model, n_replay, start)
     watcher = None
     if eval_set and rank() == 0 and t.forget_budget > 0:
+        from ..data.prepare import read_split
         from .selection import Watcher
 
-        watcher = Watcher(run_dir, tok, prepare_read(data_dir, "validation"), t.forget_budget, start)
+        watcher = Watcher(run_dir, tok, read_split(data_dir, "validation"), t.forget_budget, start)
         watcher.baseline(model)
     collator = make_collator(tok, t.packing)
     dtype = models.resolve_dtype(t.dtype, device)
