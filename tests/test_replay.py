@@ -264,3 +264,15 @@ def test_budget_can_keep_the_last_adapter_at_a_lower_strength(tmp_path):
     assert c["chosen_step"] == 50 and c["strength"] == 0.5 and c["adapter"] is None
     assert "at strength 0.5" in c["reason"] and "forgot more than the budget" in c["reason"]
     assert c["last"]["step"] == 50 and c["last"].get("strength", 1.0) == 1.0
+
+
+def test_triage_through_the_studio_on_a_document(studio, tmp_path):
+    """A paragraphs dataset (no questions) is skipped with the reason, through the facade, and
+    the result is kept with the dataset."""
+    from conftest import ROOT
+
+    d = studio.data_prepare([str(ROOT / "assets/sample/nimbus_orbit_manual.md")], "manual-triage",
+                            recipe="paragraphs")
+    out = studio.data_triage(d["ref"])
+    assert out["skipped"] and out["dataset"] == d["ref"] and "no question/answer pairs" in out["reason"]
+    assert studio.data_show(d["ref"])["triage"]["skipped"]

@@ -153,7 +153,7 @@ class DataService:
             out = triage(*self.cache.loaded(model), examples)
         else:
             out = triage(None, None, examples)  # no questions: skipped with the reason, no model
-        out.update(dataset=d["ref"], model=model)
+        out.update(dataset=str(DatasetRef(d["name"], d["version"])), model=model)
         atomic_write_text(Path(d["path"]) / "triage.json", json.dumps(out, indent=1))
         return out
 
