@@ -111,7 +111,7 @@ def write_gguf(job: Job, model, out: Path, quant: str) -> Path:
 # ---- writers: Job → (extra result keys, the model parity compares against, or None) ----------
 def _write_adapter(job: Job):
     tmp = partial(job.out)
-    shutil.copytree(job.adapter, tmp, ignore=shutil.ignore_patterns(MARK))
+    shutil.copytree(job.adapter, tmp, ignore=shutil.ignore_patterns(MARK, ".*.tmp"))  # not a half-written strength
     crash_point("export.partial_written")
     replace_dir(tmp, job.out)
     return {}, None
