@@ -9,12 +9,12 @@ PORT ?= 7860
 TORCH_PIP_ARGS ?=
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test setup model llama browser clean-venv
+.PHONY: run test setup model llama browser golang clean-venv
 
 run: setup model
 	$(BIN)/python app.py --port $(PORT)
 
-test: setup $(VENV)/.dev browser
+test: setup $(VENV)/.dev browser golang
 	$(BIN)/python -m pytest
 
 setup: $(VENV)/.deps $(VENV)/.llama $(VENV)/.converter
@@ -66,6 +66,14 @@ browser:
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "NOTE: chromium not found; browser tests will be skipped"; fi; }
+
+# Go's text/template (Debian's golang-go) renders the Ollama Modelfile TEMPLATEs in the tests,
+# the engine Ollama itself uses. Without it those tests are skipped.
+golang:
+	@command -v go >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -qq golang-go >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq golang-go >/dev/null; }; \
+	  else echo "NOTE: go not found; the Modelfile template tests will be skipped"; fi; }
 
 clean-venv:
 	rm -rf $(VENV)

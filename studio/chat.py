@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from . import families
+
 
 @dataclass(frozen=True)
 class GenSettings:
@@ -20,14 +22,12 @@ class GenSettings:
 
 
 def stop_ids(tok, model=None) -> list[int]:
-    """Every end-of-turn id we know of: the tokenizer's eos and the generation config's."""
+    """Every end-of-turn id: the chat family's (studio/families.py), the eos, the generation config's."""
     ids = {tok.eos_token_id}
     gc = getattr(model, "generation_config", None)
     extra = getattr(gc, "eos_token_id", None) if gc is not None else None
     ids.update(extra if isinstance(extra, list) else [extra])
-    for t in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
-        tid = tok.convert_tokens_to_ids(t) if t in tok.get_vocab() else None
-        ids.add(tid)
+    ids.update(tok.convert_tokens_to_ids(t) for t in families.stop_tokens(tok))
     return sorted(i for i in ids if isinstance(i, int) and i >= 0)
 
 

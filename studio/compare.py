@@ -92,8 +92,12 @@ def llama_engine(base_gguf: Path, lora_gguf: Path | None, n_ctx: int = 2048):
 
 def llama_chat(llm, messages: list[dict[str, str]], max_new_tokens: int, temperature: float,
                seed: int) -> str:
+    from . import families
+
+    fam = families.known_family_of(llm.metadata.get("tokenizer.chat_template"))
     out = llm.create_chat_completion(messages=messages, max_tokens=max_new_tokens,
                                      temperature=temperature, seed=seed,
+                                     stop=list(fam.stops) if fam else None,
                                      top_k=1 if temperature == 0 else 40)
     return (out["choices"][0]["message"]["content"] or "").strip()
 

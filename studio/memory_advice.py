@@ -13,18 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from . import models
+from .models import catalog
 from .errors import ConfigError
 from .memory import Shape, estimate, normalise, shape_from_config
 from .spec import RunSpec, update
 
-CATALOG = Path(__file__).resolve().parent.parent / "presets" / "catalog"
 HEADROOM_GB = 0.3  # keep this much free: other processes and the desktop use the GPU too
-
-
-def catalog(name: str) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load((CATALOG / f"{name}.yaml").read_text())
 
 
 def close(name: str, names: list[str]) -> str:

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,21 @@ COMPLETE_MARK = ".studio-complete"  # written last: a folder without it is a kil
 CONVERSION_VERSION = 2  # bump when the conversion changes; older folders are converted again
 TMP_RE = re.compile(r"^\.tmp-.+-(?P<pid>\d+)$")  # a conversion in progress (its process id)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+CATALOG = Path(__file__).resolve().parent.parent / "presets" / "catalog"
+
+
+def catalog(name: str) -> dict[str, Any]:
+    """A catalogue file: models (shapes), gpus, hub (name → hub repository to download)."""
+    import yaml
+
+    return yaml.safe_load((CATALOG / f"{name}.yaml").read_text())
+
+
+def known_names(models_dir: Path) -> list[str]:
+    """Every name the model box accepts without a path: embedded, local folders, catalogue."""
+    local = [d.name for d in sorted(models_dir.glob("*"))
+             if d.is_dir() and not d.name.startswith(".") and (d / "config.json").exists()]
+    return list(dict.fromkeys([*EMBEDDED, *local, *catalog("hub")]))
 
 
 @dataclass(frozen=True)
@@ -80,14 +94,16 @@ def resolve(ref: str, models_dir: Path) -> ModelSpec:
                              "with config.json and *.safetensors, or a hub id like org/name.")
         check_gguf(p)
         return ModelSpec(ref, "gguf", p.stem, str(p.resolve()))
+    hub = catalog("hub")
+    if ref.lower() in hub:  # a catalogue name: its instruct version on the hub
+        return ModelSpec(hub[ref.lower()], "hub", ref.lower(), None)
     if HUB_ID.match(ref) and not ref.startswith((".", "/")):
         return ModelSpec(ref, "hub", ref.split("/")[-1], None)
-    names = list(dict.fromkeys([*EMBEDDED, *(d.name for d in models_dir.glob("*")
-                                              if d.is_dir() and not d.name.startswith("."))]))
-    close = difflib.get_close_matches(ref, names, n=3, cutoff=0.5)
+    names = known_names(models_dir)
+    close = difflib.get_close_matches(ref.lower(), names, n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ModelError(f"Unknown model '{ref}': not a registry name, an existing folder or .gguf "
-                     f"file, or a hub id (org/name).{hint} Known names: {', '.join(names)}.")
+    raise ModelError(f"Unknown model '{ref}': not a name we know, an existing folder or .gguf "
+                     f"file, or a hub id (org/name).{hint} Names: {', '.join(names)}.")
 
 
 def check_folder(p: Path) -> None:
@@ -123,7 +139,9 @@ def ensure_local(spec: ModelSpec, models_dir: Path, token: str | None = None,
     if spec.kind == "embedded":
         return prepare_embedded(models_dir, progress)
     if spec.kind == "hub":
-        return download(spec.ref, models_dir, token)
+        from .hub import download
+
+        return download(spec.ref, token, progress)
     return Path(spec.path)
 
 
@@ -184,69 +202,6 @@ def restore_pre_tokenizer(tok, gguf_path: Path) -> None:
         tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    import socket
-
-    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "TRUE", "yes"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def hub_error(repo_id: str, e: Exception) -> str:
-    """What went wrong opening a hub repository, in words, with what to do."""
-    kind = type(e).__name__
-    status = getattr(getattr(e, "response", None), "status_code", None)
-    if kind == "GatedRepoError" or status in (401, 403) and "gated" in str(e).lower():
-        return (f"'{repo_id}' is gated: accept its licence on https://huggingface.co/{repo_id} while "
-                "logged in, then give your access token (set HF_TOKEN, or --hf-token).")
-    if kind == "RepositoryNotFoundError" or status == 404:
-        return (f"There is no model '{repo_id}' on the hub (or it is private: then set HF_TOKEN). "
-                "Check the spelling, e.g. Qwen/Qwen3-0.6B.")
-    return f"Cannot open '{repo_id}' on the hub ({kind}: {str(e)[:200]})."
-
-
-def download(repo_id: str, models_dir: Path, token: str | None = None) -> Path:
-    """Fetch safetensors + tokenizer files into the HF cache (resumable, with tqdm progress)."""
-    from huggingface_hub import snapshot_download
-
-    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
-    try:  # already cached: works offline
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:
-        pass
-    if not hub_reachable():
-        raise ModelError(f"'{repo_id}' is not in the local Hugging Face cache and the hub cannot "
-                         "be reached (offline). Connect to the internet, or download the model "
-                         "elsewhere and give its folder instead.")
-    from huggingface_hub import HfApi
-
-    try:
-        info = HfApi().model_info(repo_id, files_metadata=True, token=token)
-    except Exception as e:
-        raise ModelError(hub_error(repo_id, e)) from None
-    files = [s.rfilename for s in info.siblings or []]
-    if not any(f.endswith(".safetensors") for f in files):
-        raise ModelError(f"'{repo_id}' has no safetensors weights on the hub"
-                         + (" (only pickle files)" if any(f.endswith((".bin", ".pt", ".pth")) for f in files) else "")
-                         + ". The studio does not load pickle files (they can run code); pick a "
-                         "repository that ships safetensors.")
-    need = sum(s.size or 0 for s in info.siblings or []
-               if s.rfilename.endswith((".safetensors", ".json", ".model", ".jinja")))
-    print(f"Downloading {repo_id}: {need / 1e9:.2f} GB (safetensors and tokenizer files; an "
-          "interrupted download resumes).", file=sys.stderr, flush=True)
-    cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    cache.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(cache).free
-    if need > free * 0.95:
-        raise ModelError(f"'{repo_id}' needs {need / 1e9:.1f} GB but {cache} has only "
-                         f"{free / 1e9:.1f} GB free. Free some space or set HF_HOME elsewhere.")
-    return Path(snapshot_download(repo_id, allow_patterns=patterns, token=token))
 
 
 # ---- facts without torch --------------------------------------------------------------------
@@ -335,9 +290,13 @@ def info(spec: ModelSpec) -> dict[str, Any]:
         out["path"], out["prepared"] = str(src), src.is_dir()
         out["about"] = EMBEDDED[spec.ref]["about"]
     elif spec.kind == "hub":
-        raise ModelError(f"'{spec.ref}' is a hub id that is not downloaded yet; `models info` "
-                         "reads local files only. Download it first (python -m studio models "
-                         f"download {spec.ref}).")
+        from .hub import cached
+
+        folder = cached(spec.ref)
+        if folder is None:
+            return hub_info(spec)
+        out.update(info_from_folder(folder))
+        out["path"], out["about"] = str(folder), f"{spec.ref} from the Hugging Face hub (downloaded)"
     else:
         p = Path(spec.path)
         out.update(info_from_folder(p) if p.is_dir() else info_from_gguf(p))
@@ -346,12 +305,29 @@ def info(spec: ModelSpec) -> dict[str, Any]:
     return out
 
 
+def hub_info(spec: ModelSpec) -> dict[str, Any]:
+    """What we know of a hub model before downloading it: the catalogue's shape, if it has one."""
+    shape = catalog("models").get(spec.name, {})
+    return {"name": spec.name, "ref": spec.ref, "kind": "hub", "path": None,
+            "architecture": shape.get("model_type", "?"), "layers": shape.get("num_hidden_layers"),
+            "hidden_size": shape.get("hidden_size"), "heads": shape.get("num_attention_heads"),
+            "kv_heads": shape.get("num_key_value_heads"), "vocab_size": shape.get("vocab_size"),
+            "context_length": shape.get("max_position_embeddings"),
+            "about": f"{spec.ref} on the Hugging Face hub: not downloaded yet. It downloads "
+                     "(with progress, resumable) when you start training, or now with "
+                     f"`python -m studio models prepare {spec.name}`."}
+
+
 def list_models(models_dir: Path) -> list[dict[str, Any]]:
+    """Embedded, local folders, then the catalogue's hub models (each name once)."""
     rows = [{"name": n, "kind": "embedded", "about": m["about"],
              "prepared": conversion_ok(models_dir / n)} for n, m in EMBEDDED.items()]
     for d in sorted(models_dir.glob("*")):
         if d.is_dir() and d.name not in EMBEDDED and not d.name.startswith(".") and (d / "config.json").exists():
             rows.append({"name": d.name, "kind": "folder", "about": str(d), "prepared": True})
+    seen = {r["name"] for r in rows}
+    rows += [{"name": n, "kind": "hub", "about": repo, "prepared": None}
+             for n, repo in catalog("hub").items() if n not in seen]
     return rows
 
 

@@ -259,10 +259,12 @@ def test_bad_flags(home, argv, code, words):
     assert sorted(p.name for p in (home / "runs").iterdir()) == before  # nothing half-made
 
 
-def test_unknown_model_lists_names_once(home):
+def test_unknown_model_lists_names_once_and_suggests_the_catalogue(home):
     _, _, err = cli(home, "models", "info", "smollm2-135m-instruc")
-    names = err.split("Known names:")[1]
-    assert names.count("smollm2-135m-instruct") == 1
+    names = err.split("Names:")[1]
+    assert names.count("smollm2-135m-instruct") == 1 and names.count("qwen3-0.6b") == 1
+    _, _, err = cli(home, "models", "info", "qwen3-0.6")       # a typo of a catalogue name
+    assert "Did you mean: qwen3-0.6b" in err
 
 
 def test_export_never_overwrites_without_force(home, tmp_path):

@@ -77,8 +77,7 @@ def test_hub_offline_fails_fast(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="offline"):
         models.ensure_local(spec, tmp_path)
     assert time.time() - t < 30
-    with pytest.raises(ModelError, match="not downloaded"):
-        models.info(spec)
+    assert "not downloaded yet" in models.info(spec)["about"]   # described, not an error
 
 
 def test_local_gguf_file_info():
@@ -121,37 +120,84 @@ class _Sibling:
 def test_hub_model_problems_are_said_before_download(monkeypatch, tmp_path, error, files, match):
     import huggingface_hub
 
-    from studio import models
+    from studio import hub
     from studio.errors import ModelError
-
-    def offline(*a, **k):
-        if k.get("local_files_only"):
-            raise FileNotFoundError("not cached")
-        raise AssertionError("must not download")
 
     class Info:
         siblings = [_Sibling(f) for f in files or []]
+        sha = "0" * 40
 
     def model_info(self, *a, **k):
         if error:
             raise type(error, (Exception,), {})("boom")
         return Info()
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr(hub, "cached", lambda repo: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("must not download")))
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
-    monkeypatch.setattr(models, "hub_reachable", lambda: True)
+    monkeypatch.setattr(hub, "reachable", lambda: True)
     with pytest.raises(ModelError, match=match):
-        models.download("org/name", tmp_path)
+        hub.download("org/name")
 
 
-def test_hub_model_offline_and_not_cached(monkeypatch, tmp_path):
-    import huggingface_hub
-
-    from studio import models
+def test_hub_model_offline_and_not_cached(monkeypatch):
+    from studio import hub
     from studio.errors import ModelError
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download",
-                        lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError("not cached")))
-    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    monkeypatch.setattr(hub, "cached", lambda repo: None)
+    monkeypatch.setattr(hub, "reachable", lambda: False)
     with pytest.raises(ModelError, match="offline"):
-        models.download("org/name", tmp_path)
+        hub.download("org/name")
+
+
+def test_hub_download_picks_files_reports_bytes_and_resumes(monkeypatch, tmp_path):
+    """Only the files a model needs (no pickle, no subfolders, no duplicate consolidated
+    weights); progress in bytes over all files, counting what a partial file already had."""
+    import huggingface_hub
+
+    from studio import hub
+
+    files = [_Sibling("config.json", 1000), _Sibling("model-00001-of-00002.safetensors", 6_000_000),
+             _Sibling("model-00002-of-00002.safetensors", 3_000_000), _Sibling("tokenizer.json", 2000),
+             _Sibling("consolidated.safetensors", 9_000_000), _Sibling("pytorch_model.bin", 9_000_000),
+             _Sibling("original/params.json", 100), _Sibling("README.md", 100)]
+
+    class Info:
+        siblings, sha = files, "a" * 40
+
+    fetched = []
+
+    def fake_download(repo, name, revision=None, token=None, tqdm_class=None):
+        size = next(s.size for s in files if s.rfilename == name)
+        resumed = size // 2 if name.startswith("model-00001") else 0   # a partial file from before
+        bar = tqdm_class(total=size, initial=resumed, unit="B")
+        for _ in range(4):
+            bar.update((size - resumed) // 4)
+        fetched.append(name)
+        (tmp_path / name).write_text("x")
+        return str(tmp_path / name)
+
+    monkeypatch.setattr(hub, "cached", lambda repo: None)
+    monkeypatch.setattr(hub, "reachable", lambda: True)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, *a, **k: Info())
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    said = []
+    assert hub.download("org/name", progress=said.append) == tmp_path
+    assert sorted(fetched) == ["config.json", "model-00001-of-00002.safetensors",
+                               "model-00002-of-00002.safetensors", "tokenizer.json"]
+    assert fetched[0] == "config.json"                        # small files first: fails fast
+    assert "0.01 GB in 4 files" in said[0]
+    assert said[-1].startswith("Downloading org/name: 0.01 of 0.01 GB (100%)")
+
+
+def test_catalogue_names_download_from_the_hub_and_describe_before(tmp_path, monkeypatch):
+    from studio import hub, models
+
+    spec = models.resolve("Qwen3-0.6B".lower(), tmp_path)
+    assert (spec.kind, spec.ref, spec.name) == ("hub", "Qwen/Qwen3-0.6B", "qwen3-0.6b")
+    monkeypatch.setattr(hub, "cached", lambda repo: None)
+    info = models.info(spec)
+    assert info["architecture"] == "qwen3" and info["layers"] == 28 and "not downloaded yet" in info["about"]
+    names = [m["name"] for m in models.list_models(tmp_path)]
+    assert len(names) == len(set(names)) and "gemma-3-1b" in names

@@ -11,6 +11,8 @@ import pytest
 from conftest import run_cli
 from studio.errors import ConfigError, DataError, PresetError, RunError
 
+EMBEDDED = "smollm2-135m-instruct"  # GPU presets name hub models; tests train the embedded one
+
 pytestmark = pytest.mark.slow
 
 
@@ -142,10 +144,10 @@ def test_preflight_errors(studio, faq_dataset):
 
 def test_qlora_fallback_and_pin(studio, faq_dataset, monkeypatch):
     monkeypatch.setenv("STUDIO_DEVICE", "mps")  # bitsandbytes has no MPS kernels
-    run = studio.train_create("gpu-8gb-qlora", faq_dataset, max_steps=1)
+    run = studio.train_create("gpu-8gb-qlora", faq_dataset, EMBEDDED, max_steps=1)
     assert run["method"] == "lora" and "QLoRA is not available" in run["notes"][0]
     with pytest.raises(ConfigError, match="QLoRA was requested"):
-        studio.train_create("gpu-8gb-qlora", faq_dataset, overrides=["method_fallback=false"])
+        studio.train_create("gpu-8gb-qlora", faq_dataset, EMBEDDED, overrides=["method_fallback=false"])
 
 
 def test_chat_data_needs_a_chat_template(studio, faq_dataset):
@@ -181,7 +183,7 @@ def test_nan_loss_stops_with_advice(tmp_path):
 
 def test_qlora_trains_on_cpu(studio, faq_dataset):
     pytest.importorskip("bitsandbytes")
-    run = studio.train_create("gpu-8gb-qlora", faq_dataset, max_steps=2, overrides=[
+    run = studio.train_create("gpu-8gb-qlora", faq_dataset, EMBEDDED, max_steps=2, overrides=[
         "train.micro_batch=2", "train.grad_accum=1", "train.max_len=128", "train.eval_every=0",
         "train.optimizer=adamw", "train.grad_ckpt=false", "train.log_every=1"])
     assert run["method"] == "qlora"

@@ -234,7 +234,7 @@ def _one(name: str) -> list[Flag]:
 
 
 VERBS: list[Verb] = [
-    Verb(("models", "list"), "models you can use (embedded and local)", lambda s, a: s.models_list()),
+    Verb(("models", "list"), "models you can use: embedded, local, and catalogue names that download from the hub", lambda s, a: s.models_list()),
     Verb(("models", "info"), "architecture, size and chat template of a model (no torch needed)",
          lambda s, a: s.model_info(a.model),
          lambda: [flag("model", help="registry name, HF folder, .gguf file")]),

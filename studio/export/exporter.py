@@ -165,7 +165,7 @@ def _write_ollama(job: Job):
     model = tuned_model(job.base_folder, job.adapter)
     gguf_name = f"{job.name}-{job.quant}.gguf"
     write_gguf(job, model, tmp / gguf_name, job.quant)
-    modelfile.write(tmp, gguf_name, job.tok)
+    modelfile.write(tmp, gguf_name, job.tok, model_dir=job.base_folder)
     crash_point("export.partial_written")
     replace_dir(tmp, job.out)
     return {"modelfile": str(job.out / "Modelfile"), "gguf": str(job.out / gguf_name)}, model

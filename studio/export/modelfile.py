@@ -1,75 +1,55 @@
-"""Ollama Modelfile: FROM the GGUF, a Go TEMPLATE matching the model's chat template, a stop
-PARAMETER for every end-of-turn token, the default SYSTEM prompt, and an optional ADAPTER.
+"""Ollama Modelfile: FROM the GGUF, the family's Go TEMPLATE, a stop PARAMETER for every
+end-of-turn token, sampling PARAMETERs, the default SYSTEM prompt, and an optional ADAPTER.
 
-Owns recognising the chat-template family from the Jinja source (ChatML, Llama 3, Gemma,
-Mistral [INST]) — Ollama templates are Go templates, so each family has its own — and reading
-the default system prompt by rendering the model's own template without one.
+Owns writing the file and reading the default system prompt (by rendering the model's own
+template without one); what differs per chat family lives in studio/families.py.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ExportError
+from .. import families
 
-TEMPLATES = {
-    "chatml": ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-               '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
-               '<|im_start|>assistant\n', ["<|im_end|>", "<|im_start|>"]),
-    "llama3": ('<|begin_of_text|>{{- if .System }}<|start_header_id|>system<|end_header_id|>\n\n'
-               '{{ .System }}<|eot_id|>{{ end }}{{- range .Messages }}<|start_header_id|>{{ .Role }}'
-               '<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}'
-               '<|start_header_id|>assistant<|end_header_id|>\n\n', ["<|eot_id|>", "<|end_of_text|>"]),
-    "gemma": ('{{- range .Messages }}<start_of_turn>{{ if eq .Role "assistant" }}model{{ else }}'
-              '{{ .Role }}{{ end }}\n{{ .Content }}<end_of_turn>\n{{ end }}<start_of_turn>model\n',
-              ["<end_of_turn>"]),
-    "mistral": ('{{- range .Messages }}{{ if eq .Role "user" }}[INST] {{ .Content }} [/INST]'
-                '{{ else }}{{ .Content }}</s>{{ end }}{{ end }}', ["</s>", "[INST]"]),
-}
-
-
-def family(chat_template: str) -> str:
-    if "<|im_start|>" in chat_template:
-        return "chatml"
-    if "<|start_header_id|>" in chat_template:
-        return "llama3"
-    if "<start_of_turn>" in chat_template:
-        return "gemma"
-    if "[INST]" in chat_template:
-        return "mistral"
-    raise ExportError("This model's chat template is not one we can translate for Ollama "
-                      "(ChatML, Llama 3, Gemma or Mistral). Use the GGUF with llama.cpp, which "
-                      "reads the template from the file, or write the TEMPLATE by hand.")
+SENTINEL = "¤"
 
 
 def default_system(tok) -> str | None:
-    """The system prompt the template inserts when none is given (e.g. SmolLM's), if any."""
-    text = tok.apply_chat_template([{"role": "user", "content": "¤"}], tokenize=False)
-    if "<|im_start|>system\n" in text:
-        return text.split("<|im_start|>system\n", 1)[1].split("<|im_end|>", 1)[0].strip() or None
-    return None
+    """The system prompt the template inserts when none is given (e.g. SmolLM2's or Qwen2.5's),
+    found as the text between the family's system opening and the user turn."""
+    without = tok.apply_chat_template([{"role": "user", "content": SENTINEL}], tokenize=False)
+    with_sys = tok.apply_chat_template([{"role": "system", "content": SENTINEL + SENTINEL},
+                                        {"role": "user", "content": SENTINEL}], tokenize=False)
+    head, _, tail = with_sys.partition(SENTINEL + SENTINEL)
+    if not tail or not without.startswith(head):  # no system turn of its own (Gemma, Mistral)
+        return None
+    close = tail.split(SENTINEL, 1)[0]            # the system turn's closing + the user opening
+    rest = without[len(head):]
+    text = rest.split(close, 1)[0] if close and close in rest else ""
+    return text.strip() or None
 
 
-def render(gguf_name: str, tok, adapter_name: str | None = None, temperature: float = 0.7) -> str:
-    fam = family(tok.chat_template or "")
-    template, stops = TEMPLATES[fam]
-    eos = tok.eos_token
-    if eos and eos not in stops:
-        stops = [*stops, eos]
-    lines = [f"FROM ./{gguf_name}"]
+def render(gguf_name: str, tok, adapter_name: str | None = None, model_dir: Path | None = None) -> str:
+    fam, template = families.ollama_template(tok)
+    params, source = families.sampling(tok, model_dir)
+    lines = [f"# Written by Finetune Studio for the {fam.name} chat format ({fam.examples}).",
+             f"# Sampling below is {source}. Finetune Studio's Compare answers greedily",
+             "# (temperature 0), so to see the same answers run with temperature 0.",
+             f"FROM ./{gguf_name}"]
     if adapter_name:
         lines.append(f"ADAPTER ./{adapter_name}")
     lines.append(f'TEMPLATE """{template}"""')
     system = default_system(tok)
     if system:
         lines.append(f'SYSTEM """{system}"""')
-    lines += [f'PARAMETER stop "{s}"' for s in stops]
-    lines.append(f"PARAMETER temperature {temperature}")
+    lines += [f'PARAMETER stop "{s}"' for s in families.stop_tokens(tok)]
+    lines += [f"PARAMETER {k} {v:g}" for k, v in params.items()]
     return "\n".join(lines) + "\n"
 
 
-def write(folder: Path, gguf_name: str, tok, adapter_name: str | None = None) -> Path:
+def write(folder: Path, gguf_name: str, tok, adapter_name: str | None = None,
+          model_dir: Path | None = None) -> Path:
     path = folder / "Modelfile"
     tmp = folder / ".Modelfile.tmp"
-    tmp.write_text(render(gguf_name, tok, adapter_name))
+    tmp.write_text(render(gguf_name, tok, adapter_name, model_dir))
     tmp.replace(path)
     return path

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import families
+
 PROMPTS = [  # chosen to draw answers of 32+ tokens, so each compares a real continuation
     "Give me three tips for sleeping better.",
     "Explain what a computer program is, in simple words.",
@@ -64,8 +66,7 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
             dlog.append(abs(float(lc_lp[pos, nxt]) - float(hf_lp[pos, nxt])))
         out = llm.create_completion(text, max_tokens=96, temperature=0.0, top_k=1)
         stops += out["choices"][0]["finish_reason"] == "stop"
-        runon += any(m in out["choices"][0]["text"] for m in ("<|im_start|>", "<|im_end|>",
-                                                              "<start_of_turn>", "<|eot_id|>"))
+        runon += any(m in out["choices"][0]["text"] for m in families.run_on_markers(tok))
     del llm
     agreement = agree / max(1, total)
     threshold = THRESHOLDS.get(quant, 0.8)

@@ -5,6 +5,7 @@ the tab or a crash in training never takes the studio down.
 """
 
 import dataclasses
+import re
 
 from .common import error_text
 from .session import Session
@@ -68,13 +69,16 @@ def preset_fields(studio, name: str) -> tuple:
 
 
 def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, max_len, batch,
-          model_ref: str):
-    """→ (status markdown, session)."""
+          model_ref: str, progress=None):
+    """→ (status markdown, session). A hub model downloads first, its bytes shown on `progress`
+    (a gr.Progress: fraction and words)."""
     if session.run_id and session.run_active:
         return "⚠️ This tab already has a run training; stop it or wait for it to finish.", session
     if not dataset:
         return "⚠️ Choose a dataset first (prepare one in step 1).", session
     try:
+        if progress is not None:
+            studio.model_path(model_ref, progress=lambda msg: progress(percent(msg), desc=msg))
         run = studio.train_create(preset, dataset, model_ref, max_steps=int(steps), lr=float(lr),
                                   rank=int(rank), max_len=int(max_len), micro_batch=int(batch))
         studio.train_spawn(run["id"])
@@ -82,6 +86,12 @@ def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, 
         return error_text(e), session
     return (f"Started run `{run['id']}`…",
             dataclasses.replace(session, run_id=run["id"], run_active=True))
+
+
+def percent(msg: str) -> float | None:
+    """The fraction in a progress line that says '(42%)', else None (an indefinite bar)."""
+    m = re.search(r"\((\d+)%\)", msg)
+    return int(m.group(1)) / 100 if m else None
 
 
 def stop(studio, session: Session):
@@ -176,8 +186,11 @@ def build(studio, state, model):
     timer = gr.Timer(2.0)
 
     preset.change(lambda n: preset_fields(studio, n), preset, [about, lr, steps, rank, max_len, batch])
-    go.click(lambda *a: start(studio, *a), [state, preset, dataset, lr, steps, rank, max_len, batch,
-                                            model], [status, state], concurrency_limit=1)
+    def on_start(st, pr, ds, lr_, steps_, rank_, len_, batch_, model_, progress=gr.Progress()):
+        return start(studio, st, pr, ds, lr_, steps_, rank_, len_, batch_, model_, progress)
+
+    go.click(on_start, [state, preset, dataset, lr, steps, rank, max_len, batch, model],
+             [status, state], concurrency_limit=1)
     halt.click(lambda st: stop(studio, st), state, [status, state])
     again.click(lambda st: resume(studio, st), state, [status, state])
     timer.tick(lambda st: tick(studio, st), state, [status, plot, state, go, runs])
