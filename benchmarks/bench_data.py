@@ -1,4 +1,12 @@
-"""Data-step throughput: the `paragraphs` recipe (tokenized) on a generated corpus.
+"""Data-step throughput and quality: `paragraphs` on a generated corpus, and the document
+recipes on real PDF manuals.
+
+Real documents (--docs, default: the two hand-labelled PDFs in tests/data/docs): the share of
+`paragraphs` chunks that are still junk by the hand labels (running headers, dot-leader contents
+lines; aim ≤ 2%), then qa-pairs through the default engine (llama.cpp on the embedded GGUF):
+chunks per minute (aim ≥ 10), end to end (aim ≤ 10 min for ~100 chunks), the ETA shown after
+three chunks against the real remaining time (aim ±30%), and transformers on the same first
+chunks as the baseline, in the same run.
 
 Prints MB/s and peak RSS growth for a small and a large corpus in the same run, written as one
 file each (the hard case: a single big document) or as 1 MB files (--many). The difference of
@@ -6,6 +14,8 @@ the two peaks shows whether memory grows with corpus size (aim: ≤ 150 MB more 
 5 MB; throughput ≥ 2 MB/s). Usage: .venv/bin/python benchmarks/bench_data.py [--mb 50] [--many]
 """
 import argparse
+import json
+import re
 import random
 import sys
 import tempfile
@@ -67,14 +77,90 @@ def run(mb: int, tok, work: Path, many: bool) -> tuple[float, float]:
     return mbps, grow
 
 
+DOCS = Path(__file__).resolve().parent.parent / "tests" / "data" / "docs"
+
+
+def junk_reason(labels: dict, text: str) -> str | None:
+    """Junk by the hand labels: a running header left in the text, or a dot-leader line."""
+    body = re.sub(r"^## .*$", "", text, flags=re.M)   # a heading kept as a section title is fine
+    if any(re.search(rf"^\s*(\d+\s+)?{re.escape(h)}(\s+\d+)?\s*$", body, re.M)
+           for h in labels["running_headers"]):      # a header line standing alone in the text
+        return "running header"
+    if re.search(r"(?:\. ?){4,}\s*\d+\s*$", text, re.M):
+        return "dot leader"
+    return None
+
+
+def documents(studio, pdfs: list[Path], baseline_chunks: int) -> None:
+    from studio.data import prepare as prep
+    from studio.data.recipes import Context, RecipeParams, qa_pairs
+    from studio.data.ingest import iter_path
+    from studio.generators import transformers_model
+
+    labels = json.loads((DOCS / "labels.json").read_text())
+    for pdf in pdfs:
+        t0 = time.time()
+        r = studio.data_prepare([str(pdf)], "bench-paragraphs", recipe="paragraphs", val_fraction=0)
+        rows = prep.read_split(r["path"], "train")
+        lab = labels.get(pdf.name, {"running_headers": []})
+        junk = [x["text"][:80] for x in rows if junk_reason(lab, x["text"])]
+        print(f"{pdf.name}: paragraphs {len(rows)} chunks in {time.time() - t0:.1f} s, junk by the "
+              f"hand labels {len(junk)} = {len(junk) / max(1, len(rows)):.1%} (aim ≤ 2%); removed: "
+              + ", ".join(f"{k.split(': ', 1)[1]} {v}" for k, v in r["recipe_counters"].items()
+                          if k.startswith("removed")))
+        for j in junk[:3]:
+            print("   junk:", j.replace("\n", " ⏎ "))
+    pdf = pdfs[0]
+    etas: list[tuple[float, float]] = []
+    t0 = time.time()
+
+    def progress(frac, msg):
+        m = re.search(r"chunk (\d+) of (\d+), about (?:(\d+) min )?(\d+) s left", msg)
+        if m and int(m.group(1)) == 4:
+            etas.append((time.time(), int(m.group(3) or 0) * 60 + int(m.group(4))))
+    r = studio.data_prepare([str(pdf)], "bench-qa", recipe="qa-pairs", progress=progress)
+    secs = time.time() - t0
+    doc = next(d for d in iter_path(pdf, [], pdf.name))
+    tok = studio.tokenizer("smollm2-135m-instruct")
+    ctx = Context(tok, RecipeParams())
+    n = len(ctx.chunks(doc))
+    print(f"\nqa-pairs on {pdf.name} ({n} chunks) with {r.get('generator')}: {secs:.0f} s end to end "
+          f"= {n / secs * 60:.1f} chunks/min (aim ≥ 10; ≤ 10 min); kept {r['recipe_counters'].get('qa_generated', 0)} "
+          f"generated pairs, {r['recipe_counters'].get('qa_fallback', 0)} fallbacks; left out: "
+          + ", ".join(f"{d['count']} {d['reason']}" for d in r["dropped"]))
+    if etas:
+        when, said = etas[0]
+        real = (t0 + secs) - when
+        print(f"ETA shown at chunk 4: {said:.0f} s; the real remaining time: {real:.0f} s "
+              f"→ off by {abs(said - real) / max(1, real):.0%} (aim ≤ 30%)")
+    # baseline: transformers on the first chunks, in this same run
+    short = Context(tok, RecipeParams(), transformers_model(*studio.loaded_model("smollm2-135m-instruct")))
+    doc.text = "\n\n".join(ctx.chunks(doc)[:baseline_chunks])
+    t1 = time.time()
+    list(qa_pairs(doc, short))
+    base = (time.time() - t1) / baseline_chunks
+    ours = secs / n
+    print(f"per chunk: {ours:.1f} s with {r.get('generator')} vs {base:.1f} s with transformers "
+          f"→ {base / ours:.1f}× faster (baseline on {baseline_chunks} chunks)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=50)
     ap.add_argument("--many", action="store_true", help="1 MB files instead of one big file")
+    ap.add_argument("--docs", nargs="*", default=None, help="PDFs for the document part "
+                    "(default: tests/data/docs/*.pdf)")
+    ap.add_argument("--baseline-chunks", type=int, default=3)
+    ap.add_argument("--skip-corpus", action="store_true")
     args = ap.parse_args()
     from studio.api import Studio
 
-    tok = Studio().tokenizer("smollm2-135m-instruct")
+    studio = Studio()
+    documents(studio, [Path(p) for p in args.docs] if args.docs else sorted(DOCS.glob("*.pdf")),
+              args.baseline_chunks)
+    if args.skip_corpus:
+        return
+    tok = studio.tokenizer("smollm2-135m-instruct")
     with tempfile.TemporaryDirectory() as d:
         small = run(max(2, args.mb // 10), tok, Path(d), args.many)
         large = run(args.mb, tok, Path(d), args.many)

@@ -46,7 +46,7 @@ def context_of(model) -> int:
 
 
 def generate(model, tok, messages: list[dict[str, str]], s: GenSettings = GenSettings(),
-             streamer: Any = None) -> dict[str, Any]:
+             streamer: Any = None, stopping: Any = None) -> dict[str, Any]:
     import torch
 
     ids, truncated = encode_prompt(tok, messages, context_of(model), s.max_new_tokens)
@@ -60,7 +60,7 @@ def generate(model, tok, messages: list[dict[str, str]], s: GenSettings = GenSet
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     with torch.no_grad():
-        out = model.generate(inp, streamer=streamer, **kwargs)
+        out = model.generate(inp, streamer=streamer, stopping_criteria=stopping, **kwargs)
     new = out[0][len(ids):].tolist()
     return {"text": tok.decode(new, skip_special_tokens=True).strip(), "tokens": len(new),
             "prompt_truncated": truncated, "token_ids": new}
@@ -80,12 +80,6 @@ def stream(model, tok, messages: list[dict[str, str]], s: GenSettings = GenSetti
         text += piece
         yield text
     t.join()
-
-
-def make_generator(model, tok, max_new_tokens: int = 256) -> Callable[[str], str]:
-    """prompt → greedy answer: the generator the data recipes use."""
-    s = GenSettings(max_new_tokens=max_new_tokens)
-    return lambda prompt: generate(model, tok, [{"role": "user", "content": prompt}], s)["text"]
 
 
 def generate_batch(model, tok, conversations: list[list[dict[str, str]]], max_new_tokens: int = 48,

@@ -43,3 +43,7 @@ class ExportError(StudioError):
 
 class FeatureUnavailable(StudioError):
     """An optional dependency (llama-cpp-python, bitsandbytes…) is missing; says how to enable it."""
+
+
+class Cancelled(StudioError):
+    """The user cancelled a long job; nothing was saved."""

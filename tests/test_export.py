@@ -203,7 +203,7 @@ def test_ollama_adapter_and_merged(studio, trained_run, tmp_path, embedded_model
 
     o = studio.export("ollama", run_id=trained_run["id"], quant="f16", out=str(tmp_path / "ollama"))
     text = Path(o["modelfile"]).read_text()
-    assert text.startswith("FROM ./") and 'PARAMETER stop "<|im_end|>"' in text
+    assert "\nFROM ./" in text and 'PARAMETER stop "<|im_end|>"' in text
     assert "<|im_start|>assistant" in text and "SYSTEM" in text and "ollama create" in o["use"]["ollama"]
     a = studio.export("adapter", run_id=trained_run["id"], out=str(tmp_path / "adapter"))
     PeftModel.from_pretrained(models.load_model(embedded_model_dir), a["path"])

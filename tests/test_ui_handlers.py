@@ -25,7 +25,7 @@ def test_data_prepare_fills_the_session(studio):
     s0 = Session()
     seen = []
     md, hist, preview, s = data_step.prepare(studio, s0, [str(SAMPLE)], "ui-faq", "auto", 256, 32,
-                                             0.1, "", "", "smollm2-135m-instruct",
+                                             0.1, "", "", "", "", "smollm2-135m-instruct",
                                              progress=lambda f, desc: seen.append(desc))
     assert md.startswith("### ✅ ui-faq v1") and "highlighted" in preview
     assert hist["visible"] is True and isinstance(hist["value"], pd.DataFrame)
@@ -36,15 +36,15 @@ def test_data_prepare_fills_the_session(studio):
 
 def test_data_prepare_bad_input_is_a_message(studio, tmp_path):
     md, hist, preview, s = data_step.prepare(studio, Session(), [], "x", "auto", 256, 32, 0.1, "",
-                                             "", "smollm2-135m-instruct")
+                                             "", "", "", "smollm2-135m-instruct")
     assert md.startswith("⚠️ Upload") and s.dataset is None
     bad = tmp_path / "empty.jsonl"
     bad.write_text("")
     md, hist, preview, s = data_step.prepare(studio, Session(), [str(bad)], "empty", "auto", 256,
-                                             32, 0.1, "", "", "smollm2-135m-instruct")
+                                             32, 0.1, "", "", "", "", "smollm2-135m-instruct")
     assert md.startswith("⚠️") and "Traceback" not in md and s.dataset is None
     md, *_ = data_step.prepare(studio, Session(), [str(SAMPLE)], "../etc", "auto", 256, 32, 0.1,
-                               "", "", "smollm2-135m-instruct")
+                               "", "", "", "", "smollm2-135m-instruct")
     assert md.startswith("⚠️") and "not allowed" in md
 
 

@@ -119,8 +119,13 @@ def data_prepare_flags() -> list[Flag]:
         flag("--seed", type=int, default=42, help="seed of the train/validation split"),
         flag("--map", action="append", metavar="OURS=COLUMN", help="manual column mapping "
              "(prompt, completion, system or text), e.g. --map prompt=question"),
-        flag("--generator", default=None, help="model that writes qa-pairs / summaries "
-             "(default: --model)"),
+        flag("--generator-model", "--generator", dest="generator", default=None,
+             help="model that writes qa-pairs / summaries: a local model (default: --model, run "
+                  "with llama.cpp when it has a GGUF), or with --generator-url the model's name "
+                  "on that server"),
+        flag("--generator-url", default=None, help="an OpenAI-compatible server that writes the "
+             "pairs instead (Ollama http://127.0.0.1:11434/v1, LM Studio http://127.0.0.1:1234/v1, "
+             "llama.cpp's server, vLLM); checked before any work"),
         flag("--set", action="append", metavar="KEY=VALUE", dest="params",
              help="other recipe parameters: " + ", ".join(
                  k for k in rhelp if k not in ("max_tokens", "overlap")))]
@@ -191,7 +196,8 @@ def data_prepare(s, a: argparse.Namespace):
                              max_tokens=a.max_tokens, max_len=a.max_len, overlap=a.overlap,
                              val_fraction=a.val_fraction, seed=a.seed,
                              mapping=parse_pairs(a.map, "--map") or None,
-                             generator_model=a.generator, settings=a.params)
+                             generator_model=a.generator, generator_url=a.generator_url,
+                             settings=a.params)
     return summary if a.json else dataset_text(summary)
 
 

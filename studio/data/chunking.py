@@ -71,13 +71,36 @@ def split_long(tok, text: str, budget: int) -> list[str]:
     return pack(tok, pieces, budget, " ")
 
 
+FENCE = re.compile(r"^```.*?^```[ \t]*$", re.M | re.S)
+
+
+def blocks(text: str) -> list[str]:
+    """Paragraphs (split at blank lines), with each fenced code block kept whole as one."""
+    out: list[str] = []
+    pos = 0
+    for m in FENCE.finditer(text):
+        out += [p.strip() for p in PARA_SPLIT.split(text[pos:m.start()]) if p.strip()]
+        out.append(m.group(0).strip())
+        pos = m.end()
+    return out + [p.strip() for p in PARA_SPLIT.split(text[pos:]) if p.strip()]
+
+
+def split_code(tok, block: str, budget: int) -> list[str]:
+    """A code block over budget → runs of whole lines, each fenced again."""
+    lines = block.split("\n")
+    head, body = lines[0], [ln for ln in lines[1:-1]]
+    parts = pack(tok, [ln for ln in body if ln.strip()] or [""], max(8, budget - 4), "\n")
+    return [f"{head}\n{p}\n```" for p in parts]
+
+
 def paragraphs(tok, text: str, budget: int) -> list[str]:
-    """Paragraph chunks up to `budget` tokens; never mid-sentence unless a sentence is too long."""
-    paras = [p.strip() for p in PARA_SPLIT.split(text) if p.strip()]
+    """Paragraph chunks up to `budget` tokens; never mid-sentence unless a sentence is too long,
+    never inside a code block unless the block alone is too long (then at line ends)."""
+    paras = blocks(text)
     pieces, sizes = [], []
     for p, n in zip(paras, count_tokens(tok, paras)):
         if n > budget:
-            parts = split_long(tok, p, budget)
+            parts = split_code(tok, p, budget) if p.startswith("```") else split_long(tok, p, budget)
             pieces += parts
             sizes += count_tokens(tok, parts)
         else:

@@ -2,7 +2,7 @@
 
 Owns reading every supported upload safely: encoding detection (BOM, UTF-8, then a detected
 legacy encoding), binary-file refusal, streaming JSONL line by line (bounded memory), PDFs
-(pypdf), .docx (python-docx, headings kept), source code, and zip archives with limits on
+(pdfminer.six layout, cleaned in clean.py), .docx (python-docx, headings kept), source code, and zip archives with limits on
 entry count and unpacked size and refusal of `../` or absolute entry paths. Problems are
 reported as Issue rows (file, line, reason); good rows are always kept.
 """
@@ -378,7 +378,11 @@ def _parquet_rows(pf, name: str, issues: list[Issue] | None = None) -> Iterator[
 
 
 def read_pdf(raw: bytes, issues: list[Issue], name: str) -> Iterator[Document]:
+    """A PDF as clean markdown-like text (clean.pdf_markdown: layout boxes, headings, code,
+    no contents pages, running headers or page numbers)."""
     from pypdf import PdfReader
+
+    from .clean import pdf_markdown
 
     try:
         reader = PdfReader(io.BytesIO(raw))
@@ -387,17 +391,17 @@ def read_pdf(raw: bytes, issues: list[Issue], name: str) -> Iterator[Document]:
                                             "(open it and save an unprotected copy, or `qpdf "
                                             "--decrypt`) and upload it again"))
             return
-        pages = [(p.extract_text() or "") for p in reader.pages]
+        text, pages, notes = pdf_markdown(raw)
     except Exception as e:
         issues.append(Issue(name, None, f"not a readable PDF (the file is damaged or not a PDF: "
                                         f"{type(e).__name__}: {e})"))
         return
-    text = "\n\n".join(p.strip() for p in pages if p.strip())
     if not text.strip():
-        issues.append(Issue(name, None, "the PDF has no text layer (scanned images?). Run OCR on "
-                                        "it first (e.g. ocrmypdf) or upload the text"))
+        issues.append(Issue(name, None, f"the PDF has no text layer ({pages} pages of scanned "
+                                        "images?). Run OCR on it first (e.g. `ocrmypdf in.pdf "
+                                        "out.pdf`) or upload the text"))
         return
-    yield Document(text, name, "text", {"pages": len(pages)})
+    yield Document(text, name, "text", {"pages": pages, "markdown": True, "cleaned": dict(notes)})
 
 
 def read_docx(raw: bytes, issues: list[Issue], name: str) -> Iterator[Document]:

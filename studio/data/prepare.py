@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError, DataError
 from ..faults import crash_point, fail_point
-from . import formats, templates
+from . import clean, formats, templates
 from .ingest import Document, Issue, iter_path
 from .recipes import RECIPES, Context, RecipeParams, recipe_for
 from .stats import Stats, dumps
@@ -64,6 +64,11 @@ def examples_from(files: Iterable[Path], recipe: str, ctx: Context, issues: list
 
 def run_recipe(doc: Document, recipe: str, ctx: Context, issues: list[Issue], stats: Stats):
     name = recipe_for(recipe, doc.kind)
+    notes = doc.meta.get("cleaned")
+    if notes is None and doc.kind == "text":
+        doc.text, notes = clean.clean_text(doc.text)
+    for what, n in (notes or {}).items():
+        ctx.counters[f"removed: {what}"] += n
     try:
         for ex in RECIPES[name].run(doc, ctx):
             stats.formats[name] = stats.formats.get(name, 0) + 1
@@ -110,12 +115,13 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
                 if progress:
                     progress(0.0, f"{n} examples so far")
         if n == 0:
-            raise DataError(no_records_message(issues))
+            raise DataError(no_records_message(issues, dropped_summary(ctx)))
         crash_point("prepare.examples_written")
         splits = split(tmp, n, val_fraction, seed)
         crash_point("prepare.split")
         summary = {"name": name, "version": version, "records": n, "splits": splits,
                    **stats.summary(), "recipe": recipe, "recipe_counters": dict(ctx.counters),
+                   "dropped": dropped_summary(ctx),
                    "errors": [i.as_dict() for i in issues], "seconds": round(time.time() - t0, 2),
                    "sources": [Path(f).name for f in files], "params": asdict(params),
                    "val_fraction": val_fraction, "seed": seed, "mapping": mapping or {},
@@ -130,6 +136,12 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def dropped_summary(ctx: Context) -> list[dict[str, Any]]:
+    """What the recipes left out, by reason, with up to three examples each."""
+    return [{"reason": reason, "count": ctx.counters[f"dropped: {reason}"], "examples": shown}
+            for reason, shown in sorted(ctx.dropped.items(), key=lambda kv: -ctx.counters[f"dropped: {kv[0]}"])]
 
 
 def split(folder: Path, n: int, val_fraction: float, seed: int) -> dict[str, int]:
@@ -147,9 +159,14 @@ def split(folder: Path, n: int, val_fraction: float, seed: int) -> dict[str, int
     return {"train": n - k, "validation": k}
 
 
-def no_records_message(issues: list[Issue]) -> str:
+def no_records_message(issues: list[Issue], dropped: list[dict[str, Any]] | None = None) -> str:
     first = "; ".join(f"{i.file}{f' line {i.line}' if i.line else ''}: {i.reason}" for i in issues[:3])
     more = f" (and {len(issues) - 3} more problems)" if len(issues) > 3 else ""
+    left_out = "; ".join(f"{d['count']} {d['reason']}" for d in dropped or [])
+    if left_out:
+        first = (first + ". " if first else "") + (
+            f"Every chunk was left out by the quality checks ({left_out}). Try the paragraphs "
+            "recipe, a larger --max-tokens, or a document with more running text")
     return f"No usable examples were found. {first}{more}" if first else \
         "No usable examples were found in the given files."
 

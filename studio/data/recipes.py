@@ -12,13 +12,14 @@ import ast
 import math
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from ..errors import ConfigError, StudioError
+from ..errors import Cancelled, ConfigError
 from ..spec import knob
-from . import chunking
+from . import chunking, clean
 from .formats import Skip
 from .ingest import Document
 
@@ -38,10 +39,6 @@ very was we were what when where which while who whom why will with would you yo
 may might must shall use used using one two three get gets like make makes see per via yes""".split())
 
 
-class Cancelled(StudioError):
-    """The user cancelled a long recipe; nothing was saved."""
-
-
 @dataclass(frozen=True)
 class RecipeParams:
     max_tokens: int = knob(256, "Token budget per chunk (and the window size for token-windows).",
@@ -50,8 +47,8 @@ class RecipeParams:
     pairs_per_chunk: int = knob(2, "Question/answer pairs to ask the generator for per chunk.",
                                 min=1, max=20)
     keywords_per_chunk: int = knob(3, "Keywords per chunk for keyword-pairs.", min=1, max=20)
-    keyword_source: str = knob("statistical", "How keywords are found: statistical (TF-IDF, no "
-                               "model) or generator.", choices=("statistical", "generator"))
+    keyword_source: str = knob("statistical", "How keywords are found: statistical (TextRank key "
+                               "phrases, no model) or generator.", choices=("statistical", "generator"))
     code_summaries: str = knob("docstring", "Summaries for code-functions: docstring (no model; "
                                "functions without a docstring are skipped) or generator (the "
                                "model writes the missing ones).", choices=("docstring", "generator"))
@@ -71,10 +68,39 @@ class Context:
     cancel: threading.Event | None = None
     progress: Callable[[float, str], None] | None = None
     counters: Counter = field(default_factory=Counter)
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # reason → a few examples
 
     def check(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("Cancelled; nothing was saved.")
+
+    def drop(self, reason: str, example: str) -> None:
+        """Count a chunk or pair left out, keeping up to three examples of each reason."""
+        self.counters[f"dropped: {reason}"] += 1
+        shown = self.dropped.setdefault(reason, [])
+        if len(shown) < 3:
+            shown.append(example if len(example) <= 300 else example[:300] + "…")
+
+    def chunks(self, doc: Document) -> list[str]:
+        """The document's paragraph chunks that pass the quality filter (prose only)."""
+        out = []
+        for c in chunking.paragraphs(self.tok, doc.text, self.params.max_tokens):
+            why = clean.chunk_problem(c) if doc.kind == "text" else None
+            if why:
+                self.drop(f"chunk {why}", c)
+            else:
+                out.append(c)
+        return out
+
+    def timed(self, doc: Document, i: int, n: int, started: float) -> None:
+        """Progress with an ETA from the mean time per chunk so far."""
+        if not self.progress:
+            return
+        eta = ""
+        if i >= 2:
+            left = (time.monotonic() - started) / i * (n - i)
+            eta = f", about {int(left // 60)} min {int(left % 60)} s left" if left >= 60 else f", about {int(left)} s left"
+        self.progress(i / max(1, n), f"{doc.file}: writing pairs for chunk {i + 1} of {n}{eta}")
 
     def need_generator(self, recipe: str) -> Generator:
         if self.generator is None:
@@ -98,7 +124,7 @@ def token_windows(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
 
 
 def paragraphs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
-    for c in chunking.paragraphs(ctx.tok, doc.text, ctx.params.max_tokens):
+    for c in ctx.chunks(doc):
         yield {"text": c, "meta": {"source": doc.file}}
 
 
@@ -134,28 +160,91 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+WH = re.compile(r"^(what|which|who|whom|whose|when|where|why|how|is|are|does|do|can|should|"
+                r"will|would|could|did|was|were|has|have|in what|at what)\b", re.I)
+URLISH = re.compile(r"https?://|www\.|\S+@\S+|\.(?:org|com|net|html?)\b", re.I)
+
+
+def pair_problem(q: str, a: str, chunk: str, threshold: float) -> str | None:
+    """Why a generated pair is not worth training on, or None."""
+    if not q or not a:
+        return "empty question or answer"
+    if not (q.rstrip().endswith("?") or WH.match(q.strip())) or HEADING_LIKE.match(q.strip()):
+        return "not a question (a heading or a statement)"
+    if norm_text(a) == norm_text(q) or norm_text(a) in norm_text(q):
+        return "the answer repeats the question"
+    if not grounded(a, chunk, threshold):
+        return "ungrounded (the answer is not in the chunk)"
+    return None
+
+
+HEADING_LIKE = re.compile(r"^(#+\s|\d+(\.\d+)*\s+[A-Z])")
+
+
+def norm_text(t: str) -> str:
+    return " ".join(words(t))
+
+
+def fallback_topic(chunk: str) -> str | None:
+    """A keyphrase of the chunk that is neither a URL/address nor its heading."""
+    heads = {norm_text(m.group(1)) for m in re.finditer(r"^#+\s+(.*)$", chunk, re.M)}
+    body = re.sub(r"^#+\s+.*$", "", URLISH.sub(" ", chunk), flags=re.M)
+    for phrase in keyphrases(body, 5):
+        if norm_text(phrase) not in heads and not URLISH.search(phrase):
+            return phrase
+    return None
+
+
 def qa_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
     gen, p = ctx.need_generator("qa-pairs"), ctx.params
-    chunks = chunking.paragraphs(ctx.tok, doc.text, p.max_tokens)
+    chunks = ctx.chunks(doc)
+    started = time.monotonic()
+    seen: set[str] = set()
     for i, chunk in enumerate(chunks):
         ctx.check()
-        if ctx.progress:
-            ctx.progress(i / max(1, len(chunks)), f"{doc.file}: generating pairs for chunk {i + 1}/{len(chunks)}")
+        ctx.timed(doc, i, len(chunks), started)
         kept = 0
         for q, a in parse_pairs(gen(p.qa_prompt.format(n=p.pairs_per_chunk, chunk=chunk))):
-            if not q or not a or not q.rstrip().endswith("?") and len(q.split()) < 3:
-                ctx.counters["qa_dropped_empty"] += 1
-            elif not grounded(a, chunk, p.min_overlap):
-                ctx.counters["qa_dropped_ungrounded"] += 1
-            else:
-                kept += 1
-                ctx.counters["qa_generated"] += 1
-                yield _chat(q, a, source=doc.file, recipe="qa-pairs", fallback=False)
+            why = pair_problem(q, a, chunk, p.min_overlap)
+            if why is None and norm_text(q) in seen:
+                why = "duplicate question"
+            if why:
+                ctx.drop(why, f"Q: {q}\nA: {a}")
+                continue
+            seen.add(norm_text(q))
+            kept += 1
+            ctx.counters["qa_generated"] += 1
+            yield _chat(q, a, source=doc.file, recipe="qa-pairs", fallback=False)
         if kept == 0 and p.template_fallback:
+            topic = fallback_topic(chunk)
+            if topic is None:
+                ctx.drop("no usable pair and no topic for a fallback", chunk)
+                continue
             ctx.counters["qa_fallback"] += 1
-            topic = (top_keywords([chunk], 1, [chunk]) or [["this part"]])[0][0]
             yield _chat(f"What does the document say about {topic}?", chunk, source=doc.file,
                         recipe="qa-pairs", fallback=True)
+
+
+def keyphrases(text: str, k: int) -> list[str]:
+    """Key phrases by TextRank (the summa library), most central first; TF-IDF when it finds
+    none (very short texts)."""
+    from summa import keywords as textrank
+
+    try:
+        found = [w for w, _ in textrank.keywords(text, words=k * 3, split=True, scores=True)]
+    except (ValueError, ZeroDivisionError, IndexError):
+        found = []
+    picked: list[str] = []
+    for w in found:
+        w = w.strip()
+        if len(w) < 3 or w in STOPWORDS or w.isdigit():
+            continue
+        if any(w in q or q in w or w.rstrip("s") == q.rstrip("s") for q in picked):
+            continue
+        picked.append(w)
+        if len(picked) == k:
+            break
+    return picked or top_keywords([text], k, [text])[0]
 
 
 def top_keywords(chunks: list[str], k: int, corpus: list[str]) -> list[list[str]]:
@@ -185,7 +274,7 @@ def top_keywords(chunks: list[str], k: int, corpus: list[str]) -> list[list[str]
 
 def keyword_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
     p = ctx.params
-    chunks = chunking.paragraphs(ctx.tok, doc.text, p.max_tokens)
+    chunks = ctx.chunks(doc)
     if p.keyword_source == "generator":
         gen = ctx.need_generator("keyword-pairs (generator keywords)")
         kws = []
@@ -194,7 +283,7 @@ def keyword_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
             raw = gen(KEYWORD_PROMPT.format(n=p.keywords_per_chunk, chunk=chunk))
             kws.append([w.strip(" .\"'") for w in raw.split(",") if w.strip(" .\"'")][:p.keywords_per_chunk])
     else:
-        kws = top_keywords(chunks, p.keywords_per_chunk, chunks)
+        kws = [[w for w in keyphrases(URLISH.sub(" ", c), p.keywords_per_chunk)] for c in chunks]
     for chunk, keys in zip(chunks, kws):
         for kw in keys:
             yield _chat(f"Tell me about {kw}.", chunk, source=doc.file, recipe="keyword-pairs",
@@ -255,8 +344,8 @@ RECIPES: dict[str, Recipe] = {
                        "path kept as context.", "text", prose_only=True),
     "qa-pairs": Recipe(qa_pairs, "Question and answer pairs per chunk, written by a local "
                        "generator model and checked against the chunk.", "chat", prose_only=True),
-    "keyword-pairs": Recipe(keyword_pairs, "'Tell me about <keyword>.' → chunk; keywords found "
-                            "by TF-IDF (no model) or by the generator.", "chat", prose_only=True),
+    "keyword-pairs": Recipe(keyword_pairs, "'Tell me about <keyword>.' → chunk; key phrases found "
+                            "by TextRank (no model) or by the generator.", "chat", prose_only=True),
     "code-functions": Recipe(code_functions, "Summary → function pairs from Python source, using "
                              "docstrings (or the generator for the rest).", "chat"),
 }

@@ -2,7 +2,8 @@
 
 Owns turning a prepared summary into a store row (the version number comes from the store),
 resolving "name" / "name@vN" references (records.DatasetRef), and lending recipes a generator
-that loads the model only when a recipe asks for text. Dependencies come in explicitly: the
+(studio/generators.py: a user's OpenAI-compatible server, else llama.cpp on the model's GGUF,
+else transformers) that loads only when a recipe asks for text. Dependencies come in explicitly: the
 store, the datasets folder and the model cache. The flow itself is prepare.py.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .. import models
+from .. import generators, models
 from ..errors import DataError
 from ..faults import disk_guard, sweep
 from ..locks import hold
@@ -33,22 +34,24 @@ class DataService:
                 model: str = models.DEFAULT_MODEL, max_tokens: int = 256,
                 max_len: int | None = None, overlap: int = 32, val_fraction: float = 0.1,
                 seed: int = 42, mapping: dict[str, str] | None = None,
-                generator_model: str | None = None, progress: Any = None, cancel: Any = None,
+                generator_model: str | None = None, generator_url: str | None = None,
+                progress: Any = None, cancel: Any = None,
                 settings: list[str] | None = None, **recipe_params: Any) -> dict[str, Any]:
         """One new dataset version. Recipe parameters come by name or as `key=value` texts
-        (`settings`, the CLI's --set)."""
-        from ..chat import make_generator
-
+        (`settings`, the CLI's --set). A generator URL (an OpenAI-compatible server) is checked
+        here, before any work; a local generator loads only if a recipe asks for text."""
         prep.check_name(name)
         given = apply_overrides({"max_tokens": max_tokens, "overlap": overlap, **recipe_params},
                                 settings or [])
         params = build(RecipeParams, given, "recipe parameters")
         tok = self.cache.tokenizer(model)
         made: list = []
+        if generator_url:
+            made.append(generators.openai_compatible(generator_url, generator_model or "", cancel))
 
-        def generator(prompt: str) -> str:  # the model loads only if a recipe asks for text
+        def generator(prompt: str) -> str:
             if not made:
-                made.append(make_generator(*self.cache.loaded(generator_model or model)))
+                made.append(self.local_generator(generator_model or model, cancel))
             return made[0](prompt)
 
         # One prepare per name at a time (the lock dies with its process, kill -9 included);
@@ -64,7 +67,18 @@ class DataService:
                                        version=version, model=model)
             self._register(summary, recipe, model)
         summary["ref"] = str(DatasetRef(name, version))
+        if made:
+            summary["generator"] = made[0].label
         return summary
+
+    def local_generator(self, ref: str, cancel: Any = None) -> generators.Generator:
+        """llama.cpp when the model has a GGUF (the embedded one ships as one), else transformers."""
+        spec = self.cache.resolve(ref)
+        gguf = (models.embedded_gguf() if spec.kind == "embedded" else
+                Path(spec.path) if spec.kind == "gguf" else None)
+        if gguf is not None and models.llama_cpp_available()[0]:
+            return generators.llama_cpp(gguf, cancel)
+        return generators.transformers_model(*self.cache.loaded(ref), cancel)
 
     def _register(self, summary: dict[str, Any], recipe: str, model: str) -> None:
         name, version = summary["name"], summary["version"]

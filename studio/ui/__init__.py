@@ -34,7 +34,8 @@ def build_app(studio):
                     "learned, and take it to llama.cpp or Ollama. Work through the steps left "
                     "to right; each one explains what a good result looks like.",
                     elem_classes="studio-header")
-        state = gr.State(Session())
+        # Closing the tab deletes its state: a prepare still running there is cancelled.
+        state = gr.State(Session(), delete_callback=lambda st: st.cancel.set())
         model = model_picker.build(studio)
         with gr.Tabs() as tabs:
             with gr.Tab("1 · Data", id=Step.DATA):

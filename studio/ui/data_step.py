@@ -38,8 +38,17 @@ def summary_md(s: dict) -> str:
              f"- Removed: {s['duplicates_removed']['exact']} exact and "
              f"{s['duplicates_removed']['near']} near duplicates, {s['empty_removed']} empty rows."]
     c = s.get("recipe_counters") or {}
-    if c.get("qa_fallback"):
-        lines.append(f"⚠️ {c['qa_fallback']} chunks got a templated question (labelled 'fallback').")
+    if s.get("generator"):
+        lines.append(f"- Pairs written by {s['generator']}.")
+    if c.get("qa_generated") or c.get("qa_fallback"):
+        lines.append(f"- Question/answer pairs kept: **{c.get('qa_generated', 0)}** written by the "
+                     f"generator, {c.get('qa_fallback', 0)} templated fallbacks (labelled 'fallback').")
+    removed = [f"{n} {k.split(': ', 1)[1]}" for k, n in c.items() if k.startswith("removed: ")]
+    if removed:
+        lines.append("- Cleaned out of the documents: " + ", ".join(removed) + ".")
+    for d in s.get("dropped") or []:
+        examples = "".join(f"\n  > {e[:160].replace(chr(10), ' ⏎ ')}" for e in d["examples"][:2])
+        lines.append(f"- Left out: **{d['count']}** {d['reason']}. For example:{examples}")
     if s["errors"]:
         lines.append(f"\n**{len(s['errors'])} problems** (good rows were kept):\n")
         lines += [f"- `{e['file']}`{' line ' + str(e['line']) if e['line'] else ''}: {e['reason']}"
@@ -59,7 +68,8 @@ def recipe_help(studio, recipe: str) -> str:
 
 
 def prepare(studio, session: Session, files, name: str, recipe: str, max_tokens, overlap, val,
-            prompt_col: str, answer_col: str, model_ref: str, progress=None):
+            prompt_col: str, answer_col: str, gen_url: str, gen_model: str, model_ref: str,
+            progress=None):
     """→ (summary markdown, histogram update, preview html, session)."""
     import gradio as gr
 
@@ -73,7 +83,8 @@ def prepare(studio, session: Session, files, name: str, recipe: str, max_tokens,
                                 (name or "").strip(), recipe=recipe, model=model_ref,
                                 max_tokens=int(max_tokens), overlap=int(overlap),
                                 val_fraction=float(val), mapping=mapping, progress=report,
-                                cancel=session.cancel)
+                                cancel=session.cancel, generator_url=(gen_url or "").strip() or None,
+                                generator_model=(gen_model or "").strip() or None)
         ref = s["ref"]
         segs = studio.data_preview(ref, model_ref, 4)
     except Exception as e:
@@ -134,6 +145,12 @@ def build(studio, state, model):
             with gr.Accordion("Column mapping (only if detection fails)", open=False):
                 prompt_col = gr.Textbox(label="Question / prompt column")
                 answer_col = gr.Textbox(label="Answer / completion column")
+            with gr.Accordion("Generator: who writes question/answer pairs (optional)", open=False):
+                gr.Markdown("By default the model above writes them, run by llama.cpp. To use a "
+                            "bigger model you already run in Ollama, LM Studio or a llama.cpp "
+                            "server, give its address and the model's name there.")
+                gen_url = gr.Textbox(label="Server address", placeholder="http://127.0.0.1:11434/v1")
+                gen_model = gr.Textbox(label="Model name on that server", placeholder="qwen3:8b")
             with gr.Row():
                 go = gr.Button("Prepare dataset", variant="primary")
                 stop = gr.Button("Cancel", variant="stop")
@@ -152,9 +169,12 @@ def build(studio, state, model):
     def on_prepare(st, *inputs, progress=gr.Progress()):
         return prepare(studio, st, *inputs, progress=progress)
 
+    # A few prepares at once: a long qa-pairs job in one tab must not hold up a small CSV in
+    # another. Cancel skips the queue so it is heard while the job runs.
     go.click(on_prepare, [state, files, name, recipe, max_tokens, overlap, val, prompt_col,
-                          answer_col, model], [out, hist, preview, state], concurrency_limit=1)
-    stop.click(cancel, state, out)
+                          answer_col, gen_url, gen_model, model], [out, hist, preview, state],
+             concurrency_limit=4, concurrency_id="prepare")
+    stop.click(cancel, state, out, queue=False)
 
     def on_triage(st, m, progress=gr.Progress()):
         return triage(studio, st, m, progress)

@@ -1,0 +1,149 @@
+"""Generators for the data recipes: prompt → text, from the fastest engine at hand.
+
+Owns three engines behind one callable: llama.cpp on a GGUF (the embedded model ships as one; on
+a CPU it is several times faster than transformers), any OpenAI-compatible server the user runs
+(Ollama, LM Studio, llama.cpp's server, vLLM: a base URL and a model name, health-checked before
+any work, with timeouts and retries), and transformers as the fallback for a model that has no
+GGUF. Every engine is greedy (the same chunk gives the same pairs) and checks the cancel event
+while it writes, so Cancel stops within a token or a request.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import Cancelled, ConfigError, DataError
+
+MAX_NEW_TOKENS = 256
+
+
+@dataclass
+class Generator:
+    """A callable prompt → text, with what it runs on (shown to the user)."""
+    write: Callable[[str], str]
+    engine: str
+    label: str
+
+    def __call__(self, prompt: str) -> str:
+        return self.write(prompt)
+
+
+def _cancelled(cancel: threading.Event | None) -> bool:
+    return cancel is not None and cancel.is_set()
+
+
+# ---- llama.cpp on a GGUF ---------------------------------------------------------------------
+def llama_cpp(gguf_path, cancel: threading.Event | None = None, n_ctx: int = 2048) -> Generator:
+    from llama_cpp import Llama
+
+    from . import families
+
+    llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, verbose=False, seed=0,
+                n_threads=max(1, os.cpu_count() or 1))
+    fam = families.known_family_of(llm.metadata.get("tokenizer.chat_template"))
+    stops = list(fam.stops) if fam else None
+
+    def write(prompt: str) -> str:
+        parts = []
+        for piece in llm.create_chat_completion(messages=[{"role": "user", "content": prompt}],
+                                                max_tokens=MAX_NEW_TOKENS, temperature=0.0,
+                                                top_k=1, stop=stops, stream=True):
+            if _cancelled(cancel):
+                raise Cancelled("Cancelled; nothing was saved.")
+            parts.append(piece["choices"][0]["delta"].get("content") or "")
+        return "".join(parts).strip()
+    return Generator(write, "llama.cpp", f"llama.cpp on {os.path.basename(str(gguf_path))}")
+
+
+# ---- an OpenAI-compatible server -------------------------------------------------------------
+def _base(url: str) -> str:
+    url = (url or "").strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"Generator URL '{url}' must start with http:// or https:// — e.g. "
+                          "http://127.0.0.1:11434/v1 for Ollama or http://127.0.0.1:1234/v1 for "
+                          "LM Studio.")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def openai_compatible(url: str, model: str, cancel: threading.Event | None = None,
+                      timeout: float = 120.0, retries: int = 2, api_key: str | None = None) -> Generator:
+    """Checks the server and the model name now; each request then has a timeout and retries."""
+    import httpx
+
+    base = _base(url)
+    if not (model or "").strip():
+        raise ConfigError("Give the generator's model name as the server knows it (e.g. "
+                          "`ollama list` shows it), with --generator-model.")
+    headers = {"Authorization": f"Bearer {api_key or os.environ.get('OPENAI_API_KEY') or 'none'}"}
+    client = httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0), headers=headers)
+    try:
+        r = client.get(f"{base}/models")
+        r.raise_for_status()
+        names = [m.get("id") for m in r.json().get("data", [])]
+    except httpx.HTTPStatusError as e:
+        raise DataError(f"The generator at {base} answered {e.response.status_code} to /models; "
+                        "is it an OpenAI-compatible server (the URL usually ends in /v1)?") from None
+    except (ValueError, AttributeError):
+        raise DataError(f"The server at {base} answered /models with something that is not "
+                        f"OpenAI's JSON ({r.text[:80]!r}); give the address of its OpenAI-compatible "
+                        "API (usually ending in /v1).") from None
+    except httpx.HTTPError as e:
+        raise DataError(f"Cannot reach the generator at {base} ({type(e).__name__}). Start the "
+                        "server (e.g. `ollama serve`, LM Studio's server tab, or `python -m "
+                        "llama_cpp.server --model FILE.gguf`) and check the address.") from None
+    if names and model not in names:
+        raise DataError(f"The generator at {base} has no model '{model}'. It has: "
+                        f"{', '.join(map(str, names[:12]))}.")
+
+    def write(prompt: str) -> str:
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}],
+                "temperature": 0, "max_tokens": MAX_NEW_TOKENS}
+        last = ""
+        for attempt in range(retries + 1):
+            if _cancelled(cancel):
+                raise Cancelled("Cancelled; nothing was saved.")
+            try:
+                r = client.post(f"{base}/chat/completions", json=body)
+                if r.status_code >= 500 or r.status_code == 429:
+                    last = f"it answered {r.status_code}"
+                else:
+                    r.raise_for_status()
+                    return (r.json()["choices"][0]["message"]["content"] or "").strip()
+            except httpx.TimeoutException:
+                last = f"no answer within {timeout:g} s"
+            except httpx.HTTPStatusError as e:
+                raise DataError(f"The generator at {base} refused the request ({e.response.status_code}: "
+                                f"{e.response.text[:200]}).") from None
+            except httpx.HTTPError as e:
+                last = f"the connection failed ({type(e).__name__})"
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise DataError(f"The generator at {base} did not answer in OpenAI's format "
+                                f"(got: {r.text[:200]!r}). Check the URL points at its /v1 API.") from None
+            time.sleep(min(8.0, 1.0 * 2 ** attempt))
+        raise DataError(f"The generator at {base} failed {retries + 1} times: {last}. Check the "
+                        "server, or pick a smaller model there.")
+    return Generator(write, "openai", f"{model} at {base}")
+
+
+# ---- transformers (the fallback) ------------------------------------------------------------
+def transformers_model(model, tok, cancel: threading.Event | None = None) -> Generator:
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    from .chat import GenSettings, generate
+
+    class Cancel(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kw):
+            return _cancelled(cancel)
+
+    def write(prompt: str) -> str:
+        out = generate(model, tok, [{"role": "user", "content": prompt}],
+                       GenSettings(max_new_tokens=MAX_NEW_TOKENS),
+                       stopping=StoppingCriteriaList([Cancel()]))["text"]
+        if _cancelled(cancel):
+            raise Cancelled("Cancelled; nothing was saved.")
+        return out
+    return Generator(write, "transformers", "transformers on the CPU/GPU")
+

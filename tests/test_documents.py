@@ -1,0 +1,221 @@
+"""Document recipes on real documents: clean extraction, chunk and pair quality with what was
+left out shown, generators (llama.cpp, a real OpenAI-compatible server on 127.0.0.1), cancel."""
+import http.server
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from studio.data import clean
+from studio.data.ingest import iter_path
+from studio.data.recipes import Context, RecipeParams, fallback_topic, keyphrases, qa_pairs
+from studio.errors import Cancelled, ConfigError, DataError
+
+DOCS = ROOT / "tests" / "data" / "docs"
+LABELS = json.loads((DOCS / "labels.json").read_text())
+
+
+def junk(labels: dict, text: str) -> bool:
+    body = re.sub(r"^## .*$", "", text, flags=re.M)
+    return any(re.search(rf"^\s*(\d+\s+)?{re.escape(h)}(\s+\d+)?\s*$", body, re.M)
+               for h in labels["running_headers"]) or bool(
+        re.search(r"(?:\. ?){4,}\s*\d+\s*$", text, re.M))
+
+
+def test_line_cleaning_keeps_code_and_joins_hyphens():
+    text = ("The library does DER manip-\nulation.\n\n2.4 Library Notes . . . . . . . 4\n\n"
+            "```\nx = a-\nb\n```\n")
+    out, notes = clean.clean_text(text)
+    assert "manipulation" in out and "Library Notes" not in out
+    assert "```\nx = a-\nb\n```" in out                                # code untouched
+    assert notes["contents lines (dot leaders)"] == 1
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("Too short here.", "too short"),
+    ("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 (a) (b) (c) (d) (e) (f) (g) (h) "
+     "(i) (j) [k] 42 17 99", "mostly numbers or symbols"),
+    (" ".join(["card32"] * 30) + " the format of the table", "repetitive"),
+    ("The feeder holds two kilograms of seed and reports every visit to the phone app.", None),
+])
+def test_chunk_quality_filter(text, reason):
+    assert clean.chunk_problem(text) == reason
+
+
+@pytest.mark.parametrize("pdf", sorted(p.name for p in DOCS.glob("*.pdf")))
+def test_real_pdf_paragraphs_have_no_junk(studio, pdf):
+    """Hand-labelled running headers and contents lines never reach the chunks; headings stay."""
+    r = studio.data_prepare([str(DOCS / pdf)], f"doc-{pdf[:8]}", recipe="paragraphs", val_fraction=0)
+    from studio.data.prepare import read_split
+
+    rows = [x["text"] for x in read_split(r["path"], "train")]
+    bad = [t[:100] for t in rows if junk(LABELS[pdf], t)]
+    assert len(bad) <= 0.02 * len(rows), bad
+    assert any(t.startswith("## ") or "\n## " in t for t in rows)     # headings kept as titles
+    assert r["recipe_counters"]["removed: running headers, footers and page numbers"] > 0
+    for word in LABELS[pdf]["hyphenated"]:
+        assert any(word in t for t in rows) and not any(f"{word[:5]}- " in t for t in rows)
+
+
+def test_scanned_and_encrypted_pdfs_say_what_to_do(studio, tmp_path):
+    from pypdf import PdfWriter
+
+    scanned = tmp_path / "scan.pdf"
+    w = PdfWriter()
+    w.add_blank_page(612, 792)
+    w.write(scanned)
+    with pytest.raises(DataError, match="no text layer.*OCR"):
+        studio.data_prepare([str(scanned)], "scan", recipe="paragraphs")
+    locked = tmp_path / "locked.pdf"
+    w = PdfWriter(clone_from=str(DOCS / "shared-mime-info-spec.pdf"))
+    w.encrypt("secret", algorithm="AES-128")
+    w.write(locked)
+    with pytest.raises(DataError, match="password-protected"):
+        studio.data_prepare([str(locked)], "locked", recipe="paragraphs")
+    assert not (studio.home.datasets / "scan").exists() and not (studio.home.datasets / "locked").exists()
+
+
+def test_pairs_are_checked_and_what_was_left_out_is_shown(studio):
+    """Headings as questions, repeats, ungrounded answers and duplicates are dropped and
+    counted with examples; a fallback never asks about a URL or a heading."""
+    tok = studio.tokenizer("smollm2-135m-instruct")
+    doc = next(iter_path(DOCS / "libtasn1.pdf", [], "libtasn1.pdf"))
+    calls = []
+
+    def scripted(prompt: str) -> str:
+        calls.append(prompt)
+        passage = " ".join(prompt.split("Passage:", 1)[1].split()[:14])
+        return ["Q: 2.5 Future developments\nA: 2.5 Future developments",       # a heading
+                "Q: What does the library parse?\nA: Bananas and rockets.",     # ungrounded
+                f"Q: What does this part describe?\nA: {passage}",
+                f"Q: What does this part describe?\nA: {passage}",              # a duplicate
+                ][len(calls) - 1] if len(calls) <= 4 else "nothing useful"
+    ctx = Context(tok, RecipeParams(), scripted)
+    doc.text = "\n\n".join(ctx.chunks(doc)[:6])
+    out = list(qa_pairs(doc, ctx))
+    questions = [ex["messages"][0]["content"] for ex in out]
+    assert questions.count("What does this part describe?") == 1
+    reasons = set(ctx.dropped)
+    assert {"not a question (a heading or a statement)", "duplicate question"} <= reasons
+    assert "ungrounded (the answer is not in the chunk)" in reasons
+    for ex in out:
+        if ex["meta"]["fallback"]:
+            q = ex["messages"][0]["content"]
+            assert not re.search(r"www|http|gnu\.org|@", q), q
+    assert fallback_topic("## Report bugs\n\nSee https://www.gnu.org/software/ and "
+                          "help-libtasn1@gnu.org for the mailing list about tag decoding.") not in (
+        None, "report bugs", "www gnu")
+
+
+def test_keyphrases_come_from_textrank_not_stopwords():
+    text = ("The DER encoding of an ASN.1 structure is written by asn1_der_coding. The DER "
+            "encoding rules give one canonical byte string for each structure, and the decoder "
+            "reads the DER encoding back into the structure tree.")
+    kws = keyphrases(text, 3)
+    assert kws and all(k not in {"the", "and", "each", "one", "back"} for k in kws)
+    assert any("encoding" in k or "structure" in k for k in kws)
+
+
+# ---- generators -----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    """llama-cpp-python's own OpenAI-compatible server with the embedded GGUF, on 127.0.0.1."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("sse_starlette")
+    from studio.models import embedded_gguf
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()),
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+                             "--model_alias", "smol"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    import httpx
+
+    for _ in range(120):
+        try:
+            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("llama_cpp.server did not start")
+    yield url
+    proc.kill()
+    proc.wait(10)
+
+
+def test_a_local_server_writes_the_pairs(studio, llama_server, tmp_path):
+    doc = tmp_path / "feeder.md"
+    doc.write_text("# The Nimbus Orbit\n\nThe Nimbus Orbit is a bird feeder that costs 89 dollars. "
+                   "It holds two kilograms of seed and has a night mode that switches off the "
+                   "camera at dusk.\n")
+    from conftest import run_cli
+
+    r = run_cli("data", "prepare", str(doc), "--name", "served", "--recipe", "qa-pairs",
+                "--generator-url", llama_server, "--generator-model", "smol", "--json",
+                home=studio.home.root)
+    assert r.returncode == 0, r.stderr[-1500:]
+    out = json.loads(r.stdout)
+    assert out["generator"] == f"smol at {llama_server}" and out["records"] >= 1
+
+
+def test_generator_endpoint_problems_are_said_before_work(studio, llama_server, tmp_path):
+    from studio import generators
+
+    with pytest.raises(DataError, match="has no model 'nope'. It has: smol"):
+        generators.openai_compatible(llama_server, "nope")
+    with pytest.raises(DataError, match="Cannot reach the generator"):
+        generators.openai_compatible(f"http://127.0.0.1:{free_port()}/v1", "smol")
+    with pytest.raises(ConfigError, match="must start with http"):
+        generators.openai_compatible("localhost:11434", "smol")
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>a router login page</html>")
+
+        def log_message(self, *a):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(DataError, match="not OpenAI's JSON.*router login"):
+            generators.openai_compatible(url, "smol")
+    finally:
+        server.shutdown()
+    doc = tmp_path / "a.md"
+    doc.write_text("Some text about feeders that is long enough to be a chunk of its own here.")
+    with pytest.raises(DataError, match="has no model"):
+        studio.data_prepare([str(doc)], "never", recipe="qa-pairs", generator_url=llama_server,
+                            generator_model="nope")
+    assert not (studio.home.datasets / "never").exists()
+
+
+def test_cancel_stops_llama_cpp_mid_answer(studio):
+    from studio import generators
+    from studio.models import embedded_gguf
+
+    pytest.importorskip("llama_cpp")
+    flag = threading.Event()
+    gen = generators.llama_cpp(embedded_gguf(), flag)
+    threading.Timer(0.5, flag.set).start()
+    t = time.monotonic()
+    with pytest.raises(Cancelled):
+        gen("Write a very long story about a bird feeder, with many chapters." * 3)
+    assert time.monotonic() - t < 5
