@@ -118,7 +118,8 @@ def test_qa_pairs_with_scripted_generator(tok):
     text = "The battery lasts 41 days on a full charge.\n\nIt charges over USB-C in three hours."
     out = list(qa_pairs(Document(text * 1, "m.md"), ctx))
     assert any(r["messages"][0]["content"] == "How long does the battery last?" for r in out)
-    assert ctx.counters["qa_dropped_ungrounded"] >= 1
+    assert ctx.counters["dropped: ungrounded (the answer is not in the chunk)"] >= 1
+    assert "France won" in ctx.dropped["ungrounded (the answer is not in the chunk)"][0]  # shown
     assert parse_pairs("1. Q: a?\nA: b") == [("a?", "b")]
     ctx2 = Context(tok, RecipeParams(max_tokens=20), generator=lambda p: "no pairs here")
     fb = list(qa_pairs(Document(text, "m.md"), ctx2))

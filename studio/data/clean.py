@@ -148,7 +148,7 @@ def pdf_markdown(raw: bytes) -> tuple[str, int, Counter]:
 
 
 # ---- the per-chunk quality filter -------------------------------------------------------------
-def chunk_problem(text: str, min_words: int = 8) -> str | None:
+def chunk_problem(text: str, min_words: int = 5) -> str | None:
     """Why a prose chunk is not worth training on, or None. Code chunks are not judged here."""
     body = re.sub(r"^#+ .*$", "", text, flags=re.M)           # headings alone are not content
     if "```" in text:
