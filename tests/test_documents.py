@@ -219,3 +219,47 @@ def test_cancel_stops_llama_cpp_mid_answer(studio):
     with pytest.raises(Cancelled):
         gen("Write a very long story about a bird feeder, with many chapters." * 3)
     assert time.monotonic() - t < 5
+
+
+def test_web_pages_become_markdown_without_menus(studio, tmp_path):
+    page = tmp_path / "help.html"
+    page.write_text("<html><head><style>p{color:red}</style><script>track()</script></head><body>"
+                    "<nav>Home | Shop | About</nav><h1>Nimbus Orbit help</h1><p>The Nimbus Orbit "
+                    "feeder holds two kilograms of seed and sends a photo of every visitor.</p>"
+                    "<pre><code>orbit reset --hard\n\norbit pair</code></pre>"
+                    "<footer>Copyright 2026 Fernwick</footer></body></html>")
+    r = studio.data_prepare([str(page)], "web", recipe="paragraphs", val_fraction=0)
+    from studio.data.prepare import read_split
+
+    text = "\n".join(x["text"] for x in read_split(r["path"], "train"))
+    assert "# Nimbus Orbit help" in text and "two kilograms" in text
+    assert "```\norbit reset --hard\n\norbit pair\n```" in text           # code block whole
+    assert not any(w in text for w in ("track()", "color:red", "Home | Shop", "Copyright"))
+
+
+def test_a_slow_generator_times_out_with_retries():
+    """A server that passes the health check but never answers in time: a clear error after
+    the retries, not a hang."""
+    from studio import generators
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"data": [{"id": "m"}]}')
+
+        def do_POST(self):
+            time.sleep(2)
+
+        def log_message(self, *a):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gen = generators.openai_compatible(f"http://127.0.0.1:{server.server_address[1]}", "m",
+                                           timeout=0.5, retries=1)
+        with pytest.raises(DataError, match="failed 2 times: no answer within 0.5 s"):
+            gen("hello")
+    finally:
+        server.shutdown()

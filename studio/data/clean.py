@@ -6,7 +6,8 @@ monospaced font is code, kept in a fence), dropping what is not content: content
 lines with dot leaders, running headers and footers (text in the page margins that repeats on
 several pages, digits ignored), page numbers; joining words hyphenated across line breaks; and,
 for every chunk a recipe makes, a quality check (share of letters, repetition, length, leftover
-leaders) whose reasons are counted and shown with examples.
+leaders) whose reasons are counted and shown with examples. Web pages become markdown through
+markdownify, without their menus, headers and footers.
 """
 from __future__ import annotations
 
@@ -145,6 +146,21 @@ def pdf_markdown(raw: bytes) -> tuple[str, int, Counter]:
         out.append(para)
     flush_code()
     return "\n\n".join(out), pages, +notes
+
+
+def html_markdown(html: str) -> str:
+    """A web page as markdown: headings, lists and code blocks kept (markdownify over
+    BeautifulSoup), menus, headers, footers, scripts and styles left out."""
+    from bs4 import BeautifulSoup
+    from markdownify import markdownify
+
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "nav", "header", "footer", "aside", "noscript", "form",
+                     "svg", "iframe"]):
+        tag.decompose()
+    text = markdownify(str(soup.body or soup), heading_style="ATX", code_language="",
+                       strip=["a", "b", "strong", "em", "i", "img", "span"])
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
 # ---- the per-chunk quality filter -------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Owns reading every supported upload safely: encoding detection (BOM, UTF-8, then a detected
 legacy encoding), binary-file refusal, streaming JSONL line by line (bounded memory), PDFs
-(pdfminer.six layout, cleaned in clean.py), .docx (python-docx, headings kept), source code, and zip archives with limits on
+(pdfminer.six layout, cleaned in clean.py), HTML pages (as markdown), .docx (python-docx, headings kept), source code, and zip archives with limits on
 entry count and unpacked size and refusal of `../` or absolute entry paths. Problems are
 reported as Issue rows (file, line, reason); good rows are always kept.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 STRUCTURED = {".jsonl", ".json", ".csv", ".tsv", ".parquet"}
-DOCUMENTS = {".txt", ".md", ".markdown", ".pdf", ".docx"}
+DOCUMENTS = {".txt", ".md", ".markdown", ".pdf", ".docx", ".html", ".htm"}
 CODE = {".py"}
 ARCHIVES = {".zip"}
 SUPPORTED = STRUCTURED | DOCUMENTS | CODE | ARCHIVES
@@ -167,8 +168,24 @@ def iter_bytes(raw: bytes, ext: str, issues: list[Issue], name: str) -> Iterator
         yield from read_csv(text, ext, issues, name)
     elif ext in CODE:
         yield Document(text, name, "code", {"language": "python"})
+    elif ext in (".html", ".htm") or (ext == ".txt" and looks_like_html(text)):
+        from .clean import html_markdown
+
+        text = html_markdown(text)
+        if text.strip():
+            yield Document(text, name, "text", {"markdown": True})
+        else:
+            issues.append(Issue(name, None, "the page has no text once menus, scripts and styles "
+                                            "are left out"))
     else:
         yield Document(text, name, "text", {"markdown": ext in (".md", ".markdown")})
+
+
+def looks_like_html(text: str) -> bool:
+    """A .txt that is really a saved web page (tags everywhere)."""
+    head = text[:20000]
+    return bool(re.search(r"<(html|body|div|p|h[1-6]|table)\b", head, re.I)) and \
+        len(re.findall(r"</?[a-zA-Z][^>]*>", head)) > 10
 
 
 def bounded_lines(f, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:

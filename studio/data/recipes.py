@@ -284,8 +284,13 @@ def keyword_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
             kws.append([w.strip(" .\"'") for w in raw.split(",") if w.strip(" .\"'")][:p.keywords_per_chunk])
     else:
         kws = [[w for w in keyphrases(URLISH.sub(" ", c), p.keywords_per_chunk)] for c in chunks]
+    seen: set[str] = set()
     for chunk, keys in zip(chunks, kws):
         for kw in keys:
+            if kw.lower() in seen:  # one question with two different answers teaches neither
+                ctx.drop("duplicate keyword (already asked about another chunk)", kw)
+                continue
+            seen.add(kw.lower())
             yield _chat(f"Tell me about {kw}.", chunk, source=doc.file, recipe="keyword-pairs",
                         keyword=kw)
 
@@ -320,6 +325,8 @@ def code_functions(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
             summary, generated = ctx.generator(SUMMARY_PROMPT.format(kind=kind, code=src)).strip(), True
         if not summary:
             ctx.counters["code_skipped_no_docstring"] += 1
+            ctx.drop("function without a docstring (choose generator summaries to include these)",
+                     f"{kind} {name} in {doc.file}")
             continue
         ctx.counters["code_pairs"] += 1
         yield _chat(f"Write a Python {kind} `{name.split('.')[-1]}`: {summary}",
