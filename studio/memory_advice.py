@@ -73,46 +73,84 @@ def fits(shape: Shape, st: RunSpec, cap: float) -> bool:
     return estimate(shape, st)["total_gb"] + HEADROOM_GB <= cap
 
 
-def candidates(st: RunSpec) -> list[tuple[str, RunSpec]]:
-    """Single changes, cheapest in quality/speed first."""
-    out = []
+def candidates(st: RunSpec) -> list[tuple[str, dict[str, Any]]]:
+    """Single changes (setting → value), cheapest in quality and speed first."""
+    out: list[tuple[str, dict[str, Any]]] = []
     if not st.train.grad_ckpt:
-        out.append(("turn on gradient checkpointing (about 30% slower)", update(st, grad_ckpt=True)))
+        out.append(("grad_ckpt", {"grad_ckpt": True}))
     if st.train.optimizer == "adamw" and st.method == "full":
-        out.append(("use the 8-bit AdamW optimizer", update(st, optimizer="adamw-8bit")))
+        out.append(("optimizer", {"optimizer": "adamw-8bit"}))
     if st.train.micro_batch > 1:
-        out.append((f"micro-batch {max(1, st.train.micro_batch // 2)} with twice the gradient accumulation",
-                    update(st, micro_batch=max(1, st.train.micro_batch // 2))))
+        out.append(("micro_batch", {"micro_batch": max(1, st.train.micro_batch // 2)}))
     if st.train.offload != "on" and st.estimate.device == "cuda":
-        out.append(("turn on activation offloading (saved activations wait in CPU memory)",
-                    update(st, offload="on")))
+        out.append(("offload", {"offload": "on"}))
     if st.method == "lora":
-        out.append(("use QLoRA (4-bit frozen base weights)", update(st, method="qlora", bits=4)))
+        out.append(("method", {"method": "qlora", "bits": 4}))
     if st.method == "full":
-        out.append(("train LoRA adapters instead of all weights", update(st, method="lora")))
+        out.append(("method", {"method": "lora"}))
     if st.train.max_len > 256:
-        half = st.train.max_len // 2
-        out.append((f"shorten max length to {half} tokens", update(st, max_len=half)))
+        out.append(("max_len", {"max_len": st.train.max_len // 2}))
     return out
 
 
-def advise(shape: Shape, st: RunSpec, cap: float) -> list[str]:
+def says(key: str, change: dict[str, Any]) -> str:
+    """A change in words."""
+    return {"grad_ckpt": "turn on gradient checkpointing (about 30% slower)",
+            "optimizer": "use the 8-bit AdamW optimizer",
+            "micro_batch": f"use micro-batch {change.get('micro_batch')} (more gradient accumulation "
+                           "keeps the same effective batch)",
+            "offload": "turn on activation offloading (saved activations wait in CPU memory)",
+            "method": ("use QLoRA (4-bit frozen base weights)" if change.get("method") == "qlora"
+                       else "train LoRA adapters instead of all weights"),
+            "max_len": f"shorten max length to {change.get('max_len')} tokens"}[key]
+
+
+def plan(shape: Shape, st: RunSpec, cap: float) -> list[dict[str, Any]]:
+    """One consistent list of changes that together make the run fit, each with the estimate
+    after it: one change when one is enough, else the cheapest levers in turn (a setting changed
+    twice, like max length, is one step with its final value). Empty when it fits already."""
     if fits(shape, st, cap):
         return []
-    for text, cand in candidates(st):
+    for key, change in candidates(st):
+        cand = update(st, **change)
         if fits(shape, cand, cap):
-            return [f"It fits if you {text}."]
-    cur, steps = st, []
-    for _ in range(12):  # combine changes greedily until it fits
-        opts = candidates(cur)
-        if not opts:
+            return [{"change": says(key, change), "setting": change,
+                     "total_gb": estimate(shape, cand)["total_gb"]}]
+    steps: list[dict[str, Any]] = []
+    cur = st
+    for _ in range(16):
+        now = estimate(shape, cur)["total_gb"]
+        helpful = [(k, c) for k, c in candidates(cur)
+                   if estimate(shape, update(cur, **c))["total_gb"] < now - 0.005]
+        if not helpful:
             break
-        text, cur = min(opts, key=lambda o: estimate(shape, o[1])["total_gb"])
-        steps.append(text)
+        key, change = helpful[0]
+        cur = update(cur, **change)
+        if steps and steps[-1]["key"] == key:
+            change = {**steps.pop()["setting"], **change}
+        steps.append({"key": key, "change": says(key, change), "setting": change,
+                      "total_gb": estimate(shape, cur)["total_gb"]})
         if fits(shape, cur, cap):
-            return ["It fits if you " + "; then ".join(steps) + "."]
-    return ["It does not fit this GPU even with QLoRA, batch 1 and checkpointing at "
-            f"{cur.train.max_len} tokens; choose a smaller model or a larger GPU."]
+            break
+    for step in steps:
+        step.pop("key")
+    return steps
+
+
+def planned(st: RunSpec, steps: list[dict[str, Any]]) -> RunSpec:
+    for step in steps:
+        st = update(st, **step["setting"])
+    return st
+
+
+def advise(shape: Shape, st: RunSpec, cap: float, steps: list[dict[str, Any]]) -> list[str]:
+    if not steps:
+        return []
+    if not fits(shape, planned(st, steps), cap):
+        return ["It does not fit this GPU even with " + ", ".join(s["change"] for s in steps)
+                + f" ({steps[-1]['total_gb']:.1f} GB); choose a smaller model or a larger GPU."]
+    return ["It fits if you " + "; and ".join(f"{s['change']} → {s['total_gb']:.1f} GB" for s in steps)
+            + "."]
 
 
 def largest(shape: Shape, st: RunSpec, cap: float) -> dict[str, int | None]:
@@ -176,10 +214,16 @@ def report(shape: Shape, st: RunSpec, gpu: str | None = None, vram_gb: float | N
         est["gpu"] = {"name": name, "usable_gb": round(gb, 2)}
         est["fits"] = est["total_gb"] + HEADROOM_GB <= gb
         est["headroom_gb"] = round(gb - est["total_gb"], 2)
-        est["advice"] = advise(shape, normalise(st), gb) or [
+        steps = plan(shape, normalise(st), gb)
+        est["plan"] = steps
+        est["plan_settings"] = {k: v for s in steps for k, v in s["setting"].items()}
+        est["advice"] = advise(shape, normalise(st), gb, steps) or [
             f"Fits with {gb - est['total_gb']:.1f} GB to spare."]
-        # the longest length counts every lever the run may use: offloading when it is "auto"
-        est.update(largest(shape, normalise(update(st, offload="on") if auto else st), gb))
+        # the limits hold for the settings that fit: the plan's when there is one; the longest
+        # length counts every lever the run may use (offloading when it is "auto")
+        base = planned(normalise(st), steps)
+        est.update(largest(shape, normalise(update(base, offload="on") if auto else base), gb))
+        est["limits_with_plan"] = bool(steps)
         est["preset"] = pick_preset(gb, st.method)
     return est
 

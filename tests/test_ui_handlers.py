@@ -71,6 +71,26 @@ def test_memory_estimate_and_bad_model(studio):
     assert memory_step.prefill(Session(max_len=320))["value"] == 320
 
 
+def test_memory_advice_is_one_plan_that_train_takes(studio, faq_dataset):
+    """An 8B model on an 8 GB card: numbered changes, each with its estimate, the limits under
+    those changes; "Use these settings" carries them to the Train form and to the run."""
+    _, verdict, s = memory_step.estimate(studio, Session(), "llama-3.1-8b", "lora", 2048, 4, 16,
+                                         True, "adamw", "rtx-4060", 12)
+    assert "Does not fit" in verdict and "1. use micro-batch 1" in verdict and "→ **" in verdict
+    assert "With these changes, the largest micro-batch that fits: 1" in verdict
+    assert "longest sequence: none" not in verdict
+    plan = dict(s.memory.settings)
+    assert plan["method"] == "qlora" and plan["micro_batch"] == 1 and plan["max_len"] < 2048
+    s2, model, tabs, msg = memory_step.use_settings(s)
+    assert model["value"] == "llama-3.1-8b" and dict(s2.planned) == plan
+    _, max_len, note, _, *_, rank, batch = train_step.refresh(studio, s2, "llama-3.1-8b")
+    assert max_len == plan["max_len"] and batch == 1 and "Memory step's settings" in note
+    assert "offload on" in note and "method qlora" in note
+    # the same note is stale once another model is picked
+    _, _, note, *_ = train_step.refresh(studio, Session(memory=s.memory), "smollm2-135m-instruct")
+    assert "GB" not in note
+
+
 # ---- train --------------------------------------------------------------------------------
 def test_train_form_and_bad_starts(studio, faq_dataset):
     about, lr, steps, rank, max_len, batch = train_step.preset_fields(studio, "cpu-quickstart")
@@ -95,15 +115,25 @@ def test_train_tick_follows_a_run(studio, faq_dataset, trained_run):
     nothing = train_step.tick(studio, Session())
     assert all(is_update(x) or isinstance(x, Session) for x in nothing)
     s = Session(run_id=trained_run["id"])
-    status, plot, s, start, table = train_step.tick(studio, s)
+    status, plot, s, start, halt, again, table = train_step.tick(studio, s)
     assert trained_run["id"] in status and "completed" in status
     assert isinstance(plot, pd.DataFrame) and set(plot["curve"]) >= {"train"}
     assert s.plotted and start["interactive"] is True
+    assert halt["interactive"] is False and again["interactive"] is False   # completed: neither
     status, plot, s, *_ = train_step.tick(studio, s)
     assert is_update(plot)  # nothing new: the plot is not redrawn
     ref = studio.dataset(faq_dataset)["name"] + "@v1"
-    ds, max_len, note, runs, go = train_step.refresh(studio, Session(dataset=ref))
+    ds, max_len, note, runs, go, halt, again, *form = train_step.refresh(studio, Session(dataset=ref))
     assert ref in ds["choices"] and ds["value"] == ref and go["interactive"]
+    assert not halt["interactive"] and "nothing running" in halt["value"]
+    # a reload: the run this browser followed comes back, with the form as it was started
+    back = train_step.reattach(studio, Session(), {"run_id": trained_run["id"], "dataset": "gone@v9"})
+    assert back.run_id == trained_run["id"] and back.dataset != "gone@v9"
+    ds, _, _, _, _, _, _, preset, lr, steps, *_ = train_step.refresh(studio, back)
+    assert ds["value"] == trained_run["dataset"] and preset == trained_run["preset"]
+    assert steps == studio.run_show(trained_run["id"])["max_steps"]
+    assert train_step.reattach(studio, Session(), {"run_id": "nope"}).run_id in (
+        None, *[r["id"] for r in studio.runs_list() if r["active"]])
     opened = train_step.open_run(Session(), runs, 0)
     assert opened.run_id == runs.iloc[0]["id"] and not opened.run_active
     msg, _ = train_step.stop(studio, s)

@@ -45,7 +45,8 @@ def estimate_text(out: dict[str, Any]) -> str:
         verdict = "fits" if out["fits"] else "does NOT fit"
         lines.append(f"{out['gpu']['name']} ({out['gpu']['usable_gb']} GB usable): {verdict}. "
                      + " ".join(out["advice"]))
-        lines.append(f"largest micro-batch: {out['max_micro_batch']}, longest sequence: "
+        lines.append(("with those changes, " if out.get("limits_with_plan") else "")
+                     + f"largest micro-batch: {out['max_micro_batch']}, longest sequence: "
                      f"{out['max_seq_len']}; preset: {out['preset']}")
     lines += [f"warning: {w}" for w in out["warnings"]]
     if out.get("measured"):

@@ -23,6 +23,16 @@ def launch_kwargs() -> dict[str, Any]:
     return {"theme": gr.themes.Soft(), "css": CSS, "show_error": False}
 
 
+def remember(session, model: str) -> dict:
+    return {"dataset": session.dataset, "run_id": session.run_id, "model": model}
+
+
+def restore_model(saved: dict | None, current: str):
+    import gradio as gr
+
+    return gr.update(value=(saved or {}).get("model") or current)
+
+
 def build_app(studio):
     import gradio as gr
 
@@ -41,7 +51,7 @@ def build_app(studio):
             with gr.Tab("1 · Data", id=Step.DATA):
                 data_step.build(studio, state, model)
             with gr.Tab("2 · Memory", id=Step.MEMORY) as t_memory:
-                mem_refresh, mem_seq = memory_step.build(studio, state, model)
+                mem_refresh, mem_seq = memory_step.build(studio, state, model, tabs)
             with gr.Tab("3 · Train", id=Step.TRAIN) as t_train:
                 train_refresh, train_out = train_step.build(studio, state, model)
             with gr.Tab("4 · Compare", id=Step.COMPARE) as t_compare:
@@ -51,9 +61,15 @@ def build_app(studio):
             with gr.Tab("History", id=Step.HISTORY) as t_history:
                 hist_refresh, hist_out = history.build(studio, state)
         t_memory.select(mem_refresh, state, mem_seq)
-        t_train.select(train_refresh, state, train_out)
+        t_train.select(train_refresh, [state, model], train_out)
         t_compare.select(cmp_refresh, state, cmp_out)
         t_export.select(exp_refresh, state, exp_out)
         t_history.select(hist_refresh, state, hist_out)
-        app.load(train_refresh, state, train_out)
+        # What this browser chose survives a reload (its local storage); a run training now is
+        # followed again after a reload or a server restart.
+        saved = gr.BrowserState({}, storage_key="finetune-studio")
+        app.load(lambda st, sv: train_step.reattach(studio, st, sv), [state, saved], state).then(
+            restore_model, [saved, model], model).then(train_refresh, [state, model], train_out)
+        state.change(remember, [state, model], saved)
+        model.change(remember, [state, model], saved)
     return app

@@ -37,10 +37,17 @@ def verdict_md(est: dict) -> str:
              f"{est['trainable_params']:,} trained"]
     if est.get("gpu"):
         ok = "✅ Fits" if est["fits"] else "❌ Does not fit"
-        lines.append(f"**{ok}** on {est['gpu']['name']} ({est['gpu']['usable_gb']} GB usable). "
-                     + " ".join(est["advice"]))
-        lines.append(f"Largest micro-batch that fits: {est['max_micro_batch'] or 'none'}; longest "
-                     f"sequence: {est['max_seq_len'] or 'none'}. Suggested preset: "
+        lines.append(f"**{ok}** on {est['gpu']['name']} ({est['gpu']['usable_gb']} GB usable).")
+        steps = est.get("plan") or []
+        if steps:
+            lines.append("To make it fit, change these together (the estimate after each):")
+            lines += [f"{i}. {s['change']} → **{s['total_gb']:.1f} GB**" for i, s in enumerate(steps, 1)]
+            lines.append("Press **Use these settings** to take them to the Train step.")
+        else:
+            lines.append(" ".join(est["advice"]))
+        limits = "With these changes, the largest" if est.get("limits_with_plan") else "Largest"
+        lines.append(f"{limits} micro-batch that fits: {est['max_micro_batch'] or 'none'}; longest "
+                     f"sequence: {est['max_seq_len'] or 'none'} tokens. Suggested preset: "
                      f"**{est['preset']}**.")
     lines += [f"⚠️ {w}" for w in est["warnings"]]
     if est.get("measured"):
@@ -68,8 +75,27 @@ def estimate(studio, session: Session, model_ref: str, method: str, seq, batch, 
                               grad_ckpt=bool(ckpt), optimizer=opt, device="cpu" if cpu else "cuda")
     except Exception as e:
         return "", error_text(e), session
-    note = MemoryNote(est["total_gb"], est["fits"], est.get("preset"), gpu)
+    chosen = {"method": method, "max_len": int(seq), "micro_batch": int(batch), "rank": int(rank),
+              "grad_ckpt": bool(ckpt), "optimizer": opt, **(est.get("plan_settings") or {})}
+    chosen.pop("bits", None)  # follows the method
+    note = MemoryNote(est["total_gb"], est["fits"], est.get("preset"), gpu, model_ref,
+                      tuple(sorted(chosen.items())))
     return bar_html(est), verdict_md(est), dataclasses.replace(session, memory=note)
+
+
+def use_settings(session: Session):
+    """'Use these settings': the estimate's model, preset and (planned) settings go to Train.
+    → (session, model picker, tabs, message)."""
+    import gradio as gr
+
+    from .session import Step
+
+    mem = session.memory
+    if mem is None:
+        return session, gr.update(), gr.update(), "⚠️ Press **Estimate** first."
+    planned = tuple((k, v) for k, v in mem.settings)
+    return (dataclasses.replace(session, planned=planned), gr.update(value=mem.model),
+            gr.Tabs(selected=Step.TRAIN), "Settings sent to the Train step.")
 
 
 def prefill(session: Session):
@@ -78,7 +104,13 @@ def prefill(session: Session):
     return gr.update(value=int(session.max_len or 512))
 
 
-def build(studio, state, model):
+def model_names(studio) -> list[str]:
+    """Local and embedded models, then every catalogue name (each once)."""
+    return list(dict.fromkeys([*(m["name"] for m in studio.models_list()),
+                               *studio.choices()["memory"]["models"]]))
+
+
+def build(studio, state, model, tabs):
     import gradio as gr
 
     mem = studio.choices()["memory"]
@@ -86,6 +118,11 @@ def build(studio, state, model):
     gpus = [CPU, "local", *mem["gpus"], CUSTOM]
     with gr.Row():
         with gr.Column(scale=1):
+            mem_model = gr.Dropdown(model_names(studio), value=model.value, label="Model to estimate",
+                                    allow_custom_value=True, filterable=True,
+                                    info="A catalogue name (type to search, e.g. qwen3-8b or "
+                                         "llama-3.1-8b), a local folder, or a hub id (org/name). "
+                                         "Nothing is downloaded to estimate.")
             method = gr.Radio(mem["choices"]["method"], value="lora", label="Method",
                               info="QLoRA stores the frozen model in 4 bits: about a quarter of the memory.")
             seq = gr.Slider(64, 8192, 512, step=64, label="Max length (tokens)",
@@ -102,10 +139,14 @@ def build(studio, state, model):
         with gr.Column(scale=2):
             bar = gr.HTML()
             verdict = gr.Markdown("Press **Estimate**.")
+            use = gr.Button("Use these settings → Train", variant="primary")
+            used = gr.Markdown()
     gpu.change(lambda g: gr.update(visible=g == CUSTOM), gpu, vram)
+    model.change(lambda m: gr.update(value=m), model, mem_model)
 
-    inputs = [state, model, method, seq, batch, rank, ckpt, opt, gpu, vram]
+    inputs = [state, mem_model, method, seq, batch, rank, ckpt, opt, gpu, vram]
     go.click(lambda *a: estimate(studio, *a), inputs, [bar, verdict, state])
     measure.click(lambda *a: estimate(studio, *a, measure=True), inputs, [bar, verdict, state],
                   concurrency_limit=1)
+    use.click(use_settings, state, [state, model, tabs, used])
     return prefill, seq

@@ -27,6 +27,8 @@ class MemoryNote:
     fits: bool | None
     preset: str | None
     gpu: str
+    model: str | None = None       # the model it was estimated for (a note for another is stale)
+    settings: tuple = ()           # (name, value) pairs the run needs to fit: the plan applied
 
 
 class CancelFlag:
@@ -57,6 +59,7 @@ class Session:
     plotted: str | None = None      # "run:events" last drawn, so the plot redraws only on news
     engine: str = "hf"              # Compare engine (Export's "chat with the GGUF" sets llama.cpp)
     cancel: CancelFlag = field(default_factory=CancelFlag)  # of a running prepare
+    planned: tuple = ()             # Memory's settings the user chose to use: (name, value) pairs
 
 
 def round_up(n: int, to: int = 64, lo: int = 64, hi: int = 8192) -> int:

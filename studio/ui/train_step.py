@@ -79,11 +79,15 @@ def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, 
     try:
         if progress is not None:
             studio.model_path(model_ref, progress=lambda msg: progress(percent(msg), desc=msg))
+        extra = {k: v for k, v in session.planned if k not in FORM}
         run = studio.train_create(preset, dataset, model_ref, max_steps=int(steps), lr=float(lr),
-                                  rank=int(rank), max_len=int(max_len), micro_batch=int(batch))
+                                  rank=int(rank), max_len=int(max_len), micro_batch=int(batch),
+                                  **extra)
         studio.train_spawn(run["id"])
     except Exception as e:
-        return error_text(e), session
+        where = ("\n\nChange the model in the **Model** box at the top of the page."
+                 if type(e).__name__ == "ModelError" else "")
+        return error_text(e) + where, session
     return (f"Started run `{run['id']}`…",
             dataclasses.replace(session, run_id=run["id"], run_active=True))
 
@@ -111,25 +115,75 @@ def resume(studio, session: Session):
     return "Resuming from the last checkpoint…", dataclasses.replace(session, run_active=True)
 
 
+RESUMABLE = ("stopped", "failed")
+FORM = ("rank", "max_len", "micro_batch")  # planned settings the form shows; the rest pass along
+
+
+def buttons(run: dict | None):
+    """Start, Stop, Resume: each enabled only when it can act, its label saying why not."""
+    import gradio as gr
+
+    active = bool(run and run["active"])
+    can_resume = bool(run and run["status"] in RESUMABLE)
+    return (gr.update(interactive=not active,
+                      value="Start training" if not active else "Start (a run is training)"),
+            gr.update(interactive=active, value="Stop" if active else "Stop (nothing running)"),
+            gr.update(interactive=can_resume,
+                      value="Resume" if can_resume else "Resume (nothing stopped)"))
+
+
 def tick(studio, session: Session):
-    """→ (status, plot, session, Start button, run table): what changed since the last tick."""
+    """→ (status, plot, session, Start, Stop, Resume, run table): what changed since the last tick."""
     import gradio as gr
 
     rid = session.run_id
     if not rid:
-        return gr.update(), gr.update(), session, gr.update(), gr.update()
+        return (gr.update(), gr.update(), session, *buttons(None), gr.update())
     try:
         run = studio.run_show(rid)
         ev = studio.run_events(rid)
     except Exception as e:
-        return error_text(e), gr.update(), session, gr.update(interactive=True), gr.update()
+        return (error_text(e), gr.update(), dataclasses.replace(session, run_id=None, run_active=False),
+                *buttons(None), gr.update())
     active = run["active"]
     table = history(studio) if active or session.run_active else gr.update()
     key = f"{rid}:{len(ev)}"  # redraw the plot only when there is something new
     data = curve(ev) if key != session.plotted else None
     return (status_md(run, ev), data if data is not None else gr.update(),
-            dataclasses.replace(session, run_active=active, plotted=key),
-            gr.update(interactive=not active), table)
+            dataclasses.replace(session, run_active=active, plotted=key), *buttons(run), table)
+
+
+def reattach(studio, session: Session, saved: dict | None) -> Session:
+    """After a reload or a server restart: the run this browser followed (kept in its local
+    storage), else the run training now; the dataset chosen before, if it still exists."""
+    saved = saved or {}
+    runs = studio.runs_list()
+    ids = {r["id"]: r for r in runs}
+    run = ids.get(saved.get("run_id") or "") or next((r for r in runs if r["active"]), None)
+    refs = {d["ref"] for d in studio.data_list()}
+    dataset = saved.get("dataset") if saved.get("dataset") in refs else session.dataset
+    if run is None:
+        return dataclasses.replace(session, dataset=dataset)
+    return dataclasses.replace(session, run_id=run["id"], run_active=run["active"], plotted=None,
+                               dataset=dataset or (run["dataset"] if run["dataset"] in refs else None))
+
+
+def form_of(studio, session: Session) -> tuple:
+    """The Train form as the followed run was started (preset, dataset, lr, steps, rank, max
+    length, micro-batch), so a reload shows what is training; unchanged without a run."""
+    import gradio as gr
+
+    if not session.run_id:
+        return (gr.update(),) * 7
+    try:
+        run = studio.run_show(session.run_id)
+    except Exception:
+        return (gr.update(),) * 7
+    cfg = run.get("config") or {}
+    train, lora = cfg.get("train") or {}, cfg.get("lora") or {}
+    return (run["preset"], run["dataset"], train.get("lr", gr.update()), run.get("max_steps") or
+            train.get("max_steps", gr.update()), lora.get("rank", gr.update()),
+            train.get("max_len", gr.update()), train.get("micro_batch", gr.update()))
 
 
 def open_run(session: Session, table, row: int) -> Session:
@@ -137,12 +191,15 @@ def open_run(session: Session, table, row: int) -> Session:
     return dataclasses.replace(session, run_id=rid, run_active=False)
 
 
-def refresh(studio, session: Session):
-    """→ (dataset choices, max length, memory note, run table, Start button)."""
+def refresh(studio, session: Session, model_ref: str | None = None):
+    """→ (dataset choices, max length, memory note, run table, Start, Stop, Resume, then the
+    form as the followed run was started)."""
     import gradio as gr
 
     names = [d["ref"] for d in studio.data_list()]
     mem, note = session.memory, ""
+    if mem and model_ref and mem.model and mem.model != model_ref:
+        mem = None  # estimated for another model: stale
     if mem:
         fit = {True: "✅ fits", False: "❌ does not fit", None: "estimated"}[mem.fits]
         note = f"Memory step: {mem.total_gb:.1f} GB, {fit} ({mem.gpu})."
@@ -150,9 +207,29 @@ def refresh(studio, session: Session):
             note += f" Suggested preset: **{mem.preset}**."
     if not names:
         note = "⏳ No dataset yet: prepare one in step 1, then come back. " + note
-    return (gr.update(choices=names, value=session.dataset or (names[0] if names else None)),
-            max(session.train_len, 256) if session.train_len else gr.update(), note,
-            history(studio), gr.update(interactive=bool(names) and not session.run_active))
+    run = None
+    if session.run_id:
+        try:
+            run = studio.run_show(session.run_id)
+        except Exception:
+            run = None
+    start, halt, again = buttons(run)
+    if not names:
+        start = gr.update(interactive=False, value="Start (prepare a dataset first)")
+    preset, dataset, lr, steps, rank, max_len, batch = form_of(studio, session)
+    if run is None:
+        dataset = session.dataset or (names[0] if names else None)
+        max_len = max(session.train_len, 256) if session.train_len else gr.update()
+        plan = dict(session.planned)
+        if plan:  # the Memory step's "Use these settings"
+            preset = (session.memory.preset if session.memory and session.memory.preset else preset)
+            rank, max_len, batch = plan.get("rank", rank), plan.get("max_len", max_len), \
+                plan.get("micro_batch", batch)
+            extra = {k: v for k, v in plan.items() if k not in FORM}
+            note = ("Using the Memory step's settings" + (": " + ", ".join(
+                f"{k.replace('_', ' ')} {v}" for k, v in extra.items()) if extra else "") + ". " + note)
+    return (gr.update(choices=names, value=dataset), max_len, note, history(studio),
+            start, halt, again, preset, lr, steps, rank, batch)
 
 
 def build(studio, state, model):
@@ -193,10 +270,11 @@ def build(studio, state, model):
              [status, state], concurrency_limit=1)
     halt.click(lambda st: stop(studio, st), state, [status, state])
     again.click(lambda st: resume(studio, st), state, [status, state])
-    timer.tick(lambda st: tick(studio, st), state, [status, plot, state, go, runs])
+    timer.tick(lambda st: tick(studio, st), state, [status, plot, state, go, halt, again, runs])
 
     def on_select(evt: gr.SelectData, table, st):
         return open_run(st, table, evt.index[0])
 
     runs.select(on_select, [runs, state], state)
-    return (lambda st: refresh(studio, st)), [dataset, max_len, memory, runs, go]
+    return ((lambda st, m: refresh(studio, st, m)),
+            [dataset, max_len, memory, runs, go, halt, again, preset, lr, steps, rank, batch])
