@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from .errors import Cancelled, ConfigError, DataError
 
-MAX_NEW_TOKENS = 256
+MAX_NEW_TOKENS = 192  # two Q/A pairs or a summary fit; a rambling model stops here
 
 
 @dataclass

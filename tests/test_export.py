@@ -205,6 +205,14 @@ def test_ollama_adapter_and_merged(studio, trained_run, tmp_path, embedded_model
     text = Path(o["modelfile"]).read_text()
     assert "\nFROM ./" in text and 'PARAMETER stop "<|im_end|>"' in text
     assert "<|im_start|>assistant" in text and "SYSTEM" in text and "ollama create" in o["use"]["ollama"]
+    # a GGUF exported already: the Ollama folder links it (no second copy) and keeps its parity
+    g = studio.export("gguf", run_id=trained_run["id"], quant="f16", out=str(tmp_path / "t.gguf"),
+                      verify=True)
+    stages = []
+    o2 = studio.export("ollama", run_id=trained_run["id"], quant="f16", out=str(tmp_path / "o2"),
+                       verify=True, progress=lambda f, msg: stages.append(msg))
+    assert o2["gguf_linked"] and Path(o2["gguf"]).stat().st_ino == Path(g["path"]).stat().st_ino
+    assert o2["parity"] == g["parity"] and not stages                  # nothing converted or checked again
     a = studio.export("adapter", run_id=trained_run["id"], out=str(tmp_path / "adapter"))
     PeftModel.from_pretrained(models.load_model(embedded_model_dir), a["path"])
     m = studio.export("merged", run_id=trained_run["id"], out=str(tmp_path / "merged"))

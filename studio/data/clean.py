@@ -20,6 +20,10 @@ LEADER = re.compile(r"(?:\.\s?){4,}\s*\S{0,6}\s*$|…{2,}|(?:\s\.){4,}")
 PAGE_NO = re.compile(r"^\s*(?:page\s+)?(?:\d{1,4}|[ivxlcdm]{1,6})(?:\s*(?:/|of)\s*\d{1,4})?\s*$", re.I)
 HYPHEN = re.compile(r"([A-Za-z]{2,})-\n([a-z]{2,})")
 MONO = ("mono", "courier", "cmtt", "consol", "menlo", "sltt", "code")
+FENCED = re.compile(r"(^```.*?^```[ \t]*$)", re.M | re.S)
+WORD = re.compile(r"[^\W\d_][^\W\d_'-]*(?:['-][^\W\d_]+)*")  # a word, letters of any script
+ENDS_IN_NUMBER = re.compile(r"\d+\s*$")
+HEADING_LINE = re.compile(r"^#+ .*$", re.M)
 CID = re.compile(r"\(cid:\d+\)")  # glyphs pdfminer could not map to text
 CONTENTS = re.compile(r"^\s*(table of )?contents\s*$", re.I)
 MARGIN = 0.08          # top/bottom share of the page where running headers and footers live
@@ -28,11 +32,13 @@ REPEATS = 2            # a margin text seen on this many pages is a running head
 
 def join_hyphens(text: str) -> str:
     """'manip-\\nulation' → 'manipulation' (a lowercase word part continues on the next line)."""
-    return HYPHEN.sub(r"\1\2", text)
+    return HYPHEN.sub(r"\1\2", text) if "-\n" in text else text
 
 
 def drop_leader_lines(text: str) -> tuple[str, int]:
     """Remove contents/index lines ('2.4 Library Notes . . . . 4'); (text, lines removed)."""
+    if "...." not in text and ". . ." not in text and "……" not in text and " . . . ." not in text:
+        return text, 0  # no leader anywhere: the common case, at memory speed
     kept, dropped = [], 0
     for line in text.split("\n"):
         if LEADER.search(line):
@@ -46,7 +52,7 @@ def clean_text(text: str) -> tuple[str, Counter]:
     """Line-level cleaning for any document text (txt, md, docx): leaders and hyphenation.
     Code fences are left exactly as they are."""
     notes: Counter = Counter()
-    parts = re.split(r"(^```.*?^```[ \t]*$)", text, flags=re.M | re.S)
+    parts = FENCED.split(text) if "```" in text else [text]
     out = []
     for i, part in enumerate(parts):
         if i % 2 == 1:                      # a fenced code block
@@ -165,22 +171,25 @@ def html_markdown(html: str) -> str:
 
 # ---- the per-chunk quality filter -------------------------------------------------------------
 def chunk_problem(text: str, min_words: int = 5) -> str | None:
-    """Why a prose chunk is not worth training on, or None. Code chunks are not judged here."""
-    body = re.sub(r"^#+ .*$", "", text, flags=re.M)           # headings alone are not content
+    """Why a prose chunk is not worth training on, or None. Code chunks are not judged here.
+    Letters of any script count (a Chinese chunk has few spaces but many letters)."""
     if "```" in text:
         return None
-    wordlist = re.findall(r"[A-Za-z][A-Za-z'-]+", body)
-    if len(wordlist) < min_words:
+    body = HEADING_LINE.sub("", text) if "#" in text else text  # headings alone are not content
+    wordlist = WORD.findall(body)
+    letters = sum(map(len, wordlist))
+    if len(wordlist) < min_words and letters < 4 * min_words:
         return "too short"
-    if LEADER.search(text):
+    if ("...." in text or ". . ." in text or "……" in text) and LEADER.search(text):
         return "contents or index lines"
-    visible = [c for c in body if not c.isspace()]
-    if visible and sum(c.isalpha() for c in visible) / len(visible) < 0.55:
+    visible = len(body) - body.count(" ") - body.count("\n") - body.count("\t")
+    if visible and letters / visible < 0.55:
         return "mostly numbers or symbols"
-    lower = [w.lower() for w in wordlist]
-    if len(lower) >= 20 and Counter(lower).most_common(1)[0][1] / len(lower) > 0.25:
-        return "repetitive"
+    if len(wordlist) >= 20:
+        counts = Counter(body.lower().split())
+        if counts and counts.most_common(1)[0][1] / len(wordlist) > 0.25:
+            return "repetitive"
     lines = [ln for ln in body.split("\n") if ln.strip()]
-    if len(lines) >= 4 and sum(bool(re.search(r"\d+\s*$", ln)) for ln in lines) / len(lines) > 0.6:
+    if len(lines) >= 4 and sum(bool(ENDS_IN_NUMBER.search(ln)) for ln in lines) / len(lines) > 0.6:
         return "contents or index lines"
     return None

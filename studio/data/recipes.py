@@ -146,17 +146,31 @@ def grounded(answer: str, chunk: str, threshold: float) -> bool:
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
-    pairs, q = [], None
-    for line in text.splitlines():
-        m = re.match(r"^\s*(?:\d+[.)]\s*)?(Q|A|Question|Answer)\s*[:.)-]\s*(.*)$", line, re.I)
-        if not m:
-            continue
-        tag, body = m.group(1)[0].upper(), m.group(2).strip()
+    """Q:/A: pairs from a generator's text; a tag's text may continue on the next lines
+    ('Answer:' alone, then the answer below it)."""
+    pairs: list[tuple[str, str]] = []
+    tag, body, q = None, [], None
+
+    def close():
+        nonlocal q
+        text = " ".join(body).strip()
         if tag == "Q":
-            q = body
-        elif q is not None:
-            pairs.append((q, body))
+            q = text
+        elif tag == "A" and q is not None:
+            pairs.append((q, text))
             q = None
+
+    for line in text.splitlines():
+        m = re.match(r"^\s*(?:\d+[.)]\s*)?\**(Q|A|Question|Answer)\s*\d*\**\s*[:.)-]\**\s*(.*)$", line, re.I)
+        if m:
+            close()
+            tag, body = m.group(1)[0].upper(), [m.group(2).strip()]
+        elif tag and line.strip():
+            body.append(line.strip())
+        elif tag and not line.strip() and any(body):
+            close()
+            tag, body = None, []
+    close()
     return pairs
 
 

@@ -41,6 +41,7 @@ class Job:
     name: str
     tok: Any
     progress: Callable | None = None
+    reuse: tuple[Path, Any] | None = None  # (a GGUF already exported of the same model, its parity)
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
@@ -97,6 +98,8 @@ def write_gguf(job: Job, model, out: Path, quant: str) -> Path:
     from . import converter
 
     with tempfile.TemporaryDirectory(prefix=".studio-gguf-", dir=out.parent) as d:
+        if job.progress:
+            job.progress(0.1, "saving the tuned model for the converter…")
         src = gguf_source(job, model, quant, Path(d))
         if job.progress:
             job.progress(0.3, "llama.cpp's converter is writing the GGUF…")
@@ -159,16 +162,31 @@ def check_lora(adapter: Path) -> dict:
     return cfg
 
 
+def link_or_copy(src: Path, dst: Path) -> str:
+    """A hard link (no second copy on disk; the file stays whole if either name is deleted),
+    else a copy where the file system cannot link (another drive, FAT)."""
+    try:
+        os.link(src, dst)
+        return "linked"
+    except OSError:
+        shutil.copy2(src, dst)
+        return "copied"
+
+
 def _write_ollama(job: Job):
     tmp = partial(job.out)
     tmp.mkdir(parents=True)
-    model = tuned_model(job.base_folder, job.adapter)
     gguf_name = f"{job.name}-{job.quant}.gguf"
-    write_gguf(job, model, tmp / gguf_name, job.quant)
+    if job.reuse:  # the same GGUF was exported already: link it, and its parity still holds
+        how = link_or_copy(job.reuse[0], tmp / gguf_name)
+        model, extra = None, {"gguf_from": str(job.reuse[0]), "gguf_linked": how == "linked"}
+    else:
+        model, extra = tuned_model(job.base_folder, job.adapter), {}
+        write_gguf(job, model, tmp / gguf_name, job.quant)
     modelfile.write(tmp, gguf_name, job.tok, model_dir=job.base_folder)
     crash_point("export.partial_written")
     replace_dir(tmp, job.out)
-    return {"modelfile": str(job.out / "Modelfile"), "gguf": str(job.out / gguf_name)}, model
+    return {"modelfile": str(job.out / "Modelfile"), "gguf": str(job.out / gguf_name), **extra}, model
 
 
 def _gguf_size(quant: str) -> float:
@@ -283,7 +301,8 @@ def run(fmt: str, job: Job, verify: bool, base_gguf: Callable[[], Path]) -> dict
     result: dict[str, Any] = {"format": fmt, "quant": job.quant, **extra}
     result.update(path=str(job.out), bytes=folder_size(job.out), seconds=round(time.time() - t0, 2))
     if verify and f.verifiable:
-        result["parity"] = check_parity(fmt, job, result, parity_model, base_gguf)
+        result["parity"] = (job.reuse[1] if job.reuse and job.reuse[1] else
+                            check_parity(fmt, job, result, parity_model, base_gguf))
     return result
 
 

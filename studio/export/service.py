@@ -85,7 +85,7 @@ class ExportService:
         need = exporter.bytes_needed(f, quant, params)
         exporter.check_out(dest, need, f.is_dir, force)
         job = exporter.Job(base_folder, adapter, dest, quant, label, self.cache.tokenizer(model_ref),
-                           progress)
+                           progress, self.same_gguf(run_id, model_ref, quant, adapter) if fmt == "ollama" else None)
         row = {"run_id": run_id, "model": model_ref, "format": fmt, "quant": quant, "path": str(dest)}
         intent = self._intend(row)  # a kill from here on is reconciled at the next start
         crash_point("export.intent_written")
@@ -99,6 +99,17 @@ class ExportService:
             intent.unlink(missing_ok=True)
         result["use"] = f.usage(result["path"], label.lower())
         return result
+
+    def same_gguf(self, run_id: str | None, model_ref: str, quant: str, adapter: Path | None):
+        """A GGUF export of this very model (same run or base, same quant, newer than the
+        adapter's last change, e.g. a new strength) → (path, parity), for the Ollama folder."""
+        changed = max((f.stat().st_mtime for f in adapter.iterdir()), default=0) if adapter else 0
+        for e in self.store.list_exports(run_id):
+            p = Path(e["path"])
+            if (e["format"] == "gguf" and e["run_id"] == run_id and e["model"] == model_ref
+                    and e["quant"] == quant and p.is_file() and p.stat().st_mtime > changed):
+                return p, e.get("parity")
+        return None
 
     def _intend(self, row: dict[str, Any]) -> Path:
         """Write-ahead record of an export being written (pid and start time with it)."""
@@ -133,14 +144,31 @@ class ExportService:
         for folder in [self.exports_dir, *(p for p in self.exports_dir.iterdir() if p.is_dir())] \
                 if self.exports_dir.is_dir() else []:
             sweep(folder, PARTIAL_RE)
+        if (self.cache.models_dir / ".gguf").is_dir():  # base GGUFs made for chatting
+            sweep(self.cache.models_dir / ".gguf", PARTIAL_RE)
 
     def base_gguf(self, model_ref: str) -> Path:
-        """An f16 GGUF of the base model (made once and recorded), for LoRA GGUFs and llama.cpp."""
+        """An f16 GGUF of the base model, for LoRA GGUFs and chatting in llama.cpp: the user's own
+        export of it when there is one, else made once beside the model (it belongs to the
+        model, not to the user's exports)."""
         for e in self.store.list_exports():
             if (e["format"] == "gguf" and not e["run_id"] and e["model"] == model_ref
                     and e["quant"] in ("f16", "f32") and Path(e["path"]).exists()):
                 return Path(e["path"])
-        return Path(self.export("gguf", model=model_ref, quant="f16")["path"])
+        spec = self.cache.resolve(model_ref)
+        dest = self.cache.models_dir / ".gguf" / f"{safe_label(spec.name)}-f16.gguf"
+        if dest.is_file():
+            return dest
+        base_folder = self.cache.path(model_ref)
+        from .converter import check_model
+
+        check_model(base_folder)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        params = models.info_from_folder(base_folder)["params"] or 0
+        with disk_guard(dest.parent, exporter.bytes_needed(exporter.FORMATS["gguf"], "f16", params)):
+            exporter.run("gguf", exporter.Job(base_folder, None, dest, "f16", safe_label(spec.name),
+                                              self.cache.tokenizer(model_ref)), False, lambda: dest)
+        return dest
 
     def list(self, run_id: str | None = None) -> list[dict[str, Any]]:
         return self.store.list_exports(run_id)

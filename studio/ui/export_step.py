@@ -39,10 +39,13 @@ def export(studio, run_id: str, fmts: list[str], quant: str, verify: bool, progr
     parts = []
     for i, fmt in enumerate(fmts or []):
         if progress:
-            progress(i / len(fmts), desc=f"Exporting {fmt}…")
+            progress(i / len(fmts), desc=f"{fmt}: starting…")
         q = quant if fmt in gguf_like else None
+        stage = ((lambda frac, msg, i=i, fmt=fmt: progress((i + frac) / len(fmts), desc=f"{fmt}: {msg}"))
+                 if progress else None)  # one bar over all formats, naming the stage
         try:
-            parts.append(result_md(studio.export(fmt, run_id=run_id, quant=q, verify=verify)))
+            parts.append(result_md(studio.export(fmt, run_id=run_id, quant=q, verify=verify,
+                                                 progress=stage)))
         except Exception as e:
             parts.append(f"**{fmt}**: {error_text(e)}")
     return "\n\n".join(parts) or "⚠️ Choose at least one format."

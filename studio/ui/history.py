@@ -29,6 +29,17 @@ def delete(studio, kind: str, ident: str):
     return f"Deleted {kind} {ident}; freed {human_bytes(r['bytes_freed'])}.", tables(studio)
 
 
+def ask(kind: str, ident: str):
+    """The first press of Delete: name what would go and how much space it frees, and show
+    Confirm / Keep. → (message, confirm row visible)."""
+    import gradio as gr
+
+    ident = (ident or "").strip()
+    if not ident:
+        return "⚠️ Click a row of the table (or type its name / id) first.", gr.update(visible=False)
+    return (f"Delete {kind} **{ident}** for good? This cannot be undone.", gr.update(visible=True))
+
+
 def pick(table, row: int) -> tuple[str, str]:
     r = table.iloc[row]
     return r["kind"], r["id"]
@@ -42,12 +53,18 @@ def build(studio, state):
     with gr.Row():
         kind = gr.Radio(["dataset", "run", "export"], value="run", label="Delete a")
         ident = gr.Textbox(label="Name / id (click a row to fill it in)")
-        remove = gr.Button("Delete", variant="stop")
+        remove = gr.Button("Delete…", variant="stop")
     msg = gr.Markdown()
+    with gr.Row(visible=False) as confirm_row:
+        confirm = gr.Button("Yes, delete it", variant="stop")
+        keep = gr.Button("No, keep it")
 
     def on_select(evt: gr.SelectData, df):
         return pick(df, evt.index[0])
 
     table.select(on_select, table, [kind, ident])
-    remove.click(lambda k, i: delete(studio, k, i), [kind, ident], [msg, table])
+    remove.click(ask, [kind, ident], [msg, confirm_row])
+    confirm.click(lambda k, i: (*delete(studio, k, i), gr.update(visible=False)), [kind, ident],
+                  [msg, table, confirm_row])
+    keep.click(lambda: ("Kept.", gr.update(visible=False)), None, [msg, confirm_row])
     return lambda st: tables(studio), [table]
