@@ -14,7 +14,10 @@ from typing import Any
 CSS = """
 .studio-header h1 {margin-bottom: 0}
 .step-intro {font-size: 0.95em; opacity: 0.9}
-"""
+.prose table td:not(:last-child), .prose table th:not(:last-child) {white-space: nowrap}
+.prose table td, .prose table th {overflow-wrap: normal; word-break: normal}
+.table-wrap td, .table-wrap th {white-space: nowrap}
+"""  # names and numbers never break mid-word in tables; the last (prose) column may wrap
 
 
 def launch_kwargs() -> dict[str, Any]:
