@@ -3,12 +3,13 @@
 Owns three engines behind one callable: llama.cpp on a GGUF (the embedded model ships as one; on
 a CPU it is several times faster than transformers), any OpenAI-compatible server the user runs
 (Ollama, LM Studio, llama.cpp's server, vLLM: a base URL and a model name, health-checked before
-any work, with timeouts and retries), and transformers as the fallback for a model that has no
+any work, with timeouts and retries, answers streamed), and transformers as the fallback for a model that has no
 GGUF. Every engine is greedy (the same chunk gives the same pairs) and checks the cancel event
 while it writes, so Cancel stops within a token or a request.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -98,30 +99,46 @@ def openai_compatible(url: str, model: str, cancel: threading.Event | None = Non
         raise DataError(f"The generator at {base} has no model '{model}'. It has: "
                         f"{', '.join(map(str, names[:12]))}.")
 
+    def answer(r) -> str:
+        """The text of one streamed (server-sent events) or whole JSON answer; the cancel flag
+        is read at every streamed piece."""
+        if "text/event-stream" not in r.headers.get("content-type", ""):
+            r.read()
+            return (r.json()["choices"][0]["message"]["content"] or "").strip()
+        parts = []
+        for line in r.iter_lines():
+            if _cancelled(cancel):
+                raise Cancelled("Cancelled; nothing was saved.")
+            if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                continue
+            choice = json.loads(line[5:])["choices"][0]
+            parts.append((choice.get("delta") or {}).get("content") or "")
+        return "".join(parts).strip()
+
     def write(prompt: str) -> str:
         body = {"model": model, "messages": [{"role": "user", "content": prompt}],
-                "temperature": 0, "max_tokens": MAX_NEW_TOKENS}
-        last = ""
+                "temperature": 0, "max_tokens": MAX_NEW_TOKENS, "stream": True}
+        last, text = "", ""
         for attempt in range(retries + 1):
             if _cancelled(cancel):
                 raise Cancelled("Cancelled; nothing was saved.")
             try:
-                r = client.post(f"{base}/chat/completions", json=body)
-                if r.status_code >= 500 or r.status_code == 429:
-                    last = f"it answered {r.status_code}"
-                else:
-                    r.raise_for_status()
-                    return (r.json()["choices"][0]["message"]["content"] or "").strip()
+                with client.stream("POST", f"{base}/chat/completions", json=body) as r:
+                    if r.status_code >= 500 or r.status_code == 429:
+                        last = f"it answered {r.status_code}"
+                    elif r.status_code >= 400:
+                        text = r.read().decode(errors="replace")[:200]
+                        raise DataError(f"The generator at {base} refused the request "
+                                        f"({r.status_code}: {text}).")
+                    else:
+                        return answer(r)
             except httpx.TimeoutException:
                 last = f"no answer within {timeout:g} s"
-            except httpx.HTTPStatusError as e:
-                raise DataError(f"The generator at {base} refused the request ({e.response.status_code}: "
-                                f"{e.response.text[:200]}).") from None
             except httpx.HTTPError as e:
                 last = f"the connection failed ({type(e).__name__})"
             except (ValueError, KeyError, IndexError, TypeError):
-                raise DataError(f"The generator at {base} did not answer in OpenAI's format "
-                                f"(got: {r.text[:200]!r}). Check the URL points at its /v1 API.") from None
+                raise DataError(f"The generator at {base} did not answer in OpenAI's format. "
+                                "Check the URL points at its /v1 API.") from None
             time.sleep(min(8.0, 1.0 * 2 ** attempt))
         raise DataError(f"The generator at {base} failed {retries + 1} times: {last}. Check the "
                         "server, or pick a smaller model there.")

@@ -43,7 +43,7 @@ def app_url(tmp_path_factory, embedded_model_dir):
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--home", str(home),
                              "--no-browser"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    HOME["path"] = home
+    HOME["path"], HOME["pid"] = home, proc.pid
     for _ in range(120):
         try:
             urllib.request.urlopen(url, timeout=1)
@@ -53,6 +53,14 @@ def app_url(tmp_path_factory, embedded_model_dir):
     yield url
     proc.terminate()
     proc.wait(10)
+    from studio.api import Studio
+
+    for run in Studio(home).runs_list():  # a failed test must not leave a trainer running
+        if run["active"]:
+            try:
+                Studio(home).run_stop(run["id"])
+            except Exception:
+                pass
 
 
 @pytest.fixture(scope="module")
@@ -100,46 +108,124 @@ def test_buttons_that_cannot_act_yet_say_why(app_url, browser):
     assert not page.get_by_role("button", name="Export", exact=True).is_enabled()
 
 
+def user_csv() -> Path:
+    """The sample's facts as a user's own CSV (question, answer columns)."""
+    import csv
+    import json
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / "my_faq.csv"
+    rows = [json.loads(line) for line in (ROOT / "assets/sample/product_faq.jsonl").read_text().splitlines()
+            if line.strip()]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["question", "answer"])
+        for r in rows:
+            w.writerow([r["question"], r["answer"]])
+    return path
+
+
+def pick(page, label: str, value: str) -> None:
+    box = page.get_by_role("combobox", name=label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    page.keyboard.press("Escape")
+
+
 def test_whole_flow(app_url, browser):
+    """The beginner's walk: their CSV → an 8B model on an 8 GB card, advice applied → train →
+    reload mid-run, same run → stop, resume → compare on the dataset's own held-out question →
+    q4_k_m GGUF and Ollama folder with parity → history delete, with confirmation."""
     page = open_studio(browser, app_url, viewport={"width": 1400, "height": 1000})
-    # 1 · Data
-    upload_sample(page)
+    # 1 · Data: the user's own CSV
+    page.locator("input[type=file]").first.set_input_files(str(user_csv()))
+    page.get_by_label("Dataset name").fill("my-faq")
     page.get_by_role("button", name="Prepare dataset").click()
     page.get_by_text("80 examples (train 72, validation 8)").wait_for(timeout=120_000)
     page.get_by_text("highlighted").first.wait_for()
     shot(page, "step1-data")
-    # 2 · Memory
+    # 2 · Memory: a catalogue 8B model on an 8 GB card, one plan, applied
     page.get_by_role("tab", name="2 · Memory").click()
+    pick(page, "Model to estimate", "llama-3.1-8b")
+    pick(page, "Your GPU", "rtx-4060")
     page.get_by_role("button", name="Estimate", exact=True).click()
-    page.get_by_text("GB at peak").wait_for(timeout=60_000)
+    page.get_by_text("Does not fit").wait_for(timeout=60_000)
+    page.get_by_text("With these changes, the largest micro-batch").wait_for()
+    assert "longest sequence: none" not in page.content()
     shot(page, "step2-memory")
-    # 3 · Train (a short run), with a double click on Start
+    page.get_by_role("button", name="Use these settings → Train").click()
+    page.get_by_text("Using the Memory step's settings").wait_for(timeout=30_000)
+    assert page.get_by_role("tab", name="3 · Train").get_attribute("aria-selected") == "true"
+    # this laptop has no GPU: back to the embedded model (the 8B plan then no longer applies)
+    page.get_by_text("Model (click to see what it is)").click()
+    pick(page, "Model", "smollm2-135m-instruct")
+    # 3 · Train, reload mid-run, stop, resume
+    page.get_by_role("tab", name="1 · Data").click()
     page.get_by_role("tab", name="3 · Train").click()
-    steps = page.get_by_label("Steps")
-    steps.fill("12")
-    start = page.get_by_role("button", name="Start training")
-    start.dblclick()
-    page.get_by_text("completed, step 12/12").wait_for(timeout=300_000)
+    pick(page, "Preset", "cpu-quickstart")                              # a CPU laptop's preset
+    time.sleep(1)
+    page.get_by_role("spinbutton", name="Steps", exact=True).fill("24")
+    page.get_by_role("spinbutton", name="Max length", exact=True).fill("256")
+    page.get_by_role("spinbutton", name="Micro-batch", exact=True).fill("4")
+    page.get_by_role("button", name="Start training").dblclick()
+    page.get_by_text("running, step").wait_for(timeout=120_000)
+    page.reload()
+    page.get_by_text("Fine-tune an open LLM").wait_for()
+    page.get_by_role("tab", name="3 · Train").click()
+    page.get_by_text("running, step").wait_for(timeout=60_000)          # the same run, attached
+    stop = page.get_by_role("button", name="Stop", exact=True)
+    stop.wait_for()
+    assert stop.is_enabled()
+    stop.click()
+    page.get_by_text("stopped, step").wait_for(timeout=120_000)
+    page.get_by_role("button", name="Resume", exact=True).click()
+    page.get_by_text("completed, step 24/24").wait_for(timeout=400_000)
     time.sleep(4)  # let the last plot update render
     shot(page, "step3-train")
-    # 4 · Compare: base and tuned differ
+    # 4 · Compare on the dataset's own held-out question
     page.get_by_role("tab", name="4 · Compare").click()
-    page.get_by_label("Your question").fill("How much does the Nimbus Orbit cost?")
+    time.sleep(2)
+    from studio.api import Studio
+
+    studio = Studio(HOME["path"])
+    run_id = studio.runs_list()[0]["id"]
+    own = studio.heldout_questions(run_id)
+    assert own and all("?" in q for q in own)
+    pick(page, "Use a held-out question", own[0])
     page.get_by_role("button", name="Ask both").click()
-    page.get_by_text("Both answered — the answers differ.").wait_for(timeout=180_000)
+    page.get_by_text("Both answered").wait_for(timeout=180_000)
     shot(page, "step4-compare")
-    # 5 · Export q8_0 with parity
+    # 5 · Export q4_k_m as GGUF and an Ollama folder, with parity
     page.get_by_role("tab", name="5 · Export").click()
+    page.get_by_label("ollama").check()
+    pick(page, "GGUF quantization", "q4_k_m")
     page.get_by_role("button", name="Export", exact=True).click()
-    page.get_by_text("Parity ✅ passed").wait_for(timeout=300_000)
+    page.get_by_text("Parity ✅ passed").first.wait_for(timeout=400_000)
+    page.get_by_text("ollama create").first.wait_for(timeout=120_000)
     shot(page, "step5-export")
+    exports = studio.exports_list()
+    assert {e["format"] for e in exports} == {"gguf", "ollama"}           # nothing unrequested
+    ollama = next(e for e in exports if e["format"] == "ollama")
+    gguf = next(e for e in exports if e["format"] == "gguf")
+    inner = next(Path(ollama["path"]).glob("*.gguf"))
+    assert inner.stat().st_ino == Path(gguf["path"]).stat().st_ino       # linked, not copied
+    # History: delete asks first
     page.get_by_role("tab", name="History").click()
     page.get_by_text("Datasets, runs and exports").wait_for()
     time.sleep(2)
+    page.get_by_role("radio", name="export").check()
+    page.get_by_label("Name / id (click a row to fill it in)").fill(str(gguf["id"]))
+    page.get_by_role("button", name="Delete…").click()
+    page.get_by_text("for good?").wait_for()
+    page.get_by_role("button", name="No, keep it").click()
+    page.get_by_text("Kept.").wait_for()
+    assert Path(gguf["path"]).exists()
+    page.get_by_role("button", name="Delete…").click()
+    page.get_by_role("button", name="Yes, delete it").click()
+    page.get_by_text(f"Deleted export {gguf['id']}").wait_for(timeout=30_000)
+    assert not Path(gguf["path"]).exists() and inner.exists()            # the Ollama folder keeps its file
     shot(page, "history")
-    from studio.api import Studio
-
-    runs = Studio(HOME["path"]).runs_list()
+    runs = studio.runs_list()
     assert [r["status"] for r in runs] == ["completed"]  # the double click made one run
     assert "Traceback" not in page.content()
 
@@ -173,3 +259,51 @@ def test_unsupported_upload_gets_a_message(app_url, browser):
     msg = page.get_by_text("unsupported file type").or_(page.get_by_text("Upload at least one file"))
     msg.first.wait_for(timeout=60_000)
     assert "Traceback" not in page.content()
+
+
+def busy(pid: int, seconds: float = 3.0) -> float:
+    """CPU use of the studio's process tree over a few seconds (1.0 = one core)."""
+    import psutil
+
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    before = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+    time.sleep(seconds)
+    return (sum(p.cpu_times().user + p.cpu_times().system for p in procs) - before) / seconds
+
+
+def test_long_prepare_cancels_closes_and_shares(app_url, browser):
+    """qa-pairs on a real manual in one tab; a small CSV in another finishes meanwhile; Cancel
+    stops within seconds and saves nothing; closing a tab stops its job too."""
+    from studio.api import Studio
+
+    pdf = ROOT / "tests" / "data" / "docs" / "libtasn1.pdf"
+
+    def start_long(name: str):
+        p = open_studio(browser, app_url)
+        p.locator("input[type=file]").first.set_input_files(str(pdf))
+        p.get_by_label("Dataset name").fill(name)
+        pick(p, "Recipe", "qa-pairs")
+        p.get_by_role("button", name="Prepare dataset").click()
+        p.get_by_text("writing pairs for chunk").first.wait_for(timeout=120_000)
+        return p
+
+    long_tab = start_long("manual-a")
+    small = open_studio(browser, app_url)
+    small.locator("input[type=file]").first.set_input_files(str(user_csv()))
+    small.get_by_label("Dataset name").fill("small-one")
+    small.get_by_role("button", name="Prepare dataset").click()
+    small.get_by_text("small-one v1").wait_for(timeout=90_000)       # not queued behind the long job
+    studio = Studio(HOME["path"])
+    assert not any(d["name"] == "manual-a" for d in studio.data_list())
+    t = time.monotonic()
+    long_tab.get_by_role("button", name="Cancel").click()
+    long_tab.get_by_text("Cancelled; nothing was saved").wait_for(timeout=20_000)
+    assert time.monotonic() - t < 20
+    closing = start_long("manual-b")
+    closing.close()                                                   # the user closes the tab
+    deadline = time.monotonic() + 30
+    while busy(HOME["pid"]) > 0.5 and time.monotonic() < deadline:
+        pass
+    assert busy(HOME["pid"]) < 0.5, "generation went on after the tab was closed"
+    names = {d["name"] for d in studio.data_list()}
+    assert "manual-a" not in names and "manual-b" not in names and "small-one" in names

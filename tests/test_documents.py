@@ -263,3 +263,16 @@ def test_a_slow_generator_times_out_with_retries():
             gen("hello")
     finally:
         server.shutdown()
+
+
+def test_cancel_stops_a_server_answer_mid_stream(llama_server):
+    from studio import generators
+
+    flag = threading.Event()
+    gen = generators.openai_compatible(llama_server, "smol", flag)
+    assert gen("Say hello.")                                         # streamed answers arrive whole
+    threading.Timer(0.5, flag.set).start()
+    t = time.monotonic()
+    with pytest.raises(Cancelled):
+        gen("Write a very long story about a bird feeder, with many chapters." * 3)
+    assert time.monotonic() - t < 5

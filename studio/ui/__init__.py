@@ -47,8 +47,7 @@ def build_app(studio):
                     "learned, and take it to llama.cpp or Ollama. Work through the steps left "
                     "to right; each one explains what a good result looks like.",
                     elem_classes="studio-header")
-        # Closing the tab deletes its state: a prepare still running there is cancelled.
-        state = gr.State(Session(), delete_callback=lambda st: st.cancel.set())
+        state = gr.State(Session())
         model = model_picker.build(studio)
         with gr.Tabs() as tabs:
             with gr.Tab("1 · Data", id=Step.DATA):
@@ -74,5 +73,9 @@ def build_app(studio):
         app.load(lambda st, sv: train_step.reattach(studio, st, sv), [state, saved], state).then(
             restore_model, [saved, model], model).then(train_refresh, [state, model], train_out)
         state.change(remember, [state, model], saved)
+
+        def closed(request: gr.Request):  # the tab was closed or reloaded
+            data_step.cancel_session(request.session_hash)
+        app.unload(closed)
         model.change(remember, [state, model], saved)
     return app

@@ -8,7 +8,7 @@ from .common import error_text
 from .session import Session, round_up
 
 INTRO = ("**Step 1 — your data.** Upload question/answer files (jsonl, json, csv, parquet) or "
-         "documents (txt, md, pdf, docx, Python, or a zip). We detect the format, turn documents "
+         "documents (txt, md, pdf, docx, html, Python, or a zip). We detect the format, turn documents "
          "into training examples with a recipe, remove duplicates and empty rows, and show how "
          "long the examples are. A good result: a few hundred clean examples, nearly none longer "
          "than the max length.")
@@ -116,6 +116,16 @@ def triage(studio, session: Session, model_ref: str, progress=None) -> str:
         return error_text(e)
 
 
+RUNNING: dict[str, object] = {}  # browser session → the cancel flag of its running prepare
+
+
+def cancel_session(session_hash: str | None) -> None:
+    """The tab was closed or reloaded: its running prepare stops (nothing is saved)."""
+    flag = RUNNING.pop(session_hash or "", None)
+    if flag is not None:
+        flag.set()
+
+
 def cancel(session: Session) -> str:
     session.cancel.set()
     return "Cancelling… nothing will be saved."
@@ -166,8 +176,13 @@ def build(studio, state, model):
     sample.click(lambda: ([data_sample(studio)], "nimbus-faq"), None, [files, name])
     recipe.change(lambda r: recipe_help(studio, r), recipe, recipe_info)
 
-    def on_prepare(st, *inputs, progress=gr.Progress()):
-        return prepare(studio, st, *inputs, progress=progress)
+    def on_prepare(st, fl, nm, rc, mt, ov, vl, pc, ac, gu, gm, md, request: gr.Request,
+                   progress=gr.Progress()):
+        RUNNING[request.session_hash] = st.cancel  # closing the tab sets it (cancel_session)
+        try:
+            return prepare(studio, st, fl, nm, rc, mt, ov, vl, pc, ac, gu, gm, md, progress=progress)
+        finally:
+            RUNNING.pop(request.session_hash, None)
 
     # A few prepares at once: a long qa-pairs job in one tab must not hold up a small CSV in
     # another. Cancel skips the queue so it is heard while the job runs.

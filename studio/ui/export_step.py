@@ -14,17 +14,23 @@ INTRO = ("**Step 5 — export.** Write your tuned model as a GGUF file for llama
 
 
 def result_md(r: dict) -> str:
-    lines = [f"**{r['format']}** ({r['quant']}) → `{r['path']}` — {human_bytes(r['bytes'])} in "
+    """What was written, how its GGUF was made or shared, the parity verdict, how to use it."""
+    paras = [f"**{r['format']}** ({r['quant']}) → `{r['path']}` — {human_bytes(r['bytes'])} in "
              f"{r['seconds']} s"]
+    if r.get("gguf_from"):
+        how = "linked to" if r.get("gguf_linked") else "copied from"
+        paras.append(f"Its GGUF is {how} `{r['gguf_from']}` (no second conversion"
+                     + (", no second copy on disk" if r.get("gguf_linked") else "")
+                     + "); the parity below is that file's.")
     p = r.get("parity")
     if p:
         mark = "✅ passed" if p["passed"] else "❌ failed"
-        lines.append(f"Parity {mark}: {p['agreement']:.1%} of next tokens agree with the tuned model "
+        paras.append(f"Parity {mark}: {p['agreement']:.1%} of next tokens agree with the tuned model "
                      f"(need ≥ {p['threshold']:.0%}), mean |Δ log-prob| {p['mean_abs_dlogprob']}, "
                      f"tokenizer match {p['tokenizer_match']:.0%}, stopped at end of turn in "
                      f"{p['stopped_at_end_of_turn']}/{p['prompts']} answers.")
-    lines += [f"- {k}: `{v}`" for k, v in r.get("use", {}).items()]
-    return "\n".join(lines)
+    uses = "\n".join(f"- {k}: `{v}`" for k, v in r.get("use", {}).items())
+    return "\n\n".join(paras + ([uses] if uses else []))
 
 
 def export(studio, run_id: str, fmts: list[str], quant: str, verify: bool, progress=None) -> str:

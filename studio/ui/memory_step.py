@@ -40,9 +40,9 @@ def verdict_md(est: dict) -> str:
         lines.append(f"**{ok}** on {est['gpu']['name']} ({est['gpu']['usable_gb']} GB usable).")
         steps = est.get("plan") or []
         if steps:
-            lines.append("To make it fit, change these together (the estimate after each):")
+            lines.append("\nTo make it fit, change these together (the estimate after each):\n")
             lines += [f"{i}. {s['change']} → **{s['total_gb']:.1f} GB**" for i, s in enumerate(steps, 1)]
-            lines.append("Press **Use these settings** to take them to the Train step.")
+            lines.append("\nPress **Use these settings** to take them to the Train step.\n")
         else:
             lines.append(" ".join(est["advice"]))
         limits = "With these changes, the largest" if est.get("limits_with_plan") else "Largest"

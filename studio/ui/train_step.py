@@ -48,6 +48,10 @@ def curve(events: list[dict]):
              if e.get("eval_loss") is not None]
     if not rows:
         return None
+    if not any(r["curve"] == "validation" for r in rows):
+        # gradio's LinePlot draws only the series of its first value: a placeholder (no point)
+        # keeps the validation series for when the first evaluation arrives
+        rows.append({"step": rows[0]["step"], "loss": float("nan"), "curve": "validation"})
     df = pd.DataFrame(rows, columns=["step", "loss", "curve"])
     return df.astype({"step": "int64", "loss": "float64", "curve": object})
 
@@ -79,7 +83,7 @@ def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, 
     try:
         if progress is not None:
             studio.model_path(model_ref, progress=lambda msg: progress(percent(msg), desc=msg))
-        extra = {k: v for k, v in session.planned if k not in FORM}
+        extra = {k: v for k, v in planned_for(session, model_ref) if k not in FORM}
         run = studio.train_create(preset, dataset, model_ref, max_steps=int(steps), lr=float(lr),
                                   rank=int(rank), max_len=int(max_len), micro_batch=int(batch),
                                   **extra)
@@ -117,6 +121,12 @@ def resume(studio, session: Session):
 
 RESUMABLE = ("stopped", "failed")
 FORM = ("rank", "max_len", "micro_batch")  # planned settings the form shows; the rest pass along
+
+
+def planned_for(session: Session, model_ref: str | None) -> tuple:
+    """The Memory step's chosen settings, if they were worked out for this model."""
+    mem = session.memory
+    return session.planned if mem and (model_ref is None or mem.model == model_ref) else ()
 
 
 def buttons(run: dict | None):
@@ -220,7 +230,7 @@ def refresh(studio, session: Session, model_ref: str | None = None):
     if run is None:
         dataset = session.dataset or (names[0] if names else None)
         max_len = max(session.train_len, 256) if session.train_len else gr.update()
-        plan = dict(session.planned)
+        plan = dict(planned_for(session, model_ref))
         if plan:  # the Memory step's "Use these settings"
             preset = (session.memory.preset if session.memory and session.memory.preset else preset)
             rank, max_len, batch = plan.get("rank", rank), plan.get("max_len", max_len), \
