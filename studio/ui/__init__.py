@@ -74,8 +74,9 @@ def build_app(studio):
             restore_model, [saved, model], model).then(train_refresh, [state, model], train_out)
         state.change(remember, [state, model], saved)
 
-        def closed(request: gr.Request):  # the tab was closed or reloaded
-            data_step.cancel_session(request.session_hash)
+        def closed(request):  # the tab was closed or reloaded
+            data_step.cancel_session(request.session_hash if request else None)
+        closed.__annotations__["request"] = gr.Request  # a real type: gradio fills it in
         app.unload(closed)
         model.change(remember, [state, model], saved)
     return app

@@ -134,7 +134,7 @@ def report(studio, run_id: str, progress=None):
     hidden = gr.update(visible=False)
     if not run_id:
         return "⚠️ Pick a run first.", hidden, hidden
-    if progress:
+    if progress is not None:
         progress(0.1, desc="Scoring base and tuned: held-out questions, general questions, "
                            "strengths (about two minutes on CPU)…")
     try:

@@ -77,7 +77,8 @@ def prepare(studio, session: Session, files, name: str, recipe: str, max_tokens,
         return "⚠️ Upload at least one file first.", gr.update(visible=False), "", session
     session.cancel.clear()
     mapping = {"prompt": prompt_col, "completion": answer_col} if prompt_col and answer_col else None
-    report = (lambda f, msg: progress(f, desc=msg)) if progress else None
+    # gr.Progress is falsy (it has a length): compare with None
+    report = (lambda f, msg: progress(f, desc=msg)) if progress is not None else None
     try:
         s = studio.data_prepare([f if isinstance(f, str) else f.name for f in files],
                                 (name or "").strip(), recipe=recipe, model=model_ref,
@@ -108,7 +109,7 @@ def triage(studio, session: Session, model_ref: str, progress=None) -> str:
     """The 'What does the model already know?' button."""
     if not session.dataset:
         return "⚠️ Prepare a dataset first (or pick one): the check asks its training questions."
-    if progress:
+    if progress is not None:
         progress(0.1, desc="The base model answers the training questions (about a minute on CPU)…")
     try:
         return triage_md(studio.data_triage(session.dataset, model_ref))
@@ -183,6 +184,7 @@ def build(studio, state, model):
             return prepare(studio, st, fl, nm, rc, mt, ov, vl, pc, ac, gu, gm, md, progress=progress)
         finally:
             RUNNING.pop(request.session_hash, None)
+    on_prepare.__annotations__["request"] = gr.Request  # a real type: gradio fills it in
 
     # A few prepares at once: a long qa-pairs job in one tab must not hold up a small CSV in
     # another. Cancel skips the queue so it is heard while the job runs.

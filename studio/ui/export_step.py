@@ -44,11 +44,11 @@ def export(studio, run_id: str, fmts: list[str], quant: str, verify: bool, progr
     gguf_like = studio.choices()["export"]["gguf_formats"]
     parts = []
     for i, fmt in enumerate(fmts or []):
-        if progress:
+        if progress is not None:
             progress(i / len(fmts), desc=f"{fmt}: starting…")
         q = quant if fmt in gguf_like else None
         stage = ((lambda frac, msg, i=i, fmt=fmt: progress((i + frac) / len(fmts), desc=f"{fmt}: {msg}"))
-                 if progress else None)  # one bar over all formats, naming the stage
+                 if progress is not None else None)  # one bar over all formats, naming the stage
         try:
             parts.append(result_md(studio.export(fmt, run_id=run_id, quant=q, verify=verify,
                                                  progress=stage)))
