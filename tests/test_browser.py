@@ -99,7 +99,9 @@ def test_buttons_that_cannot_act_yet_say_why(app_url, browser):
     page = open_studio(browser, app_url)
     page.get_by_role("tab", name="3 · Train").click()
     page.get_by_text("No dataset yet").wait_for()
-    assert not page.get_by_role("button", name="Start training").is_enabled()
+    assert not page.get_by_role("button", name="Start (prepare a dataset first)").is_enabled()
+    assert not page.get_by_role("button", name="Stop (nothing running)").is_enabled()
+    assert not page.get_by_role("button", name="Resume (nothing stopped)").is_enabled()
     page.get_by_role("tab", name="4 · Compare").click()
     page.get_by_text("Nothing to compare yet").wait_for()
     assert not page.get_by_role("button", name="Ask both").is_enabled()
@@ -164,7 +166,7 @@ def test_whole_flow(app_url, browser):
     page.get_by_role("tab", name="3 · Train").click()
     pick(page, "Preset", "cpu-quickstart")                              # a CPU laptop's preset
     time.sleep(1)
-    page.get_by_role("spinbutton", name="Steps", exact=True).fill("24")
+    page.get_by_role("spinbutton", name="Steps", exact=True).fill("16")
     page.get_by_role("spinbutton", name="Max length", exact=True).fill("256")
     page.get_by_role("spinbutton", name="Micro-batch", exact=True).fill("4")
     page.get_by_role("button", name="Start training").dblclick()
@@ -179,7 +181,7 @@ def test_whole_flow(app_url, browser):
     stop.click()
     page.get_by_text("stopped, step").wait_for(timeout=120_000)
     page.get_by_role("button", name="Resume", exact=True).click()
-    page.get_by_text("completed, step 24/24").wait_for(timeout=400_000)
+    page.get_by_text("completed, step 16/16").wait_for(timeout=400_000)
     time.sleep(4)  # let the last plot update render
     shot(page, "step3-train")
     # 4 · Compare on the dataset's own held-out question

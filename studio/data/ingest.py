@@ -92,7 +92,7 @@ def decode(raw: bytes, name: str) -> tuple[str | None, str | None]:
                 except UnicodeDecodeError:
                     break
     if sum(b < 32 and b not in TEXT_CONTROLS for b in head) * 20 > len(head):
-        return None, ("looks like a binary file (control bytes such as NUL), not text. Upload the "
+        return None, ("looks like a binary file (a program or an image), not text. Upload the "
                       "original document (.pdf, .docx, .txt) or save it as UTF-8 text")
     raw = raw.replace(b"\x00", b"")  # a few stray NULs (a bad export) are dropped, not fatal
     try:

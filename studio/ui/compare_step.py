@@ -40,7 +40,9 @@ def report_md(r: dict) -> str:
         lines.append(f"\n**{name} examples**\n\n| question | expected | base | tuned |\n|---|---|---|---|")
         lines += [f"| {x['question']} | {x['expected']} | {x['base'][:120]} | {x['tuned'][:120]} |"
                   for x in rows[:4]]
-    return "\n".join(lines).replace("\n| ", "\n| ")
+    lines.append("\n**Next:** keep a strength you like above, then **5 · Export** your model for "
+                 "llama.cpp, Ollama or LM Studio.")
+    return "\n".join(lines)
 
 
 def kept_md(r: dict) -> list[str]:
@@ -192,8 +194,9 @@ def build(studio, state, model):
     gr.Markdown(INTRO, elem_classes="step-intro")
     with gr.Row():
         run = gr.Dropdown([], label="Run", info="Completed or stopped runs with an adapter.", scale=2)
-        engine = gr.Radio(["hf", "llama.cpp"], value="hf", label="Engine",
-                          info="llama.cpp uses the exported GGUF files (step 5).")
+        engine = gr.Radio([("the trained model (exact)", "hf"),
+                           ("llama.cpp (like your exported file)", "llama.cpp")], value="hf",
+                          label="Answer with", info="llama.cpp runs GGUF files made in step 5.")
         max_new = gr.Slider(8, 512, 128, step=8, label="Max new tokens")
         temp = gr.Slider(0, 1.5, 0, step=0.1, label="Temperature (0 = greedy)")
         seed = gr.Number(0, label="Seed", precision=0)

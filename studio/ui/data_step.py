@@ -49,6 +49,8 @@ def summary_md(s: dict) -> str:
     for d in s.get("dropped") or []:
         examples = "".join(f"\n  > {e[:160].replace(chr(10), ' ⏎ ')}" for e in d["examples"][:2])
         lines.append(f"- Left out: **{d['count']}** {d['reason']}. For example:{examples}")
+    lines.append("\n**Next:** open **2 · Memory** to see whether training fits your GPU, or go "
+                 "straight to **3 · Train**.")
     if s["errors"]:
         lines.append(f"\n**{len(s['errors'])} problems** (good rows were kept):\n")
         lines += [f"- `{e['file']}`{' line ' + str(e['line']) if e['line'] else ''}: {e['reason']}"

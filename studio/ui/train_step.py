@@ -36,7 +36,9 @@ def status_md(run: dict, events: list[dict]) -> str:
     said = [e["note"] for e in events if e.get("note")][-3:]
     notes = "".join(f"\n\nℹ️ {n}" for n in [*(run.get("notes") or []), *said])
     err = f"\n\n⚠️ {run['error']}" if run.get("error") else ""
-    return line + notes + err
+    nxt = ("\n\n**Next:** open **4 · Compare** to ask the base and the tuned model the same "
+           "question, then **5 · Export**." if run.get("has_result") and not run.get("active") else "")
+    return line + notes + err + nxt
 
 
 def curve(events: list[dict]):
