@@ -10,6 +10,7 @@ enabled, and weights load from safetensors or GGUF only, never pickle.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.util
 import json
 import os
@@ -39,7 +40,15 @@ CATALOG = Path(__file__).resolve().parent.parent / "presets" / "catalog"
 
 
 def catalog(name: str) -> dict[str, Any]:
-    """A catalogue file: models (shapes), gpus, hub (name → hub repository to download)."""
+    """A catalogue file: models (shapes), gpus, hub (name → hub repository to download).
+    Read once per process; each caller gets its own copy."""
+    import copy
+
+    return copy.deepcopy(_read_catalog(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _read_catalog(name: str) -> dict[str, Any]:
     import yaml
 
     return yaml.safe_load((CATALOG / f"{name}.yaml").read_text())
