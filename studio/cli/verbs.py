@@ -119,11 +119,11 @@ def data_prepare_flags() -> list[Flag]:
         flag("--seed", type=int, default=42, help="seed of the train/validation split"),
         flag("--map", action="append", metavar="OURS=COLUMN", help="manual column mapping "
              "(prompt, completion, system or text), e.g. --map prompt=question"),
-        flag("--generator-model", "--generator", dest="generator", default=None,
+        flag("--generator-model", "--generator", dest="generator", default=None, metavar="NAME",
              help="model that writes qa-pairs / summaries: a local model (default: --model, run "
                   "with llama.cpp when it has a GGUF), or with --generator-url the model's name "
                   "on that server"),
-        flag("--generator-url", default=None, help="an OpenAI-compatible server that writes the "
+        flag("--generator-url", default=None, metavar="URL", help="an OpenAI-compatible server that writes the "
              "pairs instead (Ollama http://127.0.0.1:11434/v1, LM Studio http://127.0.0.1:1234/v1, "
              "llama.cpp's server, vLLM); checked before any work"),
         flag("--set", action="append", metavar="KEY=VALUE", dest="params",
