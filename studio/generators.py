@@ -118,7 +118,7 @@ def openai_compatible(url: str, model: str, cancel: threading.Event | None = Non
     def write(prompt: str) -> str:
         body = {"model": model, "messages": [{"role": "user", "content": prompt}],
                 "temperature": 0, "max_tokens": MAX_NEW_TOKENS, "stream": True}
-        last, text = "", ""
+        last = ""
         for attempt in range(retries + 1):
             if _cancelled(cancel):
                 raise Cancelled("Cancelled; nothing was saved.")
@@ -127,9 +127,8 @@ def openai_compatible(url: str, model: str, cancel: threading.Event | None = Non
                     if r.status_code >= 500 or r.status_code == 429:
                         last = f"it answered {r.status_code}"
                     elif r.status_code >= 400:
-                        text = r.read().decode(errors="replace")[:200]
-                        raise DataError(f"The generator at {base} refused the request "
-                                        f"({r.status_code}: {text}).")
+                        raise DataError(f"The generator at {base} refused the request ({r.status_code}: "
+                                        f"{r.read().decode(errors='replace')[:200]}).")
                     else:
                         return answer(r)
             except httpx.TimeoutException:

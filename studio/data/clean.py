@@ -107,8 +107,10 @@ def pdf_markdown(raw: bytes) -> tuple[str, int, Counter]:
         return "", pages, notes
     body = Counter(round(b.size) for b in boxes for _ in range(len(b.text)))
     body_size = body.most_common(1)[0][0]
-    seen = Counter(_signature(b.text) for b in boxes if b.margin)
-    seen_pages = {s: len({b.page for b in boxes if b.margin and _signature(b.text) == s}) for s in seen}
+    pages_of: dict[str, set[int]] = {}  # margin text (digits ignored) → the pages it is on
+    for b in boxes:
+        if b.margin:
+            pages_of.setdefault(_signature(b.text), set()).add(b.page)
     out: list[str] = []
     in_contents = False
     code: list[str] = []
@@ -119,10 +121,7 @@ def pdf_markdown(raw: bytes) -> tuple[str, int, Counter]:
             code.clear()
 
     for b in boxes:
-        if b.margin and (PAGE_NO.match(b.text) or seen_pages.get(_signature(b.text), 0) >= REPEATS):
-            notes["running headers, footers and page numbers"] += 1
-            continue
-        if PAGE_NO.match(b.text):
+        if PAGE_NO.match(b.text) or (b.margin and len(pages_of[_signature(b.text)]) >= REPEATS):
             notes["running headers, footers and page numbers"] += 1
             continue
         if b.mono and not LEADER.search(b.text):
