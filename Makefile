@@ -60,12 +60,14 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.deps
 model: $(VENV)/.deps
 	$(BIN)/python -m studio models prepare
 
-# Debian's Chromium for the browser tests (never a browser download of Playwright's own).
+# Debian's Chromium for the browser tests (never a browser download of Playwright's own), and
+# an emoji font so the pages' ✅/⚠️ marks show in its screenshots.
+EMOJI_FONT = /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@{ command -v chromium >/dev/null 2>&1 && [ -f $(EMOJI_FONT) ]; } || { \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	  else echo "NOTE: chromium not found; browser tests will be skipped"; fi; }
+	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver fonts-noto-color-emoji >/dev/null; \
+	  else echo "NOTE: chromium (or its emoji font) is missing; browser tests may be skipped"; fi; }
 
 # Go's text/template (Debian's golang-go) renders the Ollama Modelfile TEMPLATEs in the tests,
 # the engine Ollama itself uses. Without it those tests are skipped.

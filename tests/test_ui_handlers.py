@@ -114,10 +114,15 @@ def test_train_form_and_bad_starts(studio, faq_dataset):
 def test_train_tick_follows_a_run(studio, faq_dataset, trained_run):
     nothing = train_step.tick(studio, Session())
     assert all(is_update(x) or isinstance(x, Session) for x in nothing)
+    assert nothing[-1]["visible"] is False  # no run: no Next
     s = Session(run_id=trained_run["id"])
-    status, plot, s, start, halt, again, table = train_step.tick(studio, s)
+    status, plot, s, start, halt, again, table, link = train_step.tick(studio, s)
     assert trained_run["id"] in status and "completed" in status
-    assert isinstance(plot, pd.DataFrame) and set(plot["curve"]) >= {"train"}
+    assert link["visible"] is True          # done: "Next: … Compare →" shows
+    data = plot.data  # an altair chart over the curve's rows
+    assert isinstance(data, pd.DataFrame) and set(data["curve"]) >= {"train"}
+    assert str(data["step"].dtype) == "int64"
+    assert plot.to_dict()["layer"][0]["encoding"]["x"]["axis"]["format"] == "d"  # whole steps
     assert s.plotted and start["interactive"] is True
     assert halt["interactive"] is False and again["interactive"] is False   # completed: neither
     status, plot, s, *_ = train_step.tick(studio, s)
@@ -218,3 +223,19 @@ def test_session_is_typed_and_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.run_id = "x"
     assert dataclasses.replace(s, run_id="x").run_id == "x" and s.run_id is None
+
+
+def test_loss_chart_marks_a_single_validation_point():
+    """One evaluation so far is still drawn (a point, not an invisible one-point line), on
+    whole steps; no evaluation yet keeps the validation series in the legend."""
+    ev = [{"step": s, "loss": 2.0 - s / 10} for s in (1, 2, 3, 4)] + [{"step": 4, "loss": 1.6,
+                                                                      "eval_loss": 2.9}]
+    spec = train_step.chart(train_step.curve(ev)).to_dict()
+    rows = list(spec["datasets"].values())[0]
+    assert {"step": 4, "loss": 2.9, "curve": "validation"} in rows
+    line, points = spec["layer"]
+    assert line["mark"]["type"] == "line" and points["mark"]["type"] == "point"
+    assert "validation" in str(points["transform"])
+    assert line["encoding"]["x"]["axis"]["format"] == "d"
+    assert line["encoding"]["color"]["scale"]["domain"] == ["train", "validation"]
+    assert train_step.curve([]) is None

@@ -49,7 +49,8 @@ def describe_missing(columns: list[str]) -> str:
     return (f"columns {', '.join(columns) or '(none)'} match no known format. Expected one of: "
             "messages (list of role/content), conversations (sharegpt from/value), "
             "instruction + output (alpaca), prompt + completion (or question + answer), or text. "
-            "Map your columns by hand in the Data step (or --map prompt=COL --map completion=COL).")
+            "Say which column is the question and which the answer: in the Data step under "
+            "'Column mapping', or on the command line with --map prompt=COLUMN --map completion=COLUMN.")
 
 
 MAX_FIELD_CHARS = 1_000_000  # one field of one example; a longer one is a data error, not text

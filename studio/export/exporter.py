@@ -210,20 +210,22 @@ class ExportFormat:
 
 FORMATS: dict[str, ExportFormat] = {
     "adapter": ExportFormat(
-        "the LoRA adapter folder (small); load it over the base model with PEFT",
+        "the small adapter folder, for Python (transformers + peft)",
         True, True, LORA_QUANTS, "f32", lambda q: "-adapter", lambda q: 0.02, _write_adapter,
-        lambda p, n: {"python": f'PeftModel.from_pretrained(base_model, "{p}")'}, False),
+        lambda p, n: {"python": f'from peft import AutoPeftModelForCausalLM; '
+                                f'AutoPeftModelForCausalLM.from_pretrained("{p}")'}, False),
     "merged": ExportFormat(
-        "the tuned model with the adapter merged in, as an HF folder (safetensors)",
+        "the whole tuned model as a folder of safetensors, for Python (transformers)",
         True, True, LORA_QUANTS, "f32", lambda q: "-merged", lambda q: 4.0, _write_merged,
-        lambda p, n: {"python": f'AutoModelForCausalLM.from_pretrained("{p}")'}, False),
+        lambda p, n: {"python": f'from transformers import AutoModelForCausalLM; '
+                                f'AutoModelForCausalLM.from_pretrained("{p}")'}, False),
     "gguf": ExportFormat(
-        "one GGUF file for llama.cpp, Ollama and LM Studio (choose --quant)",
+        "one GGUF file for llama.cpp, Ollama and LM Studio, at the chosen quantization",
         False, False, GGUF_QUANTS, "q8_0", lambda q: f"-{q}.gguf", _gguf_size, _write_gguf,
         lambda p, n: {"llama.cpp": f'llama-cli -m "{p}" -cnv',
                       "python": f'from llama_cpp import Llama; Llama("{p}")'}, True, True),
     "lora-gguf": ExportFormat(
-        "the adapter alone as a GGUF, applied over the base GGUF with --lora",
+        "the adapter alone as a GGUF, for llama.cpp over the base model's GGUF",
         True, False, LORA_QUANTS, "f32", lambda q: f"-lora-{q}.gguf", _gguf_size, _write_lora_gguf,
         lambda p, n: {"llama.cpp": f'llama-cli -m BASE.gguf --lora "{p}" -cnv'}, True, True),
     "ollama": ExportFormat(

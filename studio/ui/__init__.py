@@ -40,7 +40,7 @@ def build_app(studio):
     import gradio as gr
 
     from . import compare_step, data_step, export_step, history, memory_step, model_picker, train_step
-    from .session import Session, Step
+    from .session import TAB_NAMES, Session, Step
 
     with gr.Blocks(title="Finetune Studio") as app:
         gr.Markdown("# Finetune Studio\nFine-tune an open LLM on your own data, see whether it "
@@ -50,23 +50,35 @@ def build_app(studio):
         state = gr.State(Session())
         model = model_picker.build(studio)
         with gr.Tabs() as tabs:
-            with gr.Tab("1 · Data", id=Step.DATA):
-                data_step.build(studio, state, model)
-            with gr.Tab("2 · Memory", id=Step.MEMORY) as t_memory:
-                mem_refresh, mem_seq = memory_step.build(studio, state, model, tabs)
-            with gr.Tab("3 · Train", id=Step.TRAIN) as t_train:
-                train_refresh, train_out = train_step.build(studio, state, model)
-            with gr.Tab("4 · Compare", id=Step.COMPARE) as t_compare:
-                cmp_refresh, cmp_out = compare_step.build(studio, state, model)
-            with gr.Tab("5 · Export", id=Step.EXPORT) as t_export:
-                exp_refresh, exp_out = export_step.build(studio, state, model, tabs)
-            with gr.Tab("History", id=Step.HISTORY) as t_history:
+            with gr.Tab(TAB_NAMES[Step.DATA], id=Step.DATA):
+                links = data_step.build(studio, state, model)
+            with gr.Tab(TAB_NAMES[Step.MEMORY], id=Step.MEMORY) as t_memory:
+                mem_refresh, mem_seq, more = memory_step.build(studio, state, model, tabs)
+                links += more
+            with gr.Tab(TAB_NAMES[Step.TRAIN], id=Step.TRAIN) as t_train:
+                train_refresh, train_out, more = train_step.build(studio, state, model)
+                links += more
+            with gr.Tab(TAB_NAMES[Step.COMPARE], id=Step.COMPARE) as t_compare:
+                cmp_refresh, cmp_out, more = compare_step.build(studio, state, model)
+                links += more
+            with gr.Tab(TAB_NAMES[Step.EXPORT], id=Step.EXPORT) as t_export:
+                exp_refresh, exp_out, more = export_step.build(studio, state, model, tabs)
+                links += more
+            with gr.Tab(TAB_NAMES[Step.HISTORY], id=Step.HISTORY) as t_history:
                 hist_refresh, hist_out = history.build(studio, state)
-        t_memory.select(mem_refresh, state, mem_seq)
-        t_train.select(train_refresh, [state, model], train_out)
-        t_compare.select(cmp_refresh, state, cmp_out)
-        t_export.select(exp_refresh, state, exp_out)
-        t_history.select(hist_refresh, state, hist_out)
+        refreshers = {Step.MEMORY: (mem_refresh, state, mem_seq),
+                      Step.TRAIN: (train_refresh, [state, model], train_out),
+                      Step.COMPARE: (cmp_refresh, state, cmp_out),
+                      Step.EXPORT: (exp_refresh, state, exp_out),
+                      Step.HISTORY: (hist_refresh, state, hist_out)}
+        tab_events = {Step.MEMORY: t_memory, Step.TRAIN: t_train, Step.COMPARE: t_compare,
+                      Step.EXPORT: t_export, Step.HISTORY: t_history}
+        for step, tab in tab_events.items():
+            tab.select(*refreshers[step])
+        for trigger, step in links:  # "Next: … →" buttons, and actions that move on to a step
+            if isinstance(trigger, gr.Button):
+                trigger = trigger.click(lambda s=step: gr.Tabs(selected=s), None, tabs)
+            trigger.then(*refreshers[step])  # a tab selected by code gets no select event
         # What this browser chose survives a reload (its local storage); a run training now is
         # followed again after a reload or a server restart.
         saved = gr.BrowserState({}, storage_key="finetune-studio")

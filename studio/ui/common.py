@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import StudioError
+from .session import TAB_NAMES, Step
 
 
 def error_text(e: Exception) -> str:
@@ -37,3 +38,20 @@ def human_bytes(n: int | float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def next_button(step: Step, label: str | None = None):
+    """(a "Next: <step> →" button, step): hidden until the step it sits in is done; build_app
+    makes it open that tab and refresh it."""
+    import gradio as gr
+
+    return gr.Button(label or f"Next: {TAB_NAMES[step].split(' · ')[-1]} →", visible=False,
+                     size="sm", variant="secondary"), step
+
+
+def shown(on: bool, n: int = 1):
+    """Visibility updates for n Next buttons."""
+    import gradio as gr
+
+    ups = tuple(gr.update(visible=bool(on)) for _ in range(n))
+    return ups[0] if n == 1 else ups

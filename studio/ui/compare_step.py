@@ -1,8 +1,8 @@
 """Compare step: the same question to the base and the tuned model, and the did-it-learn report."""
 from __future__ import annotations
 
-from .common import error_text
-from .session import Session
+from .common import error_text, next_button, shown
+from .session import Session, Step
 
 INTRO = ("**Step 4 — compare.** Ask the base model and your tuned model the same question, side "
          "by side, with the same settings (greedy by default, so differences are real). The "
@@ -14,34 +14,36 @@ def completed_runs(studio) -> list[str]:
     return [r["id"] for r in studio.runs_list() if r["has_result"]]
 
 
+SETS = {"paraphrased": "reworded questions", "validation": "held-out questions",
+        "training_recall": "training questions"}
+METRICS = {"fact_match": "answers with the expected fact", "exact_match": "exact answers",
+           "rouge_l": "words shared with the expected answer"}
+
+
 def report_md(r: dict) -> str:
     lines = [f"### {r['verdict']}"]
     lines += [f"- ⚠️ **{f['flag']}**: {f['text']}" for f in r["flags"]] or ["- No warning flags."]
     b, t = r["base"], r["tuned"]
     lines.append("\n| | base | tuned |\n|---|---|---|")
-    lines.append(f"| validation loss | {b['val_loss']} | {t['val_loss']} |")
-    lines.append(f"| general-text perplexity | {b['probe_ppl']} | {t['probe_ppl']} |")
-    for name in ("paraphrased", "validation"):
-        if name in t:
-            for k in ("fact_match", "rouge_l", "exact_match"):
-                if t[name].get(k) is not None:
-                    lines.append(f"| {name}: {k} | {b[name][k]:.0%} | {t[name][k]:.0%} |")
-    for name in ("training_recall",):
-        if name in t:
-            lines.append(f"| training questions (recall): rouge_l | {b[name]['rouge_l']:.0%} | "
-                         f"{t[name]['rouge_l']:.0%} |")
+    lines.append(f"| validation loss (lower is better) | {b['val_loss']} | {t['val_loss']} |")
+    lines.append(f"| general-text perplexity (surprise at ordinary text; lower is better) | "
+                 f"{b['probe_ppl']} | {t['probe_ppl']} |")
+    for name in ("paraphrased", "validation", "training_recall"):
+        for k in ("fact_match", "rouge_l", "exact_match"):
+            if name in t and t[name].get(k) is not None:
+                lines.append(f"| {SETS[name]}: {METRICS[k]} | {b[name][k]:.0%} | {t[name][k]:.0%} |")
     for name, parts in (r.get("known_new") or {}).items():
         k, n = parts["known"], parts["new"]
         if k["n"] and n["n"]:
-            lines.append(f"| {name}: tuned rouge_l, questions the base already answered ({k['n']}) "
-                         f"/ new to it ({n['n']}) | | {k['tuned_rouge_l']:.0%} / {n['tuned_rouge_l']:.0%} |")
+            lines.append(f"| {SETS.get(name, name)}: tuned, words shared with the expected answer, "
+                         f"questions the base already answered ({k['n']}) / new to it ({n['n']}) | | "
+                         f"{k['tuned_rouge_l']:.0%} / {n['tuned_rouge_l']:.0%} |")
     lines += kept_md(r)
     for name, rows in r["examples"].items():
         lines.append(f"\n**{name} examples**\n\n| question | expected | base | tuned |\n|---|---|---|---|")
         lines += [f"| {x['question']} | {x['expected']} | {x['base'][:120]} | {x['tuned'][:120]} |"
                   for x in rows[:4]]
-    lines.append("\n**Next:** keep a strength you like above, then **5 · Export** your model for "
-                 "llama.cpp, Ollama or LM Studio.")
+    lines.append("\nA strength you keep (**Keep this strength**, above) is the one your export uses.")
     return "\n".join(lines)
 
 
@@ -60,10 +62,10 @@ def kept_md(r: dict) -> list[str]:
         at = f" at strength {c['strength']:g}" if c.get("strength", 1.0) != 1.0 else ""
         line = f"\n**Chosen checkpoint: step {c['step']}{at}.** " + (sel.get("reason") or "")
         if c["step"] != last["step"] or at:
-            line += (f" The last evaluation (step {last['step']}) would have given held-out answers "
-                     f"{(last['answer_match'] or 0):.0%} ROUGE-L with general-text perplexity "
-                     f"{(last['forgetting'] or 0):+.0%}; the kept one: {(c['answer_match'] or 0):.0%} "
-                     f"and {(c['forgetting'] or 0):+.0%}.")
+            line += (f" The last evaluation (step {last['step']}) gave held-out answers sharing "
+                     f"{(last['answer_match'] or 0):.0%} of the expected words, general-text "
+                     f"perplexity {(last['forgetting'] or 0):+.0%}; the kept one: "
+                     f"{(c['answer_match'] or 0):.0%} and {(c['forgetting'] or 0):+.0%}.")
         out.append(line)
     trade = r.get("trade_off") or []
     if trade:
@@ -218,6 +220,7 @@ def build(studio, state, model):
         clear = gr.Button("New conversation")
         report_btn = gr.Button("Did it learn? (report)")
     notice = gr.Markdown()
+    link = next_button(Step.EXPORT, "Next: take it to llama.cpp / Ollama (5 · Export) →")
     report_out = gr.Markdown()
     trade_plot = gr.LinePlot(x="strength", y="percent", color="measure", visible=False,
                              label="Adapter strength: what it learned vs what it forgot (%)")
@@ -228,7 +231,8 @@ def build(studio, state, model):
         yield from ask(studio, *inputs)
 
     send.click(on_ask, [run, engine, max_new, temp, seed, system, base_pane, tuned_pane, prompt,
-                        strength], [base_pane, tuned_pane, notice, prompt], concurrency_limit=1)
+                        strength], [base_pane, tuned_pane, notice, prompt], concurrency_limit=1
+               ).then(lambda r: shown(bool(r)), run, link[0])
     keep.click(lambda r, v: keep_strength(studio, r, v), [run, strength], notice, concurrency_limit=1)
     run.change(lambda r: run_changed(studio, r), run, [strength, heldout])
     clear.click(lambda: ([], [], ""), None, [base_pane, tuned_pane, notice])
@@ -236,5 +240,6 @@ def build(studio, state, model):
     def on_report(run_id, progress=gr.Progress()):
         return report(studio, run_id, progress)
 
-    report_btn.click(on_report, run, [report_out, report_file, trade_plot], concurrency_limit=1)
-    return (lambda st: refresh(studio, st)), [run, engine, send, report_btn, notice]
+    report_btn.click(on_report, run, [report_out, report_file, trade_plot], concurrency_limit=1
+                     ).then(lambda r: shown(bool(r)), run, link[0])
+    return (lambda st: refresh(studio, st)), [run, engine, send, report_btn, notice], [link]

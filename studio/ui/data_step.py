@@ -4,8 +4,8 @@ from __future__ import annotations
 import dataclasses
 import html
 
-from .common import error_text
-from .session import Session, round_up
+from .common import error_text, next_button, shown
+from .session import Session, Step, round_up
 
 INTRO = ("**Step 1 — your data.** Upload question/answer files (jsonl, json, csv, parquet) or "
          "documents (txt, md, pdf, docx, html, Python, or a zip). We detect the format, turn documents "
@@ -49,8 +49,6 @@ def summary_md(s: dict) -> str:
     for d in s.get("dropped") or []:
         examples = "".join(f"\n  > {e[:160].replace(chr(10), ' ⏎ ')}" for e in d["examples"][:2])
         lines.append(f"- Left out: **{d['count']}** {d['reason']}. For example:{examples}")
-    lines.append("\n**Next:** open **2 · Memory** to see whether training fits your GPU, or go "
-                 "straight to **3 · Train**.")
     if s["errors"]:
         lines.append(f"\n**{len(s['errors'])} problems** (good rows were kept):\n")
         lines += [f"- `{e['file']}`{' line ' + str(e['line']) if e['line'] else ''}: {e['reason']}"
@@ -169,6 +167,9 @@ def build(studio, state, model):
                 stop = gr.Button("Cancel", variant="stop")
         with gr.Column(scale=2):
             out = gr.Markdown("Upload files, then press **Prepare dataset**.")
+            with gr.Row():
+                links = [next_button(Step.MEMORY, "Next: does it fit my GPU? (2 · Memory) →"),
+                         next_button(Step.TRAIN, "Straight to 3 · Train →")]
             hist = gr.BarPlot(x="tokens", y="examples", label="Token lengths (bin start)",
                               x_title="tokens per example", visible=False)
             preview = gr.HTML()
@@ -192,13 +193,15 @@ def build(studio, state, model):
     # another. Cancel skips the queue so it is heard while the job runs.
     go.click(on_prepare, [state, files, name, recipe, max_tokens, overlap, val, prompt_col,
                           answer_col, gen_url, gen_model, model], [out, hist, preview, state],
-             concurrency_limit=4, concurrency_id="prepare")
+             concurrency_limit=4, concurrency_id="prepare").then(
+        lambda st: shown(bool(st.dataset), 2), state, [b for b, _ in links])
     stop.click(cancel, state, out, queue=False)
 
     def on_triage(st, m, progress=gr.Progress()):
         return triage(studio, st, m, progress)
 
     know.click(on_triage, [state, model], know_out, concurrency_limit=1)
+    return links
 
 
 def data_sample(studio) -> str:

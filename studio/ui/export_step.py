@@ -13,6 +13,10 @@ INTRO = ("**Step 5 — export.** Write your tuned model as a GGUF file for llama
          "as they are.")
 
 
+USE_LABELS = {"llama.cpp": "Chat in a terminal (llama.cpp)", "ollama": "Run in Ollama",
+              "python": "Load in Python"}
+
+
 def result_md(r: dict) -> str:
     """What was written, how its GGUF was made or shared, the parity verdict, how to use it."""
     paras = [f"**{r['format']}** ({r['quant']}) → `{r['path']}` — {human_bytes(r['bytes'])} in "
@@ -25,11 +29,11 @@ def result_md(r: dict) -> str:
     p = r.get("parity")
     if p:
         mark = "✅ passed" if p["passed"] else "❌ failed"
-        paras.append(f"Parity {mark}: {p['agreement']:.1%} of next tokens agree with the tuned model "
-                     f"(need ≥ {p['threshold']:.0%}), mean |Δ log-prob| {p['mean_abs_dlogprob']}, "
-                     f"tokenizer match {p['tokenizer_match']:.0%}, stopped at end of turn in "
-                     f"{p['stopped_at_end_of_turn']}/{p['prompts']} answers.")
-    uses = "\n".join(f"- {k}: `{v}`" for k, v in r.get("use", {}).items())
+        paras.append(f"Parity {mark}: the file picks the same next token as the tuned model "
+                     f"{p['agreement']:.1%} of the time (needs {p['threshold']:.0%}); its tokenizer "
+                     f"matches on {p['tokenizer_match']:.0%} of the test texts; "
+                     f"{p['stopped_at_end_of_turn']} of {p['prompts']} answers ended on their own.")
+    uses = "\n".join(f"- {USE_LABELS.get(k, k)}: `{v}`" for k, v in r.get("use", {}).items())
     return "\n\n".join(paras + ([uses] if uses else []))
 
 
@@ -87,7 +91,7 @@ def build(studio, state, model, tabs):
                                 info="q8_0: near-lossless, half of f16. q4_k_m: smallest, some loss.")
             verify = gr.Checkbox(True, label="Check parity with llama.cpp")
             go = gr.Button("Export", variant="primary")
-            chat = gr.Button("Chat with the GGUF (step 4, llama.cpp engine)")
+            chat = gr.Button("Chat with this GGUF in 4 · Compare →")
         with gr.Column(scale=2):
             out = gr.Markdown("Pick a run and press **Export**.")
 
@@ -95,6 +99,6 @@ def build(studio, state, model, tabs):
         return export(studio, run_id, fmts, quant, verify, progress)
 
     go.click(on_export, [run, fmts, quant, verify], out, concurrency_limit=1)
-    chat.click(chat_with_gguf, [state, run], state).then(
+    to_chat = chat.click(chat_with_gguf, [state, run], state).then(
         lambda: gr.Tabs(selected=Step.COMPARE), None, tabs)
-    return (lambda st: refresh(studio, st)), [run, go, chat, out]
+    return (lambda st: refresh(studio, st)), [run, go, chat, out], [(to_chat, Step.COMPARE)]

@@ -40,6 +40,17 @@ def ask(kind: str, ident: str):
     return (f"Delete {kind} **{ident}** for good? This cannot be undone.", gr.update(visible=True))
 
 
+PICK_FIRST = "Delete… (click a row first)"
+
+
+def deletable(ident: str):
+    """Delete… acts once something is named."""
+    import gradio as gr
+
+    ready = bool((ident or "").strip())
+    return gr.update(interactive=ready, value="Delete…" if ready else PICK_FIRST)
+
+
 def pick(table, row: int) -> tuple[str, str]:
     r = table.iloc[row]
     return r["kind"], r["id"]
@@ -53,7 +64,7 @@ def build(studio, state):
     with gr.Row():
         kind = gr.Radio(["dataset", "run", "export"], value="run", label="Delete a")
         ident = gr.Textbox(label="Name / id (click a row to fill it in)")
-        remove = gr.Button("Delete…", variant="stop")
+        remove = gr.Button(PICK_FIRST, variant="stop", interactive=False)
     msg = gr.Markdown()
     with gr.Row(visible=False) as confirm_row:
         confirm = gr.Button("Yes, delete it", variant="stop")
@@ -63,6 +74,7 @@ def build(studio, state):
         return pick(df, evt.index[0])
 
     table.select(on_select, table, [kind, ident])
+    ident.change(deletable, ident, remove)
     remove.click(ask, [kind, ident], [msg, confirm_row])
     confirm.click(lambda k, i: (*delete(studio, k, i), gr.update(visible=False)), [kind, ident],
                   [msg, table, confirm_row])

@@ -5,7 +5,7 @@ import dataclasses
 import html
 
 from .common import error_text
-from .session import MemoryNote, Session
+from .session import MemoryNote, Session, Step
 
 INTRO = ("**Step 2 — memory.** Before training we estimate the GPU memory the run needs, term by "
          "term, and say whether it fits your GPU and what to change if not. A good result: "
@@ -88,14 +88,23 @@ def use_settings(session: Session):
     → (session, model picker, tabs, message)."""
     import gradio as gr
 
-    from .session import Step
-
     mem = session.memory
     if mem is None:
         return session, gr.update(), gr.update(), "⚠️ Press **Estimate** first."
     planned = tuple((k, v) for k, v in mem.settings)
     return (dataclasses.replace(session, planned=planned), gr.update(value=mem.model),
             gr.Tabs(selected=Step.TRAIN), "Settings sent to the Train step.")
+
+
+USE_LABEL = "Use these settings → Train"
+
+
+def usable(session: Session):
+    """'Use these settings' acts once there is an estimate to carry over."""
+    import gradio as gr
+
+    ready = session.memory is not None
+    return gr.update(interactive=ready, value=USE_LABEL if ready else USE_LABEL + " (estimate first)")
 
 
 def prefill(session: Session):
@@ -139,14 +148,14 @@ def build(studio, state, model, tabs):
         with gr.Column(scale=2):
             bar = gr.HTML()
             verdict = gr.Markdown("Press **Estimate**.")
-            use = gr.Button("Use these settings → Train", variant="primary")
+            use = gr.Button(USE_LABEL + " (estimate first)", variant="primary", interactive=False)
             used = gr.Markdown()
     gpu.change(lambda g: gr.update(visible=g == CUSTOM), gpu, vram)
     model.change(lambda m: gr.update(value=m), model, mem_model)
 
     inputs = [state, mem_model, method, seq, batch, rank, ckpt, opt, gpu, vram]
-    go.click(lambda *a: estimate(studio, *a), inputs, [bar, verdict, state])
-    measure.click(lambda *a: estimate(studio, *a, measure=True), inputs, [bar, verdict, state],
-                  concurrency_limit=1)
-    use.click(use_settings, state, [state, model, tabs, used])
-    return prefill, seq
+    for button, measured in ((go, False), (measure, True)):
+        button.click(lambda *a, m=measured: estimate(studio, *a, measure=m), inputs,
+                     [bar, verdict, state], concurrency_limit=1).then(usable, state, use)
+    applied = use.click(use_settings, state, [state, model, tabs, used])
+    return prefill, seq, [(applied, Step.TRAIN)]

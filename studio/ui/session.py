@@ -64,3 +64,7 @@ class Session:
 
 def round_up(n: int, to: int = 64, lo: int = 64, hi: int = 8192) -> int:
     return min(hi, max(lo, -(-int(n) // to) * to))
+
+
+TAB_NAMES = {Step.DATA: "1 · Data", Step.MEMORY: "2 · Memory", Step.TRAIN: "3 · Train",
+             Step.COMPARE: "4 · Compare", Step.EXPORT: "5 · Export", Step.HISTORY: "History"}

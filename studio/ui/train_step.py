@@ -7,8 +7,8 @@ the tab or a crash in training never takes the studio down.
 import dataclasses
 import re
 
-from .common import error_text
-from .session import Session
+from .common import error_text, next_button, shown
+from .session import Session, Step
 
 INTRO = ("**Step 3 — train.** Choose a preset and press **Start**. Training runs in the "
          "background: you can close the tab and come back. A good result: the training loss "
@@ -30,15 +30,14 @@ def status_md(run: dict, events: list[dict]) -> str:
     fg = next((e for e in reversed(events) if e.get("forgetting") is not None), {})
     if fg:
         line += (f"\n\nForgetting check at step {fg['step']}: general-text perplexity "
-                 f"{fg['forgetting']:+.0%}" + (f", held-out answers {fg['answer_match']:.0%} ROUGE-L"
+                 f"{fg['forgetting']:+.0%}" + (f", held-out answers share "
+                                              f"{fg['answer_match']:.0%} of the expected words"
                                               if fg.get("answer_match") is not None else "") +
                  ". The best checkpoint within the forgetting budget becomes the adapter.")
     said = [e["note"] for e in events if e.get("note")][-3:]
     notes = "".join(f"\n\nℹ️ {n}" for n in [*(run.get("notes") or []), *said])
     err = f"\n\n⚠️ {run['error']}" if run.get("error") else ""
-    nxt = ("\n\n**Next:** open **4 · Compare** to ask the base and the tuned model the same "
-           "question, then **5 · Export**." if run.get("has_result") and not run.get("active") else "")
-    return line + notes + err + nxt
+    return line + notes + err
 
 
 def curve(events: list[dict]):
@@ -50,21 +49,33 @@ def curve(events: list[dict]):
              if e.get("eval_loss") is not None]
     if not rows:
         return None
-    if not any(r["curve"] == "validation" for r in rows):
-        # gradio's LinePlot draws only the series of its first value: a placeholder (no point)
-        # keeps the validation series for when the first evaluation arrives
-        rows.append({"step": rows[0]["step"], "loss": float("nan"), "curve": "validation"})
     df = pd.DataFrame(rows, columns=["step", "loss", "curve"])
     return df.astype({"step": "int64", "loss": "float64", "curve": object})
+
+
+def chart(df):
+    """Train and validation loss over whole steps; validation points are marked, so a run with
+    one evaluation so far still shows it."""
+    import altair as alt
+
+    base = alt.Chart(df).encode(
+        x=alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
+        y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
+        color=alt.Color("curve:N", title=None, scale=alt.Scale(domain=["train", "validation"]),
+                        legend=alt.Legend(orient="bottom")),
+        tooltip=["curve", "step", alt.Tooltip("loss:Q", format=".3f")])
+    points = base.mark_point(filled=True, size=50).transform_filter(alt.datum.curve == "validation")
+    # gradio gives altair no container width to fill: a fixed one
+    return alt.layer(base.mark_line(clip=True), points).properties(width=620, height=240)
 
 
 def history(studio):
     import pandas as pd
 
-    runs = studio.runs_list()
-    return pd.DataFrame([{k: r[k] for k in ("id", "status", "preset", "dataset", "step", "max_steps")}
-                         for r in runs] or [{"id": "", "status": "", "preset": "", "dataset": "",
-                                             "step": "", "max_steps": ""}])
+    rows = [{"id": r["id"], "status": r["status"], "preset": r["preset"], "dataset": r["dataset"],
+             "steps done": f"{r.get('step') or 0} of {r.get('max_steps') or '?'}"}
+            for r in studio.runs_list()]
+    return pd.DataFrame(rows, columns=["id", "status", "preset", "dataset", "steps done"])
 
 
 def preset_fields(studio, name: str) -> tuple:
@@ -121,6 +132,8 @@ def resume(studio, session: Session):
     return "Resuming from the last checkpoint…", dataclasses.replace(session, run_active=True)
 
 
+NO_RUN = ("No run in view. Press **Start**, or click a row of the run history below to open an "
+          "earlier run.")
 RESUMABLE = ("stopped", "failed")
 FORM = ("rank", "max_len", "micro_batch")  # planned settings the form shows; the rest pass along
 
@@ -144,25 +157,32 @@ def buttons(run: dict | None):
                       value="Resume" if can_resume else "Resume (nothing stopped)"))
 
 
+def finished(run: dict | None) -> bool:
+    """A run with an adapter that no longer trains: Compare and Export can use it."""
+    return bool(run and run.get("has_result") and not run.get("active"))
+
+
 def tick(studio, session: Session):
-    """→ (status, plot, session, Start, Stop, Resume, run table): what changed since the last tick."""
+    """→ (status, plot, session, Start, Stop, Resume, run table, Next): what changed since the
+    last tick."""
     import gradio as gr
 
     rid = session.run_id
     if not rid:
-        return (gr.update(), gr.update(), session, *buttons(None), gr.update())
+        return (gr.update(), gr.update(), session, *buttons(None), gr.update(), shown(False))
     try:
         run = studio.run_show(rid)
         ev = studio.run_events(rid)
     except Exception as e:
         return (error_text(e), gr.update(), dataclasses.replace(session, run_id=None, run_active=False),
-                *buttons(None), gr.update())
+                *buttons(None), gr.update(), shown(False))
     active = run["active"]
     table = history(studio) if active or session.run_active else gr.update()
     key = f"{rid}:{len(ev)}"  # redraw the plot only when there is something new
     data = curve(ev) if key != session.plotted else None
-    return (status_md(run, ev), data if data is not None else gr.update(),
-            dataclasses.replace(session, run_active=active, plotted=key), *buttons(run), table)
+    return (status_md(run, ev), chart(data) if data is not None else gr.update(),
+            dataclasses.replace(session, run_active=active, plotted=key), *buttons(run), table,
+            shown(finished(run)))
 
 
 def reattach(studio, session: Session, saved: dict | None) -> Session:
@@ -229,6 +249,8 @@ def refresh(studio, session: Session, model_ref: str | None = None):
     if not names:
         start = gr.update(interactive=False, value="Start (prepare a dataset first)")
     preset, dataset, lr, steps, rank, max_len, batch = form_of(studio, session)
+    if run and not run["active"] and session.dataset in names:
+        dataset = session.dataset  # prepared since that run: the next run trains on it
     if run is None:
         dataset = session.dataset or (names[0] if names else None)
         max_len = max(session.train_len, 256) if session.train_len else gr.update()
@@ -269,8 +291,9 @@ def build(studio, state, model):
                 halt = gr.Button("Stop", variant="stop")
                 again = gr.Button("Resume")
         with gr.Column(scale=2):
-            status = gr.Markdown("No run yet.")
-            plot = gr.LinePlot(x="step", y="loss", color="curve", label="Loss (train and validation)")
+            status = gr.Markdown(NO_RUN)
+            plot = gr.Plot(label="Loss (train and validation)")
+            link = next_button(Step.COMPARE, "Next: did it learn? (4 · Compare) →")
             runs = gr.Dataframe(label="Run history (click a row to open it)", interactive=False)
     timer = gr.Timer(2.0)
 
@@ -282,11 +305,12 @@ def build(studio, state, model):
              [status, state], concurrency_limit=1)
     halt.click(lambda st: stop(studio, st), state, [status, state])
     again.click(lambda st: resume(studio, st), state, [status, state])
-    timer.tick(lambda st: tick(studio, st), state, [status, plot, state, go, halt, again, runs])
+    timer.tick(lambda st: tick(studio, st), state, [status, plot, state, go, halt, again, runs,
+                                                          link[0]])
 
     def on_select(evt: gr.SelectData, table, st):
         return open_run(st, table, evt.index[0])
 
     runs.select(on_select, [runs, state], state)
     return ((lambda st, m: refresh(studio, st, m)),
-            [dataset, max_len, memory, runs, go, halt, again, preset, lr, steps, rank, batch])
+            [dataset, max_len, memory, runs, go, halt, again, preset, lr, steps, rank, batch], [link])
