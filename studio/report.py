@@ -277,15 +277,17 @@ def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any
         change = (t["val_loss"] - b["val_loss"]) / b["val_loss"]
         parts.append(f"Validation loss went from {b['val_loss']:.2f} to {t['val_loss']:.2f} "
                      f"({change:+.0%}).")
-    for name in ("paraphrased", "validation"):
+    for name, what in (("paraphrased", "reworded held-out questions"),
+                       ("validation", "held-out questions")):
         if name in t:
             key = "fact_match" if t[name].get("fact_match") is not None else "rouge_l"
-            label = "answers with the right fact" if key == "fact_match" else "ROUGE-L"
-            parts.append(f"On {name} held-out questions, {label}: base {b[name][key]:.0%}, "
-                         f"tuned {t[name][key]:.0%}.")
+            label = ("answers with the right fact" if key == "fact_match"
+                     else "words shared with the expected answers (ROUGE-L)")
+            parts.append(f"On {what}, {label}: base {b[name][key]:.0%}, tuned {t[name][key]:.0%}.")
     if "training_recall" in t:
-        parts.append(f"On training questions (recall, not proof of learning), ROUGE-L: base "
-                     f"{b['training_recall']['rouge_l']:.0%}, tuned {t['training_recall']['rouge_l']:.0%}.")
+        parts.append(f"On training questions (recall, not proof of learning), words shared with the "
+                     f"expected answers: base {b['training_recall']['rouge_l']:.0%}, tuned "
+                     f"{t['training_recall']['rouge_l']:.0%}.")
     kept, fg = rep.get("retention") or {}, rep.get("forgetting") or {}
     if kept.get("known"):
         parts.append(f"It kept {kept['kept']} of the {kept['known']} general questions the base model "

@@ -184,7 +184,7 @@ def test_whole_flow(app_url, browser):
     page.get_by_role("button", name="Estimate", exact=True).click()
     page.get_by_text("Does not fit").wait_for(timeout=60_000)
     page.get_by_text("With these changes, the largest micro-batch").wait_for()
-    assert "longest sequence: none" not in page.content()
+    assert "tokens: none" not in page.content() and "micro-batch 1: none" not in page.content()
     shot(page, "step2-memory")
     page.get_by_role("button", name="Use these settings → Train").click()
     page.get_by_text("Using the Memory step's settings").wait_for(timeout=30_000)

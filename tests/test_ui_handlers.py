@@ -77,9 +77,11 @@ def test_memory_advice_is_one_plan_that_train_takes(studio, faq_dataset):
     _, verdict, s = memory_step.estimate(studio, Session(), "llama-3.1-8b", "lora", 2048, 4, 16,
                                          True, "adamw", "rtx-4060", 12)
     assert "Does not fit" in verdict and "1. use micro-batch 1" in verdict and "→ **" in verdict
-    assert "With these changes, the largest micro-batch that fits: 1" in verdict
-    assert "longest sequence: none" not in verdict
     plan = dict(s.memory.settings)
+    assert (f"With these changes, the largest micro-batch that fits at {plan['max_len']} tokens: 1;"
+            " the longest sequence at micro-batch 1: ") in verdict
+    assert "none" not in verdict.split("With these changes")[1].split("Suggested")[0]
+    assert "| adapter weights |" in verdict and "trainable_weights" not in verdict  # plain names
     assert plan["method"] == "qlora" and plan["micro_batch"] == 1 and plan["max_len"] < 2048
     s2, model, tabs, msg = memory_step.use_settings(s)
     assert model["value"] == "llama-3.1-8b" and dict(s2.planned) == plan
@@ -180,8 +182,8 @@ def test_compare_report_handler(studio, trained_run):
     assert md.startswith("⚠️") and f["visible"] is False and plot["visible"] is False
     md, f, plot = compare_step.report(studio, trained_run["id"])
     assert md.startswith("### ") and f["visible"] is True and f["value"].endswith("report.json")
-    assert plot["visible"] and set(plot["value"]["measure"]) == {
-        "held-out fact match", "general-text perplexity rise"}
+    assert plot["visible"] and set(plot["value"].data["measure"]) == {
+        "held-out: answers with the expected fact", "general-text perplexity rise"}
     assert "What it knew" in md and "Adapter strength" in md
 
 

@@ -25,9 +25,9 @@ def report_md(r: dict) -> str:
     lines += [f"- ⚠️ **{f['flag']}**: {f['text']}" for f in r["flags"]] or ["- No warning flags."]
     b, t = r["base"], r["tuned"]
     lines.append("\n| | base | tuned |\n|---|---|---|")
-    lines.append(f"| validation loss (lower is better) | {b['val_loss']} | {t['val_loss']} |")
+    lines.append(f"| validation loss (lower is better) | {num(b['val_loss'])} | {num(t['val_loss'])} |")
     lines.append(f"| general-text perplexity (surprise at ordinary text; lower is better) | "
-                 f"{b['probe_ppl']} | {t['probe_ppl']} |")
+                 f"{num(b['probe_ppl'], 2)} | {num(t['probe_ppl'], 2)} |")
     for name in ("paraphrased", "validation", "training_recall"):
         for k in ("fact_match", "rouge_l", "exact_match"):
             if name in t and t[name].get(k) is not None:
@@ -40,11 +40,23 @@ def report_md(r: dict) -> str:
                          f"{k['tuned_rouge_l']:.0%} / {n['tuned_rouge_l']:.0%} |")
     lines += kept_md(r)
     for name, rows in r["examples"].items():
-        lines.append(f"\n**{name} examples**\n\n| question | expected | base | tuned |\n|---|---|---|---|")
-        lines += [f"| {x['question']} | {x['expected']} | {x['base'][:120]} | {x['tuned'][:120]} |"
-                  for x in rows[:4]]
+        lines.append(f"\n**Examples: {SETS.get(name, name)}**\n")
+        for x in rows[:4]:
+            lines.append(f"- **{x['question']}** expected: “{x['expected']}”\n"
+                         f"  - base: {one_line(x['base'])}\n  - tuned: {one_line(x['tuned'])}")
     lines.append("\nA strength you keep (**Keep this strength**, above) is the one your export uses.")
     return "\n".join(lines)
+
+
+def num(x, places: int = 3) -> str:
+    """A measured value at a sensible precision; a missing one as a dash."""
+    return "–" if x is None else f"{x:.{places}f}"
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """An answer on one list line: newlines and table pipes out, cut with an ellipsis."""
+    flat = " ".join((text or "").split()).replace("|", "/")
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 def kept_md(r: dict) -> list[str]:
@@ -70,9 +82,11 @@ def kept_md(r: dict) -> list[str]:
     trade = r.get("trade_off") or []
     if trade:
         out.append(f"\n**Adapter strength** (now {r.get('strength', 1):g}; suggested "
-                   f"{r.get('suggested_strength')}):\n\n| strength | held-out {trade[0]['metric']} | "
+                   f"{r.get('suggested_strength')}):\n\n| strength | held-out questions: "
+                   f"{METRICS.get(trade[0]['metric'], trade[0]['metric'])} | "
                    "general-text perplexity |\n|---|---|---|")
-        out += [f"| {x['strength']:g} | {x['match']:.0%} | {x['probe_ppl']} ({(x['rise'] or 0):+.0%}) |"
+        out += [f"| {x['strength']:g} | {x['match']:.0%} | {num(x['probe_ppl'], 2)} "
+                f"({(x['rise'] or 0):+.0%}) |"
                 for x in trade]
     return out
 
@@ -124,11 +138,23 @@ def trade_df(r: dict):
     rows = []
     for t in r.get("trade_off") or []:
         rows.append({"strength": t["strength"], "percent": round(100 * (t["match"] or 0), 1),
-                     "measure": f"held-out {t['metric'].replace('_', ' ')}"})
+                     "measure": f"held-out: {METRICS.get(t['metric'], t['metric'])}"})
         if t.get("rise") is not None:
             rows.append({"strength": t["strength"], "percent": round(100 * t["rise"], 1),
                          "measure": "general-text perplexity rise"})
     return pd.DataFrame(rows, columns=["strength", "percent", "measure"]) if rows else None
+
+
+def trade_chart(df):
+    """The strengths tried, each marked, against both measures in %."""
+    import altair as alt
+
+    return alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X("strength:Q", title="adapter strength (1 = as trained)",
+                axis=alt.Axis(values=sorted(set(df["strength"])), format=".2~f")),
+        y=alt.Y("percent:Q", title="%"),
+        color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=400)),
+        tooltip=["measure", "strength", "percent"]).properties(width=620, height=220)
 
 
 def report(studio, run_id: str, progress=None):
@@ -147,7 +173,7 @@ def report(studio, run_id: str, progress=None):
     except Exception as e:
         return error_text(e), hidden, hidden
     df = trade_df(r)
-    plot = gr.update(value=df, visible=True) if df is not None else hidden
+    plot = gr.update(value=trade_chart(df), visible=True) if df is not None else hidden
     return report_md(r), gr.update(value=str(path), visible=True), plot
 
 
@@ -222,8 +248,7 @@ def build(studio, state, model):
     notice = gr.Markdown()
     link = next_button(Step.EXPORT, "Next: take it to llama.cpp / Ollama (5 · Export) →")
     report_out = gr.Markdown()
-    trade_plot = gr.LinePlot(x="strength", y="percent", color="measure", visible=False,
-                             label="Adapter strength: what it learned vs what it forgot (%)")
+    trade_plot = gr.Plot(visible=False, label="Adapter strength: what it learned vs what it forgot (%)")
     report_file = gr.File(label="Report as JSON", visible=False)
     heldout.change(lambda q: q, heldout, prompt)
 

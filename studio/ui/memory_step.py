@@ -10,6 +10,10 @@ from .session import MemoryNote, Session, Step
 INTRO = ("**Step 2 — memory.** Before training we estimate the GPU memory the run needs, term by "
          "term, and say whether it fits your GPU and what to change if not. A good result: "
          "“fits” with some room to spare. On a CPU-only laptop, pick *CPU* and the embedded model.")
+TERMS = {"weights": "model weights", "trainable_weights": "adapter weights",
+         "optimizer": "optimizer state", "activations": "activations", "logits_loss": "logits and loss",
+         "gradients": "gradients", "backward_transient": "backward pass peak",
+         "allocator_slack": "allocator slack", "cuda_context": "CUDA context"}  # plain names
 COLORS = ["#4e79a7", "#59a14f", "#9c755f", "#f28e2b", "#edc948", "#e15759", "#76b7b2", "#b07aa1",
           "#ff9da7", "#bab0ac", "#8cd17d"]
 
@@ -19,14 +23,15 @@ def bar_html(est: dict) -> str:
     cap = (est.get("gpu") or {}).get("usable_gb")
     scale = max(est["total_gb"], cap or 0) or 1
     segs = "".join(
-        f'<div title="{html.escape(k)}: {v:.2f} GB — {html.escape(est["why"][k])}" '
+        f'<div title="{html.escape(TERMS.get(k, k))}: {v:.2f} GB — {html.escape(est["why"][k])}" '
         f'style="width:{100 * v / scale:.2f}%;background:{COLORS[i % len(COLORS)]};height:28px"></div>'
         for i, (k, v) in enumerate(parts.items()) if v > 0)
     marker = (f'<div style="position:absolute;left:{100 * cap / scale:.2f}%;top:-4px;height:36px;'
               f'border-left:3px dashed #d00" title="GPU capacity {cap:.1f} GB"></div>' if cap else "")
     legend = " ".join(f'<span style="white-space:nowrap"><span style="display:inline-block;width:10px;'
-                      f'height:10px;background:{COLORS[i % len(COLORS)]}"></span> {html.escape(k)} '
-                      f'{v:.2f} GB</span>' for i, (k, v) in enumerate(parts.items()) if v > 0)
+                      f'height:10px;background:{COLORS[i % len(COLORS)]}"></span> '
+                      f'{html.escape(TERMS.get(k, k))} {v:.2f} GB</span>'
+                      for i, (k, v) in enumerate(parts.items()) if v > 0)
     return (f'<div style="position:relative;display:flex;border:1px solid #999;margin:8px 0">{segs}'
             f'{marker}</div><div style="font-size:12px">{legend}'
             f'{" · red dashed line: your GPU" if cap else ""}</div>')
@@ -45,18 +50,27 @@ def verdict_md(est: dict) -> str:
             lines.append("\nPress **Use these settings** to take them to the Train step.\n")
         else:
             lines.append(" ".join(est["advice"]))
-        limits = "With these changes, the largest" if est.get("limits_with_plan") else "Largest"
-        lines.append(f"{limits} micro-batch that fits: {est['max_micro_batch'] or 'none'}; longest "
-                     f"sequence: {est['max_seq_len'] or 'none'} tokens. Suggested preset: "
-                     f"**{est['preset']}**.")
+        lines.append(limits_md(est))
     lines += [f"⚠️ {w}" for w in est["warnings"]]
     if est.get("measured"):
         m = est["measured"]
         lines.append(f"Measured here ({m['device']}): **{m['measured_gb']} GB** vs estimate "
                      f"{m['estimate_gb']} GB ({m['error_pct']:+}%). " + " ".join(m["notes"]))
-    lines.append("\n| term | GB | why |\n|---|---|---|")
-    lines += [f"| {k} | {v:.3f} | {est['why'][k]} |" for k, v in est["breakdown_gb"].items()]
+    lines.append("\n| what | GB | why |\n|---|---|---|")
+    lines += [f"| {TERMS.get(k, k)} | {v:.2f} | {est['why'][k]} |" for k, v in est["breakdown_gb"].items()]
     return "\n".join(lines)
+
+
+def limits_md(est: dict) -> str:
+    """How far each knob can go with the other as set (after the plan, when there is one)."""
+    st, plan = est.get("setting") or {}, dict(est.get("plan_settings") or {})
+    with_plan = bool(est.get("limits_with_plan"))
+    seq = plan.get("max_len", st.get("seq_len")) if with_plan else st.get("seq_len")
+    batch = plan.get("micro_batch", st.get("batch")) if with_plan else st.get("batch")
+    head = "With these changes, the largest" if with_plan else "The largest"
+    return (f"{head} micro-batch that fits at {seq} tokens: {est['max_micro_batch'] or 'none'}; "
+            f"the longest sequence at micro-batch {batch}: {est['max_seq_len'] or 'none'} tokens. "
+            f"Suggested preset: **{est['preset']}**.")
 
 
 CPU = "CPU (no GPU)"
