@@ -103,6 +103,8 @@ def shot(page, name: str) -> None:
 def test_buttons_that_cannot_act_yet_say_why(app_url, browser):
     """Runs first, on an empty studio: nothing to train on, compare or export yet."""
     page = open_studio(browser, app_url)
+    assert not page.get_by_role(
+        "button", name="What does the model already know? (prepare a dataset first)").is_enabled()
     page.get_by_role("tab", name="3 · Train").click()
     page.get_by_text("No dataset yet").wait_for()
     assert not page.get_by_role("button", name="Start (prepare a dataset first)").is_enabled()

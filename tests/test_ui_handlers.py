@@ -241,3 +241,12 @@ def test_loss_chart_marks_a_single_validation_point():
     assert line["encoding"]["x"]["axis"]["format"] == "d"
     assert line["encoding"]["color"]["scale"]["domain"] == ["train", "validation"]
     assert train_step.curve([]) is None
+
+
+def test_data_step_enables_what_a_dataset_allows():
+    """Before a dataset: no Next buttons and the knowledge check says why it waits."""
+    to_memory, to_train, know = data_step.ready(Session())
+    assert not to_memory["visible"] and not to_train["visible"]
+    assert not know["interactive"] and "prepare a dataset first" in know["value"]
+    to_memory, to_train, know = data_step.ready(Session(dataset="faq@v1"))
+    assert to_memory["visible"] and to_train["visible"] and know["interactive"]

@@ -51,7 +51,7 @@ def build_app(studio):
         model = model_picker.build(studio)
         with gr.Tabs() as tabs:
             with gr.Tab(TAB_NAMES[Step.DATA], id=Step.DATA):
-                links = data_step.build(studio, state, model)
+                links, data_refresh = data_step.build(studio, state, model)
             with gr.Tab(TAB_NAMES[Step.MEMORY], id=Step.MEMORY) as t_memory:
                 mem_refresh, mem_seq, more = memory_step.build(studio, state, model, tabs)
                 links += more
@@ -83,7 +83,8 @@ def build_app(studio):
         # followed again after a reload or a server restart.
         saved = gr.BrowserState({}, storage_key="finetune-studio")
         app.load(lambda st, sv: train_step.reattach(studio, st, sv), [state, saved], state).then(
-            restore_model, [saved, model], model).then(train_refresh, [state, model], train_out)
+            restore_model, [saved, model], model).then(train_refresh, [state, model], train_out).then(
+            *data_refresh)
         state.change(remember, [state, model], saved)
 
         def closed(request):  # the tab was closed or reloaded

@@ -117,6 +117,18 @@ def triage(studio, session: Session, model_ref: str, progress=None) -> str:
         return error_text(e)
 
 
+KNOW = "What does the model already know?"
+
+
+def ready(session: Session):
+    """What a prepared dataset enables: the two Next buttons and the knowledge check."""
+    import gradio as gr
+
+    on = bool(session.dataset)
+    return (*shown(on, 2), gr.update(interactive=on, value=KNOW + (
+        " (asks it the training questions)" if on else " (prepare a dataset first)")))
+
+
 RUNNING: dict[str, object] = {}  # browser session → the cancel flag of its running prepare
 
 
@@ -173,7 +185,7 @@ def build(studio, state, model):
             hist = gr.BarPlot(x="tokens", y="examples", label="Token lengths (bin start)",
                               x_title="tokens per example", visible=False)
             preview = gr.HTML()
-            know = gr.Button("What does the model already know? (asks it the training questions)",
+            know = gr.Button(KNOW + " (prepare a dataset first)", interactive=False,
                              size="sm")
             know_out = gr.Markdown()
 
@@ -194,14 +206,14 @@ def build(studio, state, model):
     go.click(on_prepare, [state, files, name, recipe, max_tokens, overlap, val, prompt_col,
                           answer_col, gen_url, gen_model, model], [out, hist, preview, state],
              concurrency_limit=4, concurrency_id="prepare").then(
-        lambda st: shown(bool(st.dataset), 2), state, [b for b, _ in links])
+        ready, state, [*(b for b, _ in links), know])
     stop.click(cancel, state, out, queue=False)
 
     def on_triage(st, m, progress=gr.Progress()):
         return triage(studio, st, m, progress)
 
     know.click(on_triage, [state, model], know_out, concurrency_limit=1)
-    return links
+    return links, (ready, state, [*(b for b, _ in links), know])
 
 
 def data_sample(studio) -> str:
