@@ -108,6 +108,27 @@ def test_sentence_splitting_copes_with_abbreviations(tok):
     assert not any(c.endswith("Dr.") or c.endswith("Mr.") for c in chunks)
 
 
+def test_paragraph_chunks_fit_their_budget_as_joined(tok):
+    """Many short paragraphs: the blank lines between them cost tokens too (two in SmolLM2's
+    tokenizer), so a chunk counted as joined still fits; no text is lost on the way."""
+    from studio.data import chunking
+
+    paras = [f"Item {i}: open at dawn." for i in range(80)]
+    chunks = chunking.paragraphs(tok, "\n\n".join(paras), 64)
+    assert len(chunks) > 5 and all(len(tok(c, add_special_tokens=False)["input_ids"]) <= 64 for c in chunks)
+    assert "\n\n".join(chunks).split("\n\n") == paras
+
+
+def test_document_examples_fit_the_default_length(tmp_path, studio):
+    """Paragraph chunks at the default budget are not reported as cut: the length they are
+    checked against is the chunk budget plus the template around it."""
+    doc = tmp_path / "manual.md"
+    doc.write_text("\n\n".join(f"Step {i}. Rinse the tray, dry it and refill it with {i} grams of seed."
+                               for i in range(200)))
+    s = studio.data_prepare([str(doc)], "manual", val_fraction=0)
+    assert s["truncated"] == 0 and s["max_len"] > 256 and s["tokens"]["max"] <= s["max_len"]
+
+
 def test_qa_pairs_with_scripted_generator(tok):
     replies = iter([
         "Q: How long does the battery last?\nA: The battery lasts 41 days.\n"

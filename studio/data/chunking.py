@@ -47,19 +47,31 @@ def sentences(text: str) -> list[str]:
 
 
 def pack(tok, pieces: list[str], budget: int, sep: str, sizes: list[int] | None = None) -> list[str]:
-    """Greedily join pieces (each ≤ budget tokens) into chunks of at most `budget` tokens."""
+    """Greedily join pieces (each ≤ budget tokens) into chunks of at most `budget` tokens.
+
+    The sum of the pieces' counts is only an estimate of the joined text's (a tokenizer may spend
+    two tokens on a blank line, or merge across a join), so each chunk is counted as joined and
+    its last pieces move on to the next chunk while it is over budget."""
     sizes = sizes if sizes is not None else count_tokens(tok, pieces)
-    sep_cost = max(1, count_tokens(tok, [sep.strip() or "x"])[0]) if sep.strip() else 1
-    chunks, cur, cur_len = [], [], 0
-    for piece, n in zip(pieces, sizes):
-        if cur and cur_len + sep_cost + n > budget:
-            chunks.append(sep.join(cur))
-            cur, cur_len = [], 0
-        cur.append(piece)
-        cur_len += n + (sep_cost if len(cur) > 1 else 0)
-    if cur:
-        chunks.append(sep.join(cur))
+    sep_cost = separator_cost(tok, sep)
+    todo = list(zip(pieces, sizes))[::-1]  # a stack: the next piece last
+    chunks: list[str] = []
+    while todo:
+        cur, cur_len = [], 0
+        while todo and (not cur or cur_len + sep_cost + todo[-1][1] <= budget):
+            piece, n = todo.pop()
+            cur_len += n + (sep_cost if cur else 0)
+            cur.append((piece, n))
+        while len(cur) > 1 and count_tokens(tok, [sep.join(p for p, _ in cur)])[0] > budget:
+            todo.append(cur.pop())
+        chunks.append(sep.join(p for p, _ in cur))
     return chunks
+
+
+def separator_cost(tok, sep: str) -> int:
+    """Tokens a separator adds between two words (at least 1 for whitespace that merges)."""
+    a, b, joined = count_tokens(tok, ["alpha", "beta", f"alpha{sep}beta"])
+    return max(1, joined - a - b)
 
 
 def split_long(tok, text: str, budget: int) -> list[str]:

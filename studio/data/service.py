@@ -18,7 +18,7 @@ from ..faults import disk_guard, sweep
 from ..locks import hold
 from ..records import DatasetRef
 from ..spec import apply_overrides, build
-from . import prepare as prep
+from . import prepare as prep, templates
 from .ingest import SUPPORTED
 from .recipes import RECIPES, RecipeParams
 
@@ -60,8 +60,10 @@ class DataService:
             self.reconcile(name)
             version = max(self.store.next_dataset_version(name), 1 + max(self._versions(name), default=0))
             with disk_guard(self.datasets_dir):
+                # unless given, examples may be one chunk budget plus the template around it
                 summary = prep.prepare(files, name, self.datasets_dir, tok, recipe=recipe,
-                                       params=params, max_len=max_len or max_tokens,
+                                       params=params,
+                                       max_len=max_len or max_tokens + templates.overhead(tok),
                                        val_fraction=val_fraction, seed=seed, mapping=mapping,
                                        generator=generator, progress=progress, cancel=cancel,
                                        version=version, model=model)
@@ -173,8 +175,6 @@ class DataService:
 
     def preview(self, ref: str, model: str | None = None, n: int = 5) -> list[list[tuple[str, bool]]]:
         """Rendered examples as (text, learned?) segments: the loss mask made visible."""
-        from . import templates
-
         d = self.get(ref)
         tok = self.cache.tokenizer(model or d["params"].get("model", models.DEFAULT_MODEL))
         max_len = d["stats"].get("max_len", 512)

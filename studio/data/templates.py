@@ -104,6 +104,17 @@ def encode(tok, example: dict[str, Any], max_len: int) -> Encoded:
     return Encoded(ids[:max_len], labels[:max_len], n)
 
 
+def overhead(tok) -> int:
+    """Tokens an example adds around its text: the chat template's turns (its default system
+    prompt included) for a one-question example, or the end-of-text token for plain text."""
+    word = {"role": "assistant", "content": "alpha"}
+    plain = encode(tok, {"text": "alpha"}, 1 << 20).full_length
+    if not has_chat_template(tok):
+        return plain - 1
+    chat = encode(tok, {"messages": [{"role": "user", "content": ""}, word]}, 1 << 20).full_length
+    return max(plain, chat) - 1
+
+
 def encode_many(tok, examples: list[dict[str, Any]], max_len: int) -> list[Encoded]:
     """encode() for a batch: plain-text examples go through the tokenizer in one call."""
     texts = [i for i, ex in enumerate(examples) if "text" in ex]
