@@ -132,8 +132,8 @@ def resume(studio, session: Session):
     return "Resuming from the last checkpoint…", dataclasses.replace(session, run_active=True)
 
 
-NO_RUN = ("No run in view. Press **Start**, or click a row of the run history below to open an "
-          "earlier run.")
+NO_RUN = ("No run in view. Press **Start** to train; earlier runs, if any, are in the run "
+          "history below (click one to open it).")
 RESUMABLE = ("stopped", "failed")
 FORM = ("rank", "max_len", "micro_batch")  # planned settings the form shows; the rest pass along
 
