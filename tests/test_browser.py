@@ -261,6 +261,7 @@ def test_whole_flow(app_url, browser):
     page.get_by_role("button", name="Delete…").click()
     page.get_by_role("button", name="Yes, delete it").click()
     page.get_by_text(f"Deleted export {gguf['id']}").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Delete… (click a row first)").wait_for()  # the name is cleared
     assert not Path(gguf["path"]).exists() and inner.exists()            # the Ollama folder keeps its file
     shot(page, "history")
     runs = studio.runs_list()

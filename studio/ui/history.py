@@ -76,7 +76,11 @@ def build(studio, state):
     table.select(on_select, table, [kind, ident])
     ident.change(deletable, ident, remove)
     remove.click(ask, [kind, ident], [msg, confirm_row])
-    confirm.click(lambda k, i: (*delete(studio, k, i), gr.update(visible=False)), [kind, ident],
-                  [msg, table, confirm_row])
+    def on_confirm(k, i):
+        said, rows = delete(studio, k, i)
+        gone = said.startswith("Deleted")
+        return said, rows, gr.update(visible=False), "" if gone else gr.update()
+
+    confirm.click(on_confirm, [kind, ident], [msg, table, confirm_row, ident])
     keep.click(lambda: ("Kept.", gr.update(visible=False)), None, [msg, confirm_row])
     return lambda st: tables(studio), [table]
