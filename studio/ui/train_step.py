@@ -19,8 +19,8 @@ INTRO = ("**Step 3 — train.** Choose a preset and press **Start**. Training ru
 def status_md(run: dict, events: list[dict]) -> str:
     last = next((e for e in reversed(events) if "tokens_per_s" in e), {})
     ev = next((e for e in reversed(events) if e.get("eval_loss") is not None), {})
-    line = (f"**Run `{run['id']}`** — {run['status']}, step {run.get('step') or 0}/"
-            f"{run.get('max_steps') or '?'}")
+    total = run.get("max_steps") or ((run.get("config") or {}).get("train") or {}).get("max_steps")
+    line = f"**Run `{run['id']}`** — {run['status']}, step {run.get('step') or 0}/{total or '?'}"
     if last:
         line += f" · loss {last['loss']:.3f}"
         if run.get("active"):  # speed and ETA only mean something while it trains
