@@ -102,7 +102,10 @@ def test_train_form_and_bad_starts(studio, faq_dataset):
     assert msg.startswith("⚠️ Choose a dataset") and s.run_id is None
     msg, s = train_step.start(studio, Session(), "cpu-quickstart", faq_dataset, -1, steps, rank,
                               max_len, batch, "smollm2-135m-instruct")
-    assert msg.startswith("⚠️") and "train.lr" in msg and s.run_id is None
+    assert msg.startswith("⚠️ **Learning rate** is -1") and "--set" not in msg and s.run_id is None
+    msg, s = train_step.start(studio, Session(), "cpu-quickstart", faq_dataset, lr, None, rank,
+                              max_len, batch, "smollm2-135m-instruct")   # a cleared box
+    assert msg.startswith("⚠️ Steps: empty") and s.run_id is None
     msg, s = train_step.start(studio, Session(), "cpu-quickstart", faq_dataset, lr, steps, rank,
                               max_len, batch, "no-such-model")
     assert msg.startswith("⚠️") and s.run_id is None

@@ -93,6 +93,11 @@ def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, 
         return "⚠️ This tab already has a run training; stop it or wait for it to finish.", session
     if not dataset:
         return "⚠️ Choose a dataset first (prepare one in step 1).", session
+    values = {"train.lr": lr, "train.max_steps": steps, "lora.rank": rank, "train.max_len": max_len,
+              "train.micro_batch": batch}
+    empty = [LABELS[k] for k, v in values.items() if v is None or v == ""]
+    if empty:
+        return f"⚠️ {', '.join(empty)}: empty. Enter a number (the preset's value is a good start).", session
     try:
         if progress is not None:
             studio.model_path(model_ref, progress=lambda msg: progress(percent(msg), desc=msg))
@@ -104,9 +109,22 @@ def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, 
     except Exception as e:
         where = ("\n\nChange the model in the **Model** box at the top of the page."
                  if type(e).__name__ == "ModelError" else "")
-        return error_text(e) + where, session
+        return plain_keys(error_text(e)) + where, session
     return (f"Started run `{run['id']}`…",
             dataclasses.replace(session, run_id=run["id"], run_active=True))
+
+
+LABELS = {"train.lr": "Learning rate", "train.max_steps": "Steps", "lora.rank": "LoRA rank",
+          "train.max_len": "Max length", "train.micro_batch": "Micro-batch"}  # the form's boxes
+
+
+def plain_keys(msg: str) -> str:
+    """A settings error in the form's words: the box's label, not the settings key."""
+    for prefix in ("--set: ", "settings: "):
+        msg = msg.replace(prefix, "")
+    for key, label in LABELS.items():
+        msg = msg.replace(f"'{key}'", f"**{label}**")
+    return msg
 
 
 def percent(msg: str) -> float | None:
