@@ -67,6 +67,27 @@ def cached(repo_id: str) -> Path | None:
     return path if any(path.glob("*.safetensors")) and (path / "config.json").exists() else None
 
 
+def config(repo_id: str, token: str | None = None) -> dict[str, Any]:
+    """A hub model's config.json alone (a few KB): from the cache, else from the hub. Enough to
+    estimate memory without downloading the weights."""
+    import json
+
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return json.loads(Path(hf_hub_download(repo_id, "config.json", local_files_only=True)).read_text())
+    except Exception:
+        pass
+    if not reachable():
+        raise ModelError(f"'{repo_id}' is neither a local folder nor a hub model in the local cache, "
+                         "and the hub cannot be reached (offline?). Use a catalogue name (e.g. "
+                         "qwen3-8b), a model folder, or connect once to fetch its config.json.")
+    try:
+        return json.loads(Path(hf_hub_download(repo_id, "config.json", token=token)).read_text())
+    except Exception as e:
+        raise ModelError(error_message(repo_id, e)) from e
+
+
 class Meter:
     """Adds up bytes over the files of one download and reports at most once a second."""
 

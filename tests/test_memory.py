@@ -87,6 +87,20 @@ def test_fit_advice_and_preset():
     assert r["preset"] == "gpu-24gb-lora"
 
 
+def test_hub_ids(monkeypatch, tmp_path):
+    """A catalogue model's hub repository (any case) estimates from the catalogue; an unknown
+    hub id with no cache and no network says so and what to do instead."""
+    from studio.errors import ModelError
+
+    shape, name = ma.load_shape("Qwen/Qwen3-8B")
+    assert name == "qwen3-8b" and shape == ma.load_shape("qwen3-8b")[0]
+    assert ma.load_shape("meta-llama/llama-3.1-8b-instruct")[1] == "llama-3.1-8b"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    with pytest.raises(ModelError, match="cannot be reached .* catalogue name"):
+        ma.load_shape("someone/not-a-catalogue-model")
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(ConfigError, match="Did you mean: llama-3.1-8b"):
         ma.load_shape("llama-3.1-8")
