@@ -236,9 +236,9 @@ class CompareService:
         done = {e["format"]: e for e in self.store.list_exports(run_id)
                 if Path(e["path"]).exists() and e["format"] in ("lora-gguf", "gguf")}
         if not done:
-            raise ExportError("The llama.cpp engine needs this run exported as GGUF first. Run: "
-                              f"python -m studio export --run {run_id} --format gguf (or "
-                              "--format lora-gguf), or use the Export step.")
+            raise ExportError("Answering with llama.cpp needs this run exported as a GGUF first: "
+                              "export it in step 5 (gguf or lora-gguf), or run "
+                              f"`python -m studio export --run {run_id} --format gguf`.")
         base = self.base_gguf(run["model"])  # made once (f16, ~2 s for the embedded model)
         if "lora-gguf" in done:
             tuned_model, lora = base, Path(done["lora-gguf"]["path"])
