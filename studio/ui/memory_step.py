@@ -145,7 +145,7 @@ def build(studio, state, model, tabs):
                                     allow_custom_value=True, filterable=True,
                                     info="A catalogue name (type to search, e.g. qwen3-8b or "
                                          "llama-3.1-8b), a local folder, or a hub id (org/name). "
-                                         "Nothing is downloaded to estimate.")
+                                         "No weights are downloaded to estimate.")
             method = gr.Radio(mem["choices"]["method"], value="lora", label="Method",
                               info="QLoRA stores the frozen model in 4 bits: about a quarter of the memory.")
             seq = gr.Slider(64, 8192, 512, step=64, label="Max length (tokens)",
