@@ -265,6 +265,8 @@ def test_truncation_counted(tmp_path, studio):
 def test_bad_name_and_recipe(studio):
     with pytest.raises(ConfigError, match="not allowed"):
         studio.data_prepare(["x.jsonl"], "../etc")
+    with pytest.raises(ConfigError, match=r"e\.g\. Ete-2024-notes\)"):  # a name it would take
+        studio.data_prepare(["x.jsonl"], "Été 2024 notes!")
     with pytest.raises(ConfigError, match="Unknown recipe"):
         studio.data_prepare([str(SAMPLE / "product_faq.jsonl")], "x", recipe="magic")
 

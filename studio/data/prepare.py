@@ -13,6 +13,7 @@ import random
 import re
 import shutil
 import time
+import unicodedata
 from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
@@ -32,8 +33,11 @@ TMP_RE = re.compile(r"^\.tmp-.+-(?P<pid>\d+)-\d+$")
 
 def check_name(name: str) -> str:
     if not name or not NAME_RE.match(name):
+        ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", ascii_name).strip("-_.")[:64]
+        example = slug if slug and NAME_RE.match(slug) else "product-faq"
         raise ConfigError(f"Dataset name '{name}' is not allowed: use 1–64 letters, digits, '-', "
-                          "'_' or '.', starting with a letter or digit (e.g. product-faq).")
+                          f"'_' or '.', starting with a letter or digit (e.g. {example}).")
     return name
 
 
