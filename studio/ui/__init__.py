@@ -17,7 +17,9 @@ CSS = """
 .prose table td:not(:last-child), .prose table th:not(:last-child) {white-space: nowrap}
 .prose table td, .prose table th {overflow-wrap: normal; word-break: normal}
 .table-wrap td, .table-wrap th {white-space: nowrap}
-"""  # names and numbers never break mid-word in tables; the last (prose) column may wrap
+.altair .vega-embed {width: 100%}
+"""  # names and numbers never break mid-word in tables (the last, prose column may wrap);
+# charts fill their box (gradio centres the chart, which leaves "container" width at zero)
 
 
 def launch_kwargs() -> dict[str, Any]:

@@ -154,7 +154,7 @@ def trade_chart(df):
                 axis=alt.Axis(values=sorted(set(df["strength"])), format=".2~f")),
         y=alt.Y("percent:Q", title="%"),
         color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=400)),
-        tooltip=["measure", "strength", "percent"]).properties(width=620, height=220)
+        tooltip=["measure", "strength", "percent"]).properties(width="container", height=220)
 
 
 def report(studio, run_id: str, progress=None):

@@ -65,8 +65,7 @@ def chart(df):
                         legend=alt.Legend(orient="bottom")),
         tooltip=["curve", "step", alt.Tooltip("loss:Q", format=".3f")])
     points = base.mark_point(filled=True, size=50).transform_filter(alt.datum.curve == "validation")
-    # gradio gives altair no container width to fill: a fixed one
-    return alt.layer(base.mark_line(clip=True), points).properties(width=620, height=240)
+    return alt.layer(base.mark_line(clip=True), points).properties(width="container", height=240)
 
 
 def history(studio):
