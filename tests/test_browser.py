@@ -160,6 +160,13 @@ def answered_right(studio, run_id: str) -> str:
     pytest.fail("the tuned model answered no held-out question with its numbers")
 
 
+def wait_until(check, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the page did not get there in time"
+        time.sleep(0.5)
+
+
 def selected(page, tab: str) -> bool:
     page.wait_for_timeout(500)
     return page.get_by_role("tab", name=tab).get_attribute("aria-selected") == "true"
@@ -227,7 +234,11 @@ def test_whole_flow(app_url, browser):
     run_id = studio.runs_list()[0]["id"]
     own = studio.heldout_questions(run_id)
     assert own and all("?" in q for q in own)
-    pick(page, "Use a held-out question", answered_right(studio, run_id) if README else own[0])
+    wait_until(lambda: page.get_by_role("combobox", name="Run", exact=True).input_value() == run_id)
+    question = answered_right(studio, run_id) if README else own[0]
+    time.sleep(2)  # the run's own held-out questions load into the picker
+    pick(page, "Use a held-out question", question)
+    wait_until(lambda: page.get_by_label("Your question").input_value() == question)
     page.get_by_role("button", name="Ask both").click()
     page.get_by_text("Both answered").wait_for(timeout=180_000)
     shot(page, "step4-compare")

@@ -253,3 +253,8 @@ def test_data_step_enables_what_a_dataset_allows():
     assert not know["interactive"] and "prepare a dataset first" in know["value"]
     to_memory, to_train, know = data_step.ready(Session(dataset="faq@v1"))
     assert to_memory["visible"] and to_train["visible"] and know["interactive"]
+
+
+def test_clearing_the_heldout_picker_keeps_the_typed_question():
+    assert compare_step.picked("What does it cost?") == "What does it cost?"
+    assert is_update(compare_step.picked(None)) and is_update(compare_step.picked(""))

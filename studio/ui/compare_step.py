@@ -205,6 +205,14 @@ def run_changed(studio, run_id: str):
     return gr.update(value=value), gr.update(choices=qs, value=None, label=label)
 
 
+def picked(question: str | None):
+    """A held-out question goes into the question box; clearing the picker (another run was
+    chosen) leaves what the user typed there."""
+    import gradio as gr
+
+    return question if question else gr.update()
+
+
 def refresh(studio, session: Session):
     """→ (run choices, engine, Ask button, Report button, notice)."""
     import gradio as gr
@@ -250,7 +258,7 @@ def build(studio, state, model):
     report_out = gr.Markdown()
     trade_plot = gr.Plot(visible=False, label="Adapter strength: what it learned vs what it forgot (%)")
     report_file = gr.File(label="Report as JSON", visible=False)
-    heldout.change(lambda q: q, heldout, prompt)
+    heldout.change(picked, heldout, prompt)
 
     def on_ask(*inputs):
         yield from ask(studio, *inputs)
