@@ -55,8 +55,7 @@ def build_app(studio):
             with gr.Tab(TAB_NAMES[Step.DATA], id=Step.DATA):
                 links, data_refresh = data_step.build(studio, state, model)
             with gr.Tab(TAB_NAMES[Step.MEMORY], id=Step.MEMORY) as t_memory:
-                mem_refresh, mem_seq, more = memory_step.build(studio, state, model, tabs)
-                links += more
+                mem_refresh, mem_seq = memory_step.build(studio, state, model, tabs)
             with gr.Tab(TAB_NAMES[Step.TRAIN], id=Step.TRAIN) as t_train:
                 train_refresh, train_out, more = train_step.build(studio, state, model)
                 links += more
@@ -64,23 +63,18 @@ def build_app(studio):
                 cmp_refresh, cmp_out, more = compare_step.build(studio, state, model)
                 links += more
             with gr.Tab(TAB_NAMES[Step.EXPORT], id=Step.EXPORT) as t_export:
-                exp_refresh, exp_out, more = export_step.build(studio, state, model, tabs)
-                links += more
+                exp_refresh, exp_out = export_step.build(studio, state, model, tabs)
             with gr.Tab(TAB_NAMES[Step.HISTORY], id=Step.HISTORY) as t_history:
                 hist_refresh, hist_out = history.build(studio, state)
-        refreshers = {Step.MEMORY: (mem_refresh, state, mem_seq),
-                      Step.TRAIN: (train_refresh, [state, model], train_out),
-                      Step.COMPARE: (cmp_refresh, state, cmp_out),
-                      Step.EXPORT: (exp_refresh, state, exp_out),
-                      Step.HISTORY: (hist_refresh, state, hist_out)}
-        tab_events = {Step.MEMORY: t_memory, Step.TRAIN: t_train, Step.COMPARE: t_compare,
-                      Step.EXPORT: t_export, Step.HISTORY: t_history}
-        for step, tab in tab_events.items():
-            tab.select(*refreshers[step])
-        for trigger, step in links:  # "Next: … →" buttons, and actions that move on to a step
-            if isinstance(trigger, gr.Button):
-                trigger = trigger.click(lambda s=step: gr.Tabs(selected=s), None, tabs)
-            trigger.then(*refreshers[step])  # a tab selected by code gets no select event
+        # A tab refreshes when it is selected, by a click or by code (a Next button, "Use these
+        # settings", "Chat with this GGUF"): gradio sends the select event either way.
+        t_memory.select(mem_refresh, state, mem_seq)
+        t_train.select(train_refresh, [state, model], train_out)
+        t_compare.select(cmp_refresh, state, cmp_out)
+        t_export.select(exp_refresh, state, exp_out)
+        t_history.select(hist_refresh, state, hist_out)
+        for button, step in links:  # "Next: … →"
+            button.click(lambda s=step: gr.Tabs(selected=s), None, tabs)
         # What this browser chose survives a reload (its local storage); a run training now is
         # followed again after a reload or a server restart.
         saved = gr.BrowserState({}, storage_key="finetune-studio")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import StudioError
-from .session import TAB_NAMES, Step
+from .session import Step
 
 
 def error_text(e: Exception) -> str:
@@ -40,13 +40,12 @@ def human_bytes(n: int | float | None) -> str:
     return str(n)
 
 
-def next_button(step: Step, label: str | None = None):
-    """(a "Next: <step> →" button, step): hidden until the step it sits in is done; build_app
-    makes it open that tab and refresh it."""
+def next_button(step: Step, label: str):
+    """(a "Next: … →" button, step): hidden until the step it sits in is done; build_app makes
+    it open that tab."""
     import gradio as gr
 
-    return gr.Button(label or f"Next: {TAB_NAMES[step].split(' · ')[-1]} →", visible=False,
-                     size="sm", variant="secondary"), step
+    return gr.Button(label, visible=False, size="sm", variant="secondary"), step
 
 
 def shown(on: bool, n: int = 1):

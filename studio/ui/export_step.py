@@ -99,6 +99,6 @@ def build(studio, state, model, tabs):
         return export(studio, run_id, fmts, quant, verify, progress)
 
     go.click(on_export, [run, fmts, quant, verify], out, concurrency_limit=1)
-    to_chat = chat.click(chat_with_gguf, [state, run], state).then(
+    chat.click(chat_with_gguf, [state, run], state).then(
         lambda: gr.Tabs(selected=Step.COMPARE), None, tabs)
-    return (lambda st: refresh(studio, st)), [run, go, chat, out], [(to_chat, Step.COMPARE)]
+    return (lambda st: refresh(studio, st)), [run, go, chat, out]

@@ -171,5 +171,5 @@ def build(studio, state, model, tabs):
     for button, measured in ((go, False), (measure, True)):
         button.click(lambda *a, m=measured: estimate(studio, *a, measure=m), inputs,
                      [bar, verdict, state], concurrency_limit=1).then(usable, state, use)
-    applied = use.click(use_settings, state, [state, model, tabs, used])
-    return prefill, seq, [(applied, Step.TRAIN)]
+    use.click(use_settings, state, [state, model, tabs, used])
+    return prefill, seq
