@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,12 @@ def close(name: str, names: list[str]) -> str:
     return f" Did you mean: {', '.join(hits)}?" if hits else ""
 
 
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # org/name
-
-
 def hub_shape(repo_id: str, cat: dict[str, Any]) -> tuple[Shape, str]:
     """A hub id: the catalogue's shape when it is a catalogue model's repository, else the
     shape of its config.json (from the cache, or that one small file from the hub)."""
     from . import hub
 
-    names = {repo.lower(): name for name, repo in catalog("hub").items()}
-    name = names.get(repo_id.lower())
+    name = models.catalogue_name(repo_id)
     if name in cat:
         return shape_from_config(cat[name], f"catalog/models.yaml:{name}"), name
     return shape_from_config(hub.config(repo_id), f"{repo_id}/config.json"), repo_id
@@ -57,7 +52,7 @@ def load_shape(ref: str, models_dir: Path | None = None) -> tuple[Shape, str]:
         if models.conversion_ok(folder):
             return load_shape(str(folder))
         return load_shape(models.EMBEDDED[ref]["catalog"])[0], ref
-    if HUB_ID.fullmatch(ref):
+    if models.HUB_ID.match(ref):
         return hub_shape(ref, cat)
     raise ConfigError(f"Unknown model '{ref}' for the estimate: give a config.json, a model folder, "
                       f"a registry model or a catalogue name.{close(ref, list(cat))} "

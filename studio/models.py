@@ -54,6 +54,11 @@ def _read_catalog(name: str) -> dict[str, Any]:
     return yaml.safe_load((CATALOG / f"{name}.yaml").read_text())
 
 
+def catalogue_name(repo_id: str) -> str | None:
+    """The catalogue name whose hub repository this is (in any case), if there is one."""
+    return {repo.lower(): name for name, repo in catalog("hub").items()}.get(repo_id.lower())
+
+
 def known_names(models_dir: Path) -> list[str]:
     """Every name the model box accepts without a path: embedded, local folders, catalogue."""
     local = [d.name for d in sorted(models_dir.glob("*"))
@@ -106,8 +111,8 @@ def resolve(ref: str, models_dir: Path) -> ModelSpec:
     hub = catalog("hub")
     if ref.lower() in hub:  # a catalogue name: its instruct version on the hub
         return ModelSpec(hub[ref.lower()], "hub", ref.lower(), None)
-    if HUB_ID.match(ref) and not ref.startswith((".", "/")):
-        return ModelSpec(ref, "hub", ref.split("/")[-1], None)
+    if HUB_ID.match(ref):  # a catalogue model's repository goes by its catalogue name
+        return ModelSpec(ref, "hub", catalogue_name(ref) or ref.split("/")[-1], None)
     names = known_names(models_dir)
     close = difflib.get_close_matches(ref.lower(), names, n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""

@@ -95,6 +95,10 @@ def test_hub_ids(monkeypatch, tmp_path):
     shape, name = ma.load_shape("Qwen/Qwen3-8B")
     assert name == "qwen3-8b" and shape == ma.load_shape("qwen3-8b")[0]
     assert ma.load_shape("meta-llama/llama-3.1-8b-instruct")[1] == "llama-3.1-8b"
+    from studio import models
+
+    spec = models.resolve("Qwen/Qwen3-8B", tmp_path)       # the model box goes by the same name
+    assert spec.name == "qwen3-8b" and models.hub_info(spec)["layers"] == shape.layers
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
     with pytest.raises(ModelError, match="cannot be reached .* catalogue name"):
