@@ -107,12 +107,11 @@ def encode(tok, example: dict[str, Any], max_len: int) -> Encoded:
 def overhead(tok) -> int:
     """Tokens an example adds around its text: the chat template's turns (its default system
     prompt included) for a one-question example, or the end-of-text token for plain text."""
-    word = {"role": "assistant", "content": "alpha"}
     plain = encode(tok, {"text": "alpha"}, 1 << 20).full_length
     if not has_chat_template(tok):
         return plain - 1
-    chat = encode(tok, {"messages": [{"role": "user", "content": ""}, word]}, 1 << 20).full_length
-    return max(plain, chat) - 1
+    turns = [{"role": "user", "content": ""}, {"role": "assistant", "content": "alpha"}]
+    return max(plain, encode(tok, {"messages": turns}, 1 << 20).full_length) - 1
 
 
 def encode_many(tok, examples: list[dict[str, Any]], max_len: int) -> list[Encoded]:

@@ -91,8 +91,8 @@ def build_config(preset_name: str, dataset: dict[str, Any], model: str | None,
     spec = get_preset(preset_name)
     if model:
         overrides = [f"model={model}", *overrides]
-    if max_steps is not None:
-        overrides = [*overrides, f"train.max_steps={max_steps}"]
+    if max_steps is not None:  # a setting by name, checked (and named in errors) like the others
+        changes = {"max_steps": max_steps, **changes}
     if overrides:
         spec = check_trainable(override(spec, overrides), "--set")
     if changes:

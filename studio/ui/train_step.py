@@ -119,8 +119,7 @@ LABELS = {"train.lr": "Learning rate", "train.max_steps": "Steps", "lora.rank": 
 
 def plain_keys(msg: str) -> str:
     """A settings error in the form's words: the box's label, not the settings key."""
-    for prefix in ("--set: ", "settings: "):
-        msg = msg.replace(prefix, "")
+    msg = msg.replace("settings: ", "")
     for key, label in LABELS.items():
         msg = msg.replace(f"'{key}'", f"**{label}**")
     return msg
@@ -290,6 +289,10 @@ def build(studio, state, model):
     first = "cpu-quickstart" if "cpu-quickstart" in names else names[0]
     about0, lr0, steps0, rank0, len0, batch0 = preset_fields(studio, first)
     helps = studio.preset_help()
+
+    def box(key: str, value, **kw):  # a form number: its label and help written once
+        return gr.Number(value, label=LABELS[key], info=helps[key], **kw)
+
     gr.Markdown(INTRO, elem_classes="step-intro")
     with gr.Row():
         with gr.Column(scale=1):
@@ -297,11 +300,11 @@ def build(studio, state, model):
             about = gr.Markdown(about0)
             dataset = gr.Dropdown([], label="Dataset", info="Prepared in step 1.",
                                   allow_custom_value=True)
-            lr = gr.Number(lr0, label="Learning rate", info=helps["train.lr"])
-            steps = gr.Number(steps0, label="Steps", info=helps["train.max_steps"], precision=0)
-            rank = gr.Number(rank0, label="LoRA rank", info=helps["lora.rank"], precision=0)
-            max_len = gr.Number(len0, label="Max length", info=helps["train.max_len"], precision=0)
-            batch = gr.Number(batch0, label="Micro-batch", info=helps["train.micro_batch"], precision=0)
+            lr = box("train.lr", lr0)
+            steps = box("train.max_steps", steps0, precision=0)
+            rank = box("lora.rank", rank0, precision=0)
+            max_len = box("train.max_len", len0, precision=0)
+            batch = box("train.micro_batch", batch0, precision=0)
             memory = gr.Markdown("")
             with gr.Row():
                 go = gr.Button("Start training", variant="primary")
