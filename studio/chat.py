@@ -82,29 +82,49 @@ def stream(model, tok, messages: list[dict[str, str]], s: GenSettings = GenSetti
     t.join()
 
 
+BATCH_TOKENS = 8192  # prompt + answer tokens per generation batch: 60 short questions in one
+# batch answer 2× faster than in batches of 8 on 2 CPU cores (5.0 s vs 10.0 s), and on a GPU
+# a batch this size keeps its KV cache small (≈1 GB for an 8B model)
+MAX_BATCH = 64
+
+
 def generate_batch(model, tok, conversations: list[list[dict[str, str]]], max_new_tokens: int = 48,
-                   batch_size: int = 8) -> list[str]:
-    """Greedy answers for many prompts, left-padded in batches (much faster than one by one)."""
+                   batch_tokens: int = BATCH_TOKENS) -> list[str]:
+    """Greedy answers for many conversations, in the order given (see `greedy_batch`)."""
+    context = context_of(model)
+    prompts = [encode_prompt(tok, c, context, max_new_tokens)[0] for c in conversations]
+    return [tok.decode(new, skip_special_tokens=True).strip()
+            for new in greedy_batch(model, tok, prompts, max_new_tokens, batch_tokens)]
+
+
+def greedy_batch(model, tok, prompts: list[list[int]], max_new_tokens: int,
+                 batch_tokens: int = BATCH_TOKENS) -> list[list[int]]:
+    """The greedy continuation of each prompt (token ids, up to and including its end-of-turn
+    token), in the order given: prompts of similar length are left-padded into batches of up to
+    `batch_tokens` prompt + answer tokens (much faster than one by one, and sorting by length
+    keeps the padding small)."""
     import torch
 
-    answers: list[str] = []
-    context = context_of(model)
-    old_side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        for i in range(0, len(conversations), batch_size):
-            prompts = [encode_prompt(tok, c, context, max_new_tokens)[0]
-                       for c in conversations[i:i + batch_size]]
-            width = max(map(len, prompts))
-            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
-                                device=model.device)
-            with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                     max_new_tokens=max_new_tokens, eos_token_id=stop_ids(tok, model),
-                                     pad_token_id=pad, temperature=None, top_p=None, top_k=None)
-            answers += [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out]
-    finally:
-        tok.padding_side = old_side
-    return answers
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    stops = set(stop_ids(tok, model))
+    out: dict[int, list[int]] = {}
+    start = 0
+    while start < len(order):
+        end = start + 1  # the longest prompt of a batch is its last (sorted)
+        while (end < len(order) and end - start < MAX_BATCH
+               and (end + 1 - start) * (len(prompts[order[end]]) + max_new_tokens) <= batch_tokens):
+            end += 1
+        batch = [prompts[i] for i in order[start:end]]
+        width = max(map(len, batch))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=model.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device)
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                 max_new_tokens=max_new_tokens, eos_token_id=sorted(stops),
+                                 pad_token_id=pad, temperature=None, top_p=None, top_k=None)
+        for i, row in zip(order[start:end], gen[:, width:].tolist()):
+            cut = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
+            out[i] = row[:cut]
+        start = end
+    return [out[i] for i in range(len(prompts))]

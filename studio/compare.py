@@ -83,8 +83,10 @@ def llama_engine(base_gguf: Path, lora_gguf: Path | None, n_ctx: int = 2048):
         raise FeatureUnavailable(why)
     from llama_cpp import Llama
 
+    from .models import llama_threads
+
     kwargs: dict[str, Any] = {"model_path": str(base_gguf), "n_ctx": n_ctx, "verbose": False,
-                              "seed": 0}
+                              "seed": 0, "n_threads": llama_threads()}
     if lora_gguf is not None:
         kwargs["lora_path"] = str(lora_gguf)
     return Llama(**kwargs)

@@ -1,8 +1,9 @@
 """Faults: named crash points for tests, disk-full as a message, and sweeping what a crash left.
 
-Owns three things every writer shares. `crash_point(name)`: when STUDIO_CRASH_AT names it, the
+Owns what every writer shares. `crash_point(name)`: when STUDIO_CRASH_AT names it, the
 process kills itself with SIGKILL right there — exactly what `kill -9` or a power cut does, at a
-moment a test chooses (no sleeps). `disk_guard(folder, need)`: an out-of-space error (ENOSPC,
+moment a test chooses (no sleeps); `hold_point(name, n, until)` likewise pauses it there until a
+condition holds (STUDIO_HOLD_AT). `disk_guard(folder, need)`: an out-of-space error (ENOSPC,
 EDQUOT, or a library's wrapped "No space left on device") becomes one message — what, where,
 how much, what to do; STUDIO_FAULT_ENOSPC=name makes a named write fail that way in tests.
 `sweep(folder, pattern)`: temp files and folders whose writing process is gone are removed.
@@ -46,6 +47,19 @@ def crash_point(name: str, n: int | None = None) -> None:
     at = os.environ.get("STUDIO_CRASH_AT")
     if at and (at == name or (n is not None and at == f"{name}@{n}")):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hold_point(name: str, n: int, until, ceiling_s: float = 900.0) -> None:
+    """Wait here until `until()` is true if STUDIO_HOLD_AT is `name@n` (at most `ceiling_s`):
+    a test pauses a process at a known step (a run held at step 3 until Stop), so what it checks
+    next cannot race with a machine that is faster or slower than expected."""
+    if os.environ.get("STUDIO_HOLD_AT") != f"{name}@{n}":
+        return
+    import time
+
+    deadline = time.monotonic() + ceiling_s
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def fail_point(name: str) -> None:

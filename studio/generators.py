@@ -41,9 +41,10 @@ def llama_cpp(gguf_path, cancel: threading.Event | None = None, n_ctx: int = 204
     from llama_cpp import Llama
 
     from . import families
+    from .models import llama_threads
 
     llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, verbose=False, seed=0,
-                n_threads=max(1, os.cpu_count() or 1))
+                n_threads=llama_threads())
     fam = families.known_family_of(llm.metadata.get("tokenizer.chat_template"))
     stops = list(fam.stops) if fam else None
 

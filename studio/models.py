@@ -375,6 +375,16 @@ def llama_cpp_available() -> tuple[bool, str]:
     return True, ""
 
 
+def llama_threads() -> int:
+    """Threads for llama.cpp: one per physical core. llama-cpp-python's own default is half the
+    logical cores — one thread on a 2-core laptop, which halves its speed there."""
+    import os
+
+    import psutil
+
+    return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+
+
 def require_llama_cpp() -> None:
     ok, why = llama_cpp_available()
     if not ok:

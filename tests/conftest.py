@@ -1,7 +1,10 @@
-"""Shared, session-scoped fixtures: one converted embedded model, one studio home.
+"""Shared, session-scoped fixtures: one converted embedded model, one studio home, one short
+training run and its report, and a two-layer model for tests where the model is not the point.
 
 The embedded model is converted once into .venv/.test-cache (kept between pytest runs) and
 hard-linked into each session's temporary STUDIO_HOME, so no test pays for a conversion twice.
+Expensive results (the run, its report) are made once per session and shared; a test that changes
+one (the adapter strength) puts it back as it was.
 """
 from __future__ import annotations
 
@@ -33,6 +36,23 @@ def embedded_model_dir() -> Path:
     return models.prepare_embedded(CACHE)
 
 
+def make_tiny_llama(folder: Path, embedded_model_dir: Path) -> Path:
+    """A two-layer Llama with random weights and the embedded model's tokenizer and chat
+    template: trains in a blink, where the model itself is not what a test checks."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
+        if (embedded_model_dir / f).exists():
+            shutil.copy(embedded_model_dir / f, folder / f)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def studio_home(tmp_path_factory, embedded_model_dir) -> Path:
     home = tmp_path_factory.mktemp("studio-home")
@@ -40,6 +60,12 @@ def studio_home(tmp_path_factory, embedded_model_dir) -> Path:
     dst.parent.mkdir(parents=True)
     shutil.copytree(embedded_model_dir, dst, copy_function=os.link)
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, embedded_model_dir) -> str:
+    """The two-layer model's folder (a model reference: a local folder)."""
+    return str(make_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama", embedded_model_dir))
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +96,9 @@ def trained_run(studio, faq_dataset):
     run = studio.train_create("cpu-quickstart", faq_dataset, overrides=[
         "train.save_every=4", "train.eval_every=6", "train.lr=1e-3"], max_steps=12)
     return studio.train_run(run["id"])
+
+
+@pytest.fixture(scope="session")
+def trained_report(studio, trained_run):
+    """The report of the shared run, computed once (about a minute on 2 cores)."""
+    return studio.report(trained_run["id"], refresh=True)

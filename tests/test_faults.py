@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, make_tiny_llama, run_cli
 
 SAMPLE = ROOT / "assets" / "sample" / "product_faq.jsonl"
 STEPS = 6
@@ -28,20 +28,9 @@ TRAIN_SET = ["train.replay=0", "train.forget_budget=0",  # kill points, not the 
 def home(tmp_path_factory, embedded_model_dir):
     """A studio home with the embedded model, a 2-layer model of the same tokenizer (trains in
     a blink) and a prepared dataset."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
     h = tmp_path_factory.mktemp("fault-home")
     shutil.copytree(embedded_model_dir, h / "models" / embedded_model_dir.name, copy_function=os.link)
-    tiny = h / "models" / "tiny-llama"
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(tiny)
-    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
-        if (embedded_model_dir / f).exists():
-            shutil.copy(embedded_model_dir / f, tiny / f)
+    make_tiny_llama(h / "models" / "tiny-llama", embedded_model_dir)
     s = studio_at(h)
     s.data_prepare([str(SAMPLE)], "faq", val_fraction=0.1)
     return h

@@ -180,7 +180,7 @@ def test_compare_offers_the_runs_own_heldout_questions(studio, trained_run):
     assert picker["choices"] == []
 
 
-def test_compare_report_handler(studio, trained_run):
+def test_compare_report_handler(studio, trained_run, trained_report):
     md, f, plot = compare_step.report(studio, "")
     assert md.startswith("⚠️") and f["visible"] is False and plot["visible"] is False
     md, f, plot = compare_step.report(studio, trained_run["id"])

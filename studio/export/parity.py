@@ -35,25 +35,25 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
     import torch
     from llama_cpp import Llama
 
+    from ..chat import greedy_batch
+    from ..models import llama_threads
+
     llm = Llama(model_path=str(gguf_path), lora_path=str(lora_path) if lora_path else None,
-                n_ctx=512, logits_all=True, verbose=False, seed=0)
+                n_ctx=512, logits_all=True, verbose=False, seed=0, n_threads=llama_threads())
     agree = total = 0
     dlog: list[float] = []
     tok_match = stops = runon = 0
-    for p in prompts:
-        text = tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                       add_generation_prompt=True)
-        ids = tok(text, add_special_tokens=False)["input_ids"]
+    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                     add_generation_prompt=True) for p in prompts]
+    prompt_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    # The natural greedy answer (up to its end-of-turn token), all prompts in one batch: positions
+    # forced past the end would compare near-uniform guesses, which measures noise, not the export.
+    answers = greedy_batch(model, tok, prompt_ids, n_tokens)
+    for text, ids, new in zip(texts, prompt_ids, answers):
         tok_match += llm.tokenize(text.encode(), add_bos=False, special=True) == ids
-        inp = torch.tensor([ids], device=model.device)
+        seq = ids + new
         with torch.no_grad():
-            # The natural greedy answer (up to its end-of-turn token): positions forced past the
-            # end would compare near-uniform guesses, which measures noise, not the export.
-            gen = model.generate(inp, attention_mask=torch.ones_like(inp), do_sample=False,
-                                 max_new_tokens=n_tokens, pad_token_id=tok.eos_token_id,
-                                 temperature=None, top_p=None, top_k=None)
-            seq = gen[0].tolist()
-            hf_logits = model(gen).logits[0].float()
+            hf_logits = model(torch.tensor([seq], device=model.device)).logits[0].float()
         hf_lp = torch.log_softmax(hf_logits, -1).cpu().numpy()
         llm.reset()
         llm.eval(seq)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
-from ..faults import crash_point, disk_guard, disk_message, likely_disk_full
+from ..faults import crash_point, disk_guard, disk_message, hold_point, likely_disk_full
 from ..records import RunStatus
 from ..spec import OPTIMIZERS
 from . import checkpoints as ckpt
@@ -101,6 +101,7 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
             self.window.append((self.t0, collator.tokens))
 
         def on_step_end(self, args, state, control, **kw):
+            hold_point("train.step", state.global_step, (run_dir / STOP_FILE).exists)
             if (run_dir / STOP_FILE).exists():  # written by Stop, or by SIGTERM below
                 self.stopped = True
                 control.should_save = True

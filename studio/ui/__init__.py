@@ -51,7 +51,12 @@ def build_app(studio):
                     elem_classes="studio-header")
         state = gr.State(Session())
         model = model_picker.build(studio)
-        with gr.Tabs() as tabs:
+        # The steps appear once this tab's choices are restored (below): an action taken before
+        # that (Prepare, Start) would have its result overwritten by the restore, which read the
+        # state before the action wrote it — seen as a dataset lost between two busy tabs.
+        loading = gr.Markdown("⏳ Opening your studio…")
+        steps = gr.Column(visible=False)
+        with steps, gr.Tabs() as tabs:
             with gr.Tab(TAB_NAMES[Step.DATA], id=Step.DATA):
                 links, data_refresh = data_step.build(studio, state, model)
             with gr.Tab(TAB_NAMES[Step.MEMORY], id=Step.MEMORY) as t_memory:
@@ -78,7 +83,9 @@ def build_app(studio):
         # What this browser chose survives a reload (its local storage); a run training now is
         # followed again after a reload or a server restart.
         saved = gr.BrowserState({}, storage_key="finetune-studio")
-        app.load(lambda st, sv: train_step.reattach(studio, st, sv), [state, saved], state).then(
+        def restore(st, sv):
+            return train_step.reattach(studio, st, sv), gr.update(visible=False), gr.update(visible=True)
+        app.load(restore, [state, saved], [state, loading, steps]).then(
             restore_model, [saved, model], model).then(train_refresh, [state, model], train_out).then(
             *data_refresh)
         state.change(remember, [state, model], saved)

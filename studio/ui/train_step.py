@@ -136,8 +136,8 @@ def stop(studio, session: Session):
         run = studio.run_stop(session.run_id or "")
     except Exception as e:
         return error_text(e), session
-    return (f"Stopped at step {run['step']}; press Resume to continue.",
-            dataclasses.replace(session, run_active=False))
+    # run_active stays as it was: the next tick sees the run end and refreshes the run table
+    return f"Stopped at step {run['step']}; press Resume to continue.", session
 
 
 def resume(studio, session: Session):
