@@ -108,7 +108,11 @@ FILES = [
      0, ["not UTF-8", "Windows-1252"]),
     ("u16.txt", ("Plain text saved as UTF-16 without a byte-order mark.\n" * 20).encode("utf-16-le"), 0, []),
     ("u16bom.jsonl", ("\ufeff" + GOOD).encode("utf-16-le"), 0, []),
-    ("onenul.jsonl", GOOD.encode()[:10] + b"\x00" + GOOD.encode()[10:], 0, []),
+    ("onenul.jsonl", GOOD.encode()[:10] + b"\x00" + GOOD.encode()[10:], 0,
+     ["1 NUL byte (", "removed; the line was kept"]),
+    ("nul.csv", b"prompt,completion\nWhat is it?,A bird feeder.\nHow much is it?,It costs 189 eu\x00ro\x00s.\n", 0,
+     ["2 NUL bytes", "removed; the row was kept"]),
+    ("nul.txt", b"Some notes about the feeder.\x00 It holds seed.\n" * 5, 0, ["5 NUL bytes", "text was kept"]),
     ("photo.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), 1, ["binary"]),
     ("empty.jsonl", "", 1, ["empty"]),
     ("blank.txt", "   \n\n  ", 1, ["empty"]),
@@ -162,6 +166,19 @@ def test_bad_files(home, tmp_path, name, content, code, words):
         folder = Path(json.loads(out)["path"])
         rows = (folder / "train.jsonl").read_text() + (folder / "validation.jsonl").read_text()
         assert "['" not in rows and "b'" not in rows
+
+
+def test_a_csv_row_with_nul_bytes_is_kept_clean_and_named(home, tmp_path):
+    """A NUL byte in a CSV row (a broken export) is removed, and the row is named by its line."""
+    f = tmp_path / "nul.csv"
+    f.write_bytes(b"question,answer\nWhat is it?,A feeder.\nHow much?,189 eu\x00ros\nWho?,Fernwick.\n")
+    code, out, _ = cli(home, "data", "prepare", str(f), "--name", "nulcsv", "--val-fraction", "0", "--json")
+    assert code == 0
+    got = json.loads(out)
+    assert [(e["line"], e["reason"]) for e in got["errors"]] == [
+        (3, "1 NUL byte (\\x00, left by a broken export) removed; the row was kept")]
+    rows = (Path(got["path"]) / "train.jsonl").read_text()
+    assert "189 euros" in rows and "\\u0000" not in rows and got["records"] == 3
 
 
 def test_no_python_reprs_in_prepared_data(home, tmp_path):

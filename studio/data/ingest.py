@@ -94,7 +94,7 @@ def decode(raw: bytes, name: str) -> tuple[str | None, str | None]:
     if sum(b < 32 and b not in TEXT_CONTROLS for b in head) * 20 > len(head):
         return None, ("looks like a binary file (a program or an image), not text. Upload the "
                       "original document (.pdf, .docx, .txt) or save it as UTF-8 text")
-    raw = raw.replace(b"\x00", b"")  # a few stray NULs (a bad export) are dropped, not fatal
+    # a few stray NULs (a bad export) are kept here: each reader removes them and says where
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError:
@@ -108,6 +108,19 @@ def decode(raw: bytes, name: str) -> tuple[str | None, str | None]:
     # Short Western texts fit several code pages equally well; Windows-1252 is the common one.
     encoding = "cp1252" if any(m.encoding == "cp1252" for m in matches) else best.encoding
     return raw.decode(encoding, errors="replace"), None
+
+
+NUL_NOTE = "NUL byte{s} (\\x00, left by a broken export) removed; the {what} was kept"
+
+
+def strip_nul(text: str) -> tuple[str, int]:
+    """`text` without NUL characters, and how many there were."""
+    n = text.count("\x00")
+    return (text.replace("\x00", ""), n) if n else (text, 0)
+
+
+def nul_issue(name: str, line: int | None, n: int, what: str) -> Issue:
+    return Issue(name, line, f"{n} " + NUL_NOTE.format(s="" if n == 1 else "s", what=what))
 
 
 def iter_path(path: Path, issues: list[Issue], display: str | None = None) -> Iterator[Record | Document]:
@@ -160,6 +173,10 @@ def iter_bytes(raw: bytes, ext: str, issues: list[Issue], name: str) -> Iterator
     if text is None:
         issues.append(Issue(name, None, why))
         return
+    if ext not in (".jsonl", ".csv", ".tsv"):  # those say it per line or row
+        text, nuls = strip_nul(text)
+        if nuls:
+            issues.append(nul_issue(name, None, nuls, "text"))
     if ext == ".jsonl":
         yield from _jsonl_lines(io.StringIO(text), issues, name)
     elif ext == ".json":
@@ -238,6 +255,9 @@ def _text_block(raw: bytes, ext: str, issues: list[Issue], name: str, part: int)
         if part == 1 or "empty" not in why:
             issues.append(Issue(name, None, why))
         return
+    text, nuls = strip_nul(text)
+    if nuls:
+        issues.append(nul_issue(name, None, nuls, f"text (part {part})"))
     yield Document(text, name, "text", {"markdown": ext in (".md", ".markdown"), "part": part})
 
 
@@ -265,7 +285,6 @@ def jsonl_stream(f, issues: list[Issue], name: str) -> Iterator[Record]:
                 continue
             if i == 1:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
-            raw = raw.replace(b"\x00", b"")
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError:  # a legacy-encoded line (latin-1/cp1252)
@@ -304,6 +323,9 @@ def _jsonl_lines(lines, issues: list[Issue], name: str) -> Iterator[Record]:
         if not line.strip():
             continue
         seen_any = True
+        line, nuls = strip_nul(line)
+        if nuls:
+            issues.append(nul_issue(name, i, nuls, "line"))
         obj, why, _ = parse_json(line)
         if why:
             issues.append(Issue(name, i, why.replace("; line 1, column", "; column")))
@@ -367,7 +389,11 @@ def read_csv(text: str, ext: str, issues: list[Issue], name: str) -> Iterator[Re
             issues.append(Issue(name, line, f"has {len(row)} fields but the header has "
                                             f"{len(header)} ({', '.join(header)})"))
             continue
-        yield Record(dict(zip(header, row)), name, line)
+        cleaned = [strip_nul(c) for c in row]
+        nuls = sum(n for _, n in cleaned)
+        if nuls:
+            issues.append(nul_issue(name, line, nuls, "row"))
+        yield Record(dict(zip(header, (c for c, _ in cleaned))), name, line)
 
 
 def iter_parquet(path: Path, issues: list[Issue], name: str) -> Iterator[Record]:

@@ -101,7 +101,8 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
             self.window.append((self.t0, collator.tokens))
 
         def on_step_end(self, args, state, control, **kw):
-            hold_point("train.step", state.global_step, (run_dir / STOP_FILE).exists)
+            if not self.step0:  # a fresh start (not a resume) may be held for a test
+                hold_point("train.step", state.global_step, (run_dir / STOP_FILE).exists)
             if (run_dir / STOP_FILE).exists():  # written by Stop, or by SIGTERM below
                 self.stopped = True
                 control.should_save = True
