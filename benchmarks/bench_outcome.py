@@ -1,23 +1,26 @@
-"""Did it learn your facts and keep what it knew? The old recipe against today's default.
+"""Did it learn your facts and keep what it knew? The frontier of the forgetting levers.
 
-Trains the cpu-quickstart preset on the sample FAQ (assets/sample/product_faq.jsonl) several
-times in one run and reports each through the studio's own report:
-  - "old recipe": lr 1e-3, no self-replay, no forgetting budget (the last step at full
-    strength is the adapter) — how the studio trained before;
-  - the preset as shipped (self-replay and the forgetting budget on), and the other replay
-    ratios asked for.
-For each: held-out paraphrase fact match (questions never trained on), general-text perplexity
-rise (the probe, never trained on), retention (share of the general questions the base model
-answered right that the tuned one still does), the step the budget chose, and the time of the
-whole quickstart (training, replay and evaluations). Then the Pareto table: replay ratio ×
-adapter strength → fact match and perplexity rise (strengths from the report's trade-off).
-Targets (issue #14): fact match ≥ 70%, perplexity rise ≤ 10%, retention ≥ 95%, ≤ 5 minutes.
+Trains the cpu-quickstart preset on two fact sets written by us, in different domains and
+formats, each with held-out questions that ask the same facts in other words:
+  - sample: the Nimbus Orbit FAQ (assets/sample/product_faq.jsonl, a product; JSONL);
+  - skellmere: people and places of an invented island (benchmarks/facts/skellmere.csv; CSV,
+    held out in skellmere_heldout.csv),
+once per recipe (the preset as shipped, then each variant's overrides), and scores every run
+through the studio's own report — the way a user sees it:
+  - fact match: held-out questions answered with their key fact (never trained on);
+  - ppl rise: general-text probe perplexity against the base model (never trained on);
+  - retention: of the shipped general questions the base model answers right, the share the
+    tuned model still does;
+  - train s: the whole quickstart, generation for replay/targets/paraphrases included.
+Targets (issue #29): fact match ≥ 70%, ppl rise ≤ +10%, retention ≥ 90%, ≤ 300 s — all at
+once, on both sets. The last table lists, per recipe, whether it meets them on both.
 
-Usage: .venv/bin/python benchmarks/bench_outcome.py [--replays 0.5,1.0] [--set KEY=VALUE ...]
-         [--variant LABEL:KEY=VALUE,KEY=VALUE ...] [--only-variants]
-  --set       applies to every run; --variant adds a run with its own overrides, ;-separated (e.g.
-              --variant "lr 3e-4:train.lr=3e-4;train.replay=1"); --only-variants skips the two
-              standard rows (for exploring presets).
+Usage: .venv/bin/python benchmarks/bench_outcome.py [--sets sample,skellmere]
+         [--variant "LABEL:KEY=VALUE;KEY=VALUE" ...] [--only-variants] [--set KEY=VALUE ...]
+         [--out FILE]
+  --set applies to every run; each --variant adds a recipe with its own overrides
+  (e.g. --variant "kl 1:train.replay_mode=kl;train.replay_weight=1"); --only-variants skips
+  the preset as shipped.
 """
 import json
 import os
@@ -29,14 +32,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+FACTS = ROOT / "benchmarks" / "facts"
+SETS = {
+    "sample": ([ROOT / "assets" / "sample" / "product_faq.jsonl"], None),
+    "skellmere": ([FACTS / "skellmere.csv"], FACTS / "skellmere_heldout.csv"),
+}
+TARGETS = {"fact_match": 0.70, "ppl_rise": 0.10, "retention": 0.90, "train_s": 300}
 
 
 def arg(name: str, default: str) -> str:
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
-def extra_sets() -> list[str]:
-    return [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "--set"]
+def every(name: str) -> list[str]:
+    return [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == name]
 
 
 def studio_home() -> Path:
@@ -50,49 +59,67 @@ def studio_home() -> Path:
     return home
 
 
-def one(s, label: str, overrides: list[str]) -> dict:
+def one(s, data: str, label: str, overrides: list[str]) -> dict:
     t0 = time.time()
-    run = s.train_create("cpu-quickstart", "faq", overrides=overrides + extra_sets())
+    run = s.train_create("cpu-quickstart", data, overrides=overrides + every("--set"))
     s.train_run(run["id"])
     trained = time.time() - t0
     r = s.report(run["id"])
     t = r["tuned"]
-    return {"label": label, "overrides": overrides, "run": run["id"], "train_s": round(trained),
-            "fact_match": t.get("paraphrased", {}).get("fact_match"),
+    levers = {e["lever"]: e for e in r.get("levers") or []}
+    return {"set": data, "label": label, "overrides": overrides, "run": run["id"],
+            "train_s": round(trained), "fact_match": t.get("paraphrased", {}).get("fact_match"),
             "base_fact_match": r["base"].get("paraphrased", {}).get("fact_match"),
             "ppl_rise": r["forgetting"]["rise"], "retention": r["retention"].get("share"),
             "kept": f"{r['retention'].get('kept')}/{r['retention'].get('known')}",
-            "chosen_step": r["chosen_step"], "trade_off": r["trade_off"],
-            "suggested_strength": r["suggested_strength"], "report_s": r["seconds"]}
+            "chosen_step": r["chosen_step"], "strength": r["strength"], "trade_off": r["trade_off"],
+            "levers": levers, "report_s": r["seconds"]}
+
+
+def meets(r: dict) -> bool:
+    return ((r["fact_match"] or 0) >= TARGETS["fact_match"] and r["ppl_rise"] is not None
+            and r["ppl_rise"] <= TARGETS["ppl_rise"] and (r["retention"] or 0) >= TARGETS["retention"]
+            and r["train_s"] <= TARGETS["train_s"])
 
 
 def main() -> None:
     from studio.api import Studio
 
     s = Studio(studio_home())
-    s.data_prepare([str(ROOT / "assets" / "sample" / "product_faq.jsonl")], "faq", val_fraction=0.1)
-    rows = [] if "--only-variants" in sys.argv else [
-        one(s, "old recipe", ["train.lr=1e-3", "train.max_steps=100", "lora.rank=16",
-                              "train.replay=0", "train.eval_every=0", "train.forget_budget=0"]),
-        one(s, "preset as shipped", [])]
-    for ratio in [x for x in arg("--replays", "").split(",") if x]:
-        rows.append(one(s, f"replay {ratio}", [f"train.replay={ratio}"]))
-    for i, a in enumerate(sys.argv):
-        if a == "--variant":
-            label, _, sets = sys.argv[i + 1].partition(":")
-            rows.append(one(s, label, [x for x in sets.split(";") if x]))
-    print(f"\n{'recipe':20s} {'fact match':>10s} {'ppl rise':>9s} {'retention':>10s} {'kept':>7s} "
-          f"{'step':>5s} {'train s':>8s} {'report s':>9s}")
+    sets = [x for x in arg("--sets", "sample,skellmere").split(",") if x]
+    for name in sets:
+        files, held = SETS[name]
+        s.data_prepare([str(f) for f in files], name, val_fraction=0.1,
+                       heldout=str(held) if held else None)
+    recipes = [] if "--only-variants" in sys.argv else [("preset as shipped", [])]
+    for v in every("--variant"):
+        label, _, sets_ = v.partition(":")
+        recipes.append((label, [x for x in sets_.split(";") if x]))
+    rows = []
+    for label, overrides in recipes:
+        for name in sets:
+            rows.append(one(s, name, label, overrides))
+            r = rows[-1]
+            print(f"  {name:10s} {label:28s} fact {r['fact_match']:.0%} (base {r['base_fact_match']:.0%}) "
+                  f"ppl {r['ppl_rise']:+.1%} kept {r['kept']} step {r['chosen_step']} "
+                  f"s={r['strength']:g} {r['train_s']} s", flush=True)
+    print(f"\n{'set':10s} {'recipe':28s} {'fact match':>10s} {'ppl rise':>9s} {'retention':>10s} "
+          f"{'kept':>7s} {'step':>5s} {'strength':>8s} {'train s':>8s}")
     for r in rows:
-        print(f"{r['label']:20s} {r['fact_match']:>10.0%} {r['ppl_rise']:>+9.1%} {r['retention'] or 0:>10.0%} "
-              f"{r['kept']:>7s} {r['chosen_step'] or '-':>5} {r['train_s']:>8d} {r['report_s']:>9.0f}")
-    print(f"(base model: fact match {rows[0]['base_fact_match']:.0%}; targets: fact match ≥ 70%, "
-          "ppl rise ≤ +10%, retention ≥ 95%, quickstart ≤ 300 s)")
-    print("\nPareto: recipe × adapter strength → paraphrase fact match / perplexity rise")
+        print(f"{r['set']:10s} {r['label']:28s} {r['fact_match']:>10.0%} {r['ppl_rise']:>+9.1%} "
+              f"{r['retention'] or 0:>10.0%} {r['kept']:>7s} {r['chosen_step'] or '-':>5} "
+              f"{r['strength']:>8g} {r['train_s']:>8d}")
+    print(f"(targets: fact match ≥ {TARGETS['fact_match']:.0%}, ppl rise ≤ +{TARGETS['ppl_rise']:.0%}, "
+          f"retention ≥ {TARGETS['retention']:.0%}, quickstart ≤ {TARGETS['train_s']} s — on every set)")
+    print("\nMeets every target on every set:")
+    for label, _ in recipes:
+        mine = [r for r in rows if r["label"] == label]
+        print(f"  {label:28s} {'yes' if mine and all(meets(r) for r in mine) else 'no'}")
+    print("\nPareto: recipe × adapter strength → held-out fact match / perplexity rise")
     for r in rows:
         cells = "  ".join(f"s={t['strength']:g}: {t['match']:.0%} / {t['rise']:+.0%}" for t in r["trade_off"])
-        print(f"  {r['label']:20s} {cells}   suggested {r['suggested_strength']}")
-    out = ROOT / "benchmarks" / "results" / "outcome-latest.json"
+        print(f"  {r['set']:10s} {r['label']:28s} {cells}")
+    out = Path(arg("--out", str(ROOT / "benchmarks" / "results" / "outcome-latest.json")))
     out.write_text(json.dumps(rows, indent=1))
     print(f"\nraw: {out}")
 

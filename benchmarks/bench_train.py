@@ -43,7 +43,9 @@ def run(label: str, packing: bool, model_path: Path, data, steps: int, batch: in
     from transformers import Trainer, TrainingArguments
 
     from studio import models, presets
-    from studio.train.loop import load_for_training, make_collator, trainer_class
+    from studio.train.batches import make_collator
+    from studio.train.loop import load_for_training
+    from studio.train.trainer import trainer_class
 
     torch.manual_seed(0)
     tok = models.load_tokenizer(model_path)

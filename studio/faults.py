@@ -7,7 +7,7 @@ condition holds (STUDIO_HOLD_AT). `disk_guard(folder, need)`: an out-of-space er
 EDQUOT, or a library's wrapped "No space left on device") becomes one message — what, where,
 how much, what to do; STUDIO_FAULT_ENOSPC=name makes a named write fail that way in tests.
 `sweep(folder, pattern)`: temp files and folders whose writing process is gone are removed.
-`atomic_write_text(path, text)`: a small file written whole or not at all.
+`atomic_write_text(path, text)` / `atomic_write_bytes`: a small file written whole or not at all.
 """
 from __future__ import annotations
 
@@ -36,6 +36,18 @@ def atomic_write_text(path: Path, text: str) -> Path:
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """`data` into `path` the same way: whole or not at all."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -27,7 +27,9 @@ NO_CHANGE_SHARE = 0.9     # 90% of answers identical
 
 
 def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
-    """Question/answer rows: the validation split, plus shipped paraphrases for the sample set."""
+    """Question/answer rows: the validation split, plus the dataset's held-out questions (the
+    user's held-out file, or the shipped paraphrases of the sample) as "paraphrased"."""
+    from .data import heldout
     from .data.prepare import read_split
 
     sets: dict[str, list[dict[str, Any]]] = {}
@@ -38,12 +40,16 @@ def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str
             val.append({"messages": msgs[:-1], "answer": msgs[-1]["content"]})
     if val:
         sets["validation"] = val
-    for src in dataset.get("sources") or []:
-        f = SAMPLE_HELDOUT.get(src)
-        if f and f.exists():
-            rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()][:limit]
-            sets["paraphrased"] = [{"messages": [{"role": "user", "content": r["question"]}],
-                                    "answer": r["answer"], "expect": r.get("expect")} for r in rows]
+    rows = heldout.load(Path(dataset["path"]), limit)
+    if rows is None:  # a dataset prepared before held-out files were kept with it
+        for src in dataset.get("sources") or []:
+            f = SAMPLE_HELDOUT.get(src)
+            if f and f.exists():
+                rows = [{"messages": [{"role": "user", "content": r["question"]}], "answer": r["answer"],
+                         "expect": r.get("expect")}
+                        for r in (json.loads(x) for x in f.read_text().splitlines() if x.strip())][:limit]
+    if rows:
+        sets["paraphrased"] = rows
     return sets
 
 

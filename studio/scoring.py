@@ -72,3 +72,46 @@ def probe_examples() -> list[dict[str, Any]]:
 
 def ppl(loss: float | None) -> float | None:
     return round(math.exp(loss), 3) if loss is not None else None
+
+
+# ---- key facts: what an answer states that its question does not ----
+NUMBER = re.compile(r"(?<!\w)\d+(?:[.,:]\d+)*")
+NAME = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of\s+|de\s+|van\s+|von\s+)?[A-Z][\w'’-]*)*")
+SENTENCE_START = re.compile(r"(?:^|[.!?]\s+|\n)([A-Z][\w'’-]*)")
+COMMON_CAPS = set("""The A An It Its This That These Those There They He She We You I Yes No
+In On At By For From To With And But Or If When While After Before Our Your Their His Her
+Each Every All Some Most Many One Two Three""".split())
+
+
+def key_facts(answer: str, question: str = "") -> list[str]:
+    """The parts of an answer that carry its fact, most specific first: numbers (not in the
+    question), then names — runs of capitalised words that are neither a common sentence opener
+    nor already in the question ("Fernwick Labs", "Tallinn"). What a restatement, a rephrased
+    question or a model's answer must keep to state the same fact; empty when there are none."""
+    q = norm(question)
+    q_words = set(q.split())
+    nums = [n for n in NUMBER.findall(answer) if norm(n) not in q_words]
+    names = []
+    starts = {m.start(1) for m in SENTENCE_START.finditer(answer)}
+    for m in NAME.finditer(answer):
+        if m.start() in starts and " " not in m.group(0):
+            continue  # "Press the button": a capital that only opens a sentence
+        words = [w for w in m.group(0).split() if w not in COMMON_CAPS]
+        while words and norm(words[0]) in q_words:   # "Mayor Elsbeth Varn" asked about the mayor
+            words.pop(0)
+        while words and norm(words[-1]) in q_words:
+            words.pop()
+        phrase = " ".join(words)
+        if phrase and norm(phrase) not in q and not all(norm(w) in q_words for w in words):
+            names.append(phrase)
+    out: list[str] = []
+    for f in nums + names:
+        if f not in out:
+            out.append(f)
+    return out
+
+
+def states(answer: str, fact: str) -> bool:
+    """Whether `answer` contains `fact` (normalised: case, punctuation and spacing ignored)."""
+    f = norm(fact)
+    return bool(f) and f in norm(answer)

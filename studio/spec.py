@@ -58,8 +58,12 @@ class LoraSpec:
                               "rsLoRA). Twice the rank is a common choice.", min=0.0, max=1e6)
     dropout: float = knob(0.0, "Dropout on the LoRA input during training (0 disables).",
                           min=0.0, max=0.9)
-    targets: str = knob("all-linear", "Which layers get adapters: 'all-linear' or a comma list "
-                                      "such as 'q,k,v,o,gate,up,down'.", flat="targets")
+    targets: str = knob("all-linear", "Which layers get adapters: 'all-linear', 'mlp' (gate, up, "
+                                      "down) or a comma list such as 'q,k,v,o,gate,up,down'.",
+                        flat="targets")
+    layers: str = knob("all", "Which decoder layers get adapters: all, middle (the middle half, "
+                              "where factual associations live) or a range such as 8-20 (0 is the "
+                              "first layer).")
     rslora: bool = knob(False, "rsLoRA: scale by alpha/sqrt(r), which keeps high ranks stable.")
     dora: bool = knob(False, "DoRA: learn a magnitude per output as well as the direction "
                              "(slower, sometimes better at low rank).", flat="dora")
@@ -121,9 +125,34 @@ class TrainSpec:
                                 "the GPU otherwise; on; off.", choices=("auto", "on", "off"),
                         flat="offload")
     replay: float = knob(0.5, "Self-replay: the base model's own answers to general prompts (assets/"
-                              "replay/) mixed into training, this many per training example "
-                              "(0 turns it off). It keeps what the model could already do.",
+                              "replay/) join training, this many per training example (0 turns it "
+                              "off). It keeps what the model could already do.",
                          min=0.0, max=4.0)
+    replay_mode: str = knob("ce", "How replay anchors the model: ce (it learns the base model's "
+                                  "greedy answers like the user's examples) or kl (a soft anchor: "
+                                  "on replay text the tuned model's next-token distribution is pulled "
+                                  "toward the base model's own — the adapter switched off, no second "
+                                  "copy — with weight replay_weight; far richer per token than one "
+                                  "greedy answer).", choices=("ce", "kl"))
+    replay_weight: float = knob(1.0, "replay_mode kl: weight of the KL term against the loss on your "
+                                     "data. Higher keeps more of the base model, learns less.",
+                                min=0.0, max=100.0)
+    self_distill: bool = knob(False, "Self-distilled targets: before training, the base model "
+                                     "restates each answer in its own words, given the answer as a "
+                                     "fact in its prompt; a restatement that keeps the answer's key "
+                                     "facts (numbers, names) replaces it. Training then pulls the "
+                                     "model less far from its own style. Generated once per dataset "
+                                     "version and model, then cached.")
+    paraphrases: int = knob(0, "Question rephrasings per training question, written by the base "
+                               "model and checked (a real question, its names and numbers kept, not "
+                               "a copy): each joins training with the same answer, so the fact is "
+                               "learned as a fact, not as one wording. Generated once, then cached.",
+                            min=0, max=8)
+    intruder_scale: float = knob(1.0, "Targeted strength: after training, each adapted layer's "
+                                      "update directions that the base weights hardly use "
+                                      "('intruder dimensions', found by an SVD of B·A) are scaled by "
+                                      "this; the rest stay as trained. 1 leaves the adapter as "
+                                      "trained; 0 removes those directions.", min=0.0, max=1.0)
     forget_budget: float = knob(0.10, "Forgetting budget: how much general-text perplexity may rise "
                                       "(0.10 = 10%). At each evaluation the run keeps the best "
                                       "checkpoint within it (the last one also at lower adapter "

@@ -164,3 +164,102 @@ def test_offloading_refused_before_the_run_with_the_estimates_numbers(tmp_path, 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Tiny())
     with pytest.raises(ConfigError, match=r"keep ~[\d.]+ GB of activations in CPU memory, but only 0\.0 GB"):
         tc.decide_offload(cfg, tmp_path, "cuda")
+
+
+# ---- the soft anchor: KL(base ‖ tuned) on replay text (train.replay_mode=kl) ----------------
+def _coarse_kl(log_pb_full, log_pt, k):
+    """KL over (the base's top-k tokens, the rest), computed the plain way."""
+    import torch
+
+    top = log_pb_full.topk(k, dim=-1)
+    pb, lt = top.values.exp(), log_pt.gather(1, top.indices)
+    rest_b = (1 - pb.sum(-1)).clamp(min=0)
+    rest_t = (1 - lt.exp().sum(-1)).clamp(min=1e-12)
+    return ((pb * (top.values - lt)).sum(-1) + torch.special.xlogy(rest_b, rest_b)
+            - rest_b * rest_t.log()).sum(), top
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+@pytest.mark.parametrize("k", [40, 7])
+def test_chunked_kl_equals_the_plain_computation(softcap, k):
+    """k = the whole vocabulary: the exact KL(base ‖ tuned); fewer: the KL over (top-k, rest).
+    Same value and gradients in every chunk size."""
+    import torch
+
+    from studio.train.anchor import chunked_kl
+
+    torch.manual_seed(0)
+    ht, hb = torch.randn(23, 16, requires_grad=True), torch.randn(23, 16)
+    w, b = torch.randn(40, 16, requires_grad=True), torch.randn(40, requires_grad=True)
+
+    def logits(h):
+        z = h @ w.t() + b
+        return softcap * torch.tanh(z / softcap) if softcap else z
+    log_pb = torch.log_softmax(logits(hb).detach(), -1)
+    ref, top = _coarse_kl(log_pb, torch.log_softmax(logits(ht), -1), k)
+    if k == 40:
+        full = (log_pb.exp() * (log_pb - torch.log_softmax(logits(ht), -1))).sum()
+        assert torch.allclose(ref, full, rtol=1e-5, atol=1e-6)
+    ref.backward()
+    want = [t.grad.clone() for t in (ht, w, b)]
+    for chunk in (1, 5, 23, 64):
+        for t in (ht, w, b):
+            t.grad = None
+        got = chunked_kl(ht, top.indices.int(), top.values, w, b, chunk, softcap)
+        got.backward()
+        assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6)
+        for t, g in zip((ht, w, b), want):
+            assert torch.allclose(t.grad, g, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_anchor_is_zero_at_the_base_and_pulls_back_after_a_change(packing, embedded_model_dir):
+    """The anchor on a real batch: the base model's targets taken with the adapter off; the term
+    is zero while the adapter does nothing, positive once it changes the model, with gradients
+    on the adapter only; the replay part never reaches the cross-entropy; the chunked and the
+    full-logits paths agree; evaluation batches carry no replay."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    from studio.models import load_tokenizer
+    from studio.train import anchor as kl
+    from studio.train.batches import INDEX, AnchorCollator
+    from studio.train.loss import causal_lm_loss
+
+    model = tiny("llama")
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.zeros_(p)                             # the adapter does nothing yet
+    g = torch.Generator().manual_seed(2)
+    feats = [{"input_ids": (ids := torch.randint(3, 301, (n,), generator=g).tolist()),
+              "labels": [-100] * 3 + ids[3:], INDEX: i} for i, n in enumerate((9, 12))]
+    pool = [{"input_ids": torch.randint(3, 301, (n,), generator=g).tolist()} for n in (7, 10, 8)]
+    for row, target in zip(pool, kl.targets(model, pool, k=16)):
+        row["targets"] = target
+    tok = load_tokenizer(embedded_model_dir)
+    tok.padding_side = "right"
+    inner = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packing
+             else DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
+    batch = AnchorCollator(inner, pool, 2, seed=1, packing=packing)(feats)
+    assert int(batch["kl_mask"].sum()) == len(batch["kl_ids"]) in {7 + 10 - 2, 7 + 8 - 2, 10 + 8 - 2}
+    assert all(INDEX in f for f in feats)                       # the training set is not edited
+    where = kl.take(batch)
+    value, hidden, (_, head, cap) = causal_lm_loss(model, batch, 5, with_hidden=True)
+    assert torch.isfinite(value)
+    assert float(kl.anchor_kl(head, cap, hidden, where, 5)) < 1e-5
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)
+    model.zero_grad(set_to_none=True)
+    _, hidden, _ = causal_lm_loss(model, batch, 5, with_hidden=True)
+    term = kl.anchor_kl(head, cap, hidden, where, 5)
+    assert float(term) > 1e-4
+    term.backward()
+    assert {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0} \
+        and all("lora_" in n for n, p in model.named_parameters() if p.grad is not None)
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert torch.allclose(kl.anchor_kl_logits(logits, where), term.detach(), rtol=1e-4)
+    evaluation = AnchorCollator(inner, pool, 2, seed=1, packing=packing)(
+        [{k: v for k, v in f.items() if k != INDEX} for f in feats])
+    assert "kl_mask" not in evaluation                          # evaluation batches carry no replay

@@ -249,7 +249,7 @@ def test_triage_skips_data_without_questions():
 
 
 def test_missing_prompt_set_trains_without_replay(monkeypatch, tmp_path):
-    from studio.train.loop import replay_count
+    from studio.train.batches import replay_count
 
     assert replay_count(0.5, 40) == (20, None) and replay_count(0, 40) == (0, None)
     monkeypatch.setattr(replay, "PROMPTS", tmp_path / "gone.txt")

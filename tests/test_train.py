@@ -163,7 +163,8 @@ def test_chat_data_needs_a_chat_template(studio, faq_dataset):
 
 
 def test_nan_loss_stops_with_advice(tmp_path):
-    from studio.train.loop import CountingCollator, build_callback
+    from studio.train.batches import CountingCollator
+    from studio.train.loop import build_callback
 
     class Store:
         def add_metrics(self, *a): pass

@@ -117,6 +117,9 @@ def data_prepare_flags() -> list[Flag]:
         flag("--overlap", type=int, default=32, help=rhelp["overlap"]),
         flag("--val-fraction", type=float, default=0.1, help="share kept for validation"),
         flag("--seed", type=int, default=42, help="seed of the train/validation split"),
+        flag("--heldout", default=None, metavar="FILE", help="questions the model never trains on, "
+             "with their answers (and optionally `expect`, the key fact a right answer states): the "
+             "report checks learning on them — ask the same facts in other words"),
         flag("--map", action="append", metavar="OURS=COLUMN", help="manual column mapping "
              "(prompt, completion, system or text), e.g. --map prompt=question"),
         flag("--generator-model", "--generator", dest="generator", default=None, metavar="NAME",
@@ -197,7 +200,7 @@ def data_prepare(s, a: argparse.Namespace):
                              val_fraction=a.val_fraction, seed=a.seed,
                              mapping=parse_pairs(a.map, "--map") or None,
                              generator_model=a.generator, generator_url=a.generator_url,
-                             settings=a.params)
+                             heldout=a.heldout, settings=a.params)
     return summary if a.json else dataset_text(summary)
 
 

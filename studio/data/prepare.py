@@ -85,8 +85,10 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
             params: RecipeParams | None = None, max_len: int = 512, val_fraction: float = 0.1,
             seed: int = 42, mapping: dict[str, str] | None = None, generator=None,
             progress: Callable[[float, str], None] | None = None, cancel=None,
-            version: int = 1, model: str | None = None) -> dict[str, Any]:
-    """Write one dataset version; return its summary (records, splits, stats, errors, path)."""
+            version: int = 1, model: str | None = None,
+            heldout: str | Path | None = None) -> dict[str, Any]:
+    """Write one dataset version; return its summary (records, splits, stats, errors, path).
+    `heldout`: a file of questions the run never trains on, kept beside it (heldout.py)."""
     check_name(name)
     if recipe != "auto" and recipe not in RECIPES:
         raise ConfigError(f"Unknown recipe '{recipe}'. Choose one of: auto, {', '.join(RECIPES)}.")
@@ -123,13 +125,14 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
         crash_point("prepare.examples_written")
         splits = split(tmp, n, val_fraction, seed)
         crash_point("prepare.split")
+        held = attach_heldout(tmp, Path(heldout), issues) if heldout else None
         summary = {"name": name, "version": version, "records": n, "splits": splits,
                    **stats.summary(), "recipe": recipe, "recipe_counters": dict(ctx.counters),
                    "dropped": dropped_summary(ctx),
                    "errors": [i.as_dict() for i in issues], "seconds": round(time.time() - t0, 2),
                    "sources": [Path(f).name for f in files], "params": asdict(params),
                    "val_fraction": val_fraction, "seed": seed, "mapping": mapping or {},
-                   "model": model}
+                   "model": model, "heldout": held}
         (tmp / "meta.json").write_text(json.dumps(summary, indent=1))
         crash_point("prepare.meta_written")
         final = datasets_dir / name / f"v{version}"
@@ -140,6 +143,21 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def attach_heldout(folder: Path, path: Path, issues: list[Issue]) -> int:
+    """The held-out file's rows that are really held out, written beside the splits."""
+    from . import heldout
+
+    rows = heldout.read(path, issues)
+    rows = heldout.not_in_training(rows, read_split(folder, "train"), issues, path.name)
+    if not rows:
+        raise DataError(f"The held-out file {path.name} gave no usable question/answer rows "
+                        f"({'; '.join(i.reason for i in issues[-2:]) or 'it is empty'}). Give a "
+                        "table with question and answer columns (and optionally expect: the key "
+                        "fact a right answer states), or leave the held-out file out.")
+    heldout.write(folder, rows)
+    return len(rows)
 
 
 def dropped_summary(ctx: Context) -> list[dict[str, Any]]:

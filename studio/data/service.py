@@ -23,7 +23,24 @@ from .ingest import SUPPORTED
 from .recipes import RECIPES, RecipeParams
 
 STAT_KEYS = ("splits", "tokens", "truncated", "dropped_too_long", "duplicates_removed",
-             "empty_removed", "formats", "histogram", "recipe_counters", "max_len")
+             "empty_removed", "formats", "histogram", "recipe_counters", "max_len", "heldout")
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "assets" / "sample"
+SAMPLE_HELDOUT = {"product_faq.jsonl": "product_faq_heldout.jsonl"}  # shipped data → its paraphrases
+
+
+def sample_heldout(files: list[str]) -> Path | None:
+    """The shipped paraphrased questions when the shipped sample itself is prepared."""
+    for f in files:
+        for data, held in SAMPLE_HELDOUT.items():
+            try:
+                if (Path(f).stat().st_size == (SAMPLE / data).stat().st_size
+                        and Path(f).read_bytes() == (SAMPLE / data).read_bytes()):
+                    return SAMPLE / held
+            except OSError:
+                continue
+    return None
 
 
 class DataService:
@@ -35,7 +52,7 @@ class DataService:
                 max_len: int | None = None, overlap: int = 32, val_fraction: float = 0.1,
                 seed: int = 42, mapping: dict[str, str] | None = None,
                 generator_model: str | None = None, generator_url: str | None = None,
-                progress: Any = None, cancel: Any = None,
+                progress: Any = None, cancel: Any = None, heldout: str | None = None,
                 settings: list[str] | None = None, **recipe_params: Any) -> dict[str, Any]:
         """One new dataset version. Recipe parameters come by name or as `key=value` texts
         (`settings`, the CLI's --set). A generator URL (an OpenAI-compatible server) is checked
@@ -66,7 +83,8 @@ class DataService:
                                        max_len=max_len or max_tokens + templates.overhead(tok),
                                        val_fraction=val_fraction, seed=seed, mapping=mapping,
                                        generator=generator, progress=progress, cancel=cancel,
-                                       version=version, model=model)
+                                       version=version, model=model,
+                                       heldout=heldout or sample_heldout(files))
             self._register(summary, recipe, model)
         summary["ref"] = str(DatasetRef(name, version))
         if made:

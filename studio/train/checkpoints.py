@@ -114,6 +114,14 @@ def save_adapter(model, tok, run_dir: Path, from_checkpoint: Path | None = None)
     return final
 
 
+def max_steps_of(ckpt: Path) -> int | None:
+    """The step count the run was started with, as its checkpoint's trainer state records it."""
+    try:
+        return int(json.loads((Path(ckpt) / "trainer_state.json").read_text())["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def damage(ckpt: Path) -> str | None:
     """Why a published checkpoint cannot be resumed from (a truncated or corrupt file), or None."""
     weights = ckpt / "adapter_model.safetensors"

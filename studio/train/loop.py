@@ -23,9 +23,12 @@ from typing import Any
 from ..errors import RunError
 from ..faults import crash_point, disk_guard, disk_message, hold_point, likely_disk_full
 from ..records import RunStatus
+from ..data.prepare import read_split
 from ..spec import OPTIMIZERS
+from . import batches
 from . import checkpoints as ckpt
 from .config import RunConfig, total_steps
+from .trainer import trainer_class
 
 STOP_FILE = "STOP"
 
@@ -36,36 +39,6 @@ def rank() -> int:
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def encode_split(tok, folder: Path, split: str, max_len: int) -> list[dict[str, list[int]]]:
-    from ..data import prepare, templates
-
-    out = []
-    for ex in prepare.read_split(folder, split):
-        enc = templates.encode(tok, ex, max_len)
-        if enc.trainable:
-            out.append({"input_ids": enc.input_ids, "labels": enc.labels})
-    return out
-
-
-class CountingCollator:
-    """Wraps a collator and counts the real (non-padding) tokens it hands out."""
-
-    def __init__(self, inner):
-        self.inner, self.tokens = inner, 0
-
-    def __call__(self, features):
-        self.tokens += sum(len(f["input_ids"]) for f in features)
-        return self.inner(features)
-
-
-def make_collator(tok, packing: bool) -> CountingCollator:
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
-
-    if packing:
-        return CountingCollator(DataCollatorWithFlattening(return_position_ids=True, separator_id=-100))
-    return CountingCollator(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
 
 
 def peak_mem_gb(device: str) -> float:
@@ -118,6 +91,8 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
                 loss = float(logs["loss"])
                 self.last_loss = loss
                 ev.update(loss=loss, lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
+                if "kl" in logs:  # the soft anchor's mean (replay_mode kl)
+                    ev["kl"] = logs["kl"]
                 # over the last few logs: the collator counts a batch when the loader fetches
                 # it, so one log's window can hold zero batches and the next two
                 self.window.append((now, collator.tokens))
@@ -158,50 +133,6 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
                 ckpt.publish(Path(args.output_dir), run_dir, state.global_step, keep=keep)
 
     return StudioCallback()
-
-
-def replay_count(ratio: float, n_train: int) -> tuple[int, str | None]:
-    """How many self-replay examples the run mixes in, and why none when the set is missing."""
-    from .. import replay
-    from ..errors import DataError
-
-    if ratio <= 0:
-        return 0, None
-    try:
-        return min(len(replay.prompts()), round(ratio * n_train)), None
-    except DataError as e:
-        return 0, f"Training without self-replay: {e}"
-
-
-def replay_set(run_dir: Path, cfg: RunConfig, model_path: Path, tok, model, n: int,
-               start: int) -> list[dict[str, list[int]]]:
-    """`n` self-replay examples, encoded like the user's: the base model's own answers (shipped,
-    cached under STUDIO_HOME/replay/, or generated now with the adapter off)."""
-    from .. import replay
-    from ..chat import generate_batch
-    from ..data import templates
-    from .selection import evaluating
-
-    def generate(prompts: list[str]) -> list[str]:
-        if rank() == 0:
-            log_note(run_dir, start, f"Generating the base model's answers to {len(prompts)} general "
-                                     "prompts for self-replay (once per model; cached).")
-        with model.disable_adapter(), evaluating(model):
-            return generate_batch(model, tok, [[{"role": "user", "content": q}] for q in prompts],
-                                  replay.MAX_NEW_TOKENS)
-
-    rows = replay.answers(run_dir.parent.parent / "replay", cfg.spec.model, model_path, generate,
-                          lambda text: log_note(run_dir, start, text) if rank() == 0 else None)
-    if rank() == 0 and start == 0:  # said once, not again on resume
-        log_note(run_dir, start, f"Self-replay: {min(n, len(rows))} of the base model's own answers to "
-                                 f"general prompts are mixed into training (train.replay="
-                                 f"{cfg.spec.train.replay:g}), so it keeps what it could already do.")
-    out = []
-    for ex in replay.mix(rows, n, 1.0, cfg.spec.train.seed):
-        enc = templates.encode(tok, ex, cfg.spec.train.max_len)
-        if enc.trainable:
-            out.append({"input_ids": enc.input_ids, "labels": enc.labels})
-    return out
 
 
 def embeddings_to_half(model, dtype) -> None:
@@ -252,16 +183,19 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     torch.manual_seed(t.seed)
     tok = models.load_tokenizer(model_path)
     data_dir = Path(cfg.dataset.path)
-    train_set = encode_split(tok, data_dir, "train", t.max_len)
-    eval_set = encode_split(tok, data_dir, "validation", t.max_len)
+    train_rows = read_split(data_dir, "train")
+    train_set = batches.encode_examples(tok, train_rows, t.max_len, numbered=True)
+    eval_set = batches.encode_split(tok, data_dir, "validation", t.max_len)
     if not train_set:
         raise RunError("No training example has any learnable token at this max length.")
-    n_replay, replay_note = replay_count(t.replay, len(train_set))
-    steps = total_steps(p, len(train_set) + n_replay, world_size())
+    n_replay, replay_note = batches.replay_count(t.replay, len(train_set))
     staging = run_dir / "trainer"
     ckpt.clean_staging(staging)
     resume_from, notes = ckpt.latest_intact(run_dir)
     start = ckpt.step_of(resume_from) if resume_from else 0
+    # a resumed run keeps the step count it started with (augmented data may count differently)
+    steps = (resume_from and ckpt.max_steps_of(resume_from)) or total_steps(
+        p, len(train_set) + (n_replay if t.replay_mode == "ce" else 0), world_size())
     if rank() == 0:  # the record continues from the point we resume from, never repeats
         ckpt.trim_events(run_dir / "events.jsonl", start)
         store.trim_metrics(run_id, start)
@@ -278,16 +212,36 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     model = load_for_training(model_path, device, p)
     if replay_note and rank() == 0:
         log_note(run_dir, start, replay_note)
-    if n_replay:
-        train_set += replay_set(run_dir, cfg, model_path, tok, model, n_replay, start)
+    say = (lambda text: log_note(run_dir, start, text)) if rank() == 0 else (lambda text: None)
+    replay = batches.replay_examples(run_dir.parent.parent / "replay", p.model, model_path, model, tok,
+                                     n_replay, t.seed, say) if n_replay else []
+    anchor = None
+    if replay and t.replay_mode == "kl":
+        from ..replay import model_key
+        from .anchor import cached_targets
+
+        pool = batches.encode_examples(tok, replay, t.max_len)
+        for row, target in zip(pool, cached_targets(run_dir.parent.parent / "replay", model_key(model_path),
+                                                    model, pool, say)):
+            row["targets"] = target
+        anchor = (pool, max(1, round(t.replay * t.micro_batch)), t.seed)
+        if start == 0:
+            say(f"Soft anchor: each batch of {t.micro_batch} examples carries {anchor[1]} of the base "
+                f"model's own answers to general prompts, on which the tuned model's next-token "
+                f"distribution is pulled toward the base model's (KL, weight {t.replay_weight:g}).")
+    elif replay:
+        train_set += batches.encode_examples(tok, replay, t.max_len)
+        if start == 0:  # said once, not again on resume
+            say(f"Self-replay: {len(replay)} of the base model's own answers to general prompts "
+                f"are mixed into training (train.replay={t.replay:g}), so it keeps what it could "
+                "already do.")
     watcher = None
     if eval_set and rank() == 0 and t.forget_budget > 0:
-        from ..data.prepare import read_split
         from .selection import Watcher
 
         watcher = Watcher(run_dir, tok, read_split(data_dir, "validation"), t.forget_budget, start)
         watcher.baseline(model)
-    collator = make_collator(tok, t.packing)
+    collator = batches.make_collator(tok, t.packing, anchor)
     dtype = models.resolve_dtype(t.dtype, device)
     args = TrainingArguments(
         output_dir=str(staging), max_steps=steps, per_device_train_batch_size=t.micro_batch,
@@ -305,9 +259,10 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         prediction_loss_only=True,  # evaluation needs the loss, never the [tokens × vocab] logits
         ddp_find_unused_parameters=False if world_size() > 1 else None)
     cb = build_callback(run_dir, store, run_id, steps, collator, device, t.keep_checkpoints, watcher)
-    trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda")(
-        model=model, args=args, train_dataset=train_set,
-                      eval_dataset=eval_set or None, data_collator=collator, callbacks=[cb])
+    trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda",
+                            t.replay_weight if anchor else 0.0)(
+        model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
+        data_collator=collator, callbacks=[cb])
     if not progress:  # keep stdout clean for --json: no printed log dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -353,40 +308,6 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         result["status"] = (RunStatus.COMPLETED if done else RunStatus.STOPPED).value
         shutil.rmtree(staging, ignore_errors=True)
     return result
-
-
-def trainer_class(base, loss: str, chunk: int, offload: bool = False):
-    """The Trainer, computing the loss in chunks (train.loss=chunked) — same value and
-    gradients as the model's own loss, without its full logits; evaluation uses it too — and
-    with the saved activations offloaded to CPU memory during the forward pass (offload)."""
-    if loss != "chunked" and not offload:
-        return base
-    from .loss import causal_lm_loss, offload_context
-
-    class StudioTrainer(base):
-        def compute_loss_context_manager(self):
-            stack = super().compute_loss_context_manager()
-            if offload and self.model.training:
-                stack.enter_context(offload_context(True, pin=True))
-            return stack
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if loss != "chunked":
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            loss_value = causal_lm_loss(model, inputs, chunk, num_items_in_batch)
-            return self._finish(loss_value, model, inputs, return_outputs, num_items_in_batch)
-
-        def _finish(self, loss, model, inputs, return_outputs, num_items_in_batch):
-            if loss is None:  # a head we cannot chunk (e.g. LoRA on lm_head): the model's own loss
-                self.loss_is_scaled_for_ga = None
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            # divided by the accumulated batch's token count: already scaled for accumulation
-            self.loss_is_scaled_for_ga = num_items_in_batch is not None
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
-            return (loss, {"loss": loss}) if return_outputs else loss
-
-    return StudioTrainer
 
 
 def log_note(run_dir: Path, step: int, note: str) -> None:

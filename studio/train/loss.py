@@ -119,8 +119,11 @@ def decoder_and_head(model) -> tuple[Any, Any, float | None] | None:
     return decoder, head, getattr(cfg, "final_logit_softcapping", None)
 
 
-def causal_lm_loss(model, inputs: dict[str, Any], chunk: int, num_items_in_batch=None):
-    """The model's training loss, chunked; None when the model does not fit the pattern."""
+def causal_lm_loss(model, inputs: dict[str, Any], chunk: int, num_items_in_batch=None,
+                   with_hidden: bool = False):
+    """The model's training loss, chunked; None when the model does not fit the pattern. With
+    `with_hidden`: (loss, final hidden states, (decoder, head, soft-cap)) for a term of its own
+    on the same forward pass (anchor.py)."""
     import torch
 
     parts = decoder_and_head(model)
@@ -136,8 +139,10 @@ def causal_lm_loss(model, inputs: dict[str, Any], chunk: int, num_items_in_batch
     if num_items_in_batch is not None:
         denom = num_items_in_batch.to(total.device) if torch.is_tensor(num_items_in_batch) \
             else num_items_in_batch
-        return total / denom
-    return total / (shifted != -100).sum().clamp(min=1)
+        value = total / denom
+    else:
+        value = total / (shifted != -100).sum().clamp(min=1)
+    return (value, hidden, parts) if with_hidden else value
 
 
 def offload_context(enabled: bool, pin: bool):

@@ -1,0 +1,148 @@
+"""What each training step sees: the encoded examples, replay, and the collators.
+
+Owns encoding a dataset split with the data step's loss mask (each training example numbered, so a
+batch can be told from an evaluation batch and its replay picked reproducibly), the self-replay
+examples (the base model's own answers to general prompts: shipped, cached or generated now with
+the adapter off), and batching: padding-free (examples end to end with their own position ids) or
+padded, wrapped by a counter of tokens for the tokens/s figure and — for `train.replay_mode=kl` —
+by the anchor that appends replay sequences to every training batch and marks the positions
+where the tuned model's next-token distribution is pulled toward the base model's (loss.py
+computes that term). Knows nothing of the Trainer.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+from ..data.templates import IGNORE
+
+INDEX = "example_index"  # a training example's number: present on training batches only
+
+
+def encode_examples(tok, examples: list[dict[str, Any]], max_len: int,
+                    numbered: bool = False) -> list[dict[str, Any]]:
+    """input_ids/labels of the examples that have a learnable token (numbered if asked)."""
+    from ..data import templates
+
+    out = []
+    for ex in examples:
+        enc = templates.encode(tok, ex, max_len)
+        if enc.trainable:
+            row: dict[str, Any] = {"input_ids": enc.input_ids, "labels": enc.labels}
+            if numbered:
+                row[INDEX] = len(out)
+            out.append(row)
+    return out
+
+
+def encode_split(tok, folder: Path, split: str, max_len: int) -> list[dict[str, Any]]:
+    from ..data import prepare
+
+    return encode_examples(tok, prepare.read_split(folder, split), max_len)
+
+
+def replay_count(ratio: float, n_train: int) -> tuple[int, str | None]:
+    """How many self-replay examples the run uses, and why none when the set is missing."""
+    from .. import replay
+    from ..errors import DataError
+
+    if ratio <= 0:
+        return 0, None
+    try:
+        return min(len(replay.prompts()), round(ratio * n_train)), None
+    except DataError as e:
+        return 0, f"Training without self-replay: {e}"
+
+
+def replay_examples(cache_dir: Path, model_ref: str, model_path: Path, model, tok, n: int, seed: int,
+                    note: Callable[[str], None]) -> list[dict[str, Any]]:
+    """`n` self-replay chat examples: the base model's own answers (shipped, cached under
+    `cache_dir`, or generated now with the adapter off)."""
+    from .. import replay
+    from ..chat import generate_batch
+    from .selection import evaluating
+
+    def generate(prompts: list[str]) -> list[str]:
+        note(f"Generating the base model's answers to {len(prompts)} general prompts for "
+             "self-replay (once per model; cached).")
+        with model.disable_adapter(), evaluating(model):
+            return generate_batch(model, tok, [[{"role": "user", "content": q}] for q in prompts],
+                                  replay.MAX_NEW_TOKENS)
+
+    rows = replay.answers(cache_dir, model_ref, model_path, generate, note)
+    return replay.mix(rows, n, 1.0, seed)
+
+
+class CountingCollator:
+    """Wraps a collator and counts the real (non-padding) tokens it hands out, replay included."""
+
+    def __init__(self, inner):
+        self.inner, self.tokens = inner, 0
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        mask = batch.get("attention_mask") if hasattr(batch, "get") else None
+        self.tokens += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        return batch
+
+
+class AnchorCollator:
+    """Every training batch gets `per_batch` replay sequences appended (picked by a generator
+    seeded with the run's seed and the batch's example numbers, so a resumed run sees the same
+    ones), plus what the KL term needs (anchor.py): `kl_mask` (the positions whose next token is
+    in the same replay sequence), `kl_rows`/`kl_from` (the trailing rows and first column that
+    hold the replay part: padding-free, one row's tail; padded, the last rows), and the base
+    model's top tokens and log-probabilities at those positions, in order (`kl_ids`, `kl_logp`).
+    Pool entries are {input_ids, targets: (ids, logp)}. Evaluation batches (no example numbers)
+    pass through unchanged."""
+
+    def __init__(self, inner, pool: list[dict[str, Any]], per_batch: int, seed: int, packing: bool):
+        self.inner, self.pool, self.per_batch = inner, pool, per_batch
+        self.seed, self.packing = seed, packing
+
+    def __call__(self, features):
+        import torch
+
+        ids = [f[INDEX] for f in features if INDEX in f]
+        features = [{k: v for k, v in f.items() if k != INDEX} for f in features]  # never edit the set
+        if not ids or not self.pool or self.per_batch <= 0:
+            return self.inner(features)
+        rng = random.Random(self.seed * 1_000_003 + min(ids) * 7_919 + len(ids))
+        picked = [self.pool[i] for i in rng.sample(range(len(self.pool)), min(self.per_batch, len(self.pool)))]
+        replay = [{"input_ids": p["input_ids"], "labels": [IGNORE] * len(p["input_ids"])} for p in picked]
+        batch = self.inner(features + replay)
+        width = batch["input_ids"].shape[-1]
+        if self.packing:  # one row: the replay sequences are its last tokens
+            tail = sum(len(p["input_ids"]) for p in picked)
+            mask = torch.zeros(1, width, dtype=torch.bool)
+            at = width - tail
+            for p in picked:
+                mask[0, at:at + len(p["input_ids"]) - 1] = True
+                at += len(p["input_ids"])
+            batch.update(kl_mask=mask, kl_rows=1, kl_from=width - tail)
+        else:  # padded rows: the last rows; the attention mask says where their tokens are
+            real = batch["attention_mask"].bool()
+            mask = torch.zeros(real.shape, dtype=torch.bool)
+            for r in range(len(features), len(features) + len(picked)):
+                where = real[r].nonzero().flatten()
+                mask[r, where[:-1]] = True  # the last token's next one is not in the sequence
+            batch.update(kl_mask=mask, kl_rows=len(picked), kl_from=0)
+        batch.update(kl_ids=torch.cat([p["targets"][0] for p in picked]),
+                     kl_logp=torch.cat([p["targets"][1] for p in picked]))
+        return batch
+
+
+def make_collator(tok, packing: bool, anchor: tuple[list[dict[str, Any]], int, int] | None = None
+                  ) -> CountingCollator:
+    """The batching the run uses; `anchor` = (replay pool, sequences per batch, seed) for KL."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if packing:
+        inner = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
+    else:
+        inner = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE)
+    if anchor is not None:
+        pool, per_batch, seed = anchor
+        inner = AnchorCollator(inner, pool, per_batch, seed, packing)
+    return CountingCollator(inner)
