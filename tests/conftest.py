@@ -8,10 +8,12 @@ one (the adapter strength) puts it back as it was.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,12 +22,68 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".venv" / ".test-cache"
 
 
+class Zygote:
+    """tests/zygote.py, started on first use: CLI calls fork from it instead of paying the
+    imports of a fresh `python -m studio` (≈3.5 s each, a few minutes over the suite)."""
+    # read when those libraries are imported: a call that changes one gets a fresh process
+    IMPORT_TIME_ENV = ("HF_", "TRANSFORMERS", "TORCH", "PYTORCH", "OMP_", "MKL_", "CUDA", "TOKENIZERS",
+                       "BNB_", "PYTHON")
+
+    def __init__(self):
+        self.proc, self.env, self.lock = None, None, threading.Lock()
+
+    def start(self) -> bool:
+        if self.proc is None:
+            self.env = dict(os.environ)
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "zygote.py")], cwd=ROOT,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, text=True, env=self.env)
+            ready = self.proc.stdout.readline()
+            if '"ready"' not in ready:
+                self.proc.kill()
+                self.proc = False
+        return bool(self.proc) and self.proc.poll() is None
+
+    def fits(self, env: dict) -> bool:
+        keys = set(env) | set(self.env or {})
+        return all(env.get(k) == (self.env or {}).get(k) for k in keys
+                   if k.startswith(self.IMPORT_TIME_ENV))
+
+    def run(self, argv: list[str], env: dict, timeout: float):
+        with self.lock:
+            if not self.start() or not self.fits(env):
+                return None
+            req = {"argv": argv, "env": env, "cwd": str(ROOT), "timeout": timeout}
+            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.flush()
+            out = json.loads(self.proc.stdout.readline())
+        if out["returncode"] == -9 and "STUDIO_CRASH_AT" not in env and out.get("timed_out"):
+            raise subprocess.TimeoutExpired(argv, timeout)
+        return subprocess.CompletedProcess(argv, out["returncode"], out["stdout"], out["stderr"])
+
+    def stop(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+
+
+ZYGOTE = Zygote()
+
+
 def run_cli(*args: str, home: Path | None = None, timeout: int = 600, env: dict | None = None):
+    """`python -m studio ARGS` in a process of its own (a fork of the zygote when it can be)."""
     e = {**os.environ, **(env or {})}
     if home:
         e["STUDIO_HOME"] = str(home)
+    done = ZYGOTE.run(list(args), e, timeout)
+    if done is not None:
+        return done
     return subprocess.run([sys.executable, "-m", "studio", *args], capture_output=True, text=True,
                           cwd=ROOT, env=e, timeout=timeout)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    ZYGOTE.stop()
 
 
 @pytest.fixture(scope="session")
