@@ -133,7 +133,7 @@ def live_peak_gb(config: dict[str, Any], spec: Any) -> float:
     if t.grad_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if spec.method != "full":
-        model = get_peft_model(model, lora_config(spec.lora))
+        model = get_peft_model(model, lora_config(spec.lora, model.config.get_text_config().num_hidden_layers))
         if t.grad_ckpt:
             model.enable_input_require_grads()
     model.train()

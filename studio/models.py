@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import FeatureUnavailable, ModelError
+from .errors import ConfigError, FeatureUnavailable, ModelError
 from .faults import disk_guard, fail_point
 
 EMBEDDED = {
@@ -451,12 +451,23 @@ TARGET_ALIASES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
                   "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
 
 
-def lora_config(lora: Any):
+def lora_config(lora: Any, n_layers: int | None = None):
+    """PEFT's LoraConfig for the spec's lora section; `n_layers` (the model's decoder layers)
+    is needed when lora.layers is not all."""
     from peft import LoraConfig
+
+    from .spec import MLP_TARGETS, layer_indices
 
     targets: Any = "all-linear"
     if lora.targets.strip() != "all-linear":
-        targets = [TARGET_ALIASES.get(t.strip(), t.strip()) for t in lora.targets.split(",") if t.strip()]
+        names = [t.strip() for t in lora.targets.split(",") if t.strip()]
+        names = [x for t in names for x in (MLP_TARGETS if t == "mlp" else (t,))]
+        targets = [TARGET_ALIASES.get(t, t) for t in names]
+    layers = None
+    if lora.layers.strip().lower() != "all":
+        if not n_layers:
+            raise ConfigError("lora.layers needs the model's number of layers; use all.")
+        layers = layer_indices(lora.layers, n_layers)
     return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                       target_modules=targets, use_rslora=lora.rslora, use_dora=lora.dora,
-                      bias="none", task_type="CAUSAL_LM")
+                      layers_to_transform=layers, bias="none", task_type="CAUSAL_LM")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import PresetError
-from .spec import TRAINABLE_METHODS, RunSpec, yaml_loader, apply_overrides, build
+from .spec import LAYERS, TRAINABLE_METHODS, RunSpec, apply_overrides, build, yaml_loader
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
@@ -21,6 +21,9 @@ def check_trainable(spec: RunSpec, where: str) -> RunSpec:
         raise PresetError(f"{where}: 'method' is {spec.method!r}; allowed: "
                           f"{', '.join(TRAINABLE_METHODS)} (full fine-tuning is only estimated, "
                           "not trained, here).")
+    if not LAYERS.match(spec.lora.layers.strip().lower()):
+        raise PresetError(f"{where}: 'lora.layers' is {spec.lora.layers!r}; use all, middle, or a "
+                          "range of layer numbers such as 8-20.")
     return spec
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import levers
 from .scoring import mean_loss, norm, ppl, probe_examples, rouge_l, score  # noqa: F401 (re-exported)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -117,15 +118,26 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     flags = diagnose(figures, identical, total, norm_b, cfg, events)
     chosen = selection(run)
     forgetting = forgetting_figures(figures, cfg)
+    lever_rows = levers.rows(run, events, intruder_count(pair, run, cfg))
     out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"],
            "identical_answers": identical, "answers_compared": total, "flags": flags,
            "examples": examples, "retention": kept, "forgetting": forgetting, "known_new": known_new,
            "chosen_step": chosen.get("chosen_step") if chosen else None, "selection": chosen,
            "strength": strength_of(run), "trade_off": trade,
-           "suggested_strength": suggest(trade, cfg),
+           "suggested_strength": suggest(trade, cfg), "levers": lever_rows,
            "seconds": round(time.time() - t0, 1), "created_at": time.time()}
     out["verdict"] = verdict(figures, flags, out)
     return out
+
+
+def intruder_count(pair, run: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The adapter's intruder dimensions (intruders.py), for the targeted-strength row; None
+    for DoRA adapters (no sum of singular directions)."""
+    from . import intruders
+
+    if (cfg.get("lora") or {}).get("dora"):
+        return None
+    return intruders.count(Path(run["path"]) / "adapter", intruders.base_weights(pair.model))
 
 
 RECALL_MAX = 200          # training sets this small also get a recall score

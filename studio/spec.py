@@ -183,6 +183,25 @@ class EstimateSpec:
 
 
 TRAINABLE_METHODS = ("lora", "qlora")
+LAYERS = re.compile(r"^(all|middle|\d+-\d+)$")
+MLP_TARGETS = ("gate", "up", "down")  # lora.targets=mlp
+
+
+def layer_indices(layers: str, n: int) -> list[int]:
+    """The decoder layers `lora.layers` names in a model of `n` layers: all; middle (the middle
+    half, [n/4, n − n/4)); or an inclusive range "a-b" (0 is the first layer)."""
+    text = layers.strip().lower()
+    if not LAYERS.match(text):
+        raise ConfigError(f"lora.layers '{layers}' is not all, middle or a range such as 8-20.")
+    if text == "all":
+        return list(range(n))
+    if text == "middle":
+        return list(range(n // 4, n - n // 4))
+    lo, hi = (int(x) for x in text.split("-"))
+    if not lo <= hi < n:
+        raise ConfigError(f"lora.layers {layers} does not fit this model's {n} layers (0 to {n - 1}); "
+                          f"use a range inside it, middle, or all.")
+    return list(range(lo, hi + 1))
 
 
 @dataclass(frozen=True)

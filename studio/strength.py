@@ -4,7 +4,8 @@ A LoRA adapter adds ΔW = scale·B·A to each adapted weight; strength s gives W
 straight line between the base (s = 0) and the tuned model (s = 1). Owns two ways to use it:
 `scaled(model, s)` — in memory, for the Compare step's slider and the report's trade-off — and
 `apply(run_dir, s)` — the run's adapter itself rewritten with B scaled by s (the original kept in
-adapter-full/; the new weights replace the old in one rename), so every consumer of the adapter (Compare, merge, GGUF, LoRA-GGUF, the adapter
+adapter-full/, or the targeted one of intruders.py when the run has it; the new weights replace the
+old in one rename), so every consumer of the adapter (Compare, merge, GGUF, LoRA-GGUF, the adapter
 export) uses the chosen strength with no code of its own. DoRA adapters are refused by `apply`:
 their magnitude vector makes B·s no longer a straight line to the base.
 """
@@ -86,7 +87,8 @@ def apply(run_dir: Path, value: float) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(adapter, tmp)
         tmp.rename(full)
-    tensors = load_file(str(full / WEIGHTS))
+    targeted = run_dir / "adapter-targeted"  # intruders.py: the adapter with its intruders scaled
+    tensors = load_file(str((targeted if targeted.is_dir() else full) / WEIGHTS))
     tmp = adapter / f".{WEIGHTS}.tmp"
     save_file({k: (v * value).to(v.dtype) if "lora_B" in k else v for k, v in tensors.items()},
               str(tmp), metadata={"format": "pt", META: repr(value)})

@@ -82,6 +82,18 @@ def run_cli(*args: str, home: Path | None = None, timeout: int = 600, env: dict 
                           cwd=ROOT, env=e, timeout=timeout)
 
 
+# The long end-to-end tests (`-m e2e`; `make test-quick` leaves them out): whole modules that
+# train, convert or drive a browser or a killed process, and every test that needs the shared run.
+E2E_MODULES = {"test_browser", "test_compare", "test_export", "test_faults", "test_train"}
+E2E_FIXTURES = {"trained_run", "trained_report", "llama_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__ in E2E_MODULES or E2E_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.e2e)
+
+
 def pytest_sessionfinish(session, exitstatus):
     ZYGOTE.stop()
 

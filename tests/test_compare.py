@@ -6,7 +6,7 @@ import pytest
 from conftest import run_cli
 from studio.errors import ConfigError, ExportError, RunError
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trained_run")]  # one worker trains it
+pytestmark = pytest.mark.slow
 
 
 def test_side_by_side_differs_and_base_is_base(studio, trained_run, base_model):

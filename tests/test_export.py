@@ -11,7 +11,7 @@ from conftest import ROOT, run_cli
 from studio.errors import ExportError, FeatureUnavailable
 from studio.export import converter
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trained_run")]  # one worker trains it
+pytestmark = pytest.mark.slow
 BASE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=256)
 # model type → (config extras, tokenizer): "bpe" = the embedded model's (the converter knows its

@@ -145,6 +145,7 @@ def test_cli_json_contract(studio):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_measured_check_on_cpu(studio):
     out = studio.estimate("smollm2-135m-instruct", measure=True, method="lora", seq_len=128,
                           batch=2, grad_ckpt=False, device="cpu")

@@ -13,7 +13,7 @@ from studio.errors import ConfigError, DataError, PresetError, RunError
 
 EMBEDDED = "smollm2-135m-instruct"  # GPU presets name hub models; tests train the embedded one
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trained_run")]  # one worker trains it
+pytestmark = pytest.mark.slow
 
 
 def wait_for(cond, timeout=240, every=0.5):

@@ -14,7 +14,6 @@ from studio.ui import compare_step, data_step, export_step, history, memory_step
 from studio.ui.session import Session, Step
 
 SAMPLE = ROOT / "assets" / "sample" / "product_faq.jsonl"
-pytestmark = pytest.mark.xdist_group("trained_run")  # shares the run (and its report) with three modules
 
 
 def is_update(x) -> bool:

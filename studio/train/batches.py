@@ -146,3 +146,65 @@ def make_collator(tok, packing: bool, anchor: tuple[list[dict[str, Any]], int, i
         pool, per_batch, seed = anchor
         inner = AnchorCollator(inner, pool, per_batch, seed, packing)
     return CountingCollator(inner)
+
+
+def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[str, Any]],
+             fresh: bool, say: Callable[[str], None]) -> tuple[list[dict[str, Any]], tuple | None]:
+    """The run's training set and its KL anchor (or None): the user's examples — self-distilled
+    and paraphrased when the spec asks (augment.py) — and self-replay, mixed in (replay_mode ce)
+    or carried by every batch as the anchor (kl). What each lever did is kept in levers.json for
+    the report; `fresh` (not a resume) says it in the run's notes too."""
+    import json
+
+    from ..faults import atomic_write_text
+    from ..replay import model_key
+    from . import augment
+
+    t = spec.train
+    home = run_dir.parent.parent
+    quiet = say if fresh else (lambda text: None)
+    levers: dict[str, Any] = {"replay_mode": t.replay_mode, "replay": t.replay}
+    if t.self_distill or t.paraphrases:
+        from ..chat import generate_batch
+        from .selection import evaluating
+
+        def generate(convs, max_new):
+            with model.disable_adapter(), evaluating(model):
+                return generate_batch(model, tok, convs, max_new)
+        rows, rep = augment.augment(rows, t.self_distill, t.paraphrases, generate, home / "augment",
+                                    model_key(model_path), say)
+        levers["augment"] = {"distilled": rep.distilled, "kept_original": rep.distill_kept_original,
+                             "paraphrases": rep.paraphrases, "paraphrases_dropped": rep.paraphrase_dropped,
+                             "examples": rep.examples}
+        if t.self_distill:
+            quiet(f"Self-distilled targets: {rep.distilled} of the answers are the base model's own "
+                  "restatements; the rest kept their wording (" + (", ".join(
+                      f"{n} {why}" for why, n in rep.distill_kept_original.items()) or "none") + ").")
+        if t.paraphrases:
+            quiet(f"Paraphrases: {rep.paraphrases} rewritten questions joined training; "
+                  f"{sum(rep.paraphrase_dropped.values())} were left out (" + (", ".join(
+                      f"{n} {why}" for why, n in rep.paraphrase_dropped.items()) or "none") + ").")
+    train_set = encode_examples(tok, rows, t.max_len, numbered=True)
+    n_replay, why_not = replay_count(t.replay, len(train_set))
+    if why_not:
+        say(why_not)
+    replay = replay_examples(home / "replay", spec.model, model_path, model, tok, n_replay, t.seed,
+                             say) if n_replay else []
+    anchor = None
+    if replay and t.replay_mode == "kl":
+        from .anchor import cached_targets
+
+        pool = encode_examples(tok, replay, t.max_len)
+        for row, target in zip(pool, cached_targets(home / "replay", model_key(model_path), model, pool, say)):
+            row["targets"] = target
+        anchor = (pool, max(1, round(t.replay * t.micro_batch)), t.seed)
+        quiet(f"Soft anchor: each batch of {t.micro_batch} examples carries {anchor[1]} of the base "
+              f"model's own answers to general prompts, on which the tuned model's next-token "
+              f"distribution is pulled toward the base model's (KL, weight {t.replay_weight:g}).")
+    elif replay:
+        train_set += encode_examples(tok, replay, t.max_len)
+        quiet(f"Self-replay: {len(replay)} of the base model's own answers to general prompts are "
+              f"mixed into training (train.replay={t.replay:g}), so it keeps what it could already do.")
+    levers["replayed"] = len(replay)
+    atomic_write_text(run_dir / "levers.json", json.dumps(levers, indent=1))
+    return train_set, anchor

@@ -152,6 +152,24 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
     return dataclasses.replace(cfg, spec=spec, notes=tuple(notes))
 
 
+def check_layers(spec: RunSpec, model_path: Path) -> None:
+    """lora.layers must name layers the model has (config.json's num_hidden_layers)."""
+    import json
+
+    from ..spec import layer_indices
+
+    if spec.lora.layers.strip().lower() == "all":
+        return
+    try:
+        cfg = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # a model without a config.json (a .gguf file) is checked when it loads
+    cfg = cfg.get("text_config", cfg)
+    n = cfg.get("num_hidden_layers") or cfg.get("n_layer")
+    if n:
+        layer_indices(spec.lora.layers, int(n))
+
+
 def chunk_notes(spec, vocab: int | None) -> list[str]:
     """A chunk of the chunked loss larger than a step's tokens is one chunk of all of them: say
     so (with what those logits cost) when the user chose that chunk; the default is silent."""

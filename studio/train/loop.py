@@ -163,7 +163,8 @@ def load_for_training(model_path: Path, device: str, p):
     if quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=p.train.grad_ckpt)
         embeddings_to_half(model, models.resolve_dtype(p.train.dtype, device))
-    return get_peft_model(model, models.lora_config(p.lora))
+    n_layers = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    return get_peft_model(model, models.lora_config(p.lora, n_layers))
 
 
 def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
@@ -188,53 +189,30 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     eval_set = batches.encode_split(tok, data_dir, "validation", t.max_len)
     if not train_set:
         raise RunError("No training example has any learnable token at this max length.")
-    n_replay, replay_note = batches.replay_count(t.replay, len(train_set))
     staging = run_dir / "trainer"
     ckpt.clean_staging(staging)
     resume_from, notes = ckpt.latest_intact(run_dir)
     start = ckpt.step_of(resume_from) if resume_from else 0
     # a resumed run keeps the step count it started with (augmented data may count differently)
-    steps = (resume_from and ckpt.max_steps_of(resume_from)) or total_steps(
-        p, len(train_set) + (n_replay if t.replay_mode == "ce" else 0), world_size())
+    recorded = ckpt.max_steps_of(resume_from) if resume_from else None
     if rank() == 0:  # the record continues from the point we resume from, never repeats
         ckpt.trim_events(run_dir / "events.jsonl", start)
         store.trim_metrics(run_id, start)
         for note in notes:
             log_note(run_dir, start, note)
-    result: dict[str, Any] = {"steps": start, "max_steps": steps, "world_size": world_size(),
+    result: dict[str, Any] = {"steps": start, "max_steps": recorded, "world_size": world_size(),
                               "notes": notes}
-    if resume_from is not None and start >= steps:  # killed while saving after the last step
-        if rank() == 0:
+    if resume_from is not None and start >= (recorded or total_steps(p, len(train_set), world_size())):
+        if rank() == 0:  # killed while saving after the last step
             with disk_guard(run_dir):
                 result["adapter"] = str(ckpt.save_adapter(None, tok, run_dir, from_checkpoint=resume_from))
             result["status"] = RunStatus.COMPLETED.value
         return result
     model = load_for_training(model_path, device, p)
-    if replay_note and rank() == 0:
-        log_note(run_dir, start, replay_note)
     say = (lambda text: log_note(run_dir, start, text)) if rank() == 0 else (lambda text: None)
-    replay = batches.replay_examples(run_dir.parent.parent / "replay", p.model, model_path, model, tok,
-                                     n_replay, t.seed, say) if n_replay else []
-    anchor = None
-    if replay and t.replay_mode == "kl":
-        from ..replay import model_key
-        from .anchor import cached_targets
-
-        pool = batches.encode_examples(tok, replay, t.max_len)
-        for row, target in zip(pool, cached_targets(run_dir.parent.parent / "replay", model_key(model_path),
-                                                    model, pool, say)):
-            row["targets"] = target
-        anchor = (pool, max(1, round(t.replay * t.micro_batch)), t.seed)
-        if start == 0:
-            say(f"Soft anchor: each batch of {t.micro_batch} examples carries {anchor[1]} of the base "
-                f"model's own answers to general prompts, on which the tuned model's next-token "
-                f"distribution is pulled toward the base model's (KL, weight {t.replay_weight:g}).")
-    elif replay:
-        train_set += batches.encode_examples(tok, replay, t.max_len)
-        if start == 0:  # said once, not again on resume
-            say(f"Self-replay: {len(replay)} of the base model's own answers to general prompts "
-                f"are mixed into training (train.replay={t.replay:g}), so it keeps what it could "
-                "already do.")
+    train_set, anchor = batches.assemble(run_dir, p, tok, model, model_path, train_rows, start == 0, say)
+    steps = recorded or total_steps(p, len(train_set), world_size())
+    result["max_steps"] = steps
     watcher = None
     if eval_set and rank() == 0 and t.forget_budget > 0:
         from .selection import Watcher
@@ -302,6 +280,15 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
                 from ..strength import apply
 
                 apply(run_dir, choice["strength"])
+            if done and t.intruder_scale < 1.0 and not p.lora.dora:  # DoRA: no singular directions
+                from .. import intruders
+
+                cut = intruders.apply(run_dir, intruders.base_weights(trainer.model), t.intruder_scale)
+                log_note(run_dir, trainer.state.global_step,
+                         f"Targeted strength: {cut['intruders']} intruder dimensions (new directions "
+                         f"the base weights did not have) found; the {cut['directions_scaled']} update "
+                         f"directions that make them are scaled by {t.intruder_scale:g}, the rest kept "
+                         "as trained (adapter-full/ holds the adapter as trained).")
         if choice:
             result["chosen_step"] = choice["chosen_step"]
             log_note(run_dir, trainer.state.global_step, choice["reason"])

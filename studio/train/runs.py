@@ -180,6 +180,7 @@ class RunService:
         device = self.cache.device()
         cfg = tcfg.preflight(cfg, d, self.cache.tokenizer(cfg.spec.model), device)
         cfg = tcfg.decide_offload(cfg, self.cache.path(cfg.spec.model), device)
+        tcfg.check_layers(cfg.spec, self.cache.path(cfg.spec.model))
         run_id = new_run_id(cfg.preset)
         run_dir = self.runs_dir / run_id
         run_dir.mkdir(parents=True)

@@ -79,6 +79,12 @@ def kept_md(r: dict) -> list[str]:
                      f"perplexity {(last['forgetting'] or 0):+.0%}; the kept one: "
                      f"{(c['answer_match'] or 0):.0%} and {(c['forgetting'] or 0):+.0%}.")
         out.append(line)
+    lever_rows = r.get("levers") or []
+    if lever_rows:
+        out.append("\n**What kept it from forgetting** (each lever this run had, and what it did):\n\n"
+                   "| lever | on | setting | what it did |\n|---|---|---|---|")
+        out += [f"| {x['lever']} | {'✅' if x['on'] else '–'} | {x['setting']} | {one_line(x['did'], 400)} |"
+                for x in lever_rows]
     trade = r.get("trade_off") or []
     if trade:
         out.append(f"\n**Adapter strength** (now {r.get('strength', 1):g}; suggested "

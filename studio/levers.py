@@ -1,0 +1,101 @@
+"""What each forgetting lever did in a run, in plain words: a row per lever for the report and
+Compare.
+
+Owns reading a run's record of its levers — the run spec (config), levers.json (written by
+train/batches.assemble: what augmentation and replay did), the events (the soft anchor's KL at
+each log), selection.json (the forgetting budget's choice) and the adapter's own state (its
+strength, its intruder scaling) — into rows {lever, on, setting, did}. A lever that was off says
+so in one short row, so the user sees every lever there is. Measuring a lever's effect on the
+held-out questions and general text (a run without it) is benchmarks/bench_outcome.py's job; the
+rows say what each lever did inside this run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def rows(run: dict[str, Any], events: list[dict[str, Any]], intruders: dict[str, Any] | None = None
+         ) -> list[dict[str, Any]]:
+    """The lever rows of `run` (a store row with its config); `intruders` is the adapter's
+    intruder count (intruders.count) when the report measured it."""
+    cfg = run.get("config") or {}
+    t, lora = cfg.get("train") or {}, cfg.get("lora") or {}
+    run_dir = Path(run["path"]) if run.get("path") else None
+    done = _json(run_dir / "levers.json") if run_dir else {}
+    out = []
+
+    def row(lever: str, on: bool, setting: str, did: str) -> None:
+        out.append({"lever": lever, "on": on, "setting": setting, "did": did})
+
+    ratio, mode = t.get("replay", 0), t.get("replay_mode", "ce")
+    kls = [e["kl"] for e in events if e.get("kl") is not None]
+    if not ratio:
+        row("replay", False, "train.replay=0", "Off: nothing held the model to what it was.")
+    elif mode == "kl":
+        drift = (f" The KL to the base model on replay text was {kls[0]:.3f} at the first step and "
+                 f"{kls[-1]:.3f} at the last (0 = the base model's own predictions)." if kls else "")
+        row("replay", True, f"kl, weight {t.get('replay_weight', 1):g}, {ratio:g} per example",
+            f"A soft anchor: {done.get('replayed', '?')} of the base model's own answers to general "
+            f"prompts rode along in the batches, and on them the tuned model's next-token "
+            f"predictions were pulled toward the base model's." + drift)
+    else:
+        row("replay", True, f"ce, {ratio:g} per example",
+            f"{done.get('replayed', '?')} of the base model's own answers to general prompts were "
+            "mixed into training and learned like your examples.")
+    aug = done.get("augment") or {}
+    if t.get("self_distill"):
+        kept = aug.get("kept_original") or {}
+        why = "; ".join(f"{n} {w}" for w, n in kept.items())
+        row("self-distilled targets", True, "train.self_distill=true",
+            f"{aug.get('distilled', 0)} answers were the base model's own restatement of your answer, "
+            f"so training pulled it less far from its own style"
+            + (f"; {sum(kept.values())} kept your wording ({why})." if kept else "."))
+    else:
+        row("self-distilled targets", False, "train.self_distill=false", "Off: the model learned "
+            "your answers in your wording.")
+    if t.get("paraphrases"):
+        dropped = aug.get("paraphrases_dropped") or {}
+        row("paraphrases", True, f"train.paraphrases={t['paraphrases']}",
+            f"{aug.get('paraphrases', 0)} rewritten questions joined training with their answers, "
+            f"so each fact was seen in more than one wording"
+            + (f"; {sum(dropped.values())} were left out by the checks." if dropped else "."))
+    else:
+        row("paraphrases", False, "train.paraphrases=0", "Off: each fact was seen in the wordings "
+            "of your data only.")
+    scale = t.get("intruder_scale", 1.0)
+    counted = (f"The adapter as kept has {intruders['intruders']} intruder dimensions (new "
+               f"directions the base weights did not have) in {intruders['layers_with']} of "
+               f"{intruders['layers']} adapted layers." if intruders else "")
+    if scale < 1:
+        row("targeted strength", True, f"train.intruder_scale={scale:g}",
+            f"The update's directions that add intruder dimensions were scaled by {scale:g}; the "
+            f"rest stayed as trained. {counted}".strip())
+    else:
+        row("targeted strength", False, "train.intruder_scale=1", ("Off. " + counted).strip())
+    layers, targets = lora.get("layers", "all"), lora.get("targets", "all-linear")
+    row("where the update goes", layers != "all" or targets != "all-linear",
+        f"lora.targets={targets}, lora.layers={layers}",
+        f"Adapters on {targets} of {'every' if layers == 'all' else 'the ' + layers} layer"
+        f"{'s' if layers != 'all' else ''}.")
+    budget = t.get("forget_budget", 0)
+    sel = _json(run_dir / "selection.json") if run_dir else {}
+    chosen = sel.get("chosen") or {}
+    row("forgetting budget", bool(budget), f"train.forget_budget={budget:g}",
+        sel.get("reason") or ("Off: the adapter is the last step's." if not budget else
+                              "No evaluation was made, so the last step is the adapter."))
+    from .strength import current
+
+    value = current(run_dir) if run_dir else 1.0
+    row("adapter strength", value != 1.0, f"{value:g}",
+        f"The adapter applies {value:.0%} of its update" + (
+            f" (chosen at step {chosen.get('step')})." if chosen.get("strength", 1.0) != 1.0 else "."))
+    return out
