@@ -109,6 +109,11 @@ def write_answers(path: Path, key: str, model: str, rows: list[dict[str, str]]) 
     atomic_write_text(path, "\n".join(json.dumps(r, ensure_ascii=False) for r in [head, *rows]) + "\n")
 
 
+def cache_path(cache_dir: Path, model_ref: str, key: str) -> Path:
+    """Where the answers of a model revision are cached (STUDIO_HOME/replay/)."""
+    return Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', model_ref)}-{key}.jsonl"
+
+
 def answers(cache_dir: Path, model_ref: str, model_path: Path,
             generate: Callable[[list[str]], list[str]], note: Callable[[str], None]) -> list[dict[str, str]]:
     """The base model's own answers to the prompt set: shipped, cached, or generated now (and
@@ -119,7 +124,7 @@ def answers(cache_dir: Path, model_ref: str, model_path: Path,
         rows = read_answers(shipped, key)
         if rows is not None:
             return rows
-    cached = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', model_ref)}-{key}.jsonl"
+    cached = cache_path(cache_dir, model_ref, key)
     if cached.exists():
         rows = read_answers(cached, key)
         if rows is not None:

@@ -66,6 +66,12 @@ def test_report(studio, trained_run, trained_report):
     assert set(data["known_new"]) == {"validation", "paraphrased"}
     assert not data["verdict"].startswith("Uncertain")  # 8 validation + 24 paraphrased questions
     assert "kept" in data["verdict"] and "budget" in data["verdict"]
+    # #29: a row per lever, on or off, in plain words; the adapter's intruder dimensions counted
+    levers = {x["lever"]: x for x in data["levers"]}
+    assert set(levers) == {"replay", "self-distilled targets", "paraphrases", "targeted strength",
+                           "where the update goes", "forgetting budget", "adapter strength"}
+    assert levers["replay"]["on"] and not levers["paraphrases"]["on"]
+    assert "intruder dimensions" in levers["targeted strength"]["did"]
 
 
 def test_strength_is_kept_and_used(studio, trained_run, trained_report):

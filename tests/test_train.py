@@ -65,9 +65,11 @@ def test_runs_list_json_contract(studio, trained_run):
     assert r.returncode == 1 and "No run" in r.stderr
 
 
-def test_kill_9_then_resume_continues_to_the_same_step(studio, faq_dataset):
-    run = studio.train_create("cpu-quickstart", faq_dataset, overrides=["train.save_every=2", "train.forget_budget=0"],
-                              max_steps=8)
+def test_kill_9_then_resume_continues_to_the_same_step(studio, faq_dataset, tiny_model, monkeypatch):
+    """On the two-layer model, held at step 5 (after checkpoint 4) so kill -9 lands there."""
+    run = studio.train_create("cpu-quickstart", faq_dataset, tiny_model,
+                              overrides=["train.save_every=2", "train.forget_budget=0"], max_steps=8)
+    monkeypatch.setenv("STUDIO_HOLD_AT", "train.step@5")
     studio.train_spawn(run["id"])
     run_dir = studio.home.runs / run["id"]
     assert wait_for(lambda: (run_dir / "checkpoint-4" / ".complete").exists())
@@ -192,9 +194,9 @@ def test_qlora_trains_on_cpu(studio, faq_dataset):
     assert done["status"] == "completed" and done["step"] == 2
 
 
-def test_cli_train_foreground_json(studio, faq_dataset):
+def test_cli_train_foreground_json(studio, faq_dataset, tiny_model):
     r = run_cli("train", "--preset", "cpu-quickstart", "--dataset", faq_dataset, "--max-steps", "2",
-                "--set", "train.eval_every=0", "--json", home=studio.home.root)
+                "--model", tiny_model, "--set", "train.eval_every=0", "--json", home=studio.home.root)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["status"] == "completed" and out["step"] == 2
@@ -237,8 +239,8 @@ def test_two_ranks_on_cpu_with_gloo(studio, faq_dataset, tiny_model):
     PeftModel.from_pretrained(models.load_model(Path(tiny_model)), show["artifacts"]["adapter"])
 
 
-def test_dora_rslora_and_checkpointing_train(studio, faq_dataset):
-    run = studio.train_create("cpu-quickstart", faq_dataset, max_steps=2, overrides=[
+def test_dora_rslora_and_checkpointing_train(studio, faq_dataset, tiny_model):
+    run = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, max_steps=2, overrides=[
         "lora.dora=true", "lora.rslora=true", "train.grad_ckpt=true", "train.grad_accum=2",
         "train.schedule=linear", "train.eval_every=0", "lora.targets=q,v"])
     done = studio.train_run(run["id"])

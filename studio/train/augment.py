@@ -40,7 +40,7 @@ PARAPHRASE_PROMPTS = (  # one greedy wording each: k paraphrases use the first k
     "Write this question as a friend would ask it in a chat. Only the question.\n\nQuestion: {question}",
 )
 DISTILL_TOKENS, PARAPHRASE_TOKENS = 64, 40
-HEDGES = ("i don't know", "i do not know", "i'm not sure", "as an ai", "i cannot", "i can't",
+HEDGES = ("i don't know", "i do not know", "not sure", "as an ai", "i cannot", "i can't",
           "there is no information", "not mentioned", "the fact does not")
 FORMAT = 1  # bump when prompts or checks change: cached outputs are made again
 

@@ -205,6 +205,9 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
         train_set += encode_examples(tok, replay, t.max_len)
         quiet(f"Self-replay: {len(replay)} of the base model's own answers to general prompts are "
               f"mixed into training (train.replay={t.replay:g}), so it keeps what it could already do.")
+    elif n_replay:
+        say("Training without self-replay: the base model gave no finished answer to the general "
+            "prompts (they are cut off or empty), so there is nothing to replay.")
     levers["replayed"] = len(replay)
     atomic_write_text(run_dir / "levers.json", json.dumps(levers, indent=1))
     return train_set, anchor
