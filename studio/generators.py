@@ -23,13 +23,19 @@ MAX_NEW_TOKENS = 192  # two Q/A pairs or a summary fit; a rambling model stops h
 
 @dataclass
 class Generator:
-    """A callable prompt → text, with what it runs on (shown to the user)."""
+    """A callable prompt → text, with what it runs on (shown to the user), and — where the engine
+    can hold its output to a JSON schema (llama.cpp's grammars, a server's response_format) —
+    `json(messages, schema, max_tokens)`: the text, or None when this engine cannot constrain."""
     write: Callable[[str], str]
     engine: str
     label: str
+    constrained: Callable[[list[dict[str, str]], dict, int], str | None] | None = None
 
     def __call__(self, prompt: str) -> str:
         return self.write(prompt)
+
+    def json(self, messages: list[dict[str, str]], schema: dict, max_tokens: int) -> str | None:
+        return self.constrained(messages, schema, max_tokens) if self.constrained else None
 
 
 def _cancelled(cancel: threading.Event | None) -> bool:
@@ -48,16 +54,22 @@ def llama_cpp(gguf_path, cancel: threading.Event | None = None, n_ctx: int = 204
     fam = families.known_family_of(llm.metadata.get("tokenizer.chat_template"))
     stops = list(fam.stops) if fam else None
 
-    def write(prompt: str) -> str:
+    def chat(messages: list[dict[str, str]], max_tokens: int, **extra) -> str:
         parts = []
-        for piece in llm.create_chat_completion(messages=[{"role": "user", "content": prompt}],
-                                                max_tokens=MAX_NEW_TOKENS, temperature=0.0,
-                                                top_k=1, stop=stops, stream=True):
+        for piece in llm.create_chat_completion(messages=messages, max_tokens=max_tokens,
+                                                temperature=0.0, top_k=1, stop=stops, stream=True,
+                                                **extra):
             if _cancelled(cancel):
                 raise Cancelled("Cancelled; nothing was saved.")
             parts.append(piece["choices"][0]["delta"].get("content") or "")
         return "".join(parts).strip()
-    return Generator(write, "llama.cpp", f"llama.cpp on {os.path.basename(str(gguf_path))}")
+
+    def write(prompt: str) -> str:
+        return chat([{"role": "user", "content": prompt}], MAX_NEW_TOKENS)
+
+    def constrained(messages, schema, max_tokens):  # a grammar made from the schema
+        return chat(messages, max_tokens, response_format={"type": "json_object", "schema": schema})
+    return Generator(write, "llama.cpp", f"llama.cpp on {os.path.basename(str(gguf_path))}", constrained)
 
 
 # ---- an OpenAI-compatible server -------------------------------------------------------------
@@ -116,9 +128,26 @@ def openai_compatible(url: str, model: str, cancel: threading.Event | None = Non
             parts.append((choice.get("delta") or {}).get("content") or "")
         return "".join(parts).strip()
 
+    refused: list[bool] = []  # the server said no to response_format once: do not ask again
+
+    def constrained(messages, schema, max_tokens):
+        if refused:
+            return None
+        try:
+            return send({"model": model, "messages": messages, "temperature": 0, "stream": True,
+                         "max_tokens": max_tokens, "response_format": {
+                             "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}})
+        except DataError as e:
+            if "refused the request" not in str(e):
+                raise
+            refused.append(True)  # an older server: the plain prompt and the parser do the job
+            return None
+
     def write(prompt: str) -> str:
-        body = {"model": model, "messages": [{"role": "user", "content": prompt}],
-                "temperature": 0, "max_tokens": MAX_NEW_TOKENS, "stream": True}
+        return send({"model": model, "messages": [{"role": "user", "content": prompt}],
+                     "temperature": 0, "max_tokens": MAX_NEW_TOKENS, "stream": True})
+
+    def send(body: dict[str, Any]) -> str:
         last = ""
         for attempt in range(retries + 1):
             if _cancelled(cancel):
@@ -142,7 +171,7 @@ def openai_compatible(url: str, model: str, cancel: threading.Event | None = Non
             time.sleep(min(8.0, 1.0 * 2 ** attempt))
         raise DataError(f"The generator at {base} failed {retries + 1} times: {last}. Check the "
                         "server, or pick a smaller model there.")
-    return Generator(write, "openai", f"{model} at {base}")
+    return Generator(write, "openai", f"{model} at {base}", constrained)
 
 
 # ---- transformers (the fallback) ------------------------------------------------------------

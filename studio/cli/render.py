@@ -64,6 +64,12 @@ def dataset_text(summary: dict[str, Any]) -> str:
              f"than {summary['max_len']} (truncated), {summary['dropped_too_long']} dropped",
              f"duplicates removed: {summary['duplicates_removed']}, empty removed: "
              f"{summary['empty_removed']}", f"saved in {summary['path']}"]
+    qa = summary.get("qa") or {}
+    if qa.get("generated") or qa.get("fallback"):
+        lines.append(f"question/answer pairs: {qa['generated']} written by the generator "
+                     f"({qa['from_chunk']} from whole chunks, {qa['from_sentences']} one per sentence), "
+                     f"{qa['fallback']} templated fallbacks; left out: " + (", ".join(
+                         f"{n} {why}" for why, n in qa["dropped"].items()) or "none"))
     lines += [f"  {e['file']}{':' + str(e['line']) if e['line'] else ''}: {e['reason']}"
               for e in summary["errors"][:20]]
     if len(summary["errors"]) > 20:

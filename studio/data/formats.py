@@ -1,6 +1,7 @@
 """Structured records → training examples in one canonical form.
 
-Owns format detection (alpaca, sharegpt, chat messages, prompt/completion, plain text), the
+Owns format detection (alpaca, sharegpt, chat messages, prompt/completion, plain text, and the
+preference pairs of preference.py), the
 manual column mapping that overrides it, and conversion with per-record checks (empty answer,
 no assistant turn, unknown roles). Canonical examples are `{"messages": [{"role", "content"}]}`
 or `{"text": ...}` for continued pretraining. Does not tokenize.
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text")
+FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text",
+           "preference", "preference-chat", "preference-hh")
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                 "bot": "assistant", "model": "assistant", "system": "system", "tool": "tool"}
 # Column names we accept for each field of prompt/completion-like tables.
@@ -30,7 +32,12 @@ class Unrecognised(Skip):
 
 
 def detect_one(row: dict[str, Any]) -> str | None:
+    from . import preference
+
     keys = set(row)
+    pair = preference.detect(row)
+    if pair:
+        return pair
     if isinstance(row.get("messages"), list):
         return "messages"
     conv = row.get("conversations")
@@ -160,9 +167,18 @@ def from_text(row: dict[str, Any]) -> dict[str, Any]:
     return {"text": text}
 
 
+def _pair(fmt: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def convert(row: dict[str, Any]) -> dict[str, Any]:
+        from . import preference
+
+        return preference.convert(row, fmt)
+    return convert
+
+
 CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "messages": from_messages, "sharegpt": from_sharegpt, "alpaca": from_alpaca,
     "prompt-completion": from_prompt_completion, "text": from_text,
+    **{f: _pair(f) for f in ("preference", "preference-chat", "preference-hh")},
 }
 
 

@@ -132,7 +132,7 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
                    "errors": [i.as_dict() for i in issues], "seconds": round(time.time() - t0, 2),
                    "sources": [Path(f).name for f in files], "params": asdict(params),
                    "val_fraction": val_fraction, "seed": seed, "mapping": mapping or {},
-                   "model": model, "heldout": held}
+                   "model": model, "heldout": held, "qa": qa_summary(ctx)}
         (tmp / "meta.json").write_text(json.dumps(summary, indent=1))
         crash_point("prepare.meta_written")
         final = datasets_dir / name / f"v{version}"
@@ -143,6 +143,19 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def qa_summary(ctx: Context) -> dict[str, Any] | None:
+    """For qa-pairs: pairs the generator wrote (from the whole chunk, or one per fact-bearing
+    sentence) against templated fallbacks, and the pairs left out by reason; None otherwise."""
+    c = ctx.counters
+    generated, fallback = c.get("qa_generated", 0), c.get("qa_fallback", 0)
+    if not generated and not fallback and not any(k.startswith("dropped: ") for k in c):
+        return None
+    return {"generated": generated, "fallback": fallback,
+            "generated_share": round(generated / (generated + fallback), 4) if generated + fallback else None,
+            "from_chunk": c.get("qa_from_chunk", 0), "from_sentences": c.get("qa_from_sentences", 0),
+            "dropped": {k.split(": ", 1)[1]: n for k, n in c.items() if k.startswith("dropped: ")}}
 
 
 def attach_heldout(folder: Path, path: Path, issues: list[Issue]) -> int:

@@ -52,7 +52,9 @@ class RecipeParams:
     code_summaries: str = knob("docstring", "Summaries for code-functions: docstring (no model; "
                                "functions without a docstring are skipped) or generator (the "
                                "model writes the missing ones).", choices=("docstring", "generator"))
-    qa_prompt: str = knob(QA_PROMPT, "Prompt for qa-pairs; {n} and {chunk} are filled in.")
+    qa_prompt: str = knob(QA_PROMPT, "Prompt for qa-pairs when the generator cannot hold its output "
+                                     "to a JSON schema (transformers, an older server); {n} and "
+                                     "{chunk} are filled in.")
     template_fallback: bool = knob(True, "qa-pairs: when the generator gives no usable pair for a "
                                    "chunk, keep the chunk with a templated question (labelled "
                                    "'fallback' in the data and counted in the stats).")
@@ -210,25 +212,49 @@ def fallback_topic(chunk: str) -> str | None:
 
 
 def qa_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
+    """Per chunk: pairs from the whole-chunk prompt (held to a JSON schema where the engine can,
+    else the plain prompt and the Q:/A: parser); when none is usable, one question per
+    fact-bearing sentence, answered by that sentence (questions.py); when none of those either,
+    the templated fallback (if template_fallback). Every pair is checked against its chunk."""
+    from . import questions
+
     gen, p = ctx.need_generator("qa-pairs"), ctx.params
     chunks = ctx.chunks(doc)
     started = time.monotonic()
     seen: set[str] = set()
+
+    def usable(q: str, a: str, chunk: str) -> bool:
+        why = pair_problem(q, a, chunk, p.min_overlap)
+        if why is None and norm_text(q) in seen:
+            why = "duplicate question"
+        if why:
+            ctx.drop(why, f"Q: {q}\nA: {a}")
+            return False
+        seen.add(norm_text(q))
+        return True
+
     for i, chunk in enumerate(chunks):
         ctx.check()
         ctx.timed(doc, i, len(chunks), started)
         kept = 0
-        for q, a in parse_pairs(gen(p.qa_prompt.format(n=p.pairs_per_chunk, chunk=chunk))):
-            why = pair_problem(q, a, chunk, p.min_overlap)
-            if why is None and norm_text(q) in seen:
-                why = "duplicate question"
-            if why:
-                ctx.drop(why, f"Q: {q}\nA: {a}")
-                continue
-            seen.add(norm_text(q))
-            kept += 1
-            ctx.counters["qa_generated"] += 1
-            yield _chat(q, a, source=doc.file, recipe="qa-pairs", fallback=False)
+        pairs = questions.chunk_pairs(gen, chunk, p.pairs_per_chunk)
+        if pairs is None:
+            pairs = parse_pairs(gen(p.qa_prompt.format(n=p.pairs_per_chunk, chunk=chunk)))
+        for q, a in pairs:
+            if usable(q, a, chunk):
+                kept += 1
+                ctx.counters["qa_generated"] += 1
+                ctx.counters["qa_from_chunk"] += 1
+                yield _chat(q, a, source=doc.file, recipe="qa-pairs", fallback=False, written="chunk")
+        if kept == 0:
+            for q, sentence in questions.sentence_questions(gen, chunk, p.pairs_per_chunk, ctx.drop):
+                ctx.check()
+                if usable(q, sentence, chunk):
+                    kept += 1
+                    ctx.counters["qa_generated"] += 1
+                    ctx.counters["qa_from_sentences"] += 1
+                    yield _chat(q, sentence, source=doc.file, recipe="qa-pairs", fallback=False,
+                                written="sentence")
         if kept == 0 and p.template_fallback:
             topic = fallback_topic(chunk)
             if topic is None:
@@ -237,6 +263,8 @@ def qa_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
             ctx.counters["qa_fallback"] += 1
             yield _chat(f"What does the document say about {topic}?", chunk, source=doc.file,
                         recipe="qa-pairs", fallback=True)
+        elif kept == 0:
+            ctx.drop("no usable pair (template fallbacks are off)", chunk)
 
 
 def keyphrases(text: str, k: int) -> list[str]:

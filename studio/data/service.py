@@ -23,7 +23,7 @@ from .ingest import SUPPORTED
 from .recipes import RECIPES, RecipeParams
 
 STAT_KEYS = ("splits", "tokens", "truncated", "dropped_too_long", "duplicates_removed",
-             "empty_removed", "formats", "histogram", "recipe_counters", "max_len", "heldout")
+             "empty_removed", "formats", "histogram", "recipe_counters", "max_len", "heldout", "qa")
 
 
 SAMPLE = Path(__file__).resolve().parents[2] / "assets" / "sample"
@@ -66,10 +66,18 @@ class DataService:
         if generator_url:
             made.append(generators.openai_compatible(generator_url, generator_model or "", cancel))
 
-        def generator(prompt: str) -> str:
-            if not made:
-                made.append(self.local_generator(generator_model or model, cancel))
-            return made[0](prompt)
+        class Lazy:  # the local generator loads only when a recipe asks for text
+            def get(me) -> generators.Generator:
+                if not made:
+                    made.append(self.local_generator(generator_model or model, cancel))
+                return made[0]
+
+            def __call__(me, prompt: str) -> str:
+                return me.get()(prompt)
+
+            def json(me, messages, schema, max_tokens):
+                return me.get().json(messages, schema, max_tokens)
+        generator = Lazy()
 
         # One prepare per name at a time (the lock dies with its process, kill -9 included);
         # a version a killed prepare left behind is registered first, so the name is never stuck.
@@ -191,13 +199,22 @@ class DataService:
         atomic_write_text(Path(d["path"]) / "triage.json", json.dumps(out, indent=1))
         return out
 
-    def preview(self, ref: str, model: str | None = None, n: int = 5) -> list[list[tuple[str, bool]]]:
-        """Rendered examples as (text, learned?) segments: the loss mask made visible."""
+    def preview(self, ref: str, model: str | None = None, n: int = 5) -> list[Any]:
+        """Rendered examples as (text, learned?) segments: the loss mask made visible; a
+        preference pair as {prompt: the rendered prompt, once; chosen; rejected}, side by side."""
+        from .preference import is_pair
+
         d = self.get(ref)
         tok = self.cache.tokenizer(model or d["params"].get("model", models.DEFAULT_MODEL))
         max_len = d["stats"].get("max_len", 512)
-        return [templates.preview_segments(tok, templates.encode(tok, ex, max_len))
-                for ex in prep.read_split(Path(d["path"]), "train", n)]
+        out: list[Any] = []
+        for ex in prep.read_split(Path(d["path"]), "train", n):
+            if is_pair(ex):
+                out.append({"prompt": templates.render_text(tok, ex["prompt"], add_generation_prompt=True),
+                            "chosen": ex["chosen"][0]["content"], "rejected": ex["rejected"][0]["content"]})
+            else:
+                out.append(templates.preview_segments(tok, templates.encode(tok, ex, max_len)))
+        return out
 
     def delete(self, ref: str) -> dict[str, Any]:
         d = self.get(ref)

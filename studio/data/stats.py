@@ -19,6 +19,9 @@ _NON_WORD = re.compile(r"[\W_]+")
 def content_of(example: dict[str, Any]) -> str:
     if "text" in example:
         return example["text"]
+    if "chosen" in example:  # a preference pair: its prompt and both answers
+        msgs = [*example["prompt"], *example["chosen"], {"role": "rejected", "content": example["rejected"][0]["content"]}]
+        return "\n".join(f"{m['role']}: {m['content']}" for m in msgs)
     return "\n".join(f"{m['role']}: {m['content']}" for m in example["messages"])
 
 

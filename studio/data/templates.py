@@ -79,8 +79,15 @@ def _find_turn(full: str, alone: str, content: str, cursor: int) -> tuple[int, i
 
 
 def encode(tok, example: dict[str, Any], max_len: int) -> Encoded:
-    """Token ids + labels for one example, truncated on the right to max_len."""
+    """Token ids + labels for one example, truncated on the right to max_len. A preference pair
+    is encoded as its longer side (prompt + the longer answer): what its length costs in training
+    and the statistics count."""
     eos = tok.eos_token_id
+    if "chosen" in example and "prompt" in example:
+        from .preference import sides
+
+        both = [encode(tok, side, max_len) for side in sides(example)]
+        return max(both, key=lambda e: e.full_length)
     if "text" in example:
         ids = tok(example["text"], add_special_tokens=False)["input_ids"] + [eos]
         labels = list(ids)

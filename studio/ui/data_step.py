@@ -19,7 +19,14 @@ def preview_html(segments_list) -> str:
     parts = ['<div style="font-family:monospace;font-size:12px">'
              '<p><span style="background:#c8f7c5">highlighted</span> = learned (the answer); '
              'the rest is context the model reads but is not trained to write.</p>']
+    cell = '<td style="vertical-align:top;width:50%;border:1px solid #ccc;padding:6px">'
     for segs in segments_list:
+        if isinstance(segs, dict):  # a preference pair: the prompt once, the two answers side by side
+            parts.append(f'<pre style="white-space:pre-wrap;border:1px solid #ccc;padding:6px;margin-bottom:0">'
+                         f'{html.escape(segs["prompt"])}</pre><table style="width:100%"><tr>'
+                         f'{cell}<b>✅ chosen</b><br>{html.escape(segs["chosen"])}</td>'
+                         f'{cell}<b>❌ rejected</b><br>{html.escape(segs["rejected"])}</td></tr></table>')
+            continue
         body = "".join(
             f'<span style="background:{"#c8f7c5" if on else "transparent"}">{html.escape(t)}</span>'
             for t, on in segs)
@@ -40,9 +47,13 @@ def summary_md(s: dict) -> str:
     c = s.get("recipe_counters") or {}
     if s.get("generator"):
         lines.append(f"- Pairs written by {s['generator']}.")
-    if c.get("qa_generated") or c.get("qa_fallback"):
-        lines.append(f"- Question/answer pairs kept: **{c.get('qa_generated', 0)}** written by the "
-                     f"generator, {c.get('qa_fallback', 0)} templated fallbacks (labelled 'fallback').")
+    qa = s.get("qa") or {}
+    if qa.get("generated") or qa.get("fallback"):
+        share = f" ({qa['generated_share']:.0%} of the pairs)" if qa.get("generated_share") is not None else ""
+        lines.append(f"- Question/answer pairs kept: **{qa['generated']}** written by the generator"
+                     f"{share} — {qa['from_chunk']} from whole chunks, {qa['from_sentences']} one per "
+                     f"fact-bearing sentence — and {qa['fallback']} templated fallbacks (labelled "
+                     "'fallback'; turn them off with template_fallback=false).")
     removed = [f"{n} {k.split(': ', 1)[1]}" for k, n in c.items() if k.startswith("removed: ")]
     if removed:
         lines.append("- Cleaned out of the documents: " + ", ".join(removed) + ".")

@@ -1,0 +1,98 @@
+"""Preference data (issue #26): the three shapes detected per row, one canonical pair, rows that
+teach no preference refused with their reason, statistics and a side-by-side preview."""
+import json
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+SAMPLE = ROOT / "assets" / "sample" / "product_preferences.jsonl"
+HH = ("\n\nHuman: Who makes the Nimbus Orbit?\n\nAssistant: Fernwick Labs makes it.",
+      "\n\nHuman: Who makes the Nimbus Orbit?\n\nAssistant: I have no idea, sorry.")
+
+
+def test_three_shapes_become_one_pair():
+    from studio.data import formats
+
+    strings = {"prompt": "Who makes it?", "chosen": "Fernwick Labs.", "rejected": "Nobody.", "system": "Be brief."}
+    chat = {"chosen": [{"role": "user", "content": "Who makes it?"}, {"role": "assistant", "content": "Fernwick Labs."}],
+            "rejected": [{"role": "user", "content": "Who makes it?"}, {"role": "assistant", "content": "Nobody."}]}
+    split = {"prompt": [{"role": "user", "content": "Who makes it?"}],
+             "chosen": [{"role": "assistant", "content": "Fernwick Labs."}],
+             "rejected": [{"role": "assistant", "content": "Nobody."}]}
+    hh = {"chosen": "\n\nHuman: Who makes it?\n\nAssistant: Fernwick Labs.",
+          "rejected": "\n\nHuman: Who makes it?\n\nAssistant: Nobody."}
+    want = {"prompt": [{"role": "user", "content": "Who makes it?"}],
+            "chosen": [{"role": "assistant", "content": "Fernwick Labs."}],
+            "rejected": [{"role": "assistant", "content": "Nobody."}]}
+    for row, fmt in ((chat, "preference-chat"), (split, "preference-chat"), (hh, "preference-hh")):
+        assert formats.convert(row) == (want, fmt)
+    ex, fmt = formats.convert(strings)
+    assert fmt == "preference" and ex["prompt"][0] == {"role": "system", "content": "Be brief."}
+    assert ex["prompt"][1:] == want["prompt"] and ex["chosen"] == want["chosen"]
+    multi = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Price?\n\nAssistant: 189 euros.",
+             "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Price?\n\nAssistant: Free."}
+    ex, _ = formats.convert(multi)
+    assert [m["role"] for m in ex["prompt"]] == ["user", "assistant", "user"]
+
+
+BAD = [
+    ({"prompt": "Q?", "chosen": "Same answer.", "rejected": "Same  answer."}, "are the same answer"),
+    ({"prompt": "Q?", "chosen": "", "rejected": "No."}, "'chosen' answer is empty"),
+    ({"prompt": "Q?", "chosen": "Yes.", "rejected": "  "}, "'rejected' answer is empty"),
+    ({"prompt": "", "chosen": "Yes.", "rejected": "No."}, "the prompt is empty"),
+    ({"chosen": [{"role": "user", "content": "A?"}, {"role": "assistant", "content": "Yes."}],
+      "rejected": [{"role": "user", "content": "B?"}, {"role": "assistant", "content": "No."}]},
+     "answer different prompts"),
+    ({"chosen": [{"role": "user", "content": "A?"}, {"role": "assistant", "content": "Yes."}],
+      "rejected": [{"role": "user", "content": "A?"}]}, "'rejected' side does not end in an assistant"),
+    ({"chosen": [{"role": "wizard", "content": "A?"}], "rejected": []}, "unknown role"),
+    ({"chosen": "\n\nHuman: A?\n\nAssistant: Yes.", "rejected": "\n\nHuman: B?\n\nAssistant: No."},
+     "answer different prompts"),
+    ({"chosen": "\n\nHuman: A?\n\nAssistant: Yes.\n\nHuman: More?", "rejected": "\n\nHuman: A?\n\nAssistant: No."},
+     "'chosen' side does not end in an assistant"),
+    ({"prompt": "Q?", "chosen": {"text": "x"}, "rejected": "No."}, "'chosen' is a dict"),
+    ({"prompt": "Q?", "chosen": ["a", "b"], "rejected": "No."}, "a message of 'chosen' is not an object"),
+    ({"chosen": [{"role": "assistant", "content": "Yes."}], "rejected": [{"role": "assistant", "content": "No."}]},
+     "the prompt has no user turn"),
+]
+
+
+@pytest.mark.parametrize("row, words", BAD, ids=[w for _, w in BAD])
+def test_rows_without_a_preference_are_refused_with_a_reason(row, words):
+    from studio.data import formats
+
+    with pytest.raises(formats.Skip, match=words):
+        formats.convert(row)
+
+
+def test_a_preference_file_prepares_with_per_row_errors_and_a_side_by_side_preview(studio, tmp_path):
+    f = tmp_path / "prefs.jsonl"
+    rows = [json.loads(x) for x in SAMPLE.read_text().splitlines()[:20]]
+    rows.insert(3, {"prompt": "Q?", "chosen": "Same.", "rejected": "Same."})
+    rows.insert(7, {"chosen": HH[0], "rejected": HH[1]})
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    r = run_cli("data", "prepare", str(f), "--name", "prefs", "--json", home=studio.home.root)
+    assert r.returncode == 0, r.stderr[-1500:]
+    out = json.loads(r.stdout)
+    assert set(out["formats"]) == {"preference", "preference-hh"} and out["records"] == 21
+    assert [(e["line"], e["reason"]) for e in out["errors"]] == [
+        (4, "chosen and rejected are the same answer, so there is no preference to learn")]
+    assert out["tokens"]["max"] > 0
+    preview = studio.data_preview("prefs", n=3)
+    assert all(set(p) == {"prompt", "chosen", "rejected"} for p in preview)
+    from studio.ui.data_step import preview_html
+
+    page = preview_html(preview)
+    assert page.count("✅ chosen") == 3 and page.count("❌ rejected") == 3
+
+
+def test_statistics_count_the_prompt_and_the_longer_side(studio):
+    from studio.data import templates
+
+    tok = studio.tokenizer("smollm2-135m-instruct")
+    pair = {"prompt": [{"role": "user", "content": "Price?"}],
+            "chosen": [{"role": "assistant", "content": "It costs 189 euros, shipped from Tallinn."}],
+            "rejected": [{"role": "assistant", "content": "Free."}]}
+    long = templates.encode(tok, {"messages": pair["prompt"] + pair["chosen"]}, 512)
+    assert templates.encode(tok, pair, 512).full_length == long.full_length
