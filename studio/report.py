@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import levers
-from .scoring import mean_loss, norm, ppl, probe_examples, rouge_l, score  # noqa: F401 (re-exported)
+from .scoring import answer_logps, mean_loss, norm, ppl, probe_examples, rouge_l, score  # noqa: F401
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SAMPLE_HELDOUT = {"product_faq.jsonl": ASSETS / "sample" / "product_faq_heldout.jsonl"}
@@ -37,7 +37,9 @@ def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str
     val = []
     for ex in read_split(Path(dataset["path"]), "validation", limit):
         msgs = ex.get("messages")
-        if msgs and msgs[-1]["role"] == "assistant":
+        if "chosen" in ex and "prompt" in ex:  # a preference pair: its prompt, answered as chosen
+            val.append({"messages": ex["prompt"], "answer": ex["chosen"][0]["content"]})
+        elif msgs and msgs[-1]["role"] == "assistant":
             val.append({"messages": msgs[:-1], "answer": msgs[-1]["content"]})
     if val:
         sets["validation"] = val
@@ -80,7 +82,10 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     cfg = run.get("config") or {}
     max_len = cfg.get("train", {}).get("max_len", 512)
     tok = pair.tok
-    val = read_split(Path(dataset["path"]), "validation", 64)
+    from .data.preference import is_pair, sides
+
+    raw_val = read_split(Path(dataset["path"]), "validation", 64)
+    val = [sides(ex)[0] if is_pair(ex) else ex for ex in raw_val]  # a pair's loss: its chosen answer
     probe = probe_examples()
     figures: dict[str, Any] = {}
     for side in ("base", "tuned"):
@@ -119,15 +124,38 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     chosen = selection(run)
     forgetting = forgetting_figures(figures, cfg)
     lever_rows = levers.rows(run, events, intruder_count(pair, run, cfg))
+    pairs = [ex for ex in raw_val if is_pair(ex)]
+    prefers = preference_figures(pair, tok, pairs, max_len) if pairs else None
     out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"],
            "identical_answers": identical, "answers_compared": total, "flags": flags,
            "examples": examples, "retention": kept, "forgetting": forgetting, "known_new": known_new,
            "chosen_step": chosen.get("chosen_step") if chosen else None, "selection": chosen,
            "strength": strength_of(run), "trade_off": trade,
-           "suggested_strength": suggest(trade, cfg), "levers": lever_rows,
+           "suggested_strength": suggest(trade, cfg), "levers": lever_rows, "preference": prefers,
            "seconds": round(time.time() - t0, 1), "created_at": time.time()}
     out["verdict"] = verdict(figures, flags, out)
     return out
+
+
+def preference_figures(pair, tok, pairs: list[dict[str, Any]], max_len: int) -> dict[str, Any]:
+    """On held-out preference pairs: how often the model gives the chosen answer a higher
+    log-probability than the rejected one, base (before) and tuned (after), and how often the
+    tuned model's implicit reward margin is positive — it moved toward chosen and away from
+    rejected, relative to the base: (log π(c) − log π_base(c)) − (log π(r) − log π_base(r)) > 0."""
+    from .data.preference import sides
+
+    chosen = [sides(p)[0] for p in pairs]
+    rejected = [sides(p)[1] for p in pairs]
+    lp = {}
+    for side in ("base", "tuned"):
+        with pair.side(side) as m:
+            lp[side] = (answer_logps(m, tok, chosen, max_len), answer_logps(m, tok, rejected, max_len))
+    n = len(pairs)
+    share = {side: round(sum(c > r for c, r in zip(*lp[side])) / n, 4) for side in lp}
+    margins = [(tc - bc) - (tr - br) for tc, tr, bc, br in zip(*lp["tuned"], *lp["base"])]
+    return {"before": share["base"], "after": share["tuned"], "n": n,
+            "reward_accuracy": round(sum(m > 0 for m in margins) / n, 4),
+            "mean_margin": round(sum(margins) / n, 4)}
 
 
 def intruder_count(pair, run: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any] | None:
@@ -151,7 +179,9 @@ def recall_rows(dataset: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     rows = []
     for ex in read_split(Path(dataset["path"]), "train", limit):
         msgs = ex.get("messages")
-        if msgs and msgs[-1]["role"] == "assistant":
+        if "chosen" in ex and "prompt" in ex:
+            rows.append({"messages": ex["prompt"], "answer": ex["chosen"][0]["content"]})
+        elif msgs and msgs[-1]["role"] == "assistant":
             rows.append({"messages": msgs[:-1], "answer": msgs[-1]["content"]})
     return rows
 
@@ -287,6 +317,15 @@ def diagnose(fig: dict[str, Any], identical: int, total: int, norm_b: float, cfg
     return flags
 
 
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a share `p` of `n`: honest about small held-out sets."""
+    if n == 0:
+        return 0.0, 1.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any] | None = None) -> str:
     b, t = fig["base"], fig["tuned"]
     rep = rep or {}
@@ -313,6 +352,13 @@ def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any
     if fg.get("rise") is not None:
         parts.append(f"General-text perplexity {fg['rise']:+.0%} "
                      f"({'within' if fg['within_budget'] else 'over'} the {fg['budget']:.0%} budget).")
+    pref = rep.get("preference")
+    if pref:
+        lo, hi = wilson(pref["after"], pref["n"])
+        parts.append(f"On {pref['n']} held-out preference pairs it gives the chosen answer the higher "
+                     f"probability {pref['before']:.0%} of the time before and {pref['after']:.0%} after "
+                     f"(95% interval {lo:.0%}–{hi:.0%}" + ("; few pairs, so a rough figure" if pref["n"] < 30
+                                                          else "") + ").")
     if rep.get("chosen_step") is not None:
         parts.append(f"The adapter is the one from step {rep['chosen_step']} (forgetting budget).")
     learned = (t.get("val_loss") or 9) < (b.get("val_loss") or 0) and not any(

@@ -66,6 +66,24 @@ def mean_loss(model, tok, examples: list[dict[str, Any]], max_len: int) -> float
     return total / count if count else None
 
 
+def answer_logps(model, tok, examples: list[dict[str, Any]], max_len: int) -> list[float]:
+    """The summed log-probability of each example's learned tokens (its answer)."""
+    import torch
+
+    from .data import templates
+
+    out = []
+    for ex in examples:
+        enc = templates.encode(tok, ex, max_len)
+        ids = torch.tensor([enc.input_ids], device=model.device)
+        labels = torch.tensor(enc.labels[1:], device=model.device)
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        keep = labels != -100
+        out.append(float(lp[keep].gather(1, labels[keep].unsqueeze(1)).sum()))
+    return out
+
+
 def probe_examples() -> list[dict[str, Any]]:
     return [{"text": p.strip()} for p in PROBE.read_text().split("\n\n") if p.strip()]
 

@@ -159,6 +159,18 @@ class TrainSpec:
                                       "strengths); that one becomes the final adapter. 0 turns the "
                                       "choice off: the last step at full strength.",
                                 min=0.0, max=10.0)
+    objective: str = knob("sft", "What the run learns from: sft (supervised: your answers), dpo "
+                                 "(preference pairs: prefer the chosen answer over the rejected one, "
+                                 "kept near the reference — the model before this run, the adapter "
+                                 "switched off) or orpo (preference pairs with the supervised loss, no "
+                                 "reference). dpo and orpo need a preference dataset.",
+                          choices=("sft", "dpo", "orpo"), flat="objective")
+    beta: float = knob(0.1, "dpo: how far the model may move from the reference (higher stays "
+                            "closer); orpo: the weight of the preference term next to the supervised "
+                            "loss.", min=0.0, max=100.0)
+    pref_loss: str = knob("sigmoid", "dpo loss variant: sigmoid (the DPO paper), ipo (IPO: no "
+                                     "overconfidence on clean pairs), hinge (SLiC) or robust (noisy "
+                                     "labels).", choices=("sigmoid", "ipo", "hinge", "robust"))
     log_every: int = knob(1, "Write a progress event every N steps.", min=1, max=1_000_000)
     eval_every: int = knob(0, "Evaluate on the validation split every N steps (0: only at the end).",
                            min=0, max=10_000_000)
@@ -218,6 +230,9 @@ class RunSpec:
                                        "refuses to start.")
     gpu_gb: float = knob(0.0, "Smallest GPU memory (GB) this preset is meant for; 0 = CPU.",
                          min=0.0, max=2048)
+    from_run: str = knob("", "Start from an earlier run's adapter (its id) instead of a fresh one: "
+                             "the usual SFT-then-DPO recipe. Its LoRA settings are kept; with dpo "
+                             "the reference is the model with that adapter, as it was.")
     lora: LoraSpec = field(default_factory=LoraSpec)
     quant: QuantSpec = field(default_factory=QuantSpec)
     train: TrainSpec = field(default_factory=TrainSpec)

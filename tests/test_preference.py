@@ -96,3 +96,57 @@ def test_statistics_count_the_prompt_and_the_longer_side(studio):
             "rejected": [{"role": "assistant", "content": "Free."}]}
     long = templates.encode(tok, {"messages": pair["prompt"] + pair["chosen"]}, 512)
     assert templates.encode(tok, pair, 512).full_length == long.full_length
+
+
+# ---- preference training ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prefs(studio):
+    studio.data_prepare([str(SAMPLE)], "nimbus-prefs", val_fraction=0.1)
+    return "nimbus-prefs"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("objective", ["dpo", "orpo"])
+def test_dpo_and_orpo_train_log_reward_margins_and_resume_after_kill_9(studio, prefs, tiny_model, objective):
+    import signal
+
+    run = studio.train_create("cpu-quickstart", prefs, tiny_model, [
+        "train.save_every=2", "train.eval_every=3", "train.max_len=128"], max_steps=4, objective=objective)
+    r = run_cli("train", "--resume", run["id"], "--json", home=studio.home.root,
+                env={"STUDIO_CRASH_AT": "train.event_logged@3"})
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    done = studio.train_run(run["id"])
+    assert done["status"] == "completed" and done["step"] == 4
+    events = studio.run_events(run["id"])
+    steps = [e for e in events if "tokens_per_s" in e]
+    assert [e["step"] for e in steps] == [1, 2, 3, 4] and all(e["tokens_per_s"] > 0 for e in steps)
+    if objective == "dpo":
+        assert all("reward_margin" in e and "reward_accuracy" in e for e in steps)
+    assert any("eval_loss" in e for e in events)
+    from peft import PeftModel
+
+    from studio import models
+
+    PeftModel.from_pretrained(models.load_model(__import__("pathlib").Path(tiny_model)),
+                              studio.run_show(run["id"])["artifacts"]["adapter"])
+
+
+@pytest.mark.e2e
+def test_preference_settings_are_checked_before_a_run(studio, prefs, faq_dataset, tiny_model):
+    from studio.errors import DataError, RunError
+
+    with pytest.raises(DataError, match="learns from preference pairs"):
+        studio.train_create("cpu-quickstart", faq_dataset, objective="dpo")
+    with pytest.raises(DataError, match="holds preference pairs"):
+        studio.train_create("cpu-quickstart", prefs)
+    with pytest.raises(RunError, match="No run with id"):
+        studio.train_create("cpu-quickstart", prefs, objective="dpo", from_run="nope")
+    r = run_cli("train", "--preset", "cpu-quickstart", "--dataset", prefs, "--method", "ppo",
+                home=studio.home.root)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = run_cli("train", "--preset", "cpu-quickstart", "--dataset", prefs, "--method", "dpo",
+                "--set", "train.beta=-1", home=studio.home.root)
+    assert r.returncode == 1 and "between" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("train", "--preset", "cpu-quickstart", "--dataset", prefs, "--method", "dpo",
+                "--set", "train.pref_loss=kto", home=studio.home.root)
+    assert r.returncode == 1 and "allowed: sigmoid, ipo, hinge, robust" in r.stderr

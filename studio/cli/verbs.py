@@ -153,6 +153,13 @@ def export_flags() -> list[Flag]:
              "at --out")]
 
 
+def help_of(leaf: str) -> str:
+    """A run-spec setting's help text, written once on its field."""
+    from ..api import Studio
+
+    return next(v for k, v in Studio.preset_help().items() if k.split(".")[-1] == leaf)
+
+
 def train_flags() -> list[Flag]:
     return [
         flag("--preset", help="preset name (python -m studio presets list)"),
@@ -161,6 +168,9 @@ def train_flags() -> list[Flag]:
         flag("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
              help="override a preset value, e.g. --set train.lr=2e-4 --set lora.rank=8"),
         flag("--max-steps", type=int, default=None, help="optimizer steps (overrides the preset)"),
+        flag("--method", choices=["sft", "dpo", "orpo"], default=None,
+             help="what the run learns from (overrides the preset's train.objective): " + help_of("objective")),
+        flag("--from-run", default=None, metavar="RUN_ID", help=help_of("from_run")),
         flag("--resume", metavar="RUN_ID", help="continue a stopped/failed/queued run from its "
              "last checkpoint"),
         flag("--detach", action="store_true", help="start in a background process and return at "
@@ -214,7 +224,8 @@ def train(s, a: argparse.Namespace):
         if not a.preset or not a.dataset:
             raise ConfigError("train needs --preset NAME and --dataset NAME (or --resume RUN_ID). "
                               "See python -m studio presets list and data list.")
-        run = s.train_create(a.preset, a.dataset, a.model, a.overrides, a.max_steps)
+        run = s.train_create(a.preset, a.dataset, a.model, a.overrides, a.max_steps,
+                             objective=a.method, from_run=a.from_run)
         run_id = run["id"]
         for note in run["notes"]:
             print(f"note: {note}", file=sys.stderr)

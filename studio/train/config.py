@@ -130,6 +130,20 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
                         f"tokens (the shortest has {shortest}); nothing would train. Raise "
                         f"train.max_len to at least {stats['tokens'].get('p50', shortest)} or prepare "
                         "the data with a smaller --max-tokens.")
+    pairs = {f for f in stats.get("formats", {}) if f.startswith("preference")}
+    if spec.train.objective != "sft" and not pairs:
+        raise DataError(f"train.objective {spec.train.objective} learns from preference pairs, and "
+                        f"{dataset['name']} holds none. Prepare a file with prompt, chosen and "
+                        "rejected (assets/sample/product_preferences.jsonl is an example), or build "
+                        f"pairs from your Q/A data: python -m studio data pairs {dataset['name']}.")
+    if spec.train.objective == "sft" and pairs and pairs == set(stats.get("formats", {})):
+        raise DataError(f"{dataset['name']} holds preference pairs (chosen and rejected answers); "
+                        "train it with train.objective=dpo or orpo (--method dpo), or prepare "
+                        "question/answer data for supervised training.")
+    if spec.train.objective != "sft" and (spec.train.self_distill or spec.train.paraphrases
+                                          or spec.train.replay_mode == "kl"):
+        notes.append("Self-distilled targets, paraphrases and KL replay are for supervised runs; "
+                     f"this {spec.train.objective} run trains on the pairs as they are.")
     if has_chat(stats.get("formats", {})) and not getattr(tok, "chat_template", None):
         raise DataError(f"Dataset {dataset['name']} holds chat examples, but model {spec.model} "
                         "has no chat template. Pick an instruct/chat model, or prepare plain-text "

@@ -25,7 +25,7 @@ from ..faults import crash_point, disk_guard, disk_message, hold_point, likely_d
 from ..records import RunStatus
 from ..data.prepare import read_split
 from ..spec import OPTIMIZERS
-from . import batches
+from . import batches, preference
 from . import checkpoints as ckpt
 from .config import RunConfig, total_steps
 from .trainer import trainer_class
@@ -93,6 +93,8 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
                 ev.update(loss=loss, lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
                 if "kl" in logs:  # the soft anchor's mean (replay_mode kl)
                     ev["kl"] = logs["kl"]
+                ev.update({ours: logs[theirs] for theirs, ours in preference.TRL_LOGS.items()
+                           if theirs in logs and not theirs.startswith("eval_")})
                 # over the last few logs: the collator counts a batch when the loader fetches
                 # it, so one log's window can hold zero batches and the next two
                 self.window.append((now, collator.tokens))
@@ -107,6 +109,8 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
                     control.should_training_stop = True
             if "eval_loss" in logs:
                 ev.update(eval_loss=float(logs["eval_loss"]), loss=self.last_loss)
+                ev.update({ours: logs[theirs] for theirs, ours in preference.TRL_LOGS.items()
+                           if theirs in logs and theirs.startswith("eval_")})
             if rank() != 0 or len(ev) == 1:
                 return
             with open(run_dir / "events.jsonl", "a") as f:
@@ -148,12 +152,13 @@ def embeddings_to_half(model, dtype) -> None:
             emb.to(dtype)
 
 
-def load_for_training(model_path: Path, device: str, p):
-    """The base model (quantized for QLoRA) with fresh LoRA adapters, ready for padding-free
-    batches: the KV cache is off, because transformers builds the block-diagonal mask from
-    position ids only when there is no cache — with one, packed examples would see each other.
-    `p` is the run spec (method, quant, lora and train sections)."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
+def load_for_training(model_path: Path, device: str, p, start_adapter: Path | None = None):
+    """The base model (quantized for QLoRA) with fresh LoRA adapters — or, with
+    `start_adapter`, an earlier run's adapter to train on — ready for padding-free batches: the
+    KV cache is off, because transformers builds the block-diagonal mask from position ids only
+    when there is no cache — with one, packed examples would see each other. `p` is the run
+    spec (method, quant, lora and train sections)."""
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     from .. import models
 
@@ -163,6 +168,8 @@ def load_for_training(model_path: Path, device: str, p):
     if quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=p.train.grad_ckpt)
         embeddings_to_half(model, models.resolve_dtype(p.train.dtype, device))
+    if start_adapter is not None:
+        return PeftModel.from_pretrained(model, str(start_adapter), is_trainable=True)
     n_layers = getattr(model.config.get_text_config(), "num_hidden_layers", None)
     return get_peft_model(model, models.lora_config(p.lora, n_layers))
 
@@ -208,9 +215,13 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
                 result["adapter"] = str(ckpt.save_adapter(None, tok, run_dir, from_checkpoint=resume_from))
             result["status"] = RunStatus.COMPLETED.value
         return result
-    model = load_for_training(model_path, device, p)
+    model = load_for_training(model_path, device, p,
+                              run_dir.parent / p.from_run / "adapter" if p.from_run else None)
     say = (lambda text: log_note(run_dir, start, text)) if rank() == 0 else (lambda text: None)
-    train_set, anchor = batches.assemble(run_dir, p, tok, model, model_path, train_rows, start == 0, say)
+    if t.objective == "sft":
+        train_set, anchor = batches.assemble(run_dir, p, tok, model, model_path, train_rows, start == 0, say)
+    else:  # pairs: replay and augmentation are for supervised runs
+        anchor = None
     steps = recorded or total_steps(p, len(train_set), world_size())
     result["max_steps"] = steps
     watcher = None
@@ -219,9 +230,11 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
 
         watcher = Watcher(run_dir, tok, read_split(data_dir, "validation"), t.forget_budget, start)
         watcher.baseline(model)
-    collator = batches.make_collator(tok, t.packing, anchor)
+    preferring = t.objective != "sft"
+    collator = (preference.CountingWrapper(None) if preferring else
+                batches.make_collator(tok, t.packing, anchor))
     dtype = models.resolve_dtype(t.dtype, device)
-    args = TrainingArguments(
+    args = dict(
         output_dir=str(staging), max_steps=steps, per_device_train_batch_size=t.micro_batch,
         per_device_eval_batch_size=t.micro_batch, gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.lr, lr_scheduler_type=t.schedule if t.schedule != "constant" else "constant_with_warmup",
@@ -237,10 +250,14 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         prediction_loss_only=True,  # evaluation needs the loss, never the [tokens × vocab] logits
         ddp_find_unused_parameters=False if world_size() > 1 else None)
     cb = build_callback(run_dir, store, run_id, steps, collator, device, t.keep_checkpoints, watcher)
-    trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda",
-                            t.replay_weight if anchor else 0.0)(
-        model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
-        data_collator=collator, callbacks=[cb])
+    if preferring:  # TRL's DPO/ORPO trainers on the run's preference pairs
+        trainer = preference.make_trainer(t.objective, p, model, args, tok, train_rows,
+                                          read_split(data_dir, "validation"), [cb], collator)
+    else:
+        trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda",
+                                t.replay_weight if anchor else 0.0)(
+            model=model, args=TrainingArguments(**args), train_dataset=train_set,
+            eval_dataset=eval_set or None, data_collator=collator, callbacks=[cb])
     if not progress:  # keep stdout clean for --json: no printed log dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

@@ -181,6 +181,8 @@ class RunService:
         cfg = tcfg.preflight(cfg, d, self.cache.tokenizer(cfg.spec.model), device)
         cfg = tcfg.decide_offload(cfg, self.cache.path(cfg.spec.model), device)
         tcfg.check_layers(cfg.spec, self.cache.path(cfg.spec.model))
+        if cfg.spec.from_run:
+            cfg = self._start_from(cfg)
         run_id = new_run_id(cfg.preset)
         run_dir = self.runs_dir / run_id
         run_dir.mkdir(parents=True)
@@ -191,6 +193,26 @@ class RunService:
                                  dataset=str(cfg.dataset.ref), model=cfg.spec.model,
                                  path=str(run_dir), config=cfg.to_dict(), step=0)
         return summary(row)
+
+    def _start_from(self, cfg: "tcfg.RunConfig") -> "tcfg.RunConfig":
+        """A run that starts from an earlier run's adapter: it must exist, be finished (or
+        stopped with an adapter) and belong to the same base model."""
+        import dataclasses
+
+        from .checkpoints import MARK
+
+        earlier = self.get(cfg.spec.from_run)
+        adapter = Path(earlier["path"]) / "adapter"
+        if not (adapter / MARK).exists():
+            raise RunError(f"Run {earlier['id']} has no adapter to start from ({earlier['status']}); "
+                           "finish or resume it first, or start from another run.")
+        if earlier["model"] != cfg.spec.model:
+            raise RunError(f"Run {earlier['id']} trained {earlier['model']}, not {cfg.spec.model}: an "
+                           f"adapter only fits its own base model. Use --model {earlier['model']}.")
+        note = (f"Starts from run {earlier['id']}'s adapter (its LoRA settings are kept"
+                + ("; the DPO reference is the model with that adapter, as it was)."
+                   if cfg.spec.train.objective == "dpo" else ")."))
+        return dataclasses.replace(cfg, notes=(*cfg.notes, note))
 
     def run(self, run_id: str, progress: bool = False) -> dict[str, Any]:
         """Run or resume in this process (the CLI's foreground mode)."""

@@ -26,10 +26,14 @@ MAX_NEW_TOKENS = 32
 
 def questions(val: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Validation chat examples whose last turn is the assistant's: question → expected answer."""
+    from ..data.preference import is_pair
+
     out = []
     for ex in val:
         msgs = ex.get("messages")
-        if msgs and msgs[-1]["role"] == "assistant":
+        if is_pair(ex):  # a preference pair: its prompt, answered as chosen
+            out.append({"messages": ex["prompt"], "answer": ex["chosen"][0]["content"]})
+        elif msgs and msgs[-1]["role"] == "assistant":
             out.append({"messages": msgs[:-1], "answer": msgs[-1]["content"]})
     return out[:MAX_QUESTIONS]
 
