@@ -278,12 +278,29 @@ def loss_bytes(s: Shape, st: RunSpec, b: int, tokens: int) -> tuple[float, str]:
                    f"+ one fp32 temporary 4) bytes, + the hidden states' gradient for {tokens:,} tokens")
 
 
+REPLAY_TOKENS = 160  # one replay sequence: a general prompt, the base's ≤64-token answer, the template
+
+
+def step_tokens(st: RunSpec) -> tuple[int, int, str]:
+    """(tokens through the model in one micro-batch, of them the KL anchor's positions, why):
+    a preference run carries both sides of each pair; KL replay adds its sequences."""
+    t = st.train
+    tokens = t.max_len * t.micro_batch
+    if t.objective != "sft":
+        return 2 * tokens, 0, f"{t.micro_batch} pairs × 2 answers (chosen, rejected) × {t.max_len} tokens"
+    if t.replay_mode == "kl" and t.replay > 0:
+        n = max(1, round(t.replay * t.micro_batch))
+        return (tokens + n * REPLAY_TOKENS, n * REPLAY_TOKENS,
+                f"{t.micro_batch} × {t.max_len} tokens + {n} replay sequences × {REPLAY_TOKENS}")
+    return tokens, 0, f"{t.micro_batch} × {t.max_len} tokens"
+
+
 def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
     """The breakdown of peak training memory in GB (GiB); terms sum to total_gb."""
     st = normalise(st)
     b = DTYPE_BYTES[st.train.dtype]
     c = param_counts(shape, st)
-    tokens = st.train.max_len * st.train.micro_batch
+    tokens, anchored, per_step = step_tokens(st)
     why: dict[str, str] = {}
     gb: dict[str, float] = {}
     if st.method == "qlora":
@@ -351,6 +368,14 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
     else:
         gb["backward_transient"] = transient / GIB
         why["backward_transient"] = "gradients flowing through one block (+ a dequantized weight for QLoRA)"
+    if anchored:  # chunked KL (train/anchor.py): 3 chunk × vocabulary fp32 buffers, the base's top-64
+        chunk = min(anchored, st.train.loss_chunk)
+        gb["replay_anchor"] = (3 * chunk * shape.vocab * 4 + anchored * 64 * 8) / GIB
+        why["replay_anchor"] = (f"KL to the base on {anchored:,} replay positions: {chunk:,} × "
+                                f"{shape.vocab:,} × 3 fp32 buffers + the base's top-64 per position")
+    if st.train.objective == "dpo":  # the reference pass: no gradient, one block's working set
+        gb["reference_pass"] = act["block"] * tokens / shape.layers / GIB
+        why["reference_pass"] = "the reference log-probabilities (adapter off, no gradient): one block at a time"
     peak_alloc = sum(gb.values())
     if st.estimate.device == "cuda":
         gb["allocator_slack"] = peak_alloc * ALLOCATOR_SLACK
@@ -363,7 +388,7 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
                          for lo in SLACK_RANGE],
             "breakdown_gb": {k: round(v, 4) for k, v in gb.items()}, "why": why,
             "total_params": c["total"], "trainable_params": c["trainable"],
-            "host_ram_gb": round(host / GIB, 3),
+            "host_ram_gb": round(host / GIB, 3), "tokens_per_step": per_step,
             "setting": flat_view(st), "warnings": warnings(shape, st)}
 
 

@@ -207,3 +207,18 @@ def test_loss_accounting_on_a_128k_vocabulary(loss):
     live = live_peak_gb(cfg, st)
     est = m.estimate(m.shape_from_config(cfg), st)["peak_allocated_gb"]
     assert abs(est - live) / live < 0.10, (est, live)
+
+
+def test_preference_and_anchor_runs_are_estimated_with_their_own_terms(studio):
+    """A DPO step carries both answers of each pair and a reference pass; KL replay carries its
+    sequences and the anchor's buffers: each a named term, and more memory than plain SFT."""
+    sft = studio.estimate("qwen3-4b", seq_len=1024, batch=2, method="qlora")
+    dpo = studio.estimate("qwen3-4b", seq_len=1024, batch=2, method="qlora", objective="dpo")
+    assert dpo["total_gb"] > sft["total_gb"] and "reference_pass" in dpo["breakdown_gb"]
+    assert dpo["breakdown_gb"]["activations"] == pytest.approx(2 * sft["breakdown_gb"]["activations"], rel=0.01)
+    assert "2 answers" in dpo["tokens_per_step"]
+    from studio.spec import estimate_base, update
+
+    kl = studio.estimate("qwen3-4b", spec=update(estimate_base(), replay_mode="kl", replay=1.0),
+                         seq_len=1024, batch=2, method="qlora")
+    assert kl["breakdown_gb"]["replay_anchor"] > 0 and kl["total_gb"] > sft["total_gb"]

@@ -13,7 +13,9 @@ INTRO = ("**Step 2 — memory.** Before training we estimate the GPU memory the 
 TERMS = {"weights": "model weights", "trainable_weights": "adapter weights",
          "optimizer": "optimizer state", "activations": "activations", "logits_loss": "logits and loss",
          "gradients": "gradients", "backward_transient": "backward pass peak",
-         "allocator_slack": "allocator slack", "cuda_context": "CUDA context"}  # plain names
+         "allocator_slack": "allocator slack", "cuda_context": "CUDA context",
+         "replay_anchor": "replay anchor (KL to the base)", "reference_pass": "reference pass (DPO)",
+         "weights_quantized": "quantized weights", "weights_unquantized": "other weights"}  # plain names
 COLORS = ["#4e79a7", "#59a14f", "#9c755f", "#f28e2b", "#edc948", "#e15759", "#76b7b2", "#b07aa1",
           "#ff9da7", "#bab0ac", "#8cd17d"]
 
