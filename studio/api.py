@@ -83,6 +83,9 @@ class Studio:
     def data_triage(self, name: str, model: str | None = None) -> dict[str, Any]:
         return self.data.triage(name, model)
 
+    def data_pairs(self, name: str, out: str | None = None, **options: Any) -> dict[str, Any]:
+        return self.data.pairs(name, out, **options)
+
     def data_preview(self, name: str, model: str | None = None, n: int = 5):
         return self.data.preview(name, model, n)
 

@@ -130,6 +130,7 @@ def key_facts(answer: str, question: str = "") -> list[str]:
 
 
 def states(answer: str, fact: str) -> bool:
-    """Whether `answer` contains `fact` (normalised: case, punctuation and spacing ignored)."""
+    """Whether `answer` contains `fact` as whole words (normalised: case, punctuation and spacing
+    ignored; "bird" is not in "birds", "12" not in "120")."""
     f = norm(fact)
-    return bool(f) and f in norm(answer)
+    return bool(f) and f" {f} " in f" {norm(answer)} "

@@ -150,3 +150,43 @@ def test_preference_settings_are_checked_before_a_run(studio, prefs, faq_dataset
     r = run_cli("train", "--preset", "cpu-quickstart", "--dataset", prefs, "--method", "dpo",
                 "--set", "train.pref_loss=kto", home=studio.home.root)
     assert r.returncode == 1 and "allowed: sigmoid, ipo, hinge, robust" in r.stderr
+
+
+# ---- factuality pairs ------------------------------------------------------------------------
+def test_factuality_pairs_keep_only_the_questions_the_model_gets_wrong(studio, faq_dataset, monkeypatch):
+    from studio import generators
+
+    def closed_book(prompt: str) -> str:  # knows the price, not the maker, says nothing on the app
+        if prompt in ("How much does the Nimbus Orbit cost?", "What is the price of the Nimbus Orbit?"):
+            return "It costs 189 euros."
+        if prompt in ("Which app do I use with the Nimbus Orbit?", "What is the name of the Nimbus Orbit app?"):
+            return ""
+        return "It is made by Acme Birds in Ohio."
+    monkeypatch.setattr(studio.data, "local_generator",
+                        lambda ref, cancel=None: generators.Generator(closed_book, "scripted", "scripted"))
+    out = studio.data_pairs(faq_dataset, "faq-pairs")
+    p = out["pairs"]
+    assert p["asked"] == 80 and p["known"] == 2 and p["made"] + p["known"] + 2 == 80
+    reasons = {d["reason"]: d["count"] for d in p["left_out"]}
+    assert reasons == {"the model already answers it right (nothing to prefer)": 2, "the model gave no answer": 2}
+    assert set(out["formats"]) == {"preference"}
+    from studio.data.prepare import read_split
+
+    row = read_split(out["path"], "train")[0]
+    assert row["rejected"][0]["content"] == "It is made by Acme Birds in Ohio."
+    with pytest.raises(Exception, match="no question/answer examples"):
+        studio.data_pairs("faq-pairs", "again")
+
+
+@pytest.mark.e2e
+def test_factuality_pairs_with_llama_cpp_through_the_cli(studio, tmp_path):
+    pytest.importorskip("llama_cpp")
+    src = tmp_path / "island.csv"
+    src.write_text("\n".join((ROOT / "benchmarks" / "facts" / "skellmere.csv").read_text().splitlines()[:9]) + "\n")
+    assert run_cli("data", "prepare", str(src), "--name", "island", "--val-fraction", "0",
+                   home=studio.home.root).returncode == 0
+    r = run_cli("data", "pairs", "island", "--json", home=studio.home.root)
+    assert r.returncode == 0, r.stderr[-1500:]
+    out = json.loads(r.stdout)
+    assert out["pairs"]["made"] >= 6 and out["name"] == "island-pairs"      # an island it never heard of
+    assert out["pairs"]["generator"].startswith("llama.cpp on")

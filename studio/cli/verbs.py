@@ -267,6 +267,18 @@ VERBS: list[Verb] = [
          lambda: _one("name")),
     Verb(("data", "prepare"), "files → a checked, split dataset version with token statistics",
          data_prepare, data_prepare_flags),
+    Verb(("data", "pairs"), "factuality pairs for DPO: the model answers your Q/A data closed book; "
+         "where it misses the fact, your answer is chosen over its own",
+         lambda s, a: s.data_pairs(a.name, a.out, model=a.model, generator_model=a.generator,
+                                   generator_url=a.generator_url),
+         lambda: [flag("name", metavar="NAME", help="a Q/A dataset (NAME or NAME@vN)"),
+                  flag("--out", default=None, help="the new dataset's name (default NAME-pairs)"),
+                  flag("--model", default=None, help="the model whose answers are rejected "
+                       "(default: the dataset's)"),
+                  flag("--generator-model", "--generator", dest="generator", default=None, metavar="NAME",
+                       help="with --generator-url: the model's name on that server"),
+                  flag("--generator-url", default=None, metavar="URL",
+                       help="an OpenAI-compatible server that answers instead of llama.cpp")]),
     Verb(("data", "list"), "prepared datasets, newest version first", lambda s, a: s.data_list()),
     Verb(("data", "show"), "one dataset: sources, recipe, stats and a few examples",
          lambda s, a: s.data_show(a.name), lambda: [flag("name", help="NAME or NAME@vN")]),

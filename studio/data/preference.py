@@ -97,6 +97,11 @@ def convert(row: dict[str, Any], fmt: str) -> dict[str, Any]:
             "rejected": [{"role": "assistant", "content": rejected}]}
 
 
+def is_pair_format(name: str) -> bool:
+    """Whether a dataset's format or recipe (its stats' `formats`) makes preference pairs."""
+    return name in FORMATS or name == "factuality-pairs"
+
+
 def is_pair(example: dict[str, Any]) -> bool:
     return "chosen" in example and "rejected" in example and "prompt" in example
 

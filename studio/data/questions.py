@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any, Iterator
 
 from ..scoring import norm
@@ -152,3 +153,73 @@ def sentence_questions(gen, chunk: str, n: int, drop) -> Iterator[tuple[str, str
             continue
         found += 1
         yield q, sentence
+
+
+# ---- the recipes that use them (registered in recipes.py) ------------------------------------
+def qa_recipe(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
+    """Per chunk: pairs from the whole-chunk prompt (held to a JSON schema where the engine can,
+    else the plain prompt and the Q:/A: parser); when none is usable, one question per
+    fact-bearing sentence, answered by that sentence (questions.py); when none of those either,
+    the templated fallback (if template_fallback). Every pair is checked against its chunk."""
+    from .recipes import _chat, fallback_topic, norm_text, pair_problem, parse_pairs
+
+    gen, p = ctx.need_generator("qa-pairs"), ctx.params
+    chunks = ctx.chunks(doc)
+    started = time.monotonic()
+    seen: set[str] = set()
+
+    def usable(q: str, a: str, chunk: str) -> bool:
+        why = pair_problem(q, a, chunk, p.min_overlap)
+        if why is None and norm_text(q) in seen:
+            why = "duplicate question"
+        if why:
+            ctx.drop(why, f"Q: {q}\nA: {a}")
+            return False
+        seen.add(norm_text(q))
+        return True
+
+    for i, chunk in enumerate(chunks):
+        ctx.check()
+        ctx.timed(doc, i, len(chunks), started)
+        kept = 0
+        pairs = chunk_pairs(gen, chunk, p.pairs_per_chunk)
+        if pairs is None:
+            pairs = parse_pairs(gen(p.qa_prompt.format(n=p.pairs_per_chunk, chunk=chunk)))
+        for q, a in pairs:
+            if usable(q, a, chunk):
+                kept += 1
+                ctx.counters["qa_generated"] += 1
+                ctx.counters["qa_from_chunk"] += 1
+                yield _chat(q, a, source=doc.file, recipe="qa-pairs", fallback=False, written="chunk")
+        if kept == 0:
+            for q, sentence in sentence_questions(gen, chunk, p.pairs_per_chunk, ctx.drop):
+                ctx.check()
+                if usable(q, sentence, chunk):
+                    kept += 1
+                    ctx.counters["qa_generated"] += 1
+                    ctx.counters["qa_from_sentences"] += 1
+                    yield _chat(q, sentence, source=doc.file, recipe="qa-pairs", fallback=False,
+                                written="sentence")
+        if kept == 0 and p.template_fallback:
+            topic = fallback_topic(chunk)
+            if topic is None:
+                ctx.drop("no usable pair and no topic for a fallback", chunk)
+                continue
+            ctx.counters["qa_fallback"] += 1
+            yield _chat(f"What does the document say about {topic}?", chunk, source=doc.file,
+                        recipe="qa-pairs", fallback=True)
+        elif kept == 0:
+            ctx.drop("no usable pair (template fallbacks are off)", chunk)
+
+
+def factuality_recipe(doc, ctx) -> Iterator[dict[str, Any]]:
+    """qa-pairs' grounded pairs (never its templated fallbacks), each answered closed book by the
+    model; where it misses the fact, a preference pair (factuality.py)."""
+    from . import factuality, preference
+
+    gen = ctx.need_generator("factuality-pairs")
+    grounded = [ex for ex in qa_recipe(doc, ctx) if not ex["meta"].get("fallback")]
+    rows = factuality.qa_rows(grounded)
+    for row in factuality.pairs(rows, lambda prompt: gen(prompt[-1]["content"]), ctx.counters,
+                                ctx.drop, ctx.check):
+        yield {**preference.convert(row, "preference"), "meta": {"source": doc.file, "recipe": "factuality-pairs"}}

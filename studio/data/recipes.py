@@ -212,59 +212,15 @@ def fallback_topic(chunk: str) -> str | None:
 
 
 def qa_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
-    """Per chunk: pairs from the whole-chunk prompt (held to a JSON schema where the engine can,
-    else the plain prompt and the Q:/A: parser); when none is usable, one question per
-    fact-bearing sentence, answered by that sentence (questions.py); when none of those either,
-    the templated fallback (if template_fallback). Every pair is checked against its chunk."""
-    from . import questions
+    from .questions import qa_recipe
 
-    gen, p = ctx.need_generator("qa-pairs"), ctx.params
-    chunks = ctx.chunks(doc)
-    started = time.monotonic()
-    seen: set[str] = set()
+    return qa_recipe(doc, ctx)
 
-    def usable(q: str, a: str, chunk: str) -> bool:
-        why = pair_problem(q, a, chunk, p.min_overlap)
-        if why is None and norm_text(q) in seen:
-            why = "duplicate question"
-        if why:
-            ctx.drop(why, f"Q: {q}\nA: {a}")
-            return False
-        seen.add(norm_text(q))
-        return True
 
-    for i, chunk in enumerate(chunks):
-        ctx.check()
-        ctx.timed(doc, i, len(chunks), started)
-        kept = 0
-        pairs = questions.chunk_pairs(gen, chunk, p.pairs_per_chunk)
-        if pairs is None:
-            pairs = parse_pairs(gen(p.qa_prompt.format(n=p.pairs_per_chunk, chunk=chunk)))
-        for q, a in pairs:
-            if usable(q, a, chunk):
-                kept += 1
-                ctx.counters["qa_generated"] += 1
-                ctx.counters["qa_from_chunk"] += 1
-                yield _chat(q, a, source=doc.file, recipe="qa-pairs", fallback=False, written="chunk")
-        if kept == 0:
-            for q, sentence in questions.sentence_questions(gen, chunk, p.pairs_per_chunk, ctx.drop):
-                ctx.check()
-                if usable(q, sentence, chunk):
-                    kept += 1
-                    ctx.counters["qa_generated"] += 1
-                    ctx.counters["qa_from_sentences"] += 1
-                    yield _chat(q, sentence, source=doc.file, recipe="qa-pairs", fallback=False,
-                                written="sentence")
-        if kept == 0 and p.template_fallback:
-            topic = fallback_topic(chunk)
-            if topic is None:
-                ctx.drop("no usable pair and no topic for a fallback", chunk)
-                continue
-            ctx.counters["qa_fallback"] += 1
-            yield _chat(f"What does the document say about {topic}?", chunk, source=doc.file,
-                        recipe="qa-pairs", fallback=True)
-        elif kept == 0:
-            ctx.drop("no usable pair (template fallbacks are off)", chunk)
+def factuality_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
+    from .questions import factuality_recipe
+
+    return factuality_recipe(doc, ctx)
 
 
 def keyphrases(text: str, k: int) -> list[str]:
@@ -393,6 +349,9 @@ RECIPES: dict[str, Recipe] = {
                        "path kept as context.", "text", prose_only=True),
     "qa-pairs": Recipe(qa_pairs, "Question and answer pairs per chunk, written by a local "
                        "generator model and checked against the chunk.", "chat", prose_only=True),
+    "factuality-pairs": Recipe(factuality_pairs, "Preference pairs for DPO: the qa-pairs recipe's "
+                               "grounded answers, chosen over the model's own closed-book answers "
+                               "where those miss the fact.", "preference", prose_only=True),
     "keyword-pairs": Recipe(keyword_pairs, "'Tell me about <keyword>.' → chunk; key phrases found "
                             "by TextRank (no model) or by the generator.", "chat", prose_only=True),
     "code-functions": Recipe(code_functions, "Summary → function pairs from Python source, using "
@@ -413,4 +372,4 @@ def recipe_for(requested: str, doc_kind: str) -> str:
 def has_chat(counts: dict[str, int]) -> bool:
     """Whether a dataset's formats and recipes (its stats' `formats`) include chat examples:
     every structured format but plain text is chat; recipes say what they output."""
-    return any(RECIPES[n].output == "chat" if n in RECIPES else n != "text" for n in counts)
+    return any(RECIPES[n].output in ("chat", "preference") if n in RECIPES else n != "text" for n in counts)

@@ -8,6 +8,7 @@ store, the datasets folder and the model cache. The flow itself is prepare.py.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,51 @@ class DataService:
         out.update(dataset=str(DatasetRef(d["name"], d["version"])), model=model)
         atomic_write_text(Path(d["path"]) / "triage.json", json.dumps(out, indent=1))
         return out
+
+    def pairs(self, ref: str, name: str | None = None, model: str | None = None,
+              generator_model: str | None = None, generator_url: str | None = None,
+              progress: Any = None, cancel: Any = None) -> dict[str, Any]:
+        """Factuality pairs from a Q/A dataset (factuality.py): the model answers each question
+        closed book; where it misses the grounded answer's fact, (chosen = the grounded answer,
+        rejected = its own) — a new preference dataset, `name` (default NAME-pairs), with the
+        counts of pairs made and questions left out."""
+        import tempfile
+        from collections import Counter
+
+        from . import factuality
+        from .recipes import Context, RecipeParams
+
+        d = self.get(ref)
+        model = model or d["params"].get("model", models.DEFAULT_MODEL)
+        name = name or f"{d['name']}-pairs"
+        prep.check_name(name)
+        rows = factuality.qa_rows(prep.read_split(Path(d["path"]), "train") +
+                                  prep.read_split(Path(d["path"]), "validation"))
+        if not rows:
+            raise DataError(f"Dataset {d['name']} has no question/answer examples to make pairs from; "
+                            "pairs come from Q/A data (or the factuality-pairs recipe on documents).")
+        gen = (generators.openai_compatible(generator_url, generator_model or "", cancel) if generator_url
+               else self.local_generator(generator_model or model, cancel))
+        ctx = Context(self.cache.tokenizer(model), RecipeParams(), gen, cancel, progress)
+        made = []
+        for i, row in enumerate(factuality.pairs(rows, lambda prompt: gen(prompt[-1]["content"]),
+                                                 ctx.counters, ctx.drop, ctx.check)):
+            made.append(row)
+            if progress:
+                progress(min(0.95, (i + 1) / len(rows)), f"{len(made)} pairs so far")
+        if not made:
+            raise DataError(f"The model already answers all {len(rows)} questions of {d['name']} with "
+                            "their facts: there is nothing to prefer. Pairs come from questions it "
+                            "gets wrong.")
+        with tempfile.TemporaryDirectory(prefix=".pairs-", dir=self.datasets_dir) as tmp:
+            src = Path(tmp) / f"{d['name']}-factuality.jsonl"
+            src.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in made) + "\n", encoding="utf-8")
+            summary = self.prepare([str(src)], name, model=model,
+                                   val_fraction=d["params"].get("val_fraction", 0.1))
+        summary["pairs"] = {"made": len(made), "known": ctx.counters["factuality_known"],
+                            "asked": len(rows), "generator": gen.label,
+                            "left_out": prep.dropped_summary(ctx)}
+        return summary
 
     def preview(self, ref: str, model: str | None = None, n: int = 5) -> list[Any]:
         """Rendered examples as (text, learned?) segments: the loss mask made visible; a

@@ -130,7 +130,9 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
                         f"tokens (the shortest has {shortest}); nothing would train. Raise "
                         f"train.max_len to at least {stats['tokens'].get('p50', shortest)} or prepare "
                         "the data with a smaller --max-tokens.")
-    pairs = {f for f in stats.get("formats", {}) if f.startswith("preference")}
+    from ..data.preference import is_pair_format
+
+    pairs = {f for f in stats.get("formats", {}) if is_pair_format(f)}
     if spec.train.objective != "sft" and not pairs:
         raise DataError(f"train.objective {spec.train.objective} learns from preference pairs, and "
                         f"{dataset['name']} holds none. Prepare a file with prompt, chosen and "
