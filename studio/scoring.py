@@ -40,7 +40,7 @@ def score(answers: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
     em = sum(norm(a) == norm(r["answer"]) for a, r in zip(answers, rows)) / n
     rl = sum(rouge_l(a, r["answer"]) for a, r in zip(answers, rows)) / n
     with_fact = [(a, r) for a, r in zip(answers, rows) if r.get("expect")]
-    fact = (sum(norm(r["expect"]) in norm(a) for a, r in with_fact) / len(with_fact)) if with_fact else None
+    fact = (sum(states(a, r["expect"]) for a, r in with_fact) / len(with_fact)) if with_fact else None
     return {"exact_match": round(em, 4), "rouge_l": round(rl, 4),
             "fact_match": round(fact, 4) if fact is not None else None, "n": len(rows)}
 

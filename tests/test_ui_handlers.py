@@ -244,6 +244,15 @@ def test_loss_chart_marks_a_single_validation_point():
     assert line["encoding"]["x"]["axis"]["format"] == "d"
     assert line["encoding"]["color"]["scale"]["domain"] == ["train", "validation"]
     assert train_step.curve([]) is None
+    dpo = train_step.chart(train_step.curve(ev + [{"step": 4, "loss": 0.6, "reward_margin": 0.8}])).to_dict()
+    assert dpo["layer"][0]["encoding"]["color"]["scale"]["domain"] == ["train", "validation", "reward margin"]
+
+
+def test_train_form_suggests_dpo_for_pairs(studio, faq_dataset):
+    studio.data_prepare([str(ROOT / "assets" / "sample" / "product_preferences.jsonl")], "ui-prefs")
+    assert train_step.method_for(studio, "cpu-quickstart", "ui-prefs") == "dpo"
+    assert train_step.method_for(studio, "cpu-quickstart", faq_dataset) == "sft"
+    assert train_step.method_for(studio, "cpu-quickstart", None) == "sft"
 
 
 def test_data_step_enables_what_a_dataset_allows():

@@ -47,6 +47,8 @@ def curve(events: list[dict]):
             if e.get("loss") is not None and e.get("eval_loss") is None]
     rows += [{"step": e["step"], "loss": e["eval_loss"], "curve": "validation"} for e in events
              if e.get("eval_loss") is not None]
+    rows += [{"step": e["step"], "loss": e["reward_margin"], "curve": "reward margin"} for e in events
+             if e.get("reward_margin") is not None]  # dpo: how far chosen is ahead of rejected
     if not rows:
         return None
     df = pd.DataFrame(rows, columns=["step", "loss", "curve"])
@@ -61,7 +63,8 @@ def chart(df):
     base = alt.Chart(df).encode(
         x=alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
         y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
-        color=alt.Color("curve:N", title=None, scale=alt.Scale(domain=["train", "validation"]),
+        color=alt.Color("curve:N", title=None, scale=alt.Scale(domain=["train", "validation"] + (
+            ["reward margin"] if (df["curve"] == "reward margin").any() else [])),
                         legend=alt.Legend(orient="bottom")),
         tooltip=["curve", "step", alt.Tooltip("loss:Q", format=".3f")])
     points = base.mark_point(filled=True, size=50).transform_filter(alt.datum.curve == "validation")
@@ -84,8 +87,30 @@ def preset_fields(studio, name: str) -> tuple:
             p.train.micro_batch)
 
 
+METHODS = [("sft — learn your answers", "sft"),
+           ("dpo — prefer the chosen answer over the rejected one", "dpo"),
+           ("orpo — learn the chosen answer and prefer it, no reference", "orpo")]
+
+
+def method_for(studio, preset: str, dataset: str | None) -> str:
+    """The method the form suggests: dpo for a dataset of preference pairs (unless the preset
+    names orpo), else the preset's own."""
+    try:
+        own = studio.preset(preset).train.objective
+    except Exception:
+        own = "sft"
+    try:
+        formats = studio.dataset(dataset)["stats"].get("formats", {}) if dataset else {}
+    except Exception:
+        formats = {}
+    pairs = bool(formats) and all(f.startswith("preference") or f == "factuality-pairs" for f in formats)
+    if pairs:
+        return own if own != "sft" else "dpo"
+    return "sft" if formats else own
+
+
 def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, max_len, batch,
-          model_ref: str, progress=None):
+          model_ref: str, progress=None, method: str | None = None):
     """→ (status markdown, session). A hub model downloads first, its bytes shown on `progress`
     (a gr.Progress: fraction and words)."""
     if session.run_id and session.run_active:
@@ -103,7 +128,7 @@ def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, 
         extra = {k: v for k, v in planned_for(session, model_ref) if k not in FORM}
         run = studio.train_create(preset, dataset, model_ref, max_steps=int(steps), lr=float(lr),
                                   rank=int(rank), max_len=int(max_len), micro_batch=int(batch),
-                                  **extra)
+                                  objective=method, **extra)
         studio.train_spawn(run["id"])
     except Exception as e:
         where = ("\n\nChange the model in the **Model** box at the top of the page."
@@ -305,6 +330,8 @@ def build(studio, state, model):
             rank = box("lora.rank", rank0, precision=0)
             max_len = box("train.max_len", len0, precision=0)
             batch = box("train.micro_batch", batch0, precision=0)
+            method = gr.Radio(METHODS, value=method_for(studio, first, None), label="Method",
+                              info=helps["train.objective"])
             memory = gr.Markdown("")
             with gr.Row():
                 go = gr.Button("Start training", variant="primary")
@@ -318,10 +345,13 @@ def build(studio, state, model):
     timer = gr.Timer(2.0)
 
     preset.change(lambda n: preset_fields(studio, n), preset, [about, lr, steps, rank, max_len, batch])
-    def on_start(st, pr, ds, lr_, steps_, rank_, len_, batch_, model_, progress=gr.Progress()):
-        return start(studio, st, pr, ds, lr_, steps_, rank_, len_, batch_, model_, progress)
+    for box_ in (preset, dataset):  # pairs suggest dpo; other data the preset's method
+        box_.change(lambda pr, ds: method_for(studio, pr, ds), [preset, dataset], method)
 
-    go.click(on_start, [state, preset, dataset, lr, steps, rank, max_len, batch, model],
+    def on_start(st, pr, ds, lr_, steps_, rank_, len_, batch_, model_, how, progress=gr.Progress()):
+        return start(studio, st, pr, ds, lr_, steps_, rank_, len_, batch_, model_, progress, how)
+
+    go.click(on_start, [state, preset, dataset, lr, steps, rank, max_len, batch, model, method],
              [status, state], concurrency_limit=1)
     halt.click(lambda st: stop(studio, st), state, [status, state])
     again.click(lambda st: resume(studio, st), state, [status, state])
