@@ -68,7 +68,11 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
             self.last_loss: float | None = None
             self.eval_steps: set[int] = set()  # every rank records this: evaluation is collective
 
+        phases = None  # train/phases.Phases, set by train()
+
         def on_train_begin(self, args, state, control, **kw):
+            if self.phases is not None:
+                self.phases.optimizer(kw.get("optimizer"))
             self.step0 = state.global_step
             self.t0 = self.t_last = time.time()
             self.window.append((self.t0, collator.tokens))
@@ -82,6 +86,12 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
                 control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kw):
+            if self.phases is None:
+                return self._log(state, control, logs)
+            with self.phases.clock("logging"):
+                return self._log(state, control, logs)
+
+        def _log(self, state, control, logs):
             logs, step = logs or {}, state.global_step
             if "train_runtime" in logs:
                 return
@@ -258,6 +268,10 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
                                 t.replay_weight if anchor else 0.0)(
             model=model, args=TrainingArguments(**args), train_dataset=train_set,
             eval_dataset=eval_set or None, data_collator=collator, callbacks=[cb])
+    from .phases import Phases
+
+    cb.phases = phases = Phases(device == "cuda")
+    phases.instrument(trainer)
     if not progress:  # keep stdout clean for --json: no printed log dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -286,32 +300,47 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         trainer.evaluate()  # logs eval_loss through the callback
     if rank() == 0:
         done = not (cb.stopped and trainer.state.global_step < steps)
-        choose = watcher is not None and done and t.forget_budget > 0  # 0: the last step, as trained
-        if choose and not p.lora.dora:  # DoRA: a scaled update is no blend with the base
-            watcher.strengths(trainer.model, trainer.state.global_step)
-        choice = watcher.choice(trainer.state.global_step) if choose else None
-        with disk_guard(run_dir):
-            result["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir,
-                                                      from_checkpoint=choice and choice["adapter"]))
-            if choice and choice["strength"] != 1.0:
-                from ..strength import apply
-
-                apply(run_dir, choice["strength"])
-            if done and t.intruder_scale < 1.0 and not p.lora.dora:  # DoRA: no singular directions
-                from .. import intruders
-
-                cut = intruders.apply(run_dir, intruders.base_weights(trainer.model), t.intruder_scale)
-                log_note(run_dir, trainer.state.global_step,
-                         f"Targeted strength: {cut['intruders']} intruder dimensions (new directions "
-                         f"the base weights did not have) found; the {cut['directions_scaled']} update "
-                         f"directions that make them are scaled by {t.intruder_scale:g}, the rest kept "
-                         "as trained (adapter-full/ holds the adapter as trained).")
-        if choice:
-            result["chosen_step"] = choice["chosen_step"]
-            log_note(run_dir, trainer.state.global_step, choice["reason"])
+        with phases.clock("evaluation"):  # the budget's choice, strengths, the adapter's rewrites
+            result.update(finish(run_dir, p, trainer, tok, watcher, done))
         result["status"] = (RunStatus.COMPLETED if done else RunStatus.STOPPED).value
         shutil.rmtree(staging, ignore_errors=True)
+        spent = phases.summary()
+        result["phases"] = spent
+        with open(run_dir / "events.jsonl", "a") as f:
+            f.write(json.dumps({"step": trainer.state.global_step, "phases": spent}) + "\n")
+        log_note(run_dir, trainer.state.global_step, spent["line"])
     return result
+
+
+def finish(run_dir: Path, p, trainer, tok, watcher, done: bool) -> dict[str, Any]:
+    """The run's adapter: the forgetting budget's choice (a checkpoint, a strength), then the
+    targeted strength (intruders.py) — written whole, with what was chosen and why."""
+    t, step = p.train, trainer.state.global_step
+    choose = watcher is not None and done and t.forget_budget > 0  # 0: the last step, as trained
+    if choose and not p.lora.dora:  # DoRA: a scaled update is no blend with the base
+        watcher.strengths(trainer.model, step)
+    choice = watcher.choice(step) if choose else None
+    out: dict[str, Any] = {}
+    with disk_guard(run_dir):
+        out["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir,
+                                               from_checkpoint=choice and choice["adapter"]))
+        if choice and choice["strength"] != 1.0:
+            from ..strength import apply
+
+            apply(run_dir, choice["strength"])
+        if done and t.intruder_scale < 1.0 and not p.lora.dora:  # DoRA: no singular directions
+            from .. import intruders
+
+            cut = intruders.apply(run_dir, intruders.base_weights(trainer.model), t.intruder_scale)
+            log_note(run_dir, step, f"Targeted strength: {cut['intruders']} intruder dimensions (new "
+                                    f"directions the base weights did not have) found; the "
+                                    f"{cut['directions_scaled']} update directions that make them are "
+                                    f"scaled by {t.intruder_scale:g}, the rest kept as trained "
+                                    "(adapter-full/ holds the adapter as trained).")
+    if choice:
+        out["chosen_step"] = choice["chosen_step"]
+        log_note(run_dir, step, choice["reason"])
+    return out
 
 
 def log_note(run_dir: Path, step: int, note: str) -> None:

@@ -1,0 +1,77 @@
+"""Where a run's time goes: per-phase clocks around the Trainer, written to the run's record.
+
+Owns `Phases`: wall-clock seconds spent in data (the collator), forward+backward (each
+micro-batch's training_step), the optimizer step, evaluation (the Trainer's, with the forgetting
+probe), checkpoints, and the studio's own logging (events, store) — measured by wrapping those
+calls on the trainer instance (any Trainer: the studio's, TRL's), with a CUDA synchronise at each
+boundary so the GPU's queued work is charged to the phase that queued it. `summary()` gives the
+seconds, their shares of the wall time, and one plain line for the run's notes ("training steps
+86% of 210 s; evaluations 9%…"), so a run that is slow for reasons other than training says so.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Callable
+
+ORDER = ("data", "forward_backward", "optimizer", "evaluation", "checkpoints", "logging")
+WORDS = {"data": "batching data", "forward_backward": "forward and backward passes",
+         "optimizer": "optimizer steps", "evaluation": "evaluations and forgetting checks",
+         "checkpoints": "checkpoints", "logging": "logging"}
+
+
+class Phases:
+    def __init__(self, cuda: bool = False):
+        self.seconds = dict.fromkeys(ORDER, 0.0)
+        self.cuda, self.t0, self.depth = cuda, time.perf_counter(), 0
+
+    def _sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    @contextmanager
+    def clock(self, phase: str):
+        """Time the block; a phase inside another (a checkpoint during an evaluation) counts once."""
+        if self.depth:
+            yield
+            return
+        self.depth += 1
+        self._sync()
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[phase] += time.perf_counter() - t
+            self.depth -= 1
+
+    def wrap(self, phase: str, fn: Callable) -> Callable:
+        def timed(*a, **kw):
+            with self.clock(phase):
+                return fn(*a, **kw)
+        return timed
+
+    def instrument(self, trainer) -> None:
+        """Clocks on this trainer's data, steps, evaluation and checkpoints (the optimizer's
+        step is wrapped when training begins: it does not exist before)."""
+        trainer.training_step = self.wrap("forward_backward", trainer.training_step)
+        trainer.evaluate = self.wrap("evaluation", trainer.evaluate)
+        trainer._save_checkpoint = self.wrap("checkpoints", trainer._save_checkpoint)
+        trainer.data_collator = self.wrap("data", trainer.data_collator)
+
+    def optimizer(self, optimizer) -> None:
+        if optimizer is not None and not getattr(optimizer.step, "_studio_timed", False):
+            optimizer.step = self.wrap("optimizer", optimizer.step)
+            optimizer.step._studio_timed = True
+
+    def summary(self) -> dict[str, Any]:
+        wall = max(1e-9, time.perf_counter() - self.t0)
+        shares = {k: round(v / wall, 4) for k, v in self.seconds.items()}
+        other = max(0.0, 1 - sum(shares.values()))
+        parts = sorted(((shares[k], WORDS[k]) for k in ORDER if shares[k] >= 0.005), reverse=True)
+        line = (f"Where the time went ({wall:.0f} s): " + ", ".join(f"{w} {s:.0%}" for s, w in parts)
+                + (f", the rest {other:.0%}" if other >= 0.005 else "") + ".")
+        return {"wall_s": round(wall, 2), "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+                "shares": shares, "other_share": round(other, 4), "line": line}
