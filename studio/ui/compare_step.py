@@ -38,6 +38,12 @@ def report_md(r: dict) -> str:
             lines.append(f"| {SETS.get(name, name)}: tuned, words shared with the expected answer, "
                          f"questions the base already answered ({k['n']}) / new to it ({n['n']}) | | "
                          f"{k['tuned_rouge_l']:.0%} / {n['tuned_rouge_l']:.0%} |")
+    pref = r.get("preference")
+    if pref:
+        lines.append(f"\n**Preferences** on {pref['n']} held-out pairs: the chosen answer gets the higher "
+                     f"probability {pref['before']:.0%} of the time before, **{pref['after']:.0%} after**; "
+                     f"the tuned model moved toward chosen and away from rejected on "
+                     f"{pref['reward_accuracy']:.0%} of them (mean margin {pref['mean_margin']:+.2f}).")
     lines += kept_md(r)
     for name, rows in r["examples"].items():
         lines.append(f"\n**Examples: {SETS.get(name, name)}**\n")

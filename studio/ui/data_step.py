@@ -44,6 +44,9 @@ def summary_md(s: dict) -> str:
              f"(nothing left to learn after cutting): {s['dropped_too_long']}.",
              f"- Removed: {s['duplicates_removed']['exact']} exact and "
              f"{s['duplicates_removed']['near']} near duplicates, {s['empty_removed']} empty rows."]
+    if s.get("heldout"):
+        lines.append(f"- Held-out questions kept with it: **{s['heldout']}** (never trained on; the "
+                     "report checks learning on them).")
     c = s.get("recipe_counters") or {}
     if s.get("generator"):
         lines.append(f"- Pairs written by {s['generator']}.")
@@ -80,7 +83,7 @@ def recipe_help(studio, recipe: str) -> str:
 
 def prepare(studio, session: Session, files, name: str, recipe: str, max_tokens, overlap, val,
             prompt_col: str, answer_col: str, gen_url: str, gen_model: str, model_ref: str,
-            progress=None):
+            progress=None, heldout=None):
     """→ (summary markdown, histogram update, preview html, session)."""
     import gradio as gr
 
@@ -96,7 +99,9 @@ def prepare(studio, session: Session, files, name: str, recipe: str, max_tokens,
                                 max_tokens=int(max_tokens), overlap=int(overlap),
                                 val_fraction=float(val), mapping=mapping, progress=report,
                                 cancel=session.cancel, generator_url=(gen_url or "").strip() or None,
-                                generator_model=(gen_model or "").strip() or None)
+                                generator_model=(gen_model or "").strip() or None,
+                                heldout=(heldout if isinstance(heldout, str) else heldout.name)
+                                if heldout else None)
         ref = s["ref"]
         segs = studio.data_preview(ref, model_ref, 4)
     except Exception as e:
@@ -176,6 +181,13 @@ def build(studio, state, model):
             overlap = gr.Slider(0, 512, 32, step=8, label="Overlap (token-windows)", info=helps["overlap"])
             val = gr.Slider(0, 0.5, 0.1, step=0.05, label="Validation share",
                             info="Held back to check learning; 0.1 is typical.")
+            with gr.Accordion("Held-out questions (optional)", open=False):
+                gr.Markdown("Questions the model never trains on, with their answers — ask your "
+                            "facts in other words. The report checks learning on them. A table "
+                            "with question and answer columns (and optionally `expect`: the key "
+                            "fact a right answer states).")
+                heldout = gr.File(label="Held-out file", file_count="single",
+                                  file_types=[".jsonl", ".json", ".csv", ".tsv", ".parquet"])
             with gr.Accordion("Column mapping (only if detection fails)", open=False):
                 prompt_col = gr.Textbox(label="Question / prompt column")
                 answer_col = gr.Textbox(label="Answer / completion column")
@@ -203,11 +215,12 @@ def build(studio, state, model):
     sample.click(lambda: ([data_sample(studio)], "nimbus-faq"), None, [files, name])
     recipe.change(lambda r: recipe_help(studio, r), recipe, recipe_info)
 
-    def on_prepare(st, fl, nm, rc, mt, ov, vl, pc, ac, gu, gm, md, request: gr.Request,
+    def on_prepare(st, fl, nm, rc, mt, ov, vl, pc, ac, gu, gm, md, ho, request: gr.Request,
                    progress=gr.Progress()):
         RUNNING[request.session_hash] = st.cancel  # closing the tab sets it (cancel_session)
         try:
-            return prepare(studio, st, fl, nm, rc, mt, ov, vl, pc, ac, gu, gm, md, progress=progress)
+            return prepare(studio, st, fl, nm, rc, mt, ov, vl, pc, ac, gu, gm, md, progress=progress,
+                           heldout=ho)
         finally:
             RUNNING.pop(request.session_hash, None)
     on_prepare.__annotations__["request"] = gr.Request  # a real type: gradio fills it in
@@ -215,7 +228,7 @@ def build(studio, state, model):
     # A few prepares at once: a long qa-pairs job in one tab must not hold up a small CSV in
     # another. Cancel skips the queue so it is heard while the job runs.
     go.click(on_prepare, [state, files, name, recipe, max_tokens, overlap, val, prompt_col,
-                          answer_col, gen_url, gen_model, model], [out, hist, preview, state],
+                          answer_col, gen_url, gen_model, model, heldout], [out, hist, preview, state],
              concurrency_limit=4, concurrency_id="prepare").then(
         ready, state, [*(b for b, _ in links), know])
     stop.click(cancel, state, out, queue=False)
