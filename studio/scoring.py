@@ -134,3 +134,11 @@ def states(answer: str, fact: str) -> bool:
     ignored; "bird" is not in "birds", "12" not in "120")."""
     f = norm(fact)
     return bool(f) and f" {f} " in f" {norm(answer)} "
+
+
+def fact_share(answer: str, expected: str, question: str = "") -> float:
+    """The share of `expected`'s key facts that `answer` states; its ROUGE-L when it has none."""
+    facts = key_facts(expected, question)
+    if not facts:
+        return rouge_l(answer, expected)
+    return sum(states(answer, f) for f in facts) / len(facts)

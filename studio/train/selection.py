@@ -2,7 +2,8 @@
 
 Owns the figures taken at each evaluation — perplexity on the general-text probe
 (assets/general_probe.txt, never trained on) against the base model's (the same weights with the
-adapter switched off), and answer match on the validation questions (greedy answers, ROUGE-L) —
+adapter switched off), and answer match on the validation questions (greedy answers: the share of the expected answers'
+key facts they state, ROUGE-L where an answer has none) —
 kept in run_dir/selection.json, a copy of the adapter at the best evaluation so far
 (run_dir/best-adapter/), and the choice at the end: the evaluation with the best answer match
 whose forgetting stays within `train.forget_budget`; when none does, the one that forgot least.
@@ -45,13 +46,18 @@ def probe_loss(model, tok) -> float | None:
 
 
 def answer_match(model, tok, qs: list[dict[str, Any]]) -> float | None:
+    """How well greedy answers to the held-out questions state what the expected answers state:
+    per question the share of its key facts (numbers, names: scoring.key_facts) the answer
+    states, or — for an answer without any — its ROUGE-L. A fact learned counts; wording does
+    not, so a model that only learned the answers' shape does not look like it learned them."""
     from ..chat import generate_batch
-    from ..scoring import rouge_l
+    from ..scoring import fact_share
 
     if not qs:
         return None
     got = generate_batch(model, tok, [q["messages"] for q in qs], MAX_NEW_TOKENS)
-    return round(sum(rouge_l(a, q["answer"]) for a, q in zip(got, qs)) / len(qs), 4)
+    return round(sum(fact_share(a, q["answer"], q["messages"][-1]["content"])
+                     for a, q in zip(got, qs)) / len(qs), 4)
 
 
 class Watcher:

@@ -80,8 +80,8 @@ def kept_md(r: dict) -> list[str]:
         at = f" at strength {c['strength']:g}" if c.get("strength", 1.0) != 1.0 else ""
         line = f"\n**Chosen checkpoint: step {c['step']}{at}.** " + (sel.get("reason") or "")
         if c["step"] != last["step"] or at:
-            line += (f" The last evaluation (step {last['step']}) gave held-out answers sharing "
-                     f"{(last['answer_match'] or 0):.0%} of the expected words, general-text "
+            line += (f" The last evaluation (step {last['step']}) gave held-out answers stating "
+                     f"{(last['answer_match'] or 0):.0%} of the expected facts, general-text "
                      f"perplexity {(last['forgetting'] or 0):+.0%}; the kept one: "
                      f"{(c['answer_match'] or 0):.0%} and {(c['forgetting'] or 0):+.0%}.")
         out.append(line)

@@ -30,8 +30,8 @@ def status_md(run: dict, events: list[dict]) -> str:
     fg = next((e for e in reversed(events) if e.get("forgetting") is not None), {})
     if fg:
         line += (f"\n\nForgetting check at step {fg['step']}: general-text perplexity "
-                 f"{fg['forgetting']:+.0%}" + (f", held-out answers share "
-                                              f"{fg['answer_match']:.0%} of the expected words"
+                 f"{fg['forgetting']:+.0%}" + (f", held-out answers state "
+                                              f"{fg['answer_match']:.0%} of the expected facts"
                                               if fg.get("answer_match") is not None else "") +
                  ". The best checkpoint within the forgetting budget becomes the adapter.")
     said = [e["note"] for e in events if e.get("note")][-3:]
