@@ -24,7 +24,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PROMPTS = ASSETS / "replay" / "prompts.txt"
 RETENTION = ASSETS / "retention.jsonl"
 MAX_NEW_TOKENS = 64
-FORMAT = 2  # bump when the prompt set or the generation settings change: caches are redone
+FORMAT = 3  # bump when the prompt set or the generation settings change: caches are redone
 
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
