@@ -108,7 +108,9 @@ def max_context() -> None:
                 device="cuda")
     rows = [("HF-style (full loss)", S(**base, loss="full", offload="off")),
             ("chunked loss", S(**base, loss="chunked", offload="off")),
-            ("chunked + offload", S(**base, loss="chunked", offload="on"))]
+            ("chunked + offload", S(**base, loss="chunked", offload="on")),
+            ("+ bf16 residual, MLP chunks", S(**base, loss="chunked", offload="on",
+                                              kbit_norms="compute", mlp_chunk=4096))]
     print("\nLlama-3.1-8B QLoRA r32 all-linear, batch 1: longest length that fits (tokens)")
     print(f"{'GPU':>5s} " + " ".join(f"{name:>22s}" for name, _ in rows) + f" {'Unsloth':>9s} {'HF+FA2':>8s}")
     for gb, (unsloth, hf) in PUBLISHED_MAX_CONTEXT.items():

@@ -207,7 +207,8 @@ def activations_per_token(s: Shape, st: RunSpec, b: int) -> dict[str, float]:
     fp32 from fp32 inputs.
     """
     amp = _amp(st, b)
-    res = 4 if st.method == "qlora" else b           # residual stream / norm output dtype
+    # residual stream / norm output dtype: fp32 norm weights make it fp32 (kbit_norms=fp32)
+    res = 4 if st.method == "qlora" and st.train.kbit_norms == "fp32" else b
 
     def out_of(d_in: int) -> int:                    # dtype a linear returns for an input dtype
         if st.method == "qlora":
@@ -222,8 +223,10 @@ def activations_per_token(s: Shape, st: RunSpec, b: int) -> dict[str, float]:
     attn_names = {n["q"], n["k"], n["v"]}
     d_att = 2 if amp else out_of(res)                 # sdpa inputs (autocast casts them)
     attn = 4 * d_att * q + 4 * s.heads
-    if st.estimate.attention == "sdpa":
-        attn += d_att * st.train.max_len                   # the per-layer additive mask
+    if st.estimate.attention == "sdpa" and not (st.train.packing and st.train.micro_batch == 1):
+        # the per-layer additive mask; one unpadded sequence has none (batches.make_collator
+        # leaves out its position ids, so sdpa runs causal without a T×T mask)
+        attn += d_att * st.train.max_len
     elif st.estimate.attention == "eager":
         attn += (d_att + 1) * s.heads * st.train.max_len   # T×T probabilities (+ dropout mask)
     keep = _saved_input(res, s.hidden, len(attn_names & adapted), st, amp)
@@ -235,7 +238,7 @@ def activations_per_token(s: Shape, st: RunSpec, b: int) -> dict[str, float]:
     keep += _saved_input(d_mlp, s.inter, int(n["down"] in adapted), st, amp)
     lora = (2 if amp else 4) * st.lora.rank * len(adapted)
     block = norms + qk + attn + mlp + keep + lora
-    return {"block": block, "checkpoint": res * s.hidden, "residual": res}
+    return {"block": block, "checkpoint": res * s.hidden, "residual": res, "mlp": mlp}
 
 
 def logits_per_token(s: Shape, st: RunSpec, b: int) -> tuple[float, str]:
@@ -362,6 +365,8 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
         transient += largest * b  # one layer's weights dequantized at a time
     if st.train.grad_ckpt:  # the recompute comes after the loss's buffers are freed: only the excess counts
         recompute = act["block"] * tokens + transient
+        if st.train.mlp_chunk and st.train.mlp_chunk < tokens:  # lean.chunk_mlps: one chunk's MLP
+            recompute -= (act["mlp"] + 2 * b * shape.inter) * (tokens - st.train.mlp_chunk)
         gb["backward_transient"] = max(0.0, recompute - logits) / GIB
         why["backward_transient"] = (f"one block recomputed in backward ({act['block'] / 1024:.1f} KB/token) "
                                      "and the gradients through it, beyond the loss's freed buffers")

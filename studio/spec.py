@@ -124,6 +124,15 @@ class TrainSpec:
                                 "until backward needs them. auto: on when the run would not fit "
                                 "the GPU otherwise; on; off.", choices=("auto", "on", "off"),
                         flat="offload")
+    kbit_norms: str = knob("fp32", "QLoRA: the norm weights and the residual stream between "
+                                   "blocks in fp32 (PEFT's prepare_model_for_kbit_training) or in "
+                                   "the compute dtype (norms still compute in fp32 inside; half the "
+                                   "residual's memory per token: what long contexts need).",
+                           choices=("fp32", "compute"), flat="kbit_norms")
+    mlp_chunk: int = knob(0, "With checkpointing: run each recomputed block's MLP this many tokens "
+                             "at a time (its gate/up activations are the largest working set at "
+                             "long lengths; 0 = off). Same gradients, a little more compute.",
+                          min=0, max=10_000_000, flat="mlp_chunk")
     replay: float = knob(0.5, "Self-replay: the base model's own answers to general prompts (assets/"
                               "replay/) join training, this many per training example (0 turns it "
                               "off). It keeps what the model could already do.",

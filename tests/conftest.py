@@ -106,13 +106,13 @@ def embedded_model_dir() -> Path:
     return models.prepare_embedded(CACHE)
 
 
-def make_tiny_llama(folder: Path, embedded_model_dir: Path) -> Path:
+def make_tiny_llama(folder: Path, embedded_model_dir: Path, hidden: int = 32) -> Path:
     """A two-layer Llama with random weights and the embedded model's tokenizer and chat
     template: trains in a blink, where the model itself is not what a test checks."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                       tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)

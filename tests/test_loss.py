@@ -263,3 +263,85 @@ def test_anchor_is_zero_at_the_base_and_pulls_back_after_a_change(packing, embed
     evaluation = AnchorCollator(inner, pool, 2, seed=1, packing=packing)(
         [{k: v for k, v in f.items() if k != INDEX} for f in feats])
     assert "kl_mask" not in evaluation                          # evaluation batches carry no replay
+
+
+# ---- long contexts: chunked MLPs in the recomputed block, norms in the compute dtype ---------
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gemma2"])
+def test_chunked_mlps_give_the_same_loss_and_gradients(kind):
+    import torch
+
+    from studio.train.lean import chunk_mlps
+    from studio.train.loss import causal_lm_loss
+
+    batch = packed_batch()
+    out = {}
+    for chunked in (False, True):
+        model = tiny(kind)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        model.train()
+        if chunked:
+            assert chunk_mlps(model, 7) == 2
+        loss = causal_lm_loss(model, batch, chunk=16)
+        loss.backward()
+        out[chunked] = (float(loss), grads(model))
+    assert abs(out[True][0] - out[False][0]) <= 1e-6 * abs(out[False][0])
+    for name, g in out[False][1].items():
+        err = float((out[True][1][name] - g).norm() / g.norm().clamp(min=1e-12))
+        assert err < 1e-5, (name, err)
+
+
+def test_compute_dtype_norms_keep_the_qlora_residual_half(tmp_path, embedded_model_dir):
+    """QLoRA under bf16 autocast, as the Trainer runs it on a GPU: with prepare_model_for_kbit_
+    training's fp32 norm weights every block's output (the residual stream checkpointing keeps)
+    is fp32 — bitsandbytes returns its input's dtype; with train.kbit_norms=compute it is bf16."""
+    import torch
+
+    pytest.importorskip("bitsandbytes")
+    from conftest import make_tiny_llama
+    from studio import presets
+    from studio.spec import update
+    from studio.train.lean import decoder_layers
+    from studio.train.loop import load_for_training
+
+    folder = make_tiny_llama(tmp_path / "tiny", embedded_model_dir, hidden=128)
+    seen = {}
+    for norms in ("fp32", "compute"):
+        spec = update(presets.get_preset("cpu-quickstart"), method="qlora", dtype="bf16",
+                      kbit_norms=norms, grad_ckpt=True)
+        model = load_for_training(folder, "cpu", spec)
+        out = []
+        decoder_layers(model)[0].register_forward_hook(
+            lambda mod, args, o: out.append((o[0] if isinstance(o, tuple) else o).dtype))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(input_ids=torch.randint(3, 1000, (1, 12)))
+        seen[norms] = out[0]
+    assert seen == {"fp32": torch.float32, "compute": torch.bfloat16}
+
+
+def test_one_sequence_batches_have_no_position_ids_so_no_mask():
+    """Micro-batch 1, padding-free: no position ids, so sdpa runs causal with no [T × T] mask
+    (the estimate counts none); two sequences keep theirs (a block-diagonal mask keeps them apart)."""
+    import torch
+
+    from studio.train.batches import make_collator
+
+    collate = make_collator(None, packing=True)
+    one = collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}])
+    two = collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}])
+    assert "position_ids" not in one and two["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*a, **k):
+        seen.append(k.get("attn_mask"))
+        return real(*a, **k)
+    model = tiny("llama")
+    torch.nn.functional.scaled_dot_product_attention = spy
+    try:
+        with torch.no_grad():
+            model(input_ids=one["input_ids"], use_cache=False)
+            model(input_ids=two["input_ids"], position_ids=two["position_ids"], use_cache=False)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = real
+    assert seen[0] is None and seen[-1] is not None

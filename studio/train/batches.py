@@ -133,13 +133,29 @@ class AnchorCollator:
         return batch
 
 
+class OneSequence:
+    """A padding-free batch of one sequence goes without position ids: the model numbers its
+    tokens itself and attention runs causal with no [tokens × tokens] mask (transformers builds
+    one from packed position ids) — at long lengths, with micro-batch 1, that mask is the
+    largest buffer of all (memory.py)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        if len(features) == 1:
+            batch.pop("position_ids", None)
+        return batch
+
+
 def make_collator(tok, packing: bool, anchor: tuple[list[dict[str, Any]], int, int] | None = None
                   ) -> CountingCollator:
     """The batching the run uses; `anchor` = (replay pool, sequences per batch, seed) for KL."""
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
     if packing:
-        inner = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
+        inner = OneSequence(DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE))
     else:
         inner = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE)
     if anchor is not None:

@@ -178,6 +178,14 @@ def load_for_training(model_path: Path, device: str, p, start_adapter: Path | No
     if quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=p.train.grad_ckpt)
         embeddings_to_half(model, models.resolve_dtype(p.train.dtype, device))
+        if p.train.kbit_norms == "compute":
+            from .lean import norms_to_compute_dtype
+
+            norms_to_compute_dtype(model, models.resolve_dtype(p.train.dtype, device))
+    if p.train.mlp_chunk and p.train.grad_ckpt:
+        from .lean import chunk_mlps
+
+        chunk_mlps(model, p.train.mlp_chunk)
     if start_adapter is not None:
         return PeftModel.from_pretrained(model, str(start_adapter), is_trainable=True)
     n_layers = getattr(model.config.get_text_config(), "num_hidden_layers", None)
