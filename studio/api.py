@@ -14,6 +14,7 @@ from . import presets
 from .compare import CompareService
 from .data.service import DataService
 from .errors import StudioError
+from .evaluate import EvalService
 from .export.service import ExportService
 from .memory_service import MemoryService
 from .model_cache import ModelCache
@@ -36,6 +37,7 @@ class Studio:
         self.compares = CompareService(self.store, self.models, self.runs.get, self.data.get,
                                        self.exports.base_gguf)
         self.memory = MemoryService(self.store, self.home.models, self.models)
+        self.evals = EvalService(self.store, self.models, self.runs.get, self.compares.pair_for)
         self.reconcile()
 
     def reconcile(self) -> None:
@@ -150,6 +152,16 @@ class Studio:
 
     def report_file(self, run_id: str) -> Path:
         return self.compares.report_file(run_id)
+
+    # ---- benchmarks -------------------------------------------------------------------------
+    def evaluate(self, tasks: list[str], run_id: str | None = None, model: str | None = None,
+                 limit: int | None = None, gguf: bool = False, progress: Any = None,
+                 cancel: Any = None, refresh: bool = False) -> dict[str, Any]:
+        """lm-evaluation-harness tasks on a run's base and tuned model (or a model alone)."""
+        return self.evals.evaluate(tasks, run_id, model, limit, gguf, progress, cancel, refresh)
+
+    def evaluations(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        return self.evals.list(run_id)
 
     # ---- export ---------------------------------------------------------------------------
     def export(self, fmt: str, run_id: str | None = None, model: str | None = None,

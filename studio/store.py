@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from .errors import StoreError
 from .records import RunStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 JSON_COLUMNS = {"sources", "params", "stats", "config", "artifacts", "data", "parity",
                 "settings", "extra"}
 
@@ -46,6 +46,12 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE IF NOT EXISTS memory_checks (
             id INTEGER PRIMARY KEY, created_at REAL NOT NULL, model TEXT, device TEXT,
             settings TEXT, estimate_gb REAL, measured_gb REAL, extra TEXT)""",
+    ],
+    # before/after benchmark evaluations (evaluate.py): one row per run (or model) and request
+    2: [
+        """CREATE TABLE IF NOT EXISTS evaluations (
+            id INTEGER PRIMARY KEY, created_at REAL NOT NULL, run_id TEXT, model TEXT,
+            key TEXT NOT NULL, data TEXT, UNIQUE(run_id, model, key))""",
     ],
 }
 
@@ -193,7 +199,7 @@ class Store:
 
     def delete_run(self, run_id: str) -> None:
         with self.tx() as conn:
-            for table in ("metrics", "reports"):
+            for table in ("metrics", "reports", "evaluations"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id=?", [run_id])
             conn.execute("DELETE FROM runs WHERE id=?", [run_id])
 
@@ -221,6 +227,22 @@ class Store:
     def get_report(self, run_id: str) -> dict[str, Any] | None:
         rows = list(self.db.query("SELECT * FROM reports WHERE run_id=?", [run_id]))
         return _decode(rows[0])["data"] if rows else None
+
+    def put_evaluation(self, run_id: str | None, model: str, key: str, data: dict[str, Any]) -> None:
+        with self.tx() as conn:
+            conn.execute("DELETE FROM evaluations WHERE run_id IS ? AND model=? AND key=?",
+                         [run_id, model, key])
+            self.db["evaluations"].insert(_encode({"created_at": time.time(), "run_id": run_id,
+                                                   "model": model, "key": key, "data": data}))
+
+    def get_evaluation(self, run_id: str | None, model: str, key: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM evaluations WHERE run_id IS ? AND model=? AND key=?",
+                                  [run_id, model, key]))
+        return _decode(rows[0])["data"] if rows else None
+
+    def list_evaluations(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM evaluations" + (" WHERE run_id=?" if run_id else "") + " ORDER BY created_at DESC"
+        return [_decode(r) for r in self.db.query(sql, [run_id] if run_id else [])]
 
     def add_export(self, **values: Any) -> dict[str, Any]:
         values.setdefault("created_at", time.time())

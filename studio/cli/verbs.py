@@ -279,6 +279,19 @@ VERBS: list[Verb] = [
                        help="with --generator-url: the model's name on that server"),
                   flag("--generator-url", default=None, metavar="URL",
                        help="an OpenAI-compatible server that answers instead of llama.cpp")]),
+    Verb(("eval",), "benchmarks before and after: lm-evaluation-harness tasks on a run's base and "
+         "tuned model (or a model alone), with the harness's own task and metric names",
+         lambda s, a: s.evaluate([t for t in a.tasks.split(",")], a.run, a.model, a.limit, a.gguf,
+                                 refresh=a.again),
+         lambda: [flag("--run", default=None, metavar="RUN_ID", help="the run: its base and tuned model"),
+                  flag("--model", default=None, metavar="REF", help="or a model alone (only `base`)"),
+                  flag("--tasks", default="studio_general", metavar="T1,T2",
+                       help="harness task names and/or folders of task YAML files, comma separated "
+                            "(default: studio_general, 197 questions shipped with the studio)"),
+                  flag("--limit", type=int, default=None, help="questions per task (default: all)"),
+                  flag("--gguf", action="store_true", help="also score the run's exported GGUF "
+                       "through llama.cpp (what quantization costs)"),
+                  flag("--again", action="store_true", help="compute again even if stored")]),
     Verb(("data", "list"), "prepared datasets, newest version first", lambda s, a: s.data_list()),
     Verb(("data", "show"), "one dataset: sources, recipe, stats and a few examples",
          lambda s, a: s.data_show(a.name), lambda: [flag("name", help="NAME or NAME@vN")]),
