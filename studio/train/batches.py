@@ -42,15 +42,17 @@ def encode_split(tok, folder: Path, split: str, max_len: int) -> list[dict[str, 
     return encode_examples(tok, prepare.read_split(folder, split), max_len)
 
 
-def replay_count(ratio: float, n_train: int) -> tuple[int, str | None]:
-    """How many self-replay examples the run uses, and why none when the set is missing."""
+def replay_count(ratio: float, n_train: int, whole: bool = False) -> tuple[int, str | None]:
+    """How many self-replay examples the run uses (`ratio` per training example, or with
+    `whole` every prompt of the set), and why none when the set is missing."""
     from .. import replay
     from ..errors import DataError
 
     if ratio <= 0:
         return 0, None
     try:
-        return min(len(replay.prompts()), round(ratio * n_train)), None
+        total = len(replay.prompts())
+        return (total if whole else min(total, round(ratio * n_train))), None
     except DataError as e:
         return 0, f"Training without self-replay: {e}"
 
@@ -201,7 +203,8 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
                   f"{sum(rep.paraphrase_dropped.values())} were left out (" + (", ".join(
                       f"{n} {why}" for why, n in rep.paraphrase_dropped.items()) or "none") + ").")
     train_set = encode_examples(tok, rows, t.max_len, numbered=True)
-    n_replay, why_not = replay_count(t.replay, len(train_set))
+    # kl: every batch draws its replay from the whole set (the pool's size costs nothing per step)
+    n_replay, why_not = replay_count(t.replay, len(train_set), whole=t.replay_mode == "kl")
     if why_not:
         say(why_not)
     replay = replay_examples(home / "replay", spec.model, model_path, model, tok, n_replay, t.seed,
