@@ -155,6 +155,7 @@ def qa_summary(ctx: Context) -> dict[str, Any] | None:
     return {"generated": generated, "fallback": fallback,
             "generated_share": round(generated / (generated + fallback), 4) if generated + fallback else None,
             "from_chunk": c.get("qa_from_chunk", 0), "from_sentences": c.get("qa_from_sentences", 0),
+            "chunks": c.get("qa_chunks", 0),
             "dropped": {k.split(": ", 1)[1]: n for k, n in c.items() if k.startswith("dropped: ")}}
 
 

@@ -181,6 +181,7 @@ def qa_recipe(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
     for i, chunk in enumerate(chunks):
         ctx.check()
         ctx.timed(doc, i, len(chunks), started)
+        ctx.counters["qa_chunks"] += 1
         kept = 0
         pairs = chunk_pairs(gen, chunk, p.pairs_per_chunk)
         if pairs is None:
