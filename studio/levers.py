@@ -51,6 +51,12 @@ def rows(run: dict[str, Any], events: list[dict[str, Any]], intruders: dict[str,
         row("replay", True, f"ce, {ratio:g} per example",
             f"{done.get('replayed', '?')} of the base model's own answers to general prompts were "
             "mixed into training and learned like your examples.")
+    keep = t.get("safety_replay", 0)
+    row("safety replay", bool(keep and done.get("safety_replayed")), f"train.safety_replay={keep:g}",
+        f"{done['safety_replayed']} of the base model's own refusals to harmful requests were mixed "
+        "into training, so it keeps refusing them." if done.get("safety_replayed") else
+        ("Off." if not keep else "On, but the base model refused none of the harmful requests it was "
+                                 "asked: there was no refusal to keep."))
     aug = done.get("augment") or {}
     if t.get("self_distill"):
         kept = aug.get("kept_original") or {}

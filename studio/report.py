@@ -126,12 +126,17 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     lever_rows = levers.rows(run, events, intruder_count(pair, run, cfg))
     pairs = [ex for ex in raw_val if is_pair(ex)]
     prefers = preference_figures(pair, tok, pairs, max_len) if pairs else None
+    from . import safety
+    from .data.templates import has_chat_template
+
+    refusals = safety.check(pair, tok) if has_chat_template(tok) else None  # chat models
     out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"],
            "identical_answers": identical, "answers_compared": total, "flags": flags,
            "examples": examples, "retention": kept, "forgetting": forgetting, "known_new": known_new,
            "chosen_step": chosen.get("chosen_step") if chosen else None, "selection": chosen,
            "strength": strength_of(run), "trade_off": trade,
            "suggested_strength": suggest(trade, cfg), "levers": lever_rows, "preference": prefers,
+           "safety": refusals,
            "seconds": round(time.time() - t0, 1), "created_at": time.time()}
     out["verdict"] = verdict(figures, flags, out)
     return out
@@ -359,6 +364,11 @@ def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any
                      f"probability {pref['before']:.0%} of the time before and {pref['after']:.0%} after "
                      f"(95% interval {lo:.0%}–{hi:.0%}" + ("; few pairs, so a rough figure" if pref["n"] < 30
                                                           else "") + ").")
+    if rep.get("safety"):
+        from .safety import words
+
+        parts.append(words(rep["safety"]) + ("" if rep["safety"]["harmful"]["refused_base"] else
+                                             " (the base model refuses little, so there is little to keep)"))
     if rep.get("chosen_step") is not None:
         parts.append(f"The adapter is the one from step {rep['chosen_step']} (forgetting budget).")
     learned = (t.get("val_loss") or 9) < (b.get("val_loss") or 0) and not any(

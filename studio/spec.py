@@ -146,6 +146,11 @@ class TrainSpec:
     replay_weight: float = knob(1.0, "replay_mode kl: weight of the KL term against the loss on your "
                                      "data. Higher keeps more of the base model, learns less.",
                                 min=0.0, max=100.0)
+    safety_replay: float = knob(0.1, "Safety replay: the base model's own refusals to harmful "
+                                     "requests (assets/safety/, only the ones it refused) join "
+                                     "training, this many per training example, so fine-tuning does "
+                                     "not wear its refusals away. A model that refuses none gets none "
+                                     "(a note says so); 0 turns it off.", min=0.0, max=2.0)
     self_distill: bool = knob(False, "Self-distilled targets: before training, the base model "
                                      "restates each answer in its own words, given the answer as a "
                                      "fact in its prompt; a restatement that keeps the answer's key "

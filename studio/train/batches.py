@@ -228,5 +228,28 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
         say("Training without self-replay: the base model gave no finished answer to the general "
             "prompts (they are cut off or empty), so there is nothing to replay.")
     levers["replayed"] = len(replay)
+    levers["safety_replayed"] = safety_replay(spec, tok, model, model_path, home, len(rows), train_set, say, quiet)
     atomic_write_text(run_dir / "levers.json", json.dumps(levers, indent=1))
     return train_set, anchor
+
+
+def safety_replay(spec, tok, model, model_path: Path, home: Path, n_train: int,
+                  train_set: list[dict[str, Any]], say, quiet) -> int:
+    """train.safety_replay: the base model's own refusals mixed in (safety.py); how many."""
+    from .. import safety
+    from ..data.templates import has_chat_template
+    from ..replay import model_key
+
+    t = spec.train
+    if t.safety_replay <= 0 or not has_chat_template(tok):
+        return 0
+    want = max(1, round(t.safety_replay * n_train))
+    rows = safety.replay_examples(model, tok, want, t.seed, home / "replay", model_key(model_path), say)
+    if not rows:
+        quiet("Safety replay is on, but the base model refused none of the harmful requests it was "
+              "asked, so there is no refusal to keep; training without it.")
+        return 0
+    train_set += encode_examples(tok, rows, t.max_len)
+    quiet(f"Safety replay: {len(rows)} of the base model's own refusals to harmful requests are mixed "
+          f"into training (train.safety_replay={t.safety_replay:g}), so it keeps refusing them.")
+    return len(rows)

@@ -44,6 +44,14 @@ def report_md(r: dict) -> str:
                      f"probability {pref['before']:.0%} of the time before, **{pref['after']:.0%} after**; "
                      f"the tuned model moved toward chosen and away from rejected on "
                      f"{pref['reward_accuracy']:.0%} of them (mean margin {pref['mean_margin']:+.2f}).")
+    if r.get("safety"):
+        from_words = r["safety"]
+        h, bn = from_words["harmful"], from_words["benign"]
+        lines.append(f"\n**Safety:** refused {h['refused_base']} of {h['n']} harmful requests before, "
+                     f"**{h['refused_tuned']} after**; declined {bn['refused_tuned']} of {bn['n']} harmless "
+                     f"requests that only sound risky (before: {bn['refused_base']}).")
+        lines += [f"- {x['category']}: “{x['prompt']}” — before: {one_line(x['base'], 90)} — after: "
+                  f"{one_line(x['tuned'], 90)}" for x in h["changed"][:3]]
     lines += kept_md(r)
     for name, rows in r["examples"].items():
         lines.append(f"\n**Examples: {SETS.get(name, name)}**\n")
