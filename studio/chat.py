@@ -8,7 +8,7 @@ so base and tuned answers come from the same memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from . import families
 

@@ -192,14 +192,16 @@ def longest(shape: Shape, st: RunSpec, cap: float, limit: int = 4_194_304) -> in
     return lo
 
 
-def pick_preset(cap: float | None, method: str) -> str | None:
+def pick_preset(cap: float | None, method: str, objective: str = "sft") -> str | None:
+    """The largest GPU preset that fits `cap` GB, for the same training objective (and adapter
+    method when there is one)."""
     from .presets import list_presets
 
     if cap is None:
         return None
-    ok = [p for p in list_presets() if 0 < p.gpu_gb <= cap + 0.5]
+    ok = [p for p in list_presets() if 0 < p.gpu_gb <= cap + 0.5 and p.train.objective == objective]
     if not ok:
-        return "cpu-quickstart"
+        return "cpu-quickstart" + ("" if objective == "sft" else f"-{objective}")
     same = [p for p in ok if p.method == method] or ok
     return max(same, key=lambda p: p.gpu_gb).name
 
@@ -237,7 +239,7 @@ def report(shape: Shape, st: RunSpec, gpu: str | None = None, vram_gb: float | N
         base = planned(normalise(st), steps)
         est.update(largest(shape, normalise(update(base, offload="on") if auto else base), gb))
         est["limits_with_plan"] = bool(steps)
-        est["preset"] = pick_preset(gb, st.method)
+        est["preset"] = pick_preset(gb, st.method, st.train.objective)
     return est
 
 

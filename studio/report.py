@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import levers
-from .scoring import answer_logps, mean_loss, norm, ppl, probe_examples, rouge_l, score  # noqa: F401
+from .scoring import answer_logps, mean_loss, ppl, probe_examples, score
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SAMPLE_HELDOUT = {"product_faq.jsonl": ASSETS / "sample" / "product_faq_heldout.jsonl"}

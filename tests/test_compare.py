@@ -95,7 +95,8 @@ def test_strength_is_kept_and_used(studio, trained_run, trained_report):
 
 
 def test_flags():
-    from studio.report import diagnose, rouge_l, score
+    from studio.report import diagnose, score
+    from studio.scoring import rouge_l
 
     fig = {"base": {"val_loss": 2.0, "probe_ppl": 10.0}, "tuned": {"val_loss": 1.5, "probe_ppl": 14.0}}
     flags = {f["flag"]: f["text"] for f in diagnose(fig, 10, 10, 0.0, {"train": {"lr": 1e-5}},

@@ -8,7 +8,8 @@ import pytest
 from conftest import ROOT, run_cli
 from studio.data import formats, templates
 from studio.data.ingest import Issue, iter_path
-from studio.data.recipes import Context, RecipeParams, RECIPES, parse_pairs, qa_pairs
+from studio.data.questions import parse_pairs
+from studio.data.recipes import RECIPES, Context, RecipeParams, qa_pairs
 from studio.data.ingest import Document
 from studio.errors import ConfigError, DataError
 
@@ -26,7 +27,7 @@ def items(path):
 
 
 def test_recipe_registry_lists_all():
-    assert set(RECIPES) == {"token-windows", "paragraphs", "sections", "qa-pairs",
+    assert set(RECIPES) == {"token-windows", "paragraphs", "sections", "qa-pairs", "factuality-pairs",
                             "keyword-pairs", "code-functions"}
     assert all(r.help for r in RECIPES.values())
 

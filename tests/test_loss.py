@@ -268,8 +268,6 @@ def test_anchor_is_zero_at_the_base_and_pulls_back_after_a_change(packing, embed
 # ---- long contexts: chunked MLPs in the recomputed block, norms in the compute dtype ---------
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "gemma2"])
 def test_chunked_mlps_give_the_same_loss_and_gradients(kind):
-    import torch
-
     from studio.train.lean import chunk_mlps
     from studio.train.loss import causal_lm_loss
 

@@ -10,25 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .values import ROLE_ALIASES, Skip, Unrecognised, _text  # noqa: F401 (Skip, Unrecognised: formats' API)
+
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text",
            "preference", "preference-chat", "preference-hh")
-ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                "bot": "assistant", "model": "assistant", "system": "system", "tool": "tool"}
 # Column names we accept for each field of prompt/completion-like tables.
 PROMPT_KEYS = ("prompt", "question", "query", "input_text", "user")
 COMPLETION_KEYS = ("completion", "answer", "response", "output_text", "assistant", "chosen")
-
-
-class Skip(Exception):
-    """A record (or document) that yields no example; the message is the reason shown."""
-
-    def __init__(self, reason: str, line: int | None = None):
-        super().__init__(reason)
-        self.line = line
-
-
-class Unrecognised(Skip):
-    """A row in no format we know: reported once per file, not once per row."""
 
 
 def detect_one(row: dict[str, Any]) -> str | None:
@@ -58,44 +46,6 @@ def describe_missing(columns: list[str]) -> str:
             "instruction + output (alpaca), prompt + completion (or question + answer), or text. "
             "Say which column is the question and which the answer: in the Data step under "
             "'Column mapping', or on the command line with --map prompt=COLUMN --map completion=COLUMN.")
-
-
-MAX_FIELD_CHARS = 1_000_000  # one field of one example; a longer one is a data error, not text
-
-
-def _text(v: Any, field: str = "a field") -> str:
-    """A field's text, strictly: strings as they are; whole numbers and finite floats written
-    out; OpenAI-style content parts ([{"type": "text", "text": …}]) joined; UTF-8 bytes decoded.
-    Anything else (lists, objects, NaN/inf, binary, invalid Unicode) is a Skip naming the field,
-    never its Python repr."""
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        raise Skip(f"{field} is true/false, expected text")
-    if isinstance(v, int):
-        v = str(v)
-    elif isinstance(v, float):
-        if v != v or v in (float("inf"), float("-inf")):
-            raise Skip(f"{field} is {v} (not a number), expected text")
-        v = repr(v)
-    elif isinstance(v, (bytes, bytearray)):
-        try:
-            v = bytes(v).decode("utf-8")
-        except UnicodeDecodeError:
-            raise Skip(f"{field} holds binary data, not text (a binary column?)") from None
-    elif isinstance(v, list) and v and all(isinstance(p, dict) and "text" in p for p in v):
-        v = "\n".join(_text(p.get("text"), field) for p in v)  # content parts
-    elif not isinstance(v, str):
-        raise Skip(f"{field} is a {type(v).__name__}, expected text")
-    if len(v) > MAX_FIELD_CHARS:
-        raise Skip(f"{field} is {len(v):,} characters long, over the {MAX_FIELD_CHARS:,} limit "
-                   "for one example; split it into smaller examples")
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        raise Skip(f"{field} holds invalid Unicode (a lone surrogate such as \\ud800); fix the "
-                   "text and upload again") from None
-    return v.strip()
 
 
 def _first(row: dict[str, Any], keys: tuple[str, ...]) -> str:

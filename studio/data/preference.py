@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .formats import ROLE_ALIASES, Skip, _text
+from .values import ROLE_ALIASES, Skip, _text
 
 FORMATS = ("preference", "preference-chat", "preference-hh")
 HH_TURN = re.compile(r"\n\n(Human|Assistant):[ \t]?")

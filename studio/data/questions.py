@@ -19,6 +19,7 @@ import time
 from typing import Any, Iterator
 
 from ..scoring import norm
+from .passages import URLISH, chat_example, keyphrases, norm_text, words
 
 QUESTION = r"^(What|Which|Who|Whom|Whose|When|Where|Why|How|Is|Are|Does|Do|Can|Should|Will)\b[^?\n]{6,140}[?]$"
 EXAMPLE_PASSAGE = ("Water boils at 100 degrees Celsius at sea level. On a high mountain the air "
@@ -155,14 +156,77 @@ def sentence_questions(gen, chunk: str, n: int, drop) -> Iterator[tuple[str, str
         yield q, sentence
 
 
+# ---- checking a pair, the plain-text path, the fallback -------------------------------------
+def grounded(answer: str, chunk: str, threshold: float) -> bool:
+    a, c = words(answer), set(words(chunk))
+    return bool(a) and sum(w in c for w in a) / len(a) >= threshold
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """Q:/A: pairs from a generator's text; a tag's text may continue on the next lines
+    ('Answer:' alone, then the answer below it)."""
+    pairs: list[tuple[str, str]] = []
+    tag, body, q = None, [], None
+
+    def close():
+        nonlocal q
+        text = " ".join(body).strip()
+        if tag == "Q":
+            q = text
+        elif tag == "A" and q is not None:
+            pairs.append((q, text))
+            q = None
+
+    for line in text.splitlines():
+        m = re.match(r"^\s*(?:\d+[.)]\s*)?\**(Q|A|Question|Answer)\s*\d*\**\s*[:.)-]\**\s*(.*)$", line, re.I)
+        if m:
+            close()
+            tag, body = m.group(1)[0].upper(), [m.group(2).strip()]
+        elif tag and line.strip():
+            body.append(line.strip())
+        elif tag and not line.strip() and any(body):
+            close()
+            tag, body = None, []
+    close()
+    return pairs
+
+
+WH = re.compile(r"^(what|which|who|whom|whose|when|where|why|how|is|are|does|do|can|should|"
+                r"will|would|could|did|was|were|has|have|in what|at what)\b", re.I)
+
+
+def pair_problem(q: str, a: str, chunk: str, threshold: float) -> str | None:
+    """Why a generated pair is not worth training on, or None."""
+    if not q or not a:
+        return "empty question or answer"
+    if not (q.rstrip().endswith("?") or WH.match(q.strip())) or HEADING_LIKE.match(q.strip()):
+        return "not a question (a heading or a statement)"
+    if norm_text(a) == norm_text(q) or norm_text(a) in norm_text(q):
+        return "the answer repeats the question"
+    if not grounded(a, chunk, threshold):
+        return "ungrounded (the answer is not in the chunk)"
+    return None
+
+
+HEADING_LIKE = re.compile(r"^(#+\s|\d+(\.\d+)*\s+[A-Z])")
+
+
+def fallback_topic(chunk: str) -> str | None:
+    """A keyphrase of the chunk that is neither a URL/address nor its heading."""
+    heads = {norm_text(m.group(1)) for m in re.finditer(r"^#+\s+(.*)$", chunk, re.M)}
+    body = re.sub(r"^#+\s+.*$", "", URLISH.sub(" ", chunk), flags=re.M)
+    for phrase in keyphrases(body, 5):
+        if norm_text(phrase) not in heads and not URLISH.search(phrase):
+            return phrase
+    return None
+
+
 # ---- the recipes that use them (registered in recipes.py) ------------------------------------
-def qa_recipe(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
+def qa_recipe(doc, ctx) -> Iterator[dict[str, Any]]:
     """Per chunk: pairs from the whole-chunk prompt (held to a JSON schema where the engine can,
     else the plain prompt and the Q:/A: parser); when none is usable, one question per
     fact-bearing sentence, answered by that sentence (questions.py); when none of those either,
     the templated fallback (if template_fallback). Every pair is checked against its chunk."""
-    from .recipes import _chat, fallback_topic, norm_text, pair_problem, parse_pairs
-
     gen, p = ctx.need_generator("qa-pairs"), ctx.params
     chunks = ctx.chunks(doc)
     started = time.monotonic()
@@ -191,7 +255,7 @@ def qa_recipe(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
                 kept += 1
                 ctx.counters["qa_generated"] += 1
                 ctx.counters["qa_from_chunk"] += 1
-                yield _chat(q, a, source=doc.file, recipe="qa-pairs", fallback=False, written="chunk")
+                yield chat_example(q, a, source=doc.file, recipe="qa-pairs", fallback=False, written="chunk")
         if kept == 0:
             for q, sentence in sentence_questions(gen, chunk, p.pairs_per_chunk, ctx.drop):
                 ctx.check()
@@ -199,7 +263,7 @@ def qa_recipe(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
                     kept += 1
                     ctx.counters["qa_generated"] += 1
                     ctx.counters["qa_from_sentences"] += 1
-                    yield _chat(q, sentence, source=doc.file, recipe="qa-pairs", fallback=False,
+                    yield chat_example(q, sentence, source=doc.file, recipe="qa-pairs", fallback=False,
                                 written="sentence")
         if kept == 0 and p.template_fallback:
             topic = fallback_topic(chunk)
@@ -207,7 +271,7 @@ def qa_recipe(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
                 ctx.drop("no usable pair and no topic for a fallback", chunk)
                 continue
             ctx.counters["qa_fallback"] += 1
-            yield _chat(f"What does the document say about {topic}?", chunk, source=doc.file,
+            yield chat_example(f"What does the document say about {topic}?", chunk, source=doc.file,
                         recipe="qa-pairs", fallback=True)
         elif kept == 0:
             ctx.drop("no usable pair (template fallbacks are off)", chunk)

@@ -9,8 +9,6 @@ callable prompt → text (the embedded model by default; tests pass a scripted o
 from __future__ import annotations
 
 import ast
-import math
-import re
 import threading
 import time
 from collections import Counter
@@ -20,6 +18,8 @@ from typing import Any, Callable, Iterator
 from ..errors import Cancelled, ConfigError
 from ..spec import knob
 from . import chunking, clean
+from .passages import URLISH, chat_example, keyphrases
+from .questions import factuality_recipe, qa_recipe
 from .formats import Skip
 from .ingest import Document
 
@@ -30,13 +30,7 @@ QA_PROMPT = ("Read the passage and write {n} question and answer pairs about fac
              "A: <answer>\n\nPassage:\n{chunk}")
 SUMMARY_PROMPT = ("Describe in one sentence what this Python {kind} does.\n\n```python\n{code}\n```")
 KEYWORD_PROMPT = "List {n} key terms from this passage, comma separated, nothing else.\n\n{chunk}"
-STOPWORDS = set("""a about above after again against all am an and any are as at be because been
-before being below between both but by can could did do does doing down during each few for from
-further had has have having he her here hers him his how i if in into is it its itself just me
-more most my no nor not now of off on once only or other our out over own same she should so some
-such than that the their them then there these they this those through to too under until up
-very was we were what when where which while who whom why will with would you your yours also
-may might must shall use used using one two three get gets like make makes see per via yes""".split())
+
 
 
 @dataclass(frozen=True)
@@ -111,9 +105,7 @@ class Context:
         return self.generator
 
 
-def _chat(user: str, answer: str, **meta: Any) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
-            "meta": meta}
+qa_pairs = qa_recipe  # the name tests and callers know
 
 
 # ---- the recipes ----------------------------------------------------------------------------
@@ -138,138 +130,6 @@ def sections(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
             yield {"text": f"{head}\n\n{c}" if head else c, "meta": {"source": doc.file, "section": head}}
 
 
-def words(text: str) -> list[str]:
-    return [w for w in re.findall(r"[A-Za-z][A-Za-z0-9'-]+", text.lower()) if w not in STOPWORDS]
-
-
-def grounded(answer: str, chunk: str, threshold: float) -> bool:
-    a, c = words(answer), set(words(chunk))
-    return bool(a) and sum(w in c for w in a) / len(a) >= threshold
-
-
-def parse_pairs(text: str) -> list[tuple[str, str]]:
-    """Q:/A: pairs from a generator's text; a tag's text may continue on the next lines
-    ('Answer:' alone, then the answer below it)."""
-    pairs: list[tuple[str, str]] = []
-    tag, body, q = None, [], None
-
-    def close():
-        nonlocal q
-        text = " ".join(body).strip()
-        if tag == "Q":
-            q = text
-        elif tag == "A" and q is not None:
-            pairs.append((q, text))
-            q = None
-
-    for line in text.splitlines():
-        m = re.match(r"^\s*(?:\d+[.)]\s*)?\**(Q|A|Question|Answer)\s*\d*\**\s*[:.)-]\**\s*(.*)$", line, re.I)
-        if m:
-            close()
-            tag, body = m.group(1)[0].upper(), [m.group(2).strip()]
-        elif tag and line.strip():
-            body.append(line.strip())
-        elif tag and not line.strip() and any(body):
-            close()
-            tag, body = None, []
-    close()
-    return pairs
-
-
-WH = re.compile(r"^(what|which|who|whom|whose|when|where|why|how|is|are|does|do|can|should|"
-                r"will|would|could|did|was|were|has|have|in what|at what)\b", re.I)
-URLISH = re.compile(r"https?://|www\.|\S+@\S+|\.(?:org|com|net|html?)\b", re.I)
-
-
-def pair_problem(q: str, a: str, chunk: str, threshold: float) -> str | None:
-    """Why a generated pair is not worth training on, or None."""
-    if not q or not a:
-        return "empty question or answer"
-    if not (q.rstrip().endswith("?") or WH.match(q.strip())) or HEADING_LIKE.match(q.strip()):
-        return "not a question (a heading or a statement)"
-    if norm_text(a) == norm_text(q) or norm_text(a) in norm_text(q):
-        return "the answer repeats the question"
-    if not grounded(a, chunk, threshold):
-        return "ungrounded (the answer is not in the chunk)"
-    return None
-
-
-HEADING_LIKE = re.compile(r"^(#+\s|\d+(\.\d+)*\s+[A-Z])")
-
-
-def norm_text(t: str) -> str:
-    return " ".join(words(t))
-
-
-def fallback_topic(chunk: str) -> str | None:
-    """A keyphrase of the chunk that is neither a URL/address nor its heading."""
-    heads = {norm_text(m.group(1)) for m in re.finditer(r"^#+\s+(.*)$", chunk, re.M)}
-    body = re.sub(r"^#+\s+.*$", "", URLISH.sub(" ", chunk), flags=re.M)
-    for phrase in keyphrases(body, 5):
-        if norm_text(phrase) not in heads and not URLISH.search(phrase):
-            return phrase
-    return None
-
-
-def qa_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
-    from .questions import qa_recipe
-
-    return qa_recipe(doc, ctx)
-
-
-def factuality_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
-    from .questions import factuality_recipe
-
-    return factuality_recipe(doc, ctx)
-
-
-def keyphrases(text: str, k: int) -> list[str]:
-    """Key phrases by TextRank (the summa library), most central first; TF-IDF when it finds
-    none (very short texts)."""
-    from summa import keywords as textrank
-
-    try:
-        found = [w for w, _ in textrank.keywords(text, words=k * 3, split=True, scores=True)]
-    except (ValueError, ZeroDivisionError, IndexError):
-        found = []
-    picked: list[str] = []
-    for w in found:
-        w = w.strip()
-        if len(w) < 3 or w in STOPWORDS or w.isdigit():
-            continue
-        if any(w in q or q in w or w.rstrip("s") == q.rstrip("s") for q in picked):
-            continue
-        picked.append(w)
-        if len(picked) == k:
-            break
-    return picked or top_keywords([text], k, [text])[0]
-
-
-def top_keywords(chunks: list[str], k: int, corpus: list[str]) -> list[list[str]]:
-    """TF-IDF keywords per chunk (unigrams and bigrams of content words); no model needed."""
-    df: Counter = Counter()
-    grams_per = []
-    for c in corpus:
-        ws = words(c)
-        grams = Counter(ws + [f"{a} {b}" for a, b in zip(ws, ws[1:])])
-        grams_per.append(grams)
-        df.update(set(grams))
-    n = len(corpus)
-    out = []
-    for c in chunks:
-        grams = grams_per[corpus.index(c)] if c in corpus else Counter(words(c))
-        scored = sorted(((tf * math.log((1 + n) / (1 + df[g])) * (1.5 if " " in g else 1.0), g)
-                         for g, tf in grams.items() if len(g) > 3), reverse=True)
-        picked: list[str] = []
-        for _, g in scored:
-            if not any(g in p or p in g for p in picked):
-                picked.append(g)
-            if len(picked) == k:
-                break
-        out.append(picked)
-    return out
-
-
 def keyword_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
     p = ctx.params
     chunks = ctx.chunks(doc)
@@ -289,7 +149,7 @@ def keyword_pairs(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
                 ctx.drop("duplicate keyword (already asked about another chunk)", kw)
                 continue
             seen.add(kw.lower())
-            yield _chat(f"Tell me about {kw}.", chunk, source=doc.file, recipe="keyword-pairs",
+            yield chat_example(f"Tell me about {kw}.", chunk, source=doc.file, recipe="keyword-pairs",
                         keyword=kw)
 
 
@@ -327,7 +187,7 @@ def code_functions(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
                      f"{kind} {name} in {doc.file}")
             continue
         ctx.counters["code_pairs"] += 1
-        yield _chat(f"Write a Python {kind} `{name.split('.')[-1]}`: {summary}",
+        yield chat_example(f"Write a Python {kind} `{name.split('.')[-1]}`: {summary}",
                     f"```python\n{src}\n```", source=doc.file, recipe="code-functions",
                     name=name, generated_summary=generated)
 
@@ -347,9 +207,9 @@ RECIPES: dict[str, Recipe] = {
                          "sentence ends (continued pretraining).", "text"),
     "sections": Recipe(sections, "One chunk per markdown/docx heading section, with the heading "
                        "path kept as context.", "text", prose_only=True),
-    "qa-pairs": Recipe(qa_pairs, "Question and answer pairs per chunk, written by a local "
+    "qa-pairs": Recipe(qa_recipe, "Question and answer pairs per chunk, written by a local "
                        "generator model and checked against the chunk.", "chat", prose_only=True),
-    "factuality-pairs": Recipe(factuality_pairs, "Preference pairs for DPO: the qa-pairs recipe's "
+    "factuality-pairs": Recipe(factuality_recipe, "Preference pairs for DPO: the qa-pairs recipe's "
                                "grounded answers, chosen over the model's own closed-book answers "
                                "where those miss the fact.", "preference", prose_only=True),
     "keyword-pairs": Recipe(keyword_pairs, "'Tell me about <keyword>.' → chunk; key phrases found "

@@ -208,7 +208,6 @@ class DataService:
         rejected = its own) — a new preference dataset, `name` (default NAME-pairs), with the
         counts of pairs made and questions left out."""
         import tempfile
-        from collections import Counter
 
         from . import factuality
         from .recipes import Context, RecipeParams

@@ -278,6 +278,9 @@ def build(studio, state, model):
     report_out = gr.Markdown()
     trade_plot = gr.Plot(visible=False, label="Adapter strength: what it learned vs what it forgot (%)")
     report_file = gr.File(label="Report as JSON", visible=False)
+    from . import eval_section
+
+    eval_section.build(studio, run)
     heldout.change(picked, heldout, prompt)
 
     def on_ask(*inputs):
