@@ -435,3 +435,39 @@ def test_long_prepare_cancels_closes_and_shares(app_url, browser):
         endless.stop()
     names = {d["name"] for d in studio.data_list()}
     assert "manual-a" not in names and "manual-b" not in names and "small-one" in names
+
+
+def test_preference_data_through_train_to_compare_and_benchmarks(app_url, browser):
+    """Pairs uploaded, shown side by side; the Train step suggests DPO and trains it; Compare asks
+    both models and scores them on the studio's own benchmark, before and after."""
+    page = open_studio(browser, app_url, viewport={"width": 1400, "height": 1000})
+    page.locator("input[type=file]").first.set_input_files(str(ROOT / "assets/sample/product_preferences.jsonl"))
+    page.get_by_label("Dataset name").fill("prefs")
+    page.get_by_role("button", name="Prepare dataset").click()
+    page.get_by_text("prefs v1").wait_for()
+    page.get_by_text("✅ chosen").first.wait_for()                      # side by side, prompt once
+    page.get_by_role("tab", name="3 · Train").click()
+    wait_until(lambda: page.get_by_role("combobox", name="Dataset", exact=True).input_value() == "prefs@v1")
+    dpo = page.get_by_label("dpo — prefer the chosen answer over the rejected one")
+    wait_until(dpo.is_checked)                                          # pairs suggest DPO
+    steps_box = page.get_by_role("spinbutton", name="Steps", exact=True)
+    steps_box.fill("2")                                                 # below the walk's hold at step 3
+    page.get_by_role("spinbutton", name="Max length", exact=True).fill("128")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("completed, step 2/2").wait_for(timeout=600_000)
+    studio = studio_now()
+    run = studio.runs_list()[0]
+    assert run["dataset"] == "prefs@v1" and studio.run_show(run["id"])["config"]["train"]["objective"] == "dpo"
+    page.get_by_role("button", name="Next: did it learn? (4 · Compare) →").click()
+    assert selected(page, "4 · Compare")
+    wait_until(lambda: page.get_by_role("combobox", name="Run", exact=True).input_value() == run["id"])
+    page.get_by_label("Your question").fill("How much does the Nimbus Orbit cost?")
+    page.get_by_role("button", name="Ask both").click()
+    page.get_by_text("Both answered").wait_for(timeout=300_000)
+    page.get_by_text("Benchmarks before and after (lm-evaluation-harness)").click()
+    page.get_by_label("Questions per task (empty: all)").fill("20")
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    page.get_by_text("studio_general acc_norm").first.wait_for(timeout=600_000)
+    shot(page, "compare-benchmarks")
+    assert "Traceback" not in page.content()
+    assert studio.evaluations(run["id"])[0]["tasks"] == ["studio_general"]
