@@ -128,28 +128,34 @@ def openai_compatible(url: str, model: str, cancel: threading.Event | None = Non
             parts.append((choice.get("delta") or {}).get("content") or "")
         return "".join(parts).strip()
 
-    refused: list[bool] = []  # the server said no to response_format once: do not ask again
+    # OpenAI's json_schema shape first, then llama-cpp-python's json_object + schema; the first
+    # one the server takes is kept, and a server that takes neither gets the plain prompt
+    shapes = [lambda schema: {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+              lambda schema: {"type": "json_object", "schema": schema}]
+    works: list = []
 
     def constrained(messages, schema, max_tokens):
-        if refused:
-            return None
-        try:
-            return send({"model": model, "messages": messages, "temperature": 0, "stream": True,
-                         "max_tokens": max_tokens, "response_format": {
-                             "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}})
-        except DataError as e:
-            if "refused the request" not in str(e):
-                raise
-            refused.append(True)  # an older server: the plain prompt and the parser do the job
-            return None
+        body = {"model": model, "messages": messages, "temperature": 0, "stream": True,
+                "max_tokens": max_tokens}
+        if works:
+            return send({**body, "response_format": works[0](schema)})
+        while shapes:  # probing: one try per shape, so an unsupported one costs no retries
+            shape = shapes.pop(0)
+            try:
+                text = send({**body, "response_format": shape(schema)}, tries=1)
+            except DataError:
+                continue
+            works.append(shape)
+            return text
+        return None  # an older server: the plain prompt and the parser do the job
 
     def write(prompt: str) -> str:
         return send({"model": model, "messages": [{"role": "user", "content": prompt}],
                      "temperature": 0, "max_tokens": MAX_NEW_TOKENS, "stream": True})
 
-    def send(body: dict[str, Any]) -> str:
+    def send(body: dict[str, Any], tries: int = retries + 1) -> str:
         last = ""
-        for attempt in range(retries + 1):
+        for attempt in range(tries):
             if _cancelled(cancel):
                 raise Cancelled("Cancelled; nothing was saved.")
             try:
@@ -168,8 +174,9 @@ def openai_compatible(url: str, model: str, cancel: threading.Event | None = Non
             except (ValueError, KeyError, IndexError, TypeError):
                 raise DataError(f"The generator at {base} did not answer in OpenAI's format. "
                                 "Check the URL points at its /v1 API.") from None
-            time.sleep(min(8.0, 1.0 * 2 ** attempt))
-        raise DataError(f"The generator at {base} failed {retries + 1} times: {last}. Check the "
+            if attempt + 1 < tries:
+                time.sleep(min(8.0, 1.0 * 2 ** attempt))
+        raise DataError(f"The generator at {base} failed {tries} times: {last}. Check the "
                         "server, or pick a smaller model there.")
     return Generator(write, "openai", f"{model} at {base}", constrained)
 

@@ -155,7 +155,11 @@ def user_csv() -> Path:
 def pick(page, label: str, value: str) -> None:
     box = page.get_by_role("combobox", name=label, exact=True)
     box.fill(value)
-    box.press("Enter")
+    option = page.get_by_role("option", name=value, exact=True)
+    if option.count():  # the exact choice, not the first that starts with it (cpu-quickstart-dpo)
+        option.first.click()
+    else:  # a custom value
+        box.press("Enter")
     page.keyboard.press("Escape")
 
 

@@ -177,6 +177,60 @@ def test_a_local_server_writes_the_pairs(studio, llama_server, tmp_path):
     assert out["generator"] == f"smol at {llama_server}" and out["records"] >= 1
 
 
+def fake_openai(takes: set[str]) -> tuple[http.server.ThreadingHTTPServer, list[str]]:
+    """An OpenAI-compatible server that knows model 'smol' and takes only the response_format
+    types in `takes` (any other gets 500, as llama-cpp-python's server answers json_schema)."""
+    seen: list[str] = []
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.reply(200, json.dumps({"data": [{"id": "smol"}]}).encode())
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            kind = (body.get("response_format") or {}).get("type", "plain")
+            seen.append(kind)
+            if kind != "plain" and kind not in takes:
+                return self.reply(500, b"internal error")
+            delta = {"choices": [{"delta": {"content": '{"ok": true}' if kind != "plain" else "plain"}}]}
+            self.reply(200, f"data: {json.dumps(delta)}\n\ndata: [DONE]\n\n".encode(), "text/event-stream")
+
+        def reply(self, code, data, kind="application/json"):
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+@pytest.mark.parametrize("takes, asked, got", [
+    ({"json_schema"}, ["json_schema", "json_schema"], '{"ok": true}'),
+    ({"json_object"}, ["json_schema", "json_object", "json_object"], '{"ok": true}'),  # llama-cpp-python
+    (set(), ["json_schema", "json_object"], None),                                     # an older server
+])
+def test_a_server_is_asked_for_the_output_shape_it_takes(takes, asked, got):
+    from studio import generators
+
+    server, seen = fake_openai(takes)
+    try:
+        gen = generators.openai_compatible(f"http://127.0.0.1:{server.server_address[1]}/v1", "smol")
+        msgs = [{"role": "user", "content": "pairs?"}]
+        t0 = time.monotonic()
+        assert gen.constrained(msgs, {"type": "object"}, 16) == got
+        assert time.monotonic() - t0 < 5  # probing costs no retries with back-off
+        assert gen.constrained(msgs, {"type": "object"}, 16) == got  # the shape that worked is kept
+        assert seen == asked
+        assert gen.write("hello") == "plain"
+    finally:
+        server.shutdown()
+
+
 def test_generator_endpoint_problems_are_said_before_work(studio, llama_server, tmp_path):
     from studio import generators
 

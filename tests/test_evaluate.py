@@ -78,7 +78,7 @@ def test_eval_of_a_run_equals_the_harness_and_is_stored(studio, trained_run, emb
     adapter = Path(studio.run_show(trained_run["id"])["artifacts"]["adapter"])
     direct = simple_evaluate(model="hf", model_args=f"pretrained={embedded_model_dir},peft={adapter}",
                              tasks=["studio_general"], limit=30, task_manager=TaskManager(include_path=str(LOCAL)),
-                             bootstrap_iters=1000, log_samples=False, batch_size=16)
+                             bootstrap_iters=1000, log_samples=False, batch_size=16, device="cpu")
     want = direct["results"]["studio_general"]
     assert got["tuned"]["acc"] == pytest.approx(want["acc,none"], abs=1e-9)
     assert got["tuned"]["acc_norm"] == pytest.approx(want["acc_norm,none"], abs=1e-9)
