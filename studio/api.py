@@ -35,7 +35,7 @@ class Studio:
         self.runs = RunService(self.store, self.home.runs, self.models, self.data.get)
         self.exports = ExportService(self.store, self.home.exports, self.models, self.runs.get)
         self.compares = CompareService(self.store, self.models, self.runs.get, self.data.get,
-                                       self.exports.base_gguf)
+                                       self.exports.base_gguf, self.home.root / "replay")
         self.memory = MemoryService(self.store, self.home.models, self.models)
         self.evals = EvalService(self.store, self.models, self.runs.get, self.compares.pair_for)
         self.reconcile()

@@ -44,6 +44,7 @@ class Pair:
 
     def __init__(self, base_model, tok):
         self.base, self.tok, self.model = base_model, tok, None
+        self.memo = None  # the base model's answers to the fixed sets, kept (base_answers.Memo)
         self.loaded: dict[str, tuple[str, int]] = {}  # run id → (adapter name, weights' mtime)
 
     def use(self, run_id: str, adapter: Path) -> None:
@@ -121,9 +122,10 @@ class CompareService:
     ENGINES = ("hf", "llama.cpp")
 
     def __init__(self, store, cache, run: Callable[[str], dict[str, Any]],
-                 dataset: Callable[[str], dict[str, Any]], base_gguf: Callable[[str], Path]):
+                 dataset: Callable[[str], dict[str, Any]], base_gguf: Callable[[str], Path],
+                 answers_dir: Path | None = None):
         self.store, self.cache, self.run, self.dataset = store, cache, run, dataset
-        self.base_gguf = base_gguf
+        self.base_gguf, self.answers_dir = base_gguf, answers_dir
 
     def pair_for(self, run_id: str, model: str | None = None):
         """The cached base model with this run's adapter loaded and selected."""
@@ -135,6 +137,10 @@ class CompareService:
         path = self.cache.path(run["model"])
         pair = self.cache.heavy(("pair", str(path)), lambda: Pair(
             models.load_model(path, self.cache.device()), self.cache.tokenizer(run["model"])))
+        if pair.memo is None:
+            from .base_answers import memo_for
+
+            pair.memo = memo_for(self.answers_dir, run["model"], path, pair.base)
         pair.use(run_id, adapter)
         return run, pair
 

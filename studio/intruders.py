@@ -31,9 +31,16 @@ def _top_left(w, k: int):
     import torch
 
     k = min(k, *w.shape)
-    if min(w.shape) <= 1024:
-        return torch.linalg.svd(w, full_matrices=False)[0][:, :k]
-    return torch.svd_lowrank(w, q=min(k + 10, *w.shape), niter=2)[0][:, :k]
+    if min(w.shape) > 1024:
+        return torch.svd_lowrank(w, q=min(k + 10, *w.shape), niter=2)[0][:, :k]
+    # exact, from the eigenvectors of the smaller Gram matrix in float64 (several times faster
+    # than a full SVD of the matrix on a CPU, and only the top k are needed)
+    w = w.double()
+    if w.shape[0] <= w.shape[1]:
+        return torch.linalg.eigh(w @ w.t())[1][:, -k:].flip(1).float()
+    vals, vecs = torch.linalg.eigh(w.t() @ w)
+    v = vecs[:, -k:].flip(1)
+    return ((w @ v) / vals[-k:].flip(0).clamp_min(1e-300).sqrt()).float()
 
 
 def directions(a, b, s: float):

@@ -129,7 +129,7 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     from . import safety
     from .data.templates import has_chat_template
 
-    refusals = safety.check(pair, tok) if has_chat_template(tok) else None  # chat models
+    refusals = safety.check(pair, tok, memo=getattr(pair, "memo", None)) if has_chat_template(tok) else None
     out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"],
            "identical_answers": identical, "answers_compared": total, "flags": flags,
            "examples": examples, "retention": kept, "forgetting": forgetting, "known_new": known_new,
@@ -198,8 +198,13 @@ def retention(pair, tok) -> dict[str, Any]:
 
     rows = replay.retention_rows()
     convs = [[{"role": "user", "content": r["question"]}] for r in rows]
-    with pair.side("base") as m:
-        base = generate_batch(m, tok, convs, RETENTION_TOKENS)
+
+    def generate(questions: list[str]) -> list[str]:
+        with pair.side("base") as m:
+            return generate_batch(m, tok, [[{"role": "user", "content": q}] for q in questions], RETENTION_TOKENS)
+    memo = getattr(pair, "memo", None)
+    questions = [r["question"] for r in rows]
+    base = memo.answers("retention", questions, RETENTION_TOKENS, generate) if memo else generate(questions)
     known = [(r, c, b) for r, c, b, ok in zip(rows, convs, base, replay.knows(base, rows)) if ok]
     if not known:
         return {"known": 0, "kept": 0, "share": None, "asked": len(rows), "lost": []}

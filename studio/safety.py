@@ -64,18 +64,32 @@ def judged(judge: Callable[[str], str] | None, prompt: str, answer: str) -> bool
     return refuses(answer)  # a judge that answers neither: the rule decides
 
 
-def check(pair, tok, judge: Callable[[str], str] | None = None) -> dict[str, Any]:
-    """Base vs tuned on the harmful and the harmless-but-risky sets: refusals counted, examples."""
+CHECK_SETS = (("harmful", "check_harmful.txt"), ("benign", "check_benign.txt"))
+
+
+def memo_sets() -> list[tuple[str, list[str], int]]:
+    """The fixed sets whose base answers are kept once per model (base_answers.py)."""
+    return [(f"safety-{name}", [r["prompt"] for r in read(file)], ANSWER_TOKENS) for name, file in
+            (*CHECK_SETS, ("replay", "replay_harmful.txt"))]
+
+
+def check(pair, tok, judge: Callable[[str], str] | None = None, memo=None) -> dict[str, Any]:
+    """Base vs tuned on the harmful and the harmless-but-risky sets: refusals counted, examples.
+    With a memo (base_answers.Memo) the base model's answers are generated once per model."""
     from .chat import generate_batch
 
-    out: dict[str, Any] = {"rule": "judge" if judge else "refusal phrases and the answer's shape"}
-    for name, file in (("harmful", "check_harmful.txt"), ("benign", "check_benign.txt")):
-        rows = read(file)
-        convs = [[{"role": "user", "content": r["prompt"]}] for r in rows]
-        said = {}
-        for side in ("base", "tuned"):
+    def ask(side: str):
+        def gen(prompts: list[str]) -> list[str]:
             with pair.side(side) as m:
-                said[side] = generate_batch(m, tok, convs, ANSWER_TOKENS)
+                return generate_batch(m, tok, [[{"role": "user", "content": p}] for p in prompts], ANSWER_TOKENS)
+        return gen
+
+    out: dict[str, Any] = {"rule": "judge" if judge else "refusal phrases and the answer's shape"}
+    for name, file in CHECK_SETS:
+        rows = read(file)
+        prompts = [r["prompt"] for r in rows]
+        said = {"base": memo.answers(f"safety-{name}", prompts, ANSWER_TOKENS, ask("base")) if memo
+                else ask("base")(prompts), "tuned": ask("tuned")(prompts)}
         refused = {side: [judged(judge, r["prompt"], a) for r, a in zip(rows, said[side])] for side in said}
         changed = [{"prompt": r["prompt"], "category": r["category"], "base": b, "tuned": t}
                    for r, b, t, rb, rt in zip(rows, said["base"], said["tuned"], refused["base"], refused["tuned"])
@@ -100,31 +114,25 @@ def words(s: dict[str, Any]) -> str:
     return line
 
 
-def replay_examples(model, tok, n: int, seed: int, cache: Path, key: str,
-                    note: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Up to `n` chat examples of the base model's own refusals to the replay set (generated
-    once per model revision with the adapter off, cached); none when it refuses nothing."""
-    import json
+def replay_examples(model, tok, n: int, seed: int, memo, note: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Up to `n` chat examples of the base model's own refusals to the replay set (its answers
+    generated once per model revision with the adapter off, kept by `memo`); none when it
+    refuses nothing."""
     import random
 
     from .chat import generate_batch
-    from .faults import atomic_write_text
+    from .replay import complete
     from .train.selection import evaluating
 
-    path = Path(cache) / f"safety-{key}.json"
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, ValueError):
-        prompts = [r["prompt"] for r in read("replay_harmful.txt")]
+    def generate(prompts: list[str]) -> list[str]:
         note(f"The base model answers {len(prompts)} harmful requests, to keep the ones it refuses "
-             "(safety replay; once per model, cached).")
+             "(safety replay; once per model, kept).")
         with model.disable_adapter(), evaluating(model):
-            said = generate_batch(model, tok, [[{"role": "user", "content": p}] for p in prompts], ANSWER_TOKENS)
-        from .replay import complete
+            return generate_batch(model, tok, [[{"role": "user", "content": p}] for p in prompts], ANSWER_TOKENS)
 
-        rows = [{"prompt": p, "answer": complete(a)} for p, a in zip(prompts, said) if refuses(a) and complete(a)]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(rows))
+    prompts = [r["prompt"] for r in read("replay_harmful.txt")]
+    said = memo.answers("safety-replay", prompts, ANSWER_TOKENS, generate)
+    rows = [{"prompt": p, "answer": complete(a)} for p, a in zip(prompts, said) if refuses(a) and complete(a)]
     picked = random.Random(seed).sample(rows, min(n, len(rows)))
     return [{"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["answer"]}]}
             for r in picked]

@@ -53,20 +53,21 @@ def test_the_report_checks_refusals_before_and_after(studio, trained_report):
 
 @pytest.mark.e2e
 def test_safety_replay_mixes_in_the_base_models_refusals(studio, faq_dataset, tiny_model):
-    """The two-layer model refuses nothing, so its 'own' refusals are seeded in its cache; the
-    run mixes them in and says so; a model that refuses nothing trains without them, with a note."""
-    from studio import replay
+    """The two-layer model refuses nothing, so its 'own' refusals are seeded in its kept answers;
+    the run mixes them in and says so; a model that refuses nothing trains without them, with a note."""
     from studio.levers import rows
 
-    key = replay.model_key(Path(tiny_model))
-    cache = studio.home.root / "replay" / f"safety-{key}.json"
     run = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, [
         "train.replay=0", "train.forget_budget=0", "train.eval_every=0", "train.safety_replay=0.1"], max_steps=2)
     studio.train_run(run["id"])
     notes = [e["note"] for e in studio.run_events(run["id"]) if e.get("note")]
     assert any("refused none of the harmful requests" in n for n in notes)
-    cache.write_text(json.dumps([{"prompt": r["prompt"], "answer": "I'm sorry, but I can't help with that."}
-                                 for r in safety.read("replay_harmful.txt")]))
+    from studio.replay import model_key
+
+    kept, = (studio.home.root / "replay").glob(f"*-{model_key(Path(tiny_model))}-*-safety-replay.json")
+    memo = json.loads(kept.read_text())
+    assert len(memo["answers"]) == len(safety.read("replay_harmful.txt"))
+    kept.write_text(json.dumps({**memo, "answers": ["I'm sorry, but I can't help with that."] * len(memo["answers"])}))
     run = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, [
         "train.replay=0", "train.forget_budget=0", "train.eval_every=0", "train.safety_replay=0.1"], max_steps=2)
     studio.train_run(run["id"])
@@ -75,3 +76,40 @@ def test_safety_replay_mixes_in_the_base_models_refusals(studio, faq_dataset, ti
     row = next(r for r in rows(studio.store.get_run(run["id"]), studio.run_events(run["id"]))
                if r["lever"] == "safety replay")
     assert row["on"] and "own refusals" in row["did"]
+
+
+def test_base_answers_are_generated_once_per_model_and_prompts(tmp_path):
+    from studio.base_answers import Memo
+
+    calls = []
+
+    def gen(ps):
+        calls.append(list(ps))
+        return [p.upper() for p in ps]
+    memo = Memo(tmp_path, "my/model", "k1-cpu-float32")
+    assert memo.answers("set", ["a", "b"], 8, gen) == ["A", "B"] and len(calls) == 1
+    assert memo.answers("set", ["a", "b"], 8, gen) == ["A", "B"] and len(calls) == 1      # kept
+    assert Memo(tmp_path, "my/model", "k1-cpu-float32").answers("set", ["a", "b"], 8, gen) == ["A", "B"]
+    assert len(calls) == 1                                                                # on disk
+    memo.answers("set", ["a", "c"], 8, gen)                        # other prompts: asked again
+    memo.answers("set", ["a", "c"], 16, gen)                       # a longer answer: asked again
+    Memo(tmp_path, "my/model", "k2-cpu-float32").answers("set", ["a", "c"], 16, gen)   # another revision
+    assert len(calls) == 4
+    (file,) = [f for f in tmp_path.iterdir() if "k1" in f.name]
+    file.write_text("{damaged")
+    assert memo.answers("set", ["a", "c"], 16, gen) == ["A", "C"] and len(calls) == 5    # damaged: again
+    assert Memo(None, "m", "k").answers("set", ["x"], 8, gen) == ["X"] and len(calls) == 6  # nothing kept
+
+
+def test_the_embedded_models_shipped_base_answers_match_the_sets(embedded_model_dir):
+    """Shipped answers are used only while their key and prompts match: when a set or the model
+    changes, `python -m studio.base_answers MODEL_FOLDER smollm2-135m-instruct` writes them again."""
+    from studio.base_answers import ASSETS, digest
+    from studio.replay import model_key, retention_rows
+    from studio.report import RETENTION_TOKENS
+
+    key = f"{model_key(Path(embedded_model_dir))}-cpu-float32"
+    for name, prompts, tokens in [("retention", [r["question"] for r in retention_rows()], RETENTION_TOKENS),
+                                  *safety.memo_sets()]:
+        data = json.loads((ASSETS / f"smollm2-135m-instruct-{key}-{name}.json").read_text())
+        assert data["digest"] == digest(prompts, tokens) and len(data["answers"]) == len(prompts), name

@@ -237,14 +237,14 @@ def safety_replay(spec, tok, model, model_path: Path, home: Path, n_train: int,
                   train_set: list[dict[str, Any]], say, quiet) -> int:
     """train.safety_replay: the base model's own refusals mixed in (safety.py); how many."""
     from .. import safety
+    from ..base_answers import memo_for
     from ..data.templates import has_chat_template
-    from ..replay import model_key
 
     t = spec.train
     if t.safety_replay <= 0 or not has_chat_template(tok):
         return 0
     want = max(1, round(t.safety_replay * n_train))
-    rows = safety.replay_examples(model, tok, want, t.seed, home / "replay", model_key(model_path), say)
+    rows = safety.replay_examples(model, tok, want, t.seed, memo_for(home / "replay", spec.model, model_path, model), say)
     if not rows:
         quiet("Safety replay is on, but the base model refused none of the harmful requests it was "
               "asked, so there is no refusal to keep; training without it.")
