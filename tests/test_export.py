@@ -105,12 +105,17 @@ def test_architectures_end_to_end(tmp_path, model_type, embedded_model_dir, sp_m
     ids = [1, 200, 300, 250, 100, 2]
     with torch.no_grad():
         ref = merged(torch.tensor([ids])).logits[0].numpy()
-    tuned = converter.convert_model(merged_dir, tmp_path / "tuned-f32.gguf", "f32")
+    # the four conversions are independent child processes: two at a time (one per core)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(converter.convert_model, merged_dir, tmp_path / "tuned-f32.gguf", "f32"),
+                pool.submit(converter.convert_model, d, tmp_path / "base-f32.gguf", "f32"),
+                pool.submit(converter.convert_lora, adapter, d, tmp_path / "lora-f32.gguf", "f32"),
+                pool.submit(converter.convert_model, merged_dir, tmp_path / "tuned-q8_0.gguf", "q8_0")]
+        tuned, base, lora, q8 = [j.result() for j in jobs]
     assert np.abs(logits_cpp(tuned, ids) - ref).max() < 5e-3
-    base = converter.convert_model(d, tmp_path / "base-f32.gguf", "f32")
-    lora = converter.convert_lora(adapter, d, tmp_path / "lora-f32.gguf", "f32")
     assert np.abs(logits_cpp(base, ids, lora) - ref).max() < 5e-3
-    q8 = converter.convert_model(merged_dir, tmp_path / "tuned-q8_0.gguf", "q8_0")
     got = logits_cpp(q8, ids)  # 8-bit codes: close, not equal (relative RMS error of the logits)
     assert np.sqrt(((got - ref) ** 2).mean() / (ref ** 2).mean()) < 0.15
     assert not list(tmp_path.glob("*.partial-*"))                   # nothing half-written left
