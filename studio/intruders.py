@@ -154,18 +154,12 @@ def apply(run_dir: Path, base_state, value: float) -> dict[str, Any]:
     it again. Returns the counts before and after."""
     from safetensors.torch import save_file
 
-    from .errors import RunError
-    from .strength import FULL, WEIGHTS, current
-    from .train.checkpoints import MARK
+    from .strength import FULL, WEIGHTS, current, finished_lora
 
     run_dir = Path(run_dir)
-    adapter, full = run_dir / "adapter", run_dir / FULL
-    if not (adapter / MARK).exists():
-        raise RunError(f"Run {run_dir.name} has no finished adapter to scale.")
-    cfg = json.loads((adapter / "adapter_config.json").read_text())
-    if cfg.get("use_dora"):
-        raise RunError("Targeted strength works for LoRA and rsLoRA adapters, not DoRA (its "
-                       "magnitude vector is no sum of singular directions).")
+    adapter, full, cfg = finished_lora(run_dir, "to scale", (
+        "Targeted strength works for LoRA and rsLoRA adapters, not DoRA (its magnitude vector is "
+        "no sum of singular directions)."))
     strength = current(run_dir)
     if not full.exists():
         tmp = run_dir / f".{FULL}-tmp"

@@ -65,23 +65,31 @@ def scaled(model, factor: float) -> Iterator[None]:
             m.scaling[name] = value
 
 
+def finished_lora(run_dir: Path, doing: str, dora: str) -> tuple[Path, Path, dict]:
+    """A run's finished adapter (its folder, the as-trained copy's folder, its config), refused
+    with `dora` when it is DoRA and with a message when it is not finished."""
+    from .train.checkpoints import MARK
+
+    adapter, full = Path(run_dir) / "adapter", Path(run_dir) / FULL
+    if not (adapter / MARK).exists():
+        raise RunError(f"Run {Path(run_dir).name} has no finished adapter {doing}.")
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    if cfg.get("use_dora"):
+        raise RunError(dora)
+    return adapter, full, cfg
+
+
 def apply(run_dir: Path, value: float) -> Path:
     """Rewrite the run's adapter at strength `value` (from the original, kept in adapter-full/);
     written whole or not at all."""
     from safetensors.torch import load_file, save_file
 
-    from .train.checkpoints import MARK
-
     value = check(value)
     run_dir = Path(run_dir)
-    adapter, full = run_dir / "adapter", run_dir / FULL
-    if not (adapter / MARK).exists():
-        raise RunError(f"Run {run_dir.name} has no finished adapter to set a strength on.")
-    cfg = json.loads((adapter / "adapter_config.json").read_text())
-    if cfg.get("use_dora"):
-        raise RunError("Adapter strength works for LoRA and rsLoRA adapters, not DoRA (its magnitude "
-                       "vector makes a scaled update something other than a blend with the base "
-                       "model). Use Compare's slider to look, or train again with fewer steps.")
+    adapter, full, cfg = finished_lora(run_dir, "to set a strength on", (
+        "Adapter strength works for LoRA and rsLoRA adapters, not DoRA (its magnitude vector makes "
+        "a scaled update something other than a blend with the base model). Use Compare's slider "
+        "to look, or train again with fewer steps."))
     if not full.exists():  # the first change: keep the adapter as trained
         tmp = run_dir / f".{FULL}-tmp"
         shutil.rmtree(tmp, ignore_errors=True)
