@@ -51,7 +51,9 @@ class Memo:
                 data = json.loads((folder / self._file(name)).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            said = data.get("answers") if isinstance(data, dict) else None
+            if not isinstance(data, dict):
+                continue
+            said = data.get("answers")
             if data.get("digest") == want and isinstance(said, list) and len(said) == len(prompts):
                 return said
         said = generate(prompts)

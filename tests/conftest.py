@@ -88,6 +88,15 @@ E2E_MODULES = {"test_browser", "test_compare", "test_export", "test_faults", "te
 E2E_FIXTURES = {"trained_run", "trained_report", "llama_server"}
 
 
+def crash(home: Path, point: str, *args: str, timeout: int = 300):
+    """Run a CLI command that kills itself (-9) at the named point (studio/faults.py)."""
+    import signal
+
+    r = run_cli(*args, home=home, env={"STUDIO_CRASH_AT": point}, timeout=timeout)
+    assert r.returncode == -signal.SIGKILL, (point, r.returncode, r.stderr[-2000:])
+    return r
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.module.__name__ in E2E_MODULES or E2E_FIXTURES & set(item.fixturenames):

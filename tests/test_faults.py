@@ -7,15 +7,13 @@ twice, no run past its max steps, no temp/partial file left, every complete arti
 exactly once, the name or run usable again. Disk-full is injected the same way
 (STUDIO_FAULT_ENOSPC=<point>) and must end in one clear message with nothing half-written.
 """
-import json
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, make_tiny_llama, run_cli
+from conftest import ROOT, crash, make_tiny_llama, run_cli
 
 SAMPLE = ROOT / "assets" / "sample" / "product_faq.jsonl"
 STEPS = 6
@@ -40,12 +38,6 @@ def studio_at(home: Path):
     from studio.api import Studio
 
     return Studio(home)  # every start reconciles what a crash left
-
-
-def crash(home: Path, point: str, *args: str, timeout: int = 300):
-    r = run_cli(*args, home=home, env={"STUDIO_CRASH_AT": point}, timeout=timeout)
-    assert r.returncode == -signal.SIGKILL, (point, r.returncode, r.stderr[-2000:])
-    return r
 
 
 def leftovers(home: Path) -> list[str]:

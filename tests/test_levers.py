@@ -3,12 +3,11 @@ cache), targeted strength (intruder dimensions found and scaled, the adapter sti
 where the update goes (lora.layers, targets=mlp), held-out files, and a run with every lever on
 that is killed and resumed."""
 import json
-import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, crash
 
 FACTS = ROOT / "benchmarks" / "facts"
 
@@ -178,9 +177,7 @@ def test_every_lever_on_survives_kill_9_and_reports_each(studio, faq_dataset, ti
     replay.write_answers(replay.cache_path(studio.home.root / "replay", tiny_model, key), key,
                          tiny_model, shipped)
     run = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, levers, max_steps=6)
-    r = run_cli("train", "--resume", run["id"], "--json", home=studio.home.root,
-                env={"STUDIO_CRASH_AT": "train.event_logged@3"})
-    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    crash(studio.home.root, "train.event_logged@3", "train", "--resume", run["id"], "--json")
     done = studio.train_run(run["id"])
     assert done["status"] == "completed" and done["step"] == 6
     events = studio.run_events(run["id"])

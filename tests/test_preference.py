@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, crash, run_cli
 
 SAMPLE = ROOT / "assets" / "sample" / "product_preferences.jsonl"
 HH = ("\n\nHuman: Who makes the Nimbus Orbit?\n\nAssistant: Fernwick Labs makes it.",
@@ -108,13 +108,9 @@ def prefs(studio):
 @pytest.mark.e2e
 @pytest.mark.parametrize("objective", ["dpo", "orpo"])
 def test_dpo_and_orpo_train_log_reward_margins_and_resume_after_kill_9(studio, prefs, tiny_model, objective):
-    import signal
-
     run = studio.train_create("cpu-quickstart", prefs, tiny_model, [
         "train.save_every=2", "train.eval_every=3", "train.max_len=128"], max_steps=4, objective=objective)
-    r = run_cli("train", "--resume", run["id"], "--json", home=studio.home.root,
-                env={"STUDIO_CRASH_AT": "train.event_logged@3"})
-    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    crash(studio.home.root, "train.event_logged@3", "train", "--resume", run["id"], "--json")
     done = studio.train_run(run["id"])
     assert done["status"] == "completed" and done["step"] == 4
     events = studio.run_events(run["id"])

@@ -98,7 +98,9 @@ def test_base_answers_are_generated_once_per_model_and_prompts(tmp_path):
     (file,) = [f for f in tmp_path.iterdir() if "k1" in f.name]
     file.write_text("{damaged")
     assert memo.answers("set", ["a", "c"], 16, gen) == ["A", "C"] and len(calls) == 5    # damaged: again
-    assert Memo(None, "m", "k").answers("set", ["x"], 8, gen) == ["X"] and len(calls) == 6  # nothing kept
+    file.write_text("[1, 2]")
+    assert memo.answers("set", ["a", "c"], 16, gen) == ["A", "C"] and len(calls) == 6    # not ours: again
+    assert Memo(None, "m", "k").answers("set", ["x"], 8, gen) == ["X"] and len(calls) == 7  # nothing kept
 
 
 def test_the_embedded_models_shipped_base_answers_match_the_sets(embedded_model_dir):
