@@ -83,6 +83,8 @@ def test_kill_9_then_resume_continues_to_the_same_step(studio, faq_dataset, tiny
     steps = [json.loads(x)["step"] for x in (run_dir / "events.jsonl").read_text().splitlines()
              if "tokens_per_s" in x]
     assert steps == list(range(1, 9))  # the curve continues: no reset, no repeats
+    spent = [n["note"] for n in studio.run_events(run["id"]) if "Where the time went" in n.get("note", "")]
+    assert spent == [spent[-1]] and spent[-1].startswith("Where the time went in steps 5–8 (")  # its own segment
 
 
 def _alive(pid):

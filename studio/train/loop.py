@@ -312,7 +312,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
             result.update(finish(run_dir, p, trainer, tok, watcher, done))
         result["status"] = (RunStatus.COMPLETED if done else RunStatus.STOPPED).value
         shutil.rmtree(staging, ignore_errors=True)
-        spent = phases.summary()
+        spent = phases.summary((start + 1, trainer.state.global_step) if start or not done else None)
         result["phases"] = spent
         with open(run_dir / "events.jsonl", "a") as f:
             f.write(json.dumps({"step": trainer.state.global_step, "phases": spent}) + "\n")

@@ -66,12 +66,15 @@ class Phases:
             optimizer.step = self.wrap("optimizer", optimizer.step)
             optimizer.step._studio_timed = True
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, steps: tuple[int, int] | None = None) -> dict[str, Any]:
+        """`steps`: the first and last step this process trained, named in the line when the run
+        was stopped or resumed (each process's time is its own line)."""
         wall = max(1e-9, time.perf_counter() - self.t0)
         shares = {k: round(v / wall, 4) for k, v in self.seconds.items()}
         other = max(0.0, 1 - sum(shares.values()))
         parts = sorted(((shares[k], WORDS[k]) for k in ORDER if shares[k] >= 0.005), reverse=True)
-        line = (f"Where the time went ({wall:.0f} s): " + ", ".join(f"{w} {s:.0%}" for s, w in parts)
+        span = f" in steps {steps[0]}–{steps[1]}" if steps and steps[0] <= steps[1] else ""
+        line = (f"Where the time went{span} ({wall:.0f} s): " + ", ".join(f"{w} {s:.0%}" for s, w in parts)
                 + (f", the rest {other:.0%}" if other >= 0.005 else "") + ".")
         return {"wall_s": round(wall, 2), "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
                 "shares": shares, "other_share": round(other, 4), "line": line}
