@@ -132,13 +132,24 @@ def make_tiny_llama(folder: Path, embedded_model_dir: Path, hidden: int = 32) ->
     return folder
 
 
-@pytest.fixture(scope="session")
-def studio_home(tmp_path_factory, embedded_model_dir) -> Path:
-    home = tmp_path_factory.mktemp("studio-home")
+def new_home(tmp_path_factory, name: str, embedded_model_dir: Path) -> Path:
+    """A studio home with the embedded model (hard links). Its replay cache — the base model's
+    own answers and next-token distributions, taken once per model (≈30 s for the soft anchor's)
+    — is the session's one shared folder: the first run that needs them makes them (written
+    atomically), every other home reads them."""
+    home = tmp_path_factory.mktemp(name)
     dst = home / "models" / embedded_model_dir.name
     dst.parent.mkdir(parents=True)
     shutil.copytree(embedded_model_dir, dst, copy_function=os.link)
+    shared = tmp_path_factory.getbasetemp() / "shared-replay"
+    shared.mkdir(exist_ok=True)
+    (home / "replay").symlink_to(shared, target_is_directory=True)
     return home
+
+
+@pytest.fixture(scope="session")
+def studio_home(tmp_path_factory, embedded_model_dir) -> Path:
+    return new_home(tmp_path_factory, "studio-home", embedded_model_dir)
 
 
 @pytest.fixture(scope="session")

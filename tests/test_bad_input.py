@@ -5,16 +5,14 @@ an exception escaping it fails the case. The big-input cases also check peak mem
 import contextlib
 import io
 import json
-import os
 import random
-import shutil
 import string
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, new_home
 
 SAMPLE = ROOT / "assets" / "sample" / "product_faq.jsonl"
 GOOD = '{"prompt": "What colour is the Orbit?", "completion": "It is green."}\n'
@@ -22,8 +20,7 @@ GOOD = '{"prompt": "What colour is the Orbit?", "completion": "It is green."}\n'
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, embedded_model_dir):
-    h = tmp_path_factory.mktemp("bad-input-home")
-    shutil.copytree(embedded_model_dir, h / "models" / embedded_model_dir.name, copy_function=os.link)
+    h = new_home(tmp_path_factory, "bad-input-home", embedded_model_dir)
     assert cli(h, "data", "prepare", str(SAMPLE), "--name", "faq")[0] == 0
     return h
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, new_home
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -37,8 +37,7 @@ def app_url(tmp_path_factory, embedded_model_dir):
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (make test installs it with apt-get)")
     pytest.importorskip("playwright")
-    home = tmp_path_factory.mktemp("browser-home")
-    shutil.copytree(embedded_model_dir, home / "models" / embedded_model_dir.name, copy_function=os.link)
+    home = new_home(tmp_path_factory, "browser-home", embedded_model_dir)
     port = free_port()
     log = open(tmp_path_factory.mktemp("logs") / "app.log", "w")
     # A run started here holds at step 3 until Stop is pressed: the walk's Stop can never lose a
@@ -58,14 +57,27 @@ def app_url(tmp_path_factory, embedded_model_dir):
     yield url
     proc.terminate()
     proc.wait(10)
+    stop_runs(home)
+
+
+def stop_runs(home: Path) -> None:
+    """Stop every run still training: a failed test must not leave a trainer running, which
+    would slow every later test down (and a fresh tab follows the run training now)."""
     from studio.api import Studio
 
-    for run in Studio(home).runs_list():  # a failed test must not leave a trainer running
+    studio = Studio(home)
+    for run in studio.runs_list():
         if run["active"]:
             try:
-                Studio(home).run_stop(run["id"])
+                studio.run_stop(run["id"])
             except Exception:
                 pass
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_behind(app_url):
+    yield
+    stop_runs(HOME["path"])
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +340,7 @@ def test_two_tabs_keep_their_own_state(app_url, browser):
     for name, p in pages.items():  # each tab's Train step offers the dataset that tab prepared
         box = p.get_by_role("combobox", name="Dataset", exact=True)
         try:
-            wait_until(lambda: box.input_value() == f"{name}@v1", 60)
+            wait_until(lambda: box.input_value() == f"{name}@v1")
         except AssertionError:
             pytest.fail(f"{name}'s Train step offers {box.input_value()!r}, not {name}@v1")
     assert "No run in view." in pages["tab-b"].content()

@@ -8,12 +8,11 @@ exactly once, the name or run usable again. Disk-full is injected the same way
 (STUDIO_FAULT_ENOSPC=<point>) and must end in one clear message with nothing half-written.
 """
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, crash, make_tiny_llama, run_cli
+from conftest import ROOT, crash, make_tiny_llama, new_home, run_cli
 
 SAMPLE = ROOT / "assets" / "sample" / "product_faq.jsonl"
 STEPS = 6
@@ -26,8 +25,7 @@ TRAIN_SET = ["train.replay=0", "train.forget_budget=0",  # kill points, not the 
 def home(tmp_path_factory, embedded_model_dir):
     """A studio home with the embedded model, a 2-layer model of the same tokenizer (trains in
     a blink) and a prepared dataset."""
-    h = tmp_path_factory.mktemp("fault-home")
-    shutil.copytree(embedded_model_dir, h / "models" / embedded_model_dir.name, copy_function=os.link)
+    h = new_home(tmp_path_factory, "fault-home", embedded_model_dir)
     make_tiny_llama(h / "models" / "tiny-llama", embedded_model_dir)
     s = studio_at(h)
     s.data_prepare([str(SAMPLE)], "faq", val_fraction=0.1)

@@ -166,6 +166,8 @@ def test_factuality_pairs_keep_only_the_questions_the_model_gets_wrong(studio, f
     reasons = {d["reason"]: d["count"] for d in p["left_out"]}
     assert reasons == {"the model already answers it right (nothing to prefer)": 2, "the model gave no answer": 2}
     assert set(out["formats"]) == {"preference"}
+    held = studio.data.get(faq_dataset)["stats"]["heldout"]             # the FAQ's paraphrases score
+    assert held and out["heldout"] == held                               # the pairs' runs too
     from studio.data.prepare import read_split
 
     row = read_split(out["path"], "train")[0]

@@ -151,6 +151,21 @@ def test_train_tick_follows_a_run(studio, faq_dataset, trained_run):
 
 
 # ---- compare ------------------------------------------------------------------------------
+def test_a_tab_offers_its_own_dataset_while_it_follows_another_tabs_run(studio, trained_run, monkeypatch):
+    """A fresh tab follows the run training now, whoever started it; the dataset this tab then
+    prepares is what its Train step offers, never that run's (seen as tab A offered the walk's
+    dataset while the walk's run went on training on a busy machine)."""
+    studio.data_prepare([str(ROOT / "assets" / "sample" / "product_faq.jsonl")], "tab-own")
+    real = studio.run_show
+    monkeypatch.setattr(studio, "run_show", lambda rid: {**real(rid), "active": True})
+    mine = Session(run_id=trained_run["id"], run_active=True, dataset="tab-own@v1")
+    ds, *_ = train_step.refresh(studio, mine)
+    assert ds["value"] == "tab-own@v1" and trained_run["dataset"] != "tab-own@v1"
+    ds, *_ = train_step.refresh(studio, dataclasses.replace(mine, dataset=None))
+    assert ds["value"] == trained_run["dataset"]                       # nothing of its own: the run's
+    studio.data_delete("tab-own")
+
+
 def test_compare_ask_streams_both_sides(studio, trained_run):
     first = next(compare_step.ask(studio, "", "hf", 16, 0, 0, "", [], [], "hi"))
     assert first[2].startswith("⚠️ Pick a run")

@@ -44,6 +44,21 @@ def sample_heldout(files: list[str]) -> Path | None:
     return None
 
 
+def held_file(folder: Path, tmp: Path) -> str | None:
+    """The dataset version's held-out questions as a file `prepare` reads (None without any):
+    pairs made from a Q/A set ask the same facts, so its held-out questions score them too."""
+    from . import heldout
+
+    rows = heldout.load(folder)
+    if not rows:
+        return None
+    path = tmp / "heldout.jsonl"
+    path.write_text("".join(json.dumps({"question": r["messages"][-1]["content"], "answer": r["answer"],
+                                        "expect": r["expect"]}, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")
+    return str(path)
+
+
 class DataService:
     def __init__(self, store, datasets_dir: Path, cache):
         self.store, self.datasets_dir, self.cache = store, Path(datasets_dir), cache
@@ -237,7 +252,7 @@ class DataService:
         with tempfile.TemporaryDirectory(prefix=".pairs-", dir=self.datasets_dir) as tmp:
             src = Path(tmp) / f"{d['name']}-factuality.jsonl"
             src.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in made) + "\n", encoding="utf-8")
-            summary = self.prepare([str(src)], name, model=model,
+            summary = self.prepare([str(src)], name, model=model, heldout=held_file(Path(d["path"]), Path(tmp)),
                                    val_fraction=d["params"].get("val_fraction", 0.1))
         summary["pairs"] = {"made": len(made), "known": ctx.counters["factuality_known"],
                             "asked": len(rows), "generator": gen.label,

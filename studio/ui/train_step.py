@@ -135,7 +135,7 @@ def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, 
                  if type(e).__name__ == "ModelError" else "")
         return plain_keys(error_text(e)) + where, session
     return (f"Started run `{run['id']}`…",
-            dataclasses.replace(session, run_id=run["id"], run_active=True))
+            dataclasses.replace(session, run_id=run["id"], run_active=True, dataset=dataset))
 
 
 LABELS = {"train.lr": "Learning rate", "train.max_steps": "Steps", "lora.rank": "LoRA rank",
@@ -290,8 +290,8 @@ def refresh(studio, session: Session, model_ref: str | None = None):
     if not names:
         start = gr.update(interactive=False, value="Start (prepare a dataset first)")
     preset, dataset, lr, steps, rank, max_len, batch = form_of(studio, session)
-    if run and not run["active"] and session.dataset in names:
-        dataset = session.dataset  # prepared since that run: the next run trains on it
+    if session.dataset in names:  # this tab's own latest choice, prepared or trained on, even while
+        dataset = session.dataset  # it follows a run of another tab (a fresh tab follows the one training)
     if run is None:
         dataset = session.dataset or (names[0] if names else None)
         max_len = max(session.train_len, 256) if session.train_len else gr.update()
