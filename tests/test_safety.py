@@ -62,9 +62,11 @@ def test_safety_replay_mixes_in_the_base_models_refusals(studio, faq_dataset, ti
     studio.train_run(run["id"])
     notes = [e["note"] for e in studio.run_events(run["id"]) if e.get("note")]
     assert any("refused none of the harmful requests" in n for n in notes)
+    from studio.base_answers import Memo
     from studio.replay import model_key
 
-    kept, = (studio.home.root / "replay").glob(f"*-{model_key(Path(tiny_model))}-*-safety-replay.json")
+    stem = Memo(None, tiny_model, "").stem  # this model reference's memo (the folder is shared)
+    kept, = (studio.home.root / "replay").glob(f"{stem}-{model_key(Path(tiny_model))}-*-safety-replay.json")
     memo = json.loads(kept.read_text())
     assert len(memo["answers"]) == len(safety.read("replay_harmful.txt"))
     kept.write_text(json.dumps({**memo, "answers": ["I'm sorry, but I can't help with that."] * len(memo["answers"])}))
