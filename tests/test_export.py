@@ -210,9 +210,13 @@ def test_ollama_adapter_and_merged(studio, trained_run, tmp_path, embedded_model
     text = Path(o["modelfile"]).read_text()
     assert "\nFROM ./" in text and 'PARAMETER stop "<|im_end|>"' in text
     assert "<|im_start|>assistant" in text and "SYSTEM" in text and "ollama create" in o["use"]["ollama"]
-    # a GGUF exported already: the Ollama folder links it (no second copy) and keeps its parity
+    # the same model and quant exported again: linked, not converted again; checked all the same
     g = studio.export("gguf", run_id=trained_run["id"], quant="f16", out=str(tmp_path / "t.gguf"),
                       verify=True)
+    assert g["gguf_from"] == o["gguf"] and g["gguf_linked"] and g["parity"]["passed"]
+    assert Path(g["path"]).stat().st_ino == Path(o["gguf"]).stat().st_ino
+    assert studio.exports_list(trained_run["id"])[0]["parity"] == g["parity"]
+    # a GGUF exported already: the Ollama folder links it (no second copy) and keeps its parity
     stages = []
     o2 = studio.export("ollama", run_id=trained_run["id"], quant="f16", out=str(tmp_path / "o2"),
                        verify=True, progress=lambda f, msg: stages.append(msg))

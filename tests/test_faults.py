@@ -174,7 +174,7 @@ def done_run(home):
 EXPORT_CASES = [
     ("adapter", None, "export.partial_written", False),
     ("ollama", "f16", "export.partial_written", False),
-    ("gguf", "f16", "export.converted", False),
+    ("gguf", "q8_0", "export.converted", False),  # a quant not exported yet: converted, not linked
     ("gguf", "f16", "export.intent_written", False),
     ("gguf", "f16", "export.renamed", True),
     ("merged", None, "export.renamed", True),
@@ -212,8 +212,8 @@ def test_disk_full_prepare_and_export(home, done_run):
     assert not [d for d in s.data_list() if d["name"] == "full-disk"] and leftovers(home) == []
     n = len(s.exports_list(done_run))
     for fmt, point in (("adapter", "export.write"), ("gguf", "export.convert")):
-        _enospc(home, point, "export", "--run", done_run, "--format", fmt, "--quant", "f16"
-                if fmt == "gguf" else "f32")
+        _enospc(home, point, "export", "--run", done_run, "--format", fmt, "--quant", "bf16"
+                if fmt == "gguf" else "f32")  # bf16: not exported before, so converted (not linked)
     s = studio_at(home)
     assert len(s.exports_list(done_run)) == n and leftovers(home) == []
 

@@ -343,3 +343,20 @@ def test_one_sequence_batches_have_no_position_ids_so_no_mask():
     finally:
         torch.nn.functional.scaled_dot_product_attention = real
     assert seen[0] is None and seen[-1] is not None
+
+
+def test_a_short_run_takes_the_anchor_on_as_many_sequences_as_it_draws(monkeypatch):
+    """The base distributions are taken for the replay sequences a run can draw in all (steps ×
+    micro-batches × per batch × processes), never more: an 8-step walk does not pay for 229."""
+    from types import SimpleNamespace
+
+    from studio.train.batches import anchor_draws
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    t = SimpleNamespace(max_steps=8, epochs=1.0, micro_batch=4, grad_accum=2)
+    assert anchor_draws(t, 4, 72) == 8 * 2 * 4
+    by_epochs = SimpleNamespace(max_steps=0, epochs=2.0, micro_batch=4, grad_accum=1)
+    assert anchor_draws(by_epochs, 4, 72) == 36 * 4                   # ⌈2 × 72 / 4⌉ steps
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert anchor_draws(t, 4, 72) == 8 * 2 * 2 * 4                      # every process draws its own
+    assert anchor_draws(by_epochs, 4, 72) == 18 * 2 * 4                 # each sees half the data

@@ -131,6 +131,11 @@ def _write_merged(job: Job):
 
 
 def _write_gguf(job: Job):
+    if job.reuse:  # the same GGUF was exported already: link it (atomically), parity and all
+        tmp = partial(job.out)
+        how = link_or_copy(job.reuse[0], tmp)
+        os.replace(tmp, job.out)
+        return {"gguf_from": str(job.reuse[0]), "gguf_linked": how == "linked"}, None
     model = tuned_model(job.base_folder, job.adapter)
     write_gguf(job, model, job.out, job.quant)
     return {}, model
@@ -317,6 +322,8 @@ def check_parity(fmt: str, job: Job, result: dict[str, Any], parity_model,
     require_llama_cpp()
     if job.progress:
         job.progress(0.9, "checking parity with llama.cpp")
+    if fmt != "lora-gguf" and parity_model is None:  # a GGUF linked from an unchecked export
+        parity_model = tuned_model(job.base_folder, job.adapter)
     if parity_model is None:  # a LoRA GGUF: the tuned model is base + adapter, unmerged
         from peft import PeftModel
 

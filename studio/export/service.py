@@ -85,7 +85,8 @@ class ExportService:
         need = exporter.bytes_needed(f, quant, params)
         exporter.check_out(dest, need, f.is_dir, force)
         job = exporter.Job(base_folder, adapter, dest, quant, label, self.cache.tokenizer(model_ref),
-                           progress, self.same_gguf(run_id, model_ref, quant, adapter) if fmt == "ollama" else None)
+                           progress, self.same_gguf(run_id, model_ref, quant, adapter, dest)
+                           if fmt in ("gguf", "ollama") else None)
         row = {"run_id": run_id, "model": model_ref, "format": fmt, "quant": quant, "path": str(dest)}
         intent = self._intend(row)  # a kill from here on is reconciled at the next start
         crash_point("export.intent_written")
@@ -100,14 +101,19 @@ class ExportService:
         result["use"] = f.usage(result["path"], label.lower())
         return result
 
-    def same_gguf(self, run_id: str | None, model_ref: str, quant: str, adapter: Path | None):
-        """A GGUF export of this very model (same run or base, same quant, newer than the
-        adapter's last change, e.g. a new strength) → (path, parity), for the Ollama folder."""
+    def same_gguf(self, run_id: str | None, model_ref: str, quant: str, adapter: Path | None,
+                  dest: Path) -> tuple[Path, Any] | None:
+        """A GGUF exported already of this very model (same run or base, same quant, newer than
+        the adapter's last change, e.g. a new strength) — a GGUF export's file or the one in an
+        Ollama folder → (path, parity), so the new export links it instead of converting again."""
         changed = max((f.stat().st_mtime for f in adapter.iterdir()), default=0) if adapter else 0
         for e in self.store.list_exports(run_id):
+            if e["format"] not in ("gguf", "ollama") or (e["run_id"], e["model"], e["quant"]) != (
+                    run_id, model_ref, quant):
+                continue
             p = Path(e["path"])
-            if (e["format"] == "gguf" and e["run_id"] == run_id and e["model"] == model_ref
-                    and e["quant"] == quant and p.is_file() and p.stat().st_mtime > changed):
+            p = p if e["format"] == "gguf" else next(iter(sorted(p.glob("*.gguf"))), p)
+            if p.is_file() and p.stat().st_mtime > changed and p.resolve() != dest.resolve():
                 return p, e.get("parity")
         return None
 

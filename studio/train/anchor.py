@@ -53,29 +53,31 @@ def targets(model, pool: list[dict[str, Any]], k: int = TOP_K, batch_tokens: int
 
     from .selection import evaluating
 
-    out: list[tuple[Any, Any]] = []
+    out: dict[int, tuple[Any, Any]] = {}
+    order = sorted(range(len(pool)), key=lambda j: len(pool[j]["input_ids"]))  # little padding
     device = next(model.parameters()).device
     with torch.no_grad(), model.disable_adapter(), evaluating(model):
         i = 0
-        while i < len(pool):  # a few sequences per forward, right-padded
-            group = [pool[i]]
-            while (i + len(group) < len(pool) and
-                   (len(group) + 1) * max(len(p["input_ids"]) for p in pool[i:i + len(group) + 1]) <= batch_tokens):
-                group.append(pool[i + len(group)])
+        while i < len(order):  # a few sequences of similar length per forward, right-padded
+            n = 1
+            while i + n < len(order) and (n + 1) * len(pool[order[i + n]]["input_ids"]) <= batch_tokens:
+                n += 1
+            group = [pool[j] for j in order[i:i + n]]
             width = max(len(p["input_ids"]) for p in group)
             ids = torch.zeros(len(group), width, dtype=torch.long)
             att = torch.zeros(len(group), width, dtype=torch.long)
             for r, p in enumerate(group):
                 ids[r, :len(p["input_ids"])] = torch.tensor(p["input_ids"])
                 att[r, :len(p["input_ids"])] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits.float()
-            for r, p in enumerate(group):
-                lp = torch.log_softmax(logits[r, :len(p["input_ids"]) - 1], -1)
-                top = lp.topk(min(k, lp.shape[-1]), dim=-1)
-                out.append((top.indices.to(torch.int32).cpu(), top.values.cpu()))
+            logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits
+            for r, (j, p) in enumerate(zip(order[i:i + n], group)):
+                z = logits[r, :len(p["input_ids"]) - 1].float()
+                top = z.topk(min(k, z.shape[-1]), dim=-1)  # the same tokens as the log-probabilities'
+                logp = top.values - z.logsumexp(-1, keepdim=True)
+                out[j] = (top.indices.to(torch.int32).cpu(), logp.cpu())
             del logits
-            i += len(group)
-    return out
+            i += n
+    return [out[j] for j in range(len(pool))]
 
 
 def cached_targets(cache: Path, key: str, model, pool: list[dict[str, Any]], note) -> list[tuple[Any, Any]]:

@@ -57,6 +57,18 @@ def replay_count(ratio: float, n_train: int, whole: bool = False) -> tuple[int, 
         return 0, f"Training without self-replay: {e}"
 
 
+def anchor_draws(t, per_batch: int, n_train: int) -> int:
+    """How many replay sequences a run's batches draw in all (steps × micro-batches × per batch,
+    every process together): a pool larger than that is never seen whole, so a short run takes
+    the base model's distributions on that many sequences only, not on the whole set."""
+    import math
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    steps = t.max_steps or math.ceil(t.epochs * n_train / (t.micro_batch * t.grad_accum * world))
+    return max(1, steps * t.grad_accum * world * per_batch)
+
+
 def replay_examples(cache_dir: Path, model_ref: str, model_path: Path, model, tok, n: int, seed: int,
                     note: Callable[[str], None]) -> list[dict[str, Any]]:
     """`n` self-replay chat examples: the base model's own answers (shipped, cached under
@@ -203,7 +215,8 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
                   f"{sum(rep.paraphrase_dropped.values())} were left out (" + (", ".join(
                       f"{n} {why}" for why, n in rep.paraphrase_dropped.items()) or "none") + ").")
     train_set = encode_examples(tok, rows, t.max_len, numbered=True)
-    # kl: every batch draws its replay from the whole set (the pool's size costs nothing per step)
+    # kl: every batch draws its replay from the whole set (the pool's size costs nothing per step;
+    # its base distributions are taken once, for as many sequences as the run can draw)
     n_replay, why_not = replay_count(t.replay, len(train_set), whole=t.replay_mode == "kl")
     if why_not:
         say(why_not)
@@ -213,10 +226,11 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
     if replay and t.replay_mode == "kl":
         from .anchor import cached_targets
 
-        pool = encode_examples(tok, replay, t.max_len)
+        per_batch = max(1, round(t.replay * t.micro_batch))
+        pool = encode_examples(tok, replay[:anchor_draws(t, per_batch, len(train_set))], t.max_len)
         for row, target in zip(pool, cached_targets(home / "replay", model_key(model_path), model, pool, say)):
             row["targets"] = target
-        anchor = (pool, max(1, round(t.replay * t.micro_batch)), t.seed)
+        anchor = (pool, per_batch, t.seed)
         quiet(f"Soft anchor: each batch of {t.micro_batch} examples carries {anchor[1]} of the base "
               f"model's own answers to general prompts, on which the tuned model's next-token "
               f"distribution is pulled toward the base model's (KL, weight {t.replay_weight:g}).")
@@ -227,7 +241,7 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
     elif n_replay:
         say("Training without self-replay: the base model gave no finished answer to the general "
             "prompts (they are cut off or empty), so there is nothing to replay.")
-    levers["replayed"] = len(replay)
+    levers["replayed"] = len(anchor[0]) if anchor else len(replay)
     levers["safety_replayed"] = safety_replay(spec, tok, model, model_path, home, len(rows), train_set, say, quiet)
     atomic_write_text(run_dir / "levers.json", json.dumps(levers, indent=1))
     return train_set, anchor
