@@ -140,7 +140,9 @@ class ExportService:
             dest = Path(row["path"])
             sweep(dest.parent, PARTIAL_RE)
             f = exporter.FORMATS.get(row["format"])
-            done = f is not None and dest.exists() and dest.stat().st_mtime >= row["started"] - 1 and (
+            # written since the intent (a linked GGUF keeps its source's mtime; the link sets ctime)
+            done = f is not None and dest.exists() and max(dest.stat().st_mtime, dest.stat().st_ctime) \
+                >= row["started"] - 1 and (
                 (dest / exporter.EXPORT_MARK).exists() if f.is_dir else dest.is_file())
             if done and not any(e["path"] == str(dest) for e in self.store.list_exports()):
                 self.store.add_export(run_id=row["run_id"], model=row["model"], format=row["format"],
