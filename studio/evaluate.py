@@ -63,8 +63,6 @@ def resolve(tokens: list[str]) -> tuple[list[str], list[str]]:
     """(task names, include paths) for `--tasks`: folders become include paths (their tasks),
     names must be tasks the harness knows (with the studio's own)."""
     offline_unless_reachable()
-    from lm_eval.tasks import TaskManager
-
     names, paths = [], [str(LOCAL)]
     for tok in [t.strip() for t in tokens if t.strip()]:
         folder = Path(tok).expanduser()
@@ -82,9 +80,9 @@ def resolve(tokens: list[str]) -> tuple[list[str], list[str]]:
             names.append(tok)
     if not names:
         raise ConfigError("Name at least one task (--tasks studio_general, or a task folder).")
-    local = TaskManager(include_path=paths, include_defaults=False)  # the harness's 14k: 6 s more
+    local = task_index(paths, defaults=False)  # the harness's own 14k tasks take 6 s more
     known = set(local.all_tasks) if set(names) <= set(local.all_tasks) else set(
-        TaskManager(include_path=paths).all_tasks)
+        task_index(paths, defaults=True).all_tasks)
     for n in names:
         if n not in known:
             close = difflib.get_close_matches(n, sorted(known), n=3, cutoff=0.6)
@@ -170,12 +168,26 @@ def offline_unless_reachable() -> None:
         huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
-def manager(paths: list[str], task: str):
-    """A task manager that knows `task`: the local folders alone when they hold it (fast)."""
+_INDEXES: dict[tuple, Any] = {}
+
+
+def task_index(paths: list[str], defaults: bool):
+    """The harness's TaskManager over the include folders (and its own tasks with `defaults`),
+    built once per process while the folders' YAML files are unchanged: indexing the harness's
+    tasks takes seconds, and one evaluation asks twice (resolve, then run)."""
     from lm_eval.tasks import TaskManager
 
-    local = TaskManager(include_path=paths, include_defaults=False)
-    return local if task in local.all_tasks else TaskManager(include_path=paths)
+    stamp = tuple((str(f), f.stat().st_mtime_ns) for p in paths for f in sorted(Path(p).rglob("*.y*ml")))
+    key = (tuple(paths), defaults, stamp)
+    if key not in _INDEXES:
+        _INDEXES[key] = TaskManager(include_path=paths, include_defaults=defaults)
+    return _INDEXES[key]
+
+
+def manager(paths: list[str], task: str):
+    """A task manager that knows `task`: the local folders alone when they hold it (fast)."""
+    local = task_index(paths, defaults=False)
+    return local if task in local.all_tasks else task_index(paths, defaults=True)
 
 
 def run_harness(lm, tasks: list[str], paths: list[str], limit: int | None) -> dict[str, dict[str, Any]]:
