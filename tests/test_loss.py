@@ -360,3 +360,32 @@ def test_a_short_run_takes_the_anchor_on_as_many_sequences_as_it_draws(monkeypat
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert anchor_draws(t, 4, 72) == 8 * 2 * 2 * 4                      # every process draws its own
     assert anchor_draws(by_epochs, 4, 72) == 18 * 2 * 4                 # each sees half the data
+
+
+def test_anchor_targets_are_kept_per_sequence(tmp_path, monkeypatch):
+    """Each replay sequence's base distributions are taken once per model: a longer run's pool
+    takes only the sequences a shorter run did not; another model, or a damaged file, takes all."""
+    import torch
+
+    from studio.train import anchor as kl
+
+    calls, notes = [], []
+
+    def fake(model, pool):
+        calls.append([p["input_ids"][-1] for p in pool])
+        return [(torch.full((len(p["input_ids"]) - 1, 2), p["input_ids"][-1], dtype=torch.int32),
+                 torch.zeros(len(p["input_ids"]) - 1, 2)) for p in pool]
+    monkeypatch.setattr(kl, "targets", fake)
+    pool = [{"input_ids": [1, 2, 10 + i]} for i in range(5)]
+    short = kl.cached_targets(tmp_path, "model-a", None, pool[:2], notes.append)
+    whole = kl.cached_targets(tmp_path, "model-a", None, pool, notes.append)
+    again = kl.cached_targets(tmp_path, "model-a", None, pool[1:4], notes.append)
+    assert calls == [[10, 11], [12, 13, 14]] and len(notes) == 2 and "3 replay sequences" in notes[1]
+    assert [int(ids[0, 0]) for ids, _ in whole] == [10, 11, 12, 13, 14]  # each sequence its own
+    assert [int(ids[0, 0]) for ids, _ in again] == [11, 12, 13] and len(short) == 2
+    kl.cached_targets(tmp_path, "model-b", None, pool[:1], notes.append)  # another model: its own
+    assert calls[-1] == [10]
+    for f in tmp_path.glob("anchor-*.pt"):
+        f.write_bytes(b"not a torch file")
+    kl.cached_targets(tmp_path, "model-a", None, pool[:2], notes.append)  # damaged: taken again
+    assert calls[-1] == [10, 11]

@@ -1,5 +1,6 @@
 """Preference data (issue #26): the three shapes detected per row, one canonical pair, rows that
 teach no preference refused with their reason, statistics and a side-by-side preview."""
+import importlib.util
 import json
 
 import pytest
@@ -125,6 +126,10 @@ def test_dpo_and_orpo_train_log_reward_margins_and_resume_after_kill_9(studio, p
 
     PeftModel.from_pretrained(models.load_model(__import__("pathlib").Path(tiny_model)),
                               studio.run_show(run["id"])["artifacts"]["adapter"])
+    if objective == "dpo" and importlib.util.find_spec("llama_cpp"):  # a DPO adapter exports like
+        out = studio.export("gguf", run_id=run["id"], quant="f32", verify=True)  # any other: parity
+        assert out["parity"]["passed"] and out["parity"]["agreement"] >= 0.95, out["parity"]
+        assert out["parity"]["tokenizer_match"] == 1.0
 
 
 @pytest.mark.e2e

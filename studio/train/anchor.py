@@ -21,7 +21,7 @@ from typing import Any
 
 TOP_K = 64       # base tokens kept per position: the rest of the mass is one bucket
 KEYS = ("kl_mask", "kl_rows", "kl_from", "kl_ids", "kl_logp")
-FORMAT = 1       # bump when the targets change: cached ones are made again
+FORMAT = 2       # bump when the targets change: cached ones are made again
 
 
 @dataclass(frozen=True)
@@ -81,33 +81,34 @@ def targets(model, pool: list[dict[str, Any]], k: int = TOP_K, batch_tokens: int
 
 
 def cached_targets(cache: Path, key: str, model, pool: list[dict[str, Any]], note) -> list[tuple[Any, Any]]:
-    """`targets`, kept in `cache` for this model revision and replay set (made again when stale)."""
+    """`targets`, kept in `cache` per sequence for this model revision: a run takes only the
+    sequences no earlier run of the model took (a longer run's pool holds a shorter one's)."""
     import hashlib
+    import io
 
     import torch
 
     from ..faults import atomic_write_bytes
 
-    h = hashlib.sha256(f"{FORMAT}:{key}:{TOP_K}".encode())
-    for p in pool:
-        h.update(bytes(str(p["input_ids"]), "ascii"))
-    path = Path(cache) / f"anchor-{h.hexdigest()[:16]}.pt"
+    path = Path(cache) / f"anchor-{hashlib.sha256(f'{FORMAT}:{key}:{TOP_K}'.encode()).hexdigest()[:16]}.pt"
+    names = [hashlib.sha256(bytes(str(p["input_ids"]), "ascii")).hexdigest()[:24] for p in pool]
     try:
-        got = torch.load(path, weights_only=True)
-        if len(got) == len(pool):
-            return [(a, b) for a, b in got]
-    except (OSError, RuntimeError, ValueError, EOFError, TypeError):
-        pass
-    note(f"Taking the base model's next-token distributions on {len(pool)} replay sequences "
-         "(once per model; cached).")
-    made = targets(model, pool)
-    import io
-
-    buf = io.BytesIO()
-    torch.save(made, buf)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return made
+        kept = torch.load(path, weights_only=True)
+        kept = kept if isinstance(kept, dict) else {}
+    except Exception:  # a missing, damaged or foreign cache file: taken again
+        kept = {}
+    missing = [i for i, n in enumerate(names) if not (isinstance(kept.get(n), (tuple, list))
+                                                    and len(kept[n]) == 2)]
+    if missing:
+        note(f"Taking the base model's next-token distributions on {len(missing)} replay sequences "
+             "(once per model; cached).")
+        for i, made in zip(missing, targets(model, [pool[i] for i in missing])):
+            kept[names[i]] = made
+        buf = io.BytesIO()
+        torch.save(kept, buf)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+    return [tuple(kept[n]) for n in names]
 
 
 def _logits(h, weight, bias, softcap):
