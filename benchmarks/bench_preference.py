@@ -5,7 +5,8 @@ A. The DPO quickstart as a user runs it: the sample preference file
    (assets/sample/product_preferences.jsonl) prepared with a fifth of its pairs held out, then
    `cpu-quickstart-dpo` on the embedded model. Scored by the studio's own report: on the held-out
    pairs, how often the model gives the chosen answer the higher likelihood (implicit reward margin
-   > 0), before and after; the probe perplexity rise and retention; the wall time of the run.
+   > 0), before and after; the probe perplexity rise and retention; the wall time of the run; and
+   its q8_0 GGUF's parity check in llama.cpp.
    Targets: held-out preference accuracy ≥ 80%, ≤ 300 s, forgetting within the run's budget.
 B. Factuality pairs ("Fine-tuning Language Models for Factuality", Tian et al. 2023): the sample
    FAQ (its shipped paraphrased questions held out), SFT with `cpu-quickstart`; then `data pairs`
@@ -68,6 +69,11 @@ def part_a(s) -> dict:
     s.data_prepare([str(SAMPLE / "product_preferences.jsonl")], "prefs", val_fraction=0.2)
     run, secs = train(s, "cpu-quickstart-dpo", "prefs")
     out = scored(s, run, secs)
+    g = s.export("gguf", run_id=run, quant="q8_0", verify=True)   # the DPO adapter in llama.cpp
+    out["gguf"] = {k: g["parity"].get(k) for k in ("passed", "agreement", "tokens_compared",
+                                                    "stopped_at_end_of_turn", "ran_past_end_of_turn")}
+    print(f"   its q8_0 GGUF: parity {'passed' if g['parity']['passed'] else 'FAILED'}, agreement "
+          f"{g['parity']['agreement']:.1%}", flush=True)
     p = out["preference"]
     print(f"A. DPO quickstart: held-out preference {p['before']:.0%} → {p['after']:.0%} "
           f"(n={p['n']}), ppl {out['ppl_rise']:+.1%}, kept {out['kept']}, {out['train_s']} s "

@@ -127,9 +127,12 @@ def test_dpo_and_orpo_train_log_reward_margins_and_resume_after_kill_9(studio, p
     PeftModel.from_pretrained(models.load_model(__import__("pathlib").Path(tiny_model)),
                               studio.run_show(run["id"])["artifacts"]["adapter"])
     if objective == "dpo" and importlib.util.find_spec("llama_cpp"):  # a DPO adapter exports like
-        out = studio.export("gguf", run_id=run["id"], quant="f32", verify=True)  # any other: parity
-        assert out["parity"]["passed"] and out["parity"]["agreement"] >= 0.95, out["parity"]
-        assert out["parity"]["tokenizer_match"] == 1.0
+        p = studio.export("gguf", run_id=run["id"], quant="f32", verify=True)["parity"]  # any other
+        # llama.cpp gives the tuned model's greedy tokens, every one; the random two-layer model
+        # never ends its turn, which is all that keeps the check from passing (the embedded model's
+        # DPO adapter passes it: benchmarks/bench_preference.py)
+        assert p["agreement"] == 1.0 and p["tokenizer_match"] == 1.0 and p["tokens_compared"] >= 8 * 8, p
+        assert p["passed"] == (p["stopped_at_end_of_turn"] > 0), p
 
 
 @pytest.mark.e2e
