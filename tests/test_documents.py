@@ -333,3 +333,21 @@ def test_cancel_stops_a_server_answer_mid_stream(llama_server):
     with pytest.raises(Cancelled):
         gen("Write a very long story about a bird feeder, with many chapters." * 3)
     assert time.monotonic() - t < 30  # a ceiling against a hang: the exception shows it stopped mid-stream
+
+
+def test_a_question_that_echoes_the_worked_example_is_left_out():
+    """Seen on real manuals: the embedded model carried the prompt's example ("the ls command")
+    into questions about other sentences; such a question is dropped with its reason, while a
+    question about a sentence that really has those words is kept."""
+    from studio.data.questions import pair_problem, question_problem
+
+    sentence = "Returns the TAG and the CLASS of one element inside a structure."
+    assert question_problem("What is the output of the ls command with the TAG and the CLASS of one "
+                            "element?", sentence) == "copies the prompt's worked example"
+    assert question_problem("What does asn1_read_tag return for one element?",
+                            "The asn1_read_tag function returns the TAG and the CLASS of one element.") is None
+    assert question_problem("Which files does the ls command list in the listing?",
+                            "The ls command lists the files in the listing of a directory.") is None
+    chunk = "APT uses a caching scheme, so this operation is faster the second time it is run."
+    assert pair_problem("How does the ls command use the caching scheme?", "It is faster the second time.",
+                        chunk, 0.5) == "copies the prompt's worked example"

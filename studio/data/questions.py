@@ -95,10 +95,22 @@ def cut(chunk: str, words: int = CUT_WORDS) -> str:
     return " ".join(ordered) if ordered else " ".join(chunk.split()[:words])
 
 
+EXAMPLE_WORDS = set(norm(" ".join([EXAMPLE_SENTENCE, EXAMPLE_PASSAGE, *(
+    x for p in EXAMPLE_PAIRS for x in p.values())])).split()) - VAGUE
+
+
+def copies_example(q: str, source: str) -> bool:
+    """A question that takes words from the prompt's worked example the source does not have
+    (a small model echoes "the ls command" into a question about something else)."""
+    return bool({w for w in norm(q).split() if w in EXAMPLE_WORDS} - set(norm(source).split()))
+
+
 def question_problem(q: str, sentence: str) -> str | None:
     """Why a question written for a sentence is not a question about its content, or None."""
     if META.search(q):
         return "asks about the text, not its facts"
+    if copies_example(q, sentence):
+        return "copies the prompt's worked example"
     topic = [w for w in norm(q).split() if w not in VAGUE and len(w) > 2]
     said = set(norm(sentence).split())
     if not topic or sum(w in said or w.rstrip("s") in said for w in topic) < max(1, 0.6 * len(topic)):
@@ -205,6 +217,8 @@ def pair_problem(q: str, a: str, chunk: str, threshold: float) -> str | None:
         return "not a question (a heading or a statement)"
     if norm_text(a) == norm_text(q) or norm_text(a) in norm_text(q):
         return "the answer repeats the question"
+    if copies_example(q, chunk):
+        return "copies the prompt's worked example"
     if not grounded(a, chunk, threshold):
         return "ungrounded (the answer is not in the chunk)"
     return None
