@@ -55,6 +55,8 @@ def llama_cpp(gguf_path, cancel: threading.Event | None = None, n_ctx: int = 204
     stops = list(fam.stops) if fam else None
 
     def chat(messages: list[dict[str, str]], max_tokens: int, **extra) -> str:
+        if _cancelled(cancel):  # before the prompt and grammar are processed (seconds when busy)
+            raise Cancelled("Cancelled; nothing was saved.")
         parts = []
         for piece in llm.create_chat_completion(messages=messages, max_tokens=max_tokens,
                                                 temperature=0.0, top_k=1, stop=stops, stream=True,
