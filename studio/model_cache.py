@@ -8,6 +8,7 @@ serves a recipe's generator or the Compare step's base/tuned pair. Loading itsel
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,9 @@ class ModelCache:
         self.models_dir = Path(models_dir)
         self._tokenizers: dict[str, Any] = {}
         self._heavy: tuple[Any, Any] | None = None  # (key, value): one base model in memory
+        # loads one at a time: two browser tabs preparing at once on a fresh server imported
+        # transformers from two threads, and one got "cannot import name 'AutoTokenizer'"
+        self._lock = threading.RLock()
 
     def resolve(self, ref: str) -> models.ModelSpec:
         return models.resolve(ref, self.models_dir)
@@ -47,16 +51,18 @@ class ModelCache:
     def tokenizer(self, ref: str):
         """The model's tokenizer, loaded once per process."""
         path = str(self.path(ref))
-        if path not in self._tokenizers:
-            self._tokenizers[path] = models.load_tokenizer(Path(path))
-        return self._tokenizers[path]
+        with self._lock:
+            if path not in self._tokenizers:
+                self._tokenizers[path] = models.load_tokenizer(Path(path))
+            return self._tokenizers[path]
 
     def heavy(self, key: Any, make: Callable[[], Any]) -> Any:
         """The object held under `key`, made (after dropping whatever was held) when absent."""
-        if self._heavy is None or self._heavy[0] != key:
-            self._heavy = None  # free the old model before loading the next
-            self._heavy = (key, make())
-        return self._heavy[1]
+        with self._lock:
+            if self._heavy is None or self._heavy[0] != key:
+                self._heavy = None  # free the old model before loading the next
+                self._heavy = (key, make())
+            return self._heavy[1]
 
     def loaded(self, ref: str):
         """(model, tokenizer) for generation, loaded once (CPU/GPU as detected)."""
