@@ -48,9 +48,40 @@ def test_data_prepare_bad_input_is_a_message(studio, tmp_path):
     assert md.startswith("⚠️") and "not allowed" in md
 
 
-def test_data_cancel_sets_the_tabs_flag(studio):
-    s = Session()
-    assert data_step.cancel(s).startswith("Cancelling") and s.cancel.is_set()
+def test_cancel_shows_what_the_job_showed_whichever_reply_comes_last(studio):
+    """Cancel sets the tab's flag, waits for the job to end and answers with the job's own last
+    words: on a busy machine the Cancel reply can reach the page after the job's, and must not
+    leave "Cancelling…" over "Cancelled; nothing was saved"."""
+    import threading
+    import time
+
+    from studio.ui.common import Jobs
+
+    jobs, s = Jobs(), Session()
+    assert jobs.cancel("tab") == {"__type__": "update"}          # nothing runs: no change
+    started = threading.Event()
+
+    def job():
+        with jobs.run("tab", s.cancel) as j:
+            started.set()
+            while not s.cancel.is_set():                       # the job sees the flag…
+                time.sleep(0.01)
+            j.answer = "⚠️ Cancelled; nothing was saved."      # …and says so, a while later
+    t = threading.Thread(target=job)
+    t.start()
+    started.wait(30)
+    assert jobs.cancel("tab") == "⚠️ Cancelled; nothing was saved." and s.cancel.is_set()
+    t.join(30)
+    assert "tab" not in jobs.running
+    jobs.WAIT_S = 0.05
+    with jobs.run("slow") as j:                                   # still winding down: say so
+        assert jobs.cancel("slow").startswith("Cancelling") and j.cancel.is_set()
+    with jobs.run("closed") as j:                                 # a closed tab: the flag only
+        jobs.stop("closed")
+        assert j.cancel.is_set()
+
+
+def test_data_step_helpers(studio):
     assert data_step.recipe_help(studio, "qa-pairs") and data_step.recipe_help(studio, "auto") == ""
     assert data_step.data_sample(studio).endswith("product_faq.jsonl")
 

@@ -1,7 +1,11 @@
-"""Small helpers shared by the step modules: turning results and errors into readable text."""
+"""Small helpers shared by the step modules: turning results and errors into readable text, and
+the long jobs a tab runs (a prepare, an evaluation) with their Cancel."""
 from __future__ import annotations
 
-from typing import Any
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 from ..errors import StudioError
 from .session import Step
@@ -54,3 +58,50 @@ def shown(on: bool, n: int = 1):
 
     ups = tuple(gr.update(visible=bool(on)) for _ in range(n))
     return ups[0] if n == 1 else ups
+
+
+@dataclass
+class Job:
+    cancel: Any  # set / clear / is_set: a threading.Event or the tab's CancelFlag
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: Any = None  # what the job showed when it ended
+
+
+class Jobs:
+    """The long job each browser session runs, by session. Cancel sets the job's flag and waits
+    (a bounded time) for it to end, then shows what the job itself showed: the Cancel button's
+    reply and the job's own last reply travel separately and may arrive in either order (a busy
+    machine swaps them), so both must say the same — never a "Cancelling…" left over the result."""
+    WAIT_S = 60.0
+
+    def __init__(self):
+        self.running: dict[str, Job] = {}
+
+    @contextmanager
+    def run(self, key: str, cancel: Any = None) -> Iterator[Job]:
+        job = Job(cancel or threading.Event())
+        job.cancel.clear()
+        self.running[key] = job
+        try:
+            yield job
+        finally:
+            job.done.set()
+            if self.running.get(key) is job:
+                del self.running[key]
+
+    def stop(self, key: str | None) -> None:
+        """The tab was closed or reloaded: its job stops, no one waits for its answer."""
+        job = self.running.get(key or "")
+        if job is not None:
+            job.cancel.set()
+
+    def cancel(self, key: str | None, showing: str = "Cancelling… nothing will be saved."):
+        """→ what the output should show: the job's own last answer once it has ended, `showing`
+        while it still winds down, and no change when nothing runs (it ended already)."""
+        import gradio as gr
+
+        job = self.running.get(key or "")
+        if job is None:
+            return gr.update()
+        job.cancel.set()
+        return job.answer if job.done.wait(self.WAIT_S) and job.answer is not None else showing

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import html
 
-from .common import error_text, next_button, shown
+from .common import Jobs, error_text, next_button, shown
 from .session import Session, Step, round_up
 
 INTRO = ("**Step 1 — your data.** Upload question/answer files (jsonl, json, csv, parquet) or "
@@ -145,19 +145,17 @@ def ready(session: Session):
         " (asks it the training questions)" if on else " (prepare a dataset first)")))
 
 
-RUNNING: dict[str, object] = {}  # browser session → the cancel flag of its running prepare
+JOBS = Jobs()  # browser session → its running prepare
 
 
 def cancel_session(session_hash: str | None) -> None:
     """The tab was closed or reloaded: its running prepare stops (nothing is saved)."""
-    flag = RUNNING.pop(session_hash or "", None)
-    if flag is not None:
-        flag.set()
+    JOBS.stop(session_hash)
 
 
-def cancel(session: Session) -> str:
-    session.cancel.set()
-    return "Cancelling… nothing will be saved."
+def cancel(session_hash: str | None):
+    """The Cancel button: the job's own last words once it has stopped (common.Jobs)."""
+    return JOBS.cancel(session_hash)
 
 
 def build(studio, state, model):
@@ -217,13 +215,16 @@ def build(studio, state, model):
 
     def on_prepare(st, fl, nm, rc, mt, ov, vl, pc, ac, gu, gm, md, ho, request: gr.Request,
                    progress=gr.Progress()):
-        RUNNING[request.session_hash] = st.cancel  # closing the tab sets it (cancel_session)
-        try:
-            return prepare(studio, st, fl, nm, rc, mt, ov, vl, pc, ac, gu, gm, md, progress=progress,
-                           heldout=ho)
-        finally:
-            RUNNING.pop(request.session_hash, None)
+        with JOBS.run(request.session_hash, st.cancel) as job:  # closing the tab cancels it too
+            out = prepare(studio, st, fl, nm, rc, mt, ov, vl, pc, ac, gu, gm, md, progress=progress,
+                          heldout=ho)
+            job.answer = out[0]
+            return out
     on_prepare.__annotations__["request"] = gr.Request  # a real type: gradio fills it in
+
+    def on_cancel(request: gr.Request):
+        return cancel(request.session_hash if request else None)
+    on_cancel.__annotations__["request"] = gr.Request
 
     # A few prepares at once: a long qa-pairs job in one tab must not hold up a small CSV in
     # another. Cancel skips the queue so it is heard while the job runs.
@@ -231,7 +232,7 @@ def build(studio, state, model):
                           answer_col, gen_url, gen_model, model, heldout], [out, hist, preview, state],
              concurrency_limit=4, concurrency_id="prepare").then(
         ready, state, [*(b for b, _ in links), know])
-    stop.click(cancel, state, out, queue=False)
+    stop.click(on_cancel, None, out, queue=False)
 
     def on_triage(st, m, progress=gr.Progress()):
         return triage(studio, st, m, progress)

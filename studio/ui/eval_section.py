@@ -8,12 +8,11 @@ scoring reads at every batch.
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from .common import error_text
+from .common import Jobs, error_text
 
-RUNNING: dict[str, threading.Event] = {}  # browser session → its evaluation's cancel flag
+JOBS = Jobs()  # browser session → its running evaluation
 
 
 def table_md(r: dict[str, Any]) -> str:
@@ -58,27 +57,23 @@ def evaluate(studio, run_id: str, tasks: str, limit, gguf: bool, again: bool, se
     hidden = gr.update(visible=False)
     if not run_id:
         return "⚠️ Pick a run first.", hidden
-    flag = RUNNING.setdefault(session_hash, threading.Event())
-    flag.clear()
     report = (lambda f, msg: progress(f, desc=msg)) if progress is not None else None
-    try:
-        r = studio.evaluate([t for t in (tasks or "").split(",")], run_id,
-                            limit=int(limit) if limit else None, gguf=bool(gguf), progress=report,
-                            cancel=flag.is_set, refresh=bool(again))
-    except Exception as e:
-        return error_text(e), hidden
-    finally:
-        RUNNING.pop(session_hash, None)
-    plot = chart(r)
-    return table_md(r), (gr.update(value=plot, visible=True) if plot is not None else hidden)
+    with JOBS.run(session_hash) as job:
+        try:
+            r = studio.evaluate([t for t in (tasks or "").split(",")], run_id,
+                                limit=int(limit) if limit else None, gguf=bool(gguf), progress=report,
+                                cancel=job.cancel.is_set, refresh=bool(again))
+        except Exception as e:
+            job.answer = error_text(e)
+            return job.answer, hidden
+        plot = chart(r)
+        job.answer = table_md(r)
+        return job.answer, (gr.update(value=plot, visible=True) if plot is not None else hidden)
 
 
-def cancel(session_hash: str = "") -> str:
-    flag = RUNNING.get(session_hash)
-    if flag is None:
-        return "Nothing is being evaluated."
-    flag.set()
-    return "Cancelling… nothing will be saved."
+def cancel(session_hash: str = ""):
+    """The Cancel button: the evaluation's own last words once it has stopped (common.Jobs)."""
+    return JOBS.cancel(session_hash)
 
 
 def build(studio, run):
