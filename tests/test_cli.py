@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import ZYGOTE, run_cli
 
 
 def test_help_on_every_verb():
@@ -25,6 +25,28 @@ def test_models_and_presets_json(studio_home):
     assert "cpu-quickstart" in {p["name"] for p in json.loads(r.stdout)}
     r = run_cli("presets", "show", "cpu-quickstart", "--json", home=studio_home)
     assert json.loads(r.stdout)["train"]["max_steps"] > 0
+
+
+def test_cli_calls_fork_after_the_studio_set_its_own_environment(studio_home, monkeypatch):
+    """A process that trained or evaluated has the variables the studio sets (tokenizers'
+    parallelism, the hub's timeouts): later CLI calls still fork from the zygote (each fresh
+    process costs the imports, ≈ 4 s; the suite makes dozens of such calls)."""
+    import os
+
+    from studio.evaluate import offline_unless_reachable
+    from studio.train.runs import cuda_allocator_defaults
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # put back as it was afterwards
+    for var in ZYGOTE.STUDIO_SETS:
+        os.environ.pop(var, None)
+    before_env = dict(os.environ)
+    offline_unless_reachable()
+    cuda_allocator_defaults()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as runs.py does before training
+    assert set(os.environ) - set(before_env) <= ZYGOTE.STUDIO_SETS
+    before = ZYGOTE.forked
+    assert run_cli("presets", "list", "--json", home=studio_home).returncode == 0
+    assert ZYGOTE.forked == before + 1
 
 
 @pytest.mark.parametrize("args", [["bogus"], ["models", "list", "--nope"], ["models"], []])
