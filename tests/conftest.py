@@ -36,7 +36,9 @@ class Zygote:
 
     def __init__(self):
         self.proc, self.env, self.lock = None, None, threading.Lock()
+        self.import_set: set[str] = set()  # variables the zygote's own imports set
         self.forked = 0  # CLI calls it answered
+        self.fresh: dict[str, int] = {}  # why others got a fresh process, counted
 
     def start(self) -> bool:
         if self.proc is None:
@@ -48,16 +50,24 @@ class Zygote:
             if '"ready"' not in ready:
                 self.proc.kill()
                 self.proc = False
+            else:
+                self.import_set = set(json.loads(ready).get("import_set", []))
         return bool(self.proc) and self.proc.poll() is None
 
-    def fits(self, env: dict) -> bool:
+    def misfit(self, env: dict) -> str | None:
+        """Why this call cannot fork from the zygote, or None."""
+        if not self.start():
+            return "no zygote"
         keys = set(env) | set(self.env or {})
-        return all(env.get(k) == (self.env or {}).get(k) for k in keys
-                   if k.startswith(self.IMPORT_TIME_ENV) and k not in self.STUDIO_SETS)
+        differ = sorted(k for k in keys if k.startswith(self.IMPORT_TIME_ENV)
+                        and k not in self.STUDIO_SETS | self.import_set and env.get(k) != (self.env or {}).get(k))
+        return f"environment differs: {', '.join(differ)}" if differ else None
 
     def run(self, argv: list[str], env: dict, timeout: float):
         with self.lock:
-            if not self.start() or not self.fits(env):
+            why = self.misfit(env)
+            if why:
+                self.fresh[why] = self.fresh.get(why, 0) + 1
                 return None
             req = {"argv": argv, "env": env, "cwd": str(ROOT), "timeout": timeout}
             self.proc.stdin.write(json.dumps(req) + "\n")
@@ -112,6 +122,12 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     ZYGOTE.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    fresh = "; ".join(f"{n} × {why}" for why, n in ZYGOTE.fresh.items())
+    terminalreporter.write_line(f"CLI calls: {ZYGOTE.forked} forked from the zygote"
+                                + (f", fresh processes: {fresh}" if fresh else ""))
 
 
 @pytest.fixture(scope="session")

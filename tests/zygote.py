@@ -53,6 +53,7 @@ def child(req: dict, out_path: str, err_path: str) -> None:
 
 def serve() -> None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo's studio
+    before = dict(os.environ)
     import peft  # noqa: F401  (the imports every CLI call would pay)
     import torch  # noqa: F401
     import transformers  # noqa: F401
@@ -61,7 +62,10 @@ def serve() -> None:
     import studio.api  # noqa: F401
     import studio.cli  # noqa: F401
 
-    print(json.dumps({"ready": True}), flush=True)
+    # what the imports set themselves (bitsandbytes' import sets TORCHINDUCTOR_CACHE_DIR): the
+    # same in any process that imports them, so no reason for a call to need a fresh process
+    import_set = sorted(k for k in os.environ if os.environ[k] != before.get(k))
+    print(json.dumps({"ready": True, "import_set": import_set}), flush=True)
     for line in sys.stdin:
         req = json.loads(line)
         fd_out, out_path = tempfile.mkstemp(prefix="zygote-out-")
