@@ -58,24 +58,9 @@ QUESTION_SCHEMA = {"type": "object", "required": ["question"],
                    "properties": {"question": {"type": "string", "pattern": QUESTION}}}
 
 
-# A sentence that leans on the one before it ("It returns…", "However, the…", "In this example…")
-# makes a question no reader can answer alone: such sentences are not asked about.
-LEANS_ON_CONTEXT = re.compile(
-    r"^(it|its|they|them|their|he|she|this|these|that|those|such|here|there|however|also|thus|"
-    r"therefore|hence|so|but|and|or|then|otherwise|instead|moreover|furthermore|similarly|"
-    r"likewise|consider|again|finally|note|see|both|after|before|above|below)\b|"
-    r"^(for (example|instance)|in (this|that|these|those|such|addition|either|both|any)|as (a result|such|"
-    r"above|below|shown|described|mentioned))\b|"
-    r"\b(this|these|those|such) (case|example|way|function|command|option|method|value|field|"
-    r"type|element|structure|file|section|version|program|library|tool|step|one|form|purpose|"
-    r"operation|point|situation|list|table|format)s?\b|\bthe (above|following|former|latter)\b",
-    re.I)
-
-
 def fact_sentences(chunk: str) -> list[str]:
-    """The chunk's sentences that carry a fact and stand alone — prose only (no code, headings,
-    tables or list markers), 6–45 words, not leaning on the sentence before — those with
-    numbers, names or a definition first."""
+    """The chunk's sentences that carry a fact — prose only (no code, headings, tables or list
+    markers), 6–45 words — those with numbers, names or a definition first."""
     import pysbd
 
     prose = re.sub(r"```.*?```", "\n\n", chunk, flags=re.S)
@@ -89,8 +74,6 @@ def fact_sentences(chunk: str) -> list[str]:
         if not 6 <= len(words) <= 45 or not s[0].isupper() or s[-1] not in ".!":
             continue
         if re.search(r"[\[\]{}<>|`=;]|\bpage \d+|\.{3,}", s) or sum(c.isalpha() for c in s) < 0.7 * len(s):
-            continue
-        if LEANS_ON_CONTEXT.search(s):
             continue
         score = (2 * bool(re.search(r"\d", s)) + bool(re.search(r"(?<!^)\b[A-Z][a-z]+", s)) +
                  bool(re.search(r"\b(is|are|means|returns|contains|allows|provides|lets|makes)\b", s)))
@@ -122,61 +105,17 @@ def copies_example(q: str, source: str) -> bool:
     return bool({w for w in norm(q).split() if w in EXAMPLE_WORDS} - set(norm(source).split()))
 
 
-# A question that points at something it does not name ("What does it return?", "How does the
-# len function work in this case?") cannot be asked of the tuned model on its own.
-POINTS_AWAY = re.compile(r"\b(it|its|they|them|their|he|she|his|her|this|these|those|such)\b|"
-                         r"\bthe (above|following|former|latter)\b", re.I)
-
-
-def stem(w: str) -> str:
-    """A word's Porter stem (NLTK's; no data files): "writes" and "write" ask about the same."""
-    global _PORTER
-    if _PORTER is None:
-        from nltk.stem.porter import PorterStemmer
-
-        _PORTER = PorterStemmer()
-    return _PORTER.stem(w)
-
-
-_PORTER = None
-
-def topic(q: str) -> list[str]:
-    """The question's own words: what it asks about (stems), without question words and fillers."""
-    return [stem(w) for w in norm(q).split() if w not in VAGUE and len(w) > 2]
-
-
-class Rarity:
-    """Which words name something specific in this document: those in at most a quarter of its
-    chunks (or in one). "What is the purpose of the function?" in a manual about functions
-    names nothing a reader could look up."""
-
-    def __init__(self, chunks: list[str]):
-        from collections import Counter
-
-        self.df = Counter(w for c in chunks for w in {stem(x) for x in norm(c).split()})
-        self.most = max(1, len(chunks) // 4)
-
-    def specific(self, stems: list[str]) -> bool:
-        return any(self.df.get(w, 0) <= self.most for w in stems)
-
-
-def question_problem(q: str, source: str, rarity: Rarity | None = None, share: float = 0.8) -> str | None:
-    """Why a question is not a standalone question about `source` (the sentence it was written
-    for, or the answer's chunk), or None: it names what it asks about, asks about what the
-    source says (`share` of its own words are there), and names something specific."""
+def question_problem(q: str, sentence: str) -> str | None:
+    """Why a question written for a sentence is not a question about its content, or None."""
     if META.search(q):
         return "asks about the text, not its facts"
-    if copies_example(q, source):
+    if copies_example(q, sentence):
         return "copies the prompt's worked example"
-    if POINTS_AWAY.search(q):
-        return "points at something it does not name (it, this, …)"
-    words_q = topic(q)
-    said = {stem(w) for w in norm(source).split()}
-    if not words_q or sum(w in said for w in words_q) < max(1.0, share * len(words_q)):
+    topic = [w for w in norm(q).split() if w not in VAGUE and len(w) > 2]
+    said = set(norm(sentence).split())
+    if not topic or sum(w in said or w.rstrip("s") in said for w in topic) < max(1, 0.6 * len(topic)):
         return "asks about something the sentence does not say"
-    if rarity is not None and not rarity.specific(words_q):
-        return "names nothing specific (only words found all over the document)"
-    if len(set(norm(source).split()) - set(norm(q).split())) < 3:
+    if len(set(norm(sentence).split()) - set(norm(q).split())) < 3:
         return "the answer repeats the question"
     return None
 
@@ -204,7 +143,7 @@ def chunk_pairs(gen, chunk: str, n: int) -> list[tuple[str, str]] | None:
     return [(p.get("question", "").strip(), p.get("answer", "").strip()) for p in pairs if isinstance(p, dict)]
 
 
-def sentence_questions(gen, chunk: str, n: int, drop, rarity: Rarity | None = None) -> Iterator[tuple[str, str]]:
+def sentence_questions(gen, chunk: str, n: int, drop) -> Iterator[tuple[str, str]]:
     """Up to `n` (question, sentence) pairs: one question per fact-bearing sentence, held to
     the question schema where the engine can, else asked plainly; `drop(reason, example)`
     counts the ones left out."""
@@ -223,7 +162,7 @@ def sentence_questions(gen, chunk: str, n: int, drop, rarity: Rarity | None = No
                        f"\n\nSentence: {sentence}").strip()
             q = said.splitlines()[0] if said else ""
         q = (q or "").strip()
-        why = question_problem(q, sentence, rarity) if q else "empty question"
+        why = question_problem(q, sentence) if q else "empty question"
         if why:
             drop(why, f"Q: {q}\nSentence: {sentence}")
             continue
@@ -233,17 +172,8 @@ def sentence_questions(gen, chunk: str, n: int, drop, rarity: Rarity | None = No
 
 # ---- checking a pair, the plain-text path, the fallback -------------------------------------
 def grounded(answer: str, chunk: str, threshold: float) -> bool:
-    """The answer's content words are in the chunk (`threshold` of them) and, when it is longer
-    than a few words, so are its word triples: taken from the chunk, not written around its
-    words (a small model invents "The purpose of X is to…" from a chunk's vocabulary)."""
-    a, c = words(answer), words(chunk)
-    if not a or sum(w in set(c) for w in a) / len(a) < threshold:
-        return False
-    if len(a) < 5:
-        return True
-    have = {tuple(c[i:i + 3]) for i in range(len(c) - 2)}
-    triples = [tuple(a[i:i + 3]) for i in range(len(a) - 2)]
-    return sum(t in have for t in triples) / len(triples) >= threshold
+    a, c = words(answer), set(words(chunk))
+    return bool(a) and sum(w in c for w in a) / len(a) >= threshold
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -279,7 +209,7 @@ WH = re.compile(r"^(what|which|who|whom|whose|when|where|why|how|is|are|does|do|
                 r"will|would|could|did|was|were|has|have|in what|at what)\b", re.I)
 
 
-def pair_problem(q: str, a: str, chunk: str, threshold: float, rarity: Rarity | None = None) -> str | None:
+def pair_problem(q: str, a: str, chunk: str, threshold: float) -> str | None:
     """Why a generated pair is not worth training on, or None."""
     if not q or not a:
         return "empty question or answer"
@@ -287,17 +217,11 @@ def pair_problem(q: str, a: str, chunk: str, threshold: float, rarity: Rarity | 
         return "not a question (a heading or a statement)"
     if norm_text(a) == norm_text(q) or norm_text(a) in norm_text(q):
         return "the answer repeats the question"
+    if copies_example(q, chunk):
+        return "copies the prompt's worked example"
     if not grounded(a, chunk, threshold):
         return "ungrounded (the answer is not in the chunk)"
-    return question_problem(q, a + " " + best_sentence(a, chunk), rarity, share=0.6)
-
-
-def best_sentence(answer: str, chunk: str) -> str:
-    """The chunk's sentence that shares most words with the answer (where the answer comes from:
-    the question must ask about that part of the chunk, not about the one beside it)."""
-    a = set(words(answer))
-    parts = re.split(r"(?<=[.!?])\s+|\n+", chunk)
-    return max(parts, key=lambda s: len(a & set(words(s))), default="")
+    return None
 
 
 HEADING_LIKE = re.compile(r"^(#+\s|\d+(\.\d+)*\s+[A-Z])")
@@ -321,12 +245,11 @@ def qa_recipe(doc, ctx) -> Iterator[dict[str, Any]]:
     the templated fallback (if template_fallback). Every pair is checked against its chunk."""
     gen, p = ctx.need_generator("qa-pairs"), ctx.params
     chunks = ctx.chunks(doc)
-    rarity = Rarity(chunks)
     started = time.monotonic()
     seen: set[str] = set()
 
     def usable(q: str, a: str, chunk: str) -> bool:
-        why = pair_problem(q, a, chunk, p.min_overlap, rarity)
+        why = pair_problem(q, a, chunk, p.min_overlap)
         if why is None and norm_text(q) in seen:
             why = "duplicate question"
         if why:
@@ -350,7 +273,7 @@ def qa_recipe(doc, ctx) -> Iterator[dict[str, Any]]:
                 ctx.counters["qa_from_chunk"] += 1
                 yield chat_example(q, a, source=doc.file, recipe="qa-pairs", fallback=False, written="chunk")
         if kept == 0:
-            for q, sentence in sentence_questions(gen, chunk, p.pairs_per_chunk, ctx.drop, rarity):
+            for q, sentence in sentence_questions(gen, chunk, p.pairs_per_chunk, ctx.drop):
                 ctx.check()
                 if usable(q, sentence, chunk):
                     kept += 1
