@@ -163,6 +163,9 @@ class Studio:
     def evaluations(self, run_id: str | None = None) -> list[dict[str, Any]]:
         return self.evals.list(run_id)
 
+    def evaluation_delete(self, eval_id: int) -> dict[str, Any]:
+        return self.evals.delete(eval_id)
+
     # ---- export ---------------------------------------------------------------------------
     def export(self, fmt: str, run_id: str | None = None, model: str | None = None,
                quant: str | None = None, out: str | None = None, verify: bool = False,

@@ -303,6 +303,12 @@ class EvalService:
                               f"studio export --run {run_id} --format gguf), then evaluate with --gguf.")
         return Path(done[0]["path"])
 
+    def delete(self, eval_id: int) -> dict[str, Any]:
+        """One stored evaluation removed (it lives in the store only: no files to free)."""
+        if not self.store.delete_evaluation(eval_id):
+            raise EvalError(f"No evaluation with id {eval_id} (History lists them).")
+        return {"deleted": eval_id, "bytes_freed": 0}
+
     def list(self, run_id: str | None = None) -> list[dict[str, Any]]:
         return [{"id": e["id"], "run_id": e["run_id"], "model": e["model"], "created_at": e["created_at"],
                  "tasks": sorted((e["data"] or {}).get("tasks", {})), "summary": (e["data"] or {}).get("summary", [])}

@@ -261,6 +261,10 @@ class Store:
             rows = self.db.query("SELECT * FROM exports ORDER BY id DESC")
         return [_decode(r) for r in rows]
 
+    def delete_evaluation(self, eval_id: int) -> bool:
+        with self.tx() as conn:
+            return conn.execute("DELETE FROM evaluations WHERE id=?", [eval_id]).rowcount > 0
+
     def delete_export(self, export_id: int) -> None:
         with self.tx() as conn:
             conn.execute("DELETE FROM exports WHERE id=?", [export_id])

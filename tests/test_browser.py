@@ -302,7 +302,7 @@ def test_whole_flow(app_url, browser):
     assert inner.stat().st_ino == Path(gguf["path"]).stat().st_ino       # linked, not copied
     # History: delete asks first
     page.get_by_role("tab", name="History").click()
-    page.get_by_text("Datasets, runs and exports").wait_for()
+    page.get_by_text("Datasets, runs, exports and evaluations").wait_for()
     idle_delete = page.get_by_role("button", name="Delete… (click a row first)")
     idle_delete.wait_for()
     assert not idle_delete.is_enabled()

@@ -85,3 +85,14 @@ def test_eval_of_a_run_equals_the_harness_and_is_stored(studio, trained_run, emb
     again = studio.evaluate(["studio_general", str(LOCAL)], trained_run["id"], limit=30)
     assert again["reused"] and again["tasks"] == out["tasks"]
     assert studio.evaluations(trained_run["id"])[0]["tasks"] == ["studio_general"]
+    # listed in History and by `evals list`; deleted there, and gone
+    row = next(r for r in studio.inventory() if r["kind"] == "evaluation")
+    assert row["detail"].startswith(f"studio_general on {trained_run['id']}; studio_general acc_norm")
+    listed = run_cli("evals", "list", "--run", trained_run["id"], "--json", home=studio.home.root)
+    assert [e["id"] for e in json.loads(listed.stdout)] == [int(row["id"])]
+    from studio.ui import history
+
+    said, _ = history.delete(studio, "evaluation", row["id"])
+    assert said.startswith(f"Deleted evaluation {row['id']}") and not studio.evaluations(trained_run["id"])
+    gone = run_cli("evals", "delete", row["id"], home=studio.home.root)
+    assert gone.returncode == 1 and f"No evaluation with id {row['id']}" in gone.stderr

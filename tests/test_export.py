@@ -191,6 +191,21 @@ def test_gguf_q8_0_with_parity(studio, trained_run):
     assert both["tuned_file"] == out["path"] and both["base"] != both["tuned"]
 
 
+def test_the_exported_gguf_is_scored_on_the_same_task(studio, trained_run):
+    """#27: the local benchmark on the run's exported GGUF through llama.cpp (the q8_0 of the
+    test above) beside the tuned model in transformers: what quantization costs on a benchmark."""
+    pytest.importorskip("llama_cpp")
+    local = ROOT / "assets" / "eval" / "studio_general"
+    out = run_cli("eval", "--run", trained_run["id"], "--tasks", f"studio_general,{local}", "--limit", "10",
+                  "--gguf", "--json", home=studio.home.root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)["tasks"]["studio_general"]
+    assert set(got) == {"base", "tuned", "gguf"} and {"acc", "acc_norm", "acc_stderr"} <= set(got["gguf"])
+    # 8-bit codes move a close call now and then: at most 2 of the 10 questions
+    assert abs(got["gguf"]["acc"] - got["tuned"]["acc"]) <= 0.2
+    assert abs(got["gguf"]["acc_norm"] - got["tuned"]["acc_norm"]) <= 0.2
+
+
 def test_lora_gguf_and_llama_cpp_compare(studio, trained_run):
     pytest.importorskip("llama_cpp")
     out = studio.export("lora-gguf", run_id=trained_run["id"], verify=True)

@@ -259,6 +259,10 @@ def test_history_delete_messages(studio):
     assert msg.startswith("⚠️") and "not an export id" in msg
     msg, _ = history.delete(studio, "export", "999999")
     assert msg.startswith("⚠️ No export with id")
+    msg, _ = history.delete(studio, "evaluation", "x1")
+    assert msg.startswith("⚠️") and "not an evaluation id" in msg
+    msg, _ = history.delete(studio, "evaluation", "999999")
+    assert msg.startswith("⚠️ No evaluation with id 999999")
     t = history.tables(studio)
     assert list(t.columns) == ["kind", "id", "detail", "size"]
     assert history.pick(t, 0) == (t.iloc[0]["kind"], t.iloc[0]["id"])

@@ -17,7 +17,8 @@ from ..errors import ConfigError
 GROUPS = {"models": "list, inspect and prepare models",
           "presets": "training presets shipped in presets/",
           "data": "prepare and inspect training data",
-          "runs": "training runs: list, show, stop, delete"}
+          "runs": "training runs: list, show, stop, delete",
+          "evals": "stored benchmark evaluations (made by `eval`): list, delete"}
 TYPES = {"int": int, "float": float, "str": str}
 
 
@@ -292,6 +293,11 @@ VERBS: list[Verb] = [
                   flag("--gguf", action="store_true", help="also score the run's exported GGUF "
                        "through llama.cpp (what quantization costs)"),
                   flag("--again", action="store_true", help="compute again even if stored")]),
+    Verb(("evals", "list"), "stored evaluations, newest first (a run's only with --run)",
+         lambda s, a: s.evaluations(a.run),
+         lambda: [flag("--run", default=None, metavar="RUN_ID", help="only this run's")]),
+    Verb(("evals", "delete"), "delete a stored evaluation (an id from `evals list`)",
+         lambda s, a: s.evaluation_delete(a.eval_id), lambda: [flag("eval_id", type=int)]),
     Verb(("data", "list"), "prepared datasets, newest version first", lambda s, a: s.data_list()),
     Verb(("data", "show"), "one dataset: sources, recipe, stats and a few examples",
          lambda s, a: s.data_show(a.name), lambda: [flag("name", help="NAME or NAME@vN")]),

@@ -1,4 +1,4 @@
-"""History: every dataset, run and export, the disk space each takes, and deleting them."""
+"""History: every dataset, run, export and evaluation, the disk space each takes, and deleting them."""
 
 from .common import error_text, human_bytes
 
@@ -17,13 +17,14 @@ def tables(studio):
 def delete(studio, kind: str, ident: str):
     """→ (message, table). Each kind is deleted by its own facade call."""
     deleters = {"dataset": studio.data_delete, "run": studio.run_delete,
-                "export": lambda i: studio.export_delete(int(i))}
+                "export": lambda i: studio.export_delete(int(i)),
+                "evaluation": lambda i: studio.evaluation_delete(int(i))}
     try:
         if kind not in deleters:
             raise ValueError(f"unknown kind {kind!r}")
         r = deleters[kind]((ident or "").strip())
     except ValueError:
-        return f"⚠️ '{ident}' is not an export id (a number from the table).", tables(studio)
+        return f"⚠️ '{ident}' is not an {kind} id (a number from the table).", tables(studio)
     except Exception as e:
         return error_text(e), tables(studio)
     return f"Deleted {kind} {ident}; freed {human_bytes(r['bytes_freed'])}.", tables(studio)
@@ -60,9 +61,9 @@ def build(studio, state):
     import gradio as gr
 
     gr.Markdown(INTRO, elem_classes="step-intro")
-    table = gr.Dataframe(label="Datasets, runs and exports", interactive=False)
+    table = gr.Dataframe(label="Datasets, runs, exports and evaluations", interactive=False)
     with gr.Row():
-        kind = gr.Radio(["dataset", "run", "export"], value="run", label="Delete a")
+        kind = gr.Radio(["dataset", "run", "export", "evaluation"], value="run", label="Delete a")
         ident = gr.Textbox(label="Name / id (click a row to fill it in)")
         remove = gr.Button(PICK_FIRST, variant="stop", interactive=False)
     msg = gr.Markdown()
