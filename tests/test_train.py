@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import make_tiny_llama, run_cli
 from studio.errors import ConfigError, DataError, PresetError, RunError
 
 EMBEDDED = "smollm2-135m-instruct"  # GPU presets name hub models; tests train the embedded one
@@ -95,8 +95,12 @@ def _alive(pid):
         return False
 
 
-def test_stop_saves_a_checkpoint_and_resume_finishes(studio, faq_dataset):
-    run = studio.train_create("cpu-quickstart", faq_dataset, overrides=["train.save_every=50", "train.forget_budget=0"],
+def test_stop_saves_a_checkpoint_and_resume_finishes(studio, faq_dataset, tiny_model, monkeypatch):
+    """On the two-layer model (what is checked is Stop, not the model), held at step 3 until
+    Stop so a fast machine cannot finish the run first."""
+    monkeypatch.setenv("STUDIO_HOLD_AT", "train.step@3")
+    run = studio.train_create("cpu-quickstart", faq_dataset, tiny_model,
+                              overrides=["train.save_every=50", "train.forget_budget=0", "train.replay=0"],
                               max_steps=30)
     studio.train_spawn(run["id"])
     run_dir = studio.home.runs / run["id"]
@@ -186,9 +190,12 @@ def test_nan_loss_stops_with_advice(tmp_path):
     assert ctl.should_training_stop and cb.nan_step == 3
 
 
-def test_qlora_trains_on_cpu(studio, faq_dataset):
+def test_qlora_trains_on_cpu(studio, faq_dataset, embedded_model_dir, tmp_path):
+    """4-bit base weights (bitsandbytes' CPU kernels) on a two-layer model (64 wide: 4-bit
+    blocks need it): the path is the point, not the model."""
     pytest.importorskip("bitsandbytes")
-    run = studio.train_create("gpu-8gb-qlora", faq_dataset, EMBEDDED, max_steps=2, overrides=[
+    tiny = make_tiny_llama(tmp_path / "tiny64", embedded_model_dir, hidden=64)
+    run = studio.train_create("gpu-8gb-qlora", faq_dataset, str(tiny), max_steps=2, overrides=[
         "train.micro_batch=2", "train.grad_accum=1", "train.max_len=128", "train.eval_every=0",
         "train.optimizer=adamw", "train.grad_ckpt=false", "train.log_every=1"])
     assert run["method"] == "qlora"
