@@ -59,6 +59,7 @@ def serve() -> None:
     import transformers  # noqa: F401
     from transformers import Trainer  # noqa: F401
 
+    import lm_eval  # noqa: F401  (`eval` calls need it; its import sets HF_XET_HIGH_PERFORMANCE)
     import studio.api  # noqa: F401
     import studio.cli  # noqa: F401
 
