@@ -115,6 +115,25 @@ def test_stop_saves_a_checkpoint_and_resume_finishes(studio, faq_dataset, tiny_m
         studio.run_stop(run["id"])
 
 
+def test_a_stop_pressed_while_the_trainer_starts_is_honoured(studio, faq_dataset, tiny_model):
+    """Stop pressed while the trainer process is still starting (its imports take a minute on a
+    busy machine) must stop it at the first step; a STOP left by an earlier stop is cleared.
+    Here the trainer is this process: a STOP written now is newer than its start."""
+    import psutil
+
+    over = ["train.replay=0", "train.forget_budget=0", "train.eval_every=0"]
+    run = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, overrides=over, max_steps=4)
+    stop = studio.home.runs / run["id"] / "STOP"
+    stop.write_text("stop")                                   # pressed during start-up
+    done = studio.train_run(run["id"])
+    assert done["status"] == "stopped" and done["step"] == 1
+    stop.write_text("stop")
+    old = psutil.Process().create_time() - 60
+    os.utime(stop, (old, old))                                # left from before this process
+    done = studio.train_run(run["id"])
+    assert done["status"] == "completed" and done["step"] == 4 and not stop.exists()
+
+
 def test_packing_keeps_examples_apart(embedded_model_dir):
     """Padding-free batches: an example's logits are the same alone or packed after another,
     on the model exactly as the training loop prepares it."""

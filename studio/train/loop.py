@@ -62,6 +62,11 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
             self.t_last, self.tok_last, self.t0 = time.time(), 0, time.time()
             self.window: deque[tuple[float, int]] = deque(maxlen=6)
             self.step0: int | None = None
+            # the run's first trainer process (a test may hold it at a step until Stop; a resume,
+            # even one from step 0 after a Stop during start-up, is never held)
+            marker = run_dir / ".trainer-started"
+            self.first = not marker.exists()
+            marker.touch()
             self.rows: dict[int, dict[str, Any]] = {}
             self.stopped = False
             self.nan_step: int | None = None
@@ -78,7 +83,7 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
             self.window.append((self.t0, collator.tokens))
 
         def on_step_end(self, args, state, control, **kw):
-            if not self.step0:  # a fresh start (not a resume) may be held for a test
+            if self.first:  # the run's first trainer process may be held for a test
                 hold_point("train.step", state.global_step, (run_dir / STOP_FILE).exists)
             if (run_dir / STOP_FILE).exists():  # written by Stop, or by SIGTERM below
                 self.stopped = True
@@ -192,6 +197,21 @@ def load_for_training(model_path: Path, device: str, p, start_adapter: Path | No
     return get_peft_model(model, models.lora_config(p.lora, n_layers))
 
 
+def clear_stale_stop(run_dir: Path) -> None:
+    """A STOP left by an earlier stop is cleared; one written since this process started is a
+    Stop pressed while the trainer was still starting (a minute of imports on a busy machine)
+    and is honoured at the first step — clearing it lost that Stop: the page said "stopped"
+    while the run trained on."""
+    import psutil
+
+    stop = run_dir / STOP_FILE
+    try:
+        if stop.stat().st_mtime < psutil.Process().create_time():
+            stop.unlink()
+    except FileNotFoundError:
+        pass
+
+
 def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
           progress: bool = False) -> dict[str, Any]:
     """Run (or resume) the run in `run_dir`; return its final status and artifacts."""
@@ -203,7 +223,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     cfg = RunConfig.read(run_dir)
     p = cfg.spec
     t = p.train
-    (run_dir / STOP_FILE).unlink(missing_ok=True)
+    clear_stale_stop(run_dir)
     # SIGTERM asks for the same clean stop as the Stop button: checkpoint, adapter, exit.
     signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).write_text("stop"))
     torch.manual_seed(t.seed)

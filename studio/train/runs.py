@@ -295,9 +295,11 @@ class RunService:
         deadline = time.time() + wait
         while alive(pid) and time.time() < deadline:
             time.sleep(0.5)
-        if alive(pid):
+        if alive(pid):  # SIGTERM asks for the same clean stop; a busy machine gets the same time again
             os.kill(pid, signal.SIGTERM)
-            time.sleep(5)
+            deadline = time.time() + wait
+            while alive(pid) and time.time() < deadline:
+                time.sleep(0.5)
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if self.get(run_id)["status"] in ACTIVE:
