@@ -123,6 +123,9 @@ class Studio:
     def run_stop(self, run_id: str) -> dict[str, Any]:
         return self.runs.stop(run_id)
 
+    def run_request_stop(self, run_id: str) -> dict[str, Any]:
+        return self.runs.request_stop(run_id)
+
     def run_delete(self, run_id: str) -> dict[str, Any]:
         from .models import folder_size
 

@@ -181,6 +181,19 @@ def test_train_tick_follows_a_run(studio, faq_dataset, trained_run):
     assert msg.startswith("⚠️") and "not running" in msg
 
 
+def test_stop_asks_first_and_forces_on_a_second_press(studio, faq_dataset, tiny_model):
+    """Stop returns at once (a trainer still starting on a busy machine needs a minute to reach
+    its step and save); the status says "stopping" meanwhile; a second press forces it."""
+    run = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, max_steps=2)
+    s = Session(run_id=run["id"], run_active=True)
+    msg, _ = train_step.stop(studio, s)
+    shown_now = studio.run_show(run["id"])
+    assert msg.startswith("Stopping") and shown_now["stopping"] and shown_now["active"]
+    assert "stopping (saving a checkpoint), step 0/2" in train_step.status_md(shown_now, [])
+    msg, _ = train_step.stop(studio, s)
+    assert msg.startswith("Stopped at step") and studio.run_show(run["id"])["status"] == "stopped"
+
+
 # ---- compare ------------------------------------------------------------------------------
 def test_a_tab_offers_its_own_dataset_while_it_follows_another_tabs_run(studio, trained_run, monkeypatch):
     """A fresh tab follows the run training now, whoever started it; the dataset this tab then

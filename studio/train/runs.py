@@ -76,7 +76,10 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
             "preset": run["preset"], "dataset": run["dataset"], "model": run["model"],
             "step": run.get("step"), "max_steps": run.get("max_steps"), "error": run.get("error"),
             "method": cfg.get("method"), "notes": cfg.get("notes", []),
-            "active": RunStatus(run["status"]).active, "has_result": RunStatus(run["status"]).has_result}
+            "active": RunStatus(run["status"]).active, "has_result": RunStatus(run["status"]).has_result,
+            # Stop was asked for and the trainer has not finished its step yet
+            "stopping": RunStatus(run["status"]).active and bool(run.get("path"))
+            and (Path(run["path"]) / "STOP").exists()}
 
 
 def get(store, run_id: str) -> dict[str, Any]:
@@ -285,6 +288,16 @@ class RunService:
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         return events(Path(self.get(run_id)["path"]))
+
+    def request_stop(self, run_id: str) -> dict[str, Any]:
+        """Ask the trainer to stop (the STOP file) and return at once: it finishes its step, saves
+        a checkpoint and exits — on a busy machine, or while it is still starting, that takes a
+        while, and the page must not wait for it (`stop` waits, and forces it if need be)."""
+        run = self.get(run_id)
+        if run["status"] not in ACTIVE:
+            raise RunError(f"Run {run_id} is {run['status']}, not running; nothing to stop.")
+        (Path(run["path"]) / "STOP").write_text("stop")
+        return summary(self.get(run_id))
 
     def stop(self, run_id: str, wait: float = 60.0) -> dict[str, Any]:
         run = self.get(run_id)

@@ -20,7 +20,8 @@ def status_md(run: dict, events: list[dict]) -> str:
     last = next((e for e in reversed(events) if "tokens_per_s" in e), {})
     ev = next((e for e in reversed(events) if e.get("eval_loss") is not None), {})
     total = run.get("max_steps") or ((run.get("config") or {}).get("train") or {}).get("max_steps")
-    line = f"**Run `{run['id']}`** — {run['status']}, step {run.get('step') or 0}/{total or '?'}"
+    state = "stopping (saving a checkpoint)" if run.get("stopping") else run["status"]
+    line = f"**Run `{run['id']}`** — {state}, step {run.get('step') or 0}/{total or '?'}"
     if last:
         line += f" · loss {last['loss']:.3f}"
         if run.get("active"):  # speed and ETA only mean something while it trains
@@ -157,12 +158,20 @@ def percent(msg: str) -> float | None:
 
 
 def stop(studio, session: Session):
+    """The first press asks the trainer to stop and returns at once (the status line says
+    "stopping" until it has saved its checkpoint); a second press while it is still stopping
+    forces it (SIGTERM, then kill), waiting for that."""
     try:
-        run = studio.run_stop(session.run_id or "")
+        run = studio.run_show(session.run_id or "")
+        if run.get("stopping"):
+            run = studio.run_stop(session.run_id or "")
+            return f"Stopped at step {run['step']}; press Resume to continue.", session
+        studio.run_request_stop(session.run_id or "")
     except Exception as e:
         return error_text(e), session
     # run_active stays as it was: the next tick sees the run end and refreshes the run table
-    return f"Stopped at step {run['step']}; press Resume to continue.", session
+    return ("Stopping: the trainer finishes its step and saves a checkpoint (a minute on a busy "
+            "machine). Press Stop again to force it."), session
 
 
 def resume(studio, session: Session):
