@@ -300,11 +300,9 @@ class RunService:
         return summary(self.get(run_id))
 
     def stop(self, run_id: str, wait: float = 60.0) -> dict[str, Any]:
-        run = self.get(run_id)
-        if run["status"] not in ACTIVE:
-            raise RunError(f"Run {run_id} is {run['status']}, not running; nothing to stop.")
-        (Path(run["path"]) / "STOP").write_text("stop")  # the child saves a checkpoint and exits
-        pid = run.get("pid")
+        """Ask (request_stop), wait for the child to save a checkpoint and exit, else force it."""
+        self.request_stop(run_id)
+        pid = self.get(run_id).get("pid")
         deadline = time.time() + wait
         while alive(pid) and time.time() < deadline:
             time.sleep(0.5)
