@@ -41,6 +41,10 @@ def test_short_run_learns_and_writes_everything(studio, trained_run):
     assert [c.name for c in ckpts] == ["checkpoint-12", "checkpoint-4", "checkpoint-8"]
     assert all((c / ".complete").exists() and (c / "optimizer.pt").exists() for c in ckpts)
     assert len(show["metrics"]) >= 12 and show["artifacts"]["adapter"]
+    # where the time went, from the start of the run: loading and preparing count too (#28)
+    spent = [e["phases"] for e in events if "phases" in e][-1]
+    assert spent["seconds"]["preparing"] > 0 and "preparing (model, replay" in spent["line"]
+    assert sum(spent["seconds"].values()) <= spent["wall_s"] + 0.01
 
 
 def test_adapter_loads_in_stock_peft(trained_run, studio, embedded_model_dir):

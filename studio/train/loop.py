@@ -219,10 +219,12 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     from transformers import Trainer, TrainingArguments
 
     from .. import models
+    from .phases import Phases
 
     cfg = RunConfig.read(run_dir)
     p = cfg.spec
     t = p.train
+    phases = Phases(device == "cuda")  # the run's wall starts here: preparing is part of it
     clear_stale_stop(run_dir)
     # SIGTERM asks for the same clean stop as the Stop button: checkpoint, adapter, exit.
     signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).write_text("stop"))
@@ -296,9 +298,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
                                 t.replay_weight if anchor else 0.0)(
             model=model, args=TrainingArguments(**args), train_dataset=train_set,
             eval_dataset=eval_set or None, data_collator=collator, callbacks=[cb])
-    from .phases import Phases
-
-    cb.phases = phases = Phases(device == "cuda")
+    cb.phases = phases
     phases.instrument(trainer)
     if not progress:  # keep stdout clean for --json: no printed log dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -308,6 +308,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     if rank() == 0:
         store.update_run(run_id, status=RunStatus.RUNNING.value, pid=os.getpid(), max_steps=steps,
                          error=None)
+    phases.prepared()
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except torch.OutOfMemoryError:

@@ -1,10 +1,12 @@
 """Where a run's time goes: per-phase clocks around the Trainer, written to the run's record.
 
-Owns `Phases`: wall-clock seconds spent in data (the collator), forward+backward (each
-micro-batch's training_step), the optimizer step, evaluation (the Trainer's, with the forgetting
-probe), checkpoints, and the studio's own logging (events, store) — measured by wrapping those
-calls on the trainer instance (any Trainer: the studio's, TRL's), with a CUDA synchronise at each
-boundary so the GPU's queued work is charged to the phase that queued it. `summary()` gives the
+Owns `Phases`: wall-clock seconds spent preparing (the model's load, replay and the anchor's
+targets, the forgetting check's base figures: everything from the run's start to its first
+step), in data (the collator), forward+backward (each micro-batch's training_step), the optimizer
+step, evaluation (the Trainer's, with the forgetting probe), checkpoints, and the studio's own
+logging (events, store) — measured by wrapping those calls on the trainer instance (any Trainer:
+the studio's, TRL's), with a CUDA synchronise at each boundary so the GPU's queued work is
+charged to the phase that queued it. `summary()` gives the
 seconds, their shares of the wall time, and one plain line for the run's notes ("training steps
 86% of 210 s; evaluations 9%…"), so a run that is slow for reasons other than training says so.
 """
@@ -14,8 +16,9 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable
 
-ORDER = ("data", "forward_backward", "optimizer", "evaluation", "checkpoints", "logging")
-WORDS = {"data": "batching data", "forward_backward": "forward and backward passes",
+ORDER = ("preparing", "data", "forward_backward", "optimizer", "evaluation", "checkpoints", "logging")
+WORDS = {"preparing": "preparing (model, replay, base figures)", "data": "batching data",
+         "forward_backward": "forward and backward passes",
          "optimizer": "optimizer steps", "evaluation": "evaluations and forgetting checks",
          "checkpoints": "checkpoints", "logging": "logging"}
 
@@ -46,6 +49,11 @@ class Phases:
             self._sync()
             self.seconds[phase] += time.perf_counter() - t
             self.depth -= 1
+
+    def prepared(self) -> None:
+        """Everything from the start until now was preparing (called before the first step)."""
+        self._sync()
+        self.seconds["preparing"] = time.perf_counter() - self.t0
 
     def wrap(self, phase: str, fn: Callable) -> Callable:
         def timed(*a, **kw):
