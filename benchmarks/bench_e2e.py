@@ -87,7 +87,7 @@ def bare_steps(run_dir: Path, model_path: Path, device: str) -> tuple[float, int
             if t0 is None:  # the first step pays one-time costs in both: start the clock after it
                 collator.tokens = 0
             batch = trainer._prepare_inputs(batch)
-            trainer.training_step(model, batch, num_items_in_batch=(batch["labels"] != -100).sum())
+            trainer.training_step(model, batch, num_items_in_batch=(batch["labels"] != batches.IGNORE).sum())
             micro += 1
             if micro % t.grad_accum == 0:
                 opt.step()

@@ -29,7 +29,7 @@ from ..locks import hold
 from ..records import ACTIVE, RunStatus
 from . import config as tcfg
 from .checkpoints import MARK, clean_leftovers, complete, latest
-from .loop import rank
+from .loop import STOP_FILE, rank
 
 
 ADOPT_AFTER_S = 30  # a folder younger than this may still be getting its row in another process
@@ -79,7 +79,7 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
             "active": RunStatus(run["status"]).active, "has_result": RunStatus(run["status"]).has_result,
             # Stop was asked for and the trainer has not finished its step yet
             "stopping": RunStatus(run["status"]).active and bool(run.get("path"))
-            and (Path(run["path"]) / "STOP").exists()}
+            and (Path(run["path"]) / STOP_FILE).exists()}
 
 
 def get(store, run_id: str) -> dict[str, Any]:
@@ -296,7 +296,7 @@ class RunService:
         run = self.get(run_id)
         if run["status"] not in ACTIVE:
             raise RunError(f"Run {run_id} is {run['status']}, not running; nothing to stop.")
-        (Path(run["path"]) / "STOP").write_text("stop")
+        (Path(run["path"]) / STOP_FILE).write_text("stop")
         return summary(self.get(run_id))
 
     def stop(self, run_id: str, wait: float = 60.0) -> dict[str, Any]:

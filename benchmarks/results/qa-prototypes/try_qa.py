@@ -18,7 +18,6 @@ from studio.data import questions as Q, recipes
 from studio.data.prepare import read_split
 
 MODE, limit, docs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-variant = "qa"
 EX_SENTS = ["Water boils at 100 degrees Celsius at sea level.",
             "On a high mountain the air pressure is lower, so water boils at a lower temperature and food takes longer to cook."]
 EX_PAIRS = [{"question": "At what temperature does water boil at sea level?", "answer": EX_SENTS[0]},
@@ -36,14 +35,14 @@ def sentences(chunk):
             and sum(c.isalpha() for c in s) >= 0.6 * len(s)]
 
 def order(p):
-    return {k: p[k] for k in (("answer", "question") if variant == "aq" else ("question", "answer"))}
+    return {k: p[k] for k in ("question", "answer")}
 
 def chunk_pairs(gen, chunk, n):
     sents = sentences(Q.cut(chunk, 160))
     if not sents:
         return []
     props = {"question": {"type": "string", "pattern": Q.QUESTION}, "answer": {"type": "string", "enum": sents}}
-    keys = ["answer", "question"] if variant == "aq" else ["question", "answer"]
+    keys = ["question", "answer"]
     item = {"type": "object", "required": keys, "properties": {k: props[k] for k in keys}}
     schema = {"type": "object", "required": ["pairs"], "properties": {"pairs": {"type": "array", "minItems": 1, "maxItems": n, "items": item}}}
     msgs = [{"role": "user", "content": PROMPT.format(n=2, chunk=Q.EXAMPLE_PASSAGE)},
