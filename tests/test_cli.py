@@ -72,3 +72,17 @@ def test_user_errors_exit_1_without_traceback(tmp_path, studio_home):
         assert r.returncode == 1, (args, r.stdout, r.stderr)
         assert words in r.stderr and "Traceback" not in r.stderr
     assert (bad / "studio.db").read_text() == "not sqlite, but important"
+
+
+def test_times_read_as_dates_in_text_output():
+    """`runs list` showed created_at as 1.796e+09: a `…_at` value is a local date and time in
+    tables and in `key  value` lines; other numbers are as before, and --json keeps the seconds."""
+    import time
+
+    from studio.cli.render import render
+
+    t = time.mktime((2026, 12, 4, 13, 26, 0, 0, 0, -1))
+    table = render([{"id": "r1", "created_at": t, "loss": 0.123456, "step": 8}])
+    assert "2026-12-04 13:26" in table and "e+09" not in table and "0.1235" in table
+    lines = render({"id": "r1", "updated_at": t, "step": 8, "error": None})
+    assert "updated_at  2026-12-04 13:26" in lines and "step        8" in lines

@@ -13,9 +13,9 @@ def render(value: Any) -> str:
         return value
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         keys = [k for k in value[0] if not isinstance(value[0][k], (dict, list))][:7]
-        widths = {k: min(40, max(len(k), *(len(_cell(v.get(k))) for v in value))) for k in keys}
+        widths = {k: min(40, max(len(k), *(len(_cell(v.get(k), k)) for v in value))) for k in keys}
         lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
-        lines += ["  ".join(_cell(v.get(k))[:40].ljust(widths[k]) for k in keys) for v in value]
+        lines += ["  ".join(_cell(v.get(k), k)[:40].ljust(widths[k]) for k in keys) for v in value]
         return "\n".join(lines)
     if isinstance(value, list):
         return "\n".join(map(str, value)) or "(none)"
@@ -26,12 +26,17 @@ def render(value: Any) -> str:
             if isinstance(v, (dict, list)):
                 v = json.dumps(v, default=str)
                 v = v if len(v) < 400 else v[:400] + "…"
-            out.append(f"{k.ljust(width)}  {v}")
+            out.append(f"{k.ljust(width)}  {_cell(v, k) if k.endswith('_at') else v}")
         return "\n".join(out)
     return str(value)
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, key: str = "") -> str:
+    """A value as a table cell; a time (a `…_at` key holds seconds since the epoch) as local time."""
+    if key.endswith("_at") and isinstance(v, (int, float)) and not isinstance(v, bool):
+        import time
+
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(v))
     if isinstance(v, float):
         return f"{v:.4g}"
     return "" if v is None else str(v)
