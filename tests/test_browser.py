@@ -107,8 +107,8 @@ def upload_sample(page) -> None:
 
 README = os.environ.get("STUDIO_UPDATE_SCREENSHOTS") == "1"
 # The README's pictures need a run that has learned (100 steps, about 4 minutes on 2 cores);
-# the test alone needs only a few steps to check the flow.
-STEPS = 100 if README else 8
+# the test alone needs only a few steps past the hold to check the flow (stop, resume, finish).
+STEPS = 100 if README else 5
 HOLD_STEP = 3  # the run waits there for Stop (STUDIO_HOLD_AT)
 WAIT_MS = 120_000  # the ceiling of every wait for the page: generous, since a busy machine is slow
 
@@ -248,7 +248,7 @@ def test_whole_flow(app_url, browser):
     wait_until(lambda: steps_box.input_value() == str(quick.max_steps))  # the preset's form arrived
     steps_box.fill(str(STEPS))
     page.get_by_role("spinbutton", name="Max length", exact=True).fill("256")
-    page.get_by_role("spinbutton", name="Micro-batch", exact=True).fill("4")
+    page.get_by_role("spinbutton", name="Micro-batch", exact=True).fill("4" if README else "2")
     page.get_by_role("button", name="Start training").dblclick()
     page.get_by_text("running, step").wait_for()
     page.reload()
@@ -471,6 +471,7 @@ def test_preference_data_through_train_to_compare_and_benchmarks(app_url, browse
     steps_box = page.get_by_role("spinbutton", name="Steps", exact=True)
     steps_box.fill("2")                                                 # below the walk's hold at step 3
     page.get_by_role("spinbutton", name="Max length", exact=True).fill("128")
+    page.get_by_role("spinbutton", name="Micro-batch", exact=True).fill("2")  # the flow, not the fit
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("completed, step 2/2").wait_for(timeout=600_000)
     studio = studio_now()
@@ -480,6 +481,7 @@ def test_preference_data_through_train_to_compare_and_benchmarks(app_url, browse
     assert selected(page, "4 · Compare")
     wait_until(lambda: page.get_by_role("combobox", name="Run", exact=True).input_value() == run["id"])
     page.get_by_label("Your question").fill("How much does the Nimbus Orbit cost?")
+    page.get_by_label("number input for Max new tokens").fill("32")    # both sides, not to 128
     page.get_by_role("button", name="Ask both").click()
     page.get_by_text("Both answered").wait_for(timeout=300_000)
     page.get_by_text("Benchmarks before and after (lm-evaluation-harness)").click()
