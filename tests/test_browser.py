@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 HOME: dict = {}
+TABS: list = []  # the browser sessions a test opened (open_studio), closed after it
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
@@ -76,7 +77,14 @@ def stop_runs(home: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def no_run_left_behind(app_url):
+    """After each test: its tabs closed (an open Train step keeps polling the studio, and a
+    later test's run would pay for every tab left open) and no run left training."""
     yield
+    while TABS:
+        try:
+            TABS.pop().close()
+        except Exception:
+            pass
     stop_runs(HOME["path"])
 
 
@@ -93,7 +101,9 @@ def browser():
 def open_studio(browser, url: str, **page_args):
     """A new browser session (its own cookies, so its own Gradio state) on the studio page, once
     its steps are shown (after this tab's choices are restored)."""
-    page = browser.new_context(**page_args).new_page()
+    context = browser.new_context(**page_args)
+    TABS.append(context)
+    page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     page.goto(url)
     page.get_by_text("Fine-tune an open LLM").wait_for()
