@@ -97,6 +97,19 @@ def generate_batch(model, tok, conversations: list[list[dict[str, str]]], max_ne
             for new in greedy_batch(model, tok, prompts, max_new_tokens, batch_tokens)]
 
 
+def generate_groups(model, tok, groups: list[list[list[dict[str, str]]]], max_new_tokens: int = 48
+                    ) -> list[list[str]]:
+    """`generate_batch` over several lists of conversations at once, answers split back per
+    list: one set of batches for all (64 prompts in one batch answer ≈20% faster than two
+    batches of 32 on 2 CPU cores — a step's fixed cost is shared)."""
+    flat = generate_batch(model, tok, [c for g in groups for c in g], max_new_tokens)
+    out, i = [], 0
+    for g in groups:
+        out.append(flat[i:i + len(g)])
+        i += len(g)
+    return out
+
+
 def greedy_batch(model, tok, prompts: list[list[int]], max_new_tokens: int,
                  batch_tokens: int = BATCH_TOKENS) -> list[list[int]]:
     """The greedy continuation of each prompt (token ids, up to and including its end-of-turn

@@ -76,20 +76,24 @@ def memo_sets() -> list[tuple[str, list[str], int]]:
 def check(pair, tok, judge: Callable[[str], str] | None = None, memo=None) -> dict[str, Any]:
     """Base vs tuned on the harmful and the harmless-but-risky sets: refusals counted, examples.
     With a memo (base_answers.Memo) the base model's answers are generated once per model."""
-    from .chat import generate_batch
+    from .chat import generate_groups
 
-    def ask(side: str):
-        def gen(prompts: list[str]) -> list[str]:
-            with pair.side(side) as m:
-                return generate_batch(m, tok, [[{"role": "user", "content": p}] for p in prompts], ANSWER_TOKENS)
-        return gen
+    def ask(side: str, *prompt_sets: list[str]) -> list[list[str]]:  # every set in one go
+        with pair.side(side) as m:
+            return generate_groups(m, tok, [[[{"role": "user", "content": p}] for p in ps]
+                                            for ps in prompt_sets], ANSWER_TOKENS)
 
+    sets = {name: read(file) for name, file in CHECK_SETS}
+    prompts = {name: [r["prompt"] for r in rows] for name, rows in sets.items()}
+    tuned = dict(zip(sets, ask("tuned", *prompts.values())))
+    if memo:
+        base = {name: memo.answers(f"safety-{name}", ps, ANSWER_TOKENS, lambda x: ask("base", x)[0])
+                for name, ps in prompts.items()}
+    else:
+        base = dict(zip(sets, ask("base", *prompts.values())))
     out: dict[str, Any] = {"rule": "judge" if judge else "refusal phrases and the answer's shape"}
-    for name, file in CHECK_SETS:
-        rows = read(file)
-        prompts = [r["prompt"] for r in rows]
-        said = {"base": memo.answers(f"safety-{name}", prompts, ANSWER_TOKENS, ask("base")) if memo
-                else ask("base")(prompts), "tuned": ask("tuned")(prompts)}
+    for name, rows in sets.items():
+        said = {"base": base[name], "tuned": tuned[name]}
         refused = {side: [judged(judge, r["prompt"], a) for r, a in zip(rows, said[side])] for side in said}
         changed = [{"prompt": r["prompt"], "category": r["category"], "base": b, "tuned": t}
                    for r, b, t, rb, rt in zip(rows, said["base"], said["tuned"], refused["base"], refused["tuned"])

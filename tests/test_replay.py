@@ -1,6 +1,7 @@
 """Self-replay, the retention probe, the forgetting budget's choice and adapter strength."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -276,3 +277,38 @@ def test_triage_through_the_studio_on_a_document(studio, tmp_path):
     out = studio.data_triage(d["ref"])
     assert out["skipped"] and out["dataset"] == d["ref"] and "no question/answer pairs" in out["reason"]
     assert studio.data_show(d["ref"])["triage"]["skipped"]
+
+
+def test_base_figures_are_kept_per_model_and_validation_set(tmp_path, tiny_model, monkeypatch):
+    """A second run on the same model and data reads the base model's figures back (they never
+    change); other questions are measured again; a run's own state still comes first."""
+    from peft import LoraConfig, get_peft_model
+
+    from studio import models
+    from studio.base_answers import memo_for
+    from studio.train.selection import Watcher
+
+    model = get_peft_model(models.load_model(Path(tiny_model), "cpu", "fp32"), LoraConfig(r=2, target_modules="all-linear"))
+    tok = models.load_tokenizer(Path(tiny_model))
+    memo = memo_for(tmp_path / "replay", "tiny", Path(tiny_model), model)
+    made = []
+    real = Watcher._figures
+    monkeypatch.setattr(Watcher, "_figures", lambda self, m: made.append(1) or real(self, m))
+
+    def val(q):
+        return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "42"}]}]
+
+    def base(run, q):
+        (tmp_path / run).mkdir()
+        w = Watcher(tmp_path / run, tok, val(q), 0.1, 0)
+        w.baseline(model, memo)
+        return w.state["base"]
+
+    first = base("a", "What is six times seven?")
+    assert base("b", "What is six times seven?") == first and len(made) == 1   # read back
+    base("c", "How many legs has a spider?")
+    assert len(made) == 2                                                      # other questions
+    assert Watcher(tmp_path / "a", tok, val("x"), 0.1, 0).state["base"] == first  # the run's own
+    (tmp_path / "d").mkdir()
+    Watcher(tmp_path / "d", tok, val("x"), 0.1, 0).baseline(model)            # no memo: made
+    assert len(made) == 3

@@ -268,8 +268,10 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     if eval_set and rank() == 0 and t.forget_budget > 0:
         from .selection import Watcher
 
+        from ..base_answers import memo_for
+
         watcher = Watcher(run_dir, tok, read_split(data_dir, "validation"), t.forget_budget, start)
-        watcher.baseline(model)
+        watcher.baseline(model, memo_for(run_dir.parent.parent / "replay", p.model, model_path, model))
     preferring = t.objective != "sft"
     collator = (preference.CountingWrapper(None) if preferring else
                 batches.make_collator(tok, t.packing, anchor))

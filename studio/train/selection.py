@@ -23,6 +23,7 @@ STRENGTHS = (0.75, 0.5, 0.25)  # the last adapter is also tried at these
 BEST = "best-adapter"
 MAX_QUESTIONS = 8
 MAX_NEW_TOKENS = 32
+FIGURES = 1  # bump when what `_figures` computes changes: kept base figures are made again
 
 
 def questions(val: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -90,12 +91,21 @@ class Watcher:
         return {"probe_ppl": round(math.exp(loss), 3) if loss is not None else None,
                 "answer_match": answer_match(model, self.tok, self.qs)}
 
-    def baseline(self, model) -> None:
-        """The base model's figures (adapter off), once per run."""
+    def baseline(self, model, memo=None) -> None:
+        """The base model's figures (adapter off), once per run — and with a memo
+        (base_answers.Memo), once per model revision and validation set: a second run on the
+        same data reads them back."""
         if self.state["base"] is not None:
             return
-        with model.disable_adapter(), evaluating(model):
-            self.state["base"] = self._figures(model)
+
+        def figures() -> dict[str, Any]:
+            with model.disable_adapter(), evaluating(model):
+                return self._figures(model)
+        from ..scoring import probe_examples
+
+        inputs = {"version": FIGURES, "questions": self.qs, "probe": probe_examples(),
+                  "max_new_tokens": MAX_NEW_TOKENS}
+        self.state["base"] = memo.figures(inputs, figures) if memo is not None else figures()
         self._save()
 
     def evaluate(self, model, step: int, eval_loss: float | None) -> dict[str, Any]:
