@@ -291,3 +291,32 @@ def test_k_quant_without_llama_cpp_says_how(monkeypatch, studio):
     monkeypatch.setattr(models, "llama_cpp_available", lambda: (False, "llama-cpp-python is not installed"))
     with pytest.raises(FeatureUnavailable, match="llama-cpp-python"):
         studio.export("gguf", model="smollm2-135m-instruct", quant="q4_k_m")
+
+
+def test_parity_own_answer_goes_on_from_where_llama_cpp_and_transformers_part():
+    """The end-of-turn check's own greedy answer: what llama.cpp's top-1 already agreed with
+    is not generated again, and it still decides itself whether it stops."""
+    from studio.export import parity
+
+    class Llm:
+        def create_completion(self, prompt, max_tokens, **kw):
+            self.asked = (list(prompt), max_tokens)
+            return {"choices": [{"finish_reason": "stop", "text": " more"}]}
+
+        def detokenize(self, ids):
+            return " ".join(map(str, ids)).encode()
+
+    def scores(top):  # one row per position; its top-1 is the token given
+        s = np.zeros((len(top), 50))
+        s[np.arange(len(top)), top] = 1.0
+        return s
+    ids, new, stop = [1, 2, 3], [7, 8, 9, 40], {40}
+    llm = Llm()
+    assert parity.own_answer(llm, scores([0, 0, 7, 8, 9, 40, 0]), ids, new, stop) == ("stop", "7 8 9 more")
+    assert llm.asked == ([1, 2, 3, 7, 8, 9], parity.ANSWER_TOKENS - 3)   # not past the end-of-turn
+    parity.own_answer(llm, scores([0, 0, 7, 5, 9, 40, 0]), ids, new, stop)
+    assert llm.asked == ([1, 2, 3, 7], parity.ANSWER_TOKENS - 1)         # parted at the 2nd token
+    assert parity.own_answer(llm, scores([0, 0, 6, 8, 9, 40, 0]), ids, new, stop) == ("stop", " more")
+    assert llm.asked == (ids, parity.ANSWER_TOKENS)                      # parted at once: from the prompt
+    parity.own_answer(llm, scores([0, 0, 7, 8, 9, 11, 0]), ids, [7, 8, 9, 11], stop)
+    assert llm.asked == ([1, 2, 3, 7, 8, 9, 11], parity.ANSWER_TOKENS - 4)  # no end-of-turn: all of it

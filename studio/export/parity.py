@@ -23,6 +23,7 @@ PROMPTS = [  # chosen to draw answers of 32+ tokens, so each compares a real con
     "Explain why the sky is blue.",
     "How do I take care of a houseplant?",
 ]
+ANSWER_TOKENS = 96  # llama.cpp's own answer, for the end-of-turn check
 # Minimum top-1 agreement: f16/bf16 ≥98% and q8_0 ≥95% are the contract; the k-quant lines are
 # our own guardrails (4-5 bit weights do change some greedy choices on a 135M model).
 THRESHOLDS = {"f32": 0.98, "f16": 0.98, "bf16": 0.98, "q8_0": 0.95, "q6_k": 0.90,
@@ -35,7 +36,7 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
     import torch
     from llama_cpp import Llama
 
-    from ..chat import greedy_batch
+    from ..chat import greedy_batch, stop_ids
     from ..models import llama_threads
 
     llm = Llama(model_path=str(gguf_path), lora_path=str(lora_path) if lora_path else None,
@@ -49,6 +50,7 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
     # The natural greedy answer (up to its end-of-turn token), all prompts in one batch: positions
     # forced past the end would compare near-uniform guesses, which measures noise, not the export.
     answers = greedy_batch(model, tok, prompt_ids, n_tokens)
+    stop_set = set(stop_ids(tok, model))
     for text, ids, new in zip(texts, prompt_ids, answers):
         tok_match += llm.tokenize(text.encode(), add_bos=False, special=True) == ids
         seq = ids + new
@@ -64,9 +66,9 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
             agree += int(lc[pos].argmax() == hf_lp[pos].argmax())
             total += 1
             dlog.append(abs(float(lc_lp[pos, nxt]) - float(hf_lp[pos, nxt])))
-        out = llm.create_completion(text, max_tokens=96, temperature=0.0, top_k=1)
-        stops += out["choices"][0]["finish_reason"] == "stop"
-        runon += any(m in out["choices"][0]["text"] for m in families.run_on_markers(tok))
+        finish, said = own_answer(llm, lc, ids, new, stop_set)
+        stops += finish == "stop"
+        runon += any(m in said for m in families.run_on_markers(tok))
     del llm
     agreement = agree / max(1, total)
     threshold = THRESHOLDS.get(quant, 0.8)
@@ -75,3 +77,19 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
             "passed": bool(passed), "threshold": threshold, "prompts": len(prompts),
             "tokens_compared": total, "tokenizer_match": tok_match / len(prompts),
             "stopped_at_end_of_turn": stops, "ran_past_end_of_turn": runon}
+
+
+def own_answer(llm, scores, ids: list[int], new: list[int], stops: set[int]) -> tuple[str, str]:
+    """llama.cpp's own greedy answer to `ids` (at most ANSWER_TOKENS): (finish reason, text).
+    As far as its teacher-forced top-1 (`scores`) followed the transformers answer `new`, its own
+    greedy path is that answer, already in its KV cache: it goes on from the first token where
+    they part (or from before the answer's end-of-turn token, so that llama.cpp decides itself
+    whether it stops) instead of answering again from the prompt."""
+    k = 0
+    while k < len(new) and int(scores[len(ids) - 1 + k].argmax()) == new[k]:
+        k += 1
+    fed = new[:min(k, len(new) - 1)] if new and new[-1] in stops else new[:k]
+    out = llm.create_completion(ids + fed, max_tokens=max(1, ANSWER_TOKENS - len(fed)),
+                                temperature=0.0, top_k=1)
+    head = llm.detokenize(fed).decode("utf-8", errors="ignore") if fed else ""
+    return out["choices"][0]["finish_reason"], head + out["choices"][0]["text"]
