@@ -62,6 +62,8 @@ def check_run(s, run_id: str) -> dict:
     evals = [e["step"] for e in s.run_events(run_id) if "eval_loss" in e]
     assert len(evals) == len(set(evals)) and max(evals) <= STEPS, evals
     assert [m["step"] for m in run["metrics"]] == sorted({m["step"] for m in run["metrics"]})
+    notes = [(e["step"], e["note"]) for e in s.run_events(run_id) if "note" in e]
+    assert len(notes) == len(set(notes)), notes                    # no note written twice
     assert max(m["step"] for m in run["metrics"]) == STEPS
     run_dir = Path(run["path"])
     assert (run_dir / "adapter" / ".complete").exists()

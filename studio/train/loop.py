@@ -242,8 +242,9 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     start = ckpt.step_of(resume_from) if resume_from else 0
     # a resumed run keeps the step count it started with (augmented data may count differently)
     recorded = ckpt.max_steps_of(resume_from) if resume_from else None
-    if rank() == 0:  # the record continues from the point we resume from, never repeats
-        ckpt.trim_events(run_dir / "events.jsonl", start)
+    if rank() == 0:  # the record continues from the point we resume from, never repeats (with
+        # no checkpoint the run starts over, and its step-0 notes are written again: none kept)
+        ckpt.trim_events(run_dir / "events.jsonl", start if resume_from else -1)
         store.trim_metrics(run_id, start)
         for note in notes:
             log_note(run_dir, start, note)
