@@ -9,23 +9,23 @@ PORT ?= 7860
 TORCH_PIP_ARGS ?=
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-quick test-under-load setup model llama browser golang clean-venv
+.PHONY: run test test-quick test-under-load test-model setup model llama browser golang clean-venv
 
 run: setup model
 	$(BIN)/python app.py --port $(PORT)
 
 # The whole suite; pytest prints its 15 slowest tests at the end (pyproject.toml's addopts).
-test: setup $(VENV)/.dev browser golang
+test: setup $(VENV)/.dev browser golang test-model
 	$(BIN)/python -m pytest
 
 # The quick part while you work (≈3 minutes): everything but the long end-to-end tests (-m e2e:
 # the browser walks, kill -9 recovery, training runs and their exports). CI runs everything.
-test-quick: setup $(VENV)/.dev
+test-quick: setup $(VENV)/.dev test-model
 	$(BIN)/python -m pytest -m "not e2e"
 
 # The whole suite with a busy loop on every core beside it, as on a shared laptop or CI box:
 # what passes only on an idle machine hides races. The loops end with the suite, pass or fail.
-test-under-load: setup $(VENV)/.dev browser golang
+test-under-load: setup $(VENV)/.dev browser golang test-model
 	@pids=""; for i in $$(seq $(NPROC)); do ( while :; do :; done ) & pids="$$pids $$!"; done; \
 	  trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
 	  echo "CPU hog: $(NPROC) busy loops ($$pids)"; \
@@ -69,6 +69,11 @@ $(VENV)/.converter: | $(VENV)/.llama
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.deps
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
+
+# The tests' copy of the embedded model (.venv/.test-cache, read by tests/conftest.py), converted
+# once as part of setup — as `make run` converts its own — not inside the first test that needs it.
+test-model: $(VENV)/.deps
+	$(BIN)/python -c "from pathlib import Path; from studio import models; models.prepare_embedded(Path('$(VENV)/.test-cache'))"
 
 # The one-time conversion of the embedded model happens here, not at first page load.
 model: $(VENV)/.deps
