@@ -112,7 +112,7 @@ def one_case(model, name: str, label: str, st, cap_gb: float | None, steps: int,
     import torch
 
     from studio.memory_measure import training_loss
-    from studio.train.loss import offload_context
+    from studio.train.offload import offload_context
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"

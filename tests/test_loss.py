@@ -95,30 +95,6 @@ def test_chunk_sizes_agree_and_bias_is_used():
             assert torch.allclose(t.grad, g, rtol=1e-4, atol=1e-6)
 
 
-def test_offloading_gives_the_same_gradients():
-    """The offload path runs on the CPU too: saved activations go through torch's CPU copy and
-    come back for backward; the gradients are identical with it on and off."""
-    import torch
-
-    from studio.train.loss import causal_lm_loss, offload_context
-
-    model = tiny("llama")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.enable_input_require_grads()
-    model.train()
-    batch = packed_batch()
-    out = {}
-    for on in (False, True):
-        model.zero_grad(set_to_none=True)
-        with offload_context(on, pin=False):
-            loss = causal_lm_loss(model, batch, chunk=16)
-        loss.backward()
-        out[on] = (float(loss), grads(model))
-    assert out[True][0] == out[False][0]
-    for name, g in out[False][1].items():
-        assert torch.equal(out[True][1][name], g), name
-
-
 def test_a_chunk_larger_than_the_step_is_said_with_its_cost():
     from studio.spec import RunSpec, update
     from studio.train.config import chunk_notes
@@ -343,6 +319,39 @@ def test_one_sequence_batches_have_no_position_ids_so_no_mask():
     finally:
         torch.nn.functional.scaled_dot_product_attention = real
     assert seen[0] is None and seen[-1] is not None
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma2"])
+def test_anchor_targets_run_the_shared_prefix_once_for_the_same_distributions(kind, monkeypatch):
+    """Replay sequences share their chat template's first tokens: those run once and their keys
+    and values serve every sequence — the same top tokens and log-probabilities as running each
+    sequence whole, in groups of any size, with the adapter switched off."""
+    import torch
+
+    from studio.train import anchor as kl
+
+    assert kl.shared_prefix([[1, 2, 3, 4], [1, 2, 3, 9, 9], [1, 2, 3, 4, 5]]) == 3
+    assert kl.shared_prefix([[1, 2], [1, 2, 3]]) == 1          # each keeps a token of its own
+    assert kl.shared_prefix([[5, 2], [1, 2, 3]]) == 0
+    model = tiny(kind)                                          # an adapter that changes the model
+    g = torch.Generator().manual_seed(3)
+    head = torch.randint(3, 301, (kl.MIN_SHARED + 3,), generator=g).tolist()
+    pool = [{"input_ids": head + torch.randint(3, 301, (n,), generator=g).tolist()}
+            for n in (5, 1, 9, 14, 6)]
+    runs = []
+    monkeypatch.setattr(kl, "_targets", lambda *a, _run=kl._targets: runs.append(a[-1]) or _run(*a))
+    seqs = [p["input_ids"] for p in pool]
+    with torch.no_grad(), model.disable_adapter():
+        whole = [model(input_ids=torch.tensor([s])).logits[0, :-1].log_softmax(-1) for s in seqs]
+    for batch_tokens in (4096, 12):                             # one group; several
+        got = kl.targets(model, pool, k=16, batch_tokens=batch_tokens)
+        assert runs[-1] == len(head)
+        for (ids, logp), ref in zip(got, whole):
+            top = ref.topk(16, dim=-1)
+            assert ids.shape == (len(ref), 16) and torch.equal(ids, top.indices.to(torch.int32))
+            assert torch.allclose(logp, top.values, atol=1e-5)
+    plain = kl.targets(model, pool[:1], k=16)                   # one sequence: no prefix pass
+    assert runs[-1] == 0 and torch.equal(plain[0][0], got[0][0])
 
 
 def test_a_short_run_takes_the_anchor_on_as_many_sequences_as_it_draws(monkeypatch):

@@ -22,6 +22,7 @@ from typing import Any
 TOP_K = 64       # base tokens kept per position: the rest of the mass is one bucket
 KEYS = ("kl_mask", "kl_rows", "kl_from", "kl_ids", "kl_logp")
 FORMAT = 2       # bump when the targets change: cached ones are made again
+MIN_SHARED = 8   # a shared prefix shorter than this is not worth a pass of its own
 
 
 @dataclass(frozen=True)
@@ -44,40 +45,86 @@ def take(inputs: dict[str, Any]) -> Anchor | None:
     return Anchor(mask, int(rows), int(start), ids, logp)
 
 
+def shared_prefix(seqs: list[list[int]]) -> int:
+    """How many leading tokens every sequence shares (a chat template's system prompt and turn
+    header), leaving each at least one token of its own."""
+    n = min(len(s) for s in seqs) - 1
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == seqs[0][i]:
+            i += 1
+        n = i
+    return max(n, 0)
+
+
 def targets(model, pool: list[dict[str, Any]], k: int = TOP_K, batch_tokens: int = 4096
             ) -> list[tuple[Any, Any]]:
     """For each replay sequence: the base model's top-k token ids [L-1, k] (int32) and their
     log-probabilities [L-1, k] at each position that predicts a token of the sequence. `model`
-    is the PEFT model; the adapter is switched off here."""
+    is the PEFT model; the adapter is switched off here. The prefix all sequences share (with
+    SmolLM2's default system prompt, a quarter of the tokens) is run once and its keys and values
+    reused, a few sequences of similar length per forward pass."""
     import torch
 
     from .selection import evaluating
 
-    out: dict[int, tuple[Any, Any]] = {}
-    order = sorted(range(len(pool)), key=lambda j: len(pool[j]["input_ids"]))  # little padding
+    seqs = [p["input_ids"] for p in pool]
+    shared = shared_prefix(seqs) if len(seqs) > 1 else 0
+    with torch.inference_mode(), model.disable_adapter(), evaluating(model):
+        if shared >= MIN_SHARED:
+            try:
+                return _targets(model, seqs, k, batch_tokens, shared)
+            except (TypeError, AttributeError, NotImplementedError):  # a cache that cannot be repeated
+                pass
+        return _targets(model, seqs, k, batch_tokens, 0)
+
+
+def _top(z, k: int):
+    """Top-k token ids (int32, CPU) and their log-probabilities at each row of logits `z`."""
+    import torch
+
+    z = z.float()
+    top = z.topk(min(k, z.shape[-1]), dim=-1)  # the same tokens as the log-probabilities'
+    return top.indices.to(torch.int32).cpu(), (top.values - z.logsumexp(-1, keepdim=True)).cpu()
+
+
+def _targets(model, seqs: list[list[int]], k: int, batch_tokens: int, shared: int):
+    import copy
+
+    import torch
+
     device = next(model.parameters()).device
-    with torch.no_grad(), model.disable_adapter(), evaluating(model):
-        i = 0
-        while i < len(order):  # a few sequences of similar length per forward, right-padded
-            n = 1
-            while i + n < len(order) and (n + 1) * len(pool[order[i + n]]["input_ids"]) <= batch_tokens:
-                n += 1
-            group = [pool[j] for j in order[i:i + n]]
-            width = max(len(p["input_ids"]) for p in group)
-            ids = torch.zeros(len(group), width, dtype=torch.long)
-            att = torch.zeros(len(group), width, dtype=torch.long)
-            for r, p in enumerate(group):
-                ids[r, :len(p["input_ids"])] = torch.tensor(p["input_ids"])
-                att[r, :len(p["input_ids"])] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits
-            for r, (j, p) in enumerate(zip(order[i:i + n], group)):
-                z = logits[r, :len(p["input_ids"]) - 1].float()
-                top = z.topk(min(k, z.shape[-1]), dim=-1)  # the same tokens as the log-probabilities'
-                logp = top.values - z.logsumexp(-1, keepdim=True)
-                out[j] = (top.indices.to(torch.int32).cpu(), logp.cpu())
-            del logits
-            i += n
-    return [out[j] for j in range(len(pool))]
+    head, prefix_cache = None, None
+    if shared:  # positions 0 … shared-1, the same in every sequence, once
+        got = model(input_ids=torch.tensor([seqs[0][:shared]], device=device), use_cache=True)
+        head, prefix_cache = _top(got.logits[0], k), got.cache
+    out: dict[int, tuple[Any, Any]] = {}
+    order = sorted(range(len(seqs)), key=lambda j: len(seqs[j]))  # little padding
+    i = 0
+    while i < len(order):  # a few sequences of similar length per forward, right-padded
+        n = 1
+        while i + n < len(order) and (n + 1) * (len(seqs[order[i + n]]) - shared) <= batch_tokens:
+            n += 1
+        group = [seqs[j] for j in order[i:i + n]]
+        width = max(len(s) for s in group) - shared
+        ids = torch.zeros(n, width, dtype=torch.long)
+        att = torch.zeros(n, shared + width, dtype=torch.long)
+        att[:, :shared] = 1
+        for r, s in enumerate(group):
+            ids[r, :len(s) - shared] = torch.tensor(s[shared:])
+            att[r, shared:len(s)] = 1
+        extra = {}
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(n)
+            extra = {"cache": cache, "use_cache": True}
+        logits = model(input_ids=ids.to(device), attention_mask=att.to(device), **extra).logits
+        for r, (j, s) in enumerate(zip(order[i:i + n], group)):
+            got = _top(logits[r, :len(s) - 1 - shared], k)
+            out[j] = got if head is None else (torch.cat([head[0], got[0]]), torch.cat([head[1], got[1]]))
+        del logits
+        i += n
+    return [out[j] for j in range(len(seqs))]
 
 
 def cached_targets(cache: Path, key: str, model, pool: list[dict[str, Any]], note) -> list[tuple[Any, Any]]:

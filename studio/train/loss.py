@@ -10,7 +10,6 @@ Trainer passes it (gradient accumulation) or by the count of learned tokens, Gem
 logit soft-capping, an lm_head bias (Phi). Same loss and gradients as the full computation
 (tests/test_loss.py); no dependency beyond torch. Liger-Kernel's fused linear cross-entropy
 does the same on CUDA with Triton; it has no CPU path, and the studio must train on laptops.
-Also owns the activation-offloading context the trainer wraps its forward pass in.
 """
 from __future__ import annotations
 
@@ -144,13 +143,3 @@ def causal_lm_loss(model, inputs: dict[str, Any], chunk: int, num_items_in_batch
         value = total / (shifted != -100).sum().clamp(min=1)
     return (value, hidden, parts) if with_hidden else value
 
-
-def offload_context(enabled: bool, pin: bool):
-    """While active, every tensor autograd saves moves to CPU memory (pinned on CUDA, copied
-    asynchronously) and comes back when backward needs it; with checkpointing that is each
-    block's input. torch's own save_on_cpu: the gradients are the same (tests/test_loss.py)."""
-    import contextlib
-
-    import torch
-
-    return torch.autograd.graph.save_on_cpu(pin_memory=pin) if enabled else contextlib.nullcontext()

@@ -15,7 +15,8 @@ def trainer_class(base, loss: str, chunk: int, offload: bool = False, anchor_wei
     if loss != "chunked" and not offload and not anchor_weight:
         return base
     from . import anchor as kl
-    from .loss import causal_lm_loss, offload_context
+    from .loss import causal_lm_loss
+    from .offload import offload_context
 
     class StudioTrainer(base):
         _kl_sum, _kl_n = 0.0, 0
