@@ -15,7 +15,8 @@ the first run on a model pays once-per-model work (the anchor's base-model targe
 text, cached), the second is what every later run costs.
 
 Usage: .venv/bin/python benchmarks/bench_e2e.py [--preset cpu-quickstart] [--steps N] [--set k=v ...]
-  on a GPU: --preset gpu-8gb-qlora --model <a cached model> (the run's device is picked as a user's is)
+  on a GPU: --preset gpu-8gb-qlora --model <a model folder> (the run's device is picked as a user's
+  is; benchmarks/gpu_session.sh builds one with random weights where no hub can be reached)
 """
 import argparse
 import json
@@ -117,10 +118,12 @@ def main() -> None:
     from studio.api import Studio
 
     home = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    src = models.prepare_embedded(ROOT / ".venv" / ".test-cache")
-    shutil.copytree(src, home / "models" / src.name, copy_function=os.link)
+    if a.model is None:  # the embedded model, converted once into the tests' cache
+        src = models.prepare_embedded(ROOT / ".venv" / ".test-cache")
+        shutil.copytree(src, home / "models" / src.name, copy_function=os.link)
     s = Studio(home)
-    s.data_prepare([str(ROOT / "assets/sample/product_faq.jsonl")], "faq", val_fraction=0.1)
+    s.data_prepare([str(ROOT / "assets/sample/product_faq.jsonl")], "faq", val_fraction=0.1,
+                   **({"model": a.model} if a.model else {}))
     ds = "faq"
     first = studio_run(s, a.preset, ds, a.model, a.steps, a.set)
     second = studio_run(s, a.preset, ds, a.model, a.steps, a.set)

@@ -19,6 +19,7 @@ from .memory import Shape, estimate, normalise, shape_from_config
 from .spec import RunSpec, update
 
 HEADROOM_GB = 0.3  # keep this much free: other processes and the desktop use the GPU too
+MLP_CHUNK = 4096   # tokens per MLP chunk the advice suggests: past it the MLP's working set stops growing
 
 
 def close(name: str, names: list[str]) -> str:
@@ -97,6 +98,10 @@ def candidates(st: RunSpec) -> list[tuple[str, dict[str, Any]]]:
         out.append(("micro_batch", {"micro_batch": max(1, st.train.micro_batch // 2)}))
     if st.train.offload != "on" and st.estimate.device == "cuda":
         out.append(("offload", {"offload": "on"}))
+    if st.method == "qlora" and st.train.kbit_norms == "fp32" and st.estimate.device == "cuda":
+        out.append(("kbit_norms", {"kbit_norms": "compute"}))
+    if st.train.grad_ckpt and not st.train.mlp_chunk and st.train.max_len > MLP_CHUNK:
+        out.append(("mlp_chunk", {"mlp_chunk": MLP_CHUNK}))
     if st.method == "lora":
         out.append(("method", {"method": "qlora", "bits": 4}))
     if st.method == "full":
@@ -113,6 +118,10 @@ def says(key: str, change: dict[str, Any]) -> str:
             "micro_batch": f"use micro-batch {change.get('micro_batch')} (more gradient accumulation "
                            "keeps the same effective batch)",
             "offload": "turn on activation offloading (saved activations wait in CPU memory)",
+            "kbit_norms": "keep QLoRA's residual stream in the compute dtype (train.kbit_norms="
+                          "compute: half its memory per token)",
+            "mlp_chunk": f"run each recomputed block's MLP {change.get('mlp_chunk')} tokens at a time "
+                         f"(train.mlp_chunk={change.get('mlp_chunk')})",
             "method": ("use QLoRA (4-bit frozen base weights)" if change.get("method") == "qlora"
                        else "train LoRA adapters instead of all weights"),
             "max_len": f"shorten max length to {change.get('max_len')} tokens"}[key]

@@ -121,8 +121,9 @@ class TrainSpec:
                            min=1, max=1_000_000)
     offload: str = knob("auto", "Activation offloading (CUDA): the saved activations (with "
                                 "checkpointing, each block's input) wait in pinned CPU memory "
-                                "until backward needs them. auto: on when the run would not fit "
-                                "the GPU otherwise; on; off.", choices=("auto", "on", "off"),
+                                "until backward needs them, copied out and back while the GPU "
+                                "computes. auto: on when the run would not fit the GPU "
+                                "otherwise; on; off.", choices=("auto", "on", "off"),
                         flat="offload")
     kbit_norms: str = knob("fp32", "QLoRA: the norm weights and the residual stream between "
                                    "blocks in fp32 (PEFT's prepare_model_for_kbit_training) or in "

@@ -222,3 +222,21 @@ def test_preference_and_anchor_runs_are_estimated_with_their_own_terms(studio):
     kl = studio.estimate("qwen3-4b", spec=update(estimate_base(), replay_mode="kl", replay=1.0),
                          seq_len=1024, batch=2, method="qlora")
     assert kl["breakdown_gb"]["replay_anchor"] > 0 and kl["total_gb"] > sft["total_gb"]
+
+
+def test_long_context_levers_reach_unslothclass_lengths_and_the_advice_names_them():
+    """Llama-3.1-8B QLoRA r32 all-linear batch 1 with every lever (offloading, bf16 residual, MLP
+    chunks): the estimate's longest length reaches Unsloth's published 78,475 tokens on 24 GB and
+    342,733 on 80 GB; a run asking for 80k tokens on a 24 GB card is told those levers, in turn."""
+    shape, _ = ma.load_shape("llama-3.1-8b")
+    q = dict(method="qlora", bits=4, rank=32, targets="all-linear", batch=1, grad_ckpt=True, device="cuda")
+    lean = S(**q, offload="on", kbit_norms="compute", mlp_chunk=ma.MLP_CHUNK)
+    assert ma.longest(shape, lean, 24) >= 78_475 > ma.longest(shape, S(**q, offload="on"), 24)
+    assert ma.longest(shape, lean, 80) >= 342_733
+    r = ma.report(shape, S(**q, seq_len=80_000), gpu="rtx-4090")
+    assert r["fits"] is False
+    assert r["plan_settings"] == {"offload": "on", "kbit_norms": "compute", "mlp_chunk": ma.MLP_CHUNK}
+    assert "kbit_norms=compute" in r["advice"][0] and "mlp_chunk=4096" in r["advice"][0]
+    assert r["max_seq_len"] >= 65_536                # the limits hold for the plan's settings
+    short = ma.report(shape, S(**q, seq_len=2048), gpu="rtx-4090")
+    assert short["fits"] and short["plan"] == []

@@ -64,13 +64,17 @@ def targets(model, pool: list[dict[str, Any]], k: int = TOP_K, batch_tokens: int
     is the PEFT model; the adapter is switched off here. The prefix all sequences share (with
     SmolLM2's default system prompt, a quarter of the tokens) is run once and its keys and values
     reused, a few sequences of similar length per forward pass."""
+    import inspect
+
     import torch
 
     from .selection import evaluating
 
     seqs = [p["input_ids"] for p in pool]
-    shared = shared_prefix(seqs) if len(seqs) > 1 else 0
-    with torch.inference_mode(), model.disable_adapter(), evaluating(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    takes_cache = "cache" in inspect.signature(base.forward).parameters  # transformers' name for it
+    shared = shared_prefix(seqs) if len(seqs) > 1 and takes_cache else 0
+    with torch.no_grad(), model.disable_adapter(), evaluating(model):
         if shared >= MIN_SHARED:
             try:
                 return _targets(model, seqs, k, batch_tokens, shared)
