@@ -85,3 +85,25 @@ def test_parameters_small_tensors_and_other_devices_stay_put():
     with offload_context(False, pin=False) as none:
         pass
     assert none is None
+
+
+def test_fetching_ahead_follows_backward_through_swaps_and_lets_go_of_what_it_passed():
+    """Backward wants about the reverse of the saving order; two tensors that trade places (a
+    norm's input and its statistics) cost one fetch on demand, and the walk goes on from ahead; a
+    tensor fetched ahead that backward went well past is let go (and fetched again should it ever
+    be wanted)."""
+    import torch
+
+    from studio.train import offload
+    from studio.train.offload import Offloader
+
+    off = Offloader(pin=False, min_bytes=0, devices=("cpu",))
+    saved = [off.pack(torch.full((4,), float(i))) for i in range(20)]
+    for i in (19, 17, 18, 16, 15):                            # 17 and 18 trade places
+        assert torch.equal(off.unpack(saved[i]), torch.full((4,), float(i)))
+    assert off.stats["ahead_used"] == 3 and off.ahead == {14}   # 18, 16, 15
+    far = 14 - offload.PASSED - 1
+    assert torch.equal(off.unpack(saved[far]), torch.full((4,), float(far)))
+    assert saved[14].ahead is None and 14 not in off.ahead    # passed well over: let go
+    assert torch.equal(off.unpack(saved[14]), torch.full((4,), 14.0))  # still there when wanted
+    assert off.stats["most_ahead"] == 1

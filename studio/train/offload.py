@@ -7,8 +7,8 @@ GPU memory is given back as soon as the copy is done. In backward each comes bac
 needed, and the one backward will need next (the tensor saved just before it: backward walks
 the blocks in reverse) is already on its way, on the side stream, while the current block is
 recomputed. The GPU holds the block in use and the next one, as the estimate assumes
-(memory.py). Parameters (and views of them: a Linear saves its weight transposed) and small tensors (under
-`min_bytes`) stay where they are.
+(memory.py). Parameters (and views of them: a Linear saves its weight transposed) and small
+tensors (under `min_bytes`) stay where they are.
 
 On a CPU nothing moves (there is no other memory). The tests offload CPU tensors into CPU copies
 to check the bookkeeping: the same gradients, bit for bit, and no more than one tensor fetched
@@ -23,18 +23,19 @@ from collections import Counter
 from typing import Any
 
 MIN_BYTES = 1 << 20  # smaller saved tensors are not worth a copy each way
+PASSED = 8           # a tensor fetched ahead is let go once backward is this many tensors past it
 _STREAMS: dict[Any, Any] = {}  # one side stream per device, for every step of the run
 
 
 class _Saved:
     """One offloaded tensor: its device, the CPU copy, when that copy is done (a CUDA event), and
     the tensor fetched back ahead of backward (with the event of its arrival), if any."""
-    __slots__ = ("device", "host", "copied", "ahead", "arrived", "index", "used", "__weakref__")
+    __slots__ = ("device", "host", "copied", "ahead", "arrived", "index", "done", "__weakref__")
 
     def __init__(self, device, index: int):
         self.device, self.index = device, index
         self.host = self.copied = self.ahead = self.arrived = None
-        self.used = False
+        self.done = False  # backward has had it (or went well past it): not to fetch ahead
 
 
 def _side_stream(device):
@@ -55,6 +56,7 @@ class Offloader:
         self.pin, self.min_bytes, self.devices, self.prefetch = pin, min_bytes, tuple(devices), prefetch
         self.order: list[weakref.ref] = []  # the offloaded tensors of this forward pass, in order
         self.ahead: set[int] = set()        # indices fetched ahead and not yet used
+        self.cursor: int | None = None      # every offloaded tensor above it is done
         self.stats: Counter = Counter()
         self._hooks = None
 
@@ -111,15 +113,33 @@ class Offloader:
                 t.record_stream(here)  # fetched on the side stream, used on this one
         else:
             t = self._fetch(s, ahead=False)
-        s.used = True
-        if self.prefetch and s.index > 0 and not self.ahead:  # never more than one ahead
-            before = self.order[s.index - 1]()
-            if before is not None and not before.used and before.ahead is None:
-                before.ahead = self._fetch(before, ahead=True)
-                self.ahead.add(before.index)
-                self.stats["fetched_ahead"] += 1
+        s.done = True
+        if self.prefetch:
+            self._fetch_next(s.index)
         self.stats["most_ahead"] = max(self.stats["most_ahead"], len(self.ahead))
         return t
+
+    def _fetch_next(self, here: int) -> None:
+        """Fetch ahead the latest-saved tensor backward has not had yet (backward walks the
+        saved tensors in about the reverse order: within a block a few trade places), unless one
+        is already on its way; one fetched ahead that backward went well past is let go."""
+        for i in [i for i in self.ahead if i > here + PASSED]:
+            passed = self.order[i]()
+            if passed is not None:
+                passed.ahead, passed.done = None, True  # fetched again if it is ever wanted
+            self.ahead.discard(i)
+        if self.ahead:
+            return
+        if self.cursor is None:
+            self.cursor = len(self.order) - 1
+        while self.cursor >= 0:
+            nxt = self.order[self.cursor]()
+            if nxt is not None and not nxt.done:
+                nxt.ahead = self._fetch(nxt, ahead=True)
+                self.ahead.add(nxt.index)
+                self.stats["fetched_ahead"] += 1
+                return
+            self.cursor -= 1
 
     def _fetch(self, s: _Saved, ahead: bool):
         if s.device.type != "cuda":
