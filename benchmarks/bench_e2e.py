@@ -77,6 +77,8 @@ def bare_steps(run_dir: Path, model_path: Path, device: str) -> tuple[float, int
     trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda",
                             t.replay_weight if anchor else 0.0)(
         model=model, args=args, train_dataset=train_set, data_collator=collator)
+    if t.grad_ckpt:  # as Trainer.train() does before its first step: the same recompute
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     trainer.create_optimizer_and_scheduler(num_training_steps=steps)
     opt, loader = trainer.optimizer, trainer.get_train_dataloader()
     trainer.current_gradient_accumulation_steps = t.grad_accum

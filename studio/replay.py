@@ -94,7 +94,9 @@ def read_answers(path: Path, key: str) -> list[dict[str, str]] | None:
     except (OSError, ValueError, IndexError):
         return None
     known = set(prompts())
-    if head.get("key") != key or head.get("format") != FORMAT or not rows:
+    if head.get("key") != key or head.get("format") != FORMAT:
+        return None
+    if len(rows) != head.get("answers", len(rows) or -1):  # none at all is kept only when counted
         return None
     if not all(r.get("prompt") in known and isinstance(r.get("answer"), str) for r in rows):
         return None
@@ -105,7 +107,7 @@ def write_answers(path: Path, key: str, model: str, rows: list[dict[str, str]]) 
     from .faults import atomic_write_text
 
     head = {"model": model, "key": key, "format": FORMAT, "max_new_tokens": MAX_NEW_TOKENS,
-            "decoding": "greedy"}
+            "decoding": "greedy", "answers": len(rows)}  # a model may finish none: kept, not redone
     atomic_write_text(path, "\n".join(json.dumps(r, ensure_ascii=False) for r in [head, *rows]) + "\n")
 
 

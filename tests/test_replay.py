@@ -74,6 +74,27 @@ def test_cache_is_used_regenerated_when_damaged_and_never_crashes(tmp_path):
     assert len(calls) == 4
 
 
+def test_a_model_that_finishes_no_answer_is_asked_once(tmp_path):
+    """A base model that finishes none of the general prompts (cut off or empty) trains without
+    self-replay; that is kept, so a later run does not ask the 245 prompts again."""
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    calls, notes = [], []
+
+    def gen(prompts):
+        calls.append(len(prompts))
+        return ["" for _ in prompts]
+
+    cache = tmp_path / "replay"
+    assert replay.answers(cache, "base-model", model, gen, notes.append) == [] and len(calls) == 1
+    assert replay.answers(cache, "base-model", model, gen, notes.append) == [] and len(calls) == 1
+    assert not notes
+    (f,) = cache.glob("*.jsonl")
+    f.write_text(f.read_text().replace('"answers": 0', '"answers": 3'))  # rows lost: made again
+    assert replay.answers(cache, "base-model", model, gen, notes.append) == [] and len(calls) == 2
+
+
 def test_mix_counts_and_is_seeded():
     rows = [{"prompt": f"p{i}", "answer": f"a{i}"} for i in range(50)]
     assert len(replay.mix(rows, 40, 0.5, 1)) == 20

@@ -43,11 +43,15 @@ def make_function():
             gh = torch.zeros_like(hidden) if need_h else None
             gw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
             gb = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
-            for s in range(0, hidden.shape[0], chunk):
+            starts = range(0, hidden.shape[0], chunk)
+            # which chunks learn anything, read in one transfer (not a GPU wait per chunk)
+            learned = torch.stack([(labels[s:s + chunk] != -100).any() for s in starts]).tolist() \
+                if len(starts) else []
+            for s, any_learned in zip(starts, learned):
+                if not any_learned:
+                    continue
                 lab = labels[s:s + chunk]
                 keep = lab != -100
-                if not bool(keep.any()):
-                    continue
                 h = hidden[s:s + chunk]
                 z, t = _chunk_logits(h, weight, bias, softcap)
                 picked = z.gather(1, lab.clamp(min=0).unsqueeze(1)).squeeze(1)
@@ -61,8 +65,8 @@ def make_function():
                     del z, t
                     continue
                 dz = z.sub_(lse_shifted).exp_()                              # softmax, in place
-                rows = torch.arange(len(lab), device=dz.device)[keep]
-                dz[rows, lab[keep]] -= 1.0
+                dz.scatter_add_(1, lab.clamp(min=0).unsqueeze(1),                # − one-hot, as a
+                                -keep.unsqueeze(1).to(dz.dtype))                 # scatter: no GPU wait
                 dz *= keep.unsqueeze(1)
                 if softcap:                                                  # d(cap·tanh(x/cap))/dx
                     dz *= 1 - t * t

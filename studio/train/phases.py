@@ -5,8 +5,12 @@ targets, the forgetting check's base figures: everything from the run's start to
 step), in data (the collator), forward+backward (each micro-batch's training_step), the optimizer
 step, evaluation (the Trainer's, with the forgetting probe), checkpoints, and the studio's own
 logging (events, store) — measured by wrapping those calls on the trainer instance (any Trainer:
-the studio's, TRL's), with a CUDA synchronise at each boundary so the GPU's queued work is
-charged to the phase that queued it. `summary()` gives the
+the studio's, TRL's). On a GPU the clocks never make it wait for every step: the per-step GPU
+phases (forward+backward, the optimizer) are timed by CUDA events on the GPU's own timeline,
+read a few hundred at a time; host work (batching, logging) by the wall clock alone; only the
+rare phases (evaluation, checkpoints) wait for the GPU at their edges, so the GPU's queued work
+is charged to the phase that queued it. A wait at every step would stop the CPU from queueing the
+next step while the GPU runs the last — what keeps a GPU busy on small steps. `summary()` gives the
 seconds, their shares of the wall time, and one plain line for the run's notes ("training steps
 86% of 210 s; evaluations 9%…"), so a run that is slow for reasons other than training says so.
 """
@@ -17,6 +21,9 @@ from contextlib import contextmanager
 from typing import Any, Callable
 
 ORDER = ("preparing", "data", "forward_backward", "optimizer", "evaluation", "checkpoints", "logging")
+GPU_PHASES = ("forward_backward", "optimizer")  # per step, on a GPU: timed by CUDA events
+HOST_PHASES = ("data", "logging")               # per step, host work: the wall clock, no wait
+RESOLVE_EVERY = 512                             # events kept before they are read (one wait)
 WORDS = {"preparing": "preparing (model, replay, base figures)", "data": "batching data",
          "forward_backward": "forward and backward passes",
          "optimizer": "optimizer steps", "evaluation": "evaluations and forgetting checks",
@@ -27,12 +34,27 @@ class Phases:
     def __init__(self, cuda: bool = False):
         self.seconds = dict.fromkeys(ORDER, 0.0)
         self.cuda, self.t0, self.depth = cuda, time.perf_counter(), 0
+        self.pending: list[tuple[str, Any, Any]] = []  # (phase, start event, end event), unread
 
     def _sync(self) -> None:
         if self.cuda:
             import torch
 
             torch.cuda.synchronize()
+
+    @staticmethod
+    def _event():
+        import torch
+
+        e = torch.cuda.Event(enable_timing=True)
+        e.record()
+        return e
+
+    def _read_events(self) -> None:
+        for phase, start, end in self.pending:
+            end.synchronize()
+            self.seconds[phase] += start.elapsed_time(end) / 1000
+        self.pending.clear()
 
     @contextmanager
     def clock(self, phase: str):
@@ -41,13 +63,23 @@ class Phases:
             yield
             return
         self.depth += 1
-        self._sync()
+        events = self.cuda and phase in GPU_PHASES
+        edges = self.cuda and not events and phase not in HOST_PHASES
+        start = self._event() if events else None
+        if edges:
+            self._sync()
         t = time.perf_counter()
         try:
             yield
         finally:
-            self._sync()
-            self.seconds[phase] += time.perf_counter() - t
+            if events:
+                self.pending.append((phase, start, self._event()))
+                if len(self.pending) >= RESOLVE_EVERY:
+                    self._read_events()
+            else:
+                if edges:
+                    self._sync()
+                self.seconds[phase] += time.perf_counter() - t
             self.depth -= 1
 
     def prepared(self) -> None:
@@ -77,6 +109,7 @@ class Phases:
     def summary(self, steps: tuple[int, int] | None = None) -> dict[str, Any]:
         """`steps`: the first and last step this process trained, named in the line when the run
         was stopped or resumed (each process's time is its own line)."""
+        self._read_events()
         wall = max(1e-9, time.perf_counter() - self.t0)
         shares = {k: round(v / wall, 4) for k, v in self.seconds.items()}
         other = max(0.0, 1 - sum(shares.values()))

@@ -45,7 +45,8 @@ def trainer_class(base, loss: str, chunk: int, offload: bool = False, anchor_wei
                 value, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
                 out = (value, outputs) if return_outputs else value
                 term = kl.anchor_kl_logits(outputs.logits, where)
-            self._kl_sum, self._kl_n = self._kl_sum + float(term.detach()), self._kl_n + 1
+            # summed on the device, read at the next log: no GPU wait per micro-batch
+            self._kl_sum, self._kl_n = self._kl_sum + term.detach().float(), self._kl_n + 1
             # The Trainer divides a loss by the accumulation steps unless it is already scaled
             # for them; the anchor is a per-micro-batch mean, so it is divided here when it is not.
             scaled = (self.loss_is_scaled_for_ga if self.loss_is_scaled_for_ga is not None else
@@ -67,7 +68,7 @@ def trainer_class(base, loss: str, chunk: int, offload: bool = False, anchor_wei
 
         def log(self, logs, *args, **kwargs):
             if self._kl_n and "loss" in logs:  # the anchor's mean since the last log
-                logs["kl"] = round(self._kl_sum / self._kl_n, 5)
+                logs["kl"] = round(float(self._kl_sum) / self._kl_n, 5)
                 self._kl_sum, self._kl_n = 0.0, 0
             return super().log(logs, *args, **kwargs)
 
