@@ -13,7 +13,7 @@ cross-entropy (when installed).
 
 Usage: python benchmarks/bench_gpu.py [--smoke] [--longest] [--out results.jsonl]
   --smoke    tiny configs on whatever device is here (checks the script itself, on CPU too)
-  --longest  only the Llama-3.1-8B QLoRA longest-length cases
+  --longest  only the offloader's gradient check and the Llama-3.1-8B QLoRA longest-length cases
 Raw output of the runs quoted in RESULTS.md: benchmarks/results/.
 """
 import gc
@@ -231,12 +231,52 @@ def loss_only() -> None:
         gc.collect()
 
 
+def offload_check() -> None:
+    """The offloader on this device gives the gradients it gives without it, bit for bit: a
+    small llama in bf16 with LoRA and checkpointing, every saved tensor offloaded (on CUDA through
+    the side stream and the fetch ahead), three steps' gradients compared."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from studio.train.loss import causal_lm_loss
+    from studio.train.offload import Offloader
+
+    cuda = torch.cuda.is_available()
+    dev = "cuda" if cuda else "cpu"
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model(**{**ma.catalog("models")["llama-3.2-1b"], **TINY, "num_hidden_layers": 6})
+    with torch.device(dev):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    for n, q in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(q, std=0.02)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    model.train()
+    row = {"case": "offload-same-gradients", "device": dev, "identical": True}
+    for step in range(3):
+        ids = torch.randint(0, cfg.vocab_size, (1, 2048), device=dev)
+        grads = []
+        for off in (None, Offloader(pin=cuda, min_bytes=0, devices=(dev,))):
+            model.zero_grad(set_to_none=True)
+            with off if off is not None else torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+                loss = causal_lm_loss(model, {"input_ids": ids, "labels": ids}, 1024)
+            loss.backward()
+            grads.append({n: q.grad.clone() for n, q in model.named_parameters() if q.grad is not None})
+        row["identical"] &= all(torch.equal(grads[0][n], g) for n, g in grads[1].items())
+        row["offload_stats"] = dict(off.stats)
+    record(row)
+
+
 def main() -> None:
     import torch
 
     if torch.cuda.is_available():
         record({"case": "device", "name": torch.cuda.get_device_name(0), "torch": torch.__version__,
                 "total_gb": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)})
+    offload_check()
     if not ONLY_LONGEST:
         loss_only()
     import shutil

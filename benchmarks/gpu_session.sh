@@ -11,7 +11,9 @@
 #   e2e.json / e2e.log   the gpu-8gb-qlora preset end to end through the API the CLI calls, twice,
 #                        against its bare training step (bench_e2e.py), on a random model of
 #                        Qwen3-4B's shape with the embedded tokenizer (the device reaches no hub)
-#   longest.jsonl        Llama-3.1-8B QLoRA r32 all-linear batch 1 with every long-context lever
+#   longest.jsonl        first, the offloader's gradients against none on CUDA (bit for bit:
+#                        the side stream and the fetch ahead must not change a value); then
+#                        Llama-3.1-8B QLoRA r32 all-linear batch 1 with every long-context lever
 #                        (offloading, bf16 residual, MLP chunks): the estimate's longest length for
 #                        a 24 GB card and 10% either side under a 23 GB allocator cap, two optimizer
 #                        steps each, measured peak against the estimate; tokens/s at 2k, 16k and
