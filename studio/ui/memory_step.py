@@ -5,7 +5,7 @@ import dataclasses
 import html
 
 from .common import error_text
-from .session import MemoryNote, Session, Step
+from .session import LONGEST_UI, MemoryNote, Session, Step
 
 INTRO = ("**Step 2 — memory.** Before training we estimate the GPU memory the run needs, term by "
          "term, and say whether it fits your GPU and what to change if not. A good result: "
@@ -150,8 +150,9 @@ def build(studio, state, model, tabs):
                                          "No weights are downloaded to estimate.")
             method = gr.Radio(mem["choices"]["method"], value="lora", label="Method",
                               info="QLoRA stores the frozen model in 4 bits: about a quarter of the memory.")
-            seq = gr.Slider(64, 8192, 512, step=64, label="Max length (tokens)",
-                            info="Prefilled from your dataset (95% of examples are shorter).")
+            seq = gr.Slider(64, LONGEST_UI, 512, step=64, label="Max length (tokens)",
+                            info="Prefilled from your dataset (95% of examples are shorter). Type a "
+                                 "length to see what a long context needs.")
             batch = gr.Slider(1, 64, 4, step=1, label="Micro-batch", info=mem["help"]["batch"])
             rank = gr.Slider(1, 256, 16, step=1, label="LoRA rank", info=mem["help"]["rank"])
             ckpt = gr.Checkbox(True, label="Gradient checkpointing", info=mem["help"]["grad_ckpt"])

@@ -62,7 +62,10 @@ class Session:
     planned: tuple = ()             # Memory's settings the user chose to use: (name, value) pairs
 
 
-def round_up(n: int, to: int = 64, lo: int = 64, hi: int = 8192) -> int:
+LONGEST_UI = 131_072  # the Memory step's longest length: Llama 3.1's and Qwen3's (with YaRN) context
+
+
+def round_up(n: int, to: int = 64, lo: int = 64, hi: int = LONGEST_UI) -> int:
     return min(hi, max(lo, -(-int(n) // to) * to))
 
 
