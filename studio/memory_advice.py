@@ -176,17 +176,13 @@ def advise(shape: Shape, st: RunSpec, cap: float, steps: list[dict[str, Any]]) -
 
 
 def largest(shape: Shape, st: RunSpec, cap: float) -> dict[str, int | None]:
+    """The largest micro-batch (a power of two) and the longest length (to the token, up to the
+    model's context) that fit `cap` GB, the other setting as it is."""
     batch = None
     for b in (1, 2, 4, 8, 16, 32, 64, 128):
         if fits(shape, update(st, micro_batch=b), cap):
             batch = b
-    seq = None
-    s = 128
-    while s <= max(shape.context, 128):
-        if fits(shape, update(st, max_len=s), cap):
-            seq = s
-        s *= 2
-    return {"max_micro_batch": batch, "max_seq_len": seq}
+    return {"max_micro_batch": batch, "max_seq_len": longest(shape, st, cap, limit=max(shape.context, 128))}
 
 
 def longest(shape: Shape, st: RunSpec, cap: float, limit: int = 4_194_304) -> int | None:
@@ -248,6 +244,9 @@ def report(shape: Shape, st: RunSpec, gpu: str | None = None, vram_gb: float | N
         base = planned(normalise(st), steps)
         est.update(largest(shape, normalise(update(base, offload="on") if auto else base), gb))
         est["limits_with_plan"] = bool(steps)
+        # the run as the plan leaves it: what "Use these settings" takes to the Train step
+        est["planned_total_gb"] = steps[-1]["total_gb"] if steps else est["total_gb"]
+        est["fits_with_plan"] = fits(shape, base, gb)
         est["preset"] = pick_preset(gb, st.method, st.train.objective)
     return est
 

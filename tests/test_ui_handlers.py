@@ -119,6 +119,13 @@ def test_memory_advice_is_one_plan_that_train_takes(studio, faq_dataset):
     _, max_len, note, _, *_, rank, batch = train_step.refresh(studio, s2, "llama-3.1-8b")
     assert max_len == plan["max_len"] and batch == 1 and "Memory step's settings" in note
     assert "offload on" in note and "method qlora" in note
+    assert "✅ fits" in note and f"{s.memory.total_gb:.1f} GB" in note   # the run as planned
+    # the suggested preset arrives after the planned numbers: its own lr and steps, the plan's rest
+    preset = s.memory.preset
+    about, lr, steps, rank, max_len, batch = train_step.planned_fields(studio, preset, s2, "llama-3.1-8b")
+    assert (max_len, batch) == (plan["max_len"], 1) and lr == studio.preset(preset).train.lr
+    other = "cpu-quickstart"                                # a preset the user picks instead: its own
+    assert train_step.planned_fields(studio, other, s2, "llama-3.1-8b")[4] == studio.preset(other).train.max_len
     # the same note is stale once another model is picked
     _, _, note, *_ = train_step.refresh(studio, Session(memory=s.memory), "smollm2-135m-instruct")
     assert "GB" not in note

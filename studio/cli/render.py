@@ -52,7 +52,8 @@ def estimate_text(out: dict[str, Any]) -> str:
                      + " ".join(out["advice"]))
         lines.append(("with those changes, " if out.get("limits_with_plan") else "")
                      + f"largest micro-batch: {out['max_micro_batch']}, longest sequence: "
-                     f"{out['max_seq_len']}; preset: {out['preset']}")
+                     f"{format(out['max_seq_len'], ',') if out['max_seq_len'] else 'none'} tokens; "
+                     f"preset: {out['preset']}")
     lines += [f"warning: {w}" for w in out["warnings"]]
     if out.get("measured"):
         m = out["measured"]

@@ -70,8 +70,9 @@ def limits_md(est: dict) -> str:
     seq = plan.get("max_len", st.get("seq_len")) if with_plan else st.get("seq_len")
     batch = plan.get("micro_batch", st.get("batch")) if with_plan else st.get("batch")
     head = "With these changes, the largest" if with_plan else "The largest"
-    return (f"{head} micro-batch that fits at {seq} tokens: {est['max_micro_batch'] or 'none'}; "
-            f"the longest sequence at micro-batch {batch}: {est['max_seq_len'] or 'none'} tokens. "
+    longest = f"{est['max_seq_len']:,}" if est.get("max_seq_len") else "none"
+    return (f"{head} micro-batch that fits at {seq:,} tokens: {est['max_micro_batch'] or 'none'}; "
+            f"the longest sequence at micro-batch {batch}: {longest} tokens. "
             f"Suggested preset: **{est['preset']}**.")
 
 
@@ -94,8 +95,8 @@ def estimate(studio, session: Session, model_ref: str, method: str, seq, batch, 
     chosen = {"method": method, "max_len": int(seq), "micro_batch": int(batch), "rank": int(rank),
               "grad_ckpt": bool(ckpt), "optimizer": opt, **(est.get("plan_settings") or {})}
     chosen.pop("bits", None)  # follows the method
-    note = MemoryNote(est["total_gb"], est["fits"], est.get("preset"), gpu, model_ref,
-                      tuple(sorted(chosen.items())))
+    note = MemoryNote(est.get("planned_total_gb", est["total_gb"]), est.get("fits_with_plan", est["fits"]),
+                      est.get("preset"), gpu, model_ref, tuple(sorted(chosen.items())))
     return bar_html(est), verdict_md(est), dataclasses.replace(session, memory=note)
 
 

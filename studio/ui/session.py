@@ -22,7 +22,8 @@ class Step(enum.IntEnum):
 
 @dataclass(frozen=True)
 class MemoryNote:
-    """The Memory step's last verdict, shown on the Train step."""
+    """The Memory step's last verdict, shown on the Train step: with its plan applied, when it
+    has one (the settings the Train step is given)."""
     total_gb: float
     fits: bool | None
     preset: str | None

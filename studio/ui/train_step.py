@@ -88,6 +88,17 @@ def preset_fields(studio, name: str) -> tuple:
             p.train.micro_batch)
 
 
+def planned_fields(studio, name: str, session: Session, model_ref: str | None) -> tuple:
+    """`preset_fields`, with the Memory step's rank, length and micro-batch over them when its
+    plan chose this preset for this model ("Use these settings": the preset arrives after them)."""
+    about, lr, steps, rank, max_len, batch = preset_fields(studio, name)
+    plan = dict(planned_for(session, model_ref))
+    if plan and session.memory is not None and session.memory.preset == name:
+        rank, max_len, batch = (plan.get("rank", rank), plan.get("max_len", max_len),
+                                plan.get("micro_batch", batch))
+    return about, lr, steps, rank, max_len, batch
+
+
 METHODS = [("sft — learn your answers", "sft"),
            ("dpo — prefer the chosen answer over the rejected one", "dpo"),
            ("orpo — learn the chosen answer and prefer it, no reference", "orpo")]
@@ -353,7 +364,8 @@ def build(studio, state, model):
             runs = gr.Dataframe(label="Run history (click a row to open it)", interactive=False)
     timer = gr.Timer(2.0)
 
-    preset.change(lambda n: preset_fields(studio, n), preset, [about, lr, steps, rank, max_len, batch])
+    preset.change(lambda n, st, m: planned_fields(studio, n, st, m), [preset, state, model],
+                  [about, lr, steps, rank, max_len, batch])
     for box_ in (preset, dataset):  # pairs suggest dpo; other data the preset's method
         box_.change(lambda pr, ds: method_for(studio, pr, ds), [preset, dataset], method)
 
