@@ -49,7 +49,9 @@ def test_shipped_answers_belong_to_the_embedded_model(embedded_model_dir):
     assert sum(bool(r["answer"]) for r in rows) == len(rows)
 
 
-def test_cache_is_used_regenerated_when_damaged_and_never_crashes(tmp_path):
+def model_and_generator(tmp_path, answer):
+    """A model folder, and a generator that answers each prompt with `answer(i)` and counts its
+    calls (and a list for the notes)."""
     model = tmp_path / "m"
     model.mkdir()
     (model / "config.json").write_text('{"model_type": "llama"}')
@@ -57,8 +59,12 @@ def test_cache_is_used_regenerated_when_damaged_and_never_crashes(tmp_path):
 
     def gen(prompts):
         calls.append(len(prompts))
-        return [f"Answer number {i}." for i in range(len(prompts))]
+        return [answer(i) for i in range(len(prompts))]
+    return model, gen, calls, notes
 
+
+def test_cache_is_used_regenerated_when_damaged_and_never_crashes(tmp_path):
+    model, gen, calls, notes = model_and_generator(tmp_path, lambda i: f"Answer number {i}.")
     cache = tmp_path / "replay"
     rows = replay.answers(cache, "my-model", model, gen, notes.append)
     assert len(rows) == len(replay.prompts()) and calls == [len(rows)] and not notes
@@ -77,15 +83,7 @@ def test_cache_is_used_regenerated_when_damaged_and_never_crashes(tmp_path):
 def test_a_model_that_finishes_no_answer_is_asked_once(tmp_path):
     """A base model that finishes none of the general prompts (cut off or empty) trains without
     self-replay; that is kept, so a later run does not ask the 245 prompts again."""
-    model = tmp_path / "m"
-    model.mkdir()
-    (model / "config.json").write_text('{"model_type": "llama"}')
-    calls, notes = [], []
-
-    def gen(prompts):
-        calls.append(len(prompts))
-        return ["" for _ in prompts]
-
+    model, gen, calls, notes = model_and_generator(tmp_path, lambda i: "")
     cache = tmp_path / "replay"
     assert replay.answers(cache, "base-model", model, gen, notes.append) == [] and len(calls) == 1
     assert replay.answers(cache, "base-model", model, gen, notes.append) == [] and len(calls) == 1
