@@ -96,7 +96,8 @@ def read_answers(path: Path, key: str) -> list[dict[str, str]] | None:
     known = set(prompts())
     if head.get("key") != key or head.get("format") != FORMAT:
         return None
-    if len(rows) != head.get("answers", len(rows) or -1):  # none at all is kept only when counted
+    counted = head.get("answers")  # none at all is a real result only when the file says so
+    if len(rows) != counted if counted is not None else not rows:
         return None
     if not all(r.get("prompt") in known and isinstance(r.get("answer"), str) for r in rows):
         return None
