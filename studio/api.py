@@ -37,7 +37,7 @@ class Studio:
         self.compares = CompareService(self.store, self.models, self.runs.get, self.data.get,
                                        self.exports.base_gguf, self.home.root / "replay")
         self.memory = MemoryService(self.store, self.home.models, self.models)
-        self.evals = EvalService(self.store, self.models, self.runs.get, self.compares.pair_for)
+        self.evals = EvalService(self.store, self.models, self.runs.get, self.compares.session)
         self.reconcile()
 
     def reconcile(self) -> None:

@@ -100,8 +100,7 @@ def main(argv: list[str]) -> int:
 
     from . import models, safety
     from .chat import generate_batch
-    from .report import RETENTION_TOKENS
-    from .replay import retention_rows
+    from .replay import RETENTION_TOKENS, retention_rows
 
     if len(argv) != 2:
         print("usage: python -m studio.base_answers MODEL_FOLDER NAME", file=sys.stderr)

@@ -8,7 +8,7 @@ so base and tuned answers come from the same memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 from . import families
 
@@ -31,9 +31,30 @@ def stop_ids(tok, model=None) -> list[int]:
     return sorted(i for i in ids if isinstance(i, int) and i >= 0)
 
 
-def encode_prompt(tok, messages: list[dict[str, str]], context: int, reserve: int) -> tuple[list[int], bool]:
+def text_of(content: Any) -> str:
+    """A message's content as plain text. Chat UIs hand back a turn's content as a list of parts
+    (Gradio's Chatbot: `[{"type": "text", "text": "…"}]`), which no family's chat template
+    concatenates: the text parts are joined, anything else (files, images) is left out."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return text_of(content.get("text", content.get("content")))
+    if isinstance(content, (list, tuple)):
+        return "\n".join(t for t in (text_of(p) for p in content) if t)
+    return str(content)
+
+
+def plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Messages reduced to role and text content, the shape every chat template expects (a
+    chat UI's extra keys such as `metadata` or `options` are dropped)."""
+    return [{"role": m["role"], "content": text_of(m.get("content"))} for m in messages]
+
+
+def encode_prompt(tok, messages: list[dict[str, Any]], context: int, reserve: int) -> tuple[list[int], bool]:
     """Prompt ids for `messages`; cut from the left when longer than context - reserve."""
-    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(plain_messages(messages), tokenize=False, add_generation_prompt=True)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     limit = max(8, context - reserve)
     if len(ids) > limit:
@@ -66,20 +87,56 @@ def generate(model, tok, messages: list[dict[str, str]], s: GenSettings = GenSet
             "prompt_truncated": truncated, "token_ids": new}
 
 
-def stream(model, tok, messages: list[dict[str, str]], s: GenSettings = GenSettings()) -> Iterator[str]:
-    """Yield the answer text so far, growing, as tokens arrive (generation runs in a thread)."""
+POLL_S = 0.25  # how often the reader looks whether the generating thread is still alive
+
+
+def stream(hold: Callable[[], ContextManager[Any]], tok, messages: list[dict[str, Any]],
+           s: GenSettings = GenSettings()) -> Iterator[str]:
+    """Yield the answer text so far, growing, as tokens arrive. Generation runs in a thread,
+    inside `hold()` (which yields the model: the caller's lock and adapter switch are held by
+    the thread that generates, for as long as it generates, never by a paused reader). An error
+    in the thread is raised here, at once — never a reader waiting forever on a dead thread —
+    and a reader that stops early (the page went away) stops the generation at the next token."""
+    import queue
     import threading
 
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-    t = threading.Thread(target=generate, args=(model, tok, messages, s, streamer), daemon=True)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=POLL_S)
+    quit_, failed = threading.Event(), []
+
+    class Quit(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return quit_.is_set()
+
+    def work() -> None:
+        try:
+            with hold() as model:
+                generate(model, tok, messages, s, streamer, StoppingCriteriaList([Quit()]))
+        except BaseException as e:  # handed to the reader, which raises it
+            failed.append(e)
+            streamer.end()  # the reader's loop ends even when generate() never started
+
+    t = threading.Thread(target=work, daemon=True, name="studio-generate")
     t.start()
     text = ""
-    for piece in streamer:
-        text += piece
-        yield text
+    try:
+        while True:
+            try:
+                piece = next(streamer)
+            except StopIteration:
+                break
+            except queue.Empty:
+                if t.is_alive():
+                    continue
+                break  # the thread is gone and left nothing more
+            text += piece
+            yield text
+    finally:
+        quit_.set()
     t.join()
+    if failed:
+        raise failed[0]
 
 
 BATCH_TOKENS = 8192  # prompt + answer tokens per generation batch: 60 short questions in one

@@ -40,12 +40,28 @@ def check_base(run: dict[str, Any], model_ref: str) -> None:
 
 
 class Pair:
-    """A PEFT-wrapped base model with any number of run adapters loaded by name."""
+    """A PEFT-wrapped base model with any number of run adapters loaded by name.
+
+    Which adapter is selected, whether it is switched off (the base side) and its strength are
+    state of the one shared model: `hold()` takes the pair's lock for a whole piece of work
+    (a chat answer, a report, a benchmark), so two requests that overlap — a second tab, a
+    question while the report runs — take turns instead of scoring one side with the other's
+    switch."""
 
     def __init__(self, base_model, tok):
+        import threading
+
         self.base, self.tok, self.model = base_model, tok, None
         self.memo = None  # the base model's answers to the fixed sets, kept (base_answers.Memo)
         self.loaded: dict[str, tuple[str, int]] = {}  # run id → (adapter name, weights' mtime)
+        self.lock = threading.RLock()
+
+    @contextmanager
+    def hold(self, run_id: str, adapter: Path) -> Iterator["Pair"]:
+        """This run's adapter selected and the pair to this caller alone until the block ends."""
+        with self.lock:
+            self.use(run_id, adapter)
+            yield self
 
     def use(self, run_id: str, adapter: Path) -> None:
         """Select the run's adapter, loading it first — again when its weights changed since (a
@@ -69,9 +85,10 @@ class Pair:
 
     @contextmanager
     def side(self, which: str) -> Iterator[Any]:
-        """`with pair.side("base") as m:` — the adapter is off for base, on for tuned."""
+        """`with pair.side("base") as m:` — the adapter is off for base, on for tuned (under the
+        pair's lock, so a side is never switched under another request's feet)."""
         ctx = self.model.disable_adapter() if which == "base" else nullcontext()
-        with ctx:
+        with self.lock, ctx:
             yield self.model
 
 
@@ -109,9 +126,11 @@ def conversation(prompt: str, system: str | None = None,
                  history: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
     from .errors import ConfigError
 
+    from .chat import plain_messages
+
     if not prompt or not prompt.strip():
         raise ConfigError("The prompt is empty; type a question to compare the answers.")
-    return ([{"role": "system", "content": system}] if system else []) + list(history or []) + [
+    return ([{"role": "system", "content": system}] if system else []) + plain_messages(history or []) + [
         {"role": "user", "content": prompt}]
 
 
@@ -128,7 +147,15 @@ class CompareService:
         self.base_gguf, self.answers_dir = base_gguf, answers_dir
 
     def pair_for(self, run_id: str, model: str | None = None):
-        """The cached base model with this run's adapter loaded and selected."""
+        """The cached base model with this run's adapter loaded and selected (for one look;
+        work that generates or scores holds it with `session`)."""
+        with self.session(run_id, model) as (run, pair):
+            return run, pair
+
+    @contextmanager
+    def session(self, run_id: str, model: str | None = None) -> Iterator[tuple[dict[str, Any], Pair]]:
+        """(run, pair) with this run's adapter selected, the pair held by this caller alone for
+        the block: overlapping requests on the shared model take turns."""
         from . import models
 
         run = self.run(run_id)
@@ -137,36 +164,40 @@ class CompareService:
         path = self.cache.path(run["model"])
         pair = self.cache.heavy(("pair", str(path)), lambda: Pair(
             models.load_model(path, self.cache.device()), self.cache.tokenizer(run["model"])))
-        if pair.memo is None:
-            from .base_answers import memo_for
+        with pair.hold(run_id, adapter):
+            if pair.memo is None:
+                from .base_answers import memo_for
 
-            pair.memo = memo_for(self.answers_dir, run["model"], path, pair.base)
-        pair.use(run_id, adapter)
-        return run, pair
+                pair.memo = memo_for(self.answers_dir, run["model"], path, pair.base)
+            yield run, pair
 
     def compare(self, run_id: str, prompt: str, system: str | None = None,
                 history: list[dict[str, str]] | None = None, max_new_tokens: int = 128,
                 temperature: float = 0.0, seed: int = 0, engine: str = "hf",
-                model: str | None = None, strength: float | None = None) -> dict[str, Any]:
+                model: str | None = None, strength: float | None = None,
+                tuned_history: list[dict[str, str]] | None = None) -> dict[str, Any]:
         """The same prompt answered by base and tuned, same settings and seed; `strength` tries
-        the tuned side at another adapter strength (in memory; `set_strength` keeps one)."""
+        the tuned side at another adapter strength (in memory; `set_strength` keeps one).
+        `history` is the conversation so far; `tuned_history` the tuned side's own, where its
+        earlier answers differ (default: the same)."""
         from .chat import GenSettings, generate
         from .errors import ConfigError
 
-        messages = conversation(prompt, system, history)
+        convs = {"base": conversation(prompt, system, history),
+                 "tuned": conversation(prompt, system, history if tuned_history is None else tuned_history)}
         if engine not in self.ENGINES:
             raise ConfigError(f"Unknown engine '{engine}'; use {' or '.join(self.ENGINES)}.")
         if engine == "llama.cpp":
-            return self._compare_llama(run_id, messages, max_new_tokens, temperature, seed)
-        run, pair = self.pair_for(run_id, model)
+            return self._compare_llama(run_id, convs, max_new_tokens, temperature, seed)
         s = GenSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-        out: dict[str, Any] = {"run_id": run_id, "engine": "hf", "model": run["model"]}
-        for side in ("base", "tuned"):
-            with pair.side(side) as m, self.at_strength(m, run, side, strength):
-                r = generate(m, pair.tok, messages, s)
-            out[side] = r["text"]
-            out[f"{side}_tokens"] = r["tokens"]
-            out["prompt_truncated"] = r["prompt_truncated"]
+        with self.session(run_id, model) as (run, pair):
+            out: dict[str, Any] = {"run_id": run_id, "engine": "hf", "model": run["model"]}
+            for side in ("base", "tuned"):
+                with pair.side(side) as m, self.at_strength(m, run, side, strength):
+                    r = generate(m, pair.tok, convs[side], s)
+                out[side] = r["text"]
+                out[f"{side}_tokens"] = r["tokens"]
+                out["prompt_truncated"] = r["prompt_truncated"]
         if out["prompt_truncated"]:
             out["notice"] = "The conversation was longer than the context; its start was cut."
         out["identical"] = out["base"] == out["tuned"]
@@ -175,13 +206,23 @@ class CompareService:
     def stream(self, run_id: str, messages: list[dict[str, str]], side: str,
                max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 0.95,
                seed: int = 0, strength: float | None = None) -> Iterator[str]:
-        """Yield growing answer text for one side (the UI streams base, then tuned)."""
+        """Yield growing answer text for one side (the UI streams base, then tuned). The
+        thread that generates holds the pair while it generates (chat.stream), so another
+        request waits for it and never sees this side's switch; a generation error is raised
+        here at once."""
         from .chat import GenSettings, stream
+        from .errors import ConfigError
 
-        run, pair = self.pair_for(run_id)
-        with pair.side(side) as m, self.at_strength(m, run, side, strength):
-            yield from stream(m, pair.tok, messages,
-                              GenSettings(max_new_tokens, temperature, top_p, seed))
+        if side not in ("base", "tuned"):
+            raise ConfigError(f"Unknown side '{side}': use base or tuned.")
+        run, pair = self.pair_for(run_id)  # errors (no adapter, wrong model) raised here, at once
+
+        @contextmanager
+        def hold():
+            with self.session(run_id) as (run_now, p), p.side(side) as m, \
+                    self.at_strength(m, run_now, side, strength):
+                yield m
+        yield from stream(hold, pair.tok, messages, GenSettings(max_new_tokens, temperature, top_p, seed))
 
     @staticmethod
     def at_strength(model, run: dict[str, Any], side: str, strength: float | None):
@@ -236,7 +277,7 @@ class CompareService:
                 "note": "Compare, the report and every export now use this strength; the adapter "
                         "as trained is kept in adapter-full/."}
 
-    def _compare_llama(self, run_id, messages, max_new_tokens, temperature, seed):
+    def _compare_llama(self, run_id, convs, max_new_tokens, temperature, seed):
         """Base GGUF vs the tuned side as llama.cpp runs it: base + LoRA GGUF, else the merged GGUF."""
         from .errors import ExportError
 
@@ -256,7 +297,7 @@ class CompareService:
                "tuned_file": str(lora or tuned_model)}
         for side, path, adapter in (("base", base, None), ("tuned", tuned_model, lora)):
             llm = llama_engine(path, adapter)
-            out[side] = llama_chat(llm, messages, max_new_tokens, temperature, seed)
+            out[side] = llama_chat(llm, convs[side], max_new_tokens, temperature, seed)
             del llm
         out["identical"] = out["base"] == out["tuned"]
         return out
@@ -273,18 +314,21 @@ class CompareService:
             cached = self.store.get_report(run_id)
             if cached:
                 return cached
-        run, pair = self.pair_for(run_id)
-        data = rep.build(pair, run, self.dataset(run["dataset"]), events(Path(run["path"])))
-        self.store.put_report(run_id, data)
+        with self.session(run_id) as (run, pair):
+            data = rep.build(pair, run, self.dataset(run["dataset"]), events(Path(run["path"])))
+        data["cached"] = not rep.inconclusive(data)  # else asking again computes it again
+        self.store.put_report(run_id, data if data["cached"] else None)
         (Path(run["path"]) / "report.json").write_text(json.dumps(data, indent=1))
         return data
 
     def report_file(self, run_id: str) -> Path:
-        """report.json in the run folder (computing the report first if needed)."""
+        """report.json in the run folder: the report last computed (computing one first when
+        there is none, or when the stored one predates the file)."""
         import json
 
-        data = self.report(run_id)
         path = Path(self.run(run_id)["path"]) / "report.json"
-        if not path.exists():  # computed before reports were written to the run folder
-            path.write_text(json.dumps(data, indent=1))
+        if not path.exists():
+            data = self.report(run_id)
+            if not path.exists():  # a stored report from before reports were written there
+                path.write_text(json.dumps(data, indent=1))
         return path

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -232,10 +233,11 @@ def hf_lm(model, tok, cancel: Callable[[], bool] | None, progress: Callable[[int
 
 class EvalService:
     """Benchmarks of a run (base vs tuned, and its GGUF) or of a model alone. Dependencies: the
-    store, the model cache, a run look-up, the Compare engine's pair maker (one weight copy)."""
+    store, the model cache, a run look-up, the Compare engine's session (one weight copy, held
+    while it is scored so no other request switches its adapter)."""
 
-    def __init__(self, store, cache, run: Callable[[str], dict[str, Any]], pair_for: Callable):
-        self.store, self.cache, self.run, self.pair_for = store, cache, run, pair_for
+    def __init__(self, store, cache, run: Callable[[str], dict[str, Any]], session: Callable):
+        self.store, self.cache, self.run, self.session = store, cache, run, session
 
     def evaluate(self, tasks: list[str], run_id: str | None = None, model: str | None = None,
                  limit: int | None = None, gguf: bool = False, progress: Any = None,
@@ -250,49 +252,49 @@ class EvalService:
         names, paths = resolve(tasks)
         exported = self._gguf_file(run_id) if gguf else None  # said before any work
         t0 = time.time()
-        if run_id:
-            run, pair = self.pair_for(run_id)
-            ref, tok = run["model"], pair.tok
-            stamp = str((Path(run["path"]) / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns)
-            sides = ("base", "tuned")
-        else:
-            ref, stamp, sides = model, "", ("base",)
-        key = request_key(names, paths, limit, stamp + ("+gguf" if gguf else ""))
-        if not refresh:
-            kept = self.store.get_evaluation(run_id, ref, key)
-            if kept:
-                return {**kept, "reused": True}
-        if not run_id:
-            m, tok = self.cache.loaded(model)
-        done = [0]
-
-        def counted(n: int) -> None:
-            done[0] += n
-            if progress:
-                elapsed = time.time() - t0
-                progress(None, f"{side}: {done[0]:,} items scored, {elapsed:.0f} s")
-        results: dict[str, dict[str, Any]] = {}
-        for i, side in enumerate(sides):
-            if progress:
-                left = (f", about {(time.time() - t0) * (len(sides) - i) / i:.0f} s left" if i else "")
-                progress(i / len(sides), f"Scoring the {side} model on {', '.join(names)}{left}…")
+        with self.session(run_id) if run_id else nullcontext((None, None)) as (run, pair):
             if run_id:
-                with pair.side(side) as m_side:
-                    results[side] = run_harness(hf_lm(m_side, tok, cancel, counted), names, paths, limit)
+                ref, tok = run["model"], pair.tok
+                stamp = str((Path(run["path"]) / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns)
+                sides = ("base", "tuned")
             else:
-                results[side] = run_harness(hf_lm(m, tok, cancel, counted), names, paths, limit)
-        if exported is not None:
-            from .llama_lm import LlamaCppLM
+                ref, stamp, sides = model, "", ("base",)
+            key = request_key(names, paths, limit, stamp + ("+gguf" if gguf else ""))
+            if not refresh:
+                kept = self.store.get_evaluation(run_id, ref, key)
+                if kept:
+                    return {**kept, "reused": True}
+            if not run_id:
+                m, tok = self.cache.loaded(model)
+            done = [0]
 
-            if progress:
-                progress(0.95, f"Scoring the exported GGUF ({exported.name}) with llama.cpp…")
-            results["gguf"] = run_harness(LlamaCppLM(exported, cancel=cancel), names, paths, limit)
-        out_tasks = {t: {side: results[side].get(t, {}) for side in results} for t in results["base"]}
-        summary = [plain(t, v["base"], v["tuned"]) for t, v in out_tasks.items() if "tuned" in v]
-        data = {"tasks": out_tasks, "limit": limit, "summary": summary, "run_id": run_id, "model": ref,
-                "include_paths": paths[1:], "seconds": round(time.time() - t0, 1), "created_at": time.time()}
-        self.store.put_evaluation(run_id, ref, key, data)
-        return data
+            def counted(n: int) -> None:
+                done[0] += n
+                if progress:
+                    elapsed = time.time() - t0
+                    progress(None, f"{side}: {done[0]:,} items scored, {elapsed:.0f} s")
+            results: dict[str, dict[str, Any]] = {}
+            for i, side in enumerate(sides):
+                if progress:
+                    left = (f", about {(time.time() - t0) * (len(sides) - i) / i:.0f} s left" if i else "")
+                    progress(i / len(sides), f"Scoring the {side} model on {', '.join(names)}{left}…")
+                if run_id:
+                    with pair.side(side) as m_side:
+                        results[side] = run_harness(hf_lm(m_side, tok, cancel, counted), names, paths, limit)
+                else:
+                    results[side] = run_harness(hf_lm(m, tok, cancel, counted), names, paths, limit)
+            if exported is not None:
+                from .llama_lm import LlamaCppLM
+
+                if progress:
+                    progress(0.95, f"Scoring the exported GGUF ({exported.name}) with llama.cpp…")
+                results["gguf"] = run_harness(LlamaCppLM(exported, cancel=cancel), names, paths, limit)
+            out_tasks = {t: {side: results[side].get(t, {}) for side in results} for t in results["base"]}
+            summary = [plain(t, v["base"], v["tuned"]) for t, v in out_tasks.items() if "tuned" in v]
+            data = {"tasks": out_tasks, "limit": limit, "summary": summary, "run_id": run_id, "model": ref,
+                    "include_paths": paths[1:], "seconds": round(time.time() - t0, 1), "created_at": time.time()}
+            self.store.put_evaluation(run_id, ref, key, data)
+            return data
 
     def _gguf_file(self, run_id: str) -> Path:
         from .errors import ExportError

@@ -151,8 +151,19 @@ def mix(rows: list[dict[str, str]], n_train: int, ratio: float, seed: int) -> li
 
 # ---- the retention probe ----
 
+RETENTION_TOKENS = 20  # the retention questions ask for a few words
+
+
 def retention_rows() -> list[dict[str, str]]:
     return [json.loads(x) for x in RETENTION.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def retention_answers(model, tok, rows: list[dict[str, str]]) -> list[str]:
+    """The model's greedy answers to retention questions (as it stands: the caller picks the side)."""
+    from .chat import generate_batch
+
+    return generate_batch(model, tok, [[{"role": "user", "content": r["question"]}] for r in rows],
+                          RETENTION_TOKENS)
 
 
 def words(text: str) -> list[str]:

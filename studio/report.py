@@ -120,10 +120,14 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
             figures[side]["training_recall"] = score(said[side][-1], recall)
     with pair.side("tuned") as m:
         norm_b = adapter_norm(m)
+    applied = adapter_in_effect(pair, tok) if norm_b > 0 and strength_of(run) > 0 else None
     name = "paraphrased" if "paraphrased" in sets else "validation"
-    trade = trade_off(pair, tok, run, (sets.get(name) or [])[:12], probe, figures, name, max_new_tokens)
-    kept = retention(pair, tok)
-    flags = diagnose(figures, identical, total, norm_b, cfg, events)
+    known = known_general(pair, tok)
+    kept = retention(pair, tok, known)
+    trade = trade_off(pair, tok, run, (sets.get(name) or [])[:12], probe, figures, name, max_new_tokens,
+                      known, kept)
+    budget = forget_budget(cfg)
+    flags = diagnose(figures, identical, total, norm_b, cfg, events, applied, kept)
     chosen = selection(run)
     forgetting = forgetting_figures(figures, cfg)
     lever_rows = levers.rows(run, events, intruder_count(pair, run, cfg))
@@ -137,12 +141,53 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
            "identical_answers": identical, "answers_compared": total, "flags": flags,
            "examples": examples, "retention": kept, "forgetting": forgetting, "known_new": known_new,
            "chosen_step": chosen.get("chosen_step") if chosen else None, "selection": chosen,
-           "strength": strength_of(run), "trade_off": trade,
-           "suggested_strength": suggest(trade, cfg), "levers": lever_rows, "preference": prefers,
-           "safety": refusals,
+           "strength": strength_of(run), "trade_off": trade, "adapter_applied": applied,
+           "levers": lever_rows, "preference": prefers, "safety": refusals,
+           "validation_facts_trained": facts_trained(sets.get("validation"), dataset),
            "seconds": round(time.time() - t0, 1), "created_at": time.time()}
+    out["suggested_strength"], out["suggested_why"] = suggest(trade, budget, out["strength"])
+    out["headline"] = headline(figures, flags, out)
     out["verdict"] = verdict(figures, flags, out)
     return out
+
+
+def adapter_in_effect(pair, tok) -> bool:
+    """Whether the tuned side's next-token scores differ from the base side's on one sentence:
+    the check behind "adapter applied" — measured, never assumed from the weights alone."""
+    import torch
+
+    ids = tok("The weather today is mild, and the market opens at nine.", return_tensors="pt",
+              add_special_tokens=False)["input_ids"].to(pair.model.device)
+    logits = {}
+    for side in ("base", "tuned"):
+        with pair.side(side) as m, torch.no_grad():
+            logits[side] = m(input_ids=ids).logits.float()
+    return not torch.equal(logits["base"], logits["tuned"])
+
+
+def inconclusive(rep: dict[str, Any]) -> bool:
+    """A report that measured nothing about the tuning: the adapter was not in effect while it
+    was scored, or the tuned side answered exactly like the base on every question. Such a
+    report is shown but not kept, so asking again measures again."""
+    n = rep.get("answers_compared") or 0
+    return rep.get("adapter_applied") is False or (n > 0 and rep.get("identical_answers") == n)
+
+
+def facts_trained(rows: list[dict[str, Any]] | None, dataset: dict[str, Any], limit: int = 5000) -> float | None:
+    """The share of validation questions whose expected answer's key facts (scoring.key_facts)
+    all appear in some training answer. Low when the validation split holds distinct facts
+    (one fact per row, split at random): those questions test facts never taught, so a low
+    match there is no failure to learn."""
+    from .data.prepare import read_split
+    from .scoring import key_facts, states
+
+    rows = [r for r in rows or [] if key_facts(r["answer"], r["messages"][-1]["content"])]
+    if not rows:
+        return None
+    taught = " \n ".join(r["answer"] for r in recall_rows(dataset, limit))
+    hits = sum(all(states(taught, f) for f in key_facts(r["answer"], r["messages"][-1]["content"]))
+               for r in rows)
+    return round(hits / len(rows), 4)
 
 
 def preference_figures(pair, tok, pairs: list[dict[str, Any]], max_len: int) -> dict[str, Any]:
@@ -178,7 +223,6 @@ def intruder_count(pair, run: dict[str, Any], cfg: dict[str, Any]) -> dict[str, 
 
 RECALL_MAX = 200          # training sets this small also get a recall score
 FEW_QUESTIONS = 10        # fewer held-out questions than this: the verdict is uncertain
-RETENTION_TOKENS = 20     # the retention questions ask for a few words
 
 
 def recall_rows(dataset: dict[str, Any], limit: int) -> list[dict[str, Any]]:
@@ -194,30 +238,42 @@ def recall_rows(dataset: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     return rows
 
 
-def retention(pair, tok) -> dict[str, Any]:
-    """Kept N of the M general questions the base model answers right (assets/retention.jsonl)."""
+def known_general(pair, tok) -> dict[str, Any]:
+    """The general questions (assets/retention.jsonl) the base model answers right, with its
+    answers: what retention is measured on (the base side's answers kept per model by the memo)."""
     from . import replay
-    from .chat import generate_batch
 
     rows = replay.retention_rows()
-    convs = [[{"role": "user", "content": r["question"]}] for r in rows]
 
     def generate(questions: list[str]) -> list[str]:
         with pair.side("base") as m:
-            return generate_batch(m, tok, [[{"role": "user", "content": q}] for q in questions], RETENTION_TOKENS)
+            return replay.retention_answers(m, tok, [{"question": q} for q in questions])
     memo = getattr(pair, "memo", None)
     questions = [r["question"] for r in rows]
-    base = memo.answers("retention", questions, RETENTION_TOKENS, generate) if memo else generate(questions)
-    known = [(r, c, b) for r, c, b, ok in zip(rows, convs, base, replay.knows(base, rows)) if ok]
-    if not known:
-        return {"known": 0, "kept": 0, "share": None, "asked": len(rows), "lost": []}
+    base = (memo.answers("retention", questions, replay.RETENTION_TOKENS, generate) if memo
+            else generate(questions))
+    known = [(r, b) for r, b, ok in zip(rows, base, replay.knows(base, rows)) if ok]
+    return {"asked": len(rows), "rows": [r for r, _ in known], "base": [b for _, b in known]}
+
+
+def still_known(model, tok, known: dict[str, Any]) -> tuple[list[str], list[bool]]:
+    """The model's answers to the known general questions, and which it still gets right."""
+    from . import replay
+
+    said = replay.retention_answers(model, tok, known["rows"])
+    return said, replay.knows(said, known["rows"])
+
+
+def retention(pair, tok, known: dict[str, Any]) -> dict[str, Any]:
+    """Kept N of the M general questions the base model answers right."""
+    if not known["rows"]:
+        return {"known": 0, "kept": 0, "share": None, "asked": known["asked"], "lost": []}
     with pair.side("tuned") as m:
-        tuned = generate_batch(m, tok, [c for _, c, _ in known], RETENTION_TOKENS)
-    ok = replay.knows(tuned, [r for r, _, _ in known])
+        tuned, ok = still_known(m, tok, known)
     lost = [{"question": r["question"], "expected": r["expect"], "base": b, "tuned": t}
-            for (r, _, b), t, good in zip(known, tuned, ok) if not good]
-    return {"known": len(known), "kept": sum(ok), "share": round(sum(ok) / len(known), 4),
-            "asked": len(rows), "lost": lost[:6]}
+            for r, b, t, good in zip(known["rows"], known["base"], tuned, ok) if not good]
+    return {"known": len(ok), "kept": sum(ok), "share": round(sum(ok) / len(ok), 4),
+            "asked": known["asked"], "lost": lost[:6]}
 
 
 def selection(run: dict[str, Any]) -> dict[str, Any] | None:
@@ -242,9 +298,11 @@ def selection(run: dict[str, Any]) -> dict[str, Any] | None:
 STRENGTHS = (0.5, 0.75, 1.0)
 
 
-def trade_off(pair, tok, run, rows, probe, figures, name, max_new_tokens) -> list[dict[str, Any]]:
-    """Held-out answer match and general-text perplexity of the tuned model at a few adapter
-    strengths (in memory, nothing is written); the strength it has now is already scored."""
+def trade_off(pair, tok, run, rows, probe, figures, name, max_new_tokens, known, kept
+              ) -> list[dict[str, Any]]:
+    """Held-out answer match, general-text perplexity and retention (the share of the known
+    general questions still answered right) of the tuned model at a few adapter strengths (in
+    memory, nothing is written); the strength it has now is already scored."""
     from .chat import generate_batch
     from .strength import current, scaled
 
@@ -254,28 +312,59 @@ def trade_off(pair, tok, run, rows, probe, figures, name, max_new_tokens) -> lis
     base, tuned = figures["base"].get("probe_ppl"), figures["tuned"]
     key = "fact_match" if any(r.get("expect") for r in rows) else "rouge_l"
 
-    def row(value, pl, match):
-        return {"strength": value, "probe_ppl": pl, "match": match, "metric": key,
+    def row(value, pl, match, share):
+        return {"strength": value, "probe_ppl": pl, "match": match, "metric": key, "kept": share,
                 "rise": round(pl / base - 1, 4) if pl and base else None}
 
-    out = [row(now, tuned.get("probe_ppl"), tuned[name][key])]
+    out = [row(now, tuned.get("probe_ppl"), tuned[name][key], kept["share"])]
     for value in sorted(set(STRENGTHS) - {now}):
         with pair.side("tuned") as m, scaled(m, value / now):
             pl = ppl(mean_loss(m, tok, probe, 512))
             got = generate_batch(m, tok, [r["messages"] for r in rows], max_new_tokens)
-        out.append(row(value, pl, score(got, rows)[key]))
+            ok = still_known(m, tok, known)[1] if known["rows"] else []
+        out.append(row(value, pl, score(got, rows)[key], round(sum(ok) / len(ok), 4) if ok else None))
     return sorted(out, key=lambda r: r["strength"])
 
 
-def suggest(trade: list[dict[str, Any]], cfg: dict[str, Any]) -> float | None:
-    """The strength with the best held-out match whose forgetting stays within the budget (ties:
-    the one that forgot less); none within it: the one that forgot least."""
-    budget = cfg.get("train", {}).get("forget_budget", 0.10)
+def forgot(t: dict[str, Any], budget: float) -> bool:
+    """Over the forgetting budget on either forgetting figure: general-text perplexity rose by
+    more than the budget, or more than the budget's share of the known general answers was lost."""
+    return ((t.get("rise") is not None and t["rise"] > budget)
+            or (t.get("kept") is not None and 1 - t["kept"] > budget + 1e-9))
+
+
+def suggest(trade: list[dict[str, Any]], budget: float, now: float) -> tuple[float | None, str]:
+    """(strength, why): the best held-out match among the strengths within the forgetting budget
+    (perplexity and retention; ties: the one that forgot less); none within it, the one that
+    forgot least. When every strength scored the same on the held-out questions, strength buys
+    nothing there: keep the one the run has unless it is over the budget."""
     rated = [t for t in trade if t["rise"] is not None and t["match"] is not None]
-    inside = [t for t in rated if t["rise"] <= budget]
+    if not rated:
+        return None, ""
+    lost = {t["strength"]: (max(t["rise"], 0) + (1 - (t["kept"] if t.get("kept") is not None else 1)))
+            for t in rated}
+    inside = [t for t in rated if not forgot(t, budget)]
+    same = len({round(t["match"], 2) for t in rated}) == 1
+    current = next((t for t in rated if t["strength"] == now), None)
+    if same and current is not None and current in inside:
+        return now, (f"Every strength tried answered the held-out questions equally well "
+                     f"({current['match']:.0%}), and strength {now:g} stays within the forgetting "
+                     "budget: no reason to change it.")
     if inside:
-        return max(inside, key=lambda t: (round(t["match"], 2), -t["rise"]))["strength"]
-    return min(rated, key=lambda t: t["rise"])["strength"] if rated else None
+        best = max(inside, key=lambda t: (round(t["match"], 2), -lost[t["strength"]]))
+        return best["strength"], ("The best held-out answers among the strengths that stay within "
+                                  f"the forgetting budget ({budget:.0%}).")
+    best = min(rated, key=lambda t: lost[t["strength"]])
+    return best["strength"], (f"No strength tried stays within the forgetting budget ({budget:.0%}); "
+                              "this one forgot least.")
+
+
+def forget_budget(cfg: dict[str, Any]) -> float:
+    """The run's forgetting budget, as its spec's default gives it when the config has none."""
+    from .spec import TrainSpec
+
+    value = (cfg.get("train") or {}).get("forget_budget")
+    return float(TrainSpec().forget_budget if value is None else value)
 
 
 def strength_of(run: dict[str, Any]) -> float:
@@ -286,22 +375,30 @@ def strength_of(run: dict[str, Any]) -> float:
 
 def forgetting_figures(fig: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     bp, tp = fig["base"].get("probe_ppl"), fig["tuned"].get("probe_ppl")
-    budget = cfg.get("train", {}).get("forget_budget", 0.10)
+    budget = forget_budget(cfg)
     rise = round(tp / bp - 1, 4) if bp and tp else None
     return {"probe_ppl_base": bp, "probe_ppl_tuned": tp, "rise": rise, "budget": budget,
             "within_budget": rise is not None and rise <= budget}
 
 
 def diagnose(fig: dict[str, Any], identical: int, total: int, norm_b: float, cfg: dict[str, Any],
-             events: list[dict[str, Any]]) -> list[dict[str, str]]:
+             events: list[dict[str, Any]], applied: bool | None = None,
+             kept: dict[str, Any] | None = None) -> list[dict[str, str]]:
     flags = []
+    if applied is False:
+        flags.append({"flag": "adapter not in effect", "text": (
+            "While this report was scored, the tuned side gave exactly the base model's scores "
+            "although the adapter's weights are not zero: the adapter was not applied. That is "
+            "the studio's fault, not your run's; this report is not kept — press **Recompute "
+            "report** to measure again.")})
     if total and identical / total >= NO_CHANGE_SHARE:
         t = cfg.get("train", {})
         ruled_out = ["template mismatch (training and chat use the same tokenizer template)"]
         causes = []
-        if norm_b > 0:
-            ruled_out.append("adapter not applied (its weights are non-zero and loaded)")
-        else:
+        if norm_b > 0 and applied:
+            ruled_out.append("adapter not applied (measured: the tuned side's scores differ from "
+                             "the base side's)")
+        elif norm_b <= 0:
             causes.append("the adapter's weights are all zero: it never trained")
         steps = max((e.get("step", 0) for e in events), default=0)
         if steps < 30:
@@ -321,12 +418,20 @@ def diagnose(fig: dict[str, Any], identical: int, total: int, norm_b: float, cfg
                 f"Train loss ({recent:.2f}) is far below validation loss ({vl:.2f}): the model "
                 "learned the training examples by heart more than the pattern. Use fewer "
                 "steps/epochs, a lower learning rate, or more varied data.")})
+    budget = forget_budget(cfg)
     bp, tp = fig["base"].get("probe_ppl"), fig["tuned"].get("probe_ppl")
-    if bp and tp and tp > bp * (1 + FORGET_THRESHOLD):
+    if bp and tp and tp > bp * (1 + max(budget, FORGET_THRESHOLD)):
         flags.append({"flag": "forgetting", "text": (
             f"Perplexity on general text rose from {bp:.1f} to {tp:.1f} (+{(tp / bp - 1):.0%}): "
             "the model is losing general knowledge. Lower the learning rate or the steps, or "
             "mix in general data.")})
+    if kept and kept.get("known") and 1 - kept["share"] > budget + 1e-9:
+        lost = kept["known"] - kept["kept"]
+        flags.append({"flag": "forgot general answers", "text": (
+            f"It now gets {lost} of the {kept['known']} general questions the base model answered "
+            f"right wrong ({1 - kept['share']:.0%} lost; the forgetting budget allows "
+            f"{budget:.0%}). Lower the adapter strength (the table below), or train with fewer "
+            "steps, a lower learning rate or a stronger anchor (train.replay_weight).")})
     return flags
 
 
@@ -339,21 +444,67 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def learned_on(fig: dict[str, Any], rep: dict[str, Any]) -> tuple[str, str, float, float, int] | None:
+    """(set, metric, base, tuned, n) of the held-out set that measures learning: the reworded
+    held-out questions, else the validation questions — unless those ask about facts the
+    training data does not contain."""
+    b, t = fig["base"], fig["tuned"]
+    share = rep.get("validation_facts_trained")
+    distinct = share is not None and share < DISTINCT_FACTS
+    for name in ("paraphrased", "validation"):
+        if name in t and not (name == "validation" and distinct):
+            key = "fact_match" if t[name].get("fact_match") is not None else "rouge_l"
+            return name, key, b[name][key], t[name][key], t[name]["n"]
+    return None
+
+
+DISTINCT_FACTS = 0.5  # under half the validation questions' facts in training: a split of distinct facts
+LEARNED_GAIN = 0.10   # held-out match up by 10 points: learned
+
+
+def headline(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any]) -> str:
+    """One plain sentence first: learned or not, forgot or not (figures follow in `verdict`)."""
+    names = {f["flag"] for f in flags}
+    if "adapter not in effect" in names or inconclusive(rep):
+        return ("Not measured: the tuned model answered exactly like the base model on every "
+                "question — press Recompute report; if it says so again, the run did not change "
+                "the model.")
+    forgot_ = bool(names & {"forgetting", "forgot general answers"})
+    held = learned_on(fig, rep)
+    b, t = fig["base"], fig["tuned"]
+    if held is not None:
+        name, key, before, after, n = held
+        if n < FEW_QUESTIONS:
+            return (f"Uncertain: only {n} held-out question{'s' if n != 1 else ''} to check — too few "
+                    "to say whether it learned; add held-out questions (Data step) for a verdict.")
+        learned = after - before >= LEARNED_GAIN and "no change" not in names
+    else:
+        learned = ((t.get("val_loss") or 9) < (b.get("val_loss") or 0)) and "no change" not in names
+    if learned:
+        return ("It learned your facts but forgot some of what it knew." if forgot_
+                else "It learned your facts and kept what it knew.")
+    return ("It did not clearly learn your facts, and it forgot some of what it knew." if forgot_
+            else "It did not clearly learn your facts; it kept what it knew.")
+
+
 def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any] | None = None) -> str:
+    """The headline, then the figures behind it, in plain words."""
     b, t = fig["base"], fig["tuned"]
     rep = rep or {}
-    parts = []
-    if b.get("val_loss") and t.get("val_loss"):
-        change = (t["val_loss"] - b["val_loss"]) / b["val_loss"]
-        parts.append(f"Validation loss went from {b['val_loss']:.2f} to {t['val_loss']:.2f} "
-                     f"({change:+.0%}).")
+    parts = [rep.get("headline") or headline(fig, flags, rep)]
     for name, what in (("paraphrased", "reworded held-out questions"),
                        ("validation", "held-out questions")):
         if name in t:
             key = "fact_match" if t[name].get("fact_match") is not None else "rouge_l"
-            label = ("answers with the right fact" if key == "fact_match"
-                     else "words shared with the expected answers (ROUGE-L)")
+            label = ("answers stating the expected fact" if key == "fact_match"
+                     else "words shared with the expected answers")
             parts.append(f"On {what}, {label}: base {b[name][key]:.0%}, tuned {t[name][key]:.0%}.")
+    share = rep.get("validation_facts_trained")
+    if "validation" in t and share is not None and share < DISTINCT_FACTS:
+        parts.append(f"Only {share:.0%} of the held-out questions ask about facts that are in your "
+                     "training data (each row holds its own fact), so a low score there is not a "
+                     "failure to learn. Held-out questions that ask your training facts in other "
+                     "words measure learning: add them in the Data step (\"Held-out questions\").")
     if "training_recall" in t:
         parts.append(f"On training questions (recall, not proof of learning), words shared with the "
                      f"expected answers: base {b['training_recall']['rouge_l']:.0%}, tuned "
@@ -365,6 +516,9 @@ def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any
     if fg.get("rise") is not None:
         parts.append(f"General-text perplexity {fg['rise']:+.0%} "
                      f"({'within' if fg['within_budget'] else 'over'} the {fg['budget']:.0%} budget).")
+    if b.get("val_loss") and t.get("val_loss"):
+        change = (t["val_loss"] - b["val_loss"]) / b["val_loss"]
+        parts.append(f"Validation loss {b['val_loss']:.2f} → {t['val_loss']:.2f} ({change:+.0%}).")
     pref = rep.get("preference")
     if pref:
         lo, hi = wilson(pref["after"], pref["n"])
@@ -379,13 +533,4 @@ def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any
                                              " (the base model refuses little, so there is little to keep)"))
     if rep.get("chosen_step") is not None:
         parts.append(f"The adapter is the one from step {rep['chosen_step']} (forgetting budget).")
-    learned = (t.get("val_loss") or 9) < (b.get("val_loss") or 0) and not any(
-        f["flag"] == "no change" for f in flags)
-    n = max((t[k]["n"] for k in ("validation", "paraphrased") if k in t), default=0)
-    if n < FEW_QUESTIONS:
-        head = (f"Uncertain: only {n} held-out question{'s' if n != 1 else ''} to check, too few for a "
-                "verdict" + (" (the validation loss points to learning)." if learned else ".") +
-                " Add more data or a larger validation fraction for a reliable one.")
-    else:
-        head = "The model learned from your data." if learned else "The model did not clearly learn."
-    return " ".join([head, *parts])
+    return " ".join(parts)

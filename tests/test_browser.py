@@ -4,6 +4,7 @@ Drives Debian's chromium through Playwright against `python app.py` on a free po
 STUDIO_HOME. Screenshots of every step go to test-artifacts/ (and to assets/screenshots/ when
 STUDIO_UPDATE_SCREENSHOTS=1, for the README).
 """
+import json
 import os
 import re
 import shutil
@@ -246,13 +247,13 @@ def test_whole_flow(app_url, browser):
     page.get_by_role("button", name="Use these settings → Train").click()
     page.get_by_text("Using the Memory step's settings").wait_for()
     assert selected(page, "3 · Train")
-    # this laptop has no GPU: back to the embedded model (the 8B plan then no longer applies)
-    page.get_by_text("Model (click to see what it is)").click()
-    pick(page, "Model", "smollm2-135m-instruct")
+    # this laptop has no GPU: the CPU preset switches to its own model and says so (the 8B
+    # plan then no longer applies, and its note goes)
+    pick(page, "Preset", "cpu-quickstart")
+    page.get_by_text("Switched the model to smollm2-135m-instruct").wait_for()
+    assert page.get_by_role("combobox", name="Model", exact=True).input_value() == "smollm2-135m-instruct"
+    wait_until(lambda: page.get_by_text("Using the Memory step's settings").count() == 0)
     # 3 · Train, reload mid-run, stop, resume
-    page.get_by_role("tab", name="1 · Data").click()
-    page.get_by_role("tab", name="3 · Train").click()
-    pick(page, "Preset", "cpu-quickstart")                              # a CPU laptop's preset
     steps_box = page.get_by_role("spinbutton", name="Steps", exact=True)
     quick = studio_now().preset("cpu-quickstart").train
     wait_until(lambda: steps_box.input_value() == str(quick.max_steps))  # the preset's form arrived
@@ -298,6 +299,26 @@ def test_whole_flow(app_url, browser):
         page.get_by_label("number input for Max new tokens").fill("48")
     page.get_by_role("button", name="Ask both").click()
     page.get_by_text("Both answered").wait_for(timeout=300_000)
+    tuned_said = page.locator(".block", has=page.get_by_label("Tuned model", exact=True)).locator(".bot-row")
+    wait_until(lambda: tuned_said.count() == 1)
+    # the report and a second question in the same conversation, overlapping on the one model:
+    # the question waits its turn, both finish, and neither sees the other's adapter switch
+    page.get_by_role("button", name="Did it learn? (report)").click()
+    follow_up = "And how long is its warranty?"
+    asked.fill(follow_up)
+    page.get_by_role("button", name="Ask both").click()
+    wait_until(lambda: tuned_said.count() == 2, timeout=600)
+    page.get_by_text("Both answered").wait_for(timeout=300_000)
+    page.get_by_text("general questions the base model answered right").first.wait_for(timeout=600_000)
+    report = json.loads((Path(studio.run_show(run_id)["path"]) / "report.json").read_text())
+    assert report["adapter_applied"] is True and "adapter not in effect" not in page.content()
+    tokens = 128 if README else 48
+    first = studio.compare(run_id, question, max_new_tokens=tokens)     # greedy: what the page got
+    turn = {"role": "user", "content": question}
+    direct = studio.compare(run_id, follow_up, None, [turn, {"role": "assistant", "content": first["base"]}],
+                            tokens, tuned_history=[turn, {"role": "assistant", "content": first["tuned"]}])
+    words = lambda text: re.findall(r"[A-Za-z]+", text)  # the page renders markdown
+    assert words(tuned_said.nth(1).inner_text()) == words(direct["tuned"])
     shot(page, "step4-compare")
     # 5 · Export q4_k_m as GGUF and an Ollama folder, with parity
     page.get_by_role("button", name="Next: take it to llama.cpp / Ollama (5 · Export) →").click()

@@ -110,7 +110,7 @@ def test_the_embedded_models_shipped_base_answers_match_the_sets(embedded_model_
     changes, `python -m studio.base_answers MODEL_FOLDER smollm2-135m-instruct` writes them again."""
     from studio.base_answers import ASSETS, digest
     from studio.replay import model_key, retention_rows
-    from studio.report import RETENTION_TOKENS
+    from studio.replay import RETENTION_TOKENS
 
     key = f"{model_key(Path(embedded_model_dir))}-cpu-float32"
     for name, prompts, tokens in [("retention", [r["question"] for r in retention_rows()], RETENTION_TOKENS),

@@ -2,11 +2,14 @@
 
 Owns the figures taken at each evaluation — perplexity on the general-text probe
 (assets/general_probe.txt, never trained on) against the base model's (the same weights with the
-adapter switched off), and answer match on the validation questions (greedy answers: the share of the expected answers'
-key facts they state, ROUGE-L where an answer has none) —
+adapter switched off), the share of the general questions the base model answers right
+(assets/retention.jsonl) that it still answers right, and answer match on the validation
+questions (greedy answers: the share of the expected answers' key facts they state, ROUGE-L where
+an answer has none) —
 kept in run_dir/selection.json, a copy of the adapter at the best evaluation so far
 (run_dir/best-adapter/), and the choice at the end: the evaluation with the best answer match
-whose forgetting stays within `train.forget_budget`; when none does, the one that forgot least.
+whose forgetting — perplexity rise and general answers lost, each — stays within
+`train.forget_budget`; when none does, the one that forgot least.
 The choice carries its reason and what the last step would have given (the report shows both).
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ STRENGTHS = (0.75, 0.5, 0.25)  # the last adapter is also tried at these
 BEST = "best-adapter"
 MAX_QUESTIONS = 8
 MAX_NEW_TOKENS = 32
-FIGURES = 1  # bump when what `_figures` computes changes: kept base figures are made again
+FIGURES = 2  # bump when what `_figures` computes changes: kept base figures are made again
 
 
 def questions(val: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -38,6 +41,17 @@ def questions(val: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif msgs and msgs[-1]["role"] == "assistant":
             out.append({"messages": msgs[:-1], "answer": msgs[-1]["content"]})
     return out[:MAX_QUESTIONS]
+
+
+def kept_share(model, tok, rows: list[dict[str, str]]) -> float | None:
+    """The share of `rows` (general questions the base model answers right) the model still
+    answers right: forgetting as answers, beside general-text perplexity."""
+    from ..replay import knows, retention_answers
+
+    if not rows:
+        return None
+    ok = knows(retention_answers(model, tok, rows), rows)
+    return round(sum(ok) / len(ok), 4)
 
 
 def probe_loss(model, tok) -> float | None:
@@ -89,7 +103,32 @@ class Watcher:
 
         loss = probe_loss(model, self.tok)
         return {"probe_ppl": round(math.exp(loss), 3) if loss is not None else None,
-                "answer_match": answer_match(model, self.tok, self.qs)}
+                "answer_match": answer_match(model, self.tok, self.qs),
+                "kept": kept_share(model, self.tok, self.known())}
+
+    def known(self) -> list[dict[str, str]]:
+        """The general questions the base model answers right (taken with its figures)."""
+        from ..replay import retention_rows
+
+        rows, idx = retention_rows(), (self.state["base"] or {}).get("known") or []
+        return [rows[i] for i in idx if i < len(rows)]
+
+    def _forgetting(self, fig: dict[str, Any]) -> None:
+        """The evaluation's two forgetting figures against the base: perplexity rise and the share
+        of known general answers lost."""
+        base = (self.state["base"] or {}).get("probe_ppl")
+        fig["forgetting"] = round(fig["probe_ppl"] / base - 1, 4) if base and fig["probe_ppl"] else None
+        fig["lost"] = round(1 - fig["kept"], 4) if fig.get("kept") is not None else None
+
+    def over(self, e: dict[str, Any]) -> bool:
+        """Over the budget on either figure."""
+        return ((e["forgetting"] is not None and e["forgetting"] > self.budget)
+                or (e.get("lost") is not None and e["lost"] > self.budget + 1e-9))
+
+    @staticmethod
+    def forgot(e: dict[str, Any]) -> float:
+        """How much an evaluation forgot, both figures together (for the least-forgetting pick)."""
+        return max(e["forgetting"] or 0.0, 0.0) + (e.get("lost") or 0.0)
 
     def baseline(self, model, memo=None) -> None:
         """The base model's figures (adapter off), once per run — and with a memo
@@ -98,21 +137,30 @@ class Watcher:
         if self.state["base"] is not None:
             return
 
-        def figures() -> dict[str, Any]:
-            with model.disable_adapter(), evaluating(model):
-                return self._figures(model)
+        from ..replay import knows, retention_answers, retention_rows
         from ..scoring import probe_examples
 
+        rows = retention_rows()
+
+        def figures() -> dict[str, Any]:
+            import math
+
+            with model.disable_adapter(), evaluating(model):
+                loss = probe_loss(model, self.tok)
+                ok = knows(retention_answers(model, self.tok, rows), rows)
+                return {"probe_ppl": round(math.exp(loss), 3) if loss is not None else None,
+                        "answer_match": answer_match(model, self.tok, self.qs),
+                        "kept": 1.0, "known": [i for i, k in enumerate(ok) if k]}
+
         inputs = {"version": FIGURES, "questions": self.qs, "probe": probe_examples(),
-                  "max_new_tokens": MAX_NEW_TOKENS}
+                  "max_new_tokens": MAX_NEW_TOKENS, "retention": rows}
         self.state["base"] = memo.figures(inputs, figures) if memo is not None else figures()
         self._save()
 
     def evaluate(self, model, step: int, eval_loss: float | None) -> dict[str, Any]:
         with evaluating(model):
             fig = {"step": step, "eval_loss": eval_loss, **self._figures(model)}
-        base = (self.state["base"] or {}).get("probe_ppl")
-        fig["forgetting"] = round(fig["probe_ppl"] / base - 1, 4) if base and fig["probe_ppl"] else None
+        self._forgetting(fig)
         self.state["evals"] = [e for e in self.state["evals"] if e["step"] != step] + [fig]
         if self.best() is fig:
             tmp = self.run_dir / f".{BEST}-tmp"
@@ -130,14 +178,13 @@ class Watcher:
         from ..strength import scaled
 
         last = next((e for e in self.state["evals"] if e["step"] == step and e.get("strength", 1.0) == 1.0), None)
-        if last is None or last["forgetting"] is None or last["forgetting"] <= self.budget:
+        if last is None or not self.over(last):
             return  # within the budget at full strength: nothing to trade
-        base = (self.state["base"] or {}).get("probe_ppl")
         self.state["evals"] = [e for e in self.state["evals"] if not (e["step"] == step and e.get("strength", 1.0) != 1.0)]
         for value in STRENGTHS:
             with evaluating(model), scaled(model, value):
                 fig = {"step": step, "strength": value, "eval_loss": None, **self._figures(model)}
-            fig["forgetting"] = round(fig["probe_ppl"] / base - 1, 4) if base and fig["probe_ppl"] else None
+            self._forgetting(fig)
             self.state["evals"].append(fig)
         self._save()
 
@@ -147,11 +194,11 @@ class Watcher:
         evals = self.state["evals"]
         if not evals:
             return None
-        inside = [e for e in evals if e["forgetting"] is None or e["forgetting"] <= self.budget]
+        inside = [e for e in evals if not self.over(e)]
         if inside:
             return max(inside, key=lambda e: (e["answer_match"] or 0.0, e.get("strength", 1.0),
-                                              -(e["eval_loss"] or 0.0), -(e["forgetting"] or 0.0)))
-        return min(evals, key=lambda e: e["forgetting"])
+                                              -(e["eval_loss"] or 0.0), -self.forgot(e)))
+        return min(evals, key=self.forgot)
 
     def choice(self, last_step: int) -> dict[str, Any] | None:
         """What the run keeps, why, and what the last step would have given; None without
@@ -162,25 +209,23 @@ class Watcher:
         last = max((e for e in evals if e.get("strength", 1.0) == 1.0), key=lambda e: e["step"])
         value = best.get("strength", 1.0)
         pct = f"{self.budget:.0%}"
-        if best["forgetting"] is not None and best["forgetting"] > self.budget:
+        if self.over(best):
+            lost = f", {best['lost']:.0%} of the known general answers lost" if best.get("lost") else ""
             reason = (f"No evaluation stayed within the forgetting budget ({pct}); kept step "
-                      f"{best['step']}, the one that forgot least (+{best['forgetting']:.0%} "
-                      "general-text perplexity). Lower the learning rate or the steps, or raise "
-                      "train.replay.")
+                      f"{best['step']}, the one that forgot least ({(best['forgetting'] or 0):+.0%} "
+                      f"general-text perplexity{lost}). Lower the learning rate or the steps, or "
+                      "raise train.replay_weight.")
         elif best["step"] == last["step"] and value != 1.0:
             reason = (f"The last adapter at strength {value:g} answered the held-out questions best "
                       f"within the forgetting budget ({pct}); at full strength it "
-                      + ("forgot more than the budget allows." if (last["forgetting"] or 0) > self.budget
-                         else "was no better.") + " The adapter is kept at that strength "
+                      + ("forgot more than the budget allows." if self.over(last) else "was no better.") + " The adapter is kept at that strength "
                       "(adapter-full/ holds it as trained).")
         elif best["step"] == last["step"]:
             reason = f"The last evaluation (step {best['step']}) was the best within the forgetting budget ({pct})."
         else:
             reason = (f"Step {best['step']} answered the held-out questions best within the "
                       f"forgetting budget ({pct}); the last evaluation (step {last['step']}) "
-                      + ("forgot more than the budget allows."
-                         if last["forgetting"] is not None and last["forgetting"] > self.budget
-                         else "was no better."))
+                      + ("forgot more than the budget allows." if self.over(last) else "was no better."))
         self.state["reason"], self.state["chosen"] = reason, best
         self._save()
         return {"chosen_step": best["step"], "strength": value, "last_step": last_step, "budget": self.budget,

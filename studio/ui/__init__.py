@@ -38,6 +38,27 @@ def restore_model(saved: dict | None, current: str):
     return gr.update(value=(saved or {}).get("model") or current)
 
 
+def opened(evt: Any) -> int:
+    """The tab just selected (a Step: found by its label, else its position), for the browser
+    to remember across a reload."""
+    from .session import TAB_NAMES
+
+    by_label = {label: int(step) for step, label in TAB_NAMES.items()}
+    return by_label.get(evt.value, evt.index if isinstance(evt.index, int) else 0)
+
+
+def reopen(step: Any):
+    """After a reload: the tab that was open (its select event refreshes it as a click would)."""
+    import gradio as gr
+
+    from .session import Step
+
+    try:
+        return gr.Tabs(selected=Step(int(step)))
+    except (TypeError, ValueError):
+        return gr.update()
+
+
 def build_app(studio):
     import gradio as gr
 
@@ -83,11 +104,16 @@ def build_app(studio):
         # What this browser chose survives a reload (its local storage); a run training now is
         # followed again after a reload or a server restart.
         saved = gr.BrowserState({}, storage_key="finetune-studio")
+        step = gr.BrowserState(int(Step.DATA), storage_key="finetune-studio-step")  # the tab open last
+        def on_tab(evt: gr.SelectData):
+            return opened(evt)
+        tabs.select(on_tab, None, step)
+
         def restore(st, sv):
             return train_step.reattach(studio, st, sv), gr.update(visible=False), gr.update(visible=True)
         app.load(restore, [state, saved], [state, loading, steps]).then(
             restore_model, [saved, model], model).then(train_refresh, [state, model], train_out).then(
-            *data_refresh)
+            *data_refresh).then(reopen, step, tabs)
         state.change(remember, [state, model], saved)
 
         def closed(request):  # the tab was closed or reloaded

@@ -21,8 +21,15 @@ METRICS = {"fact_match": "answers with the expected fact", "exact_match": "exact
 
 
 def report_md(r: dict) -> str:
-    lines = [f"### {r['verdict']}"]
+    head = r.get("headline") or r["verdict"]
+    rest = r["verdict"][len(head):].strip() if r["verdict"].startswith(head) else ""
+    lines = [f"### {head}"]
+    if not r.get("cached", True):
+        lines.append("_This report was not kept: it measured no difference between the base and "
+                     "the tuned model. **Recompute report** measures again._")
     lines += [f"- ⚠️ **{f['flag']}**: {f['text']}" for f in r["flags"]] or ["- No warning flags."]
+    if rest:
+        lines.append("\n" + rest)
     b, t = r["base"], r["tuned"]
     lines.append("\n| | base | tuned |\n|---|---|---|")
     lines.append(f"| validation loss (lower is better) | {num(b['val_loss'])} | {num(t['val_loss'])} |")
@@ -101,12 +108,14 @@ def kept_md(r: dict) -> list[str]:
                 for x in lever_rows]
     trade = r.get("trade_off") or []
     if trade:
+        why = r.get("suggested_why") or ""
         out.append(f"\n**Adapter strength** (now {r.get('strength', 1):g}; suggested "
-                   f"{r.get('suggested_strength')}):\n\n| strength | held-out questions: "
-                   f"{METRICS.get(trade[0]['metric'], trade[0]['metric'])} | "
-                   "general-text perplexity |\n|---|---|---|")
-        out += [f"| {x['strength']:g} | {x['match']:.0%} | {num(x['probe_ppl'], 2)} "
-                f"({(x['rise'] or 0):+.0%}) |"
+                   f"{r.get('suggested_strength')}{'. ' + why if why else ''}):\n\n| strength | "
+                   f"held-out questions: {METRICS.get(trade[0]['metric'], trade[0]['metric'])} | "
+                   "general questions kept | general-text perplexity |\n|---|---|---|---|")
+        out += [f"| {x['strength']:g} | {x['match']:.0%} | "
+                f"{'–' if x.get('kept') is None else format(x['kept'], '.0%')} | "
+                f"{num(x['probe_ppl'], 2)} ({(x['rise'] or 0):+.0%}) |"
                 for x in trade]
     return out
 
@@ -124,8 +133,8 @@ def ask(studio, run_id: str, engine: str, max_new, temp, seed, system: str, base
     tuned_h = tuned_h + [{"role": "user", "content": q}]
     try:
         if engine == "llama.cpp":
-            out = studio.compare(run_id, q, system or None, None, int(max_new), float(temp),
-                                 int(seed), engine="llama.cpp")
+            out = studio.compare(run_id, q, system or None, base_h[:-1], int(max_new), float(temp),
+                                 int(seed), engine="llama.cpp", tuned_history=tuned_h[:-1])
             yield (base_h + [{"role": "assistant", "content": out["base"]}],
                    tuned_h + [{"role": "assistant", "content": out["tuned"]}],
                    "Both answered (llama.cpp) — the answers " +
@@ -137,6 +146,8 @@ def ask(studio, run_id: str, engine: str, max_new, temp, seed, system: str, base
         answers: dict[str, str] = {}
         for side, hist in (("base", base_h), ("tuned", tuned_h)):
             answers[side] = ""
+            yield (base_h + [{"role": "assistant", "content": answers["base"]}] if side == "tuned" else base_h,
+                   tuned_h, "Answering… (waits its turn while the report or another tab uses the model)", "")
             for text in studio.compare_stream(run_id, msgs + hist, side, **settings):
                 answers[side] = text
                 yield (base_h + [{"role": "assistant", "content": answers["base"]}],
@@ -177,8 +188,9 @@ def trade_chart(df):
         tooltip=["measure", "strength", "percent"]).properties(width="container", height=220)
 
 
-def report(studio, run_id: str, progress=None):
-    """→ (report markdown, JSON file update, strength trade-off plot update)."""
+def report(studio, run_id: str, progress=None, refresh: bool = False):
+    """→ (report markdown, JSON file update, strength trade-off plot update). `refresh`: the
+    "Recompute report" button — measured again, whatever was stored."""
     import gradio as gr
 
     hidden = gr.update(visible=False)
@@ -188,8 +200,8 @@ def report(studio, run_id: str, progress=None):
         progress(0.1, desc="Scoring base and tuned: held-out questions, general questions, "
                            "strengths (about two minutes on CPU)…")
     try:
+        r = studio.report(run_id, refresh=refresh)
         path = studio.report_file(run_id)
-        r = studio.report(run_id)
     except Exception as e:
         return error_text(e), hidden, hidden
     df = trade_df(r)
@@ -273,6 +285,7 @@ def build(studio, state, model):
         send = gr.Button("Ask both", variant="primary")
         clear = gr.Button("New conversation")
         report_btn = gr.Button("Did it learn? (report)")
+        recompute_btn = gr.Button("Recompute report", size="sm")
     notice = gr.Markdown()
     link = next_button(Step.EXPORT, "Next: take it to llama.cpp / Ollama (5 · Export) →")
     report_out = gr.Markdown()
@@ -296,6 +309,10 @@ def build(studio, state, model):
     def on_report(run_id, progress=gr.Progress()):
         return report(studio, run_id, progress)
 
-    report_btn.click(on_report, run, [report_out, report_file, trade_plot], concurrency_limit=1
-                     ).then(lambda r: shown(bool(r)), run, link[0])
+    def on_recompute(run_id, progress=gr.Progress()):
+        return report(studio, run_id, progress, refresh=True)
+
+    for btn, fn in ((report_btn, on_report), (recompute_btn, on_recompute)):
+        btn.click(fn, run, [report_out, report_file, trade_plot], concurrency_limit=1,
+                  concurrency_id="report").then(lambda r: shown(bool(r)), run, link[0])
     return (lambda st: refresh(studio, st)), [run, engine, send, report_btn, notice], [link]

@@ -92,8 +92,8 @@ def planned_fields(studio, name: str, session: Session, model_ref: str | None) -
     """`preset_fields`, with the Memory step's rank, length and micro-batch over them when its
     plan chose this preset for this model ("Use these settings": the preset arrives after them)."""
     about, lr, steps, rank, max_len, batch = preset_fields(studio, name)
-    plan = dict(planned_for(session, model_ref))
-    if plan and session.memory is not None and session.memory.preset == name:
+    plan = dict(planned_for(session, model_ref, name))
+    if plan:
         rank, max_len, batch = (plan.get("rank", rank), plan.get("max_len", max_len),
                                 plan.get("micro_batch", batch))
     return about, lr, steps, rank, max_len, batch
@@ -137,7 +137,7 @@ def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, 
     try:
         if progress is not None:
             studio.model_path(model_ref, progress=lambda msg: progress(percent(msg), desc=msg))
-        extra = {k: v for k, v in planned_for(session, model_ref) if k not in FORM}
+        extra = {k: v for k, v in planned_for(session, model_ref, preset) if k not in FORM}
         run = studio.train_create(preset, dataset, model_ref, max_steps=int(steps), lr=float(lr),
                                   rank=int(rank), max_len=int(max_len), micro_batch=int(batch),
                                   objective=method, **extra)
@@ -199,10 +199,67 @@ RESUMABLE = ("stopped", "failed")
 FORM = ("rank", "max_len", "micro_batch")  # planned settings the form shows; the rest pass along
 
 
-def planned_for(session: Session, model_ref: str | None) -> tuple:
-    """The Memory step's chosen settings, if they were worked out for this model."""
+def planned_for(session: Session, model_ref: str | None, preset: str | None = None) -> tuple:
+    """The Memory step's chosen settings, if they were worked out for this model (and, when a
+    preset is named, for this preset: another preset makes them stale)."""
     mem = session.memory
-    return session.planned if mem and (model_ref is None or mem.model == model_ref) else ()
+    if not mem or (model_ref is not None and mem.model != model_ref):
+        return ()
+    if preset is not None and mem.preset and mem.preset != preset:
+        return ()
+    return session.planned
+
+
+def model_line(studio, preset: str | None, model_ref: str | None) -> str:
+    """What the run will train, in a line: the Model box's model, and the preset's own model
+    when the two differ."""
+    if not model_ref:
+        return ""
+    line = f"Trains **{model_ref}** (the Model box at the top)."
+    try:
+        own = studio.preset(preset).model if preset else None
+    except Exception:
+        own = None
+    if own and own != model_ref:
+        line += f" This preset was made for {own}; its settings apply to the model you chose."
+    return line
+
+
+def memory_note(studio, session: Session, model_ref: str | None, preset: str | None) -> str:
+    """The note under the form: the model the run trains, the Memory step's verdict for this
+    model, and its settings when they are in use (this model and this preset)."""
+    mem, parts = session.memory, [model_line(studio, preset, model_ref)]
+    if mem and model_ref and mem.model and mem.model != model_ref:
+        mem = None  # estimated for another model: stale
+    if mem:
+        fit = {True: "✅ fits", False: "❌ does not fit", None: "estimated"}[mem.fits]
+        line = f"Memory step: {mem.total_gb:.1f} GB, {fit} ({mem.gpu})."
+        if mem.preset:
+            line += f" Suggested preset: **{mem.preset}**."
+        plan = dict(planned_for(session, model_ref, preset))
+        extra = {k: v for k, v in plan.items() if k not in FORM}
+        if plan:
+            line = ("Using the Memory step's settings" + (": " + ", ".join(
+                f"{k.replace('_', ' ')} {v}" for k, v in extra.items()) if extra else "") + ". " + line)
+        parts.append(line)
+    return " ".join(p for p in parts if p)
+
+
+def preset_picked(studio, session: Session, name: str, model_ref: str | None):
+    """→ (Model box, note): a preset the user picked. A CPU preset is made for its own model (the
+    embedded one: another model would not train on a laptop, or would need a download), so it
+    switches the Model box to that model and says so; a GPU preset trains the model chosen."""
+    import gradio as gr
+
+    try:
+        p = studio.preset(name)
+    except Exception as e:
+        return gr.update(), error_text(e)
+    if p.gpu_gb == 0 and p.model and model_ref and p.model != model_ref:
+        note = memory_note(studio, session, p.model, name)
+        return (gr.update(value=p.model), f"🔄 Switched the model to **{p.model}**, the model the "
+                f"{name} preset is made for (it was {model_ref}). " + note)
+    return gr.update(), memory_note(studio, session, model_ref, name)
 
 
 def buttons(run: dict | None):
@@ -290,16 +347,6 @@ def refresh(studio, session: Session, model_ref: str | None = None):
     import gradio as gr
 
     names = [d["ref"] for d in studio.data_list()]
-    mem, note = session.memory, ""
-    if mem and model_ref and mem.model and mem.model != model_ref:
-        mem = None  # estimated for another model: stale
-    if mem:
-        fit = {True: "✅ fits", False: "❌ does not fit", None: "estimated"}[mem.fits]
-        note = f"Memory step: {mem.total_gb:.1f} GB, {fit} ({mem.gpu})."
-        if mem.preset:
-            note += f" Suggested preset: **{mem.preset}**."
-    if not names:
-        note = "⏳ No dataset yet: prepare one in step 1, then come back. " + note
     run = None
     if session.run_id:
         try:
@@ -312,17 +359,19 @@ def refresh(studio, session: Session, model_ref: str | None = None):
     preset, dataset, lr, steps, rank, max_len, batch = form_of(studio, session)
     if session.dataset in names:  # this tab's own latest choice, prepared or trained on, even while
         dataset = session.dataset  # it follows a run of another tab (a fresh tab follows the one training)
+    shown_preset = preset if isinstance(preset, str) else None
     if run is None:
         dataset = session.dataset or (names[0] if names else None)
         max_len = max(session.train_len, 256) if session.train_len else gr.update()
         plan = dict(planned_for(session, model_ref))
         if plan:  # the Memory step's "Use these settings"
             preset = (session.memory.preset if session.memory and session.memory.preset else preset)
+            shown_preset = preset if isinstance(preset, str) else None
             rank, max_len, batch = plan.get("rank", rank), plan.get("max_len", max_len), \
                 plan.get("micro_batch", batch)
-            extra = {k: v for k, v in plan.items() if k not in FORM}
-            note = ("Using the Memory step's settings" + (": " + ", ".join(
-                f"{k.replace('_', ' ')} {v}" for k, v in extra.items()) if extra else "") + ". " + note)
+    note = memory_note(studio, session, model_ref, shown_preset)
+    if not names:
+        note = "⏳ No dataset yet: prepare one in step 1, then come back. " + note
     return (gr.update(choices=names, value=dataset), max_len, note, history(studio),
             start, halt, again, preset, lr, steps, rank, batch)
 
@@ -366,6 +415,7 @@ def build(studio, state, model):
 
     preset.change(lambda n, st, m: planned_fields(studio, n, st, m), [preset, state, model],
                   [about, lr, steps, rank, max_len, batch])
+    preset.input(lambda st, n, m: preset_picked(studio, st, n, m), [state, preset, model], [model, memory])
     for box_ in (preset, dataset):  # pairs suggest dpo; other data the preset's method
         box_.change(lambda pr, ds: method_for(studio, pr, ds), [preset, dataset], method)
 
