@@ -4,6 +4,10 @@ Owns resolving the estimator's inputs (a config.json path, a folder holding one,
 model, or a name in presets/catalog/models.yaml; a GPU name from presets/catalog/gpus.yaml, a
 number of GB, or the local GPU), the verdict with headroom, the smallest change that makes a
 run fit, the largest micro-batch and sequence length that fit, and the matching preset.
+
+One rule decides "fits" (`fits`: the estimate, with offload=auto settled as training settles it,
+plus HEADROOM_GB, within the GPU's usable memory); the verdict, the GB to spare, the plan and
+its advised values, and the limits are all found with it, so they never disagree.
 """
 from __future__ import annotations
 
@@ -83,19 +87,56 @@ def gpu_capacity(gpu: str | None, vram_gb: float | None) -> tuple[str, float] | 
     return key, gpus[key]["usable_gb"]
 
 
+def spare(total_gb: float, cap: float) -> float:
+    """GB left on a `cap` GB GPU once the run's `total_gb` and the HEADROOM_GB kept free are
+    counted: it fits when this is not negative."""
+    return cap - HEADROOM_GB - total_gb
+
+
+def settle(shape: Shape, st: RunSpec, cap: float | None) -> RunSpec:
+    """offload=auto → on exactly when the run fits this GPU only with offloading (as training
+    decides it, train/config.py); off without a GPU to fit."""
+    if st.train.offload != "auto":
+        return st
+    on, off = update(st, offload="on"), update(st, offload="off")
+    if cap is not None and st.estimate.device == "cuda" and not fits(shape, off, cap) and fits(shape, on, cap):
+        return on
+    return off
+
+
+def need(shape: Shape, st: RunSpec, cap: float) -> float:
+    """The estimate in GB of the run as it would train on a `cap` GB GPU (offload=auto settled)."""
+    return estimate(shape, settle(shape, st, cap))["total_gb"]
+
+
 def fits(shape: Shape, st: RunSpec, cap: float) -> bool:
-    return estimate(shape, st)["total_gb"] + HEADROOM_GB <= cap
+    """The one fit rule: the run's estimate, with HEADROOM_GB kept free, within `cap` GB."""
+    return spare(need(shape, st, cap), cap) >= 0
 
 
-def candidates(st: RunSpec) -> list[tuple[str, dict[str, Any]]]:
-    """Single changes (setting → value), cheapest in quality and speed first."""
+def most(shape: Shape, st: RunSpec, cap: float, key: str, lo: int, hi: int) -> int | None:
+    """The largest value of setting `key` in [lo, hi] with which the run fits (a binary search:
+    memory only grows with the micro-batch and the length); None when even `lo` does not fit."""
+    if hi < lo or not fits(shape, update(st, **{key: lo}), cap):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(shape, update(st, **{key: mid}), cap) else (lo, mid - 1)
+    return lo
+
+
+def candidates(shape: Shape, st: RunSpec, cap: float) -> list[tuple[str, dict[str, Any]]]:
+    """Single changes (setting → value), cheapest in quality and speed first. A smaller
+    micro-batch is the largest that fits with the rest as set (half when none does)."""
     out: list[tuple[str, dict[str, Any]]] = []
     if not st.train.grad_ckpt:
         out.append(("grad_ckpt", {"grad_ckpt": True}))
     if st.train.optimizer == "adamw" and st.method == "full":
         out.append(("optimizer", {"optimizer": "adamw-8bit"}))
     if st.train.micro_batch > 1:
-        out.append(("micro_batch", {"micro_batch": max(1, st.train.micro_batch // 2)}))
+        b = st.train.micro_batch
+        out.append(("micro_batch", {"micro_batch": most(shape, st, cap, "micro_batch", 1, b - 1)
+                                    or max(1, b // 2)}))
     if st.train.offload != "on" and st.estimate.device == "cuda":
         out.append(("offload", {"offload": "on"}))
     if st.method == "qlora" and st.train.kbit_norms == "fp32" and st.estimate.device == "cuda":
@@ -133,30 +174,49 @@ def plan(shape: Shape, st: RunSpec, cap: float) -> list[dict[str, Any]]:
     twice, like max length, is one step with its final value). Empty when it fits already."""
     if fits(shape, st, cap):
         return []
-    for key, change in candidates(st):
+    for key, change in candidates(shape, st, cap):
         cand = update(st, **change)
         if fits(shape, cand, cap):
-            return [{"change": says(key, change), "setting": change,
-                     "total_gb": estimate(shape, cand)["total_gb"]}]
+            return [{"change": says(key, change), "setting": change, "total_gb": need(shape, cand, cap)}]
     steps: list[dict[str, Any]] = []
     cur = st
     for _ in range(16):
-        now = estimate(shape, cur)["total_gb"]
-        helpful = [(k, c) for k, c in candidates(cur)
-                   if estimate(shape, update(cur, **c))["total_gb"] < now - 0.005]
+        now = need(shape, cur, cap)
+        helpful = [(k, c) for k, c in candidates(shape, cur, cap)
+                   if need(shape, update(cur, **c), cap) < now - 0.005]
         if not helpful:
             break
         key, change = helpful[0]
         cur = update(cur, **change)
         if steps and steps[-1]["key"] == key:
             change = {**steps.pop()["setting"], **change}
-        steps.append({"key": key, "change": says(key, change), "setting": change,
-                      "total_gb": estimate(shape, cur)["total_gb"]})
+        steps.append({"key": key, "setting": change})
         if fits(shape, cur, cap):
             break
-    for step in steps:
-        step.pop("key")
-    return steps
+    return widen(shape, st, cap, steps)
+
+
+def widen(shape: Shape, st: RunSpec, cap: float, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A plan that fits asks no more than it must: its max length (what examples keep), then its
+    micro-batch (only speed: accumulation keeps the effective batch), raised to the largest that
+    still fits with the plan's other changes, at most as set (a step left with nothing to change
+    goes); then each step's words and the estimate after it."""
+    for key, now in (("max_len", st.train.max_len), ("micro_batch", st.train.micro_batch)):
+        if not any(key in s["setting"] for s in steps) or not fits(shape, planned(st, steps), cap):
+            continue
+        cur = planned(st, steps)
+        best = most(shape, cur, cap, key, getattr(cur.train, key), now)
+        for s in steps:
+            if key in s["setting"]:
+                s["setting"] = {k: v for k, v in {**s["setting"], key: best}.items()
+                                if not (k == key and best == now)}
+        steps = [s for s in steps if s["setting"]]
+    cur = st
+    for s in steps:
+        cur = update(cur, **s["setting"])
+        key = s.pop("key", None) or next(iter(s["setting"]))
+        s.update(change=says(key, s["setting"]), total_gb=need(shape, cur, cap))
+    return [{"change": s["change"], "setting": s["setting"], "total_gb": s["total_gb"]} for s in steps]
 
 
 def planned(st: RunSpec, steps: list[dict[str, Any]]) -> RunSpec:
@@ -175,26 +235,19 @@ def advise(shape: Shape, st: RunSpec, cap: float, steps: list[dict[str, Any]]) -
             + "."]
 
 
+MAX_BATCH = 128  # the largest micro-batch the limits look for
+
+
 def largest(shape: Shape, st: RunSpec, cap: float) -> dict[str, int | None]:
-    """The largest micro-batch (a power of two) and the longest length (to the token, up to the
+    """The largest micro-batch and the longest length (each to the unit; the length up to the
     model's context) that fit `cap` GB, the other setting as it is."""
-    batch = None
-    for b in (1, 2, 4, 8, 16, 32, 64, 128):
-        if fits(shape, update(st, micro_batch=b), cap):
-            batch = b
-    return {"max_micro_batch": batch, "max_seq_len": longest(shape, st, cap, limit=max(shape.context, 128))}
+    return {"max_micro_batch": most(shape, st, cap, "micro_batch", 1, MAX_BATCH),
+            "max_seq_len": longest(shape, st, cap, limit=max(shape.context, 128))}
 
 
 def longest(shape: Shape, st: RunSpec, cap: float, limit: int = 4_194_304) -> int | None:
-    """The longest sequence (tokens, batch as set) that fits `cap` GB: a binary search, since
-    memory only grows with length."""
-    if not fits(shape, update(st, max_len=16), cap):
-        return None
-    lo, hi = 16, limit
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if fits(shape, update(st, max_len=mid), cap) else (lo, mid - 1)
-    return lo
+    """The longest sequence (tokens, batch as set) that fits `cap` GB."""
+    return most(shape, st, cap, "max_len", 16, limit)
 
 
 def pick_preset(cap: float | None, method: str, objective: str = "sft") -> str | None:
@@ -211,38 +264,30 @@ def pick_preset(cap: float | None, method: str, objective: str = "sft") -> str |
     return max(same, key=lambda p: p.gpu_gb).name
 
 
-def resolve_offload(shape: Shape, st: RunSpec, cap: float | None) -> RunSpec:
-    """offload=auto → on exactly when the run fits this GPU only with offloading."""
-    if st.train.offload != "auto":
-        return st
-    on = update(st, offload="on")
-    if cap is not None and st.estimate.device == "cuda" and not fits(shape, update(st, offload="off"), cap) \
-            and fits(shape, on, cap):
-        return on
-    return update(st, offload="off")
-
-
 def report(shape: Shape, st: RunSpec, gpu: str | None = None, vram_gb: float | None = None) -> dict[str, Any]:
     cap = gpu_capacity(gpu, vram_gb)
-    auto = st.train.offload == "auto"
-    st = resolve_offload(shape, st, cap[1] if cap else None)
-    est = estimate(shape, st)
+    # the plan and the limits may use every lever the run may (offloading when it is "auto");
+    # the estimate shown is the run as it would train
+    st = normalise(st)
+    est = estimate(shape, settle(shape, st, cap[1] if cap else None))
     est["fits"] = None
     est["advice"] = []
     if cap:
         name, gb = cap
-        est["gpu"] = {"name": name, "usable_gb": round(gb, 2)}
-        est["fits"] = est["total_gb"] + HEADROOM_GB <= gb
+        est["gpu"] = {"name": name, "usable_gb": round(gb, 2),
+                      "label": catalog("gpus").get(name, {}).get("label") or name}
+        est["fits"] = fits(shape, st, gb)
         est["headroom_gb"] = round(gb - est["total_gb"], 2)
-        steps = plan(shape, normalise(st), gb)
+        est["spare_gb"] = round(spare(est["total_gb"], gb), 2)
+        steps = plan(shape, st, gb)
         est["plan"] = steps
         est["plan_settings"] = {k: v for s in steps for k, v in s["setting"].items()}
-        est["advice"] = advise(shape, normalise(st), gb, steps) or [
-            f"Fits with {gb - est['total_gb']:.1f} GB to spare."]
-        # the limits hold for the settings that fit: the plan's when there is one; the longest
-        # length counts every lever the run may use (offloading when it is "auto")
-        base = planned(normalise(st), steps)
-        est.update(largest(shape, normalise(update(base, offload="on") if auto else base), gb))
+        est["advice"] = advise(shape, st, gb, steps) or [
+            f"Fits with {spare(est['total_gb'], gb):.1f} GB to spare ({HEADROOM_GB:g} GB more is "
+            "kept free for the desktop and other programs)."]
+        # the limits hold for the settings that fit: the plan's when there is one
+        base = planned(st, steps)
+        est.update(largest(shape, base, gb))
         est["limits_with_plan"] = bool(steps)
         # the run as the plan leaves it: what "Use these settings" takes to the Train step
         est["planned_total_gb"] = steps[-1]["total_gb"] if steps else est["total_gb"]

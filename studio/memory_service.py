@@ -63,10 +63,13 @@ class MemoryService:
 
     @staticmethod
     def choices() -> dict[str, Any]:
-        """What the Memory step offers: catalogue GPUs and models, and the flat settings' help."""
+        """What the Memory step offers: catalogue GPUs (names, and each with its label: the card
+        and its memory) and models, and the flat settings' help."""
         from .spec import flat_fields
 
-        return {"gpus": list(ma.catalog("gpus")), "models": list(ma.catalog("models")),
+        gpus = ma.catalog("gpus")
+        return {"gpus": list(gpus), "gpu_labels": {k: g.get("label") or k for k, g in gpus.items()},
+                "models": list(ma.catalog("models")),
                 "help": {k: f.metadata["help"] for k, f in flat_fields().items()},
                 "choices": {k: list(f.metadata["choices"]) for k, f in flat_fields().items()
                             if f.metadata.get("choices")}}

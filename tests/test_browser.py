@@ -238,7 +238,7 @@ def test_whole_flow(app_url, browser):
     assert selected(page, "2 · Memory")
     assert not page.get_by_role("button", name="Use these settings → Train (estimate first)").is_enabled()
     pick(page, "Model to estimate", "llama-3.1-8b")
-    pick(page, "Your GPU", "rtx-4060")
+    pick(page, "Your GPU", "RTX 4060 (8 GB)")
     page.get_by_role("button", name="Estimate", exact=True).click()
     page.get_by_text("Does not fit").wait_for()
     page.get_by_text("With these changes, the largest micro-batch").wait_for()

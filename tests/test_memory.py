@@ -241,3 +241,39 @@ def test_long_context_levers_reach_unslothclass_lengths_and_the_advice_names_the
     assert r["fits_with_plan"] and r["planned_total_gb"] == r["plan"][-1]["total_gb"] < 23.5
     short = ma.report(shape, S(**q, seq_len=2048), gpu="rtx-4090")
     assert short["fits"] and short["plan"] == []
+
+
+def test_advice_and_limits_agree_with_the_fit_verdict():
+    """qwen3-4b in QLoRA at 2,048 tokens on an 8 GB card (offload=auto): micro-batch 5 fits
+    (offloaded), so the largest micro-batch is 5, not the power of two below it; at 8 the advice
+    is micro-batch 5 — not 2 while 4 fits. The GB to spare, the plan's value and the limits come
+    from the same fit rule, headroom included."""
+    shape, _ = ma.load_shape("qwen3-4b")
+    run = dict(method="qlora", bits=4, seq_len=2048, rank=16, grad_ckpt=True, device="cuda")
+    at = {b: ma.report(shape, S(**run, batch=b), gpu="rtx-4060") for b in (4, 5, 6, 8)}
+    cap = at[5]["gpu"]["usable_gb"]
+    assert at[5]["fits"] and not at[6]["fits"] and not at[8]["fits"]
+    for b, r in at.items():
+        assert r["max_micro_batch"] == 5 and r["max_seq_len"] >= 2048
+    for b in (6, 8):
+        assert [s["setting"] for s in at[b]["plan"]] == [{"micro_batch": 5}]
+        assert at[b]["plan"][0]["total_gb"] == at[5]["total_gb"]
+        assert "use micro-batch 5 " in at[b]["advice"][0]
+    spare = cap - ma.HEADROOM_GB - at[5]["total_gb"]  # the margin kept free is not "to spare"
+    assert f"Fits with {spare:.1f} GB to spare" in at[5]["advice"][0]
+    for r in at.values():
+        assert r["fits"] == (ma.spare(r["total_gb"], cap) >= 0)
+        assert r["spare_gb"] == pytest.approx(r["headroom_gb"] - ma.HEADROOM_GB, abs=0.011)
+    # a plan of several changes: its micro-batch and length are the most its other changes allow
+    shape, _ = ma.load_shape("llama-3.1-8b")
+    r = ma.report(shape, S(method="lora", seq_len=8192, batch=4, rank=16, grad_ckpt=True,
+                           device="cuda"), gpu="rtx-4060")
+    plan = r["plan_settings"]
+    assert len(r["plan"]) > 1 and r["fits_with_plan"]
+    assert plan.get("max_len", 8192) == min(8192, r["max_seq_len"])
+    assert plan.get("micro_batch", 4) == min(4, r["max_micro_batch"])
+    planned = ma.planned(m.normalise(S(method="lora", seq_len=8192, batch=4, rank=16, grad_ckpt=True,
+                                       device="cuda")), r["plan"])
+    assert ma.fits(shape, planned, 7.6) and not (
+        ma.fits(shape, ma.update(planned, max_len=planned.train.max_len + 1), 7.6)
+        and planned.train.max_len < 8192)

@@ -261,6 +261,37 @@ def test_triage_sorts_known_and_new(monkeypatch, known_share, word):
     assert split["known"]["n"] == 0 and split["new"]["n"] == 2 and split["new"]["tuned_rouge_l"] == 0.5
 
 
+def test_triage_never_calls_an_invented_fact_known(monkeypatch):
+    """Landmarks the base model cannot know: an answer that repeats the question's words and
+    stops at "opened its doors in 19", or names no designer, is new — its ROUGE-L against the
+    expected answer is high (0.9, 0.74), but the year and the name are not stated. A fact said
+    in other words is known."""
+    from studio import chat
+    from studio.data import triage
+
+    rows = [qa("When did the Harrow Point Lighthouse Museum open?",
+               "The Harrow Point Lighthouse Museum opened its doors in 1987."),
+            qa("Who designed the Velmora Sky Bridge?",
+               "The Velmora Sky Bridge was designed by Ilse Marrow in 1931."),
+            qa("What is the capital of France?", "The capital of France is Paris.")]
+    base = ["The Harrow Point Lighthouse Museum opened its doors in 19",
+            "The Velmora Sky Bridge was designed by a famous architect in 1931.",
+            "Paris is the capital and largest city of France."]
+    monkeypatch.setattr(chat, "generate_batch", lambda m, t, convs, n: base[:len(convs)])
+    out = triage.triage(object(), object(), rows)
+    flags = {e["question"]: e["known"] for e in out["examples"]}
+    assert flags == {"When did the Harrow Point Lighthouse Museum open?": False,
+                     "Who designed the Velmora Sky Bridge?": False,
+                     "What is the capital of France?": True}
+    assert (out["known"], out["new"]) == (1, 2)
+    # a number cut short never matches it; the whole number does, however it is written
+    assert not triage.knows("It opened in 19", "It opened in 1987.", "When did it open?")
+    assert triage.knows("Since 1987, I believe.", "It opened in 1987.", "When did it open?")
+    # a held-out row's `expect` is a key fact too (the report's known/new split)
+    assert triage.split(["Ilse Marrow designed it."], ["x"], [{"answer": "Ilse Marrow designed it.",
+                        "expect": "1931"}])["known"]["n"] == 0
+
+
 def test_triage_skips_data_without_questions():
     from studio.data import triage
 

@@ -24,24 +24,24 @@ def is_update(x) -> bool:
 def test_data_prepare_fills_the_session(studio):
     s0 = Session()
     seen = []
-    md, hist, preview, s = data_step.prepare(studio, s0, [str(SAMPLE)], "ui-faq", "auto", 256, 32,
-                                             0.1, "", "", "", "", "smollm2-135m-instruct",
-                                             progress=lambda f, desc: seen.append(desc))
+    md, hist, preview, know, s = data_step.prepare(studio, s0, [str(SAMPLE)], "ui-faq", "auto", 256,
+                                                   32, 0.1, "", "", "", "", "smollm2-135m-instruct",
+                                                   progress=lambda f, desc: seen.append(desc))
     assert md.startswith("### ✅ ui-faq v1") and "highlighted" in preview
-    assert hist["visible"] is True and isinstance(hist["value"], pd.DataFrame)
+    assert hist["visible"] is True and hist["value"].to_dict()["mark"]["type"] == "bar"
     assert s.dataset == "ui-faq@v1" and s.max_len % 64 == 0 and s.train_len >= s.max_len
     assert s0.dataset is None  # the old session is untouched: handlers return a copy
     assert seen, "progress was reported"
 
 
 def test_data_prepare_bad_input_is_a_message(studio, tmp_path):
-    md, hist, preview, s = data_step.prepare(studio, Session(), [], "x", "auto", 256, 32, 0.1, "",
-                                             "", "", "", "smollm2-135m-instruct")
-    assert md.startswith("⚠️ Upload") and s.dataset is None
+    md, hist, preview, know, s = data_step.prepare(studio, Session(), [], "x", "auto", 256, 32, 0.1,
+                                                   "", "", "", "", "smollm2-135m-instruct")
+    assert md.startswith("⚠️ Upload") and s.dataset is None and know == {"__type__": "update"}
     bad = tmp_path / "empty.jsonl"
     bad.write_text("")
-    md, hist, preview, s = data_step.prepare(studio, Session(), [str(bad)], "empty", "auto", 256,
-                                             32, 0.1, "", "", "", "", "smollm2-135m-instruct")
+    md, hist, preview, know, s = data_step.prepare(studio, Session(), [str(bad)], "empty", "auto",
+                                                   256, 32, 0.1, "", "", "", "", "smollm2-135m-instruct")
     assert md.startswith("⚠️") and "Traceback" not in md and s.dataset is None
     md, *_ = data_step.prepare(studio, Session(), [str(SAMPLE)], "../etc", "auto", 256, 32, 0.1,
                                "", "", "", "", "smollm2-135m-instruct")
@@ -81,12 +81,76 @@ def test_cancel_shows_what_the_job_showed_whichever_reply_comes_last(studio):
         assert j.cancel.is_set()
 
 
+def prepare_as_ui(studio, session: Session, files: list[str], name: str, max_tokens: int = 256):
+    return data_step.prepare(studio, session, files, name, "auto", max_tokens, 32, 0.1, "", "", "",
+                             "", "smollm2-135m-instruct")
+
+
+def test_data_summary_states_the_length_set_and_lengths_start_at_zero(studio):
+    """The slider says 256: the summary says "Longer than 256 tokens" (the chat template's own
+    tokens said apart), and the histogram's axis runs from 0 — no room below it."""
+    md, hist, _, _, s = prepare_as_ui(studio, Session(), [str(SAMPLE)], "ui-len", max_tokens=256)
+    cut = studio.dataset(s.dataset)["stats"]["max_len"]
+    assert cut > 256                                   # examples are cut at 256 + the template
+    assert "Longer than 256 tokens (+" in md and f"{cut} in all)" in md
+    assert f"Longer than {cut} tokens" not in md
+    spec = hist["value"].to_dict()
+    x = spec["encoding"]["x"]
+    assert x["scale"]["domain"][0] == 0 and x["scale"]["nice"] is False and "x2" in spec["encoding"]
+    edges = studio.dataset(s.dataset)["stats"]["histogram"]["edges"]
+    assert x["scale"]["domain"][1] == edges[-1]
+
+
+def test_a_dataset_without_a_name_is_named_after_its_file(studio, tmp_path):
+    """Uploaded "My FAQ (v2).jsonl" with the name box left empty: the dataset is My-FAQ-v2, not
+    a shared default; a second upload of it is its next version."""
+    f = tmp_path / "My FAQ (v2).jsonl"
+    f.write_bytes(SAMPLE.read_bytes())
+    md, _, _, _, s = prepare_as_ui(studio, Session(), [str(f)], "")
+    assert s.dataset == "My-FAQ-v2@v1" and md.startswith("### ✅ My-FAQ-v2 v1")
+    _, _, _, _, s = prepare_as_ui(studio, s, [str(f)], "  ")
+    assert s.dataset == "My-FAQ-v2@v2"
+
+
+def test_known_or_new_panel_follows_the_dataset(studio):
+    """The known-or-new panel describes the session's dataset only: preparing a new one clears
+    it, and one picked elsewhere shows its own saved check (or nothing)."""
+    manual = studio.data_prepare([str(ROOT / "assets/sample/nimbus_orbit_manual.md")], "ui-manual",
+                                 recipe="paragraphs")["ref"]
+    studio.data_triage(manual)                          # no questions: a saved "skipped" check
+    s = Session(dataset=manual)
+    assert data_step.known_panel(studio, s).startswith("**Known or new:** skipped")
+    md, _, _, know, s2 = prepare_as_ui(studio, s, [str(SAMPLE)], "ui-next")
+    assert md.startswith("### ✅") and know == "" and s2.dataset != manual
+    assert data_step.known_panel(studio, s2) == ""      # the new dataset has no check yet
+    assert data_step.known_panel(studio, Session()) == ""
+    assert data_step.known_panel(studio, Session(dataset="gone@v9")) == ""
+
+
 def test_data_step_helpers(studio):
     assert data_step.recipe_help(studio, "qa-pairs") and data_step.recipe_help(studio, "auto") == ""
     assert data_step.data_sample(studio).endswith("product_faq.jsonl")
 
 
 # ---- memory -------------------------------------------------------------------------------
+def test_gpu_list_shows_each_cards_memory_and_the_advice_agrees_with_the_limits(studio):
+    """The GPU list reads "RTX 4060 (8 GB)" while the estimate still gets rtx-4060; qwen3-4b at
+    micro-batch 8 on it is advised the largest micro-batch that fits, the one the limits name."""
+    choices = memory_step.gpu_choices(studio)
+    gpus = studio.choices()["memory"]["gpus"]
+    assert [v for _, v in choices] == [memory_step.CPU, "local", *gpus, memory_step.CUSTOM]
+    assert ("RTX 4060 (8 GB)", "rtx-4060") in choices
+    assert all(label.endswith(" GB)") for label, v in choices if v in gpus)
+    _, verdict, s = memory_step.estimate(studio, Session(), "qwen3-4b", "qlora", 2048, 8, 16, True,
+                                         "adamw", "rtx-4060", 12)
+    assert "Does not fit** on RTX 4060 (8 GB)" in verdict
+    assert "1. use micro-batch 5 " in verdict and dict(s.memory.settings)["micro_batch"] == 5
+    assert "the largest micro-batch that fits at 2,048 tokens: 5;" in verdict
+    _, verdict, _ = memory_step.estimate(studio, Session(), "qwen3-4b", "qlora", 2048, 5, 16, True,
+                                         "adamw", "rtx-4060", 12)
+    assert "✅ Fits" in verdict and "The largest micro-batch that fits at 2,048 tokens: 5;" in verdict
+
+
 def test_memory_estimate_and_bad_model(studio):
     bar, verdict, s = memory_step.estimate(studio, Session(), "smollm2-135m-instruct", "lora", 256,
                                            2, 16, True, "adamw", memory_step.CPU, 12)

@@ -62,12 +62,18 @@ def estimate_text(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def length_set(summary: dict[str, Any]) -> str:
+    """The length as given (--max-tokens, or --max-len), with the chat template's tokens apart."""
+    n = summary.get("template_tokens", 0)
+    return f"{summary['max_len'] - n} tokens (+{n} of chat template)" if n else f"{summary['max_len']} tokens"
+
+
 def dataset_text(summary: dict[str, Any]) -> str:
     t = summary["tokens"]
     lines = [f"dataset {summary['name']} v{summary['version']}: {summary['records']} examples "
              f"(train {summary['splits']['train']}, validation {summary['splits']['validation']})",
              f"tokens p50 {t['p50']}, p95 {t['p95']}, max {t['max']}; {summary['truncated']} longer "
-             f"than {summary['max_len']} (truncated), {summary['dropped_too_long']} dropped",
+             f"than {length_set(summary)} (truncated), {summary['dropped_too_long']} dropped",
              f"duplicates removed: {summary['duplicates_removed']}, empty removed: "
              f"{summary['empty_removed']}", f"saved in {summary['path']}"]
     qa = summary.get("qa") or {}

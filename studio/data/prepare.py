@@ -3,7 +3,8 @@
 Owns the flow of the Data step: read files (ingest), detect formats or run a recipe, convert,
 drop empties and duplicates, encode with the model's chat template (for lengths and the loss
 mask), split train/validation (seeded), and write `<home>/datasets/<name>/v<N>/` atomically
-(temp folder, then rename). Streams: memory does not grow with the corpus beyond counters.
+(temp folder, then rename), and the dataset's name (checked; when none is given, its first
+file's). Streams: memory does not grow with the corpus beyond counters.
 """
 from __future__ import annotations
 
@@ -31,11 +32,22 @@ TMP_NAME = ".tmp-{name}-{pid}-{ms}"  # a version being written; swept when its p
 TMP_RE = re.compile(r"^\.tmp-.+-(?P<pid>\d+)-\d+$")
 
 
+def slug(text: str) -> str:
+    """`text` as a dataset name could spell it ("Café menu (2)" → "Cafe-menu-2"); "" if nothing is left."""
+    ascii_name = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    out = re.sub(r"[^A-Za-z0-9_.-]+", "-", ascii_name).strip("-_.")[:64].rstrip("-_.")
+    return out if NAME_RE.match(out) else ""
+
+
+def name_for(files: list[str | Path]) -> str:
+    """The name a dataset gets when none is given: its first file's, without the extension
+    ("product_faq.jsonl" → "product_faq"), made valid; "data" when nothing of it is left."""
+    return slug(Path(files[0]).stem) if files and slug(Path(files[0]).stem) else "data"
+
+
 def check_name(name: str) -> str:
     if not name or not NAME_RE.match(name):
-        ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", ascii_name).strip("-_.")[:64]
-        example = slug if slug and NAME_RE.match(slug) else "product-faq"
+        example = slug(name) or "product-faq"
         raise ConfigError(f"Dataset name '{name}' is not allowed: use 1–64 letters, digits, '-', "
                           f"'_' or '.', starting with a letter or digit (e.g. {example}).")
     return name

@@ -72,8 +72,9 @@ class DataService:
                 settings: list[str] | None = None, **recipe_params: Any) -> dict[str, Any]:
         """One new dataset version. Recipe parameters come by name or as `key=value` texts
         (`settings`, the CLI's --set). A generator URL (an OpenAI-compatible server) is checked
-        here, before any work; a local generator loads only if a recipe asks for text."""
-        prep.check_name(name)
+        here, before any work; a local generator loads only if a recipe asks for text. Without
+        a name, the dataset is named after its first file."""
+        name = prep.check_name(name or prep.name_for(files))
         given = apply_overrides({"max_tokens": max_tokens, "overlap": overlap, **recipe_params},
                                 settings or [])
         params = build(RecipeParams, given, "recipe parameters")
@@ -102,15 +103,16 @@ class DataService:
             version = max(self.store.next_dataset_version(name), 1 + max(self._versions(name), default=0))
             with disk_guard(self.datasets_dir):
                 # unless given, examples may be one chunk budget plus the template around it
+                template = 0 if max_len else templates.overhead(tok)
                 summary = prep.prepare(files, name, self.datasets_dir, tok, recipe=recipe,
-                                       params=params,
-                                       max_len=max_len or max_tokens + templates.overhead(tok),
+                                       params=params, max_len=max_len or params.max_tokens + template,
                                        val_fraction=val_fraction, seed=seed, mapping=mapping,
                                        generator=generator, progress=progress, cancel=cancel,
                                        version=version, model=model,
                                        heldout=heldout or sample_heldout(files))
             self._register(summary, recipe, model)
         summary["ref"] = str(DatasetRef(name, version))
+        summary["template_tokens"] = template  # max_len = the length the user set + this
         if made:
             summary["generator"] = made[0].label
         return summary

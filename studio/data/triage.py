@@ -1,18 +1,22 @@
 """Known or new: what a Q/A dataset would teach the model, found before training.
 
 Owns asking the base model each training question (greedy, short) and sorting the examples into
-"already known" (its answer already says what the expected one says: ROUGE-L ≥ KNOWN_AT) and
-"new", the verdict in plain words — almost all new (learned slowly; fine-tuning on unknown facts
-raises hallucination, Gekhman et al. 2024: train longer and watch the held-out check), almost
-all known (little to gain), or a mix — and the same split for any question/answer rows
-(`split`), which the report uses for its held-out scores. Data without question/answer pairs
+"already known" (its answer states every key fact of the expected one — names, and numbers and
+years in full, scoring.key_facts; for an answer without any, the words the question does not
+already give match at ROUGE-L ≥ KNOWN_AT) and "new", the verdict in plain words — almost all
+new (learned slowly; fine-tuning on unknown facts raises hallucination, Gekhman et al. 2024:
+train longer and watch the held-out check), almost all known (little to gain), or a mix — and
+the same split for any question/answer rows (`split`), which the report uses for its held-out
+scores. Data without question/answer pairs
 (paragraphs, code) is skipped with the reason.
 """
 from __future__ import annotations
 
 from typing import Any
 
-KNOWN_AT = 0.5      # ROUGE-L of the base answer against the expected one
+from ..scoring import key_facts, norm, rouge_l, states
+
+KNOWN_AT = 0.5      # ROUGE-L of the base answer against the expected one (answers without key facts)
 MOSTLY = 0.85       # share above which a dataset is "almost all" new or known
 LIMIT = 64          # training questions asked (a sample of a bigger set)
 MAX_NEW_TOKENS = 48
@@ -28,10 +32,31 @@ def qa_rows(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def known(base_answers: list[str], rows: list[dict[str, Any]]) -> list[bool]:
-    from ..scoring import rouge_l
+def question_of(row: dict[str, Any]) -> str:
+    msgs = row.get("messages") or []
+    return msgs[-1]["content"] if msgs else ""
 
-    return [rouge_l(a, r["answer"]) >= KNOWN_AT for a, r in zip(base_answers, rows)]
+
+def knows(answer: str, expected: str, question: str = "", expect: str | None = None) -> bool:
+    """Whether the base model's `answer` already says what `expected` says. A fact it cannot
+    know is never "known": every key fact (the row's `expect`, then the numbers and names the
+    question does not give) must be stated as whole words — an answer cut at "opened in 19"
+    does not state 1987. Without key facts, the words the question does not already give must
+    match (ROUGE-L ≥ KNOWN_AT): repeating the question scores nothing."""
+    facts = ([expect] if expect else []) + key_facts(expected, question)
+    if facts:
+        return all(states(answer, f) for f in facts)
+    asked = set(norm(question).split())
+    return rouge_l(unasked(answer, asked), unasked(expected, asked)) >= KNOWN_AT
+
+
+def unasked(text: str, asked: set[str]) -> str:
+    """`text`'s words that the question does not contain."""
+    return " ".join(w for w in norm(text).split() if w not in asked)
+
+
+def known(base_answers: list[str], rows: list[dict[str, Any]]) -> list[bool]:
+    return [knows(a, r["answer"], question_of(r), r.get("expect")) for a, r in zip(base_answers, rows)]
 
 
 def triage(model, tok, examples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -65,8 +90,6 @@ def triage(model, tok, examples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def split(base_answers: list[str], tuned_answers: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Held-out scores apart for the questions the base model already answered and the new ones."""
-    from ..scoring import rouge_l
-
     out = {}
     flags = known(base_answers, rows)
     for name, want in (("known", True), ("new", False)):

@@ -227,7 +227,7 @@ def decide_offload(cfg: RunConfig, model_path: Path, device: str) -> RunConfig:
     import torch
 
     from ..memory import estimate
-    from ..memory_advice import HEADROOM_GB, load_shape
+    from ..memory_advice import fits, load_shape
 
     try:
         shape, _ = load_shape(str(model_path))
@@ -239,7 +239,7 @@ def decide_offload(cfg: RunConfig, model_path: Path, device: str) -> RunConfig:
     gpu_gb = torch.cuda.mem_get_info()[1] / 2**30
     base = update(spec, device="cuda", offload="off")
     if want == "auto":
-        if estimate(shape, base)["total_gb"] + HEADROOM_GB <= gpu_gb:
+        if fits(shape, base, gpu_gb):  # the Memory step's fit rule, headroom included
             return dataclasses.replace(cfg, spec=update(spec, offload="off"))
         notes.append("The run does not fit the GPU as set; saved activations are offloaded to "
                      "CPU memory (train.offload=auto).")

@@ -78,8 +78,8 @@ def build_app(studio):
         loading = gr.Markdown("⏳ Opening your studio…")
         steps = gr.Column(visible=False)
         with steps, gr.Tabs() as tabs:
-            with gr.Tab(TAB_NAMES[Step.DATA], id=Step.DATA):
-                links, data_refresh = data_step.build(studio, state, model)
+            with gr.Tab(TAB_NAMES[Step.DATA], id=Step.DATA) as t_data:
+                links, data_refresh, data_panel = data_step.build(studio, state, model)
             with gr.Tab(TAB_NAMES[Step.MEMORY], id=Step.MEMORY) as t_memory:
                 mem_refresh, mem_seq = memory_step.build(studio, state, model, tabs)
             with gr.Tab(TAB_NAMES[Step.TRAIN], id=Step.TRAIN) as t_train:
@@ -94,6 +94,7 @@ def build_app(studio):
                 hist_refresh, hist_out = history.build(studio, state)
         # A tab refreshes when it is selected, by a click or by code (a Next button, "Use these
         # settings", "Chat with this GGUF"): gradio sends the select event either way.
+        t_data.select(*data_panel)  # the dataset may have changed elsewhere (Train, a reload)
         t_memory.select(mem_refresh, state, mem_seq)
         t_train.select(train_refresh, [state, model], train_out)
         t_compare.select(cmp_refresh, state, cmp_out)
@@ -113,7 +114,7 @@ def build_app(studio):
             return train_step.reattach(studio, st, sv), gr.update(visible=False), gr.update(visible=True)
         app.load(restore, [state, saved], [state, loading, steps]).then(
             restore_model, [saved, model], model).then(train_refresh, [state, model], train_out).then(
-            *data_refresh).then(reopen, step, tabs)
+            *data_refresh).then(*data_panel).then(reopen, step, tabs)
         state.change(remember, [state, model], saved)
 
         def closed(request):  # the tab was closed or reloaded

@@ -40,8 +40,9 @@ def summary_md(s: dict) -> str:
              f"(train {s['splits']['train']}, validation {s['splits']['validation']})",
              f"- Formats / recipes: {', '.join(f'{k} ({v})' for k, v in s['formats'].items())}",
              f"- Tokens per example: median {t['p50']}, 95% under {t['p95']}, longest {t['max']}.",
-             f"- Longer than {s['max_len']} tokens (will be cut): **{s['truncated']}**; dropped "
-             f"(nothing left to learn after cutting): {s['dropped_too_long']}.",
+             f"- Longer than {length_set(s)} tokens{template_note(s)} (will be cut): "
+             f"**{s['truncated']}**; dropped (nothing left to learn after cutting): "
+             f"{s['dropped_too_long']}.",
              f"- Removed: {s['duplicates_removed']['exact']} exact and "
              f"{s['duplicates_removed']['near']} near duplicates, {s['empty_removed']} empty rows."]
     if s.get("heldout"):
@@ -70,11 +71,36 @@ def summary_md(s: dict) -> str:
     return "\n".join(lines)
 
 
+def length_set(s: dict) -> int:
+    """The max length the user set (the Max tokens slider): the cut-off less the template's tokens."""
+    return s["max_len"] - s.get("template_tokens", 0)
+
+
+def template_note(s: dict) -> str:
+    n = s.get("template_tokens", 0)
+    return f" (+{n} for the chat template around each example: {s['max_len']} in all)" if n else ""
+
+
 def hist_df(s: dict):
     import pandas as pd
 
     h = s["histogram"]
-    return pd.DataFrame({"tokens": h["edges"][:-1], "examples": h["counts"]})
+    return pd.DataFrame({"tokens": h["edges"][:-1], "to": h["edges"][1:], "examples": h["counts"]})
+
+
+def hist_chart(s: dict):
+    """Examples per token-length bin, each bar spanning its bin. Lengths are never negative: the
+    axis runs from 0 to the last bin's end exactly (no "nice" rounding, no padding below 0)."""
+    import altair as alt
+
+    df = hist_df(s)
+    top = int(df["to"].iloc[-1])
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("tokens:Q", bin="binned", title="tokens per example",
+                scale=alt.Scale(domain=[0, top], nice=False, zero=True, padding=0)),
+        x2="to:Q", y=alt.Y("examples:Q", title="examples"),
+        tooltip=[alt.Tooltip("tokens:Q", title="from"), alt.Tooltip("to:Q", title="to"), "examples"],
+    ).properties(width="container", height=200)
 
 
 def recipe_help(studio, recipe: str) -> str:
@@ -84,11 +110,13 @@ def recipe_help(studio, recipe: str) -> str:
 def prepare(studio, session: Session, files, name: str, recipe: str, max_tokens, overlap, val,
             prompt_col: str, answer_col: str, gen_url: str, gen_model: str, model_ref: str,
             progress=None, heldout=None):
-    """→ (summary markdown, histogram update, preview html, session)."""
+    """→ (summary markdown, histogram update, preview html, known-or-new panel, session). A
+    dataset without a name is named after its first file. The known-or-new panel described the
+    dataset before: a new one clears it."""
     import gradio as gr
 
     if not files:
-        return "⚠️ Upload at least one file first.", gr.update(visible=False), "", session
+        return "⚠️ Upload at least one file first.", gr.update(visible=False), "", gr.update(), session
     session.cancel.clear()
     mapping = {"prompt": prompt_col, "completion": answer_col} if prompt_col and answer_col else None
     # gr.Progress is falsy (it has a length): compare with None
@@ -105,10 +133,11 @@ def prepare(studio, session: Session, files, name: str, recipe: str, max_tokens,
         ref = s["ref"]
         segs = studio.data_preview(ref, model_ref, 4)
     except Exception as e:
-        return error_text(e), gr.update(visible=False), "", session
+        return error_text(e), gr.update(visible=False), "", gr.update(), session
     session = dataclasses.replace(session, dataset=ref, max_len=round_up(s["tokens"]["p95"]),
                                   train_len=round_up(s["tokens"]["max"]))
-    return summary_md(s), gr.update(value=hist_df(s), visible=True), preview_html(segs), session
+    return (summary_md(s), gr.update(value=hist_chart(s), visible=True), preview_html(segs), "",
+            session)
 
 
 def triage_md(t: dict) -> str:
@@ -131,6 +160,18 @@ def triage(studio, session: Session, model_ref: str, progress=None) -> str:
         return triage_md(studio.data_triage(session.dataset, model_ref))
     except Exception as e:
         return error_text(e)
+
+
+def known_panel(studio, session: Session) -> str:
+    """The known-or-new panel for the session's dataset: its saved check, else empty — never
+    the check of a dataset prepared or picked before."""
+    if not session.dataset:
+        return ""
+    try:
+        t = studio.data_show(session.dataset, 1).get("triage")
+    except Exception:  # deleted meanwhile: nothing to describe
+        return ""
+    return triage_md(t) if t else ""
 
 
 KNOW = "What does the model already know?"
@@ -169,8 +210,9 @@ def build(studio, state, model):
             files = gr.File(label="Training files", file_count="multiple",
                             file_types=data["file_types"])
             sample = gr.Button("No data yet? Use the sample FAQ (a fictional bird feeder)", size="sm")
-            name = gr.Textbox("my-data", label="Dataset name", info="Letters, digits, - and _. "
-                              "Preparing the same name again makes a new version.")
+            name = gr.Textbox("", label="Dataset name", placeholder="named after the first file",
+                              info="Letters, digits, - and _; left empty, the first file's name. "
+                                   "Preparing the same name again makes a new version.")
             recipe = gr.Dropdown(["auto", *data["recipes"]], value="auto", label="Recipe",
                                  info="auto: tables use their format, documents become paragraph "
                                       "chunks, code becomes summary → function pairs.")
@@ -203,8 +245,7 @@ def build(studio, state, model):
             with gr.Row():
                 links = [next_button(Step.MEMORY, "Next: does it fit my GPU? (2 · Memory) →"),
                          next_button(Step.TRAIN, "Straight to 3 · Train →")]
-            hist = gr.BarPlot(x="tokens", y="examples", label="Token lengths (bin start)",
-                              x_title="tokens per example", visible=False)
+            hist = gr.Plot(label="Token lengths", visible=False)
             preview = gr.HTML()
             know = gr.Button(KNOW + " (prepare a dataset first)", interactive=False,
                              size="sm")
@@ -229,7 +270,8 @@ def build(studio, state, model):
     # A few prepares at once: a long qa-pairs job in one tab must not hold up a small CSV in
     # another. Cancel skips the queue so it is heard while the job runs.
     go.click(on_prepare, [state, files, name, recipe, max_tokens, overlap, val, prompt_col,
-                          answer_col, gen_url, gen_model, model, heldout], [out, hist, preview, state],
+                          answer_col, gen_url, gen_model, model, heldout],
+             [out, hist, preview, know_out, state],
              concurrency_limit=4, concurrency_id="prepare").then(
         ready, state, [*(b for b, _ in links), know])
     stop.click(on_cancel, None, out, queue=False)
@@ -238,7 +280,8 @@ def build(studio, state, model):
         return triage(studio, st, m, progress)
 
     know.click(on_triage, [state, model], know_out, concurrency_limit=1)
-    return links, (ready, state, [*(b for b, _ in links), know])
+    panel = (lambda st: known_panel(studio, st), state, know_out)
+    return links, (ready, state, [*(b for b, _ in links), know]), panel
 
 
 def data_sample(studio) -> str:

@@ -44,7 +44,8 @@ def verdict_md(est: dict) -> str:
              f"{est['trainable_params']:,} trained"]
     if est.get("gpu"):
         ok = "✅ Fits" if est["fits"] else "❌ Does not fit"
-        lines.append(f"**{ok}** on {est['gpu']['name']} ({est['gpu']['usable_gb']} GB usable).")
+        gpu = est["gpu"]
+        lines.append(f"**{ok}** on {gpu.get('label') or gpu['name']} ({gpu['usable_gb']} GB usable).")
         steps = est.get("plan") or []
         if steps:
             lines.append("\nTo make it fit, change these together (the estimate after each):\n")
@@ -136,12 +137,21 @@ def model_names(studio) -> list[str]:
                                *studio.choices()["memory"]["models"]]))
 
 
+def gpu_choices(studio) -> list[tuple[str, str]]:
+    """The GPU list as (what the user reads, the value the estimate gets): each catalogue card
+    with its memory ("RTX 4060 (8 GB)" → rtx-4060)."""
+    labels = studio.choices()["memory"]["gpu_labels"]
+    return [(CPU, CPU), ("This machine's GPU (local)", "local"),
+            *((labels[k], k) for k in studio.choices()["memory"]["gpus"]),
+            ("Custom: give its memory in GB", CUSTOM)]
+
+
 def build(studio, state, model, tabs):
     import gradio as gr
 
     mem = studio.choices()["memory"]
     gr.Markdown(INTRO, elem_classes="step-intro")
-    gpus = [CPU, "local", *mem["gpus"], CUSTOM]
+    gpus = gpu_choices(studio)
     with gr.Row():
         with gr.Column(scale=1):
             mem_model = gr.Dropdown(model_names(studio), value=model.value, label="Model to estimate",
