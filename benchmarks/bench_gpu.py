@@ -2,20 +2,28 @@
 
 Run where a GPU is lent (see benchmarks/RESULTS.md for the numbers it gave). Models are built from
 catalogue configs with random weights, saved once and loaded through the training loop's own
-loader (`load_for_training`: bitsandbytes 4-bit for QLoRA, PEFT LoRA), then stepped the way the
-Trainer steps them: autocast in bf16, the run's loss (chunked or the model's own), the saved
-activations offloaded to pinned CPU memory when `offload` is on, AdamW. For each case it prints
-the estimate's peak_allocated_gb next to torch.cuda.max_memory_allocated / reserved, and
-tokens/s of the timed steps. `--cap GB` caps PyTorch's allocator to a card of that size (minus
-the CUDA context) so the "longest length that fits" claims are tried, not just printed. Also a
+loader (`load_for_training`: bitsandbytes 4-bit for QLoRA, PEFT LoRA). They are then stepped by a
+bare loop written here, as the Trainer steps them — autocast in bf16, the run's loss (chunked or
+the model's own), the saved activations offloaded to pinned CPU memory when `offload` is on,
+AdamW — not by transformers' Trainer itself (no scheduler, clipping, accumulation or callbacks);
+rows say so (`"stepped_by"`). A case whose spec says `loop=plain` skips the autocast (a plain bf16
+loop, as PEFT's published benchmark runs). For each case it prints the estimate's
+peak_allocated_gb next to torch.cuda.max_memory_allocated / reserved, and tokens/s of the timed
+steps. The longest-length cases are for a card of `--cap` GB: the estimate's longest length for
+that card, and 0.9× / 1.1× of it, each run with PyTorch's allocator capped to the card's usable
+memory less the CUDA context (torch.cuda.set_per_process_memory_fraction(cap / total), where CUDA
+is present), so the "longest length that fits" claims are tried, not just printed. Also a
 loss-only comparison: the full logits, our chunked loss, Liger-Kernel's fused linear
 cross-entropy (when installed).
 
-Usage: python benchmarks/bench_gpu.py [--smoke] [--longest] [--out results.jsonl]
+Usage: python benchmarks/bench_gpu.py [--smoke] [--longest] [--cap GB] [--out results.jsonl]
   --smoke    tiny configs on whatever device is here (checks the script itself, on CPU too)
   --longest  only the offloader's gradient check and the Llama-3.1-8B QLoRA longest-length cases
+  --cap GB   the card the longest-length cases stand for (default 24: an RTX 3090/4090); its
+             usable memory is the catalogue's for a card of that size, else GB itself
 Raw output of the runs quoted in RESULTS.md: benchmarks/results/.
 """
+import argparse
 import gc
 import json
 import os
@@ -32,11 +40,22 @@ from studio import memory as m  # noqa: E402
 from studio import memory_advice as ma  # noqa: E402
 from studio.spec import from_flat  # noqa: E402
 
-SMOKE = "--smoke" in sys.argv
-ONLY_LONGEST = "--longest" in sys.argv  # only the 8B QLoRA longest-length cases
-OUT = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else None
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny configs: checks the script, on CPU too")
+    ap.add_argument("--longest", action="store_true", help="only the 8B QLoRA longest-length cases")
+    ap.add_argument("--cap", type=float, default=24.0, metavar="GB",
+                    help="the card (GB) the longest-length cases stand for; their allocator is capped to it")
+    ap.add_argument("--out", type=Path, default=None, help="also append each row to this JSONL file")
+    return ap.parse_args(argv)
+
+
+ARGS = parse_args() if __name__ == "__main__" else parse_args([])
+SMOKE, ONLY_LONGEST, OUT = ARGS.smoke, ARGS.longest, ARGS.out
 START, DEADLINE_S = time.perf_counter(), 420  # a lent GPU's time is short: stop starting cases
-CARD_GB = 24  # the card the "longest length" rows are for (an RTX 3090/4090)
+CARD_GB = ARGS.cap  # the card the "longest length" rows are for
+STEPPED_BY = "bare loop as the Trainer steps it (not transformers.Trainer)"
 TINY = {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 4096}
 
@@ -121,9 +140,10 @@ def one_case(model, name: str, label: str, st, cap_gb: float | None, steps: int,
            "rank": st.lora.rank, "tokens": st.train.max_len, "batch": st.train.micro_batch,
            "ckpt": st.train.grad_ckpt, "loss": st.train.loss, "offload": st.train.offload,
            "kbit_norms": st.train.kbit_norms, "mlp_chunk": st.train.mlp_chunk,
-           "loop": st.estimate.loop, "static_gb": static, "cap_gb": cap_gb,
+           "loop": st.estimate.loop, "stepped_by": STEPPED_BY, "static_gb": static, "cap_gb": cap_gb,
            "estimate_alloc_gb": est["peak_allocated_gb"], "estimate_total_gb": est["total_gb"],
            "estimate_breakdown": est["breakdown_gb"]}
+    row["cap_applied"] = bool(cuda and cap_gb)  # without CUDA there is no allocator to cap
     if cuda:
         total = torch.cuda.get_device_properties(0).total_memory / 2**30
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb / total) if cap_gb else 1.0)
@@ -168,15 +188,22 @@ def one_case(model, name: str, label: str, st, cap_gb: float | None, steps: int,
     record(row)
 
 
+def usable_gb(card_gb: float) -> float:
+    """What a PyTorch process can allocate on a card of `card_gb`: the catalogue's figure for a
+    card of that size (24 → an RTX 3090/4090's 23.5), else `card_gb` itself."""
+    same = [g["usable_gb"] for g in ma.catalog("gpus").values() if g["vram_gb"] == card_gb]
+    return same[0] if same else card_gb
+
+
 def longest(name: str, st, card_gb: float) -> int:
-    usable = ma.catalog("gpus")["rtx-4090"]["usable_gb"] if card_gb == 24 else card_gb
-    return ma.longest(m.shape_from_config(config(name)), st, usable) or 0
+    return ma.longest(m.shape_from_config(config(name)), st, usable_gb(card_gb)) or 0
 
 
 def cap_for(st) -> float:
-    """The allocator cap that stands for a 24 GB card: its usable memory less the CUDA context."""
+    """The allocator cap that stands for a --cap card: its usable memory less the CUDA context
+    (the context is outside PyTorch's allocator, so the cap leaves it out)."""
     e = m.estimate(m.shape_from_config(config("llama-3.1-8b")), st)
-    return ma.catalog("gpus")["rtx-4090"]["usable_gb"] - e["breakdown_gb"].get("cuda_context", 0)
+    return usable_gb(CARD_GB) - e["breakdown_gb"].get("cuda_context", 0)
 
 
 def loss_only() -> None:
@@ -297,7 +324,7 @@ def main() -> None:
         for loss, off in (("full", "off"), ("chunked", "off"), ("chunked", "on"))], steps=3)
     qv = dict(targets="q,v", rank=16, max_len=64 if SMOKE else 512, batch=8, grad_ckpt=False, loss="full")
     run_cases(one_b, "llama-3.2-1b", [("1b-qv-b8-plain", spec(**qv, loop="plain"), None),
-                                      ("1b-qv-b8-trainer", spec(**qv), None)])
+                                      ("1b-qv-b8-bare-loop-with-trainer-autocast", spec(**qv), None)])
     longest_cases(tmp, short)
 
 
@@ -321,14 +348,14 @@ def longest_cases(tmp: Path, short: int) -> None:
     record({"case": "longest-estimate", "card_gb": CARD_GB, "levers": "all", "tokens": n})
     cap = None if SMOKE else cap_for(st)
     for f in (1.0, 1.1, 0.9):
-        cases.append((f"8b-qlora-{f:g}x-longest-{CARD_GB}g-all-levers", spec(**lean, max_len=int(n * f)), cap))
+        cases.append((f"8b-qlora-{f:g}x-longest-{CARD_GB:g}g-all-levers", spec(**lean, max_len=int(n * f)), cap))
     for length in (short, 2048 if SMOKE else 16_384):
         cases.append((f"8b-qlora-{length}-all-levers", spec(**lean, max_len=length), None))
     for off in ("off", "on"):  # each lever alone, as measured on 2026-11-29
         st = spec(**q, offload=off)
         n = 512 if SMOKE else longest("llama-3.1-8b", st, CARD_GB)
         record({"case": "longest-estimate", "card_gb": CARD_GB, "offload": off, "tokens": n})
-        plain.append((f"8b-qlora-longest-{CARD_GB}g-offload-{off}", spec(**q, offload=off, max_len=n),
+        plain.append((f"8b-qlora-longest-{CARD_GB:g}g-offload-{off}", spec(**q, offload=off, max_len=n),
                       None if SMOKE else cap_for(st)))
     run_cases(eight_b, "llama-3.1-8b", cases)  # the levers change the loaded model: a load each
     run_cases(eight_b, "llama-3.1-8b", plain)

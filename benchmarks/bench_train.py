@@ -1,17 +1,27 @@
-"""Training throughput: our trainer (padding-free batches) vs a plain transformers Trainer + PEFT
-that pads each batch to its longest example — same model, same mixed-length data, same steps,
-measured in this run. Prints real (non-padding) tokens/s of each and the ratio (aim ≥ 1.5× on CPU),
-and the chunked loss (the default) against the full-logits loss (aim: within 5%).
-Usage: .venv/bin/python benchmarks/bench_train.py [--steps 8] [--batch 8]
+"""Training throughput: our trainer (padding-free batches) against a plain transformers Trainer +
+PEFT that pads each batch to its longest example (the baseline) — the same model, the same
+mixed-length examples in the same order, the same steps and batch size, on this CPU.
+
+Three sides, each a fresh model load and a fresh Trainer (loading untimed): the baseline, the
+studio with the full-logits loss, the studio with the chunked loss (the default). --reps
+repetitions, the order alternated (baseline, full, chunked; then chunked, full, baseline; …), so
+no side always runs first. Prints real (non-padding) tokens/s per run, the median of each side,
+the ratio of medians studio (chunked) / baseline (aim ≥ 1.5× on CPU), and chunked / full-logits
+(aim ≥ 0.95: no slower).
+
+Usage: .venv/bin/python benchmarks/bench_train.py [--steps 8] [--batch 8] [--reps 3]
+  smoke check: .venv/bin/python benchmarks/bench_train.py --steps 1 --batch 2 --reps 1
 """
 import argparse
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from homes import embedded_model, median, orders, spread  # noqa: E402
 
 
 def dataset(tok, n: int, max_len: int):
@@ -38,7 +48,7 @@ def dataset(tok, n: int, max_len: int):
 
 
 def run(label: str, packing: bool, model_path: Path, data, steps: int, batch: int,
-        loss: str = "full") -> float:
+        loss: str, work: Path) -> float:
     import torch
     from transformers import Trainer, TrainingArguments
 
@@ -57,7 +67,7 @@ def run(label: str, packing: bool, model_path: Path, data, steps: int, batch: in
 
         model = get_peft_model(models.load_model(model_path, "cpu", "fp32"), models.lora_config(p.lora))
     collator = make_collator(tok, packing)
-    args = TrainingArguments(output_dir=f"/tmp/bench-train-{label}", max_steps=steps,
+    args = TrainingArguments(output_dir=str(work / "out"), max_steps=steps,
                              per_device_train_batch_size=batch, learning_rate=1e-4, report_to=[],
                              use_cpu=True, save_strategy="no", logging_steps=1000, disable_tqdm=True,
                              remove_unused_columns=False, dataloader_num_workers=0, seed=0)
@@ -72,23 +82,40 @@ def run(label: str, packing: bool, model_path: Path, data, steps: int, batch: in
     return tps
 
 
+SIDES = {  # name → (padding-free, loss)
+    "baseline (pad to longest)": (False, "full"),
+    "studio, full-logits loss": (True, "full"),
+    "studio, chunked loss": (True, "chunked"),
+}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3, help="runs of each side (≥ 3 for a figure to quote)")
     args = ap.parse_args()
-    from studio.api import Studio
+    from studio import models
 
-    s = Studio()
-    path = s.model_path("smollm2-135m-instruct")
-    data = dataset(s.tokenizer("smollm2-135m-instruct"), args.steps * args.batch, 256)
+    path = embedded_model()
+    data = dataset(models.load_tokenizer(path), args.steps * args.batch, 256)
     lengths = sorted(len(d["input_ids"]) for d in data)
     print(f"data: {len(data)} examples, {lengths[0]}–{lengths[-1]} tokens (median {lengths[len(data) // 2]})")
-    base = run("baseline (pad to longest)", False, path, data, args.steps, args.batch)
-    full = run("studio, full-logits loss", True, path, data, args.steps, args.batch, "full")
-    ours = run("studio, chunked loss", True, path, data, args.steps, args.batch, "chunked")
-    print(f"\nratio studio / baseline: {ours / base:.2f}× (aim ≥ 1.5× on CPU)")
-    print(f"chunked / full-logits loss: {ours / full:.3f} (aim ≥ 0.95: no slower)")
+    tps: dict[str, list[float]] = {side: [] for side in SIDES}
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as d:
+        for i, order in enumerate(orders(args.reps, list(SIDES))):
+            print(f"repetition {i + 1}:")
+            for side in order:
+                packing, loss = SIDES[side]
+                tps[side].append(run(side, packing, path, data, args.steps, args.batch, loss, Path(d)))
+    print()
+    for side, xs in tps.items():
+        print(f"{side:28s} tokens/s {spread(xs, '{:.1f}')}")
+    base, full, ours = (median(tps[side]) for side in SIDES)
+    print(f"\nratio of medians studio (chunked) / baseline: {ours / base:.2f}× (aim ≥ 1.5× on CPU)")
+    print(f"ratio of medians chunked / full-logits loss: {ours / full:.3f} (aim ≥ 0.95: no slower)")
+    if args.reps < 3:
+        print(f"(--reps {args.reps}: a check of the script, not a figure to quote)")
 
 
 if __name__ == "__main__":
