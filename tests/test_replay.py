@@ -139,6 +139,16 @@ def test_budget_no_checkpoint_meets_it_keeps_the_least_forgetting(tmp_path):
     assert c["chosen_step"] == 50 and "No evaluation stayed within" in c["reason"]
 
 
+def test_budget_counts_general_answers_lost(tmp_path):
+    """Perplexity within the budget but 30% of the known general answers lost: over it."""
+    evals = [{**ev(25, 0.3, 0.01), "lost": 0.02}, {**ev(50, 0.6, 0.02), "lost": 0.3}]
+    c = watcher(tmp_path, evals, best_step=25).choice(50)
+    assert c["chosen_step"] == 25 and "forgot more than the budget allows" in c["reason"]
+    c = watcher(tmp_path, [{**ev(25, 0.3, 0.01), "lost": 0.4}, {**ev(50, 0.6, 0.02), "lost": 0.3}],
+                best_step=50).choice(50)
+    assert c["chosen_step"] == 50 and "30% of the known general answers lost" in c["reason"]
+
+
 def test_budget_last_is_best_uses_the_final_adapter(tmp_path):
     c = watcher(tmp_path, [ev(25, 0.3, 0.01), ev(50, 0.6, 0.05)], best_step=50).choice(50)
     assert c["chosen_step"] == 50 and c["adapter"] is None and "last evaluation" in c["reason"]
@@ -168,7 +178,9 @@ def test_verdict_is_uncertain_with_few_questions():
     assert v.startswith("Uncertain: only 3 held-out questions")
     assert "kept 19 of the 20" in v and "+5%" in v and "within the 10% budget" in v
     fig["base"]["validation"]["n"] = fig["tuned"]["validation"]["n"] = 12
-    assert verdict(fig, []).startswith("The model learned")
+    assert verdict(fig, []).startswith("It learned your facts and kept what it knew.")  # 10% → 50%
+    fig["tuned"]["validation"]["rouge_l"] = 0.15
+    assert verdict(fig, []).startswith("It did not clearly learn your facts")
 
 
 def tiny_adapter(run_dir, dora=False):
@@ -343,7 +355,7 @@ def test_base_figures_are_kept_per_model_and_validation_set(tmp_path, tiny_model
     memo = memo_for(tmp_path / "replay", "tiny", Path(tiny_model), model)
     made = []
     real = Watcher._figures
-    monkeypatch.setattr(Watcher, "_figures", lambda self, m: made.append(1) or real(self, m))
+    monkeypatch.setattr(Watcher, "_figures", lambda self, m, *rows: made.append(1) or real(self, m, *rows))
 
     def val(q):
         return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "42"}]}]

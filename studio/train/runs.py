@@ -74,7 +74,9 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
     cfg = run.get("config") or {}
     return {"id": run["id"], "status": run["status"], "created_at": run["created_at"],
             "preset": run["preset"], "dataset": run["dataset"], "model": run["model"],
-            "step": run.get("step"), "max_steps": run.get("max_steps"), "error": run.get("error"),
+            "step": run.get("step"), "error": run.get("error"),
+            # known once it trains; before, what its settings ask for (0: epochs, counted at start)
+            "max_steps": run.get("max_steps") or (cfg.get("train") or {}).get("max_steps") or None,
             "method": cfg.get("method"), "notes": cfg.get("notes", []),
             "active": RunStatus(run["status"]).active, "has_result": RunStatus(run["status"]).has_result,
             # Stop was asked for and the trainer has not finished its step yet

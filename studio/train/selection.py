@@ -43,17 +43,6 @@ def questions(val: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out[:MAX_QUESTIONS]
 
 
-def kept_share(model, tok, rows: list[dict[str, str]]) -> float | None:
-    """The share of `rows` (general questions the base model answers right) the model still
-    answers right: forgetting as answers, beside general-text perplexity."""
-    from ..replay import knows, retention_answers
-
-    if not rows:
-        return None
-    ok = knows(retention_answers(model, tok, rows), rows)
-    return round(sum(ok) / len(ok), 4)
-
-
 def probe_loss(model, tok) -> float | None:
     from ..scoring import mean_loss, probe_examples
 
@@ -98,13 +87,24 @@ class Watcher:
     def _save(self) -> None:
         atomic_write_text(self.run_dir / STATE, json.dumps(self.state, indent=1))
 
-    def _figures(self, model) -> dict[str, Any]:
+    def _figures(self, model, rows: list[dict[str, str]] | None = None) -> dict[str, Any]:
+        """Perplexity, answer match, and the share of general questions still answered right:
+        of the base model's known ones (self.known()), or — for the base itself — of `rows`,
+        with the indices it knows."""
         import math
 
+        from ..replay import knows, retention_answers
+
+        base = rows is not None
+        rows = rows if base else self.known()
+        ok = knows(retention_answers(model, self.tok, rows), rows) if rows else []
         loss = probe_loss(model, self.tok)
-        return {"probe_ppl": round(math.exp(loss), 3) if loss is not None else None,
-                "answer_match": answer_match(model, self.tok, self.qs),
-                "kept": kept_share(model, self.tok, self.known())}
+        out = {"probe_ppl": round(math.exp(loss), 3) if loss is not None else None,
+               "answer_match": answer_match(model, self.tok, self.qs),
+               "kept": round(sum(ok) / len(ok), 4) if ok else None}
+        if base:
+            out["known"] = [i for i, k in enumerate(ok) if k]
+        return out
 
     def known(self) -> list[dict[str, str]]:
         """The general questions the base model answers right (taken with its figures)."""
@@ -137,20 +137,14 @@ class Watcher:
         if self.state["base"] is not None:
             return
 
-        from ..replay import knows, retention_answers, retention_rows
+        from ..replay import retention_rows
         from ..scoring import probe_examples
 
         rows = retention_rows()
 
         def figures() -> dict[str, Any]:
-            import math
-
             with model.disable_adapter(), evaluating(model):
-                loss = probe_loss(model, self.tok)
-                ok = knows(retention_answers(model, self.tok, rows), rows)
-                return {"probe_ppl": round(math.exp(loss), 3) if loss is not None else None,
-                        "answer_match": answer_match(model, self.tok, self.qs),
-                        "kept": 1.0, "known": [i for i, k in enumerate(ok) if k]}
+                return self._figures(model, rows)
 
         inputs = {"version": FIGURES, "questions": self.qs, "probe": probe_examples(),
                   "max_new_tokens": MAX_NEW_TOKENS, "retention": rows}

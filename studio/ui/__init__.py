@@ -106,8 +106,9 @@ def build_app(studio):
         # followed again after a reload or a server restart.
         saved = gr.BrowserState({}, storage_key="finetune-studio")
         step = gr.BrowserState(int(Step.DATA), storage_key="finetune-studio-step")  # the tab open last
-        def on_tab(evt: gr.SelectData):
+        def on_tab(evt):
             return opened(evt)
+        on_tab.__annotations__["evt"] = gr.SelectData  # a real type (this module's are strings)
         tabs.select(on_tab, None, step)
 
         def restore(st, sv):

@@ -40,7 +40,7 @@ def summary_md(s: dict) -> str:
              f"(train {s['splits']['train']}, validation {s['splits']['validation']})",
              f"- Formats / recipes: {', '.join(f'{k} ({v})' for k, v in s['formats'].items())}",
              f"- Tokens per example: median {t['p50']}, 95% under {t['p95']}, longest {t['max']}.",
-             f"- Longer than {length_set(s)} tokens{template_note(s)} (will be cut): "
+             f"- Longer than {length_set(s)} tokens{template_note(s)}, so cut to fit: "
              f"**{s['truncated']}**; dropped (nothing left to learn after cutting): "
              f"{s['dropped_too_long']}.",
              f"- Removed: {s['duplicates_removed']['exact']} exact and "
@@ -78,7 +78,7 @@ def length_set(s: dict) -> int:
 
 def template_note(s: dict) -> str:
     n = s.get("template_tokens", 0)
-    return f" (+{n} for the chat template around each example: {s['max_len']} in all)" if n else ""
+    return f" ({s['max_len']} with the {n} tokens the chat template adds around each)" if n else ""
 
 
 def hist_df(s: dict):
