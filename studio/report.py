@@ -145,7 +145,8 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
            "levers": lever_rows, "preference": prefers, "safety": refusals,
            "validation_facts_trained": facts_trained(sets.get("validation"), dataset),
            "seconds": round(time.time() - t0, 1), "created_at": time.time()}
-    out["suggested_strength"], out["suggested_why"] = suggest(trade, budget, out["strength"])
+    out["suggested_strength"], out["suggested_why"] = suggest(trade, budget, out["strength"],
+                                                              forget_budget(cfg, "retention_budget"))
     out["headline"] = headline(figures, flags, out)
     out["verdict"] = verdict(figures, flags, out)
     return out
@@ -326,14 +327,15 @@ def trade_off(pair, tok, run, rows, probe, figures, name, max_new_tokens, known,
     return sorted(out, key=lambda r: r["strength"])
 
 
-def forgot(t: dict[str, Any], budget: float) -> bool:
-    """Over the forgetting budget on either forgetting figure: general-text perplexity rose by
-    more than the budget, or more than the budget's share of the known general answers was lost."""
+def forgot(t: dict[str, Any], budget: float, lost_budget: float) -> bool:
+    """Over a forgetting budget: general-text perplexity rose by more than `budget`, or more
+    than `lost_budget` of the known general answers were lost."""
     return ((t.get("rise") is not None and t["rise"] > budget)
-            or (t.get("kept") is not None and 1 - t["kept"] > budget + 1e-9))
+            or (t.get("kept") is not None and 1 - t["kept"] > lost_budget + 1e-9))
 
 
-def suggest(trade: list[dict[str, Any]], budget: float, now: float) -> tuple[float | None, str]:
+def suggest(trade: list[dict[str, Any]], budget: float, now: float, lost_budget: float = 1.0
+            ) -> tuple[float | None, str]:
     """(strength, why): the best held-out match among the strengths within the forgetting budget
     (perplexity and retention; ties: the one that forgot less); none within it, the one that
     forgot least. When every strength scored the same on the held-out questions, strength buys
@@ -343,7 +345,7 @@ def suggest(trade: list[dict[str, Any]], budget: float, now: float) -> tuple[flo
         return None, ""
     lost = {t["strength"]: (max(t["rise"], 0) + (1 - (t["kept"] if t.get("kept") is not None else 1)))
             for t in rated}
-    inside = [t for t in rated if not forgot(t, budget)]
+    inside = [t for t in rated if not forgot(t, budget, lost_budget)]
     same = len({round(t["match"], 2) for t in rated}) == 1
     current = next((t for t in rated if t["strength"] == now), None)
     if same and current is not None and current in inside:
@@ -353,18 +355,18 @@ def suggest(trade: list[dict[str, Any]], budget: float, now: float) -> tuple[flo
     if inside:
         best = max(inside, key=lambda t: (round(t["match"], 2), -lost[t["strength"]]))
         return best["strength"], ("The best held-out answers among the strengths that stay within "
-                                  f"the forgetting budget ({budget:.0%}).")
+                                  "the forgetting budgets.")
     best = min(rated, key=lambda t: lost[t["strength"]])
-    return best["strength"], (f"No strength tried stays within the forgetting budget ({budget:.0%}); "
-                              "this one forgot least.")
+    return best["strength"], "No strength tried stays within the forgetting budgets; this one forgot least."
 
 
-def forget_budget(cfg: dict[str, Any]) -> float:
-    """The run's forgetting budget, as its spec's default gives it when the config has none."""
+def forget_budget(cfg: dict[str, Any], name: str = "forget_budget") -> float:
+    """The run's forgetting budget (or `retention_budget`), as its spec's default gives it when
+    the config has none."""
     from .spec import TrainSpec
 
-    value = (cfg.get("train") or {}).get("forget_budget")
-    return float(TrainSpec().forget_budget if value is None else value)
+    value = (cfg.get("train") or {}).get(name)
+    return float(getattr(TrainSpec(), name) if value is None else value)
 
 
 def strength_of(run: dict[str, Any]) -> float:
@@ -425,12 +427,13 @@ def diagnose(fig: dict[str, Any], identical: int, total: int, norm_b: float, cfg
             f"Perplexity on general text rose from {bp:.1f} to {tp:.1f} (+{(tp / bp - 1):.0%}): "
             "the model is losing general knowledge. Lower the learning rate or the steps, or "
             "mix in general data.")})
-    if kept and kept.get("known") and 1 - kept["share"] > budget + 1e-9:
+    lost_budget = forget_budget(cfg, "retention_budget")
+    if kept and kept.get("known") and 1 - kept["share"] > lost_budget + 1e-9:
         lost = kept["known"] - kept["kept"]
         flags.append({"flag": "forgot general answers", "text": (
             f"It now gets {lost} of the {kept['known']} general questions the base model answered "
-            f"right wrong ({1 - kept['share']:.0%} lost; the forgetting budget allows "
-            f"{budget:.0%}). Lower the adapter strength (the table below), or train with fewer "
+            f"right wrong ({1 - kept['share']:.0%} lost; the budget for everyday answers, "
+            f"train.retention_budget, allows {lost_budget:.0%}). Lower the adapter strength (the table below), or train with fewer "
             "steps, a lower learning rate or a stronger anchor (train.replay_weight).")})
     return flags
 

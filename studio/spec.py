@@ -176,6 +176,14 @@ class TrainSpec:
                                       "strengths); that one becomes the final adapter. 0 turns the "
                                       "choice off: the last step at full strength.",
                                 min=0.0, max=10.0)
+    retention_budget: float = knob(0.25, "Forgetting budget for everyday answers: the share of the "
+                                         "general questions the base model answers right "
+                                         "(assets/retention.jsonl) that the tuned model may get "
+                                         "wrong (0.25 = a quarter). Counts with the perplexity budget "
+                                         "in the checkpoint and strength the run keeps, and the report "
+                                         "warns past it. A 135M model loses 17–29% at any step that "
+                                         "learns (2026-12-06): a tighter budget there keeps the base "
+                                         "model and learns nothing.", min=0.0, max=1.0)
     objective: str = knob("sft", "What the run learns from: sft (supervised: your answers), dpo "
                                  "(preference pairs: prefer the chosen answer over the rejected one, "
                                  "kept near the reference — the model before this run, the adapter "

@@ -134,5 +134,14 @@ def test_suggested_strength(matches, now, want):
     kept = {0.5: 1.0, 0.75: 0.95, 1.0: 0.95 if want == 1.0 else 0.7}
     trade = [{"strength": s, "match": m, "rise": 0.01 * s, "kept": kept[s]}
              for s, m in zip((0.5, 0.75, 1.0), matches)]
-    value, why = suggest(trade, 0.10, now)
+    value, why = suggest(trade, 0.10, now, lost_budget=0.25)
     assert value == want and why
+
+
+def test_charts_leave_room_for_the_plot_label():
+    """Gradio draws the plot box's label over the chart's top-left corner: the loss chart's top
+    (its highest peaks) must start below it."""
+    from studio.ui.train_step import chart, curve
+
+    spec = chart(curve([{"step": 1, "loss": 3.6}, {"step": 2, "loss": 1.0}])).to_dict()
+    assert spec["padding"]["top"] >= 30

@@ -118,7 +118,7 @@ def watcher(tmp_path, evals, budget=0.10, best_step=None):
                                               "evals": evals, "best_step": best_step}))
     if best_step is not None:
         (tmp_path / "best-adapter").mkdir(exist_ok=True)
-    return Watcher(tmp_path, None, [], budget, start=10**6)
+    return Watcher(tmp_path, None, [], budget, start=10**6, lost_budget=0.25)
 
 
 def ev(step, match, forgetting, loss=1.0):

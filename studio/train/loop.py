@@ -271,7 +271,8 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
 
         from ..base_answers import memo_for
 
-        watcher = Watcher(run_dir, tok, read_split(data_dir, "validation"), t.forget_budget, start)
+        watcher = Watcher(run_dir, tok, read_split(data_dir, "validation"), t.forget_budget, start,
+                          lost_budget=t.retention_budget)
         watcher.baseline(model, memo_for(run_dir.parent.parent / "replay", p.model, model_path, model))
     preferring = t.objective != "sft"
     collator = (preference.CountingWrapper(None) if preferring else

@@ -8,8 +8,8 @@ questions (greedy answers: the share of the expected answers' key facts they sta
 an answer has none) —
 kept in run_dir/selection.json, a copy of the adapter at the best evaluation so far
 (run_dir/best-adapter/), and the choice at the end: the evaluation with the best answer match
-whose forgetting — perplexity rise and general answers lost, each — stays within
-`train.forget_budget`; when none does, the one that forgot least.
+whose forgetting stays within budget — perplexity rise within `train.forget_budget`, general
+answers lost within `train.retention_budget` — (ties: the one that lost fewer); when none does, the one that forgot least.
 The choice carries its reason and what the last step would have given (the report shows both).
 """
 from __future__ import annotations
@@ -68,8 +68,9 @@ class Watcher:
     """Takes the figures at each evaluation and keeps the best adapter; survives a resume (the
     evaluations after the checkpoint resumed from are dropped, as the events are)."""
 
-    def __init__(self, run_dir: Path, tok, val: list[dict[str, Any]], budget: float, start: int):
-        self.run_dir, self.tok, self.budget = run_dir, tok, budget
+    def __init__(self, run_dir: Path, tok, val: list[dict[str, Any]], budget: float, start: int,
+                 lost_budget: float = 1.0):
+        self.run_dir, self.tok, self.budget, self.lost_budget = run_dir, tok, budget, lost_budget
         self.qs = questions(val)
         self.state: dict[str, Any] = {"budget": budget, "base": None, "evals": [], "best_step": None}
         try:
@@ -121,9 +122,9 @@ class Watcher:
         fig["lost"] = round(1 - fig["kept"], 4) if fig.get("kept") is not None else None
 
     def over(self, e: dict[str, Any]) -> bool:
-        """Over the budget on either figure."""
+        """Over a budget: perplexity (forget_budget) or everyday answers lost (retention_budget)."""
         return ((e["forgetting"] is not None and e["forgetting"] > self.budget)
-                or (e.get("lost") is not None and e["lost"] > self.budget + 1e-9))
+                or (e.get("lost") is not None and e["lost"] > self.lost_budget + 1e-9))
 
     @staticmethod
     def forgot(e: dict[str, Any]) -> float:
@@ -190,8 +191,9 @@ class Watcher:
             return None
         inside = [e for e in evals if not self.over(e)]
         if inside:
-            return max(inside, key=lambda e: (e["answer_match"] or 0.0, e.get("strength", 1.0),
-                                              -(e["eval_loss"] or 0.0), -self.forgot(e)))
+            return max(inside, key=lambda e: (e["answer_match"] or 0.0, -(e.get("lost") or 0.0),
+                                              e.get("strength", 1.0), -(e["eval_loss"] or 0.0),
+                                              -self.forgot(e)))
         return min(evals, key=self.forgot)
 
     def choice(self, last_step: int) -> dict[str, Any] | None:

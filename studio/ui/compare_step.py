@@ -1,7 +1,7 @@
 """Compare step: the same question to the base and the tuned model, and the did-it-learn report."""
 from __future__ import annotations
 
-from .common import error_text, next_button, shown
+from .common import CHART_PADDING, error_text, next_button, shown
 from .session import Session, Step
 
 INTRO = ("**Step 4 — compare.** Ask the base model and your tuned model the same question, side "
@@ -185,7 +185,7 @@ def trade_chart(df):
                 axis=alt.Axis(values=sorted(set(df["strength"])), format=".2~f")),
         y=alt.Y("percent:Q", title="%"),
         color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=400)),
-        tooltip=["measure", "strength", "percent"]).properties(width="container", height=220)
+        tooltip=["measure", "strength", "percent"]).properties(width="container", height=220, padding=CHART_PADDING)
 
 
 def report(studio, run_id: str, progress=None, refresh: bool = False):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import html
 
-from .common import Jobs, error_text, next_button, shown
+from .common import CHART_PADDING, Jobs, error_text, next_button, shown
 from .session import Session, Step, round_up
 
 INTRO = ("**Step 1 — your data.** Upload question/answer files (jsonl, json, csv, parquet) or "
@@ -100,7 +100,7 @@ def hist_chart(s: dict):
                 scale=alt.Scale(domain=[0, top], nice=False, zero=True, padding=0)),
         x2="to:Q", y=alt.Y("examples:Q", title="examples"),
         tooltip=[alt.Tooltip("tokens:Q", title="from"), alt.Tooltip("to:Q", title="to"), "examples"],
-    ).properties(width="container", height=200)
+    ).properties(width="container", height=200, padding=CHART_PADDING)
 
 
 def recipe_help(studio, recipe: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import Jobs, error_text
+from .common import CHART_PADDING, Jobs, error_text
 
 JOBS = Jobs()  # browser session → its running evaluation
 
@@ -46,7 +46,7 @@ def chart(r: dict[str, Any]):
         return None
     return alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
         x=alt.X("model:N", title=None), y=alt.Y("score:Q", title="%"), color="model:N",
-        column=alt.Column("task:N", title=None)).properties(width=140, height=200)
+        column=alt.Column("task:N", title=None)).properties(width=140, height=200, padding=CHART_PADDING)
 
 
 def evaluate(studio, run_id: str, tasks: str, limit, gguf: bool, again: bool, session_hash: str = "",

@@ -97,7 +97,8 @@ def estimate(studio, session: Session, model_ref: str, method: str, seq, batch, 
               "grad_ckpt": bool(ckpt), "optimizer": opt, **(est.get("plan_settings") or {})}
     chosen.pop("bits", None)  # follows the method
     note = MemoryNote(est.get("planned_total_gb", est["total_gb"]), est.get("fits_with_plan", est["fits"]),
-                      est.get("preset"), gpu, model_ref, tuple(sorted(chosen.items())))
+                      est.get("preset"), (est.get("gpu") or {}).get("label") or gpu, model_ref,
+                      tuple(sorted(chosen.items())))
     return bar_html(est), verdict_md(est), dataclasses.replace(session, memory=note)
 
 

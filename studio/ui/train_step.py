@@ -7,7 +7,7 @@ the tab or a crash in training never takes the studio down.
 import dataclasses
 import re
 
-from .common import error_text, next_button, shown
+from .common import CHART_PADDING, error_text, next_button, shown
 from .session import Session, Step
 
 INTRO = ("**Step 3 — train.** Choose a preset and press **Start**. Training runs in the "
@@ -69,7 +69,8 @@ def chart(df):
                         legend=alt.Legend(orient="bottom")),
         tooltip=["curve", "step", alt.Tooltip("loss:Q", format=".3f")])
     points = base.mark_point(filled=True, size=50).transform_filter(alt.datum.curve == "validation")
-    return alt.layer(base.mark_line(clip=True), points).properties(width="container", height=240)
+    return alt.layer(base.mark_line(clip=True), points).properties(width="container", height=240,
+                                                             padding=CHART_PADDING)
 
 
 def history(studio):
@@ -240,9 +241,19 @@ def memory_note(studio, session: Session, model_ref: str | None, preset: str | N
         extra = {k: v for k, v in plan.items() if k not in FORM}
         if plan:
             line = ("Using the Memory step's settings" + (": " + ", ".join(
-                f"{k.replace('_', ' ')} {v}" for k, v in extra.items()) if extra else "") + ". " + line)
+                setting_words(k, v) for k, v in extra.items()) if extra else "") + ". " + line)
         parts.append(line)
     return " ".join(p for p in parts if p)
+
+
+SETTING_NAMES = {"grad_ckpt": "gradient checkpointing", "kbit_norms": "QLoRA residual",
+                 "mlp_chunk": "MLP chunks", "offload": "activation offloading"}
+
+
+def setting_words(key: str, value) -> str:
+    """A planned setting as the note says it: "gradient checkpointing on", "method qlora"."""
+    words = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    return f"{SETTING_NAMES.get(key, key.replace('_', ' '))} {words}"
 
 
 def preset_picked(studio, session: Session, name: str, model_ref: str | None):
