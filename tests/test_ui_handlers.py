@@ -284,8 +284,47 @@ def test_history_delete_messages(studio):
     msg, _ = history.delete(studio, "evaluation", "999999")
     assert msg.startswith("⚠️ No evaluation with id 999999")
     t = history.tables(studio)
-    assert list(t.columns) == ["kind", "id", "detail", "size"]
+    assert list(t.columns) == ["kind", "made", "detail", "size", "id"]
     assert history.pick(t, 0) == (t.iloc[0]["kind"], t.iloc[0]["id"])
+
+
+@pytest.fixture
+def paris(monkeypatch):
+    """Local time is Paris time for one test (dates are shown in the machine's time zone)."""
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_history_says_when_each_thing_was_made_and_what_an_export_is(studio, faq_dataset, tmp_path, paris):
+    """#38: History showed no dates and bare export numbers. Each row now has its local date and
+    time; an export reads as format, quantization, file and source (its number stays: deleting
+    and the CLI use it)."""
+    from datetime import datetime
+
+    f = tmp_path / "faq-run-q8_0.gguf"
+    f.write_bytes(b"GGUF")
+    e = studio.store.add_export(run_id=None, model="smollm2-135m-instruct", format="gguf",
+                                quant="q8_0", path=str(f), bytes=145_000_000, seconds=14.0,
+                                parity={"passed": True}, created_at=1765000000.0)
+    try:
+        t = history.tables(studio)
+        row = t[(t["kind"] == "export") & (t["id"] == str(e["id"]))].iloc[0]
+        assert row["made"] == "2025-12-06 06:46"                  # 05:46 UTC, in Paris
+        assert row["detail"] == ("GGUF file, q8_0: faq-run-q8_0.gguf — of model "
+                                 "smollm2-135m-instruct, parity passed")
+        assert row["size"] == "138.3 MB"
+        ds = t[(t["kind"] == "dataset") & (t["id"] == faq_dataset)].iloc[0]
+        made = datetime.fromtimestamp(studio.dataset(faq_dataset)["created_at"])
+        assert ds["made"] == made.strftime("%Y-%m-%d %H:%M")
+        for when in t["made"]:                                    # every row: a real date
+            datetime.strptime(when, "%Y-%m-%d %H:%M")
+    finally:
+        studio.export_delete(e["id"])
 
 
 def test_model_picker_describe(studio):

@@ -211,6 +211,7 @@ class ExportFormat:
     usage: Callable[[str, str], dict[str, str]]  # (path, name) → commands that use it
     verifiable: bool              # llama.cpp can run it for the parity check
     converts: bool = False        # written by llama.cpp's converter (export/converter.py)
+    title: str = ""               # what it is in a few words, for History ("GGUF file")
 
 
 FORMATS: dict[str, ExportFormat] = {
@@ -218,26 +219,30 @@ FORMATS: dict[str, ExportFormat] = {
         "the small adapter folder, for Python (transformers + peft)",
         True, True, LORA_QUANTS, "f32", lambda q: "-adapter", lambda q: 0.02, _write_adapter,
         lambda p, n: {"python": f'from peft import AutoPeftModelForCausalLM; '
-                                f'AutoPeftModelForCausalLM.from_pretrained("{p}")'}, False),
+                                f'AutoPeftModelForCausalLM.from_pretrained("{p}")'}, False,
+        title="adapter folder"),
     "merged": ExportFormat(
         "the whole tuned model as a folder of safetensors, for Python (transformers)",
         True, True, LORA_QUANTS, "f32", lambda q: "-merged", lambda q: 4.0, _write_merged,
         lambda p, n: {"python": f'from transformers import AutoModelForCausalLM; '
-                                f'AutoModelForCausalLM.from_pretrained("{p}")'}, False),
+                                f'AutoModelForCausalLM.from_pretrained("{p}")'}, False,
+        title="merged model folder"),
     "gguf": ExportFormat(
         "one GGUF file for llama.cpp, Ollama and LM Studio, at the chosen quantization",
         False, False, GGUF_QUANTS, "q8_0", lambda q: f"-{q}.gguf", _gguf_size, _write_gguf,
         lambda p, n: {"llama.cpp": f'llama-cli -m "{p}" -cnv',
-                      "python": f'from llama_cpp import Llama; Llama("{p}")'}, True, True),
+                      "python": f'from llama_cpp import Llama; Llama("{p}")'}, True, True,
+        title="GGUF file"),
     "lora-gguf": ExportFormat(
         "the adapter alone as a GGUF, for llama.cpp over the base model's GGUF",
         True, False, LORA_QUANTS, "f32", lambda q: f"-lora-{q}.gguf", _gguf_size, _write_lora_gguf,
-        lambda p, n: {"llama.cpp": f'llama-cli -m BASE.gguf --lora "{p}" -cnv'}, True, True),
+        lambda p, n: {"llama.cpp": f'llama-cli -m BASE.gguf --lora "{p}" -cnv'}, True, True,
+        title="LoRA GGUF file"),
     "ollama": ExportFormat(
         "a folder with a GGUF and a Modelfile for `ollama create`",
         False, True, GGUF_QUANTS, "q8_0", lambda q: "-ollama", _gguf_size, _write_ollama,
         lambda p, n: {"ollama": f'cd "{p}" && ollama create {n} -f Modelfile && ollama run {n}'},
-        True, True),
+        True, True, title="Ollama folder"),
 }
 
 
