@@ -261,7 +261,10 @@ def test_export_handlers(studio, trained_run):
     assert export_step.export(studio, "", ["gguf"], "q8_0", False).startswith("⚠️ Pick a run")
     assert export_step.export(studio, trained_run["id"], [], "q8_0", False).startswith("⚠️ Choose")
     out = export_step.export(studio, trained_run["id"], ["adapter"], "q8_0", False)
-    assert out.startswith("**adapter**") and "⚠️" not in out
+    assert out.startswith("**adapter**") and "⚠️" not in out and "Parity" not in out  # nothing to check
+    out = export_step.export(studio, trained_run["id"], ["lora-gguf"], "q8_0", False)  # check unticked
+    assert out.startswith("**lora-gguf**") and "⏭️ Parity was not checked (it was turned off)" in out
+    assert f"python -m studio export --run {trained_run['id']} --format lora-gguf --quant f32" in out
     bad = export_step.export(studio, "no-such-run", ["gguf"], "q8_0", False)
     assert bad.startswith("⚠️ No run with id")
     s = export_step.chat_with_gguf(Session(), trained_run["id"])
@@ -325,6 +328,25 @@ def test_history_says_when_each_thing_was_made_and_what_an_export_is(studio, faq
             datetime.strptime(when, "%Y-%m-%d %H:%M")
     finally:
         studio.export_delete(e["id"])
+
+
+def test_parity_result_in_plain_words():
+    """#38: "3 of 8 answers ended on their own" puzzled a newcomer: the result says what the
+    limit is, that being cut there is normal, and what the comparison covers."""
+    p = {"passed": True, "agreement": 0.9607, "threshold": 0.95, "tokenizer_match": 1.0,
+         "prompts": 8, "tokens_compared": 356, "stopped_at_end_of_turn": 3,
+         "ran_past_end_of_turn": 0, "compare_limit": 48, "answer_limit": 96, "seconds": 61.0}
+    r = {"format": "gguf", "quant": "q8_0", "path": "/x/m.gguf", "bytes": 145_000_000, "seconds": 14}
+    md = export_step.result_md({**r, "parity": p})
+    assert "Parity ✅ passed (checked in 61 s)" in md
+    assert ("3 of 8 test answers finished on their own before the 96-token limit; the other 5 "
+            "were cut at the limit, which is normal for long answers (the token comparison "
+            "covers each answer's first 48 tokens anyway)") in md
+    assert "None ran on past its end" in md and "ended on their own" not in md
+    none = export_step.result_md({**r, "parity": {**p, "stopped_at_end_of_turn": 0, "passed": False}})
+    assert "Parity ❌ failed" in none and "At least one must finish on its own" in none
+    skipped = export_step.result_md({**r, "parity_skipped": "Parity was not checked (it was turned off)."})
+    assert "⏭️ Parity was not checked" in skipped and "Parity ✅" not in skipped
 
 
 def test_model_picker_describe(studio):
