@@ -171,8 +171,10 @@ class Studio:
 
     # ---- export ---------------------------------------------------------------------------
     def export(self, fmt: str, run_id: str | None = None, model: str | None = None,
-               quant: str | None = None, out: str | None = None, verify: bool = False,
+               quant: str | None = None, out: str | None = None, verify: bool | None = False,
                progress: Any = None, force: bool = False) -> dict[str, Any]:
+        """One export; `verify` checks parity (None: where llama.cpp is installed), and
+        `progress(fraction, message)` hears each stage, the check's answers included."""
         return self.exports.export(fmt, run_id, model, quant, out, verify, progress, force)
 
     def base_gguf(self, model_ref: str) -> Path:

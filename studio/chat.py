@@ -173,12 +173,35 @@ def greedy_batch(model, tok, prompts: list[list[int]], max_new_tokens: int,
     token), in the order given: prompts of similar length are left-padded into batches of up to
     `batch_tokens` prompt + answer tokens (much faster than one by one, and sorting by length
     keeps the padding small)."""
+    return [a.tokens for a in _greedy(model, tok, prompts, max_new_tokens, batch_tokens)]
+
+
+@dataclass(frozen=True)
+class ScoredAnswer:
+    """A greedy answer with what the model said at each of its positions."""
+    tokens: list[int]     # the answer, up to and including its end-of-turn token
+    top1: list[int]       # the model's own most likely token at each position (raw logits)
+    logprobs: list[float]  # the log-probability it gave the answer's token there
+
+
+def greedy_scored(model, tok, prompts: list[list[int]], max_new_tokens: int,
+                  on_step: Any = None, batch_tokens: int = BATCH_TOKENS) -> list[ScoredAnswer]:
+    """`greedy_batch`, each answer with its per-position top-1 and log-probabilities — the
+    logits `generate` computed anyway, so a caller that compares them (the export's parity
+    check) needs no second forward pass over prompt + answer. `on_step(fraction)` is called
+    after every generated token, with the share of the answers' token budget written so far."""
+    return _greedy(model, tok, prompts, max_new_tokens, batch_tokens, scored=True, on_step=on_step)
+
+
+def _greedy(model, tok, prompts: list[list[int]], max_new_tokens: int, batch_tokens: int,
+            scored: bool = False, on_step: Any = None) -> list[ScoredAnswer]:
     import torch
+    from transformers import StoppingCriteriaList
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     stops = set(stop_ids(tok, model))
-    out: dict[int, list[int]] = {}
+    out: dict[int, ScoredAnswer] = {}
     start = 0
     while start < len(order):
         end = start + 1  # the longest prompt of a batch is its last (sorted)
@@ -189,12 +212,38 @@ def greedy_batch(model, tok, prompts: list[list[int]], max_new_tokens: int,
         width = max(map(len, batch))
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=model.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device)
+        watch = StoppingCriteriaList([_Steps(on_step, width, max_new_tokens, start, len(batch),
+                                             len(prompts))] if on_step else [])
         with torch.no_grad():
             gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                  max_new_tokens=max_new_tokens, eos_token_id=sorted(stops),
-                                 pad_token_id=pad, temperature=None, top_p=None, top_k=None)
-        for i, row in zip(order[start:end], gen[:, width:].tolist()):
+                                 pad_token_id=pad, temperature=None, top_p=None, top_k=None,
+                                 stopping_criteria=watch, output_logits=scored,
+                                 return_dict_in_generate=True)
+        if scored:  # steps × batch × vocab → per row: top-1 and the chosen token's log-prob
+            logits = torch.stack(gen.logits, 1).float()
+            chosen = gen.sequences[:, width:width + logits.shape[1]]
+            lp = torch.log_softmax(logits, -1).gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+            top1 = logits.argmax(-1)
+            del logits
+        for r, (i, row) in enumerate(zip(order[start:end], gen.sequences[:, width:].tolist())):
             cut = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
-            out[i] = row[:cut]
+            out[i] = ScoredAnswer(row[:cut], top1[r, :cut].tolist() if scored else [],
+                                  lp[r, :cut].tolist() if scored else [])
         start = end
     return [out[i] for i in range(len(prompts))]
+
+
+class _Steps:
+    """A stopping criterion that never stops: it tells `on_step` how far the answers are."""
+
+    def __init__(self, on_step, width: int, budget: int, done: int, rows: int, total: int):
+        self.on_step, self.width, self.budget = on_step, width, max(1, budget)
+        self.done, self.rows, self.total = done, rows, total  # prompts: before this batch, in it, all
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        step = input_ids.shape[1] - self.width
+        self.on_step((self.done + self.rows * min(1.0, step / self.budget)) / self.total)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, make_tiny_llama, run_cli
 from studio.errors import ExportError, FeatureUnavailable
 from studio.export import converter
 
@@ -320,3 +320,124 @@ def test_parity_own_answer_goes_on_from_where_llama_cpp_and_transformers_part():
     assert llm.asked == (ids, parity.ANSWER_TOKENS)                      # parted at once: from the prompt
     parity.own_answer(llm, scores([0, 0, 7, 8, 9, 11, 0]), ids, [7, 8, 9, 11], stop)
     assert llm.asked == ([1, 2, 3, 7, 8, 9, 11], parity.ANSWER_TOKENS - 4)  # no end-of-turn: all of it
+
+
+# ---- #38: the parity check says what it is doing, is faster, and can be skipped ---------------
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory, embedded_model_dir):
+    """The two-layer model of conftest (the embedded tokenizer and chat template) with its own
+    output layer at std 1 — next-token scores that differ by position, as a trained model's do
+    (the shared one's are near-uniform: any misaligned comparison would look right) — its f32
+    GGUF, and the model and tokenizer loaded: the parity check's machinery in seconds."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from studio import models
+
+    d = make_tiny_llama(tmp_path_factory.mktemp("tiny-parity") / "tiny-llama", embedded_model_dir)
+    m = AutoModelForCausalLM.from_pretrained(d)
+    m.config.tie_word_embeddings = False
+    torch.manual_seed(1)
+    m.lm_head.weight = torch.nn.Parameter(torch.randn_like(m.lm_head.weight))
+    m.save_pretrained(d)
+    gguf = converter.convert_model(d, d.parent / "tiny-f32.gguf", "f32")
+    return d, gguf, models.load_model(d), models.load_tokenizer(d)
+
+
+def test_parity_reports_each_answer_compared(tiny_gguf):
+    """The check sat at "90%" for minutes: now its progress names each stage and moves once per
+    answer compared, up to 1.0."""
+    pytest.importorskip("llama_cpp")
+    from studio.export import parity
+
+    _, gguf, model, tok = tiny_gguf
+    heard = []
+    r = parity.check(gguf, model, tok, "f32", n_tokens=8, prompts=parity.PROMPTS[:3],
+                     progress=lambda frac, msg: heard.append((frac, msg)))
+    said = [m for _, m in heard]
+    assert [m for m in said if "compared" in m] == [f"parity: answer {k} of 3 compared" for k in range(4)]
+    first = said.index("parity: answer 0 of 3 compared")
+    assert any("writing its 3 reference answers (" in m for m in said[:first])  # while generating
+    fracs = [f for f, _ in heard]
+    assert fracs == sorted(fracs) and fracs[0] == 0.0 and fracs[-1] == 1.0
+    # the same weights in both runtimes: the compared log-probs line up position for position
+    assert r["prompts"] == 3 and 3 <= r["tokens_compared"] <= 24
+    assert r["agreement"] >= 0.95 and r["mean_abs_dlogprob"] < 0.01
+
+
+def test_parity_feed_reuses_the_shared_prefix_with_the_same_scores(tiny_gguf):
+    """Each test question starts with the same system prompt: llama.cpp keeps it instead of
+    evaluating it again, and the scores are those of a fresh start."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from studio.export import parity
+
+    _, gguf, _, tok = tiny_gguf
+    a, b = (tok(tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                        add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+            + [300, 301] for q in ("Explain why the sky is blue.", "How do I take care of a houseplant?"))
+    common = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    assert common > 10                                        # the system prompt and more
+    llm = llama_cpp.Llama(str(gguf), n_ctx=128, logits_all=True, verbose=False)
+    fresh = llama_cpp.Llama(str(gguf), n_ctx=128, logits_all=True, verbose=False)
+    fresh.eval(b)
+    llm.eval(a)
+    evaluated = []
+    real_eval = llm.eval
+    llm.eval = lambda tokens: (evaluated.append(len(tokens)), real_eval(tokens))
+    parity.feed(llm, b, keep_max=len(b) - 1)
+    assert evaluated == [len(b) - common] and llm.n_tokens == len(b)
+    assert np.abs(np.asarray(llm.scores[common:len(b)]) - np.asarray(fresh.scores[common:len(b)])).max() < 1e-4
+    parity.feed(llm, b, keep_max=5)                           # never past keep_max
+    assert evaluated[-1] == len(b) - 5
+
+
+def test_greedy_scores_equal_a_forward_pass(base_model):
+    """The check now takes the tuned model's scores from its own generation instead of a second
+    forward pass per prompt: they are the same numbers (left-padded batch vs one sequence)."""
+    import torch
+
+    from studio.chat import greedy_scored
+
+    model, tok = base_model
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                       add_generation_prompt=True)
+               for q in ("Hi!", "Explain why the sky is blue, in two sentences please.")]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in prompts]
+    steps = []
+    answers = greedy_scored(model, tok, ids, 6, on_step=steps.append)
+    assert steps[-1] == 1.0 and steps == sorted(steps)
+    for p, a in zip(ids, answers):
+        assert len(a.tokens) == len(a.top1) == len(a.logprobs) > 0
+        with torch.no_grad():
+            logits = model(torch.tensor([p + a.tokens])).logits[0, len(p) - 1: len(p) - 1 + len(a.tokens)]
+        lp = torch.log_softmax(logits.float(), -1)
+        assert a.top1 == logits.argmax(-1).tolist()
+        want = lp.gather(-1, torch.tensor(a.tokens).unsqueeze(-1)).squeeze(-1)
+        assert torch.allclose(torch.tensor(a.logprobs), want, atol=1e-3), (a.logprobs, want)
+
+
+def test_cli_export_checks_parity_by_default_and_shows_each_answer(studio, tiny_gguf, tmp_path):
+    pytest.importorskip("llama_cpp")
+    r = run_cli("export", "--model", str(tiny_gguf[0]), "--format", "gguf", "--quant", "f32",
+                "--out", str(tmp_path / "checked.gguf"), home=studio.home.root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    compared = [line.split("%  ", 1)[1] for line in r.stderr.splitlines() if line.endswith("compared")]
+    assert compared == [f"parity: answer {k} of 8 compared" for k in range(9)]
+    assert "agreement" in r.stdout and "parity_skipped" not in r.stdout
+    assert studio.exports_list()[0]["parity"]["prompts"] == 8
+
+
+def test_no_parity_skips_the_check_and_says_how_to_run_it(studio, tiny_gguf, tmp_path):
+    r = run_cli("export", "--model", str(tiny_gguf[0]), "--format", "gguf", "--quant", "f32",
+                "--out", str(tmp_path / "unchecked.gguf"), "--no-parity", "--json", home=studio.home.root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert "parity" not in out and "parity: " not in r.stderr
+    note = out["parity_skipped"]
+    assert note.startswith("Parity was not checked (it was turned off)")
+    assert f"python -m studio export --model {tiny_gguf[0]} --format gguf --quant f32" in note
+    row = studio.exports_list()[0]
+    assert row["path"] == out["path"] and row["parity"] is None
+    both = run_cli("export", "--model", "x", "--format", "gguf", "--verify", "--no-parity",
+                   home=studio.home.root)
+    assert both.returncode == 2 and "not allowed with" in both.stderr

@@ -325,7 +325,10 @@ def test_export_handlers(studio, trained_run):
     assert export_step.export(studio, "", ["gguf"], "q8_0", False).startswith("⚠️ Pick a run")
     assert export_step.export(studio, trained_run["id"], [], "q8_0", False).startswith("⚠️ Choose")
     out = export_step.export(studio, trained_run["id"], ["adapter"], "q8_0", False)
-    assert out.startswith("**adapter**") and "⚠️" not in out
+    assert out.startswith("**adapter**") and "⚠️" not in out and "Parity" not in out  # nothing to check
+    out = export_step.export(studio, trained_run["id"], ["lora-gguf"], "q8_0", False)  # check unticked
+    assert out.startswith("**lora-gguf**") and "⏭️ Parity was not checked (it was turned off)" in out
+    assert f"python -m studio export --run {trained_run['id']} --format lora-gguf --quant f32" in out
     bad = export_step.export(studio, "no-such-run", ["gguf"], "q8_0", False)
     assert bad.startswith("⚠️ No run with id")
     s = export_step.chat_with_gguf(Session(), trained_run["id"])
@@ -348,8 +351,66 @@ def test_history_delete_messages(studio):
     msg, _ = history.delete(studio, "evaluation", "999999")
     assert msg.startswith("⚠️ No evaluation with id 999999")
     t = history.tables(studio)
-    assert list(t.columns) == ["kind", "id", "detail", "size"]
+    assert list(t.columns) == ["kind", "made", "detail", "size", "id"]
     assert history.pick(t, 0) == (t.iloc[0]["kind"], t.iloc[0]["id"])
+
+
+@pytest.fixture
+def paris(monkeypatch):
+    """Local time is Paris time for one test (dates are shown in the machine's time zone)."""
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_history_says_when_each_thing_was_made_and_what_an_export_is(studio, faq_dataset, tmp_path, paris):
+    """#38: History showed no dates and bare export numbers. Each row now has its local date and
+    time; an export reads as format, quantization, file and source (its number stays: deleting
+    and the CLI use it)."""
+    from datetime import datetime
+
+    f = tmp_path / "faq-run-q8_0.gguf"
+    f.write_bytes(b"GGUF")
+    e = studio.store.add_export(run_id=None, model="smollm2-135m-instruct", format="gguf",
+                                quant="q8_0", path=str(f), bytes=145_000_000, seconds=14.0,
+                                parity={"passed": True}, created_at=1765000000.0)
+    try:
+        t = history.tables(studio)
+        row = t[(t["kind"] == "export") & (t["id"] == str(e["id"]))].iloc[0]
+        assert row["made"] == "2025-12-06 06:46"                  # 05:46 UTC, in Paris
+        assert row["detail"] == ("GGUF file, q8_0: faq-run-q8_0.gguf — of model "
+                                 "smollm2-135m-instruct, parity passed")
+        assert row["size"] == "138.3 MB"
+        ds = t[(t["kind"] == "dataset") & (t["id"] == faq_dataset)].iloc[0]
+        made = datetime.fromtimestamp(studio.dataset(faq_dataset)["created_at"])
+        assert ds["made"] == made.strftime("%Y-%m-%d %H:%M")
+        for when in t["made"]:                                    # every row: a real date
+            datetime.strptime(when, "%Y-%m-%d %H:%M")
+    finally:
+        studio.export_delete(e["id"])
+
+
+def test_parity_result_in_plain_words():
+    """#38: "3 of 8 answers ended on their own" puzzled a newcomer: the result says what the
+    limit is, that being cut there is normal, and what the comparison covers."""
+    p = {"passed": True, "agreement": 0.9607, "threshold": 0.95, "tokenizer_match": 1.0,
+         "prompts": 8, "tokens_compared": 356, "stopped_at_end_of_turn": 3,
+         "ran_past_end_of_turn": 0, "compare_limit": 48, "answer_limit": 96, "seconds": 61.0}
+    r = {"format": "gguf", "quant": "q8_0", "path": "/x/m.gguf", "bytes": 145_000_000, "seconds": 14}
+    md = export_step.result_md({**r, "parity": p})
+    assert "Parity ✅ passed (checked in 61 s)" in md
+    assert ("3 of 8 test answers finished on their own before the 96-token limit; the other 5 "
+            "were cut at the limit, which is normal for long answers (the token comparison "
+            "covers each answer's first 48 tokens anyway)") in md
+    assert "None ran on past its end" in md and "ended on their own" not in md
+    none = export_step.result_md({**r, "parity": {**p, "stopped_at_end_of_turn": 0, "passed": False}})
+    assert "Parity ❌ failed" in none and "At least one must finish on its own" in none
+    skipped = export_step.result_md({**r, "parity_skipped": "Parity was not checked (it was turned off)."})
+    assert "⏭️ Parity was not checked" in skipped and "Parity ✅" not in skipped
 
 
 def test_model_picker_describe(studio):

@@ -64,6 +64,12 @@ def print_progress(args: argparse.Namespace):
     return None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
+def export_progress(args: argparse.Namespace):
+    """The export's stages on stderr ("parity: answer 3 of 8 compared"), unless --json."""
+    return None if args.json else (
+        lambda frac, msg: print(f"{frac:4.0%}  {msg}", file=sys.stderr, flush=True))
+
+
 def parse_pairs(items: list[str] | None, name: str) -> dict[str, str]:
     out = {}
     for item in items or []:
@@ -148,8 +154,12 @@ def export_flags() -> list[Flag]:
              help="GGUF type (default q8_0; f32/f16 for lora-gguf)"),
         flag("--out", default=None, help="file path for gguf/lora-gguf, folder for "
              "adapter/merged/ollama (default: under $STUDIO_HOME/exports/)"),
-        flag("--verify", action="store_true", help="check the GGUF answers like the tuned model "
-             "(needs llama-cpp-python)"),
+        flag("--verify", group="parity", dest="parity", action="store_true", default=None,
+             help="check that the GGUF answers like the tuned model, and fail if llama-cpp-python "
+                  "is missing (default: checked where llama-cpp-python is installed)"),
+        flag("--no-parity", group="parity", dest="parity", action="store_false", default=None,
+             help="skip the parity check (a minute or more on a CPU); the result says how to "
+                  "run it later"),
         flag("--force", action="store_true", help="replace an existing file or earlier export "
              "at --out")]
 
@@ -334,7 +344,9 @@ VERBS: list[Verb] = [
                   flag("--value", required=True, type=float, help="strength from 0 to 1 "
                        "(up to 2 exaggerates the change)")]),
     Verb(("export",), "write the tuned (or any) model as adapter, merged, GGUF, LoRA GGUF or an "
-         "Ollama folder, optionally checking parity with llama.cpp",
-         lambda s, a: s.export(a.format, a.run, a.model, a.quant, a.out, a.verify, force=a.force),
+         "Ollama folder; a GGUF is checked against the tuned model in llama.cpp (parity) unless "
+         "--no-parity",
+         lambda s, a: s.export(a.format, a.run, a.model, a.quant, a.out, a.parity,
+                               progress=export_progress(a), force=a.force),
          export_flags, required_groups=("source",)),
 ]

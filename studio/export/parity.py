@@ -3,13 +3,14 @@
 Owns the fixed prompt set, teacher-forcing the transformers greedy continuation through
 llama.cpp (token ids fed directly, so only the weights and the runtime are compared), top-1
 agreement and mean |Δ log-prob| of the chosen tokens, the tokenizer check (llama.cpp's own
-tokenization of the rendered prompt must equal ours), and the end-of-turn check (llama.cpp's
-greedy answer stops by itself and never runs into a new turn).
+tokenization of the rendered prompt must equal ours), the end-of-turn check (llama.cpp's
+greedy answer stops by itself and never runs into a new turn), and telling a progress callback
+what it is doing ("parity: answer 3 of 8 compared"). How the result reads is the UI's.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import families
 
@@ -30,15 +31,28 @@ THRESHOLDS = {"f32": 0.98, "f16": 0.98, "bf16": 0.98, "q8_0": 0.95, "q6_k": 0.90
               "q5_k_m": 0.85, "q4_k_m": 0.80}
 
 
+GENERATING = 0.25  # share of the check's progress bar for the tuned model's answers (6 of ≈25 CPU
+# seconds on the embedded model, one thread); the rest moves one step per answer compared
+
+
 def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None,
-          n_tokens: int = 48, prompts: list[str] = PROMPTS) -> dict[str, Any]:
+          n_tokens: int = 48, prompts: list[str] = PROMPTS,
+          progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
+    """Compare the GGUF in llama.cpp with `model` on `prompts`. `progress(fraction, message)`
+    hears what the check is doing: the reference answers being written, then "parity: answer k
+    of n compared" after each answer."""
+    import time
+
     import numpy as np
-    import torch
     from llama_cpp import Llama
 
-    from ..chat import greedy_batch, stop_ids
+    from ..chat import greedy_scored, stop_ids
     from ..models import llama_threads
 
+    t0 = time.time()
+    say = progress or (lambda frac, msg: None)
+    n = len(prompts)
+    say(0.0, "parity: loading the GGUF in llama.cpp…")
     llm = Llama(model_path=str(gguf_path), lora_path=str(lora_path) if lora_path else None,
                 n_ctx=512, logits_all=True, verbose=False, seed=0, n_threads=llama_threads())
     agree = total = 0
@@ -49,34 +63,64 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
     prompt_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     # The natural greedy answer (up to its end-of-turn token), all prompts in one batch: positions
     # forced past the end would compare near-uniform guesses, which measures noise, not the export.
-    answers = greedy_batch(model, tok, prompt_ids, n_tokens)
+    # Its scores come with it: no second forward pass over prompt + answer per prompt.
+    writing = f"parity: the tuned model is writing its {n} reference answers"
+    say(0.0, writing + "…")
+    shown = [0]
+
+    def on_step(frac: float) -> None:  # eight updates over the answers, not one per token
+        if int(frac * 8) > shown[0]:
+            shown[0] = int(frac * 8)
+            say(GENERATING * frac, f"{writing} ({frac:.0%})…")
+    answers = greedy_scored(model, tok, prompt_ids, n_tokens, on_step=on_step)
     stop_set = set(stop_ids(tok, model))
-    for text, ids, new in zip(texts, prompt_ids, answers):
+    say(GENERATING, f"parity: answer 0 of {n} compared")
+    for k, (text, ids, ans) in enumerate(zip(texts, prompt_ids, answers), 1):
+        new = ans.tokens
         tok_match += llm.tokenize(text.encode(), add_bos=False, special=True) == ids
-        seq = ids + new
-        with torch.no_grad():
-            hf_logits = model(torch.tensor([seq], device=model.device)).logits[0].float()
-        hf_lp = torch.log_softmax(hf_logits, -1).cpu().numpy()
-        llm.reset()
-        llm.eval(seq)
-        lc = np.asarray(llm.scores[: len(seq)], dtype=np.float64)
-        lc_lp = lc - np.log(np.exp(lc - lc.max(-1, keepdims=True)).sum(-1, keepdims=True)) - lc.max(-1, keepdims=True)
-        for pos in range(len(ids) - 1, len(seq) - 1):
-            nxt = seq[pos + 1]
-            agree += int(lc[pos].argmax() == hf_lp[pos].argmax())
+        feed(llm, ids + new, len(ids) - 1)
+        # llama.cpp's scores where the answer's tokens are predicted: positions len(ids)-1 …
+        lc = np.asarray(llm.scores[len(ids) - 1: len(ids) - 1 + len(new)], dtype=np.float64)
+        top = lc.max(-1, keepdims=True)
+        lc_lp = lc - top - np.log(np.exp(lc - top).sum(-1, keepdims=True))
+        for j, nxt in enumerate(new):
+            agree += int(lc[j].argmax() == ans.top1[j])
             total += 1
-            dlog.append(abs(float(lc_lp[pos, nxt]) - float(hf_lp[pos, nxt])))
-        finish, said = own_answer(llm, lc, ids, new, stop_set)
+            dlog.append(abs(float(lc_lp[j, nxt]) - ans.logprobs[j]))
+        finish, said = own_answer(llm, llm.scores, ids, new, stop_set)
         stops += finish == "stop"
         runon += any(m in said for m in families.run_on_markers(tok))
+        say((GENERATING * (n - k) + k) / n, f"parity: answer {k} of {n} compared")  # k = n: 1.0
     del llm
     agreement = agree / max(1, total)
     threshold = THRESHOLDS.get(quant, 0.8)
-    passed = agreement >= threshold and tok_match == len(prompts) and stops > 0 and runon == 0
+    passed = agreement >= threshold and tok_match == n and stops > 0 and runon == 0
     return {"agreement": round(agreement, 4), "mean_abs_dlogprob": round(float(np.mean(dlog)), 4),
-            "passed": bool(passed), "threshold": threshold, "prompts": len(prompts),
-            "tokens_compared": total, "tokenizer_match": tok_match / len(prompts),
-            "stopped_at_end_of_turn": stops, "ran_past_end_of_turn": runon}
+            "passed": bool(passed), "threshold": threshold, "prompts": n,
+            "tokens_compared": total, "tokenizer_match": tok_match / n,
+            "stopped_at_end_of_turn": stops, "ran_past_end_of_turn": runon,
+            "compare_limit": n_tokens, "answer_limit": ANSWER_TOKENS,
+            "seconds": round(time.time() - t0, 1)}
+
+
+def feed(llm, seq: list[int], keep_max: int) -> None:
+    """`llm.eval(seq)` from a clean start, except that the prefix it shares with what llama.cpp
+    holds already (up to `keep_max` tokens, so every compared position is computed afresh) is
+    kept: the chat template's system prompt is the same for every test question (≈30 of ≈85
+    tokens on the embedded model), and evaluating it 8 times was a third of llama.cpp's work. A
+    recurrent or hybrid model's state cannot be cut back to a prefix: it starts over."""
+    import llama_cpp
+
+    keep = 0
+    if not (llama_cpp.llama_model_is_recurrent(llm.model) or llama_cpp.llama_model_is_hybrid(llm.model)):
+        held = llm.input_ids[:llm.n_tokens]
+        while keep < min(keep_max, len(held)) and int(held[keep]) == seq[keep]:
+            keep += 1
+    if keep:
+        llm.n_tokens = keep  # eval drops the cache past it and goes on from there
+    else:
+        llm.reset()
+    llm.eval(seq[keep:])
 
 
 def own_answer(llm, scores, ids: list[int], new: list[int], stops: set[int]) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import models
-from ..errors import ExportError
+from ..errors import ExportError, FeatureUnavailable
 from ..faults import crash_point, disk_guard, pid_alive, sweep
 from . import exporter
 
@@ -44,22 +44,50 @@ def safe_label(text: str) -> str:
     return label or "model"
 
 
+def parity_plan(f: exporter.ExportFormat, verify: bool | None) -> tuple[bool, str]:
+    """(check parity?, why it is not checked). `verify` None: check where llama.cpp is installed
+    (the CLI's default); True without llama.cpp is refused before any work, not after writing."""
+    if not f.verifiable:
+        return False, ""
+    ok, why = models.llama_cpp_available()
+    if verify and not ok:
+        raise FeatureUnavailable(f"{why} Or export without the parity check (untick \"Check parity "
+                                 "with llama.cpp\" in the Export step; --no-parity on the command line).")
+    if verify is None:
+        return ok, why
+    return bool(verify), "it was turned off"
+
+
+def skipped_note(fmt: str, run_id: str | None, model_ref: str, quant: str, why: str) -> str:
+    """What a user reads when the parity check was left out: that it was, why, and how to run it."""
+    source = f"--run {run_id}" if run_id else f"--model {model_ref}"
+    reuse = (" The GGUF written now is reused (linked, not converted again) and checked."
+             if fmt in ("gguf", "ollama") else "")
+    return (f"Parity was not checked ({why}): nothing has compared this file's answers with the "
+            "tuned model yet. To check it later, export it again with the check on — in the "
+            "Export step, tick \"Check parity with llama.cpp\"; on the command line, "
+            f"`python -m studio export {source} --format {fmt} --quant {quant}` (the check is on "
+            f"unless you add --no-parity).{reuse}")
+
+
 class ExportService:
     def __init__(self, store, exports_dir: Path, cache, run: Callable[[str], dict[str, Any]]):
         self.store, self.exports_dir, self.cache, self.run = store, Path(exports_dir), cache, run
 
     def export(self, fmt: str, run_id: str | None = None, model: str | None = None,
-               quant: str | None = None, out: str | None = None, verify: bool = False,
+               quant: str | None = None, out: str | None = None, verify: bool | None = False,
                progress: Any = None, force: bool = False) -> dict[str, Any]:
-        """Write one export (atomically), optionally check parity, record it in the store. A
-        file of the user's is replaced only with `force`; a default path never replaces an
-        earlier export (a new name is taken)."""
+        """Write one export (atomically), check parity (`verify`: True, False, or None = where
+        llama.cpp is installed), record it in the store. A file of the user's is replaced only
+        with `force`; a default path never replaces an earlier export (a new name is taken).
+        Without the check, `parity_skipped` says why and how to run it later."""
         from ..compare import adapter_dir
 
         if bool(run_id) == bool(model):
             raise ExportError("Give either --run RUN_ID (the tuned model) or --model MODEL (a "
                               "model without a run), not both or neither.")
         f, quant = exporter.check_request(fmt, quant, run_id)
+        verify, why_not = parity_plan(f, verify)
         adapter = None
         if run_id:
             run = self.run(run_id)
@@ -99,6 +127,8 @@ class ExportService:
         finally:  # registered, or failed and cleaned by the writer: the record is done either way
             intent.unlink(missing_ok=True)
         result["use"] = f.usage(result["path"], label.lower())
+        if f.verifiable and not verify:
+            result["parity_skipped"] = skipped_note(fmt, run_id, model_ref, quant, why_not)
         return result
 
     def same_gguf(self, run_id: str | None, model_ref: str, quant: str, adapter: Path | None,

@@ -49,6 +49,16 @@ def human_bytes(n: int | float | None) -> str:
     return str(n)
 
 
+def local_time(ts: float | None) -> str:
+    """Seconds since the epoch as this machine's local date and time, '2026-12-06 14:03'
+    (year first: unambiguous in every country, and it sorts)."""
+    if ts is None:
+        return ""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
 def next_button(step: Step, label: str):
     """(a "Next: … →" button, step): hidden until the step it sits in is done; build_app makes
     it open that tab."""

@@ -28,13 +28,34 @@ def result_md(r: dict) -> str:
                      + "); the parity below is that file's.")
     p = r.get("parity")
     if p:
-        mark = "✅ passed" if p["passed"] else "❌ failed"
-        paras.append(f"Parity {mark}: the file picks the same next token as the tuned model "
-                     f"{p['agreement']:.1%} of the time (needs {p['threshold']:.0%}); its tokenizer "
-                     f"matches on {p['tokenizer_match']:.0%} of the test texts; "
-                     f"{p['stopped_at_end_of_turn']} of {p['prompts']} answers ended on their own.")
+        paras.append(parity_md(p))
+    elif r.get("parity_skipped"):
+        paras.append(f"⏭️ {r['parity_skipped']}")
     uses = "\n".join(f"- {USE_LABELS.get(k, k)}: `{v}`" for k, v in r.get("use", {}).items())
     return "\n\n".join(paras + ([uses] if uses else []))
+
+
+def parity_md(p: dict) -> str:
+    """The parity verdict in plain words: what was compared and what each number means."""
+    mark = "✅ passed" if p["passed"] else "❌ failed"
+    n, stopped = p["prompts"], p["stopped_at_end_of_turn"]
+    limit = f" the {p['answer_limit']}-token limit" if p.get("answer_limit") else " the length limit"
+    cut = (f", which is normal for long answers (the token comparison covers each answer's first "
+           f"{p['compare_limit']} tokens anyway)" if p.get("compare_limit") else ", which is normal")
+    ends = (f"{stopped} of {n} test answers finished on their own before{limit}; the other "
+            f"{n - stopped} {'was' if n - stopped == 1 else 'were'} cut at the limit{cut}" if stopped < n else
+            f"all {n} test answers finished on their own before{limit}")
+    ran_on = p.get("ran_past_end_of_turn", 0)
+    after = (" None ran on past its end into a made-up next turn." if not ran_on else
+             f" ❌ {ran_on} ran on past its end into a made-up next turn: the file does not know "
+             "where an answer ends.")
+    need = " At least one must finish on its own, to show the file knows where an answer ends." \
+        if not stopped else ""
+    took = f" (checked in {p['seconds']:.0f} s)" if p.get("seconds") is not None else ""
+    return (f"Parity {mark}{took}: on {n} test questions, the file picks the same next token as "
+            f"the tuned model {p['agreement']:.1%} of the time (needs {p['threshold']:.0%}); its "
+            f"tokenizer matches on {p['tokenizer_match']:.0%} of the test texts; {ends}."
+            f"{after}{need}")
 
 
 def export(studio, run_id: str, fmts: list[str], quant: str, verify: bool, progress=None) -> str:
@@ -89,7 +110,10 @@ def build(studio, state, model, tabs):
                                     info=" · ".join(f"{k}: {v}" for k, v in ex["formats"].items()))
             quant = gr.Dropdown(ex["gguf_quants"], value="q8_0", label="GGUF quantization",
                                 info="q8_0: near-lossless, half of f16. q4_k_m: smallest, some loss.")
-            verify = gr.Checkbox(True, label="Check parity with llama.cpp")
+            verify = gr.Checkbox(True, label="Check parity with llama.cpp",
+                                 info="Runs the file in llama.cpp on 8 test questions and compares "
+                                      "it with the tuned model (a minute or more on a CPU). Untick "
+                                      "to skip; you can check it later by exporting again.")
             go = gr.Button("Export", variant="primary")
             chat = gr.Button("Chat with this GGUF in 4 · Compare →")
         with gr.Column(scale=2):

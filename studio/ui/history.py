@@ -1,17 +1,21 @@
-"""History: every dataset, run, export and evaluation, the disk space each takes, and deleting them."""
+"""History: every dataset, run, export and evaluation, when it was made, the disk space each
+takes, and deleting them."""
 
-from .common import error_text, human_bytes
+from .common import error_text, human_bytes, local_time
 
-INTRO = ("**History.** Everything you made, with the disk space it takes. Reopen a run in steps "
-         "3–5 by picking it there; delete what you no longer need (this cannot be undone).")
+INTRO = ("**History.** Everything you made, when (your local time), and the disk space it takes. "
+         "Reopen a run in steps 3–5 by picking it there; delete what you no longer need (this "
+         "cannot be undone).")
+COLUMNS = ["kind", "made", "detail", "size", "id"]
 
 
 def tables(studio):
     import pandas as pd
 
-    rows = [{"kind": r["kind"], "id": r["id"], "detail": r["detail"], "size": human_bytes(r["bytes"])}
-            for r in studio.inventory()]
-    return pd.DataFrame(rows or [{"kind": "", "id": "", "detail": "nothing yet", "size": ""}])
+    rows = [{"kind": r["kind"], "made": local_time(r.get("created_at")), "detail": r["detail"],
+             "size": human_bytes(r["bytes"]), "id": r["id"]} for r in studio.inventory()]
+    return pd.DataFrame(rows or [{"kind": "", "made": "", "detail": "nothing yet", "size": "", "id": ""}],
+                        columns=COLUMNS)
 
 
 def delete(studio, kind: str, ident: str):
