@@ -99,7 +99,9 @@ def test_a_new_strong_direction_is_an_intruder_and_only_it_is_scaled():
     tensors = {"layer.lora_A.weight": a, "layer.lora_B.weight": b}
     cfg = {"r": 4, "lora_alpha": 8}
     same, n0 = intruders.rescaled(found, tensors, cfg, 1.0)
-    assert n0 == 0 or torch.allclose(same["layer.lora_B.weight"] @ same["layer.lora_A.weight"], b @ a, atol=1e-5)
+    assert n0 == 0                                                  # scale 1.0 scales nothing…
+    assert not torch.equal(same["layer.lora_B.weight"], b)          # …yet the factors are rewritten
+    assert torch.allclose(same["layer.lora_B.weight"] @ same["layer.lora_A.weight"], b @ a, atol=1e-5)  # to the same update
     new, n = intruders.rescaled(found, tensors, cfg, 0.0)
     assert n >= 1 and new["layer.lora_A.weight"].shape == a.shape and new["layer.lora_B.weight"].shape == b.shape
     delta = new["layer.lora_B.weight"] @ new["layer.lora_A.weight"]
