@@ -184,7 +184,9 @@ def test_every_lever_on_survives_kill_9_and_reports_each(studio, faq_dataset, ti
     assert done["status"] == "completed" and done["step"] == 6
     events = studio.run_events(run["id"])
     notes = [e["note"] for e in events if e.get("note")]
-    assert sum("restates" in n for n in notes) <= 1 and sum("rewrites" in n for n in notes) <= 1
+    # the base model restated the answers and rewrote the questions once, before the kill; the
+    # resumed process read them back (a second note would be a second generation)
+    assert sum("restates" in n for n in notes) == 1 and sum("rewrites" in n for n in notes) == 1
     assert [e["step"] for e in events if "tokens_per_s" in e] == [1, 2, 3, 4, 5, 6]
     assert all(e.get("kl") is not None for e in events if "tokens_per_s" in e)
     assert any("Targeted strength" in n for n in notes)
