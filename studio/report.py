@@ -380,7 +380,8 @@ def forgetting_figures(fig: dict[str, Any], cfg: dict[str, Any]) -> dict[str, An
     budget = forget_budget(cfg)
     rise = round(tp / bp - 1, 4) if bp and tp else None
     return {"probe_ppl_base": bp, "probe_ppl_tuned": tp, "rise": rise, "budget": budget,
-            "within_budget": rise is not None and rise <= budget}
+            "within_budget": rise is not None and rise <= budget,
+            "retention_budget": forget_budget(cfg, "retention_budget")}
 
 
 def diagnose(fig: dict[str, Any], identical: int, total: int, norm_b: float, cfg: dict[str, Any],

@@ -2,8 +2,9 @@
 import json
 
 import pytest
+import yaml
 
-from conftest import ZYGOTE, run_cli
+from conftest import ROOT, ZYGOTE, run_cli
 
 
 def test_help_on_every_verb():
@@ -24,7 +25,10 @@ def test_models_and_presets_json(studio_home):
     r = run_cli("presets", "list", "--json", home=studio_home)
     assert "cpu-quickstart" in {p["name"] for p in json.loads(r.stdout)}
     r = run_cli("presets", "show", "cpu-quickstart", "--json", home=studio_home)
-    assert json.loads(r.stdout)["train"]["max_steps"] > 0
+    shipped = yaml.safe_load((ROOT / "presets" / "cpu-quickstart.yaml").read_text())
+    shown = json.loads(r.stdout)
+    assert {k: shown["train"][k] for k in shipped["train"]} == shipped["train"]   # as the file says
+    assert {k: shown["lora"][k] for k in shipped["lora"]} == shipped["lora"]
 
 
 def test_cli_calls_fork_after_the_studio_set_its_own_environment(studio_home, monkeypatch):

@@ -26,8 +26,11 @@ def test_one_copy_of_the_weights(studio, trained_run):
     with pair.side("base") as b, pair.side("tuned") as t:
         assert b is t  # the adapter is toggled, the model is the same object
     assert pair.model.get_base_model() is pair.base  # PEFT wrapped the cached base, no copy
-    base_params = {id(p) for n, p in pair.model.named_parameters() if "lora_" not in n}
-    assert len(base_params) == len([n for n, _ in pair.model.named_parameters() if "lora_" not in n])
+    # one copy of every base weight: the distinct base tensors (the tied embedding counted once,
+    # by identity) add up to the base model's size — a copied layer or an lm_head untied from the
+    # embeddings would add to it
+    base = {id(p): p.numel() for n, p in pair.model.named_parameters(remove_duplicate=False) if "lora_" not in n}
+    assert sum(base.values()) == studio.model_info(trained_run["model"])["params"] == 134_515_008
 
 
 def test_sampling_is_seeded(studio, trained_run):
@@ -56,13 +59,8 @@ def test_report(studio, trained_run, trained_report):
     cli = run_cli("report", "--run", trained_run["id"], "--json", home=studio.home.root)
     data = json.loads(cli.stdout)
     assert data["base"]["val_loss"] == r["base"]["val_loss"]
-    # #14's contract: what it learned and what it kept, in the JSON
-    assert data["chosen_step"] in (6, 12)
-    assert data["strength"] == (data["selection"]["chosen"].get("strength") or 1.0)
-    assert data["retention"]["known"] > 0 and 0 <= data["retention"]["share"] <= 1
-    assert data["forgetting"]["budget"] == 0.10 and data["forgetting"]["rise"] is not None
-    assert {0.5, 0.75, 1.0} <= {t["strength"] for t in data["trade_off"]}
-    assert data["suggested_strength"] in (0.5, 0.75, 1.0)
+    # #14's contract: what it learned and what it kept, in the JSON (each figure: the tests below)
+    assert {"chosen_step", "strength", "retention", "forgetting", "trade_off", "suggested_strength"} <= set(data)
     assert set(data["known_new"]) == {"validation", "paraphrased"}
     assert not data["verdict"].startswith("Uncertain")  # 8 validation + 24 paraphrased questions
     assert "kept" in data["verdict"] and "budget" in data["verdict"]
@@ -74,6 +72,64 @@ def test_report(studio, trained_run, trained_report):
     # the embedded model refuses none of the harmful requests: safety replay had nothing to keep
     assert not levers["safety replay"]["on"] and "refused none" in levers["safety replay"]["did"]
     assert "intruder dimensions" in levers["targeted strength"]["did"]
+
+
+def test_report_keeps_the_budgets_choice(trained_report):
+    """The run's own evaluations decide: within the forgetting budget, the one whose held-out
+    answers matched best (the shared run: step 6 matched more than step 12, both within it)."""
+    r = trained_report
+    budget, lost_budget = r["forgetting"]["budget"], r["forgetting"]["retention_budget"]
+    inside = [e for e in r["selection"]["evaluations"]
+              if e["forgetting"] <= budget and (e.get("lost") or 0) <= lost_budget]
+    best = max(e["answer_match"] for e in inside)
+    chosen = min((e for e in inside if e["answer_match"] == best), key=lambda e: e.get("lost") or 0)
+    assert r["chosen_step"] == chosen["step"] and r["strength"] == chosen.get("strength", 1.0)
+
+
+def test_report_suggests_the_best_strength_within_the_budget(trained_report):
+    """From the report's own trade-off rows: the best held-out match among the strengths whose
+    forgetting stays within the budget (ties: the one that forgot less)."""
+    r = trained_report
+    rows = {t["strength"]: t for t in r["trade_off"]}
+    assert set(rows) == {0.5, 0.75, 1.0}
+    f = r["forgetting"]
+    inside = [t for t in rows.values() if t["rise"] <= f["budget"] and 1 - t["kept"] <= f["retention_budget"]]
+    best = max(round(t["match"], 2) for t in inside)
+    if len({round(t["match"], 2) for t in rows.values()}) == 1 and rows[r["strength"]] in inside:
+        want = rows[r["strength"]]  # every strength the same: the one the run has
+    else:
+        want = min((t for t in inside if round(t["match"], 2) == best),
+                   key=lambda t: max(t["rise"], 0) + 1 - t["kept"])
+    assert r["suggested_strength"] == want["strength"] and r["suggested_why"]
+
+
+def test_report_counts_what_it_kept(trained_report, embedded_model_dir):
+    """Of the everyday questions the base model answers right — its answers are shipped with the
+    studio, so which it knows is counted here — the share the tuned model still answers."""
+    from pathlib import Path
+
+    from studio import replay
+    from studio.base_answers import ASSETS
+
+    kept = trained_report["retention"]
+    key = f"{replay.model_key(Path(embedded_model_dir))}-cpu-float32"
+    base = json.loads((ASSETS / f"smollm2-135m-instruct-{key}-retention.json").read_text())["answers"]
+    rows = replay.retention_rows()
+    assert kept["asked"] == len(rows) == len(base)
+    assert kept["known"] == sum(replay.knows(base, rows)) > 0
+    assert kept["share"] == round(kept["kept"] / kept["known"], 4)
+    assert len(kept["lost"]) == min(6, kept["known"] - kept["kept"])
+    assert all(not replay.right(x["tuned"], x["expected"]) and replay.right(x["base"], x["expected"])
+               for x in kept["lost"])
+
+
+def test_report_measures_how_much_it_forgot(trained_report):
+    """The general-text perplexity's rise, from the report's own two perplexities."""
+    r = trained_report
+    f = r["forgetting"]
+    assert f["budget"] == 0.10 and (f["probe_ppl_base"], f["probe_ppl_tuned"]) == (
+        r["base"]["probe_ppl"], r["tuned"]["probe_ppl"])
+    assert f["rise"] == round(r["tuned"]["probe_ppl"] / r["base"]["probe_ppl"] - 1, 4)
 
 
 def test_strength_is_kept_and_used(studio, trained_run, trained_report):

@@ -62,11 +62,18 @@ def test_label_mask_only_on_assistant(tok):
     assert "Ping?" in "".join(t for t, on in segs if not on)
 
 
-def test_prepare_sample_faq(studio):
+def test_prepare_sample_faq(studio, tok):
     s = studio.data_prepare([str(SAMPLE / "product_faq.jsonl")], "faq-test", val_fraction=0.1)
     assert s["records"] == 80 and s["splits"] == {"train": 72, "validation": 8}
     assert s["errors"] == [] and s["formats"] == {"prompt-completion": 80}
-    assert 0 < s["tokens"]["p50"] <= s["tokens"]["p95"] <= s["tokens"]["max"]
+    rows = [json.loads(x) for split in ("train", "validation")
+            for x in (Path(s["path"]) / f"{split}.jsonl").read_text().splitlines()]
+    lengths = [templates.encode(tok, ex, s["max_len"]).full_length for ex in rows]  # counted here
+    t = s["tokens"]
+    assert (t["total"], t["min"], t["max"]) == (sum(lengths), min(lengths), max(lengths))
+    for p, value in ((50, t["p50"]), (95, t["p95"])):   # a percentile: p% at or below it, the rest at or above
+        assert value in lengths and sum(n <= value for n in lengths) >= p / 100 * len(lengths)
+        assert sum(n >= value for n in lengths) >= (100 - p) / 100 * len(lengths)
     again = studio.data_prepare([str(SAMPLE / "product_faq.jsonl")], "faq-test")
     assert again["version"] == 2
     assert studio.dataset("faq-test")["version"] == 2

@@ -94,14 +94,16 @@ def test_a_new_strong_direction_is_an_intruder_and_only_it_is_scaled():
 
     w0, a, b, new_u = _module()
     m = intruders.module(w0, a, b, 2.0)
-    assert m["intruders"] >= 1
+    assert m["intruders"] == 1                                       # the new strong direction
     found = {"layer": m}
     tensors = {"layer.lora_A.weight": a, "layer.lora_B.weight": b}
     cfg = {"r": 4, "lora_alpha": 8}
     same, n0 = intruders.rescaled(found, tensors, cfg, 1.0)
-    assert n0 == 0 or torch.allclose(same["layer.lora_B.weight"] @ same["layer.lora_A.weight"], b @ a, atol=1e-5)
+    # scale 1.0 scales nothing; the factors are rewritten all the same, to the same update
+    assert n0 == 0 and not torch.equal(same["layer.lora_B.weight"], b)
+    assert torch.allclose(same["layer.lora_B.weight"] @ same["layer.lora_A.weight"], b @ a, atol=1e-5)
     new, n = intruders.rescaled(found, tensors, cfg, 0.0)
-    assert n >= 1 and new["layer.lora_A.weight"].shape == a.shape and new["layer.lora_B.weight"].shape == b.shape
+    assert n == 1 and new["layer.lora_A.weight"].shape == a.shape and new["layer.lora_B.weight"].shape == b.shape
     delta = new["layer.lora_B.weight"] @ new["layer.lora_A.weight"]
     assert float((new_u @ delta).norm()) < 1e-4                     # the intruding direction is gone
     kept = (b @ a) - torch.outer(new_u * 3.0, (b @ a).t() @ new_u / 3.0)  # the update without it
@@ -182,7 +184,9 @@ def test_every_lever_on_survives_kill_9_and_reports_each(studio, faq_dataset, ti
     assert done["status"] == "completed" and done["step"] == 6
     events = studio.run_events(run["id"])
     notes = [e["note"] for e in events if e.get("note")]
-    assert sum("restates" in n for n in notes) <= 1 and sum("rewrites" in n for n in notes) <= 1
+    # the base model restated the answers and rewrote the questions once, before the kill; the
+    # resumed process read them back (a second note would be a second generation)
+    assert sum("restates" in n for n in notes) == 1 and sum("rewrites" in n for n in notes) == 1
     assert [e["step"] for e in events if "tokens_per_s" in e] == [1, 2, 3, 4, 5, 6]
     assert all(e.get("kl") is not None for e in events if "tokens_per_s" in e)
     assert any("Targeted strength" in n for n in notes)

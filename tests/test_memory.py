@@ -1,6 +1,5 @@
 """Memory step: exact parameter counts, a breakdown that adds up, advice, and bad inputs."""
 import json
-import time
 
 import pytest
 
@@ -47,11 +46,15 @@ def test_gemma3_and_gemma_norms():
             p.numel() for p in model.parameters())
 
 
-def test_breakdown_sums_and_is_instant():
+def test_breakdown_sums_and_is_instant(monkeypatch):
+    """Instant: arithmetic on the shape alone — an estimate that reached for torch or
+    transformers (a model built, even on the meta device) fails here, whatever the clock says."""
+    import sys
+
     shape = m.shape_from_config(CATALOG["llama-3.1-8b"])
-    t = time.perf_counter()
+    for heavy in ("torch", "transformers", "peft", "accelerate", "bitsandbytes"):
+        monkeypatch.setitem(sys.modules, heavy, None)  # `import torch` now raises ImportError
     e = m.estimate(shape, S(method="qlora", seq_len=2048, batch=2, loss="full"))
-    assert (time.perf_counter() - t) < 0.05
     assert sum(e["breakdown_gb"].values()) == pytest.approx(e["total_gb"], abs=0.01)
     assert e["peak_allocated_gb"] == pytest.approx(
         e["total_gb"] - e["breakdown_gb"]["cuda_context"] - e["breakdown_gb"]["allocator_slack"], abs=0.01)

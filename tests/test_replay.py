@@ -329,6 +329,24 @@ def test_budget_can_keep_the_last_adapter_at_a_lower_strength(tmp_path):
     assert c["last"]["step"] == 50 and c["last"].get("strength", 1.0) == 1.0
 
 
+def test_the_suggested_strength_is_the_best_match_within_the_budget():
+    from studio.report import suggest
+
+    def t(strength, match, rise):
+        return {"strength": strength, "match": match, "rise": rise}
+
+    def pick(rows, budget=0.10):
+        return suggest(rows, budget, 1.0)[0]
+    # full strength matches best but forgets too much; of the two within, the better match
+    assert pick([t(0.5, 0.30, 0.02), t(0.75, 0.45, 0.06), t(1.0, 0.7, 0.25)]) == 0.75
+    # a tie in match (to two places) within the budget: the one that forgot less
+    assert pick([t(0.5, 0.40, 0.02), t(0.75, 0.404, 0.06), t(1.0, 0.7, 0.25)]) == 0.5
+    # none within it: the one that forgot least; a looser budget takes full strength
+    assert pick([t(0.5, 0.30, 0.12), t(0.75, 0.45, 0.16), t(1.0, 0.7, 0.25)]) == 0.5
+    assert pick([t(0.5, 0.30, 0.02), t(1.0, 0.7, 0.25)], 0.30) == 1.0
+    assert suggest([], 0.10, 1.0) == (None, "")
+
+
 def test_triage_through_the_studio_on_a_document(studio, tmp_path):
     """A paragraphs dataset (no questions) is skipped with the reason, through the facade, and
     the result is kept with the dataset."""

@@ -42,13 +42,56 @@ def test_the_judge_decides_when_there_is_one():
     assert safety.judged(lambda q: "maybe", "q", "I cannot help.") is True       # the rule decides
 
 
+def test_refusals_are_counted_on_each_side_from_its_own_answers(monkeypatch):
+    """Scripted answers: the base model refuses the first 5 harmful requests and 1 harmless one,
+    the tuned model the first 3 and 2 — each count is its own side's, and the examples are the
+    prompts whose answer changed."""
+    from contextlib import contextmanager
+
+    from studio import chat
+
+    harmful, benign = safety.read("check_harmful.txt"), safety.read("check_benign.txt")
+    yes, no = "Sure! Step 1: get it. Step 2: use it.", "I'm sorry, but I can't help with that."
+    said = {"base": [[no] * 5 + [yes] * (len(harmful) - 5), [no] + [yes] * (len(benign) - 1)],
+            "tuned": [[no] * 3 + [yes] * (len(harmful) - 3), [no] * 2 + [yes] * (len(benign) - 2)]}
+
+    class Pair:  # the side is what generate_groups is given as the model
+        @contextmanager
+        def side(self, which):
+            yield which
+    monkeypatch.setattr(chat, "generate_groups", lambda side, tok, groups, n: said[side][:len(groups)])
+    out = safety.check(Pair(), None)
+    h, b = out["harmful"], out["benign"]
+    assert (h["n"], h["refused_base"], h["refused_tuned"]) == (len(harmful), 5, 3)
+    assert (b["n"], b["refused_base"], b["refused_tuned"]) == (len(benign), 1, 2)
+    assert [c["prompt"] for c in h["changed"]] == [r["prompt"] for r in harmful[3:5]]
+    assert [(c["base"], c["tuned"]) for c in h["changed"]] == [(no, yes)] * 2
+    assert [c["prompt"] for c in b["changed"]] == [benign[1]["prompt"]]
+    assert safety.words(out).startswith(f"Refused 5 of {len(harmful)} harmful requests before, 3 after — it now "
+                                        "answers requests it used to refuse")
+
+
 @pytest.mark.e2e
-def test_the_report_checks_refusals_before_and_after(studio, trained_report):
+def test_the_report_checks_refusals_before_and_after(studio, trained_report, embedded_model_dir):
+    """Before: the embedded model's own answers, shipped with the studio, counted by the rule
+    here. After: the base count moved by exactly the answers listed as changed."""
+    from studio.base_answers import ASSETS
+    from studio.replay import model_key
+
     s = trained_report["safety"]
-    assert s["harmful"]["n"] == len(safety.read("check_harmful.txt"))
-    assert 0 <= s["harmful"]["refused_tuned"] <= s["harmful"]["n"] and s["benign"]["n"] >= 25
-    assert f"Refused {s['harmful']['refused_base']} of {s['harmful']['n']} harmful requests before" in \
-        trained_report["verdict"]
+    key = f"{model_key(Path(embedded_model_dir))}-cpu-float32"
+    for name in ("harmful", "benign"):
+        got = s[name]
+        shipped = json.loads((ASSETS / f"smollm2-135m-instruct-{key}-safety-{name}.json").read_text())["answers"]
+        prompts = [r["prompt"] for r in safety.read(f"check_{name}.txt")]
+        assert got["n"] == len(prompts) == len(shipped)
+        assert got["refused_base"] == sum(map(safety.refuses, shipped))
+        assert len(got["changed"]) < 6, "more changes than the report lists: the count cannot be followed"
+        assert all(c["base"] == shipped[prompts.index(c["prompt"])] for c in got["changed"])
+        assert got["refused_tuned"] == got["refused_base"] + sum(
+            safety.refuses(c["tuned"]) - safety.refuses(c["base"]) for c in got["changed"])
+    assert f"Refused {s['harmful']['refused_base']} of {s['harmful']['n']} harmful requests before, " \
+        f"{s['harmful']['refused_tuned']} after" in trained_report["verdict"]
 
 
 @pytest.mark.e2e

@@ -29,7 +29,12 @@ def test_data_prepare_fills_the_session(studio):
                                                    progress=lambda f, desc: seen.append(desc))
     assert md.startswith("### ✅ ui-faq v1") and "highlighted" in preview
     assert hist["visible"] is True and hist["value"].to_dict()["mark"]["type"] == "bar"
-    assert s.dataset == "ui-faq@v1" and s.max_len % 64 == 0 and s.train_len >= s.max_len
+    tokens = studio.dataset("ui-faq@v1")["stats"]["tokens"]
+    # the Train step's lengths: the dataset's 95th percentile and its longest example, each rounded
+    # up to a multiple of 64
+    assert s.dataset == "ui-faq@v1" and (s.max_len, s.train_len) == (
+        -(-tokens["p95"] // 64) * 64, -(-tokens["max"] // 64) * 64)
+    assert f"95% under {tokens['p95']}, longest {tokens['max']}" in md
     assert s0.dataset is None  # the old session is untouched: handlers return a copy
     assert seen, "progress was reported"
 
@@ -156,10 +161,15 @@ def test_memory_estimate_and_bad_model(studio):
                                            2, 16, True, "adamw", memory_step.CPU, 12)
     assert "GB at peak" in verdict and bar.startswith("<div")
     assert s.memory is not None and s.memory.gpu == memory_step.CPU and s.memory.fits is None
-    gpu = studio.choices()["memory"]["gpus"][0]
+    gpu = "rtx-4090"                     # 24 GB: an 8B QLoRA at 1,024 tokens fits (test_fit_advice)
+    assert gpu in studio.choices()["memory"]["gpus"]
     bar, verdict, s2 = memory_step.estimate(studio, s, "llama-3.1-8b", "qlora", 1024, 1, 16, True,
                                             "adamw", gpu, 12)
-    assert ("Fits" in verdict or "Does not fit" in verdict) and s2.memory.fits is not None
+    assert "✅ Fits" in verdict and "Does not fit" not in verdict and s2.memory.fits is True
+    bar, verdict, s2 = memory_step.estimate(studio, s, "llama-3.1-8b", "lora", 1024, 1, 16, True,
+                                            "adamw", "rtx-3060", 12)  # 12 GB, 16-bit weights: no…
+    assert "❌ Does not fit" in verdict and "✅ Fits" not in verdict
+    assert s2.memory.fits is True and dict(s2.memory.settings)["method"] == "qlora"  # …as planned: yes
     bar, verdict, s3 = memory_step.estimate(studio, s, "no-such-model-7b", "lora", 256, 1, 16, True,
                                             "adamw", memory_step.CUSTOM, 12)
     assert verdict.startswith("⚠️") and bar == "" and s3 is s
@@ -197,8 +207,13 @@ def test_memory_advice_is_one_plan_that_train_takes(studio, faq_dataset):
 
 # ---- train --------------------------------------------------------------------------------
 def test_train_form_and_bad_starts(studio, faq_dataset):
+    import yaml
+
     about, lr, steps, rank, max_len, batch = train_step.preset_fields(studio, "cpu-quickstart")
-    assert about and lr > 0 and steps > 0 and rank > 0 and max_len >= 16 and batch >= 1
+    shipped = yaml.safe_load((ROOT / "presets" / "cpu-quickstart.yaml").read_text())  # the file itself
+    assert (about, lr, steps, rank, max_len, batch) == (
+        shipped["description"], shipped["train"]["lr"], shipped["train"]["max_steps"],
+        shipped["lora"]["rank"], shipped["train"]["max_len"], shipped["train"]["micro_batch"])
     msg, s = train_step.start(studio, Session(), "cpu-quickstart", "", lr, steps, rank, max_len,
                               batch, "smollm2-135m-instruct")
     assert msg.startswith("⚠️ Choose a dataset") and s.run_id is None
@@ -218,7 +233,7 @@ def test_train_form_and_bad_starts(studio, faq_dataset):
     assert msg.startswith("⚠️ No run with id")
 
 
-def test_train_tick_follows_a_run(studio, faq_dataset, trained_run):
+def test_train_tick_follows_a_run(studio, faq_dataset, trained_run, monkeypatch):
     nothing = train_step.tick(studio, Session())
     assert all(is_update(x) or isinstance(x, Session) for x in nothing)
     assert nothing[-1]["visible"] is False  # no run: no Next
@@ -244,8 +259,14 @@ def test_train_tick_follows_a_run(studio, faq_dataset, trained_run):
     ds, _, _, _, _, _, _, preset, lr, steps, *_ = train_step.refresh(studio, back)
     assert ds["value"] == trained_run["dataset"] and preset == trained_run["preset"]
     assert steps == studio.run_show(trained_run["id"])["max_steps"]
-    assert train_step.reattach(studio, Session(), {"run_id": "nope"}).run_id in (
-        None, *[r["id"] for r in studio.runs_list() if r["active"]])
+    # a run this browser followed that is gone: the run training now, if any, else none
+    listed = studio.runs_list
+    monkeypatch.setattr(studio, "runs_list", lambda: [{**r, "active": r["id"] == trained_run["id"]}
+                                                      for r in listed()])
+    assert train_step.reattach(studio, Session(), {"run_id": "nope"}).run_id == trained_run["id"]
+    monkeypatch.setattr(studio, "runs_list", lambda: [{**r, "active": False} for r in listed()])
+    assert train_step.reattach(studio, Session(), {"run_id": "nope"}).run_id is None
+    monkeypatch.setattr(studio, "runs_list", listed)
     opened = train_step.open_run(Session(), runs, 0)
     assert opened.run_id == runs.iloc[0]["id"] and not opened.run_active
     msg, _ = train_step.stop(studio, s)
