@@ -179,7 +179,6 @@ def facts_trained(rows: list[dict[str, Any]] | None, dataset: dict[str, Any], li
     all appear in some training answer. Low when the validation split holds distinct facts
     (one fact per row, split at random): those questions test facts never taught, so a low
     match there is no failure to learn."""
-    from .data.prepare import read_split
     from .scoring import key_facts, states
 
     rows = [r for r in rows or [] if key_facts(r["answer"], r["messages"][-1]["content"])]

@@ -252,6 +252,7 @@ def test_whole_flow(app_url, browser):
     # plan then no longer applies, and its note goes)
     pick(page, "Preset", "cpu-quickstart")
     page.get_by_text("Switched the model to smollm2-135m-instruct").wait_for()
+    page.get_by_text("Model (click to see what it is)").click()         # the picker's accordion
     assert page.get_by_role("combobox", name="Model", exact=True).input_value() == "smollm2-135m-instruct"
     wait_until(lambda: page.get_by_text("Using the Memory step's settings").count() == 0)
     # 3 · Train, reload mid-run, stop, resume
@@ -300,15 +301,15 @@ def test_whole_flow(app_url, browser):
         page.get_by_label("number input for Max new tokens").fill("48")
     page.get_by_role("button", name="Ask both").click()
     page.get_by_text("Both answered").wait_for(timeout=300_000)
-    tuned_said = page.locator(".block", has=page.get_by_label("Tuned model", exact=True)).locator(".bot-row")
-    wait_until(lambda: tuned_said.count() == 1)
+    said = page.locator('[data-testid="bot"]')  # the answers, base pane first, then tuned
+    wait_until(lambda: said.count() == 2)
     # the report and a second question in the same conversation, overlapping on the one model:
     # the question waits its turn, both finish, and neither sees the other's adapter switch
     page.get_by_role("button", name="Did it learn? (report)").click()
     follow_up = "And how long is its warranty?"
     asked.fill(follow_up)
     page.get_by_role("button", name="Ask both").click()
-    wait_until(lambda: tuned_said.count() == 2, timeout=600)
+    wait_until(lambda: said.count() == 4, timeout=600)
     page.get_by_text("Both answered").wait_for(timeout=300_000)
     page.get_by_text("general questions the base model answered right").first.wait_for(timeout=600_000)
     report = json.loads((Path(studio.run_show(run_id)["path"]) / "report.json").read_text())
@@ -319,7 +320,7 @@ def test_whole_flow(app_url, browser):
     direct = studio.compare(run_id, follow_up, None, [turn, {"role": "assistant", "content": first["base"]}],
                             tokens, tuned_history=[turn, {"role": "assistant", "content": first["tuned"]}])
     words = lambda text: re.findall(r"[A-Za-z]+", text)  # the page renders markdown
-    assert words(tuned_said.nth(1).inner_text()) == words(direct["tuned"])
+    assert words(said.nth(3).inner_text()) == words(direct["tuned"])
     shot(page, "step4-compare")
     # 5 · Export q4_k_m as GGUF and an Ollama folder, with parity
     page.get_by_role("button", name="Next: take it to llama.cpp / Ollama (5 · Export) →").click()

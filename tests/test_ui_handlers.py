@@ -192,7 +192,7 @@ def test_memory_advice_is_one_plan_that_train_takes(studio, faq_dataset):
     assert model["value"] == "llama-3.1-8b" and dict(s2.planned) == plan
     _, max_len, note, _, *_, rank, batch = train_step.refresh(studio, s2, "llama-3.1-8b")
     assert max_len == plan["max_len"] and batch == 1 and "Memory step's settings" in note
-    assert "offload on" in note and "method qlora" in note
+    assert "activation offloading on" in note and "method qlora" in note
     assert "✅ fits" in note and f"{s.memory.total_gb:.1f} GB" in note   # the run as planned
     # the suggested preset arrives after the planned numbers: its own lr and steps, the plan's rest
     preset = s.memory.preset
