@@ -38,15 +38,6 @@ def restore_model(saved: dict | None, current: str):
     return gr.update(value=(saved or {}).get("model") or current)
 
 
-def opened(evt: Any) -> int:
-    """The tab just selected (a Step: found by its label, else its position), for the browser
-    to remember across a reload."""
-    from .session import TAB_NAMES
-
-    by_label = {label: int(step) for step, label in TAB_NAMES.items()}
-    return by_label.get(evt.value, evt.index if isinstance(evt.index, int) else 0)
-
-
 def reopen(step: Any):
     """After a reload: the tab that was open (its select event refreshes it as a click would)."""
     import gradio as gr
@@ -100,22 +91,26 @@ def build_app(studio):
         t_compare.select(cmp_refresh, state, cmp_out)
         t_export.select(exp_refresh, state, exp_out)
         t_history.select(hist_refresh, state, hist_out)
-        for button, step in links:  # "Next: … →"
-            button.click(lambda s=step: gr.Tabs(selected=s), None, tabs)
+        for button, target in links:  # "Next: … →"
+            button.click(lambda s=target: gr.Tabs(selected=s), None, tabs)
         # What this browser chose survives a reload (its local storage); a run training now is
         # followed again after a reload or a server restart.
         saved = gr.BrowserState({}, storage_key="finetune-studio")
         step = gr.BrowserState(int(Step.DATA), storage_key="finetune-studio-step")  # the tab open last
-        def on_tab(evt):
-            return opened(evt)
-        on_tab.__annotations__["evt"] = gr.SelectData  # a real type (this module's are strings)
-        tabs.select(on_tab, None, step)
+        # Each tab's own select event (a click, or code that opens it) records it: the Tabs-wide
+        # event is not sent for a tab opened by code, so a reload fell back to Data.
+        for tab, opens in ((t_data, Step.DATA), (t_memory, Step.MEMORY), (t_train, Step.TRAIN),
+                           (t_compare, Step.COMPARE), (t_export, Step.EXPORT), (t_history, Step.HISTORY)):
+            tab.select(lambda s=opens: int(s), None, step)
 
-        def restore(st, sv):
-            return train_step.reattach(studio, st, sv), gr.update(visible=False), gr.update(visible=True)
-        app.load(restore, [state, saved], [state, loading, steps]).then(
+        # The tab that was open is chosen before the steps appear: chosen later, it took the
+        # page away from a tab the user had clicked meanwhile.
+        def restore(st, sv, last):
+            return (train_step.reattach(studio, st, sv), gr.update(visible=False),
+                    gr.update(visible=True), reopen(last))
+        app.load(restore, [state, saved, step], [state, loading, steps, tabs]).then(
             restore_model, [saved, model], model).then(train_refresh, [state, model], train_out).then(
-            *data_refresh).then(*data_panel).then(reopen, step, tabs)
+            *data_refresh).then(*data_panel)
         state.change(remember, [state, model], saved)
 
         def closed(request):  # the tab was closed or reloaded
