@@ -17,9 +17,11 @@ through the studio's own report — the way a user sees it:
 Targets (issue #29): fact match ≥ 70%, ppl rise ≤ +10%, retention ≥ 90%, ≤ 300 s — all at
 once, on both sets. The last table lists, per recipe, whether it meets them on both.
 
-Usage: .venv/bin/python benchmarks/bench_outcome.py [--sets sample,skellmere]
+Usage: .venv/bin/python benchmarks/bench_outcome.py [--sets sample,skellmere] [--seeds 42,7]
          [--variant "LABEL:KEY=VALUE;KEY=VALUE" ...] [--only-variants] [--set KEY=VALUE ...]
          [--out FILE]
+  --seeds runs every recipe on every set once per seed (train.seed) and prints the means over
+  seeds: one run is an anecdote (two seeds of the same recipe differed by 13 points).
   --set applies to every run; each --variant adds a recipe with its own overrides
   (e.g. --variant "kl 1:train.replay_mode=kl;train.replay_weight=1"); --only-variants skips
   the preset as shipped.
@@ -63,15 +65,15 @@ def studio_home() -> Path:
     return home
 
 
-def one(s, data: str, label: str, overrides: list[str]) -> dict:
+def one(s, data: str, label: str, overrides: list[str], seed: int) -> dict:
     t0 = time.time()
-    run = s.train_create("cpu-quickstart", data, overrides=overrides + every("--set"))
+    run = s.train_create("cpu-quickstart", data, overrides=overrides + every("--set") + [f"train.seed={seed}"])
     s.train_run(run["id"])
     trained = time.time() - t0
     r = s.report(run["id"])
     t = r["tuned"]
     levers = {e["lever"]: e for e in r.get("levers") or []}
-    return {"set": data, "label": label, "overrides": overrides, "run": run["id"],
+    return {"set": data, "label": label, "overrides": overrides, "seed": seed, "run": run["id"],
             "train_s": round(trained), "fact_match": t.get("paraphrased", {}).get("fact_match"),
             "base_fact_match": r["base"].get("paraphrased", {}).get("fact_match"),
             "ppl_rise": r["forgetting"]["rise"], "retention": r["retention"].get("share"),
@@ -99,20 +101,30 @@ def main() -> None:
     for v in every("--variant"):
         label, _, sets_ = v.partition(":")
         recipes.append((label, [x for x in sets_.split(";") if x]))
+    seeds = [int(x) for x in arg("--seeds", "42").split(",") if x]
     rows = []
-    for label, overrides in recipes:
-        for name in sets:
-            rows.append(one(s, name, label, overrides))
-            r = rows[-1]
-            print(f"  {name:10s} {label:28s} fact {r['fact_match']:.0%} (base {r['base_fact_match']:.0%}) "
-                  f"ppl {r['ppl_rise']:+.1%} kept {r['kept']} step {r['chosen_step']} "
-                  f"s={r['strength']:g} {r['train_s']} s", flush=True)
-    print(f"\n{'set':10s} {'recipe':28s} {'fact match':>10s} {'ppl rise':>9s} {'retention':>10s} "
+    runs = [(label, overrides, name, seed) for label, overrides in recipes for name in sets for seed in seeds]
+    for label, overrides, name, seed in runs:
+        rows.append(one(s, name, label, overrides, seed))
+        r = rows[-1]
+        print(f"  {name:10s} {label:28s} seed {seed:<4d} fact {r['fact_match']:.0%} (base {r['base_fact_match']:.0%}) "
+              f"ppl {r['ppl_rise']:+.1%} kept {r['kept']} step {r['chosen_step']} "
+              f"s={r['strength']:g} {r['train_s']} s", flush=True)
+    print(f"\n{'set':10s} {'recipe':28s} {'seed':>5s} {'fact match':>10s} {'ppl rise':>9s} {'retention':>10s} "
           f"{'kept':>7s} {'step':>5s} {'strength':>8s} {'train s':>8s}")
     for r in rows:
-        print(f"{r['set']:10s} {r['label']:28s} {r['fact_match']:>10.0%} {r['ppl_rise']:>+9.1%} "
+        print(f"{r['set']:10s} {r['label']:28s} {r['seed']:>5d} {r['fact_match']:>10.0%} {r['ppl_rise']:>+9.1%} "
               f"{r['retention'] or 0:>10.0%} {r['kept']:>7s} {r['chosen_step'] or '-':>5} "
               f"{r['strength']:>8g} {r['train_s']:>8d}")
+    print(f"\nMeans over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}):")
+    for label, _ in recipes:
+        for name in sets:
+            mine = [r for r in rows if r["label"] == label and r["set"] == name]
+            mean = {k: sum((r[k] or 0) for r in mine) / len(mine)
+                    for k in ("fact_match", "ppl_rise", "retention", "train_s")}
+            spread = max(r["fact_match"] or 0 for r in mine) - min(r["fact_match"] or 0 for r in mine)
+            print(f"  {name:10s} {label:28s} fact {mean['fact_match']:.0%} (spread {spread:.0%}) "
+                  f"ppl {mean['ppl_rise']:+.1%} retention {mean['retention']:.0%} {mean['train_s']:.0f} s")
     print(f"(targets: fact match ≥ {TARGETS['fact_match']:.0%}, ppl rise ≤ +{TARGETS['ppl_rise']:.0%}, "
           f"retention ≥ {TARGETS['retention']:.0%}, quickstart ≤ {TARGETS['train_s']} s — on every set)")
     print("\nMeets every target on every set:")
