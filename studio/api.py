@@ -11,19 +11,20 @@ from pathlib import Path
 from typing import Any
 
 from . import presets
-from .compare import CompareService
+from .evaluate.compare import CompareService
 from .data.service import DataService
 from .errors import StudioError
-from .evaluate import EvalService
+from .evaluate.harness import EvalService
 from .export.service import ExportService
-from .memory_service import MemoryService
-from .model_cache import ModelCache
+from .memory.service import MemoryService
+from .models.cache import ModelCache
 from .paths import Home, resolve_home
 from .spec import RunSpec, field_help, flat_fields, from_flat
 from .store import Store
 from .train.runs import RunService
+from . import paths
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = paths.ASSETS
 
 
 class Studio:
@@ -127,7 +128,7 @@ class Studio:
         return self.runs.request_stop(run_id)
 
     def run_delete(self, run_id: str) -> dict[str, Any]:
-        from .models import folder_size
+        from .models.registry import folder_size
 
         return self.runs.delete(run_id, folder_size)
 
@@ -221,7 +222,7 @@ class Studio:
     @staticmethod
     def choices() -> dict[str, Any]:
         """What each step offers (recipes, file types, formats, GPUs, …) for the UI and CLI."""
-        from .report import sample_questions
+        from .evaluate.report import sample_questions
 
         return {"data": DataService.choices(), "export": ExportService.choices(),
                 "memory": MemoryService.choices(), "sample_questions": sample_questions(),

@@ -14,6 +14,9 @@ from pathlib import Path
 from .errors import HomeError
 
 DEFAULT_HOME = "~/.finetune-studio"
+REPO = Path(__file__).resolve().parent.parent  # the checkout: assets/ and presets/ ship with it
+ASSETS = REPO / "assets"
+PRESETS = REPO / "presets"
 
 
 @dataclass(frozen=True)

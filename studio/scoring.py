@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Any
+from . import paths
 
-PROBE = Path(__file__).resolve().parent.parent / "assets" / "general_probe.txt"
+PROBE = paths.ASSETS / "general_probe.txt"
 
 
 def norm(text: str) -> str:

@@ -77,7 +77,7 @@ def figures(base_match: float, tuned_match: float, n: int = 24, val: tuple = (2.
 
 
 def test_headline_first_then_figures():
-    from studio.report import diagnose, headline, verdict
+    from studio.evaluate.report import diagnose, headline, verdict
 
     kept = {"known": 41, "kept": 28, "share": 28 / 41}
     fig = figures(0.1, 0.6)
@@ -98,14 +98,14 @@ def test_headline_first_then_figures():
 def test_distinct_facts_in_validation_are_not_a_failure_to_learn():
     """Validation rows whose facts the training data never states: the report says their low
     score is not a failure to learn, and judges learning on held-out rewordings instead."""
-    from studio.report import facts_trained, headline, verdict
+    from studio.evaluate.report import facts_trained, headline, verdict
 
     train = [{"messages": [{"role": "user", "content": "Where is Fernwick Labs?"},
                            {"role": "assistant", "content": "Fernwick Labs is in Tallinn."}]}]
     val = [{"messages": [{"role": "user", "content": "Who founded Orbis Mill?"}], "answer": "Ada Korr founded it."},
            {"messages": [{"role": "user", "content": "Where is it?"}], "answer": "Fernwick Labs is in Tallinn."}]
     dataset = {"path": "unused"}
-    import studio.report as rep_mod
+    from studio.evaluate import report as rep_mod
 
     orig = rep_mod.recall_rows
     rep_mod.recall_rows = lambda ds, limit: [{"answer": t["messages"][-1]["content"]} for t in train]
@@ -129,7 +129,7 @@ def test_distinct_facts_in_validation_are_not_a_failure_to_learn():
     ((0.4, 0.5, 0.6), 1.0, 0.75),    # full strength lost general answers beyond the budget
 ])
 def test_suggested_strength(matches, now, want):
-    from studio.report import suggest
+    from studio.evaluate.report import suggest
 
     kept = {0.5: 1.0, 0.75: 0.95, 1.0: 0.95 if want == 1.0 else 0.7}
     trade = [{"strength": s, "match": m, "rise": 0.01 * s, "kept": kept[s]}

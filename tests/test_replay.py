@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from studio import replay
+from studio.retention import replay
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
@@ -169,7 +169,7 @@ def test_budget_state_is_trimmed_on_resume(tmp_path):
 
 
 def test_verdict_is_uncertain_with_few_questions():
-    from studio.report import verdict
+    from studio.evaluate.report import verdict
 
     fig = {"base": {"val_loss": 2.0, "validation": {"n": 3, "rouge_l": 0.1, "fact_match": None}},
            "tuned": {"val_loss": 1.0, "validation": {"n": 3, "rouge_l": 0.5, "fact_match": None}}}
@@ -207,7 +207,7 @@ def test_strength_in_memory_equals_the_rewritten_adapter(tmp_path):
     import torch
     from peft import PeftModel
 
-    from studio import strength
+    from studio.retention import strength
 
     model = tiny_adapter(tmp_path)
     ids = torch.tensor([[1, 5, 9, 33, 2]])
@@ -233,7 +233,7 @@ def test_strength_in_memory_equals_the_rewritten_adapter(tmp_path):
 
 @pytest.mark.parametrize("value", [-0.1, 2.5, float("nan"), float("inf")])
 def test_strength_out_of_range_is_refused(tmp_path, value):
-    from studio import strength
+    from studio.retention import strength
     from studio.errors import RunError
 
     with pytest.raises(RunError, match="out of range"):
@@ -241,7 +241,7 @@ def test_strength_out_of_range_is_refused(tmp_path, value):
 
 
 def test_strength_refuses_dora_and_missing_adapters(tmp_path):
-    from studio import strength
+    from studio.retention import strength
     from studio.errors import RunError
 
     with pytest.raises(RunError, match="no finished adapter"):
@@ -259,7 +259,7 @@ def qa(q, a):
 @pytest.mark.parametrize("known_share,word", [(0.0, "Almost all new"), (1.0, "already answers almost all"),
                                               (0.5, "A mix")])
 def test_triage_sorts_known_and_new(monkeypatch, known_share, word):
-    from studio import chat
+    from studio.models import chat
     from studio.data import triage
 
     data = [qa(f"Question {i}?", f"The answer number {i} is blue") for i in range(20)]
@@ -278,7 +278,7 @@ def test_triage_never_calls_an_invented_fact_known(monkeypatch):
     stops at "opened its doors in 19", or names no designer, is new — its ROUGE-L against the
     expected answer is high (0.9, 0.74), but the year and the name are not stated. A fact said
     in other words is known."""
-    from studio import chat
+    from studio.models import chat
     from studio.data import triage
 
     rows = [qa("When did the Harrow Point Lighthouse Museum open?",
@@ -330,7 +330,7 @@ def test_budget_can_keep_the_last_adapter_at_a_lower_strength(tmp_path):
 
 
 def test_the_suggested_strength_is_the_best_match_within_the_budget():
-    from studio.report import suggest
+    from studio.evaluate.report import suggest
 
     def t(strength, match, rise):
         return {"strength": strength, "match": match, "rise": rise}
@@ -364,8 +364,8 @@ def test_base_figures_are_kept_per_model_and_validation_set(tmp_path, tiny_model
     change); other questions are measured again; a run's own state still comes first."""
     from peft import LoraConfig, get_peft_model
 
-    from studio import models
-    from studio.base_answers import memo_for
+    from studio.models import registry as models
+    from studio.retention.base_answers import memo_for
     from studio.train.selection import Watcher
 
     model = get_peft_model(models.load_model(Path(tiny_model), "cpu", "fp32"), LoraConfig(r=2, target_modules="all-linear"))

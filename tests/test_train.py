@@ -50,7 +50,7 @@ def test_short_run_learns_and_writes_everything(studio, trained_run):
 def test_adapter_loads_in_stock_peft(trained_run, studio, embedded_model_dir):
     from peft import PeftModel
 
-    from studio import models
+    from studio.models import registry as models
 
     base = models.load_model(embedded_model_dir)
     m = PeftModel.from_pretrained(base, studio.run_show(trained_run["id"])["artifacts"]["adapter"])
@@ -147,7 +147,8 @@ def test_packing_keeps_examples_apart(embedded_model_dir):
     import torch
     from transformers import DataCollatorWithFlattening
 
-    from studio import models, presets
+    from studio import presets
+    from studio.models import registry as models
     from studio.train.loop import load_for_training
 
     model = load_for_training(embedded_model_dir, "cpu", presets.get_preset("cpu-quickstart"))
@@ -269,7 +270,7 @@ def test_two_ranks_on_cpu_with_gloo(studio, faq_dataset, tiny_model):
     assert steps == [1, 2, 3, 4]  # written once, by rank 0
     from peft import PeftModel
 
-    from studio import models
+    from studio.models import registry as models
 
     PeftModel.from_pretrained(models.load_model(Path(tiny_model)), show["artifacts"]["adapter"])
 

@@ -45,7 +45,7 @@ def encode_split(tok, folder: Path, split: str, max_len: int) -> list[dict[str, 
 def replay_count(ratio: float, n_train: int, whole: bool = False) -> tuple[int, str | None]:
     """How many self-replay examples the run uses (`ratio` per training example, or with
     `whole` every prompt of the set), and why none when the set is missing."""
-    from .. import replay
+    from ..retention import replay
     from ..errors import DataError
 
     if ratio <= 0:
@@ -73,8 +73,8 @@ def replay_examples(cache_dir: Path, model_ref: str, model_path: Path, model, to
                     note: Callable[[str], None]) -> list[dict[str, Any]]:
     """`n` self-replay chat examples: the base model's own answers (shipped, cached under
     `cache_dir`, or generated now with the adapter off)."""
-    from .. import replay
-    from ..chat import generate_batch
+    from ..retention import replay
+    from ..models.chat import generate_batch
     from .selection import evaluating
 
     def generate(prompts: list[str]) -> list[str]:
@@ -187,7 +187,7 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
     import json
 
     from ..faults import atomic_write_text
-    from ..replay import model_key
+    from ..retention.replay import model_key
     from . import augment
 
     t = spec.train
@@ -195,7 +195,7 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
     quiet = say if fresh else (lambda text: None)
     levers: dict[str, Any] = {"replay_mode": t.replay_mode, "replay": t.replay}
     if t.self_distill or t.paraphrases:
-        from ..chat import generate_batch
+        from ..models.chat import generate_batch
         from .selection import evaluating
 
         def generate(convs, max_new):
@@ -250,8 +250,8 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
 def safety_replay(spec, tok, model, model_path: Path, home: Path, n_train: int,
                   train_set: list[dict[str, Any]], say, quiet) -> int:
     """train.safety_replay: the base model's own refusals mixed in (safety.py); how many."""
-    from .. import safety
-    from ..base_answers import memo_for
+    from ..retention import safety
+    from ..retention.base_answers import memo_for
     from ..data.templates import has_chat_template
 
     t = spec.train

@@ -12,7 +12,7 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     from ..errors import StudioError
-    from ..model_cache import ModelCache
+    from ..models.cache import ModelCache
     from ..paths import resolve_home
     from ..store import Store
     from .runs import execute

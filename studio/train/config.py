@@ -115,7 +115,7 @@ def total_steps(spec: RunSpec, n_train: int, world: int = 1) -> int:
 def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunConfig:
     """A checked copy of `cfg` (with fallback notes); raises on what would make the run fail."""
     from ..data.recipes import has_chat
-    from ..models import qlora_supported
+    from ..models.registry import qlora_supported
 
     spec, notes = cfg.spec, list(cfg.notes)
     stats = dataset["stats"]
@@ -226,8 +226,8 @@ def decide_offload(cfg: RunConfig, model_path: Path, device: str) -> RunConfig:
     import psutil
     import torch
 
-    from ..memory import estimate
-    from ..memory_advice import fits, load_shape
+    from ..memory.estimate import estimate
+    from ..memory.advice import fits, load_shape
 
     try:
         shape, _ = load_shape(str(model_path))

@@ -175,7 +175,7 @@ def load_for_training(model_path: Path, device: str, p, start_adapter: Path | No
     spec (method, quant, lora and train sections)."""
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
-    from .. import models
+    from ..models import registry as models
 
     quant = p.quant if p.method == "qlora" else None
     model = models.load_model(model_path, device, p.train.dtype, quant)
@@ -218,7 +218,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from .. import models
+    from ..models import registry as models
     from .phases import Phases
 
     cfg = RunConfig.read(run_dir)
@@ -269,7 +269,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     if eval_set and rank() == 0 and t.forget_budget > 0:
         from .selection import Watcher
 
-        from ..base_answers import memo_for
+        from ..retention.base_answers import memo_for
 
         watcher = Watcher(run_dir, tok, read_split(data_dir, "validation"), t.forget_budget, start,
                           lost_budget=t.retention_budget)
@@ -358,11 +358,11 @@ def finish(run_dir: Path, p, trainer, tok, watcher, done: bool) -> dict[str, Any
         out["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir,
                                                from_checkpoint=choice and choice["adapter"]))
         if choice and choice["strength"] != 1.0:
-            from ..strength import apply
+            from ..retention.strength import apply
 
             apply(run_dir, choice["strength"])
         if done and t.intruder_scale < 1.0 and not p.lora.dora:  # DoRA: no singular directions
-            from .. import intruders
+            from ..retention import intruders
 
             cut = intruders.apply(run_dir, intruders.base_weights(trainer.model), t.intruder_scale)
             log_note(run_dir, step, f"Targeted strength: {cut['intruders']} intruder dimensions (new "

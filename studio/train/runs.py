@@ -30,6 +30,7 @@ from ..records import ACTIVE, RunStatus
 from . import config as tcfg
 from .checkpoints import MARK, clean_leftovers, complete, latest
 from .loop import STOP_FILE, rank
+from .. import paths
 
 
 ADOPT_AFTER_S = 30  # a folder younger than this may still be getting its row in another process
@@ -231,7 +232,7 @@ class RunService:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "studio.train.child", str(run_dir)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env,
-                                cwd=str(Path(__file__).resolve().parents[2]), start_new_session=True)
+                                cwd=str(paths.REPO), start_new_session=True)
         self.store.update_run(run_id, status=RunStatus.RUNNING.value, pid=proc.pid)
         return {"id": run_id, "pid": proc.pid}
 

@@ -54,7 +54,7 @@ def answer_match(model, tok, qs: list[dict[str, Any]]) -> float | None:
     per question the share of its key facts (numbers, names: scoring.key_facts) the answer
     states, or — for an answer without any — its ROUGE-L. A fact learned counts; wording does
     not, so a model that only learned the answers' shape does not look like it learned them."""
-    from ..chat import generate_batch
+    from ..models.chat import generate_batch
     from ..scoring import fact_share
 
     if not qs:
@@ -94,7 +94,7 @@ class Watcher:
         with the indices it knows."""
         import math
 
-        from ..replay import knows, retention_answers
+        from ..retention.replay import knows, retention_answers
 
         base = rows is not None
         rows = rows if base else self.known()
@@ -109,7 +109,7 @@ class Watcher:
 
     def known(self) -> list[dict[str, str]]:
         """The general questions the base model answers right (taken with its figures)."""
-        from ..replay import retention_rows
+        from ..retention.replay import retention_rows
 
         rows, idx = retention_rows(), (self.state["base"] or {}).get("known") or []
         return [rows[i] for i in idx if i < len(rows)]
@@ -138,7 +138,7 @@ class Watcher:
         if self.state["base"] is not None:
             return
 
-        from ..replay import retention_rows
+        from ..retention.replay import retention_rows
         from ..scoring import probe_examples
 
         rows = retention_rows()
@@ -170,7 +170,7 @@ class Watcher:
     def strengths(self, model, step: int) -> None:
         """The last adapter at lower strengths too (in memory): scaling the whole update down
         often keeps more of the facts than stopping early for the same forgetting."""
-        from ..strength import scaled
+        from ..retention.strength import scaled
 
         last = next((e for e in self.state["evals"] if e["step"] == step and e.get("strength", 1.0) == 1.0), None)
         if last is None or not self.over(last):

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import Cancelled, ConfigError, DataError
+from ..errors import Cancelled, ConfigError, DataError
 
 MAX_NEW_TOKENS = 192  # two Q/A pairs or a summary fit; a rambling model stops here
 
@@ -46,8 +46,8 @@ def _cancelled(cancel: threading.Event | None) -> bool:
 def llama_cpp(gguf_path, cancel: threading.Event | None = None, n_ctx: int = 2048) -> Generator:
     from llama_cpp import Llama
 
-    from . import families
-    from .models import llama_threads
+    from ..models import families
+    from ..models.registry import llama_threads
 
     llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, verbose=False, seed=0,
                 n_threads=llama_threads())
@@ -187,7 +187,7 @@ def openai_compatible(url: str, model: str, cancel: threading.Event | None = Non
 def transformers_model(model, tok, cancel: threading.Event | None = None) -> Generator:
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    from .chat import GenSettings, generate
+    from ..models.chat import GenSettings, generate
 
     class Cancel(StoppingCriteria):
         def __call__(self, input_ids, scores, **kw):

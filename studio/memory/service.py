@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import memory, memory_advice as ma
-from .errors import ConfigError
-from .spec import RunSpec, flat_view, update
+from . import estimate as memory
+from . import advice as ma
+from ..errors import ConfigError
+from ..spec import RunSpec, flat_view, update
 
 
 class MemoryService:
@@ -39,7 +40,7 @@ class MemoryService:
 
     def measure(self, model: str, name: str, spec: RunSpec) -> dict[str, Any]:
         """A few real steps here; the estimate for what ran (the CPU caps a step's tokens)."""
-        from .memory_measure import run_in_child
+        from ..train.measure import run_in_child
 
         device = self.cache.device()
         if device == "mps":
@@ -65,7 +66,7 @@ class MemoryService:
     def choices() -> dict[str, Any]:
         """What the Memory step offers: catalogue GPUs (names, and each with its label: the card
         and its memory) and models, and the flat settings' help."""
-        from .spec import flat_fields
+        from ..spec import flat_fields
 
         gpus = ma.catalog("gpus")
         return {"gpus": list(gpus), "gpu_labels": {k: g.get("label") or k for k, g in gpus.items()},

@@ -22,9 +22,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import Cancelled, ConfigError, StudioError
+from ..errors import Cancelled, ConfigError, StudioError
+from .. import paths
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = paths.ASSETS
 LOCAL = ASSETS / "eval"            # the studio's own tasks, always on the include path
 FORMAT = 1                         # bump when results are computed differently: stored ones are redone
 
@@ -37,7 +38,7 @@ def task_names_in(folder: Path) -> list[str]:
     """The task names a folder of harness YAML files defines (`task:` keys)."""
     import yaml
 
-    from .spec import yaml_loader
+    from ..spec import yaml_loader
 
     names = []
     for f in sorted(Path(folder).rglob("*.yaml")):
@@ -297,7 +298,7 @@ class EvalService:
             return data
 
     def _gguf_file(self, run_id: str) -> Path:
-        from .errors import ExportError
+        from ..errors import ExportError
 
         done = [e for e in self.store.list_exports(run_id) if e["format"] == "gguf" and Path(e["path"]).exists()]
         if not done:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .spec import OPTIMIZERS, RunSpec, flat_view, update
+from ..errors import ConfigError
+from ..spec import OPTIMIZERS, RunSpec, flat_view, update
 
 GIB = 2**30
 # CUDA context + cuBLAS/cuDNN workspaces that a PyTorch process holds outside its allocator:

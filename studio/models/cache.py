@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from . import models
+from . import registry as models
 
 
 class ModelCache:
@@ -39,7 +39,7 @@ class ModelCache:
 
     def reconcile(self) -> None:
         """Remove what a killed conversion or download left (folders of a dead process)."""
-        from .faults import sweep
+        from ..faults import sweep
 
         sweep(self.models_dir, models.TMP_RE)
 

@@ -12,15 +12,15 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import FeatureUnavailable, RunError
-from .records import RunStatus
+from ..errors import FeatureUnavailable, RunError
+from ..records import RunStatus
 
 
 def adapter_dir(run: dict[str, Any]) -> Path:
     if not run.get("path") or not Path(run["path"]).is_dir():
         raise RunError(f"Run {run['id']}: its folder {run.get('path')} was deleted, so there is no "
                        "adapter to compare. Pick another run.")
-    from .train.checkpoints import MARK
+    from ..train.checkpoints import MARK
 
     a = Path(run["path"]) / "adapter"
     if not (a / MARK).exists():
@@ -94,14 +94,14 @@ class Pair:
 
 def llama_engine(base_gguf: Path, lora_gguf: Path | None, n_ctx: int = 2048):
     """A llama.cpp model (optionally with a LoRA GGUF); raises when llama-cpp-python is missing."""
-    from .models import llama_cpp_available
+    from ..models.registry import llama_cpp_available
 
     ok, why = llama_cpp_available()
     if not ok:
         raise FeatureUnavailable(why)
     from llama_cpp import Llama
 
-    from .models import llama_threads
+    from ..models.registry import llama_threads
 
     kwargs: dict[str, Any] = {"model_path": str(base_gguf), "n_ctx": n_ctx, "verbose": False,
                               "seed": 0, "n_threads": llama_threads()}
@@ -112,7 +112,7 @@ def llama_engine(base_gguf: Path, lora_gguf: Path | None, n_ctx: int = 2048):
 
 def llama_chat(llm, messages: list[dict[str, str]], max_new_tokens: int, temperature: float,
                seed: int) -> str:
-    from . import families
+    from ..models import families
 
     fam = families.known_family_of(llm.metadata.get("tokenizer.chat_template"))
     out = llm.create_chat_completion(messages=messages, max_tokens=max_new_tokens,
@@ -124,9 +124,9 @@ def llama_chat(llm, messages: list[dict[str, str]], max_new_tokens: int, tempera
 
 def conversation(prompt: str, system: str | None = None,
                  history: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
-    from .chat import plain_messages
+    from ..models.chat import plain_messages
 
     if not prompt or not prompt.strip():
         raise ConfigError("The prompt is empty; type a question to compare the answers.")
@@ -156,7 +156,7 @@ class CompareService:
     def session(self, run_id: str, model: str | None = None) -> Iterator[tuple[dict[str, Any], Pair]]:
         """(run, pair) with this run's adapter selected, the pair held by this caller alone for
         the block: overlapping requests on the shared model take turns."""
-        from . import models
+        from ..models import registry as models
 
         run = self.run(run_id)
         check_base(run, model or run["model"])
@@ -166,7 +166,7 @@ class CompareService:
             models.load_model(path, self.cache.device()), self.cache.tokenizer(run["model"])))
         with pair.hold(run_id, adapter):
             if pair.memo is None:
-                from .base_answers import memo_for
+                from ..retention.base_answers import memo_for
 
                 pair.memo = memo_for(self.answers_dir, run["model"], path, pair.base)
             yield run, pair
@@ -180,8 +180,8 @@ class CompareService:
         the tuned side at another adapter strength (in memory; `set_strength` keeps one).
         `history` is the conversation so far; `tuned_history` the tuned side's own, where its
         earlier answers differ (default: the same)."""
-        from .chat import GenSettings, generate
-        from .errors import ConfigError
+        from ..models.chat import GenSettings, generate
+        from ..errors import ConfigError
 
         convs = {"base": conversation(prompt, system, history),
                  "tuned": conversation(prompt, system, history if tuned_history is None else tuned_history)}
@@ -210,8 +210,8 @@ class CompareService:
         thread that generates holds the pair while it generates (chat.stream), so another
         request waits for it and never sees this side's switch; a generation error is raised
         here at once."""
-        from .chat import GenSettings, stream
-        from .errors import ConfigError
+        from ..models.chat import GenSettings, stream
+        from ..errors import ConfigError
 
         if side not in ("base", "tuned"):
             raise ConfigError(f"Unknown side '{side}': use base or tuned.")
@@ -227,7 +227,7 @@ class CompareService:
     @staticmethod
     def at_strength(model, run: dict[str, Any], side: str, strength: float | None):
         """The tuned side at `strength` (relative to the strength its adapter applies now)."""
-        from . import strength as st
+        from ..retention import strength as st
 
         if side != "tuned" or strength is None:
             return nullcontext()
@@ -259,14 +259,14 @@ class CompareService:
 
     def strength(self, run_id: str) -> float:
         """The adapter strength the run keeps (1.0 = as trained)."""
-        from . import strength as st
+        from ..retention import strength as st
 
         return st.current(Path(self.run(run_id)["path"]))
 
     def set_strength(self, run_id: str, value: float) -> dict[str, Any]:
         """Keep `value` as the run's adapter strength: Compare, the report and every export use
         it from now on; the stored report is computed again when next asked for."""
-        from . import strength as st
+        from ..retention import strength as st
 
         run = self.run(run_id)
         adapter_dir(run)
@@ -279,7 +279,7 @@ class CompareService:
 
     def _compare_llama(self, run_id, convs, max_new_tokens, temperature, seed):
         """Base GGUF vs the tuned side as llama.cpp runs it: base + LoRA GGUF, else the merged GGUF."""
-        from .errors import ExportError
+        from ..errors import ExportError
 
         run = self.run(run_id)
         done = {e["format"]: e for e in self.store.list_exports(run_id)
@@ -308,7 +308,7 @@ class CompareService:
         import json
 
         from . import report as rep
-        from .train.runs import events
+        from ..train.runs import events
 
         if not refresh:
             cached = self.store.get_report(run_id)

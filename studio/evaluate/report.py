@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import levers
-from .scoring import answer_logps, mean_loss, ppl, probe_examples, score
+from ..retention import levers
+from ..scoring import answer_logps, mean_loss, ppl, probe_examples, score
+from .. import paths
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = paths.ASSETS
 SAMPLE_HELDOUT = {"product_faq.jsonl": ASSETS / "sample" / "product_faq_heldout.jsonl"}
 FORGET_THRESHOLD = 0.15   # probe perplexity may rise 15% before we call it forgetting
 MEMORISE_RATIO = 0.5      # final train loss under half the validation loss
@@ -30,8 +31,8 @@ NO_CHANGE_SHARE = 0.9     # 90% of answers identical
 def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
     """Question/answer rows: the validation split, plus the dataset's held-out questions (the
     user's held-out file, or the shipped paraphrases of the sample) as "paraphrased"."""
-    from .data import heldout
-    from .data.prepare import read_split
+    from ..data import heldout
+    from ..data.prepare import read_split
 
     sets: dict[str, list[dict[str, Any]]] = {}
     val = []
@@ -74,15 +75,15 @@ def adapter_norm(model) -> float:
 def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[str, Any]],
           limit: int = 24, max_new_tokens: int = 48) -> dict[str, Any]:
     """The whole report for one run (pair = compare.Pair with the run's adapter selected)."""
-    from .chat import generate_groups
-    from .data.prepare import read_split
-    from .data.triage import split
+    from ..models.chat import generate_groups
+    from ..data.prepare import read_split
+    from ..data.triage import split
 
     t0 = time.time()
     cfg = run.get("config") or {}
     max_len = cfg.get("train", {}).get("max_len", 512)
     tok = pair.tok
-    from .data.preference import is_pair, sides
+    from ..data.preference import is_pair, sides
 
     raw_val = read_split(Path(dataset["path"]), "validation", 64)
     val = [sides(ex)[0] if is_pair(ex) else ex for ex in raw_val]  # a pair's loss: its chosen answer
@@ -133,8 +134,8 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     lever_rows = levers.rows(run, events, intruder_count(pair, run, cfg))
     pairs = [ex for ex in raw_val if is_pair(ex)]
     prefers = preference_figures(pair, tok, pairs, max_len) if pairs else None
-    from . import safety
-    from .data.templates import has_chat_template
+    from ..retention import safety
+    from ..data.templates import has_chat_template
 
     refusals = safety.check(pair, tok, memo=getattr(pair, "memo", None)) if has_chat_template(tok) else None
     out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"],
@@ -179,7 +180,7 @@ def facts_trained(rows: list[dict[str, Any]] | None, dataset: dict[str, Any], li
     all appear in some training answer. Low when the validation split holds distinct facts
     (one fact per row, split at random): those questions test facts never taught, so a low
     match there is no failure to learn."""
-    from .scoring import key_facts, states
+    from ..scoring import key_facts, states
 
     rows = [r for r in rows or [] if key_facts(r["answer"], r["messages"][-1]["content"])]
     if not rows:
@@ -195,7 +196,7 @@ def preference_figures(pair, tok, pairs: list[dict[str, Any]], max_len: int) -> 
     log-probability than the rejected one, base (before) and tuned (after), and how often the
     tuned model's implicit reward margin is positive — it moved toward chosen and away from
     rejected, relative to the base: (log π(c) − log π_base(c)) − (log π(r) − log π_base(r)) > 0."""
-    from .data.preference import sides
+    from ..data.preference import sides
 
     chosen = [sides(p)[0] for p in pairs]
     rejected = [sides(p)[1] for p in pairs]
@@ -214,7 +215,7 @@ def preference_figures(pair, tok, pairs: list[dict[str, Any]], max_len: int) -> 
 def intruder_count(pair, run: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any] | None:
     """The adapter's intruder dimensions (intruders.py), for the targeted-strength row; None
     for DoRA adapters (no sum of singular directions)."""
-    from . import intruders
+    from ..retention import intruders
 
     if (cfg.get("lora") or {}).get("dora"):
         return None
@@ -226,7 +227,7 @@ FEW_QUESTIONS = 10        # fewer held-out questions than this: the verdict is u
 
 
 def recall_rows(dataset: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-    from .data.prepare import read_split
+    from ..data.prepare import read_split
 
     rows = []
     for ex in read_split(Path(dataset["path"]), "train", limit):
@@ -241,7 +242,7 @@ def recall_rows(dataset: dict[str, Any], limit: int) -> list[dict[str, Any]]:
 def known_general(pair, tok) -> dict[str, Any]:
     """The general questions (assets/retention.jsonl) the base model answers right, with its
     answers: what retention is measured on (the base side's answers kept per model by the memo)."""
-    from . import replay
+    from ..retention import replay
 
     rows = replay.retention_rows()
 
@@ -258,7 +259,7 @@ def known_general(pair, tok) -> dict[str, Any]:
 
 def still_known(model, tok, known: dict[str, Any]) -> tuple[list[str], list[bool]]:
     """The model's answers to the known general questions, and which it still gets right."""
-    from . import replay
+    from ..retention import replay
 
     said = replay.retention_answers(model, tok, known["rows"])
     return said, replay.knows(said, known["rows"])
@@ -278,7 +279,7 @@ def retention(pair, tok, known: dict[str, Any]) -> dict[str, Any]:
 
 def selection(run: dict[str, Any]) -> dict[str, Any] | None:
     """The forgetting budget's choice, as the run recorded it (train/selection.py)."""
-    from .train.selection import STATE
+    from ..train.selection import STATE
 
     try:
         state = json.loads((Path(run["path"]) / STATE).read_text())
@@ -303,8 +304,8 @@ def trade_off(pair, tok, run, rows, probe, figures, name, max_new_tokens, known,
     """Held-out answer match, general-text perplexity and retention (the share of the known
     general questions still answered right) of the tuned model at a few adapter strengths (in
     memory, nothing is written); the strength it has now is already scored."""
-    from .chat import generate_batch
-    from .strength import current, scaled
+    from ..models.chat import generate_batch
+    from ..retention.strength import current, scaled
 
     now = current(Path(run["path"]))
     if not rows or now == 0:
@@ -362,14 +363,14 @@ def suggest(trade: list[dict[str, Any]], budget: float, now: float, lost_budget:
 def forget_budget(cfg: dict[str, Any], name: str = "forget_budget") -> float:
     """The run's forgetting budget (or `retention_budget`), as its spec's default gives it when
     the config has none."""
-    from .spec import TrainSpec
+    from ..spec import TrainSpec
 
     value = (cfg.get("train") or {}).get(name)
     return float(getattr(TrainSpec(), name) if value is None else value)
 
 
 def strength_of(run: dict[str, Any]) -> float:
-    from .strength import current
+    from ..retention.strength import current
 
     return current(Path(run["path"]))
 
@@ -530,7 +531,7 @@ def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any
                      f"(95% interval {lo:.0%}–{hi:.0%}" + ("; few pairs, so a rough figure" if pref["n"] < 30
                                                           else "") + ").")
     if rep.get("safety"):
-        from .safety import words
+        from ..retention.safety import words
 
         parts.append(words(rep["safety"]) + ("" if rep["safety"]["harmful"]["refused_base"] else
                                              " (the base model refuses little, so there is little to keep)"))

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .errors import RunError
+from ..errors import RunError
 
 FULL = "adapter-full"
 META = "studio_strength"
@@ -68,7 +68,7 @@ def scaled(model, factor: float) -> Iterator[None]:
 def finished_lora(run_dir: Path, doing: str, dora: str) -> tuple[Path, Path, dict]:
     """A run's finished adapter (its folder, the as-trained copy's folder, its config), refused
     with `dora` when it is DoRA and with a message when it is not finished."""
-    from .train.checkpoints import MARK
+    from ..train.checkpoints import MARK
 
     adapter, full = Path(run_dir) / "adapter", Path(run_dir) / FULL
     if not (adapter / MARK).exists():
