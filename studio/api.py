@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import presets
-from .evaluate.compare import CompareService
+from . import paths, presets
 from .data.service import DataService
 from .errors import StudioError
+from .evaluate.compare import CompareService
 from .evaluate.harness import EvalService
 from .export.service import ExportService
 from .memory.service import MemoryService
@@ -21,8 +21,8 @@ from .models.cache import ModelCache
 from .paths import Home, resolve_home
 from .spec import RunSpec, field_help, flat_fields, from_flat
 from .store import Store
+from .train.measure import run_in_child
 from .train.runs import RunService
-from . import paths
 
 ASSETS = paths.ASSETS
 
@@ -36,8 +36,8 @@ class Studio:
         self.runs = RunService(self.store, self.home.runs, self.models, self.data.get)
         self.exports = ExportService(self.store, self.home.exports, self.models, self.runs.get)
         self.compares = CompareService(self.store, self.models, self.runs.get, self.data.get,
-                                       self.exports.base_gguf, self.home.root / "replay")
-        self.memory = MemoryService(self.store, self.home.models, self.models)
+                                       self.exports.base_gguf, self.home.replay)
+        self.memory = MemoryService(self.store, self.home.models, self.models, run_in_child)
         self.evals = EvalService(self.store, self.models, self.runs.get, self.compares.session)
         self.reconcile()
 

@@ -153,11 +153,12 @@ def test_strength_is_kept_and_used(studio, trained_run, trained_report):
 
 
 def test_flags():
-    from studio.evaluate.report import diagnose, score
-    from studio.scoring import rouge_l
+    from studio.evaluate.verdict import diagnose
+    from studio.scoring import rouge_l, score
+    from studio.spec import stored
 
     fig = {"base": {"val_loss": 2.0, "probe_ppl": 10.0}, "tuned": {"val_loss": 1.5, "probe_ppl": 14.0}}
-    flags = {f["flag"]: f["text"] for f in diagnose(fig, 10, 10, 0.0, {"train": {"lr": 1e-5}},
+    flags = {f["flag"]: f["text"] for f in diagnose(fig, 10, 10, 0.0, stored({"train": {"lr": 1e-5}}),
                                                     [{"step": 5, "loss": 0.1}])}
     assert "no change" in flags and "never trained" in flags["no change"] and "low" in flags["no change"]
     assert "memorised" in flags and "forgetting" in flags

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from studio.retention import replay
+from studio.paths import RUN
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
@@ -112,9 +113,9 @@ def test_retention_match(answer, expect, ok):
 
 
 def watcher(tmp_path, evals, budget=0.10, best_step=None):
-    from studio.train.selection import STATE, Watcher
+    from studio.train.selection import Watcher
 
-    (tmp_path / STATE).write_text(json.dumps({"budget": budget, "base": {"probe_ppl": 10.0},
+    (tmp_path / RUN.selection).write_text(json.dumps({"budget": budget, "base": {"probe_ppl": 10.0},
                                               "evals": evals, "best_step": best_step}))
     if best_step is not None:
         (tmp_path / "best-adapter").mkdir(exist_ok=True)
@@ -155,21 +156,21 @@ def test_budget_last_is_best_uses_the_final_adapter(tmp_path):
 
 
 def test_budget_state_is_trimmed_on_resume(tmp_path):
-    from studio.train.selection import STATE, Watcher
+    from studio.train.selection import Watcher
 
-    (tmp_path / STATE).write_text(json.dumps({"budget": 0.1, "base": {"probe_ppl": 10.0},
+    (tmp_path / RUN.selection).write_text(json.dumps({"budget": 0.1, "base": {"probe_ppl": 10.0},
                                               "evals": [ev(25, 0.3, 0.0), ev(50, 0.6, 0.0)],
                                               "best_step": 50}))
     (tmp_path / "best-adapter").mkdir()
     w = Watcher(tmp_path, None, [], 0.1, start=30)          # resumed from step 30's checkpoint
     assert [e["step"] for e in w.state["evals"]] == [25] and w.state["best_step"] is None
     assert not (tmp_path / "best-adapter").exists()
-    (tmp_path / STATE).write_text("{broken")
+    (tmp_path / RUN.selection).write_text("{broken")
     assert Watcher(tmp_path, None, [], 0.1, start=0).state["evals"] == []
 
 
 def test_verdict_is_uncertain_with_few_questions():
-    from studio.evaluate.report import verdict
+    from studio.evaluate.verdict import verdict
 
     fig = {"base": {"val_loss": 2.0, "validation": {"n": 3, "rouge_l": 0.1, "fact_match": None}},
            "tuned": {"val_loss": 1.0, "validation": {"n": 3, "rouge_l": 0.5, "fact_match": None}}}
@@ -188,8 +189,6 @@ def tiny_adapter(run_dir, dora=False):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from studio.train.checkpoints import MARK
-
     cfg = AutoConfig.for_model("llama", vocab_size=101, hidden_size=32, intermediate_size=64,
                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
     torch.manual_seed(0)
@@ -198,8 +197,8 @@ def tiny_adapter(run_dir, dora=False):
     for n, p in model.named_parameters():
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.1)
-    model.save_pretrained(run_dir / "adapter")
-    (run_dir / "adapter" / MARK).write_text("ok")
+    model.save_pretrained(run_dir / RUN.adapter)
+    (run_dir / RUN.adapter / RUN.complete).write_text("ok")
     return model
 
 
@@ -221,11 +220,11 @@ def test_strength_in_memory_equals_the_rewritten_adapter(tmp_path):
     assert strength.current(tmp_path) == 1.0
     strength.apply(tmp_path, 0.5)
     assert strength.current(tmp_path) == 0.5 and (tmp_path / "adapter-full").is_dir()
-    reloaded = PeftModel.from_pretrained(model.get_base_model(), str(tmp_path / "adapter"), adapter_name="x")
+    reloaded = PeftModel.from_pretrained(model.get_base_model(), str(tmp_path / RUN.adapter), adapter_name="x")
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=ids).logits, half, atol=1e-5)
     strength.apply(tmp_path, 0.0)                             # always from the adapter as trained
-    reloaded.load_adapter(str(tmp_path / "adapter"), adapter_name="zero")
+    reloaded.load_adapter(str(tmp_path / RUN.adapter), adapter_name="zero")
     reloaded.set_adapter("zero")
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=ids).logits, base, atol=1e-5)
@@ -330,7 +329,7 @@ def test_budget_can_keep_the_last_adapter_at_a_lower_strength(tmp_path):
 
 
 def test_the_suggested_strength_is_the_best_match_within_the_budget():
-    from studio.evaluate.report import suggest
+    from studio.evaluate.verdict import suggest
 
     def t(strength, match, rise):
         return {"strength": strength, "match": match, "rise": rise}

@@ -13,23 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import FeatureUnavailable, RunError
-from ..records import RunStatus
-
-
-def adapter_dir(run: dict[str, Any]) -> Path:
-    if not run.get("path") or not Path(run["path"]).is_dir():
-        raise RunError(f"Run {run['id']}: its folder {run.get('path')} was deleted, so there is no "
-                       "adapter to compare. Pick another run.")
-    from ..train.checkpoints import MARK
-
-    a = Path(run["path"]) / "adapter"
-    if not (a / MARK).exists():
-        state = run["status"]
-        why = {RunStatus.RUNNING: "it is still training", RunStatus.QUEUED: "it has not started",
-               RunStatus.FAILED: "it failed before saving one"}.get(RunStatus(state), "none was saved")
-        raise RunError(f"Run {run['id']} has no adapter yet ({why}). Wait for it to finish, or "
-                       "resume it: python -m studio train --resume " + run["id"])
-    return a
+from ..paths import RUN, adapter_dir, read_events
 
 
 def check_base(run: dict[str, Any], model_ref: str) -> None:
@@ -272,7 +256,7 @@ class CompareService:
         adapter_dir(run)
         st.apply(Path(run["path"]), value)
         self.store.put_report(run_id, None)
-        (Path(run["path"]) / "report.json").unlink(missing_ok=True)
+        (Path(run["path"]) / RUN.report).unlink(missing_ok=True)
         return {"run_id": run_id, "strength": st.current(Path(run["path"])),
                 "note": "Compare, the report and every export now use this strength; the adapter "
                         "as trained is kept in adapter-full/."}
@@ -308,17 +292,17 @@ class CompareService:
         import json
 
         from . import report as rep
-        from ..train.runs import events
+        from .verdict import inconclusive
 
         if not refresh:
             cached = self.store.get_report(run_id)
             if cached:
                 return cached
         with self.session(run_id) as (run, pair):
-            data = rep.build(pair, run, self.dataset(run["dataset"]), events(Path(run["path"])))
-        data["cached"] = not rep.inconclusive(data)  # else asking again computes it again
+            data = rep.build(pair, run, self.dataset(run["dataset"]), read_events(run["path"]))
+        data["cached"] = not inconclusive(data)  # else asking again computes it again
         self.store.put_report(run_id, data if data["cached"] else None)
-        (Path(run["path"]) / "report.json").write_text(json.dumps(data, indent=1))
+        (Path(run["path"]) / RUN.report).write_text(json.dumps(data, indent=1))
         return data
 
     def report_file(self, run_id: str) -> Path:
@@ -326,7 +310,7 @@ class CompareService:
         there is none, or when the stored one predates the file)."""
         import json
 
-        path = Path(self.run(run_id)["path"]) / "report.json"
+        path = Path(self.run(run_id)["path"]) / RUN.report
         if not path.exists():
             data = self.report(run_id)
             if not path.exists():  # a stored report from before reports were written there

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from ..errors import Cancelled, ConfigError, StudioError
 from .. import paths
+from ..paths import RUN
 
 ASSETS = paths.ASSETS
 LOCAL = ASSETS / "eval"            # the studio's own tasks, always on the include path
@@ -256,7 +257,7 @@ class EvalService:
         with self.session(run_id) if run_id else nullcontext((None, None)) as (run, pair):
             if run_id:
                 ref, tok = run["model"], pair.tok
-                stamp = str((Path(run["path"]) / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns)
+                stamp = str((Path(run["path"]) / RUN.adapter / "adapter_model.safetensors").stat().st_mtime_ns)
                 sides = ("base", "tuned")
             else:
                 ref, stamp, sides = model, "", ("base",)

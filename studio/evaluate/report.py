@@ -1,14 +1,14 @@
-"""Did it learn? Base vs tuned on held-out data, with flags in plain words.
+"""Did it learn? The report's measurements: base vs tuned on held-out data.
 
-Owns the report computed after a run: validation loss and perplexity (base vs tuned), answer
-match on held-out questions (validation split, and for the sample set the paraphrased questions
-shipped in assets/) by exact match, ROUGE-L and "contains the expected fact", and three flags —
-no change (with which causes our checks rule out), memorised (train loss far below validation
-loss), forgetting (perplexity on a general-text probe rose). Also: retention (how many of the
-general questions the base model answered right the tuned one still does), the forgetting
-budget's chosen step, the adapter strength, training-question recall for small Q/A sets, and a
-verdict that says when too few held-out questions make it uncertain. Pure scoring helpers are
-at the top.
+Owns measuring a finished run with its adapter switched on and off (compare.Pair): validation
+loss and perplexity, answer match on held-out questions (the validation split, and the dataset's
+held-out questions — for the sample set the paraphrases shipped in assets/) by exact match,
+ROUGE-L and "contains the expected fact", general-text perplexity, retention (how many of the
+general questions the base model answered right the tuned one still does), the trade-off table at
+a few adapter strengths, preference-pair figures, refusals, intruder dimensions, training-question
+recall for small Q/A sets, and whether the adapter was in effect at all. The words — flags,
+headline, verdict, suggested strength — are verdict.py's; the lever rows and the forgetting
+budget's recorded choice are retention/levers.py's. Reads the typed run spec (spec.stored).
 """
 from __future__ import annotations
 
@@ -17,17 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..data.preference import qa_pairs
 from ..retention import levers
-from ..scoring import answer_logps, mean_loss, ppl, probe_examples, score
+from ..data.templates import answer_logps, mean_loss
+from ..scoring import ppl, probe_examples, score
 from .. import paths
+from ..spec import RunSpec, stored
+from .verdict import diagnose, forgetting_figures, headline, suggest, verdict
+from ..paths import RUN
 
 ASSETS = paths.ASSETS
 SAMPLE_HELDOUT = {"product_faq.jsonl": ASSETS / "sample" / "product_faq_heldout.jsonl"}
-FORGET_THRESHOLD = 0.15   # probe perplexity may rise 15% before we call it forgetting
-MEMORISE_RATIO = 0.5      # final train loss under half the validation loss
-NO_CHANGE_SHARE = 0.9     # 90% of answers identical
-
-
 def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
     """Question/answer rows: the validation split, plus the dataset's held-out questions (the
     user's held-out file, or the shipped paraphrases of the sample) as "paraphrased"."""
@@ -35,13 +35,7 @@ def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str
     from ..data.prepare import read_split
 
     sets: dict[str, list[dict[str, Any]]] = {}
-    val = []
-    for ex in read_split(Path(dataset["path"]), "validation", limit):
-        msgs = ex.get("messages")
-        if "chosen" in ex and "prompt" in ex:  # a preference pair: its prompt, answered as chosen
-            val.append({"messages": ex["prompt"], "answer": ex["chosen"][0]["content"]})
-        elif msgs and msgs[-1]["role"] == "assistant":
-            val.append({"messages": msgs[:-1], "answer": msgs[-1]["content"]})
+    val = qa_pairs(read_split(Path(dataset["path"]), "validation", limit))
     if val:
         sets["validation"] = val
     rows = heldout.load(Path(dataset["path"]), limit)
@@ -80,8 +74,8 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     from ..data.triage import split
 
     t0 = time.time()
-    cfg = run.get("config") or {}
-    max_len = cfg.get("train", {}).get("max_len", 512)
+    spec = stored(run.get("config"))
+    max_len = spec.train.max_len
     tok = pair.tok
     from ..data.preference import is_pair, sides
 
@@ -127,11 +121,10 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     kept = retention(pair, tok, known)
     trade = trade_off(pair, tok, run, (sets.get(name) or [])[:12], probe, figures, name, max_new_tokens,
                       known, kept)
-    budget = forget_budget(cfg)
-    flags = diagnose(figures, identical, total, norm_b, cfg, events, applied, kept)
-    chosen = selection(run)
-    forgetting = forgetting_figures(figures, cfg)
-    lever_rows = levers.rows(run, events, intruder_count(pair, run, cfg))
+    flags = diagnose(figures, identical, total, norm_b, spec, events, applied, kept)
+    chosen = levers.selection(Path(run["path"]) if run.get("path") else None)
+    forgetting = forgetting_figures(figures, spec)
+    lever_rows = levers.rows(run, events, intruder_count(pair, run, spec))
     pairs = [ex for ex in raw_val if is_pair(ex)]
     prefers = preference_figures(pair, tok, pairs, max_len) if pairs else None
     from ..retention import safety
@@ -146,8 +139,8 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
            "levers": lever_rows, "preference": prefers, "safety": refusals,
            "validation_facts_trained": facts_trained(sets.get("validation"), dataset),
            "seconds": round(time.time() - t0, 1), "created_at": time.time()}
-    out["suggested_strength"], out["suggested_why"] = suggest(trade, budget, out["strength"],
-                                                              forget_budget(cfg, "retention_budget"))
+    out["suggested_strength"], out["suggested_why"] = suggest(
+        trade, spec.train.forget_budget, out["strength"], spec.train.retention_budget)
     out["headline"] = headline(figures, flags, out)
     out["verdict"] = verdict(figures, flags, out)
     return out
@@ -165,14 +158,6 @@ def adapter_in_effect(pair, tok) -> bool:
         with pair.side(side) as m, torch.no_grad():
             logits[side] = m(input_ids=ids).logits.float()
     return not torch.equal(logits["base"], logits["tuned"])
-
-
-def inconclusive(rep: dict[str, Any]) -> bool:
-    """A report that measured nothing about the tuning: the adapter was not in effect while it
-    was scored, or the tuned side answered exactly like the base on every question. Such a
-    report is shown but not kept, so asking again measures again."""
-    n = rep.get("answers_compared") or 0
-    return rep.get("adapter_applied") is False or (n > 0 and rep.get("identical_answers") == n)
 
 
 def facts_trained(rows: list[dict[str, Any]] | None, dataset: dict[str, Any], limit: int = 5000) -> float | None:
@@ -212,31 +197,21 @@ def preference_figures(pair, tok, pairs: list[dict[str, Any]], max_len: int) -> 
             "mean_margin": round(sum(margins) / n, 4)}
 
 
-def intruder_count(pair, run: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any] | None:
+def intruder_count(pair, run: dict[str, Any], spec: RunSpec) -> dict[str, Any] | None:
     """The adapter's intruder dimensions (intruders.py), for the targeted-strength row; None
     for DoRA adapters (no sum of singular directions)."""
     from ..retention import intruders
 
-    if (cfg.get("lora") or {}).get("dora"):
+    if spec.lora.dora:
         return None
-    return intruders.count(Path(run["path"]) / "adapter", intruders.base_weights(pair.model))
+    return intruders.count(Path(run["path"]) / RUN.adapter, intruders.base_weights(pair.model))
 
 
 RECALL_MAX = 200          # training sets this small also get a recall score
-FEW_QUESTIONS = 10        # fewer held-out questions than this: the verdict is uncertain
-
-
 def recall_rows(dataset: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     from ..data.prepare import read_split
 
-    rows = []
-    for ex in read_split(Path(dataset["path"]), "train", limit):
-        msgs = ex.get("messages")
-        if "chosen" in ex and "prompt" in ex:
-            rows.append({"messages": ex["prompt"], "answer": ex["chosen"][0]["content"]})
-        elif msgs and msgs[-1]["role"] == "assistant":
-            rows.append({"messages": msgs[:-1], "answer": msgs[-1]["content"]})
-    return rows
+    return qa_pairs(read_split(Path(dataset["path"]), "train", limit))
 
 
 def known_general(pair, tok) -> dict[str, Any]:
@@ -277,26 +252,7 @@ def retention(pair, tok, known: dict[str, Any]) -> dict[str, Any]:
             "asked": known["asked"], "lost": lost[:6]}
 
 
-def selection(run: dict[str, Any]) -> dict[str, Any] | None:
-    """The forgetting budget's choice, as the run recorded it (train/selection.py)."""
-    from ..train.selection import STATE
-
-    try:
-        state = json.loads((Path(run["path"]) / STATE).read_text())
-    except (OSError, ValueError, TypeError):
-        return None
-    evals = state.get("evals") or []
-    chosen = state.get("chosen")  # absent: no choice was made (budget 0, or a stopped run)
-    full = [e for e in evals if e.get("strength", 1.0) == 1.0]
-    last = max(full, key=lambda e: e["step"]) if full else None
-    if chosen is None or last is None:
-        return None
-    return {"chosen_step": chosen["step"], "budget": state.get("budget"), "reason": state.get("reason"),
-            "chosen": chosen,
-            "last": last, "base": state.get("base"), "evaluations": evals}
-
-
-STRENGTHS = (0.5, 0.75, 1.0)
+TRADE_OFF_STRENGTHS = (0.5, 0.75, 1.0)  # the trade-off table's rows (with the strength it has)
 
 
 def trade_off(pair, tok, run, rows, probe, figures, name, max_new_tokens, known, kept
@@ -318,7 +274,7 @@ def trade_off(pair, tok, run, rows, probe, figures, name, max_new_tokens, known,
                 "rise": round(pl / base - 1, 4) if pl and base else None}
 
     out = [row(now, tuned.get("probe_ppl"), tuned[name][key], kept["share"])]
-    for value in sorted(set(STRENGTHS) - {now}):
+    for value in sorted(set(TRADE_OFF_STRENGTHS) - {now}):
         with pair.side("tuned") as m, scaled(m, value / now):
             pl = ppl(mean_loss(m, tok, probe, 512))
             got = generate_batch(m, tok, [r["messages"] for r in rows], max_new_tokens)
@@ -327,214 +283,9 @@ def trade_off(pair, tok, run, rows, probe, figures, name, max_new_tokens, known,
     return sorted(out, key=lambda r: r["strength"])
 
 
-def forgot(t: dict[str, Any], budget: float, lost_budget: float) -> bool:
-    """Over a forgetting budget: general-text perplexity rose by more than `budget`, or more
-    than `lost_budget` of the known general answers were lost."""
-    return ((t.get("rise") is not None and t["rise"] > budget)
-            or (t.get("kept") is not None and 1 - t["kept"] > lost_budget + 1e-9))
-
-
-def suggest(trade: list[dict[str, Any]], budget: float, now: float, lost_budget: float = 1.0
-            ) -> tuple[float | None, str]:
-    """(strength, why): the best held-out match among the strengths within the forgetting budget
-    (perplexity and retention; ties: the one that forgot less); none within it, the one that
-    forgot least. When every strength scored the same on the held-out questions, strength buys
-    nothing there: keep the one the run has unless it is over the budget."""
-    rated = [t for t in trade if t["rise"] is not None and t["match"] is not None]
-    if not rated:
-        return None, ""
-    lost = {t["strength"]: (max(t["rise"], 0) + (1 - (t["kept"] if t.get("kept") is not None else 1)))
-            for t in rated}
-    inside = [t for t in rated if not forgot(t, budget, lost_budget)]
-    same = len({round(t["match"], 2) for t in rated}) == 1
-    current = next((t for t in rated if t["strength"] == now), None)
-    if same and current is not None and current in inside:
-        return now, (f"Every strength tried answered the held-out questions equally well "
-                     f"({current['match']:.0%}), and strength {now:g} stays within the forgetting "
-                     "budget: no reason to change it.")
-    if inside:
-        best = max(inside, key=lambda t: (round(t["match"], 2), -lost[t["strength"]]))
-        return best["strength"], ("The best held-out answers among the strengths that stay within "
-                                  "the forgetting budgets.")
-    best = min(rated, key=lambda t: lost[t["strength"]])
-    return best["strength"], "No strength tried stays within the forgetting budgets; this one forgot least."
-
-
-def forget_budget(cfg: dict[str, Any], name: str = "forget_budget") -> float:
-    """The run's forgetting budget (or `retention_budget`), as its spec's default gives it when
-    the config has none."""
-    from ..spec import TrainSpec
-
-    value = (cfg.get("train") or {}).get(name)
-    return float(getattr(TrainSpec(), name) if value is None else value)
-
-
 def strength_of(run: dict[str, Any]) -> float:
     from ..retention.strength import current
 
     return current(Path(run["path"]))
 
 
-def forgetting_figures(fig: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
-    bp, tp = fig["base"].get("probe_ppl"), fig["tuned"].get("probe_ppl")
-    budget = forget_budget(cfg)
-    rise = round(tp / bp - 1, 4) if bp and tp else None
-    return {"probe_ppl_base": bp, "probe_ppl_tuned": tp, "rise": rise, "budget": budget,
-            "within_budget": rise is not None and rise <= budget,
-            "retention_budget": forget_budget(cfg, "retention_budget")}
-
-
-def diagnose(fig: dict[str, Any], identical: int, total: int, norm_b: float, cfg: dict[str, Any],
-             events: list[dict[str, Any]], applied: bool | None = None,
-             kept: dict[str, Any] | None = None) -> list[dict[str, str]]:
-    flags = []
-    if applied is False:
-        flags.append({"flag": "adapter not in effect", "text": (
-            "While this report was scored, the tuned side gave exactly the base model's scores "
-            "although the adapter's weights are not zero: the adapter was not applied. That is "
-            "the studio's fault, not your run's; this report is not kept — press **Recompute "
-            "report** to measure again.")})
-    if total and identical / total >= NO_CHANGE_SHARE:
-        t = cfg.get("train", {})
-        ruled_out = ["template mismatch (training and chat use the same tokenizer template)"]
-        causes = []
-        if norm_b > 0 and applied:
-            ruled_out.append("adapter not applied (measured: the tuned side's scores differ from "
-                             "the base side's)")
-        elif norm_b <= 0:
-            causes.append("the adapter's weights are all zero: it never trained")
-        steps = max((e.get("step", 0) for e in events), default=0)
-        if steps < 30:
-            causes.append(f"too few steps ({steps}); try 60 or more")
-        if t.get("lr", 1) < 1e-4:
-            causes.append(f"learning rate {t.get('lr')} is low for LoRA; try 2e-4 to 5e-4")
-        flags.append({"flag": "no change", "text": (
-            f"{identical} of {total} answers are identical to the base model's. Likely: "
-            f"{'; '.join(causes) or 'too little training for this data'}. Ruled out: "
-            f"{'; '.join(ruled_out)}.")})
-    losses = [e["loss"] for e in events if e.get("loss") is not None and "eval_loss" not in e]
-    vl = fig["tuned"].get("val_loss")
-    if losses and vl:
-        recent = sum(losses[-5:]) / len(losses[-5:])
-        if recent < MEMORISE_RATIO * vl:
-            flags.append({"flag": "memorised", "text": (
-                f"Train loss ({recent:.2f}) is far below validation loss ({vl:.2f}): the model "
-                "learned the training examples by heart more than the pattern. Use fewer "
-                "steps/epochs, a lower learning rate, or more varied data.")})
-    budget = forget_budget(cfg)
-    bp, tp = fig["base"].get("probe_ppl"), fig["tuned"].get("probe_ppl")
-    if bp and tp and tp > bp * (1 + max(budget, FORGET_THRESHOLD)):
-        flags.append({"flag": "forgetting", "text": (
-            f"Perplexity on general text rose from {bp:.1f} to {tp:.1f} (+{(tp / bp - 1):.0%}): "
-            "the model is losing general knowledge. Lower the learning rate or the steps, or "
-            "mix in general data.")})
-    lost_budget = forget_budget(cfg, "retention_budget")
-    if kept and kept.get("known") and 1 - kept["share"] > lost_budget + 1e-9:
-        lost = kept["known"] - kept["kept"]
-        flags.append({"flag": "forgot general answers", "text": (
-            f"It now gets {lost} of the {kept['known']} general questions the base model answered "
-            f"right wrong ({1 - kept['share']:.0%} lost; the budget for everyday answers, "
-            f"train.retention_budget, allows {lost_budget:.0%}). Lower the adapter strength (the table below), or train with fewer "
-            "steps, a lower learning rate or a stronger anchor (train.replay_weight).")})
-    return flags
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a share `p` of `n`: honest about small held-out sets."""
-    if n == 0:
-        return 0.0, 1.0
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def learned_on(fig: dict[str, Any], rep: dict[str, Any]) -> tuple[str, str, float, float, int] | None:
-    """(set, metric, base, tuned, n) of the held-out set that measures learning: the reworded
-    held-out questions, else the validation questions — unless those ask about facts the
-    training data does not contain."""
-    b, t = fig["base"], fig["tuned"]
-    share = rep.get("validation_facts_trained")
-    distinct = share is not None and share < DISTINCT_FACTS
-    for name in ("paraphrased", "validation"):
-        if name in t and not (name == "validation" and distinct):
-            key = "fact_match" if t[name].get("fact_match") is not None else "rouge_l"
-            return name, key, b[name][key], t[name][key], t[name]["n"]
-    return None
-
-
-DISTINCT_FACTS = 0.5  # under half the validation questions' facts in training: a split of distinct facts
-LEARNED_GAIN = 0.10   # held-out match up by 10 points: learned
-
-
-def headline(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any]) -> str:
-    """One plain sentence first: learned or not, forgot or not (figures follow in `verdict`)."""
-    names = {f["flag"] for f in flags}
-    if "adapter not in effect" in names or inconclusive(rep):
-        return ("Not measured: the tuned model answered exactly like the base model on every "
-                "question — press Recompute report; if it says so again, the run did not change "
-                "the model.")
-    forgot_ = bool(names & {"forgetting", "forgot general answers"})
-    held = learned_on(fig, rep)
-    b, t = fig["base"], fig["tuned"]
-    if held is not None:
-        name, key, before, after, n = held
-        if n < FEW_QUESTIONS:
-            return (f"Uncertain: only {n} held-out question{'s' if n != 1 else ''} to check — too few "
-                    "to say whether it learned; add held-out questions (Data step) for a verdict.")
-        learned = after - before >= LEARNED_GAIN and "no change" not in names
-    else:
-        learned = ((t.get("val_loss") or 9) < (b.get("val_loss") or 0)) and "no change" not in names
-    if learned:
-        return ("It learned your facts but forgot some of what it knew." if forgot_
-                else "It learned your facts and kept what it knew.")
-    return ("It did not clearly learn your facts, and it forgot some of what it knew." if forgot_
-            else "It did not clearly learn your facts; it kept what it knew.")
-
-
-def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any] | None = None) -> str:
-    """The headline, then the figures behind it, in plain words."""
-    b, t = fig["base"], fig["tuned"]
-    rep = rep or {}
-    parts = [rep.get("headline") or headline(fig, flags, rep)]
-    for name, what in (("paraphrased", "reworded held-out questions"),
-                       ("validation", "held-out questions")):
-        if name in t:
-            key = "fact_match" if t[name].get("fact_match") is not None else "rouge_l"
-            label = ("answers stating the expected fact" if key == "fact_match"
-                     else "words shared with the expected answers")
-            parts.append(f"On {what}, {label}: base {b[name][key]:.0%}, tuned {t[name][key]:.0%}.")
-    share = rep.get("validation_facts_trained")
-    if "validation" in t and share is not None and share < DISTINCT_FACTS:
-        parts.append(f"Only {share:.0%} of the held-out questions ask about facts that are in your "
-                     "training data (each row holds its own fact), so a low score there is not a "
-                     "failure to learn. Held-out questions that ask your training facts in other "
-                     "words measure learning: add them in the Data step (\"Held-out questions\").")
-    if "training_recall" in t:
-        parts.append(f"On training questions (recall, not proof of learning), words shared with the "
-                     f"expected answers: base {b['training_recall']['rouge_l']:.0%}, tuned "
-                     f"{t['training_recall']['rouge_l']:.0%}.")
-    kept, fg = rep.get("retention") or {}, rep.get("forgetting") or {}
-    if kept.get("known"):
-        parts.append(f"It kept {kept['kept']} of the {kept['known']} general questions the base model "
-                     "answered right.")
-    if fg.get("rise") is not None:
-        parts.append(f"General-text perplexity {fg['rise']:+.0%} "
-                     f"({'within' if fg['within_budget'] else 'over'} the {fg['budget']:.0%} budget).")
-    if b.get("val_loss") and t.get("val_loss"):
-        change = (t["val_loss"] - b["val_loss"]) / b["val_loss"]
-        parts.append(f"Validation loss {b['val_loss']:.2f} → {t['val_loss']:.2f} ({change:+.0%}).")
-    pref = rep.get("preference")
-    if pref:
-        lo, hi = wilson(pref["after"], pref["n"])
-        parts.append(f"On {pref['n']} held-out preference pairs it gives the chosen answer the higher "
-                     f"probability {pref['before']:.0%} of the time before and {pref['after']:.0%} after "
-                     f"(95% interval {lo:.0%}–{hi:.0%}" + ("; few pairs, so a rough figure" if pref["n"] < 30
-                                                          else "") + ").")
-    if rep.get("safety"):
-        from ..retention.safety import words
-
-        parts.append(words(rep["safety"]) + ("" if rep["safety"]["harmful"]["refused_base"] else
-                                             " (the base model refuses little, so there is little to keep)"))
-    if rep.get("chosen_step") is not None:
-        parts.append(f"The adapter is the one from step {rep['chosen_step']} (forgetting budget).")
-    return " ".join(parts)

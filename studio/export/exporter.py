@@ -19,8 +19,8 @@ from typing import Any, Callable
 from ..errors import ExportError
 from ..faults import crash_point, fail_point
 from ..models.registry import folder_size
-from ..train.checkpoints import MARK
 from . import modelfile, quantize
+from ..paths import RUN
 
 GGUF_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 LORA_QUANTS = ("f32", "f16")
@@ -114,7 +114,7 @@ def write_gguf(job: Job, model, out: Path, quant: str) -> Path:
 # ---- writers: Job → (extra result keys, the model parity compares against, or None) ----------
 def _write_adapter(job: Job):
     tmp = partial(job.out)
-    shutil.copytree(job.adapter, tmp, ignore=shutil.ignore_patterns(MARK, ".*.tmp"))  # not a half-written strength
+    shutil.copytree(job.adapter, tmp, ignore=shutil.ignore_patterns(RUN.complete, ".*.tmp"))  # not a half-written strength
     crash_point("export.partial_written")
     replace_dir(tmp, job.out)
     return {}, None

@@ -126,7 +126,7 @@ def replay_examples(model, tok, n: int, seed: int, memo, note: Callable[[str], N
 
     from ..models.chat import generate_batch
     from .replay import complete
-    from ..train.selection import evaluating
+    from ..models.chat import evaluating
 
     def generate(prompts: list[str]) -> list[str]:
         note(f"The base model answers {len(prompts)} harmful requests, to keep the ones it refuses "

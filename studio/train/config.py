@@ -21,8 +21,8 @@ from ..faults import atomic_write_text
 from ..presets import check_trainable, get_preset
 from ..records import DatasetRef
 from ..spec import OPTIMIZERS, RunSpec, build, dotted, override, update
+from ..paths import RUN
 
-CONFIG_FILE = "config.yaml"
 RUN_KEYS = ("preset", "overrides", "dataset", "notes")
 
 
@@ -53,7 +53,7 @@ class RunConfig:
                 "dataset": dataclasses.asdict(self.dataset), "notes": list(self.notes)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = CONFIG_FILE) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any], where: str = RUN.config) -> "RunConfig":
         if not isinstance(data, dict) or not isinstance(data.get("dataset"), dict):
             raise RunError(f"{where}: not a run configuration (no dataset section). Start a new run.")
         body = {k: v for k, v in data.items() if k not in RUN_KEYS}
@@ -69,13 +69,13 @@ class RunConfig:
         """config.yaml, written whole or not at all."""
         import yaml
 
-        return atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return atomic_write_text(run_dir / RUN.config, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def read(cls, run_dir: Path) -> "RunConfig":
         import yaml
 
-        path = Path(run_dir) / CONFIG_FILE
+        path = Path(run_dir) / RUN.config
         try:
             data = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as e:

@@ -9,7 +9,6 @@ honours Stop (SIGTERM) and stops on NaN loss. Only rank 0 writes files and the s
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -29,8 +28,8 @@ from . import batches, preference
 from . import checkpoints as ckpt
 from .config import RunConfig, total_steps
 from .trainer import trainer_class
+from ..paths import RUN, Home, append_event
 
-STOP_FILE = "STOP"
 
 
 def rank() -> int:
@@ -84,8 +83,8 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
 
         def on_step_end(self, args, state, control, **kw):
             if self.first:  # the run's first trainer process may be held for a test
-                hold_point("train.step", state.global_step, (run_dir / STOP_FILE).exists)
-            if (run_dir / STOP_FILE).exists():  # written by Stop, or by SIGTERM below
+                hold_point("train.step", state.global_step, (run_dir / RUN.stop).exists)
+            if (run_dir / RUN.stop).exists():  # written by Stop, or by SIGTERM below
                 self.stopped = True
                 control.should_save = True
                 control.should_training_stop = True
@@ -128,8 +127,7 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
                            if theirs in logs and theirs.startswith("eval_")})
             if rank() != 0 or len(ev) == 1:
                 return
-            with open(run_dir / "events.jsonl", "a") as f:
-                f.write(json.dumps(ev) + "\n")
+            append_event(run_dir, ev)
             crash_point("train.event_logged", step)
             row = self.rows.setdefault(step, {"step": step})
             row.update({k: v for k, v in ev.items() if v is not None})
@@ -142,8 +140,7 @@ def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, devi
                 return
             fig = watcher.evaluate(model, state.global_step, (metrics or {}).get("eval_loss"))
             ev = {k: fig[k] for k in ("step", "probe_ppl", "answer_match", "forgetting")}
-            with open(run_dir / "events.jsonl", "a") as f:
-                f.write(json.dumps(ev) + "\n")
+            append_event(run_dir, ev)
             store.add_metrics(run_id, [{**self.rows.setdefault(state.global_step, {"step": state.global_step}),
                                         **{k: v for k, v in ev.items() if v is not None}}])
 
@@ -204,7 +201,7 @@ def clear_stale_stop(run_dir: Path) -> None:
     while the run trained on."""
     import psutil
 
-    stop = run_dir / STOP_FILE
+    stop = run_dir / RUN.stop
     try:
         if stop.stat().st_mtime < psutil.Process().create_time():
             stop.unlink()
@@ -227,7 +224,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     phases = Phases(device == "cuda")  # the run's wall starts here: preparing is part of it
     clear_stale_stop(run_dir)
     # SIGTERM asks for the same clean stop as the Stop button: checkpoint, adapter, exit.
-    signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).write_text("stop"))
+    signal.signal(signal.SIGTERM, lambda *_: (run_dir / RUN.stop).write_text("stop"))
     torch.manual_seed(t.seed)
     tok = models.load_tokenizer(model_path)
     data_dir = Path(cfg.dataset.path)
@@ -244,7 +241,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     recorded = ckpt.max_steps_of(resume_from) if resume_from else None
     if rank() == 0:  # the record continues from the point we resume from, never repeats (with
         # no checkpoint the run starts over, and its step-0 notes are written again: none kept)
-        ckpt.trim_events(run_dir / "events.jsonl", start if resume_from else -1)
+        ckpt.trim_events(run_dir / RUN.events, start if resume_from else -1)
         store.trim_metrics(run_id, start)
         for note in notes:
             log_note(run_dir, start, note)
@@ -257,7 +254,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
             result["status"] = RunStatus.COMPLETED.value
         return result
     model = load_for_training(model_path, device, p,
-                              run_dir.parent / p.from_run / "adapter" if p.from_run else None)
+                              Home.of_run(run_dir).run_dir(p.from_run) / RUN.adapter if p.from_run else None)
     say = (lambda text: log_note(run_dir, start, text)) if rank() == 0 else (lambda text: None)
     if t.objective == "sft":
         train_set, anchor = batches.assemble(run_dir, p, tok, model, model_path, train_rows, start == 0, say)
@@ -273,7 +270,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
 
         watcher = Watcher(run_dir, tok, read_split(data_dir, "validation"), t.forget_budget, start,
                           lost_budget=t.retention_budget)
-        watcher.baseline(model, memo_for(run_dir.parent.parent / "replay", p.model, model_path, model))
+        watcher.baseline(model, memo_for(Home.of_run(run_dir).replay, p.model, model_path, model))
     preferring = t.objective != "sft"
     collator = (preference.CountingWrapper(None) if preferring else
                 batches.make_collator(tok, t.packing, anchor))
@@ -339,8 +336,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         shutil.rmtree(staging, ignore_errors=True)
         spent = phases.summary((start + 1, trainer.state.global_step) if start or not done else None)
         result["phases"] = spent
-        with open(run_dir / "events.jsonl", "a") as f:
-            f.write(json.dumps({"step": trainer.state.global_step, "phases": spent}) + "\n")
+        append_event(run_dir, {"step": trainer.state.global_step, "phases": spent})
         log_note(run_dir, trainer.state.global_step, spent["line"])
     return result
 
@@ -378,8 +374,7 @@ def finish(run_dir: Path, p, trainer, tok, watcher, done: bool) -> dict[str, Any
 
 def log_note(run_dir: Path, step: int, note: str) -> None:
     """A note in the run's record (events.jsonl) and its log."""
-    with open(run_dir / "events.jsonl", "a") as f:
-        f.write(json.dumps({"step": step, "note": note}) + "\n")
+    append_event(run_dir, {"step": step, "note": note})
     print(f"note: {note}", file=sys.stderr, flush=True)  # stdout is for --json
 
 
