@@ -199,7 +199,7 @@ def test_chat_data_needs_a_chat_template(studio, faq_dataset):
 
 def test_nan_loss_stops_with_advice(tmp_path):
     from studio.train.batches import CountingCollator
-    from studio.train.loop import build_callback
+    from studio.train.loop import StudioCallback
 
     class Store:
         def add_metrics(self, *a): pass
@@ -211,7 +211,7 @@ def test_nan_loss_stops_with_advice(tmp_path):
     class State:
         global_step = 3
 
-    cb = build_callback(tmp_path, Store(), "r", 10, CountingCollator(lambda f: f), "cpu")
+    cb = StudioCallback(tmp_path, Store(), "r", 10, CountingCollator(lambda f: f), "cpu")
     ctl = Ctl()
     cb.on_log(None, State(), ctl, logs={"loss": math.nan, "grad_norm": 1.0, "learning_rate": 1e-3})
     assert ctl.should_training_stop and cb.nan_step == 3

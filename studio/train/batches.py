@@ -152,7 +152,7 @@ class OneSequence:
     """A padding-free batch of one sequence goes without position ids: the model numbers its
     tokens itself and attention runs causal with no [tokens × tokens] mask (transformers builds
     one from packed position ids) — at long lengths, with micro-batch 1, that mask is the
-    largest buffer of all (memory.py)."""
+    largest buffer of all (memory/estimate.py)."""
 
     def __init__(self, inner):
         self.inner = inner

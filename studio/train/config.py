@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,15 @@ def build_config(preset_name: str, dataset: dict[str, Any], model: str | None,
     ds = DatasetInfo(name=dataset["name"], version=dataset["version"], path=dataset["path"],
                      splits=stats.get("splits", {}), formats=stats.get("formats", {}))
     return RunConfig(spec=spec, preset=preset_name, dataset=ds, overrides=tuple(overrides))
+
+
+def rank() -> int:
+    """This process's rank in a multi-GPU run (0 alone): only rank 0 writes files and the store."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def total_steps(spec: RunSpec, n_train: int, world: int = 1) -> int:

@@ -28,7 +28,7 @@ from ..locks import hold
 from ..records import ACTIVE, RunStatus
 from . import config as tcfg
 from .checkpoints import clean_leftovers, complete, latest
-from .loop import rank
+from .config import rank
 from .. import paths
 from ..paths import RUN, finished_adapter, read_events
 
