@@ -39,7 +39,7 @@ def rss_mb() -> float:
 def hf(model, tok, n: int) -> tuple[float, float]:
     from transformers import TextIteratorStreamer
 
-    from studio.chat import GenSettings, generate
+    from studio.models.chat import GenSettings, generate
 
     streamer = TextIteratorStreamer(tok, skip_prompt=True)
     out = {}
@@ -68,7 +68,8 @@ def make_adapter(folder: str, out: str) -> None:
     """The cpu-quickstart preset's LoRA adapter, untrained (its size is what matters)."""
     from peft import get_peft_model
 
-    from studio import models, presets
+    from studio import presets
+    from studio.models import registry as models
 
     lora = models.lora_config(presets.get_preset("cpu-quickstart").lora)
     get_peft_model(models.load_model(Path(folder)), lora).save_pretrained(out)
@@ -78,7 +79,7 @@ def make_adapter(folder: str, out: str) -> None:
 def speed(model, tok, gguf: Path, reps: int, n: int) -> None:
     from llama_cpp import Llama
 
-    from studio.models import llama_threads
+    from studio.models.registry import llama_threads
 
     llm = Llama(str(gguf), n_ctx=1024, verbose=False, n_threads=llama_threads())
     hf(model, tok, 4), llama(llm, 4)  # untimed: each engine's one-time start-up
@@ -100,8 +101,8 @@ def speed(model, tok, gguf: Path, reps: int, n: int) -> None:
 
 def memory(folder: Path, work: Path) -> None:
     """Run in a process of its own (main starts it): nothing else has grown it."""
-    from studio import models
-    from studio.compare import Pair
+    from studio.models import registry as models
+    from studio.evaluate.compare import Pair
 
     adapter = work / "adapter"
     subprocess.run([sys.executable, __file__, "--make-adapter", str(folder), str(adapter)], check=True)
@@ -125,7 +126,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=96, help="new tokens per answer")
     args = ap.parse_args()
-    from studio import models
+    from studio.models import registry as models
     from studio.export import converter
 
     folder = embedded_model()

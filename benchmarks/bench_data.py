@@ -73,7 +73,7 @@ def run(mb: int, tok, work: Path, many: bool) -> tuple[float, float]:
 
     from studio.data.prepare import prepare
     from studio.data.recipes import RecipeParams
-    from studio.memory_measure import PeakRSS
+    from studio.train.measure import PeakRSS
 
     corpus = work / f"c{mb}"
     corpus.mkdir()
@@ -157,7 +157,8 @@ def engines(pdf: Path, n_chunks: int, reps: int) -> None:
     JSON-schema path)."""
     import gc
 
-    from studio import generators, models
+    from studio.data import generators
+    from studio.models import registry as models
     from studio.data.ingest import iter_path
     from studio.data.questions import parse_pairs
     from studio.data.recipes import Context, RecipeParams
@@ -227,7 +228,7 @@ def main() -> None:
             print(f"  (--reps {args.reps}: a check of the script, not a figure to quote)")
         if args.skip_corpus:
             return
-        from studio import models
+        from studio.models import registry as models
 
         tok = models.load_tokenizer(embedded_model())
         work = Path(d) / "corpus"

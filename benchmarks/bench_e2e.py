@@ -47,7 +47,7 @@ def bare_steps(run_dir: Path, model_path: Path, device: str) -> tuple[float, int
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from studio import models
+    from studio.models import registry as models
     from studio.data.prepare import read_split
     from studio.spec import OPTIMIZERS
     from studio.train import batches
@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the numbers as JSON here too")
     a = ap.parse_args()
 
-    from studio import models
+    from studio.models import registry as models
     from studio.api import Studio
 
     home = Path(tempfile.mkdtemp(prefix="bench-e2e-"))

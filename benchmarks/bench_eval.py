@@ -29,7 +29,7 @@ def arg(name: str, default: str | None) -> str | None:
 
 
 def main() -> None:
-    from studio import models
+    from studio.models import registry as models
     from studio.api import Studio
 
     limit = int(arg("--limit", "0")) or None

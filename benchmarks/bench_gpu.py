@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 if sys.platform.startswith("linux"):  # as the training child sets it (studio/train/runs.py)
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
-from studio import memory as m  # noqa: E402
-from studio import memory_advice as ma  # noqa: E402
+from studio.memory import estimate as m  # noqa: E402
+from studio.memory import advice as ma  # noqa: E402
 from studio.spec import from_flat  # noqa: E402
 
 
@@ -130,7 +130,7 @@ def run_cases(folder: Path, name: str, cases: list, steps: int = 2) -> None:
 def one_case(model, name: str, label: str, st, cap_gb: float | None, steps: int, static) -> None:
     import torch
 
-    from studio.memory_measure import training_loss
+    from studio.train.measure import training_loss
     from studio.train.offload import offload_context
 
     cuda = torch.cuda.is_available()

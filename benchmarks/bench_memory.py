@@ -6,7 +6,7 @@
    nvidia_smi with total_gb; our CPU points (rss_growth from `estimate --measure`) with the
    estimator's CPU mode (fp32, no context, no slack).
 2. `--live`: our own exact counts on this CPU of the bytes a training step keeps alive
-   (memory_measure.LivePeak) for small llama/qwen2 models built from configs in bf16 — LoRA and
+   (studio.train.measure.LivePeak) for small llama/qwen2 models built from configs in bf16 — LoRA and
    QLoRA under the Trainer's autocast, a plain loop, full training, with and without
    checkpointing — against the estimator's peak_allocated_gb for the same setting on CUDA. This
    checks the GPU-side accounting (dtypes, casts, loss buffers) where no GPU is lent; the CUDA
@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from studio import memory as m  # noqa: E402
-from studio import memory_advice as ma  # noqa: E402
+from studio.memory import estimate as m  # noqa: E402
+from studio.memory import advice as ma  # noqa: E402
 from studio.spec import flat_view, from_flat as S  # noqa: E402
 
 POINTS = Path(__file__).with_name("memory_points.csv")
@@ -77,7 +77,7 @@ def points() -> list[float]:
 
 
 def live() -> list[float]:
-    from studio.memory_measure import live_peak_gb
+    from studio.train.measure import live_peak_gb
 
     errs = []
     print(f"\nlive-tensor peak on this CPU vs the CUDA estimate's peak_allocated_gb (bf16, 512×2 tokens)")

@@ -55,7 +55,7 @@ def every(name: str) -> list[str]:
 
 
 def studio_home() -> Path:
-    from studio import models
+    from studio.models import registry as models
 
     home = Path(tempfile.mkdtemp(prefix="bench-outcome-"))
     cache = ROOT / ".venv" / ".test-cache"

@@ -37,7 +37,7 @@ def arg(name: str, default: str) -> str:
 
 
 def studio():
-    from studio import models
+    from studio.models import registry as models
     from studio.api import Studio
 
     home = Path(tempfile.mkdtemp(prefix="bench-preference-"))

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from studio import models
+    from studio.models import registry as models
     from studio.api import Studio
     from studio.data.prepare import read_split
 

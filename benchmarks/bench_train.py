@@ -52,7 +52,8 @@ def run(label: str, packing: bool, model_path: Path, data, steps: int, batch: in
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from studio import models, presets
+    from studio import presets
+    from studio.models import registry as models
     from studio.train.batches import make_collator
     from studio.train.loop import load_for_training
     from studio.train.trainer import trainer_class
@@ -95,7 +96,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3, help="runs of each side (≥ 3 for a figure to quote)")
     args = ap.parse_args()
-    from studio import models
+    from studio.models import registry as models
 
     path = embedded_model()
     data = dataset(models.load_tokenizer(path), args.steps * args.batch, 256)

@@ -24,7 +24,7 @@ def embedded_model() -> Path:
     """The embedded model as an HF folder, converted once (kept between runs)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from studio import models
+    from studio.models import registry as models
 
     CACHE.mkdir(parents=True, exist_ok=True)
     return models.prepare_embedded(CACHE)

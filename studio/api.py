@@ -10,20 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import presets
-from .compare import CompareService
+from . import paths, presets
 from .data.service import DataService
 from .errors import StudioError
-from .evaluate import EvalService
+from .evaluate.compare import CompareService
+from .evaluate.harness import EvalService
 from .export.service import ExportService
-from .memory_service import MemoryService
-from .model_cache import ModelCache
+from .memory.service import MemoryService
+from .models.cache import ModelCache
 from .paths import Home, resolve_home
 from .spec import RunSpec, field_help, flat_fields, from_flat
 from .store import Store
+from .train.measure import run_in_child
 from .train.runs import RunService
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = paths.ASSETS
 
 
 class Studio:
@@ -35,8 +36,8 @@ class Studio:
         self.runs = RunService(self.store, self.home.runs, self.models, self.data.get)
         self.exports = ExportService(self.store, self.home.exports, self.models, self.runs.get)
         self.compares = CompareService(self.store, self.models, self.runs.get, self.data.get,
-                                       self.exports.base_gguf, self.home.root / "replay")
-        self.memory = MemoryService(self.store, self.home.models, self.models)
+                                       self.exports.base_gguf, self.home.replay)
+        self.memory = MemoryService(self.store, self.home.models, self.models, run_in_child)
         self.evals = EvalService(self.store, self.models, self.runs.get, self.compares.session)
         self.reconcile()
 
@@ -127,7 +128,7 @@ class Studio:
         return self.runs.request_stop(run_id)
 
     def run_delete(self, run_id: str) -> dict[str, Any]:
-        from .models import folder_size
+        from .models.registry import folder_size
 
         return self.runs.delete(run_id, folder_size)
 
@@ -221,7 +222,7 @@ class Studio:
     @staticmethod
     def choices() -> dict[str, Any]:
         """What each step offers (recipes, file types, formats, GPUs, …) for the UI and CLI."""
-        from .report import sample_questions
+        from .evaluate.report import sample_questions
 
         return {"data": DataService.choices(), "export": ExportService.choices(),
                 "memory": MemoryService.choices(), "sample_questions": sample_questions(),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .export.exporter import FORMATS
-from .models import folder_size
+from .models.registry import folder_size
 
 
 def export_detail(e: dict[str, Any]) -> str:

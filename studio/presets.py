@@ -11,8 +11,9 @@ from pathlib import Path
 
 from .errors import PresetError
 from .spec import LAYERS, TRAINABLE_METHODS, RunSpec, apply_overrides, build, yaml_loader
+from . import paths
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESETS_DIR = paths.PRESETS
 
 
 def check_trainable(spec: RunSpec, where: str) -> RunSpec:

@@ -1,16 +1,17 @@
 """Scoring shared by the report, the forgetting budget and the data triage: answer match
-(normalised exact match, ROUGE-L, "contains the expected fact"), the mean loss on the learned
-tokens of examples, and the general-text probe (assets/general_probe.txt — evaluated, never
-trained on) with its perplexity. Pure functions, plus the two that run a model.
+(normalised exact match, ROUGE-L, "contains the expected fact") and the general-text probe
+(assets/general_probe.txt — evaluated, never trained on) with its perplexity. Pure functions; the
+losses a model gives encoded examples are data/templates.py's (mean_loss, answer_logps).
 """
 from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Any
 
-PROBE = Path(__file__).resolve().parent.parent / "assets" / "general_probe.txt"
+from . import paths
+
+PROBE = paths.ASSETS / "general_probe.txt"
 
 
 def norm(text: str) -> str:
@@ -43,45 +44,6 @@ def score(answers: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
     fact = (sum(states(a, r["expect"]) for a, r in with_fact) / len(with_fact)) if with_fact else None
     return {"exact_match": round(em, 4), "rouge_l": round(rl, 4),
             "fact_match": round(fact, 4) if fact is not None else None, "n": len(rows)}
-
-
-def mean_loss(model, tok, examples: list[dict[str, Any]], max_len: int) -> float | None:
-    """Mean token loss on the learned tokens of `examples` (the data step's loss mask)."""
-    import torch
-
-    from .data import templates
-
-    total, count = 0.0, 0
-    for ex in examples:
-        enc = templates.encode(tok, ex, max_len)
-        if enc.trainable < 2:
-            continue
-        ids = torch.tensor([enc.input_ids], device=model.device)
-        labels = torch.tensor([enc.labels], device=model.device)
-        with torch.no_grad():
-            out = model(input_ids=ids, labels=labels)
-        n = int((labels[:, 1:] != -100).sum())
-        total += float(out.loss) * n
-        count += n
-    return total / count if count else None
-
-
-def answer_logps(model, tok, examples: list[dict[str, Any]], max_len: int) -> list[float]:
-    """The summed log-probability of each example's learned tokens (its answer)."""
-    import torch
-
-    from .data import templates
-
-    out = []
-    for ex in examples:
-        enc = templates.encode(tok, ex, max_len)
-        ids = torch.tensor([enc.input_ids], device=model.device)
-        labels = torch.tensor(enc.labels[1:], device=model.device)
-        with torch.no_grad():
-            lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
-        keep = labels != -100
-        out.append(float(lp[keep].gather(1, labels[keep].unsqueeze(1)).sum()))
-    return out
 
 
 def probe_examples() -> list[dict[str, Any]]:

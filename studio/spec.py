@@ -346,6 +346,25 @@ def build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def stored(data: dict[str, Any] | None) -> RunSpec:
+    """The run spec of a stored run config (its store row, config.yaml), read so that an older run
+    folder still reads: keys it does not know are left out, and a missing or unreadable value
+    takes the field's default — the one fallback every reader of a run shares."""
+    def read(cls: type, d: Any) -> Any:
+        kwargs = {}
+        for f in fields(cls):
+            if not isinstance(d, dict) or f.name not in d:
+                continue
+            sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+            try:
+                kwargs[f.name] = (read(sub, d[f.name]) if dataclasses.is_dataclass(sub)
+                                  else check_value("run config", f.name, f, d[f.name]))
+            except PresetError:
+                continue
+        return cls(**kwargs)
+    return read(RunSpec, data or {})
+
+
 # ---- changing a spec --------------------------------------------------------------------------
 def update(spec: RunSpec, where: str = "settings", **changes: Any) -> RunSpec:
     """A new spec with leaf values changed, each validated. Keys are leaf names (`max_len`) or

@@ -132,7 +132,7 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
-    from studio import models
+    from studio.models import registry as models
 
     CACHE.mkdir(parents=True, exist_ok=True)
     return models.prepare_embedded(CACHE)
@@ -191,7 +191,7 @@ def studio(studio_home):
 @pytest.fixture(scope="session")
 def base_model(embedded_model_dir):
     """(model, tokenizer) of the embedded model, loaded once for the whole session."""
-    from studio import models
+    from studio.models import registry as models
 
     return models.load_model(embedded_model_dir), models.load_tokenizer(embedded_model_dir)
 

@@ -309,7 +309,7 @@ def test_default_export_path_stays_under_exports(home, tmp_path):
 def _peak_growth_mb(fn) -> float:
     import psutil
 
-    from studio.memory_measure import PeakRSS
+    from studio.train.measure import PeakRSS
 
     base = psutil.Process().memory_info().rss
     with PeakRSS() as p:

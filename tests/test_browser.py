@@ -191,7 +191,7 @@ def answered_right(studio, run_id: str) -> str:
     expected numbers (the report beside it says how many it gets right in all)."""
     import re
 
-    from studio.report import heldout_sets
+    from studio.evaluate.report import heldout_sets
 
     run = studio.run_show(run_id)
     rows = heldout_sets(studio.dataset(run["dataset"]), 50)["validation"]

@@ -37,7 +37,7 @@ def test_cli_calls_fork_after_the_studio_set_its_own_environment(studio_home, mo
     process costs the imports, ≈ 4 s; the suite makes dozens of such calls)."""
     import os
 
-    from studio.evaluate import offline_unless_reachable
+    from studio.evaluate.harness import offline_unless_reachable
     from studio.train.runs import cuda_allocator_defaults
 
     monkeypatch.setattr(os, "environ", dict(os.environ))  # put back as it was afterwards

@@ -13,7 +13,7 @@ def test_side_by_side_differs_and_base_is_base(studio, trained_run, base_model):
     out = studio.compare(trained_run["id"], "How much does the Nimbus Orbit cost?", max_new_tokens=24)
     assert out["base"] != out["tuned"] and not out["identical"]
     # The base side is the real base model: same answer as the plain model with no adapter.
-    from studio.chat import GenSettings, generate
+    from studio.models.chat import GenSettings, generate
 
     model, tok = base_model  # a separate, untouched copy of the base model
     plain = generate(model, tok, [{"role": "user", "content": "How much does the Nimbus Orbit cost?"}],
@@ -42,7 +42,7 @@ def test_sampling_is_seeded(studio, trained_run):
 def test_long_prompt_is_cut_from_the_left(studio, trained_run, monkeypatch):
     """A conversation longer than the model's context loses its start, with a notice. The
     context is made 1,024 tokens here so the check does not spend half a minute on 8k tokens."""
-    from studio import chat
+    from studio.models import chat
 
     monkeypatch.setattr(chat, "context_of", lambda model: 1024)
     out = studio.compare(trained_run["id"], "word " * 1500 + "What is the price?", max_new_tokens=4)
@@ -108,8 +108,8 @@ def test_report_counts_what_it_kept(trained_report, embedded_model_dir):
     studio, so which it knows is counted here — the share the tuned model still answers."""
     from pathlib import Path
 
-    from studio import replay
-    from studio.base_answers import ASSETS
+    from studio.retention import replay
+    from studio.retention.base_answers import ASSETS
 
     kept = trained_report["retention"]
     key = f"{replay.model_key(Path(embedded_model_dir))}-cpu-float32"
@@ -153,11 +153,12 @@ def test_strength_is_kept_and_used(studio, trained_run, trained_report):
 
 
 def test_flags():
-    from studio.report import diagnose, score
-    from studio.scoring import rouge_l
+    from studio.evaluate.verdict import diagnose
+    from studio.scoring import rouge_l, score
+    from studio.spec import stored
 
     fig = {"base": {"val_loss": 2.0, "probe_ppl": 10.0}, "tuned": {"val_loss": 1.5, "probe_ppl": 14.0}}
-    flags = {f["flag"]: f["text"] for f in diagnose(fig, 10, 10, 0.0, {"train": {"lr": 1e-5}},
+    flags = {f["flag"]: f["text"] for f in diagnose(fig, 10, 10, 0.0, stored({"train": {"lr": 1e-5}}),
                                                     [{"step": 5, "loss": 0.1}])}
     assert "no change" in flags and "never trained" in flags["no change"] and "low" in flags["no change"]
     assert "memorised" in flags and "forgetting" in flags

@@ -27,7 +27,7 @@ def drain(stream) -> str:
 
 
 def test_content_parts_become_text():
-    from studio.chat import plain_messages, text_of
+    from studio.models.chat import plain_messages, text_of
 
     assert text_of([{"type": "text", "text": "a"}, {"type": "file", "file": "x.png"}, "b"]) == "a\nb"
     assert text_of(None) == "" and text_of({"text": "c"}) == "c"
@@ -59,7 +59,7 @@ def test_second_question_in_the_same_conversation(studio, trained_run):
 def test_an_error_while_generating_reaches_the_reader(studio, trained_run, monkeypatch):
     """A generation that fails in its thread is raised to the reader at once (the page shows the
     message), and the model is free again for the next question."""
-    from studio import chat
+    from studio.models import chat
     from studio.ui import compare_step
 
     def broken(*args, **kwargs):
@@ -101,7 +101,7 @@ def test_overlapping_requests_take_turns(studio, trained_run):
 
 
 def test_adapter_in_effect_is_measured(studio, trained_run):
-    from studio.report import adapter_in_effect
+    from studio.evaluate.report import adapter_in_effect
 
     with studio.compares.session(trained_run["id"]) as (_, pair):
         assert adapter_in_effect(pair, pair.tok)
@@ -115,7 +115,7 @@ def test_adapter_in_effect_is_measured(studio, trained_run):
 def test_a_report_that_measured_nothing_is_not_kept(studio, trained_run, trained_report, monkeypatch):
     """Tuned equal to base on every row: shown, said plainly, not stored — asking again (or
     "Recompute report") measures again; a real report is stored as before."""
-    from studio import report as rep
+    from studio.evaluate import report as rep
     from studio.ui import compare_step
 
     rid = trained_run["id"]

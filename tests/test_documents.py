@@ -138,7 +138,7 @@ def llama_server():
     """llama-cpp-python's own OpenAI-compatible server with the embedded GGUF, on 127.0.0.1."""
     pytest.importorskip("llama_cpp")
     pytest.importorskip("sse_starlette")
-    from studio.models import embedded_gguf
+    from studio.models.registry import embedded_gguf
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()),
@@ -216,7 +216,7 @@ def fake_openai(takes: set[str]) -> tuple[http.server.ThreadingHTTPServer, list[
 def test_a_server_is_asked_for_the_output_shape_it_takes(takes, asked, got, monkeypatch):
     from types import SimpleNamespace
 
-    from studio import generators
+    from studio.data import generators
 
     slept: list[float] = []
     monkeypatch.setattr(generators, "time", SimpleNamespace(sleep=slept.append))
@@ -234,7 +234,7 @@ def test_a_server_is_asked_for_the_output_shape_it_takes(takes, asked, got, monk
 
 
 def test_generator_endpoint_problems_are_said_before_work(studio, llama_server, tmp_path):
-    from studio import generators
+    from studio.data import generators
 
     with pytest.raises(DataError, match="has no model 'nope'. It has: smol"):
         generators.openai_compatible(llama_server, "nope")
@@ -280,8 +280,8 @@ def counting(pieces, flag: threading.Event, at: int, taken: list):
 def test_cancel_stops_llama_cpp_mid_answer(studio, monkeypatch):
     """Cancel pressed at the 3rd token: no 4th token is taken, the answer is dropped."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    from studio import generators
-    from studio.models import embedded_gguf
+    from studio.data import generators
+    from studio.models.registry import embedded_gguf
 
     flag, taken = threading.Event(), []
     real = llama_cpp.Llama.create_chat_completion
@@ -312,7 +312,7 @@ def test_web_pages_become_markdown_without_menus(studio, tmp_path):
 def test_a_slow_generator_times_out_with_retries():
     """A server that passes the health check but never answers in time: a clear error after
     the retries, not a hang."""
-    from studio import generators
+    from studio.data import generators
 
     class Slow(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -342,7 +342,7 @@ def test_cancel_stops_a_server_answer_mid_stream(llama_server, monkeypatch):
     request is dropped mid-answer, before its [DONE])."""
     import httpx
 
-    from studio import generators
+    from studio.data import generators
 
     flag = threading.Event()
     gen = generators.openai_compatible(llama_server, "smol", flag)

@@ -12,7 +12,7 @@ LOCAL = ROOT / "assets" / "eval" / "studio_general"
 
 
 def test_the_local_task_is_there_and_named():
-    from studio.evaluate import task_names_in
+    from studio.evaluate.harness import task_names_in
 
     assert task_names_in(LOCAL) == ["studio_general"]
     rows = [json.loads(x) for x in (LOCAL / "questions.jsonl").read_text().splitlines()]
@@ -20,7 +20,7 @@ def test_the_local_task_is_there_and_named():
 
 
 def test_plain_words_say_when_a_change_is_noise():
-    from studio.evaluate import metrics_of, plain
+    from studio.evaluate.harness import metrics_of, plain
 
     assert metrics_of({"acc,none": 0.5, "acc_stderr,none": 0.03, "alias": "x", "acc_norm,none": "N/A"}) == {
         "acc": 0.5, "acc_stderr": 0.03, "acc_norm": None}
@@ -53,7 +53,7 @@ def test_bad_requests_are_clear_messages(studio, tmp_path, faq_dataset):
 
 @pytest.mark.e2e
 def test_a_hub_task_offline_says_which_and_how(studio):
-    from studio import evaluate
+    from studio.evaluate import harness as evaluate
 
     if evaluate.hub_reachable():
         pytest.skip("this machine reaches the hub: the offline message cannot be shown")

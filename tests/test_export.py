@@ -155,7 +155,7 @@ def test_embedded_export_keeps_our_template_and_stops(tmp_path, embedded_model_d
     import torch
     from transformers import AutoModelForCausalLM
 
-    from studio import models
+    from studio.models import registry as models
 
     out = converter.convert_model(embedded_model_dir, tmp_path / "e.gguf", "f16")
     ref, ours = gguf.GGUFReader(str(models.embedded_gguf())), gguf.GGUFReader(str(out))
@@ -219,7 +219,7 @@ def test_lora_gguf_and_llama_cpp_compare(studio, trained_run):
 def test_ollama_adapter_and_merged(studio, trained_run, tmp_path, embedded_model_dir):
     from peft import PeftModel
 
-    from studio import models
+    from studio.models import registry as models
 
     o = studio.export("ollama", run_id=trained_run["id"], quant="f16", out=str(tmp_path / "ollama"))
     text = Path(o["modelfile"]).read_text()
@@ -286,7 +286,7 @@ def test_failed_export_leaves_nothing(studio, tmp_path, monkeypatch):
 
 
 def test_k_quant_without_llama_cpp_says_how(monkeypatch, studio):
-    from studio import models
+    from studio.models import registry as models
 
     monkeypatch.setattr(models, "llama_cpp_available", lambda: (False, "llama-cpp-python is not installed"))
     with pytest.raises(FeatureUnavailable, match="llama-cpp-python"):
@@ -332,7 +332,7 @@ def tiny_gguf(tmp_path_factory, embedded_model_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from studio import models
+    from studio.models import registry as models
 
     d = make_tiny_llama(tmp_path_factory.mktemp("tiny-parity") / "tiny-llama", embedded_model_dir)
     m = AutoModelForCausalLM.from_pretrained(d)
@@ -396,7 +396,7 @@ def test_greedy_scores_equal_a_forward_pass(base_model):
     forward pass per prompt: they are the same numbers (left-padded batch vs one sequence)."""
     import torch
 
-    from studio.chat import greedy_scored
+    from studio.models.chat import greedy_scored
 
     model, tok = base_model
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,

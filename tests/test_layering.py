@@ -1,9 +1,14 @@
-"""The dependency rules of DESIGN.md, checked on the source tree (imports read from the AST,
+"""The dependency rules (README, "Files"), checked on the source tree (imports read from the AST,
 including the ones inside functions).
 
-ui/ and cli/ → api (the facade) → step services → base layer; nothing below the facade imports
-it; only ui/ imports gradio; only models.py builds quantization and LoRA configs; no import
-cycles; every module has a docstring and stays under 600 lines.
+ui/ and cli/ → api (the facade) → the parts → the base layer. The parts are packages, ranked:
+models/ below data/, memory/ and retention/ (which do not import one another), those below train/,
+train/ below evaluate/ and export/ (which do not import one another). A part imports the base, its
+own modules and parts ranked below it; the base imports only the base. No module outside the base,
+the facade and the entry points sits loose at the top of studio/, so a step's service cannot land
+there. Nothing below the facade imports it; only ui/ imports gradio; only models/ builds
+quantization and LoRA configs; no import cycles; every module has a docstring and stays under 600
+lines; every package's __init__ says what it owns.
 """
 import ast
 import subprocess
@@ -13,8 +18,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "studio"
 HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "llama_cpp", "accelerate")
-ENTRY = {"studio.launch", "studio.__main__"}  # entry points: they wire the app and the CLI
+ENTRY = {"studio", "studio.launch", "studio.__main__"}  # entry points: they wire the app and the CLI
 FRONT = ("studio.ui", "studio.cli")           # front ends: the facade and errors only
+FACADE = {"studio.api", "studio.history"}     # the facade, and the one listing across every part
+BASE = {f"studio.{m}" for m in ("spec", "records", "paths", "store", "errors", "faults", "locks",
+                                "presets", "scoring")}
+PARTS = {"studio.models": 1, "studio.data": 2, "studio.memory": 2, "studio.retention": 2,
+         "studio.train": 3, "studio.evaluate": 4, "studio.export": 4}
 
 
 def module_name(path: Path) -> str:
@@ -80,9 +90,41 @@ def test_front_ends_use_only_the_facade_and_errors():
 
 def test_nothing_below_the_facade_imports_it():
     offenders = [f"{mod} → studio.api" for mod, deps in graph().items()
-                 if "studio.api" in deps and not mod.startswith(FRONT) and mod not in ENTRY
-                 and mod != "studio"]
+                 if "studio.api" in deps and not mod.startswith(FRONT) and mod not in ENTRY]
     assert offenders == []
+
+
+def part(mod: str) -> str | None:
+    return next((p for p in PARTS if mod == p or mod.startswith(p + ".")), None)
+
+
+def test_the_top_of_studio_holds_only_the_base_the_facade_and_the_parts():
+    """`ls studio/` shows the parts: a module loose at the top is the base, the facade or an entry
+    point — never a step's service or a piece of one."""
+    loose = [m for m in MODULES if m.count(".") == 1 and not (PKG / m.split(".")[1]).is_dir()
+             and m not in BASE | FACADE | ENTRY]
+    packages = [m for m in MODULES if m.count(".") == 1 and (PKG / m.split(".")[1]).is_dir()
+                and m not in PARTS and not m.startswith(FRONT)]
+    assert loose == [] and packages == []
+
+
+def test_parts_import_one_way():
+    """The base imports only the base; a part imports the base, itself and parts ranked below it."""
+    offenders = []
+    for mod, deps in graph().items():
+        if mod in BASE:
+            offenders += [f"{mod} → {d}" for d in deps if d not in BASE]
+        elif part(mod):
+            me = part(mod)
+            offenders += [f"{mod} → {d}" for d in deps if d not in BASE and part(d) != me
+                          and not (part(d) and PARTS[part(d)] < PARTS[me])]
+    assert offenders == []
+
+
+def test_every_package_says_what_it_owns():
+    thin = [str(f.relative_to(ROOT)) for f in PKG.rglob("__init__.py")
+            if len(ast.get_docstring(ast.parse(f.read_text())) or "") < 80]
+    assert thin == []
 
 
 def test_only_models_builds_quantization_and_lora_configs():
@@ -91,7 +133,7 @@ def test_only_models_builds_quantization_and_lora_configs():
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Call):
                 name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-                if name in ("BitsAndBytesConfig", "LoraConfig") and mod != "studio.models":
+                if name in ("BitsAndBytesConfig", "LoraConfig") and not mod.startswith("studio.models."):
                     offenders.append(f"{mod}:{node.lineno} {name}")
     assert offenders == []
 
@@ -117,10 +159,27 @@ def test_no_import_cycles():
     assert cycles == []
 
 
+CHILD_ONLY = {"studio.train.loop"}  # imported only by the training child: torch & co. at its top
+
+
 def test_heavy_imports_are_inside_functions():
-    """torch & co. are never imported at module top level under studio/ (so the app starts fast)."""
+    """torch & co. are never imported at module top level under studio/ (so the app starts fast),
+    except in modules only the training child imports — and those are imported only inside
+    functions, so importing anything else never pulls them in."""
     offenders = []
+    for mod, f in MODULES.items():
+        tree = ast.parse(f.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = resolve(mod, f.name == "__init__.py", node)
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            offenders += [f"{mod}:{node.lineno} imports {n} at its top" for n in names if n in CHILD_ONLY]
     for f in PKG.rglob("*.py"):
+        if module_name(f) in CHILD_ONLY:
+            continue
         tree = ast.parse(f.read_text())
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom)):

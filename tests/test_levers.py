@@ -90,7 +90,7 @@ def _module(seed=0, out=48, inp=64, r=4):
 def test_a_new_strong_direction_is_an_intruder_and_only_it_is_scaled():
     import torch
 
-    from studio import intruders
+    from studio.retention import intruders
 
     w0, a, b, new_u = _module()
     m = intruders.module(w0, a, b, 2.0)
@@ -112,7 +112,7 @@ def test_a_new_strong_direction_is_an_intruder_and_only_it_is_scaled():
 
 def test_layer_ranges_and_mlp_targets():
     from studio.errors import ConfigError
-    from studio.models import lora_config
+    from studio.models.registry import lora_config
     from studio.spec import LoraSpec, layer_indices
 
     assert layer_indices("all", 4) == [0, 1, 2, 3]
@@ -140,7 +140,7 @@ def test_bad_lever_settings_are_refused_before_a_run(studio, faq_dataset):
 
 # ---- held-out files --------------------------------------------------------------------------
 def test_a_heldout_file_goes_with_the_dataset_and_the_report_uses_it(studio, tmp_path):
-    from studio.report import heldout_sets
+    from studio.evaluate.report import heldout_sets
 
     held = tmp_path / "held.csv"
     held.write_text("question,answer\nWho keeps the lighthouse on Skellmere?,Tomas Quill keeps it.\n"
@@ -168,7 +168,7 @@ def test_every_lever_on_survives_kill_9_and_reports_each(studio, faq_dataset, ti
     levers = ["train.replay_mode=kl", "train.replay_weight=1", "train.self_distill=true",
               "train.paraphrases=2", "train.intruder_scale=0.5", "lora.targets=mlp",
               "lora.layers=1-1", "train.save_every=2", "train.eval_every=3", "train.max_len=128"]
-    from studio import replay
+    from studio.retention import replay
 
     # the two-layer model's "own answers" to the replay prompts: its random weights write none
     # worth replaying, so it is given the embedded model's, cached as its own
@@ -196,8 +196,8 @@ def test_every_lever_on_survives_kill_9_and_reports_each(studio, faq_dataset, ti
     assert cfg["layers_to_transform"] == [1] and set(cfg["target_modules"]) == {"gate_proj", "up_proj", "down_proj"}
     from peft import PeftModel
 
-    from studio import models
-    from studio.levers import rows
+    from studio.models import registry as models
+    from studio.retention.levers import rows
 
     PeftModel.from_pretrained(models.load_model(Path(tiny_model)), str(run_dir / "adapter"))
     by = {x["lever"]: x for x in rows(studio.store.get_run(run["id"]), events)}

@@ -197,7 +197,7 @@ def test_anchor_is_zero_at_the_base_and_pulls_back_after_a_change(packing, embed
     import torch
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
-    from studio.models import load_tokenizer
+    from studio.models.registry import load_tokenizer
     from studio.train import anchor as kl
     from studio.train.batches import INDEX, AnchorCollator
     from studio.train.loss import causal_lm_loss

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from conftest import ROOT, run_cli
-from studio import memory as m
-from studio import memory_advice as ma
+from studio.memory import estimate as m
+from studio.memory import advice as ma
 from studio.spec import from_flat as S
 from studio.errors import ConfigError
 
@@ -98,7 +98,7 @@ def test_hub_ids(monkeypatch, tmp_path):
     shape, name = ma.load_shape("Qwen/Qwen3-8B")
     assert name == "qwen3-8b" and shape == ma.load_shape("qwen3-8b")[0]
     assert ma.load_shape("meta-llama/llama-3.1-8b-instruct")[1] == "llama-3.1-8b"
-    from studio import models
+    from studio.models import registry as models
 
     spec = models.resolve("Qwen/Qwen3-8B", tmp_path)       # the model box goes by the same name
     assert spec.name == "qwen3-8b" and models.hub_info(spec)["layers"] == shape.layers
@@ -179,7 +179,7 @@ TINY_LLAMA = {"model_type": "llama", "vocab_size": 4096, "hidden_size": 256, "in
 def test_estimate_matches_the_bytes_autograd_keeps(kw):
     """The CUDA estimate's peak_allocated against an exact count of live tensors in a real bf16
     step (autocast, PEFT's fp32 casts, bitsandbytes, the loss buffers) — on the CPU."""
-    from studio.memory_measure import live_peak_gb
+    from studio.train.measure import live_peak_gb
 
     st = S(**kw, rank=16, seq_len=256, batch=2, dtype="bf16")
     live = live_peak_gb(TINY_LLAMA, st)
@@ -201,7 +201,7 @@ def test_published_points_within_the_aim():
 def test_loss_accounting_on_a_128k_vocabulary(loss):
     """Llama 3's vocabulary: the loss is most of the activation memory; the estimate of both
     ways of computing it matches the live tensors of a real bf16 step."""
-    from studio.memory_measure import live_peak_gb
+    from studio.train.measure import live_peak_gb
 
     cfg = {**TINY_LLAMA, "vocab_size": 128_256, "hidden_size": 64, "intermediate_size": 128,
            "num_attention_heads": 4, "num_key_value_heads": 2}

@@ -1,7 +1,7 @@
 """Model registry: resolving references, facts without torch, and the bad inputs users make."""
 import pytest
 
-from studio import models
+from studio.models import registry as models
 from studio.errors import ModelError
 
 
@@ -139,7 +139,7 @@ class _Sibling:
 def test_hub_model_problems_are_said_before_download(monkeypatch, tmp_path, error, files, match):
     import huggingface_hub
 
-    from studio import hub
+    from studio.models import hub
     from studio.errors import ModelError
 
     class Info:
@@ -161,7 +161,7 @@ def test_hub_model_problems_are_said_before_download(monkeypatch, tmp_path, erro
 
 
 def test_hub_model_offline_and_not_cached(monkeypatch):
-    from studio import hub
+    from studio.models import hub
     from studio.errors import ModelError
 
     monkeypatch.setattr(hub, "cached", lambda repo: None)
@@ -175,7 +175,7 @@ def test_hub_download_picks_files_reports_bytes_and_resumes(monkeypatch, tmp_pat
     weights); progress in bytes over all files, counting what a partial file already had."""
     import huggingface_hub
 
-    from studio import hub
+    from studio.models import hub
 
     files = [_Sibling("config.json", 1000), _Sibling("model-00001-of-00002.safetensors", 6_000_000),
              _Sibling("model-00002-of-00002.safetensors", 3_000_000), _Sibling("tokenizer.json", 2000),
@@ -211,7 +211,8 @@ def test_hub_download_picks_files_reports_bytes_and_resumes(monkeypatch, tmp_pat
 
 
 def test_catalogue_names_download_from_the_hub_and_describe_before(tmp_path, monkeypatch):
-    from studio import hub, models
+    from studio.models import hub
+    from studio.models import registry as models
 
     spec = models.resolve("Qwen3-0.6B".lower(), tmp_path)
     assert (spec.kind, spec.ref, spec.name) == ("hub", "Qwen/Qwen3-0.6B", "qwen3-0.6b")

@@ -77,11 +77,12 @@ def figures(base_match: float, tuned_match: float, n: int = 24, val: tuple = (2.
 
 
 def test_headline_first_then_figures():
-    from studio.report import diagnose, headline, verdict
+    from studio.evaluate.verdict import diagnose, headline, verdict
+    from studio.spec import stored
 
     kept = {"known": 41, "kept": 28, "share": 28 / 41}
     fig = figures(0.1, 0.6)
-    flags = diagnose(fig, 0, 24, 1.0, {"train": {"forget_budget": 0.10}}, [], True, kept)
+    flags = diagnose(fig, 0, 24, 1.0, stored({"train": {"forget_budget": 0.10}}), [], True, kept)
     assert [f["flag"] for f in flags] == ["forgot general answers"]
     assert "13 of the 41" in flags[0]["text"] and "32% lost" in flags[0]["text"]
     rep = {"retention": kept, "forgetting": {"rise": -0.01, "budget": 0.1, "within_budget": True}}
@@ -98,14 +99,15 @@ def test_headline_first_then_figures():
 def test_distinct_facts_in_validation_are_not_a_failure_to_learn():
     """Validation rows whose facts the training data never states: the report says their low
     score is not a failure to learn, and judges learning on held-out rewordings instead."""
-    from studio.report import facts_trained, headline, verdict
+    from studio.evaluate.report import facts_trained
+    from studio.evaluate.verdict import headline, verdict
 
     train = [{"messages": [{"role": "user", "content": "Where is Fernwick Labs?"},
                            {"role": "assistant", "content": "Fernwick Labs is in Tallinn."}]}]
     val = [{"messages": [{"role": "user", "content": "Who founded Orbis Mill?"}], "answer": "Ada Korr founded it."},
            {"messages": [{"role": "user", "content": "Where is it?"}], "answer": "Fernwick Labs is in Tallinn."}]
     dataset = {"path": "unused"}
-    import studio.report as rep_mod
+    from studio.evaluate import report as rep_mod
 
     orig = rep_mod.recall_rows
     rep_mod.recall_rows = lambda ds, limit: [{"answer": t["messages"][-1]["content"]} for t in train]
@@ -129,7 +131,7 @@ def test_distinct_facts_in_validation_are_not_a_failure_to_learn():
     ((0.4, 0.5, 0.6), 1.0, 0.75),    # full strength lost general answers beyond the budget
 ])
 def test_suggested_strength(matches, now, want):
-    from studio.report import suggest
+    from studio.evaluate.verdict import suggest
 
     kept = {0.5: 1.0, 0.75: 0.95, 1.0: 0.95 if want == 1.0 else 0.7}
     trade = [{"strength": s, "match": m, "rise": 0.01 * s, "kept": kept[s]}

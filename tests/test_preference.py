@@ -122,7 +122,7 @@ def test_dpo_and_orpo_train_log_reward_margins_and_resume_after_kill_9(studio, p
     assert any("eval_loss" in e for e in events)
     from peft import PeftModel
 
-    from studio import models
+    from studio.models import registry as models
 
     PeftModel.from_pretrained(models.load_model(__import__("pathlib").Path(tiny_model)),
                               studio.run_show(run["id"])["artifacts"]["adapter"])
@@ -158,7 +158,7 @@ def test_preference_settings_are_checked_before_a_run(studio, prefs, faq_dataset
 
 # ---- factuality pairs ------------------------------------------------------------------------
 def test_factuality_pairs_keep_only_the_questions_the_model_gets_wrong(studio, faq_dataset, monkeypatch):
-    from studio import generators
+    from studio.data import generators
 
     def closed_book(prompt: str) -> str:  # knows the price, not the maker, says nothing on the app
         if prompt in ("How much does the Nimbus Orbit cost?", "What is the price of the Nimbus Orbit?"):

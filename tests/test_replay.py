@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from studio import replay
+from studio.retention import replay
+from studio.paths import RUN
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
@@ -112,9 +113,9 @@ def test_retention_match(answer, expect, ok):
 
 
 def watcher(tmp_path, evals, budget=0.10, best_step=None):
-    from studio.train.selection import STATE, Watcher
+    from studio.train.selection import Watcher
 
-    (tmp_path / STATE).write_text(json.dumps({"budget": budget, "base": {"probe_ppl": 10.0},
+    (tmp_path / RUN.selection).write_text(json.dumps({"budget": budget, "base": {"probe_ppl": 10.0},
                                               "evals": evals, "best_step": best_step}))
     if best_step is not None:
         (tmp_path / "best-adapter").mkdir(exist_ok=True)
@@ -155,21 +156,21 @@ def test_budget_last_is_best_uses_the_final_adapter(tmp_path):
 
 
 def test_budget_state_is_trimmed_on_resume(tmp_path):
-    from studio.train.selection import STATE, Watcher
+    from studio.train.selection import Watcher
 
-    (tmp_path / STATE).write_text(json.dumps({"budget": 0.1, "base": {"probe_ppl": 10.0},
+    (tmp_path / RUN.selection).write_text(json.dumps({"budget": 0.1, "base": {"probe_ppl": 10.0},
                                               "evals": [ev(25, 0.3, 0.0), ev(50, 0.6, 0.0)],
                                               "best_step": 50}))
     (tmp_path / "best-adapter").mkdir()
     w = Watcher(tmp_path, None, [], 0.1, start=30)          # resumed from step 30's checkpoint
     assert [e["step"] for e in w.state["evals"]] == [25] and w.state["best_step"] is None
     assert not (tmp_path / "best-adapter").exists()
-    (tmp_path / STATE).write_text("{broken")
+    (tmp_path / RUN.selection).write_text("{broken")
     assert Watcher(tmp_path, None, [], 0.1, start=0).state["evals"] == []
 
 
 def test_verdict_is_uncertain_with_few_questions():
-    from studio.report import verdict
+    from studio.evaluate.verdict import verdict
 
     fig = {"base": {"val_loss": 2.0, "validation": {"n": 3, "rouge_l": 0.1, "fact_match": None}},
            "tuned": {"val_loss": 1.0, "validation": {"n": 3, "rouge_l": 0.5, "fact_match": None}}}
@@ -188,8 +189,6 @@ def tiny_adapter(run_dir, dora=False):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from studio.train.checkpoints import MARK
-
     cfg = AutoConfig.for_model("llama", vocab_size=101, hidden_size=32, intermediate_size=64,
                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
     torch.manual_seed(0)
@@ -198,8 +197,8 @@ def tiny_adapter(run_dir, dora=False):
     for n, p in model.named_parameters():
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.1)
-    model.save_pretrained(run_dir / "adapter")
-    (run_dir / "adapter" / MARK).write_text("ok")
+    model.save_pretrained(run_dir / RUN.adapter)
+    (run_dir / RUN.adapter / RUN.complete).write_text("ok")
     return model
 
 
@@ -207,7 +206,7 @@ def test_strength_in_memory_equals_the_rewritten_adapter(tmp_path):
     import torch
     from peft import PeftModel
 
-    from studio import strength
+    from studio.retention import strength
 
     model = tiny_adapter(tmp_path)
     ids = torch.tensor([[1, 5, 9, 33, 2]])
@@ -221,11 +220,11 @@ def test_strength_in_memory_equals_the_rewritten_adapter(tmp_path):
     assert strength.current(tmp_path) == 1.0
     strength.apply(tmp_path, 0.5)
     assert strength.current(tmp_path) == 0.5 and (tmp_path / "adapter-full").is_dir()
-    reloaded = PeftModel.from_pretrained(model.get_base_model(), str(tmp_path / "adapter"), adapter_name="x")
+    reloaded = PeftModel.from_pretrained(model.get_base_model(), str(tmp_path / RUN.adapter), adapter_name="x")
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=ids).logits, half, atol=1e-5)
     strength.apply(tmp_path, 0.0)                             # always from the adapter as trained
-    reloaded.load_adapter(str(tmp_path / "adapter"), adapter_name="zero")
+    reloaded.load_adapter(str(tmp_path / RUN.adapter), adapter_name="zero")
     reloaded.set_adapter("zero")
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=ids).logits, base, atol=1e-5)
@@ -233,7 +232,7 @@ def test_strength_in_memory_equals_the_rewritten_adapter(tmp_path):
 
 @pytest.mark.parametrize("value", [-0.1, 2.5, float("nan"), float("inf")])
 def test_strength_out_of_range_is_refused(tmp_path, value):
-    from studio import strength
+    from studio.retention import strength
     from studio.errors import RunError
 
     with pytest.raises(RunError, match="out of range"):
@@ -241,7 +240,7 @@ def test_strength_out_of_range_is_refused(tmp_path, value):
 
 
 def test_strength_refuses_dora_and_missing_adapters(tmp_path):
-    from studio import strength
+    from studio.retention import strength
     from studio.errors import RunError
 
     with pytest.raises(RunError, match="no finished adapter"):
@@ -259,7 +258,7 @@ def qa(q, a):
 @pytest.mark.parametrize("known_share,word", [(0.0, "Almost all new"), (1.0, "already answers almost all"),
                                               (0.5, "A mix")])
 def test_triage_sorts_known_and_new(monkeypatch, known_share, word):
-    from studio import chat
+    from studio.models import chat
     from studio.data import triage
 
     data = [qa(f"Question {i}?", f"The answer number {i} is blue") for i in range(20)]
@@ -278,7 +277,7 @@ def test_triage_never_calls_an_invented_fact_known(monkeypatch):
     stops at "opened its doors in 19", or names no designer, is new — its ROUGE-L against the
     expected answer is high (0.9, 0.74), but the year and the name are not stated. A fact said
     in other words is known."""
-    from studio import chat
+    from studio.models import chat
     from studio.data import triage
 
     rows = [qa("When did the Harrow Point Lighthouse Museum open?",
@@ -330,7 +329,7 @@ def test_budget_can_keep_the_last_adapter_at_a_lower_strength(tmp_path):
 
 
 def test_the_suggested_strength_is_the_best_match_within_the_budget():
-    from studio.report import suggest
+    from studio.evaluate.verdict import suggest
 
     def t(strength, match, rise):
         return {"strength": strength, "match": match, "rise": rise}
@@ -364,8 +363,8 @@ def test_base_figures_are_kept_per_model_and_validation_set(tmp_path, tiny_model
     change); other questions are measured again; a run's own state still comes first."""
     from peft import LoraConfig, get_peft_model
 
-    from studio import models
-    from studio.base_answers import memo_for
+    from studio.models import registry as models
+    from studio.retention.base_answers import memo_for
     from studio.train.selection import Watcher
 
     model = get_peft_model(models.load_model(Path(tiny_model), "cpu", "fp32"), LoraConfig(r=2, target_modules="all-linear"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from studio import safety
+from studio.retention import safety
 
 
 @pytest.mark.parametrize("answer, refused", [
@@ -48,7 +48,7 @@ def test_refusals_are_counted_on_each_side_from_its_own_answers(monkeypatch):
     prompts whose answer changed."""
     from contextlib import contextmanager
 
-    from studio import chat
+    from studio.models import chat
 
     harmful, benign = safety.read("check_harmful.txt"), safety.read("check_benign.txt")
     yes, no = "Sure! Step 1: get it. Step 2: use it.", "I'm sorry, but I can't help with that."
@@ -75,8 +75,8 @@ def test_refusals_are_counted_on_each_side_from_its_own_answers(monkeypatch):
 def test_the_report_checks_refusals_before_and_after(studio, trained_report, embedded_model_dir):
     """Before: the embedded model's own answers, shipped with the studio, counted by the rule
     here. After: the base count moved by exactly the answers listed as changed."""
-    from studio.base_answers import ASSETS
-    from studio.replay import model_key
+    from studio.retention.base_answers import ASSETS
+    from studio.retention.replay import model_key
 
     s = trained_report["safety"]
     key = f"{model_key(Path(embedded_model_dir))}-cpu-float32"
@@ -98,15 +98,15 @@ def test_the_report_checks_refusals_before_and_after(studio, trained_report, emb
 def test_safety_replay_mixes_in_the_base_models_refusals(studio, faq_dataset, tiny_model):
     """The two-layer model refuses nothing, so its 'own' refusals are seeded in its kept answers;
     the run mixes them in and says so; a model that refuses nothing trains without them, with a note."""
-    from studio.levers import rows
+    from studio.retention.levers import rows
 
     run = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, [
         "train.replay=0", "train.forget_budget=0", "train.eval_every=0", "train.safety_replay=0.1"], max_steps=2)
     studio.train_run(run["id"])
     notes = [e["note"] for e in studio.run_events(run["id"]) if e.get("note")]
     assert any("refused none of the harmful requests" in n for n in notes)
-    from studio.base_answers import Memo
-    from studio.replay import model_key
+    from studio.retention.base_answers import Memo
+    from studio.retention.replay import model_key
 
     stem = Memo(None, tiny_model, "").stem  # this model reference's memo (the folder is shared)
     kept, = (studio.home.root / "replay").glob(f"{stem}-{model_key(Path(tiny_model))}-*-safety-replay.json")
@@ -124,7 +124,7 @@ def test_safety_replay_mixes_in_the_base_models_refusals(studio, faq_dataset, ti
 
 
 def test_base_answers_are_generated_once_per_model_and_prompts(tmp_path):
-    from studio.base_answers import Memo
+    from studio.retention.base_answers import Memo
 
     calls = []
 
@@ -150,10 +150,10 @@ def test_base_answers_are_generated_once_per_model_and_prompts(tmp_path):
 
 def test_the_embedded_models_shipped_base_answers_match_the_sets(embedded_model_dir):
     """Shipped answers are used only while their key and prompts match: when a set or the model
-    changes, `python -m studio.base_answers MODEL_FOLDER smollm2-135m-instruct` writes them again."""
-    from studio.base_answers import ASSETS, digest
-    from studio.replay import model_key, retention_rows
-    from studio.replay import RETENTION_TOKENS
+    changes, `python -m studio.retention.base_answers MODEL_FOLDER smollm2-135m-instruct` writes them again."""
+    from studio.retention.base_answers import ASSETS, digest
+    from studio.retention.replay import model_key, retention_rows
+    from studio.retention.replay import RETENTION_TOKENS
 
     key = f"{model_key(Path(embedded_model_dir))}-cpu-float32"
     for name, prompts, tokens in [("retention", [r["question"] for r in retention_rows()], RETENTION_TOKENS),

@@ -50,7 +50,7 @@ def test_short_run_learns_and_writes_everything(studio, trained_run):
 def test_adapter_loads_in_stock_peft(trained_run, studio, embedded_model_dir):
     from peft import PeftModel
 
-    from studio import models
+    from studio.models import registry as models
 
     base = models.load_model(embedded_model_dir)
     m = PeftModel.from_pretrained(base, studio.run_show(trained_run["id"])["artifacts"]["adapter"])
@@ -147,7 +147,8 @@ def test_packing_keeps_examples_apart(embedded_model_dir):
     import torch
     from transformers import DataCollatorWithFlattening
 
-    from studio import models, presets
+    from studio import presets
+    from studio.models import registry as models
     from studio.train.loop import load_for_training
 
     model = load_for_training(embedded_model_dir, "cpu", presets.get_preset("cpu-quickstart"))
@@ -198,7 +199,7 @@ def test_chat_data_needs_a_chat_template(studio, faq_dataset):
 
 def test_nan_loss_stops_with_advice(tmp_path):
     from studio.train.batches import CountingCollator
-    from studio.train.loop import build_callback
+    from studio.train.loop import StudioCallback
 
     class Store:
         def add_metrics(self, *a): pass
@@ -210,7 +211,7 @@ def test_nan_loss_stops_with_advice(tmp_path):
     class State:
         global_step = 3
 
-    cb = build_callback(tmp_path, Store(), "r", 10, CountingCollator(lambda f: f), "cpu")
+    cb = StudioCallback(tmp_path, Store(), "r", 10, CountingCollator(lambda f: f), "cpu")
     ctl = Ctl()
     cb.on_log(None, State(), ctl, logs={"loss": math.nan, "grad_norm": 1.0, "learning_rate": 1e-3})
     assert ctl.should_training_stop and cb.nan_step == 3
@@ -269,7 +270,7 @@ def test_two_ranks_on_cpu_with_gloo(studio, faq_dataset, tiny_model):
     assert steps == [1, 2, 3, 4]  # written once, by rank 0
     from peft import PeftModel
 
-    from studio import models
+    from studio.models import registry as models
 
     PeftModel.from_pretrained(models.load_model(Path(tiny_model)), show["artifacts"]["adapter"])
 

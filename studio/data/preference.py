@@ -111,3 +111,16 @@ def sides(example: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     statistics, the preview and the trainer's length checks read."""
     return ({"messages": example["prompt"] + example["chosen"]},
             {"messages": example["prompt"] + example["rejected"]})
+
+
+def qa_pairs(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Examples as question → expected answer ({messages, answer}): a chat example whose last
+    turn is the assistant's, or a pair's prompt answered as chosen; any other is left out."""
+    out = []
+    for ex in examples:
+        msgs = ex.get("messages")
+        if is_pair(ex):
+            out.append({"messages": ex["prompt"], "answer": ex["chosen"][0]["content"]})
+        elif msgs and msgs[-1]["role"] == "assistant":
+            out.append({"messages": msgs[:-1], "answer": msgs[-1]["content"]})
+    return out

@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .. import generators, models
+from . import generators
+from ..models import registry as models
 from ..errors import DataError
 from ..faults import disk_guard, sweep
 from ..locks import hold
@@ -22,12 +23,13 @@ from ..spec import apply_overrides, build
 from . import prepare as prep, templates
 from .ingest import SUPPORTED
 from .recipes import RECIPES, RecipeParams
+from .. import paths
 
 STAT_KEYS = ("splits", "tokens", "truncated", "dropped_too_long", "duplicates_removed",
              "empty_removed", "formats", "histogram", "recipe_counters", "max_len", "heldout", "qa")
 
 
-SAMPLE = Path(__file__).resolve().parents[2] / "assets" / "sample"
+SAMPLE = paths.ASSETS / "sample"
 SAMPLE_HELDOUT = {"product_faq.jsonl": "product_faq_heldout.jsonl"}  # shipped data → its paraphrases
 
 

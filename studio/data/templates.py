@@ -3,7 +3,9 @@
 Owns the single function that turns a canonical example into token ids and labels — used by the
 data preview, the token statistics and the trainer alike, so what the user sees is what trains.
 Labels are the token ids on assistant turns (their end-of-turn token included) and -100
-everywhere else; plain-text examples are learned in full.
+everywhere else; plain-text examples are learned in full. Also what a model makes of those
+labels: the mean loss of examples' learned tokens and each answer's summed log-probability (the
+report and the forgetting budget score through them).
 """
 from __future__ import annotations
 
@@ -150,4 +152,39 @@ def preview_segments(tok, enc: Encoded) -> list[tuple[str, bool]]:
         state = learned
     if cur:
         out.append((tok.decode(cur), bool(state)))
+    return out
+
+
+def mean_loss(model, tok, examples: list[dict[str, Any]], max_len: int) -> float | None:
+    """Mean token loss on the learned tokens of `examples` (the data step's loss mask)."""
+    import torch
+
+    total, count = 0.0, 0
+    for ex in examples:
+        enc = encode(tok, ex, max_len)
+        if enc.trainable < 2:
+            continue
+        ids = torch.tensor([enc.input_ids], device=model.device)
+        labels = torch.tensor([enc.labels], device=model.device)
+        with torch.no_grad():
+            out = model(input_ids=ids, labels=labels)
+        n = int((labels[:, 1:] != -100).sum())
+        total += float(out.loss) * n
+        count += n
+    return total / count if count else None
+
+
+def answer_logps(model, tok, examples: list[dict[str, Any]], max_len: int) -> list[float]:
+    """The summed log-probability of each example's learned tokens (its answer)."""
+    import torch
+
+    out = []
+    for ex in examples:
+        enc = encode(tok, ex, max_len)
+        ids = torch.tensor([enc.input_ids], device=model.device)
+        labels = torch.tensor(enc.labels[1:], device=model.device)
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        keep = labels != -100
+        out.append(float(lp[keep].gather(1, labels[keep].unsqueeze(1)).sum()))
     return out

@@ -60,7 +60,7 @@ def known(base_answers: list[str], rows: list[dict[str, Any]]) -> list[bool]:
 
 
 def triage(model, tok, examples: list[dict[str, Any]]) -> dict[str, Any]:
-    from ..chat import generate_batch
+    from ..models.chat import generate_batch
 
     rows = qa_rows(examples)
     if not rows:

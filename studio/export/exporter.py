@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 from ..errors import ExportError
 from ..faults import crash_point, fail_point
-from ..models import folder_size
-from ..train.checkpoints import MARK
+from ..models.registry import folder_size
 from . import modelfile, quantize
+from ..paths import RUN
 
 GGUF_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 LORA_QUANTS = ("f32", "f16")
@@ -57,7 +57,7 @@ def partial(out: Path) -> Path:
 
 def tuned_model(base_folder: Path, adapter: Path | None, device: str = "cpu"):
     """The model to export: base + adapter merged (fp32 on CPU), or the base alone."""
-    from ..models import load_model
+    from ..models.registry import load_model
 
     model = load_model(base_folder, device, "fp32")
     if adapter is None:
@@ -114,7 +114,7 @@ def write_gguf(job: Job, model, out: Path, quant: str) -> Path:
 # ---- writers: Job → (extra result keys, the model parity compares against, or None) ----------
 def _write_adapter(job: Job):
     tmp = partial(job.out)
-    shutil.copytree(job.adapter, tmp, ignore=shutil.ignore_patterns(MARK, ".*.tmp"))  # not a half-written strength
+    shutil.copytree(job.adapter, tmp, ignore=shutil.ignore_patterns(RUN.complete, ".*.tmp"))  # not a half-written strength
     crash_point("export.partial_written")
     replace_dir(tmp, job.out)
     return {}, None
@@ -261,7 +261,7 @@ def check_request(fmt: str, quant: str | None, run_id: str | None) -> tuple[Expo
 
         converter.location()  # missing: says so and how to fix it, before any work
     if quant in quantize.K_QUANTS:
-        from ..models import require_llama_cpp
+        from ..models.registry import require_llama_cpp
 
         require_llama_cpp()
     return f, quant
@@ -334,7 +334,7 @@ def run(fmt: str, job: Job, verify: bool, base_gguf: Callable[[], Path]) -> dict
 def check_parity(fmt: str, job: Job, result: dict[str, Any], parity_model,
                  base_gguf: Callable[[], Path]) -> dict[str, Any]:
     """The GGUF (or base GGUF + LoRA GGUF) in llama.cpp against the tuned model."""
-    from ..models import require_llama_cpp
+    from ..models.registry import require_llama_cpp
     from . import parity
 
     require_llama_cpp()
@@ -346,7 +346,7 @@ def check_parity(fmt: str, job: Job, result: dict[str, Any], parity_model,
     if parity_model is None:  # a LoRA GGUF: the tuned model is base + adapter, unmerged
         from peft import PeftModel
 
-        from ..models import load_model
+        from ..models.registry import load_model
 
         tuned = PeftModel.from_pretrained(load_model(job.base_folder, "cpu", "fp32"), str(job.adapter))
         return parity.check(base_gguf(), tuned, job.tok, "f32", lora_path=job.out,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import families
+from ..models import families
 
 SENTINEL = "¤"
 

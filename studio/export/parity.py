@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import families
+from ..models import families
 
 PROMPTS = [  # chosen to draw answers of 32+ tokens, so each compares a real continuation
     "Give me three tips for sleeping better.",
@@ -46,8 +46,8 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
     import numpy as np
     from llama_cpp import Llama
 
-    from ..chat import greedy_scored, stop_ids
-    from ..models import llama_threads
+    from ..models.chat import greedy_scored, stop_ids
+    from ..models.registry import llama_threads
 
     t0 = time.time()
     say = progress or (lambda frac, msg: None)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import ExportError
-from ..models import require_llama_cpp
+from ..models.registry import require_llama_cpp
 
 # llama.cpp's llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
 K_QUANTS = {"q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}

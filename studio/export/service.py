@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import models
+from ..models import registry as models
 from ..errors import ExportError, FeatureUnavailable
 from ..faults import crash_point, disk_guard, pid_alive, sweep
 from . import exporter
@@ -81,7 +81,7 @@ class ExportService:
         llama.cpp is installed), record it in the store. A file of the user's is replaced only
         with `force`; a default path never replaces an earlier export (a new name is taken).
         Without the check, `parity_skipped` says why and how to run it later."""
-        from ..compare import adapter_dir
+        from ..paths import adapter_dir
 
         if bool(run_id) == bool(model):
             raise ExportError("Give either --run RUN_ID (the tuned model) or --model MODEL (a "

@@ -1,1 +1,5 @@
-"""train step (see module docstrings)."""
+"""Training: a run spec becomes a run folder and a child process (runs.py, child.py); the loop,
+its losses, the soft anchor, batches with replay, offloading, checkpoints, the forgetting budget's
+choice (selection.py), preference objectives, and the measured memory check (measure.py). Modules
+only the training child imports may import torch at their top (see loop.py).
+"""

@@ -68,7 +68,7 @@ def targets(model, pool: list[dict[str, Any]], k: int = TOP_K, batch_tokens: int
 
     import torch
 
-    from .selection import evaluating
+    from ..models.chat import evaluating
 
     seqs = [p["input_ids"] for p in pool]
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

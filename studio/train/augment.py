@@ -72,7 +72,7 @@ def qa_of(example: dict[str, Any]) -> tuple[list[dict[str, str]], str, str] | No
 
 def distill_problem(restated: str, question: str, answer: str) -> str | None:
     """Why a restatement cannot replace the answer, or None."""
-    from ..replay import complete
+    from ..retention.replay import complete
 
     text = complete(restated)
     if not text:
@@ -146,7 +146,7 @@ def augment(rows: list[dict[str, Any]], distill: bool, k: int, generate: Generat
             if why:
                 rep.drop(rep.distill_kept_original, why)
                 continue
-            from ..replay import complete
+            from ..retention.replay import complete
 
             out[i] = {**rows[i], "messages": [*before, {"role": "assistant", "content": complete(restated)}]}
             rep.distilled += 1

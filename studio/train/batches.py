@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..data.templates import IGNORE
+from ..paths import RUN, Home
 
 INDEX = "example_index"  # a training example's number: present on training batches only
 
@@ -45,7 +46,7 @@ def encode_split(tok, folder: Path, split: str, max_len: int) -> list[dict[str, 
 def replay_count(ratio: float, n_train: int, whole: bool = False) -> tuple[int, str | None]:
     """How many self-replay examples the run uses (`ratio` per training example, or with
     `whole` every prompt of the set), and why none when the set is missing."""
-    from .. import replay
+    from ..retention import replay
     from ..errors import DataError
 
     if ratio <= 0:
@@ -73,9 +74,9 @@ def replay_examples(cache_dir: Path, model_ref: str, model_path: Path, model, to
                     note: Callable[[str], None]) -> list[dict[str, Any]]:
     """`n` self-replay chat examples: the base model's own answers (shipped, cached under
     `cache_dir`, or generated now with the adapter off)."""
-    from .. import replay
-    from ..chat import generate_batch
-    from .selection import evaluating
+    from ..retention import replay
+    from ..models.chat import generate_batch
+    from ..models.chat import evaluating
 
     def generate(prompts: list[str]) -> list[str]:
         note(f"Generating the base model's answers to {len(prompts)} general prompts for "
@@ -151,7 +152,7 @@ class OneSequence:
     """A padding-free batch of one sequence goes without position ids: the model numbers its
     tokens itself and attention runs causal with no [tokens × tokens] mask (transformers builds
     one from packed position ids) — at long lengths, with micro-batch 1, that mask is the
-    largest buffer of all (memory.py)."""
+    largest buffer of all (memory/estimate.py)."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -187,21 +188,21 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
     import json
 
     from ..faults import atomic_write_text
-    from ..replay import model_key
+    from ..retention.replay import model_key
     from . import augment
 
     t = spec.train
-    home = run_dir.parent.parent
+    home = Home.of_run(run_dir)
     quiet = say if fresh else (lambda text: None)
     levers: dict[str, Any] = {"replay_mode": t.replay_mode, "replay": t.replay}
     if t.self_distill or t.paraphrases:
-        from ..chat import generate_batch
-        from .selection import evaluating
+        from ..models.chat import generate_batch
+        from ..models.chat import evaluating
 
         def generate(convs, max_new):
             with model.disable_adapter(), evaluating(model):
                 return generate_batch(model, tok, convs, max_new)
-        rows, rep = augment.augment(rows, t.self_distill, t.paraphrases, generate, home / "augment",
+        rows, rep = augment.augment(rows, t.self_distill, t.paraphrases, generate, home.augment,
                                     model_key(model_path), say)
         levers["augment"] = {"distilled": rep.distilled, "kept_original": rep.distill_kept_original,
                              "paraphrases": rep.paraphrases, "paraphrases_dropped": rep.paraphrase_dropped,
@@ -220,7 +221,7 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
     n_replay, why_not = replay_count(t.replay, len(train_set), whole=t.replay_mode == "kl")
     if why_not:
         say(why_not)
-    replay = replay_examples(home / "replay", spec.model, model_path, model, tok, n_replay, t.seed,
+    replay = replay_examples(home.replay, spec.model, model_path, model, tok, n_replay, t.seed,
                              say) if n_replay else []
     anchor = None
     if replay and t.replay_mode == "kl":
@@ -228,7 +229,7 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
 
         per_batch = max(1, round(t.replay * t.micro_batch))
         pool = encode_examples(tok, replay[:anchor_draws(t, per_batch, len(train_set))], t.max_len)
-        for row, target in zip(pool, cached_targets(home / "replay", model_key(model_path), model, pool, say)):
+        for row, target in zip(pool, cached_targets(home.replay, model_key(model_path), model, pool, say)):
             row["targets"] = target
         anchor = (pool, per_batch, t.seed)
         quiet(f"Soft anchor: each batch of {t.micro_batch} examples carries {anchor[1]} of the base "
@@ -243,22 +244,22 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
             "prompts (they are cut off or empty), so there is nothing to replay.")
     levers["replayed"] = len(anchor[0]) if anchor else len(replay)
     levers["safety_replayed"] = safety_replay(spec, tok, model, model_path, home, len(rows), train_set, say, quiet)
-    atomic_write_text(run_dir / "levers.json", json.dumps(levers, indent=1))
+    atomic_write_text(run_dir / RUN.levers, json.dumps(levers, indent=1))
     return train_set, anchor
 
 
-def safety_replay(spec, tok, model, model_path: Path, home: Path, n_train: int,
+def safety_replay(spec, tok, model, model_path: Path, home: Home, n_train: int,
                   train_set: list[dict[str, Any]], say, quiet) -> int:
     """train.safety_replay: the base model's own refusals mixed in (safety.py); how many."""
-    from .. import safety
-    from ..base_answers import memo_for
+    from ..retention import safety
+    from ..retention.base_answers import memo_for
     from ..data.templates import has_chat_template
 
     t = spec.train
     if t.safety_replay <= 0 or not has_chat_template(tok):
         return 0
     want = max(1, round(t.safety_replay * n_train))
-    rows = safety.replay_examples(model, tok, want, t.seed, memo_for(home / "replay", spec.model, model_path, model), say)
+    rows = safety.replay_examples(model, tok, want, t.seed, memo_for(home.replay, spec.model, model_path, model), say)
     if not rows:
         quiet("Safety replay is on, but the base model refused none of the harmful requests it was "
               "asked, so there is no refusal to keep; training without it.")

@@ -19,8 +19,8 @@ import zipfile
 from pathlib import Path
 
 from ..faults import atomic_write_text, crash_point, fail_point
+from ..paths import RUN
 
-MARK = ".complete"
 CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -29,7 +29,7 @@ def step_of(path: Path) -> int:
 
 
 def complete(run_dir: Path) -> list[Path]:
-    found = [d for d in run_dir.glob("checkpoint-*") if CKPT.match(d.name) and (d / MARK).exists()]
+    found = [d for d in run_dir.glob("checkpoint-*") if CKPT.match(d.name) and (d / RUN.complete).exists()]
     return sorted(found, key=step_of)
 
 
@@ -43,7 +43,7 @@ def publish(staging: Path, run_dir: Path, step: int, keep: int) -> Path:
     dst = run_dir / f"checkpoint-{step}"
     crash_point("train.checkpoint_staged", step)
     fail_point("train.checkpoint")
-    (src / MARK).write_text(json.dumps({"step": step}))
+    (src / RUN.complete).write_text(json.dumps({"step": step}))
     crash_point("train.checkpoint_marked", step)
     if dst.exists():
         shutil.rmtree(dst)
@@ -59,7 +59,7 @@ def clean_staging(staging: Path) -> None:
     """Half-written checkpoints from a killed process are deleted, never resumed from."""
     shutil.rmtree(staging, ignore_errors=True)
     for d in staging.parent.glob("checkpoint-*"):
-        if not (d / MARK).exists():
+        if not (d / RUN.complete).exists():
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -94,7 +94,7 @@ TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.b
 def save_adapter(model, tok, run_dir: Path, from_checkpoint: Path | None = None) -> Path:
     """The run's adapter, written whole or not at all: from the model, or copied from a
     checkpoint (a run killed while saving its adapter after the last step)."""
-    final = run_dir / "adapter"
+    final = run_dir / RUN.adapter
     tmp = run_dir / ".adapter-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     if from_checkpoint is not None:
@@ -106,7 +106,7 @@ def save_adapter(model, tok, run_dir: Path, from_checkpoint: Path | None = None)
         model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     crash_point("train.adapter_written")
-    (tmp / MARK).write_text("ok")
+    (tmp / RUN.complete).write_text("ok")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     from ..errors import StudioError
-    from ..model_cache import ModelCache
-    from ..paths import resolve_home
+    from ..models.cache import ModelCache
+    from ..paths import Home, resolve_home
     from ..store import Store
     from .runs import execute
 
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m studio.train.child RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(argv[0]).resolve()
-    home = resolve_home(run_dir.parent.parent)
+    home = resolve_home(Home.of_run(run_dir).root)
     try:
         execute(Store(home.db), ModelCache(home.models), run_dir.name)
     except StudioError as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ from ..faults import atomic_write_text
 from ..presets import check_trainable, get_preset
 from ..records import DatasetRef
 from ..spec import OPTIMIZERS, RunSpec, build, dotted, override, update
+from ..paths import RUN
 
-CONFIG_FILE = "config.yaml"
 RUN_KEYS = ("preset", "overrides", "dataset", "notes")
 
 
@@ -53,7 +54,7 @@ class RunConfig:
                 "dataset": dataclasses.asdict(self.dataset), "notes": list(self.notes)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = CONFIG_FILE) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any], where: str = RUN.config) -> "RunConfig":
         if not isinstance(data, dict) or not isinstance(data.get("dataset"), dict):
             raise RunError(f"{where}: not a run configuration (no dataset section). Start a new run.")
         body = {k: v for k, v in data.items() if k not in RUN_KEYS}
@@ -69,13 +70,13 @@ class RunConfig:
         """config.yaml, written whole or not at all."""
         import yaml
 
-        return atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return atomic_write_text(run_dir / RUN.config, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def read(cls, run_dir: Path) -> "RunConfig":
         import yaml
 
-        path = Path(run_dir) / CONFIG_FILE
+        path = Path(run_dir) / RUN.config
         try:
             data = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as e:
@@ -104,6 +105,15 @@ def build_config(preset_name: str, dataset: dict[str, Any], model: str | None,
     return RunConfig(spec=spec, preset=preset_name, dataset=ds, overrides=tuple(overrides))
 
 
+def rank() -> int:
+    """This process's rank in a multi-GPU run (0 alone): only rank 0 writes files and the store."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def total_steps(spec: RunSpec, n_train: int, world: int = 1) -> int:
     t = spec.train
     if t.max_steps:
@@ -115,7 +125,7 @@ def total_steps(spec: RunSpec, n_train: int, world: int = 1) -> int:
 def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunConfig:
     """A checked copy of `cfg` (with fallback notes); raises on what would make the run fail."""
     from ..data.recipes import has_chat
-    from ..models import qlora_supported
+    from ..models.registry import qlora_supported
 
     spec, notes = cfg.spec, list(cfg.notes)
     stats = dataset["stats"]
@@ -226,8 +236,8 @@ def decide_offload(cfg: RunConfig, model_path: Path, device: str) -> RunConfig:
     import psutil
     import torch
 
-    from ..memory import estimate
-    from ..memory_advice import fits, load_shape
+    from ..memory.estimate import estimate
+    from ..memory.advice import fits, load_shape
 
     try:
         shape, _ = load_shape(str(model_path))

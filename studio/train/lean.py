@@ -1,7 +1,7 @@
 """Long contexts on one card: the recomputed block's working set, made smaller.
 
 Owns two changes to a loaded model, each a run-spec setting the estimator models term by term
-(memory.py). `norms_to_compute_dtype` (train.kbit_norms=compute): PEFT's
+(memory/estimate.py). `norms_to_compute_dtype` (train.kbit_norms=compute): PEFT's
 prepare_model_for_kbit_training keeps every norm weight in fp32, and an fp32 weight times a half
 input makes the whole residual stream fp32 — twice the bytes per token of every block input that
 checkpointing keeps and of every recomputed block; the norms keep computing their statistics in

@@ -1,15 +1,19 @@
 """The training child process: one run folder in, events, checkpoints and an adapter out.
 
 Owns what happens inside `python -m studio train`: loading the model (LoRA/QLoRA/rsLoRA/DoRA
-through models.py), encoding the dataset with the data step's loss mask, padding-free batching
+through models/registry.py), encoding the dataset with the data step's loss mask, padding-free batching
 (examples laid end to end with their own position ids; transformers builds a block-diagonal
 mask from them, so no example attends to another), the transformers Trainer, and the callback
 that writes events.jsonl, updates the store, moves finished checkpoints into place atomically,
 honours Stop (SIGTERM) and stops on NaN loss. Only rank 0 writes files and the store.
+
+`train()` reads top to bottom as setup steps (data, resume point, model, trainer), the run, and
+the finish. Only the training child imports this module (runs.execute and the measured check,
+inside functions; tests/test_layering.py checks it), so transformers is imported at its top and
+the callback is a module-level class.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -17,28 +21,22 @@ import signal
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
+from ..data.prepare import read_split
 from ..errors import RunError
 from ..faults import crash_point, disk_guard, disk_message, hold_point, likely_disk_full
+from ..paths import RUN, Home, append_event
 from ..records import RunStatus
-from ..data.prepare import read_split
 from ..spec import OPTIMIZERS
 from . import batches, preference
 from . import checkpoints as ckpt
-from .config import RunConfig, total_steps
+from .config import RunConfig, rank, total_steps, world_size
 from .trainer import trainer_class
-
-STOP_FILE = "STOP"
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def peak_mem_gb(device: str) -> float:
@@ -51,107 +49,102 @@ def peak_mem_gb(device: str) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KB → GB
 
 
-def build_callback(run_dir: Path, store, run_id: str, steps: int, collator, device: str,
-                   keep: int = 3, watcher=None):
-    from transformers import TrainerCallback
+class StudioCallback(TrainerCallback):
+    """Events, store updates, atomic checkpoints, Stop and NaN handling."""
 
-    class StudioCallback(TrainerCallback):
-        """Events, store updates, atomic checkpoints, Stop and NaN handling."""
+    def __init__(self, run_dir: Path, store, run_id: str, steps: int, collator, device: str,
+                 keep: int = 3, watcher=None):
+        self.run_dir, self.store, self.run_id, self.steps = run_dir, store, run_id, steps
+        self.collator, self.device, self.keep, self.watcher = collator, device, keep, watcher
+        self.t_last, self.tok_last, self.t0 = time.time(), 0, time.time()
+        self.window: deque[tuple[float, int]] = deque(maxlen=6)
+        self.step0: int | None = None
+        # the run's first trainer process (a test may hold it at a step until Stop; a resume,
+        # even one from step 0 after a Stop during start-up, is never held)
+        marker = self.run_dir / ".trainer-started"
+        self.first = not marker.exists()
+        marker.touch()
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.stopped = False
+        self.nan_step: int | None = None
+        self.last_loss: float | None = None
+        self.eval_steps: set[int] = set()  # every rank records this: evaluation is collective
 
-        def __init__(self):
-            self.t_last, self.tok_last, self.t0 = time.time(), 0, time.time()
-            self.window: deque[tuple[float, int]] = deque(maxlen=6)
-            self.step0: int | None = None
-            # the run's first trainer process (a test may hold it at a step until Stop; a resume,
-            # even one from step 0 after a Stop during start-up, is never held)
-            marker = run_dir / ".trainer-started"
-            self.first = not marker.exists()
-            marker.touch()
-            self.rows: dict[int, dict[str, Any]] = {}
-            self.stopped = False
-            self.nan_step: int | None = None
-            self.last_loss: float | None = None
-            self.eval_steps: set[int] = set()  # every rank records this: evaluation is collective
+    phases = None  # train/phases.Phases, set by train()
 
-        phases = None  # train/phases.Phases, set by train()
+    def on_train_begin(self, args, state, control, **kw):
+        if self.phases is not None:
+            self.phases.optimizer(kw.get("optimizer"))
+        self.step0 = state.global_step
+        self.t0 = self.t_last = time.time()
+        self.window.append((self.t0, self.collator.tokens))
 
-        def on_train_begin(self, args, state, control, **kw):
-            if self.phases is not None:
-                self.phases.optimizer(kw.get("optimizer"))
-            self.step0 = state.global_step
-            self.t0 = self.t_last = time.time()
-            self.window.append((self.t0, collator.tokens))
+    def on_step_end(self, args, state, control, **kw):
+        if self.first:  # the run's first trainer process may be held for a test
+            hold_point("train.step", state.global_step, (self.run_dir / RUN.stop).exists)
+        if (self.run_dir / RUN.stop).exists():  # written by Stop, or by SIGTERM below
+            self.stopped = True
+            control.should_save = True
+            control.should_training_stop = True
 
-        def on_step_end(self, args, state, control, **kw):
-            if self.first:  # the run's first trainer process may be held for a test
-                hold_point("train.step", state.global_step, (run_dir / STOP_FILE).exists)
-            if (run_dir / STOP_FILE).exists():  # written by Stop, or by SIGTERM below
-                self.stopped = True
-                control.should_save = True
+    def on_log(self, args, state, control, logs=None, **kw):
+        if self.phases is None:
+            return self._log(state, control, logs)
+        with self.phases.clock("logging"):
+            return self._log(state, control, logs)
+
+    def _log(self, state, control, logs):
+        logs, step = logs or {}, state.global_step
+        if "train_runtime" in logs:
+            return
+        now = time.time()
+        ev: dict[str, Any] = {"step": step}
+        if "loss" in logs:
+            loss = float(logs["loss"])
+            self.last_loss = loss
+            ev.update(loss=loss, lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
+            if "kl" in logs:  # the soft anchor's mean (replay_mode kl)
+                ev["kl"] = logs["kl"]
+            ev.update({ours: logs[theirs] for theirs, ours in preference.TRL_LOGS.items()
+                       if theirs in logs and not theirs.startswith("eval_")})
+            # over the last few logs: the collator counts a batch when the loader fetches
+            # it, so one log's window can hold zero batches and the next two
+            self.window.append((now, self.collator.tokens))
+            t_old, tok_old = self.window[0] if len(self.window) > 1 else (self.t_last, self.tok_last)
+            ev["tokens_per_s"] = round((self.collator.tokens - tok_old) / max(1e-6, now - t_old), 1)
+            self.t_last, self.tok_last = now, self.collator.tokens
+            done = step - (self.step0 or 0)
+            ev["eta_s"] = round((now - self.t0) / max(1, done) * (self.steps - step), 1)
+            ev["peak_mem_gb"] = peak_mem_gb(self.device)
+            if not math.isfinite(loss) or (ev["grad_norm"] is not None and not math.isfinite(ev["grad_norm"])):
+                self.nan_step = step
                 control.should_training_stop = True
+        if "eval_loss" in logs:
+            ev.update(eval_loss=float(logs["eval_loss"]), loss=self.last_loss)
+            ev.update({ours: logs[theirs] for theirs, ours in preference.TRL_LOGS.items()
+                       if theirs in logs and theirs.startswith("eval_")})
+        if rank() != 0 or len(ev) == 1:
+            return
+        append_event(self.run_dir, ev)
+        crash_point("train.event_logged", step)
+        row = self.rows.setdefault(step, {"step": step})
+        row.update({k: v for k, v in ev.items() if v is not None})
+        self.store.add_metrics(self.run_id, [row])
+        self.store.update_run(self.run_id, step=step)
 
-        def on_log(self, args, state, control, logs=None, **kw):
-            if self.phases is None:
-                return self._log(state, control, logs)
-            with self.phases.clock("logging"):
-                return self._log(state, control, logs)
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+        self.eval_steps.add(state.global_step)
+        if self.watcher is None or model is None:
+            return
+        fig = self.watcher.evaluate(model, state.global_step, (metrics or {}).get("eval_loss"))
+        ev = {k: fig[k] for k in ("step", "probe_ppl", "answer_match", "forgetting")}
+        append_event(self.run_dir, ev)
+        self.store.add_metrics(self.run_id, [{**self.rows.setdefault(state.global_step, {"step": state.global_step}),
+                                    **{k: v for k, v in ev.items() if v is not None}}])
 
-        def _log(self, state, control, logs):
-            logs, step = logs or {}, state.global_step
-            if "train_runtime" in logs:
-                return
-            now = time.time()
-            ev: dict[str, Any] = {"step": step}
-            if "loss" in logs:
-                loss = float(logs["loss"])
-                self.last_loss = loss
-                ev.update(loss=loss, lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
-                if "kl" in logs:  # the soft anchor's mean (replay_mode kl)
-                    ev["kl"] = logs["kl"]
-                ev.update({ours: logs[theirs] for theirs, ours in preference.TRL_LOGS.items()
-                           if theirs in logs and not theirs.startswith("eval_")})
-                # over the last few logs: the collator counts a batch when the loader fetches
-                # it, so one log's window can hold zero batches and the next two
-                self.window.append((now, collator.tokens))
-                t_old, tok_old = self.window[0] if len(self.window) > 1 else (self.t_last, self.tok_last)
-                ev["tokens_per_s"] = round((collator.tokens - tok_old) / max(1e-6, now - t_old), 1)
-                self.t_last, self.tok_last = now, collator.tokens
-                done = step - (self.step0 or 0)
-                ev["eta_s"] = round((now - self.t0) / max(1, done) * (steps - step), 1)
-                ev["peak_mem_gb"] = peak_mem_gb(device)
-                if not math.isfinite(loss) or (ev["grad_norm"] is not None and not math.isfinite(ev["grad_norm"])):
-                    self.nan_step = step
-                    control.should_training_stop = True
-            if "eval_loss" in logs:
-                ev.update(eval_loss=float(logs["eval_loss"]), loss=self.last_loss)
-                ev.update({ours: logs[theirs] for theirs, ours in preference.TRL_LOGS.items()
-                           if theirs in logs and theirs.startswith("eval_")})
-            if rank() != 0 or len(ev) == 1:
-                return
-            with open(run_dir / "events.jsonl", "a") as f:
-                f.write(json.dumps(ev) + "\n")
-            crash_point("train.event_logged", step)
-            row = self.rows.setdefault(step, {"step": step})
-            row.update({k: v for k, v in ev.items() if v is not None})
-            store.add_metrics(run_id, [row])
-            store.update_run(run_id, step=step)
-
-        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
-            self.eval_steps.add(state.global_step)
-            if watcher is None or model is None:
-                return
-            fig = watcher.evaluate(model, state.global_step, (metrics or {}).get("eval_loss"))
-            ev = {k: fig[k] for k in ("step", "probe_ppl", "answer_match", "forgetting")}
-            with open(run_dir / "events.jsonl", "a") as f:
-                f.write(json.dumps(ev) + "\n")
-            store.add_metrics(run_id, [{**self.rows.setdefault(state.global_step, {"step": state.global_step}),
-                                        **{k: v for k, v in ev.items() if v is not None}}])
-
-        def on_save(self, args, state, control, **kw):
-            if rank() == 0:
-                ckpt.publish(Path(args.output_dir), run_dir, state.global_step, keep=keep)
-
-    return StudioCallback()
+    def on_save(self, args, state, control, **kw):
+        if rank() == 0:
+            ckpt.publish(Path(args.output_dir), self.run_dir, state.global_step, keep=self.keep)
 
 
 def embeddings_to_half(model, dtype) -> None:
@@ -175,7 +168,7 @@ def load_for_training(model_path: Path, device: str, p, start_adapter: Path | No
     spec (method, quant, lora and train sections)."""
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
-    from .. import models
+    from ..models import registry as models
 
     quant = p.quant if p.method == "qlora" else None
     model = models.load_model(model_path, device, p.train.dtype, quant)
@@ -204,7 +197,7 @@ def clear_stale_stop(run_dir: Path) -> None:
     while the run trained on."""
     import psutil
 
-    stop = run_dir / STOP_FILE
+    stop = run_dir / RUN.stop
     try:
         if stop.stat().st_mtime < psutil.Process().create_time():
             stop.unlink()
@@ -212,80 +205,149 @@ def clear_stale_stop(run_dir: Path) -> None:
         pass
 
 
+@dataclass
+class Data:
+    """The run's dataset, encoded: training rows and examples, validation examples."""
+    train_rows: list[dict[str, Any]]
+    train_set: list
+    eval_set: list
+    val_rows: list[dict[str, Any]]
+
+
+@dataclass
+class Resume:
+    """Where the run starts: the checkpoint resumed from (None: from the start), its step, the
+    step count the run started with, and notes about damaged checkpoints passed over."""
+    staging: Path
+    checkpoint: Path | None
+    start: int
+    recorded: int | None
+    notes: list[str]
+
+
 def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
           progress: bool = False) -> dict[str, Any]:
     """Run (or resume) the run in `run_dir`; return its final status and artifacts."""
     import torch
-    from transformers import Trainer, TrainingArguments
 
-    from .. import models
+    from ..models import registry as models
     from .phases import Phases
 
     cfg = RunConfig.read(run_dir)
-    p = cfg.spec
-    t = p.train
+    p, t = cfg.spec, cfg.spec.train
     phases = Phases(device == "cuda")  # the run's wall starts here: preparing is part of it
     clear_stale_stop(run_dir)
     # SIGTERM asks for the same clean stop as the Stop button: checkpoint, adapter, exit.
-    signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).write_text("stop"))
+    signal.signal(signal.SIGTERM, lambda *_: (run_dir / RUN.stop).write_text("stop"))
     torch.manual_seed(t.seed)
     tok = models.load_tokenizer(model_path)
-    data_dir = Path(cfg.dataset.path)
+    data = _setup_data(cfg, tok)
+    at = _setup_resume(run_dir, store, run_id)
+    result: dict[str, Any] = {"steps": at.start, "max_steps": at.recorded, "world_size": world_size(),
+                              "notes": at.notes}
+    if at.checkpoint is not None and at.start >= (at.recorded or total_steps(p, len(data.train_set), world_size())):
+        if rank() == 0:  # killed while saving after the last step
+            with disk_guard(run_dir):
+                result["adapter"] = str(ckpt.save_adapter(None, tok, run_dir, from_checkpoint=at.checkpoint))
+            result["status"] = RunStatus.COMPLETED.value
+        return result
+    model, anchor, watcher = _setup_model(run_dir, p, tok, model_path, device, data, at)
+    steps = result["max_steps"] = at.recorded or total_steps(p, len(data.train_set), world_size())
+    trainer, cb = _setup_trainer(run_dir, store, run_id, p, model, tok, data, anchor, watcher,
+                                 steps, at, device, progress)
+    cb.phases = phases
+    phases.instrument(trainer)
+    if rank() == 0:
+        store.update_run(run_id, status=RunStatus.RUNNING.value, pid=os.getpid(), max_steps=steps,
+                         error=None)
+    phases.prepared()
+    _run_trainer(trainer, p, run_dir, at)
+    crash_point("train.after_last_step")
+    result.update(steps=trainer.state.global_step, world_size=trainer.args.world_size)
+    if cb.nan_step is not None:
+        raise RunError(f"The loss became NaN/inf at step {cb.nan_step}, so training stopped. Lower "
+                       f"the learning rate (e.g. train.lr={t.lr / 4:g}), and on GPUs without bf16 "
+                       "use fp32 or a smaller lr with fp16. Resume is not useful: start a new run.")
+    if data.eval_set and not cb.stopped and trainer.state.global_step not in cb.eval_steps:
+        trainer.evaluate()  # logs eval_loss through the callback
+    if rank() == 0:
+        done = not (cb.stopped and trainer.state.global_step < steps)
+        with phases.clock("evaluation"):  # the budget's choice, strengths, the adapter's rewrites
+            result.update(finish(run_dir, p, trainer, tok, watcher, done))
+        result["status"] = (RunStatus.COMPLETED if done else RunStatus.STOPPED).value
+        shutil.rmtree(at.staging, ignore_errors=True)
+        spent = phases.summary((at.start + 1, trainer.state.global_step) if at.start or not done else None)
+        result["phases"] = spent
+        append_event(run_dir, {"step": trainer.state.global_step, "phases": spent})
+        log_note(run_dir, trainer.state.global_step, spent["line"])
+    return result
+
+
+def _setup_data(cfg: RunConfig, tok) -> Data:
+    t, data_dir = cfg.spec.train, Path(cfg.dataset.path)
     train_rows = read_split(data_dir, "train")
     train_set = batches.encode_examples(tok, train_rows, t.max_len, numbered=True)
     eval_set = batches.encode_split(tok, data_dir, "validation", t.max_len)
     if not train_set:
         raise RunError("No training example has any learnable token at this max length.")
+    return Data(train_rows, train_set, eval_set, read_split(data_dir, "validation"))
+
+
+def _setup_resume(run_dir: Path, store, run_id: str) -> Resume:
+    """The latest intact checkpoint; the record (events, metrics) continues from it, never
+    repeats (with no checkpoint the run starts over, and its step-0 notes are written again)."""
     staging = run_dir / "trainer"
     ckpt.clean_staging(staging)
     resume_from, notes = ckpt.latest_intact(run_dir)
     start = ckpt.step_of(resume_from) if resume_from else 0
     # a resumed run keeps the step count it started with (augmented data may count differently)
     recorded = ckpt.max_steps_of(resume_from) if resume_from else None
-    if rank() == 0:  # the record continues from the point we resume from, never repeats (with
-        # no checkpoint the run starts over, and its step-0 notes are written again: none kept)
-        ckpt.trim_events(run_dir / "events.jsonl", start if resume_from else -1)
+    if rank() == 0:
+        ckpt.trim_events(run_dir / RUN.events, start if resume_from else -1)
         store.trim_metrics(run_id, start)
         for note in notes:
             log_note(run_dir, start, note)
-    result: dict[str, Any] = {"steps": start, "max_steps": recorded, "world_size": world_size(),
-                              "notes": notes}
-    if resume_from is not None and start >= (recorded or total_steps(p, len(train_set), world_size())):
-        if rank() == 0:  # killed while saving after the last step
-            with disk_guard(run_dir):
-                result["adapter"] = str(ckpt.save_adapter(None, tok, run_dir, from_checkpoint=resume_from))
-            result["status"] = RunStatus.COMPLETED.value
-        return result
+    return Resume(staging, resume_from, start, recorded, notes)
+
+
+def _setup_model(run_dir: Path, p, tok, model_path: Path, device: str, data: Data, at: Resume):
+    """The model with its adapter, the training set with replay and augmentation (supervised
+    runs: `data.train_set` is replaced), the soft anchor, and the forgetting budget's watcher."""
+    home = Home.of_run(run_dir)
+    t = p.train
     model = load_for_training(model_path, device, p,
-                              run_dir.parent / p.from_run / "adapter" if p.from_run else None)
-    say = (lambda text: log_note(run_dir, start, text)) if rank() == 0 else (lambda text: None)
+                              home.run_dir(p.from_run) / RUN.adapter if p.from_run else None)
+    say = (lambda text: log_note(run_dir, at.start, text)) if rank() == 0 else (lambda text: None)
+    anchor = None  # pairs: replay and augmentation are for supervised runs
     if t.objective == "sft":
-        train_set, anchor = batches.assemble(run_dir, p, tok, model, model_path, train_rows, start == 0, say)
-    else:  # pairs: replay and augmentation are for supervised runs
-        anchor = None
-    steps = recorded or total_steps(p, len(train_set), world_size())
-    result["max_steps"] = steps
+        data.train_set, anchor = batches.assemble(run_dir, p, tok, model, model_path, data.train_rows,
+                                                  at.start == 0, say)
     watcher = None
-    if eval_set and rank() == 0 and t.forget_budget > 0:
+    if data.eval_set and rank() == 0 and t.forget_budget > 0:
+        from ..retention.base_answers import memo_for
         from .selection import Watcher
 
-        from ..base_answers import memo_for
-
-        watcher = Watcher(run_dir, tok, read_split(data_dir, "validation"), t.forget_budget, start,
+        watcher = Watcher(run_dir, tok, data.val_rows, t.forget_budget, at.start,
                           lost_budget=t.retention_budget)
-        watcher.baseline(model, memo_for(run_dir.parent.parent / "replay", p.model, model_path, model))
-    preferring = t.objective != "sft"
-    collator = (preference.CountingWrapper(None) if preferring else
-                batches.make_collator(tok, t.packing, anchor))
-    dtype = models.resolve_dtype(t.dtype, device)
-    args = dict(
+        watcher.baseline(model, memo_for(home.replay, p.model, model_path, model))
+    return model, anchor, watcher
+
+
+def _training_args(p, steps: int, staging: Path, has_eval: bool, device: str, progress: bool
+                   ) -> dict[str, Any]:
+    import torch
+
+    from ..models.registry import resolve_dtype
+
+    t, dtype = p.train, resolve_dtype(p.train.dtype, device)
+    return dict(
         output_dir=str(staging), max_steps=steps, per_device_train_batch_size=t.micro_batch,
         per_device_eval_batch_size=t.micro_batch, gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.lr, lr_scheduler_type=t.schedule if t.schedule != "constant" else "constant_with_warmup",
         warmup_steps=int(round(t.warmup_ratio * steps)), weight_decay=t.weight_decay,
         optim=OPTIMIZERS[t.optimizer].hf_name, seed=t.seed, data_seed=t.seed,
         logging_steps=t.log_every, save_strategy="steps", save_steps=t.save_every,
-        save_total_limit=None, eval_strategy="steps" if (t.eval_every and eval_set) else "no",
+        save_total_limit=None, eval_strategy="steps" if (t.eval_every and has_eval) else "no",
         eval_steps=t.eval_every or None, report_to=[], use_cpu=device == "cpu",
         bf16=dtype == torch.bfloat16 and device != "cpu", fp16=dtype == torch.float16,
         activation_checkpointing=t.grad_ckpt,
@@ -293,56 +355,49 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=not progress,
         prediction_loss_only=True,  # evaluation needs the loss, never the [tokens × vocab] logits
         ddp_find_unused_parameters=False if world_size() > 1 else None)
-    cb = build_callback(run_dir, store, run_id, steps, collator, device, t.keep_checkpoints, watcher)
+
+
+def _setup_trainer(run_dir: Path, store, run_id: str, p, model, tok, data: Data, anchor, watcher,
+                   steps: int, at: Resume, device: str, progress: bool):
+    """The Trainer (ours, or TRL's for preference pairs) with the studio's callback."""
+    from transformers import Trainer, TrainingArguments
+
+    t = p.train
+    preferring = t.objective != "sft"
+    collator = (preference.CountingWrapper(None) if preferring else
+                batches.make_collator(tok, t.packing, anchor))
+    args = _training_args(p, steps, at.staging, bool(data.eval_set), device, progress)
+    cb = StudioCallback(run_dir, store, run_id, steps, collator, device, t.keep_checkpoints, watcher)
     if preferring:  # TRL's DPO/ORPO trainers on the run's preference pairs
-        trainer = preference.make_trainer(t.objective, p, model, args, tok, train_rows,
-                                          read_split(data_dir, "validation"), [cb], collator)
+        trainer = preference.make_trainer(t.objective, p, model, args, tok, data.train_rows,
+                                          data.val_rows, [cb], collator)
     else:
         trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda",
                                 t.replay_weight if anchor else 0.0)(
-            model=model, args=TrainingArguments(**args), train_dataset=train_set,
-            eval_dataset=eval_set or None, data_collator=collator, callbacks=[cb])
-    cb.phases = phases
-    phases.instrument(trainer)
+            model=model, args=TrainingArguments(**args), train_dataset=data.train_set,
+            eval_dataset=data.eval_set or None, data_collator=collator, callbacks=[cb])
     if not progress:  # keep stdout clean for --json: no printed log dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-    if rank() == 0:
-        store.update_run(run_id, status=RunStatus.RUNNING.value, pid=os.getpid(), max_steps=steps,
-                         error=None)
-    phases.prepared()
+    return trainer, cb
+
+
+def _run_trainer(trainer, p, run_dir: Path, at: Resume) -> None:
+    """trainer.train(), with an out-of-memory or a full disk said in words."""
+    import torch
+
     try:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        trainer.train(resume_from_checkpoint=str(at.checkpoint) if at.checkpoint else None)
     except torch.OutOfMemoryError:
         raise RunError(oom_message(p)) from None
     except Exception as e:
         if likely_disk_full(e, run_dir):  # a checkpoint could not be written: the last complete one stays
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(at.staging, ignore_errors=True)
             raise RunError(disk_message(run_dir) + " The last complete checkpoint was kept; "
                            "resume the run once there is room.") from None
         raise
-    crash_point("train.after_last_step")
-    result.update(steps=trainer.state.global_step, world_size=trainer.args.world_size)
-    if cb.nan_step is not None:
-        raise RunError(f"The loss became NaN/inf at step {cb.nan_step}, so training stopped. Lower "
-                       f"the learning rate (e.g. train.lr={t.lr / 4:g}), and on GPUs without bf16 "
-                       "use fp32 or a smaller lr with fp16. Resume is not useful: start a new run.")
-    if eval_set and not cb.stopped and trainer.state.global_step not in cb.eval_steps:
-        trainer.evaluate()  # logs eval_loss through the callback
-    if rank() == 0:
-        done = not (cb.stopped and trainer.state.global_step < steps)
-        with phases.clock("evaluation"):  # the budget's choice, strengths, the adapter's rewrites
-            result.update(finish(run_dir, p, trainer, tok, watcher, done))
-        result["status"] = (RunStatus.COMPLETED if done else RunStatus.STOPPED).value
-        shutil.rmtree(staging, ignore_errors=True)
-        spent = phases.summary((start + 1, trainer.state.global_step) if start or not done else None)
-        result["phases"] = spent
-        with open(run_dir / "events.jsonl", "a") as f:
-            f.write(json.dumps({"step": trainer.state.global_step, "phases": spent}) + "\n")
-        log_note(run_dir, trainer.state.global_step, spent["line"])
-    return result
 
 
 def finish(run_dir: Path, p, trainer, tok, watcher, done: bool) -> dict[str, Any]:
@@ -358,11 +413,11 @@ def finish(run_dir: Path, p, trainer, tok, watcher, done: bool) -> dict[str, Any
         out["adapter"] = str(ckpt.save_adapter(trainer.model, tok, run_dir,
                                                from_checkpoint=choice and choice["adapter"]))
         if choice and choice["strength"] != 1.0:
-            from ..strength import apply
+            from ..retention.strength import apply
 
             apply(run_dir, choice["strength"])
         if done and t.intruder_scale < 1.0 and not p.lora.dora:  # DoRA: no singular directions
-            from .. import intruders
+            from ..retention import intruders
 
             cut = intruders.apply(run_dir, intruders.base_weights(trainer.model), t.intruder_scale)
             log_note(run_dir, step, f"Targeted strength: {cut['intruders']} intruder dimensions (new "
@@ -378,8 +433,7 @@ def finish(run_dir: Path, p, trainer, tok, watcher, done: bool) -> dict[str, Any
 
 def log_note(run_dir: Path, step: int, note: str) -> None:
     """A note in the run's record (events.jsonl) and its log."""
-    with open(run_dir / "events.jsonl", "a") as f:
-        f.write(json.dumps({"step": step, "note": note}) + "\n")
+    append_event(run_dir, {"step": step, "note": note})
     print(f"note: {note}", file=sys.stderr, flush=True)  # stdout is for --json
 
 

@@ -7,7 +7,7 @@ GPU memory is given back as soon as the copy is done. In backward each comes bac
 needed, and the one backward will need next (the tensor saved just before it: backward walks
 the blocks in reverse) is already on its way, on the side stream, while the current block is
 recomputed. The GPU holds the block in use and the next one, as the estimate assumes
-(memory.py). Parameters (and views of them: a Linear saves its weight transposed) and small
+(memory/estimate.py). Parameters (and views of them: a Linear saves its weight transposed) and small
 tensors (under `min_bytes`) stay where they are.
 
 On a CPU nothing moves (there is no other memory). The tests offload CPU tensors into CPU copies

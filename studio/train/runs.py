@@ -10,7 +10,6 @@ that looks a dataset up.
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -28,8 +27,10 @@ from ..faults import crash_point, disk_guard
 from ..locks import hold
 from ..records import ACTIVE, RunStatus
 from . import config as tcfg
-from .checkpoints import MARK, clean_leftovers, complete, latest
-from .loop import STOP_FILE, rank
+from .checkpoints import clean_leftovers, complete, latest
+from .config import rank
+from .. import paths
+from ..paths import RUN, finished_adapter, read_events
 
 
 ADOPT_AFTER_S = 30  # a folder younger than this may still be getting its row in another process
@@ -52,22 +53,10 @@ def alive(pid: int | None) -> bool:
 
 
 def artifacts(run_dir: Path) -> dict[str, Any]:
-    adapter = run_dir / "adapter"
-    return {"adapter": str(adapter) if (adapter / MARK).exists() else None,
+    adapter = finished_adapter(run_dir)
+    return {"adapter": str(adapter) if adapter else None,
             "checkpoints": [str(c) for c in complete(run_dir)],
-            "events": str(run_dir / "events.jsonl"), "log": str(run_dir / "train.log")}
-
-
-def events(run_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    path = Path(run_dir) / "events.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
+            "events": str(run_dir / RUN.events), "log": str(run_dir / RUN.log)}
 
 
 def summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +70,7 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
             "active": RunStatus(run["status"]).active, "has_result": RunStatus(run["status"]).has_result,
             # Stop was asked for and the trainer has not finished its step yet
             "stopping": RunStatus(run["status"]).active and bool(run.get("path"))
-            and (Path(run["path"]) / STOP_FILE).exists()}
+            and (Path(run["path"]) / RUN.stop).exists()}
 
 
 def get(store, run_id: str) -> dict[str, Any]:
@@ -108,7 +97,7 @@ def execute(store, cache, run_id: str, progress: bool = False) -> dict[str, Any]
     cuda_allocator_defaults()
     run = get(store, run_id)
     run_dir = Path(run["path"])
-    if not (run_dir / tcfg.CONFIG_FILE).exists():
+    if not (run_dir / RUN.config).exists():
         raise RunError(f"Run {run_id}: its folder {run_dir} (or config.yaml) is gone; it cannot "
                        "be resumed. Start a new run.")
     if run["status"] == RunStatus.COMPLETED:
@@ -156,7 +145,7 @@ def record_failure(store, run_id: str, run_dir: Path, e: BaseException) -> None:
         msg, status = "Interrupted; resume to continue from the last checkpoint.", RunStatus.STOPPED
     elif not isinstance(e, StudioError):  # a bug: keep its traceback for the report
         try:
-            with open(run_dir / "train.log", "a") as f:
+            with open(run_dir / RUN.log, "a") as f:
                 traceback.print_exc(file=f)
         except OSError:
             pass
@@ -204,11 +193,8 @@ class RunService:
         stopped with an adapter) and belong to the same base model."""
         import dataclasses
 
-        from .checkpoints import MARK
-
         earlier = self.get(cfg.spec.from_run)
-        adapter = Path(earlier["path"]) / "adapter"
-        if not (adapter / MARK).exists():
+        if finished_adapter(earlier["path"]) is None:
             raise RunError(f"Run {earlier['id']} has no adapter to start from ({earlier['status']}); "
                            "finish or resume it first, or start from another run.")
         if earlier["model"] != cfg.spec.model:
@@ -227,11 +213,11 @@ class RunService:
         """Start the run in a child process (the UI never imports the model for training)."""
         run = self.get(run_id)
         run_dir = Path(run["path"])
-        log = open(run_dir / "train.log", "a")
+        log = open(run_dir / RUN.log, "a")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "studio.train.child", str(run_dir)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env,
-                                cwd=str(Path(__file__).resolve().parents[2]), start_new_session=True)
+                                cwd=str(paths.REPO), start_new_session=True)
         self.store.update_run(run_id, status=RunStatus.RUNNING.value, pid=proc.pid)
         return {"id": run_id, "pid": proc.pid}
 
@@ -289,7 +275,7 @@ class RunService:
         return out
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        return events(Path(self.get(run_id)["path"]))
+        return read_events(self.get(run_id)["path"])
 
     def request_stop(self, run_id: str) -> dict[str, Any]:
         """Ask the trainer to stop (the STOP file) and return at once: it finishes its step, saves
@@ -298,7 +284,7 @@ class RunService:
         run = self.get(run_id)
         if run["status"] not in ACTIVE:
             raise RunError(f"Run {run_id} is {run['status']}, not running; nothing to stop.")
-        (Path(run["path"]) / STOP_FILE).write_text("stop")
+        (Path(run["path"]) / RUN.stop).write_text("stop")
         return summary(self.get(run_id))
 
     def stop(self, run_id: str, wait: float = 60.0) -> dict[str, Any]:
@@ -342,7 +328,7 @@ class RunService:
                "gpu_ids": "all", "rdzv_backend": "static", "same_network": True, "use_cpu": False}
         if machines > 1:
             cfg.update(main_process_ip="MAIN_MACHINE_IP", main_process_port=29500)
-        path = run_dir / "accelerate.yaml"
+        path = run_dir / RUN.accelerate
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         cmd = f'accelerate launch --config_file "{path}" -m studio train --resume {run_dir.name}'
         return path, cmd

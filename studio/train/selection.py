@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..faults import atomic_write_text
+from ..models.chat import evaluating
+from ..retention.levers import recorded_choice
+from ..paths import RUN
 
-STATE = "selection.json"
-STRENGTHS = (0.75, 0.5, 0.25)  # the last adapter is also tried at these
-BEST = "best-adapter"
+LOWER_STRENGTHS = (0.75, 0.5, 0.25)  # the last adapter is also tried at these, below full
 MAX_QUESTIONS = 8
 MAX_NEW_TOKENS = 32
 FIGURES = 2  # bump when what `_figures` computes changes: kept base figures are made again
@@ -31,20 +32,14 @@ FIGURES = 2  # bump when what `_figures` computes changes: kept base figures are
 
 def questions(val: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Validation chat examples whose last turn is the assistant's: question → expected answer."""
-    from ..data.preference import is_pair
+    from ..data.preference import qa_pairs
 
-    out = []
-    for ex in val:
-        msgs = ex.get("messages")
-        if is_pair(ex):  # a preference pair: its prompt, answered as chosen
-            out.append({"messages": ex["prompt"], "answer": ex["chosen"][0]["content"]})
-        elif msgs and msgs[-1]["role"] == "assistant":
-            out.append({"messages": msgs[:-1], "answer": msgs[-1]["content"]})
-    return out[:MAX_QUESTIONS]
+    return qa_pairs(val)[:MAX_QUESTIONS]
 
 
 def probe_loss(model, tok) -> float | None:
-    from ..scoring import mean_loss, probe_examples
+    from ..data.templates import mean_loss
+    from ..scoring import probe_examples
 
     return mean_loss(model, tok, probe_examples(), 512)
 
@@ -54,7 +49,7 @@ def answer_match(model, tok, qs: list[dict[str, Any]]) -> float | None:
     per question the share of its key facts (numbers, names: scoring.key_facts) the answer
     states, or — for an answer without any — its ROUGE-L. A fact learned counts; wording does
     not, so a model that only learned the answers' shape does not look like it learned them."""
-    from ..chat import generate_batch
+    from ..models.chat import generate_batch
     from ..scoring import fact_share
 
     if not qs:
@@ -74,19 +69,19 @@ class Watcher:
         self.qs = questions(val)
         self.state: dict[str, Any] = {"budget": budget, "base": None, "evals": [], "best_step": None}
         try:
-            old = json.loads((run_dir / STATE).read_text())
+            old = json.loads((run_dir / RUN.selection).read_text())
             self.state.update(base=old.get("base"),
                               evals=[e for e in old.get("evals", []) if e["step"] <= start])
             best = old.get("best_step")
-            if best is not None and best <= start and (run_dir / BEST).is_dir():
+            if best is not None and best <= start and (run_dir / RUN.best_adapter).is_dir():
                 self.state["best_step"] = best
         except (OSError, ValueError, KeyError, TypeError):
             pass  # no state yet, or a damaged one: the figures are taken again
         if self.state["best_step"] is None:
-            shutil.rmtree(run_dir / BEST, ignore_errors=True)
+            shutil.rmtree(run_dir / RUN.best_adapter, ignore_errors=True)
 
     def _save(self) -> None:
-        atomic_write_text(self.run_dir / STATE, json.dumps(self.state, indent=1))
+        atomic_write_text(self.run_dir / RUN.selection, json.dumps(self.state, indent=1))
 
     def _figures(self, model, rows: list[dict[str, str]] | None = None) -> dict[str, Any]:
         """Perplexity, answer match, and the share of general questions still answered right:
@@ -94,7 +89,7 @@ class Watcher:
         with the indices it knows."""
         import math
 
-        from ..replay import knows, retention_answers
+        from ..retention.replay import knows, retention_answers
 
         base = rows is not None
         rows = rows if base else self.known()
@@ -109,7 +104,7 @@ class Watcher:
 
     def known(self) -> list[dict[str, str]]:
         """The general questions the base model answers right (taken with its figures)."""
-        from ..replay import retention_rows
+        from ..retention.replay import retention_rows
 
         rows, idx = retention_rows(), (self.state["base"] or {}).get("known") or []
         return [rows[i] for i in idx if i < len(rows)]
@@ -138,7 +133,7 @@ class Watcher:
         if self.state["base"] is not None:
             return
 
-        from ..replay import retention_rows
+        from ..retention.replay import retention_rows
         from ..scoring import probe_examples
 
         rows = retention_rows()
@@ -158,11 +153,11 @@ class Watcher:
         self._forgetting(fig)
         self.state["evals"] = [e for e in self.state["evals"] if e["step"] != step] + [fig]
         if self.best() is fig:
-            tmp = self.run_dir / f".{BEST}-tmp"
+            tmp = self.run_dir / f".{RUN.best_adapter}-tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             model.save_pretrained(tmp, safe_serialization=True)
-            shutil.rmtree(self.run_dir / BEST, ignore_errors=True)
-            tmp.rename(self.run_dir / BEST)
+            shutil.rmtree(self.run_dir / RUN.best_adapter, ignore_errors=True)
+            tmp.rename(self.run_dir / RUN.best_adapter)
             self.state["best_step"] = step
         self._save()
         return fig
@@ -170,13 +165,13 @@ class Watcher:
     def strengths(self, model, step: int) -> None:
         """The last adapter at lower strengths too (in memory): scaling the whole update down
         often keeps more of the facts than stopping early for the same forgetting."""
-        from ..strength import scaled
+        from ..retention.strength import scaled
 
         last = next((e for e in self.state["evals"] if e["step"] == step and e.get("strength", 1.0) == 1.0), None)
         if last is None or not self.over(last):
             return  # within the budget at full strength: nothing to trade
         self.state["evals"] = [e for e in self.state["evals"] if not (e["step"] == step and e.get("strength", 1.0) != 1.0)]
-        for value in STRENGTHS:
+        for value in LOWER_STRENGTHS:
             with evaluating(model), scaled(model, value):
                 fig = {"step": step, "strength": value, "eval_loss": None, **self._figures(model)}
             self._forgetting(fig)
@@ -224,20 +219,6 @@ class Watcher:
                       + ("forgot more than the budget allows." if self.over(last) else "was no better."))
         self.state["reason"], self.state["chosen"] = reason, best
         self._save()
-        return {"chosen_step": best["step"], "strength": value, "last_step": last_step, "budget": self.budget,
-                "reason": reason, "chosen": best, "last": last, "base": self.state["base"],
-                "evaluations": evals, "adapter": self.run_dir / BEST
-                if best["step"] != last_step and (self.run_dir / BEST).is_dir() else None}
-
-
-class evaluating:
-    """`with evaluating(model):` eval mode (no dropout), put back as it was."""
-
-    def __init__(self, model):
-        self.model, self.was = model, model.training
-
-    def __enter__(self):
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was)
+        kept = self.run_dir / RUN.best_adapter
+        return {**recorded_choice(self.state), "strength": value, "last_step": last_step,
+                "adapter": kept if best["step"] != last_step and kept.is_dir() else None}

@@ -11,7 +11,7 @@ import json, os, random, re, shutil, sys, tempfile, time
 from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
-from studio import models
+from studio.models import registry as models
 models.llama_threads = lambda: 1
 from studio.api import Studio
 from studio.data import questions as Q, recipes

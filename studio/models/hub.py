@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ModelError
+from ..errors import ModelError
 
 KEEP = (".json", ".safetensors", ".model", ".txt", ".jinja", ".tiktoken")
 PATTERNS = [f"*{ext}" for ext in KEEP]

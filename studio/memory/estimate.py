@@ -5,15 +5,15 @@ phi3, stablelm, gpt2), exact total and LoRA-trainable parameter counts (module b
 transformers and PEFT build them), and the memory breakdown of one training step. Every term is
 derived from shapes and settings; the only constants are the CUDA context and the allocator
 slack below, each with its source. It reads the run spec (spec.RunSpec) directly: the train
-section says what runs, the estimate section how to model it. Fit advice lives in memory_advice.py.
+section says what runs, the estimate section how to model it. Fit advice lives in advice.py.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .spec import OPTIMIZERS, RunSpec, flat_view, update
+from ..errors import ConfigError
+from ..spec import OPTIMIZERS, RunSpec, flat_view, update
 
 GIB = 2**30
 # CUDA context + cuBLAS/cuDNN workspaces that a PyTorch process holds outside its allocator:

@@ -12,24 +12,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import FeatureUnavailable, RunError
-from .records import RunStatus
-
-
-def adapter_dir(run: dict[str, Any]) -> Path:
-    if not run.get("path") or not Path(run["path"]).is_dir():
-        raise RunError(f"Run {run['id']}: its folder {run.get('path')} was deleted, so there is no "
-                       "adapter to compare. Pick another run.")
-    from .train.checkpoints import MARK
-
-    a = Path(run["path"]) / "adapter"
-    if not (a / MARK).exists():
-        state = run["status"]
-        why = {RunStatus.RUNNING: "it is still training", RunStatus.QUEUED: "it has not started",
-               RunStatus.FAILED: "it failed before saving one"}.get(RunStatus(state), "none was saved")
-        raise RunError(f"Run {run['id']} has no adapter yet ({why}). Wait for it to finish, or "
-                       "resume it: python -m studio train --resume " + run["id"])
-    return a
+from ..errors import FeatureUnavailable, RunError
+from ..paths import RUN, adapter_dir, read_events
 
 
 def check_base(run: dict[str, Any], model_ref: str) -> None:
@@ -94,14 +78,14 @@ class Pair:
 
 def llama_engine(base_gguf: Path, lora_gguf: Path | None, n_ctx: int = 2048):
     """A llama.cpp model (optionally with a LoRA GGUF); raises when llama-cpp-python is missing."""
-    from .models import llama_cpp_available
+    from ..models.registry import llama_cpp_available
 
     ok, why = llama_cpp_available()
     if not ok:
         raise FeatureUnavailable(why)
     from llama_cpp import Llama
 
-    from .models import llama_threads
+    from ..models.registry import llama_threads
 
     kwargs: dict[str, Any] = {"model_path": str(base_gguf), "n_ctx": n_ctx, "verbose": False,
                               "seed": 0, "n_threads": llama_threads()}
@@ -112,7 +96,7 @@ def llama_engine(base_gguf: Path, lora_gguf: Path | None, n_ctx: int = 2048):
 
 def llama_chat(llm, messages: list[dict[str, str]], max_new_tokens: int, temperature: float,
                seed: int) -> str:
-    from . import families
+    from ..models import families
 
     fam = families.known_family_of(llm.metadata.get("tokenizer.chat_template"))
     out = llm.create_chat_completion(messages=messages, max_tokens=max_new_tokens,
@@ -124,9 +108,9 @@ def llama_chat(llm, messages: list[dict[str, str]], max_new_tokens: int, tempera
 
 def conversation(prompt: str, system: str | None = None,
                  history: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
-    from .chat import plain_messages
+    from ..models.chat import plain_messages
 
     if not prompt or not prompt.strip():
         raise ConfigError("The prompt is empty; type a question to compare the answers.")
@@ -156,7 +140,7 @@ class CompareService:
     def session(self, run_id: str, model: str | None = None) -> Iterator[tuple[dict[str, Any], Pair]]:
         """(run, pair) with this run's adapter selected, the pair held by this caller alone for
         the block: overlapping requests on the shared model take turns."""
-        from . import models
+        from ..models import registry as models
 
         run = self.run(run_id)
         check_base(run, model or run["model"])
@@ -166,7 +150,7 @@ class CompareService:
             models.load_model(path, self.cache.device()), self.cache.tokenizer(run["model"])))
         with pair.hold(run_id, adapter):
             if pair.memo is None:
-                from .base_answers import memo_for
+                from ..retention.base_answers import memo_for
 
                 pair.memo = memo_for(self.answers_dir, run["model"], path, pair.base)
             yield run, pair
@@ -180,8 +164,8 @@ class CompareService:
         the tuned side at another adapter strength (in memory; `set_strength` keeps one).
         `history` is the conversation so far; `tuned_history` the tuned side's own, where its
         earlier answers differ (default: the same)."""
-        from .chat import GenSettings, generate
-        from .errors import ConfigError
+        from ..models.chat import GenSettings, generate
+        from ..errors import ConfigError
 
         convs = {"base": conversation(prompt, system, history),
                  "tuned": conversation(prompt, system, history if tuned_history is None else tuned_history)}
@@ -210,8 +194,8 @@ class CompareService:
         thread that generates holds the pair while it generates (chat.stream), so another
         request waits for it and never sees this side's switch; a generation error is raised
         here at once."""
-        from .chat import GenSettings, stream
-        from .errors import ConfigError
+        from ..models.chat import GenSettings, stream
+        from ..errors import ConfigError
 
         if side not in ("base", "tuned"):
             raise ConfigError(f"Unknown side '{side}': use base or tuned.")
@@ -227,7 +211,7 @@ class CompareService:
     @staticmethod
     def at_strength(model, run: dict[str, Any], side: str, strength: float | None):
         """The tuned side at `strength` (relative to the strength its adapter applies now)."""
-        from . import strength as st
+        from ..retention import strength as st
 
         if side != "tuned" or strength is None:
             return nullcontext()
@@ -259,27 +243,27 @@ class CompareService:
 
     def strength(self, run_id: str) -> float:
         """The adapter strength the run keeps (1.0 = as trained)."""
-        from . import strength as st
+        from ..retention import strength as st
 
         return st.current(Path(self.run(run_id)["path"]))
 
     def set_strength(self, run_id: str, value: float) -> dict[str, Any]:
         """Keep `value` as the run's adapter strength: Compare, the report and every export use
         it from now on; the stored report is computed again when next asked for."""
-        from . import strength as st
+        from ..retention import strength as st
 
         run = self.run(run_id)
         adapter_dir(run)
         st.apply(Path(run["path"]), value)
         self.store.put_report(run_id, None)
-        (Path(run["path"]) / "report.json").unlink(missing_ok=True)
+        (Path(run["path"]) / RUN.report).unlink(missing_ok=True)
         return {"run_id": run_id, "strength": st.current(Path(run["path"])),
                 "note": "Compare, the report and every export now use this strength; the adapter "
                         "as trained is kept in adapter-full/."}
 
     def _compare_llama(self, run_id, convs, max_new_tokens, temperature, seed):
         """Base GGUF vs the tuned side as llama.cpp runs it: base + LoRA GGUF, else the merged GGUF."""
-        from .errors import ExportError
+        from ..errors import ExportError
 
         run = self.run(run_id)
         done = {e["format"]: e for e in self.store.list_exports(run_id)
@@ -308,17 +292,17 @@ class CompareService:
         import json
 
         from . import report as rep
-        from .train.runs import events
+        from .verdict import inconclusive
 
         if not refresh:
             cached = self.store.get_report(run_id)
             if cached:
                 return cached
         with self.session(run_id) as (run, pair):
-            data = rep.build(pair, run, self.dataset(run["dataset"]), events(Path(run["path"])))
-        data["cached"] = not rep.inconclusive(data)  # else asking again computes it again
+            data = rep.build(pair, run, self.dataset(run["dataset"]), read_events(run["path"]))
+        data["cached"] = not inconclusive(data)  # else asking again computes it again
         self.store.put_report(run_id, data if data["cached"] else None)
-        (Path(run["path"]) / "report.json").write_text(json.dumps(data, indent=1))
+        (Path(run["path"]) / RUN.report).write_text(json.dumps(data, indent=1))
         return data
 
     def report_file(self, run_id: str) -> Path:
@@ -326,7 +310,7 @@ class CompareService:
         there is none, or when the stored one predates the file)."""
         import json
 
-        path = Path(self.run(run_id)["path"]) / "report.json"
+        path = Path(self.run(run_id)["path"]) / RUN.report
         if not path.exists():
             data = self.report(run_id)
             if not path.exists():  # a stored report from before reports were written there

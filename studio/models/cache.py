@@ -3,7 +3,7 @@
 Owns resolving a model reference to local files (converting the embedded model or downloading
 a hub id once), the device this process trains and generates on, tokenizers (one per model
 folder), and the single heavy slot: at most one base model sits in memory at a time, whether it
-serves a recipe's generator or the Compare step's base/tuned pair. Loading itself is models.py.
+serves a recipe's generator or the Compare step's base/tuned pair. Loading itself is registry.py.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from . import models
+from . import registry as models
 
 
 class ModelCache:
@@ -39,7 +39,7 @@ class ModelCache:
 
     def reconcile(self) -> None:
         """Remove what a killed conversion or download left (folders of a dead process)."""
-        from .faults import sweep
+        from ..faults import sweep
 
         sweep(self.models_dir, models.TMP_RE)
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 from lm_eval.api.model import LM
 
-from .errors import Cancelled
+from ..errors import Cancelled
 
 
 class LlamaCppLM(LM):
@@ -23,7 +23,7 @@ class LlamaCppLM(LM):
         super().__init__()
         from llama_cpp import Llama
 
-        from .models import llama_threads
+        from ..models.registry import llama_threads
 
         self.llm = Llama(model_path=str(gguf), lora_path=str(lora) if lora else None, n_ctx=n_ctx,
                          logits_all=True, verbose=False, seed=0, n_threads=llama_threads())

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, FeatureUnavailable, ModelError
-from .faults import disk_guard, fail_point
+from ..errors import ConfigError, FeatureUnavailable, ModelError
+from ..faults import disk_guard, fail_point
+from .. import paths
 
 EMBEDDED = {
     "smollm2-135m-instruct": {
@@ -36,7 +37,7 @@ COMPLETE_MARK = ".studio-complete"  # written last: a folder without it is a kil
 CONVERSION_VERSION = 2  # bump when the conversion changes; older folders are converted again
 TMP_RE = re.compile(r"^\.tmp-.+-(?P<pid>\d+)$")  # a conversion in progress (its process id)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-CATALOG = Path(__file__).resolve().parent.parent / "presets" / "catalog"
+CATALOG = paths.PRESETS / "catalog"
 
 
 def catalog(name: str) -> dict[str, Any]:
@@ -456,7 +457,7 @@ def lora_config(lora: Any, n_layers: int | None = None):
     is needed when lora.layers is not all."""
     from peft import LoraConfig
 
-    from .spec import MLP_TARGETS, layer_indices
+    from ..spec import MLP_TARGETS, layer_indices
 
     targets: Any = "all-linear"
     if lora.targets.strip() != "all-linear":

@@ -3,22 +3,26 @@
 Owns resolving the model's shape for an estimate, the fit report, calibrating a new estimate by
 earlier measured checks of the same model and device (median measured/estimate), and the
 measured check (a child process; its result stored next to the estimate). Dependencies come in
-explicitly: the store, the models folder and the model cache. The arithmetic is memory.py; fit
-advice is memory_advice.py.
+explicitly: the store, the models folder, the model cache and the measured check itself
+(train/measure.run_in_child: it trains a few real steps, so it lives with training, which sits
+above this package). The arithmetic is estimate.py; fit advice is advice.py.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from . import memory, memory_advice as ma
-from .errors import ConfigError
-from .spec import RunSpec, flat_view, update
+from . import estimate as memory
+from . import advice as ma
+from ..errors import ConfigError
+from ..spec import RunSpec, flat_view, update
 
 
 class MemoryService:
-    def __init__(self, store, models_dir: Path, cache):
+    def __init__(self, store, models_dir: Path, cache,
+                 measure_in_child: Callable[[Path, RunSpec], dict[str, Any]]):
         self.store, self.models_dir, self.cache = store, Path(models_dir), cache
+        self.measure_in_child = measure_in_child
 
     def estimate(self, model: str, spec: RunSpec, gpu: str | None = None,
                  vram_gb: float | None = None, measure: bool = False) -> dict[str, Any]:
@@ -39,8 +43,6 @@ class MemoryService:
 
     def measure(self, model: str, name: str, spec: RunSpec) -> dict[str, Any]:
         """A few real steps here; the estimate for what ran (the CPU caps a step's tokens)."""
-        from .memory_measure import run_in_child
-
         device = self.cache.device()
         if device == "mps":
             raise ConfigError("The measured check supports CUDA and CPU, not Apple MPS.")
@@ -51,7 +53,7 @@ class MemoryService:
         if not Path(path).is_dir():
             raise ConfigError(f"{model} is not a local model folder; the measured check needs the "
                               "weights (use the embedded model or a downloaded folder).")
-        got = run_in_child(Path(path), spec)
+        got = self.measure_in_child(Path(path), spec)
         shape, _ = ma.load_shape(str(path))
         ran = update(spec, micro_batch=got["batch"], max_len=got["seq_len"])
         got["estimate_gb"] = memory.comparable(memory.estimate(shape, ran), got["metric"])
@@ -65,7 +67,7 @@ class MemoryService:
     def choices() -> dict[str, Any]:
         """What the Memory step offers: catalogue GPUs (names, and each with its label: the card
         and its memory) and models, and the flat settings' help."""
-        from .spec import flat_fields
+        from ..spec import flat_fields
 
         gpus = ma.catalog("gpus")
         return {"gpus": list(gpus), "gpu_labels": {k: g.get("label") or k for k, g in gpus.items()},

@@ -22,9 +22,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import Cancelled, ConfigError, StudioError
+from ..errors import Cancelled, ConfigError, StudioError
+from .. import paths
+from ..paths import RUN
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = paths.ASSETS
 LOCAL = ASSETS / "eval"            # the studio's own tasks, always on the include path
 FORMAT = 1                         # bump when results are computed differently: stored ones are redone
 
@@ -37,7 +39,7 @@ def task_names_in(folder: Path) -> list[str]:
     """The task names a folder of harness YAML files defines (`task:` keys)."""
     import yaml
 
-    from .spec import yaml_loader
+    from ..spec import yaml_loader
 
     names = []
     for f in sorted(Path(folder).rglob("*.yaml")):
@@ -255,7 +257,7 @@ class EvalService:
         with self.session(run_id) if run_id else nullcontext((None, None)) as (run, pair):
             if run_id:
                 ref, tok = run["model"], pair.tok
-                stamp = str((Path(run["path"]) / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns)
+                stamp = str((Path(run["path"]) / RUN.adapter / "adapter_model.safetensors").stat().st_mtime_ns)
                 sides = ("base", "tuned")
             else:
                 ref, stamp, sides = model, "", ("base",)
@@ -297,7 +299,7 @@ class EvalService:
             return data
 
     def _gguf_file(self, run_id: str) -> Path:
-        from .errors import ExportError
+        from ..errors import ExportError
 
         done = [e for e in self.store.list_exports(run_id) if e["format"] == "gguf" and Path(e["path"]).exists()]
         if not done:

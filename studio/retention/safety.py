@@ -13,10 +13,10 @@ to the replay set, kept only where they refuse (train.safety_replay).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Callable
+from .. import paths
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "safety"
+ASSETS = paths.ASSETS / "safety"
 ANSWER_TOKENS = 64
 REFUSAL = re.compile(
     r"\b(i\s*(?:ca(?:n'|n)?not|can't|won't|will not|am not able|'m not able|am unable|'m unable|"
@@ -76,7 +76,7 @@ def memo_sets() -> list[tuple[str, list[str], int]]:
 def check(pair, tok, judge: Callable[[str], str] | None = None, memo=None) -> dict[str, Any]:
     """Base vs tuned on the harmful and the harmless-but-risky sets: refusals counted, examples.
     With a memo (base_answers.Memo) the base model's answers are generated once per model."""
-    from .chat import generate_groups
+    from ..models.chat import generate_groups
 
     def ask(side: str, *prompt_sets: list[str]) -> list[list[str]]:  # every set in one go
         with pair.side(side) as m:
@@ -124,9 +124,9 @@ def replay_examples(model, tok, n: int, seed: int, memo, note: Callable[[str], N
     refuses nothing."""
     import random
 
-    from .chat import generate_batch
+    from ..models.chat import generate_batch
     from .replay import complete
-    from .train.selection import evaluating
+    from ..models.chat import evaluating
 
     def generate(prompts: list[str]) -> list[str]:
         note(f"The base model answers {len(prompts)} harmful requests, to keep the ones it refuses "

@@ -4,7 +4,7 @@ Owns running the step (in a child process, so the peak belongs to this check alo
 loaded as the setting says (LoRA / QLoRA through the training loop's own loader), random token
 batches of the requested shape (CPU: at most 4,096 tokens per step), three optimizer steps, and
 the peak — CUDA: max allocated and reserved; CPU: peak RSS while the steps run (sampled every 5 ms)
-minus the RSS before the model was loaded. Run as `python -m studio.memory_measure '<json>'`; prints one JSON line.
+minus the RSS before the model was loaded. Run as `python -m studio.train.measure '<json>'`; prints one JSON line.
 
 Also owns LivePeak, an exact count of the bytes autograd and the optimizer keep alive during a
 step on any device (every storage an op creates, until it is freed). On CPU it checks the
@@ -93,7 +93,7 @@ class LivePeak:
 def training_loss(model, inputs: dict[str, Any], spec: Any):
     """The loss as the trainer computes it for this spec: chunked, or the model's own."""
     if spec.train.loss == "chunked":
-        from .train.loss import causal_lm_loss
+        from .loss import causal_lm_loss
 
         loss = causal_lm_loss(model, inputs, spec.train.loss_chunk)
         if loss is not None:
@@ -112,8 +112,8 @@ def live_peak_gb(config: dict[str, Any], spec: Any) -> float:
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .models import bnb_config, lora_config, resolve_dtype
-    from .train.loop import embeddings_to_half
+    from ..models.registry import bnb_config, lora_config, resolve_dtype
+    from .loop import embeddings_to_half
 
     torch.manual_seed(0)
     cfg = AutoConfig.for_model(**config)
@@ -170,9 +170,9 @@ def measure(model_path: str, spec: Any, steps: int = 3) -> dict[str, Any]:
     import psutil
     import torch
 
-    from .models import resolve_dtype
-    from .spec import update
-    from .train.loop import load_for_training
+    from ..models.registry import resolve_dtype
+    from ..spec import update
+    from .loop import load_for_training
 
     device = spec.estimate.device
     batch, seq = spec.train.micro_batch, spec.train.max_len
@@ -220,7 +220,7 @@ def run_in_child(model_path: Path, spec: Any) -> dict[str, Any]:
     import os
     import subprocess
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     # glibc keeps freed blocks, so RSS would track the high-water mark of every temporary;
     # returning large blocks at once makes RSS follow live tensors (like CUDA "allocated").
@@ -228,7 +228,7 @@ def run_in_child(model_path: Path, spec: Any) -> dict[str, Any]:
            "MALLOC_ARENA_MAX": "2"}
     if sys.platform.startswith("linux"):  # as training runs (train/runs.py)
         env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    proc = subprocess.run([sys.executable, "-m", "studio.memory_measure",
+    proc = subprocess.run([sys.executable, "-m", "studio.train.measure",
                            json.dumps({"model_path": str(model_path), "spec": spec.to_dict()})],
                           capture_output=True, text=True, timeout=900, env=env)
     if proc.returncode != 0:
@@ -237,7 +237,7 @@ def run_in_child(model_path: Path, spec: Any) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from .spec import RunSpec, build
+    from ..spec import RunSpec, build
 
     args = json.loads(sys.argv[1])
     print(json.dumps(measure(args["model_path"], build(RunSpec, args["spec"], "measure"))))

@@ -247,3 +247,16 @@ class _Steps:
         step = input_ids.shape[1] - self.width
         self.on_step((self.done + self.rows * min(1.0, step / self.budget)) / self.total)
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+class evaluating:
+    """`with evaluating(model):` eval mode (no dropout), put back as it was."""
+
+    def __init__(self, model):
+        self.model, self.was = model, model.training
+
+    def __enter__(self):
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was)

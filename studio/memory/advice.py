@@ -16,11 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import models
-from .models import catalog
-from .errors import ConfigError
-from .memory import Shape, estimate, normalise, shape_from_config
-from .spec import RunSpec, update
+from ..models import registry as models
+from ..models.registry import catalog
+from ..errors import ConfigError
+from .estimate import Shape, estimate, normalise, shape_from_config
+from ..spec import RunSpec, update
 
 HEADROOM_GB = 0.3  # keep this much free: other processes and the desktop use the GPU too
 MLP_CHUNK = 4096   # tokens per MLP chunk the advice suggests: past it the MLP's working set stops growing
@@ -34,7 +34,7 @@ def close(name: str, names: list[str]) -> str:
 def hub_shape(repo_id: str, cat: dict[str, Any]) -> tuple[Shape, str]:
     """A hub id: the catalogue's shape when it is a catalogue model's repository, else the
     shape of its config.json (from the cache, or that one small file from the hub)."""
-    from . import hub
+    from ..models import hub
 
     name = models.catalogue_name(repo_id)
     if name in cat:
@@ -253,7 +253,7 @@ def longest(shape: Shape, st: RunSpec, cap: float, limit: int = 4_194_304) -> in
 def pick_preset(cap: float | None, method: str, objective: str = "sft") -> str | None:
     """The largest GPU preset that fits `cap` GB, for the same training objective (and adapter
     method when there is one)."""
-    from .presets import list_presets
+    from ..presets import list_presets
 
     if cap is None:
         return None

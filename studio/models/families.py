@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ExportError
+from ..errors import ExportError
 
 SYSTEM_INTO_FIRST_USER = (  # for templates with no system role: the system text opens turn one
     '{{- $sys := "" }}{{- range .Messages }}{{- if eq .Role "system" }}{{ $sys = .Content }}'

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import Cancelled, ConfigError, DataError
+from ..errors import Cancelled, ConfigError, DataError
 
 MAX_NEW_TOKENS = 192  # two Q/A pairs or a summary fit; a rambling model stops here
 
@@ -46,8 +46,8 @@ def _cancelled(cancel: threading.Event | None) -> bool:
 def llama_cpp(gguf_path, cancel: threading.Event | None = None, n_ctx: int = 2048) -> Generator:
     from llama_cpp import Llama
 
-    from . import families
-    from .models import llama_threads
+    from ..models import families
+    from ..models.registry import llama_threads
 
     llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, verbose=False, seed=0,
                 n_threads=llama_threads())
@@ -114,63 +114,63 @@ def openai_compatible(url: str, model: str, cancel: threading.Event | None = Non
         raise DataError(f"The generator at {base} has no model '{model}'. It has: "
                         f"{', '.join(map(str, names[:12]))}.")
 
-    def answer(r) -> str:
-        """The text of one streamed (server-sent events) or whole JSON answer; the cancel flag
-        is read at every streamed piece."""
-        if "text/event-stream" not in r.headers.get("content-type", ""):
-            r.read()
-            return (r.json()["choices"][0]["message"]["content"] or "").strip()
-        parts = []
-        for line in r.iter_lines():
-            if _cancelled(cancel):
-                raise Cancelled("Cancelled; nothing was saved.")
-            if not line.startswith("data:") or line[5:].strip() == "[DONE]":
-                continue
-            choice = json.loads(line[5:])["choices"][0]
-            parts.append((choice.get("delta") or {}).get("content") or "")
-        return "".join(parts).strip()
+    server = OpenAIServer(client, base, model, cancel, timeout, retries)
+    return Generator(server.write, "openai", f"{model} at {base}", server.constrained)
+
+
+class OpenAIServer:
+    """Requests to one checked OpenAI-compatible server: streamed answers, each with a timeout and
+    retries, and the structured-output shape the server takes, found once (probing)."""
 
     # OpenAI's json_schema shape first, then llama-cpp-python's json_object + schema; the first
     # one the server takes is kept, and a server that takes neither gets the plain prompt
-    shapes = [lambda schema: {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
-              lambda schema: {"type": "json_object", "schema": schema}]
-    works: list = []
+    SHAPES = (lambda schema: {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+              lambda schema: {"type": "json_object", "schema": schema})
 
-    def constrained(messages, schema, max_tokens):
-        body = {"model": model, "messages": messages, "temperature": 0, "stream": True,
+    def __init__(self, client, base: str, model: str, cancel: threading.Event | None,
+                 timeout: float, retries: int):
+        self.client, self.base, self.model, self.cancel = client, base, model, cancel
+        self.timeout, self.retries = timeout, retries
+        self.untried = list(self.SHAPES)  # shapes not probed yet
+        self.shape = None                 # the shape the server took
+
+    def write(self, prompt: str) -> str:
+        return self.send({"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                          "temperature": 0, "max_tokens": MAX_NEW_TOKENS, "stream": True})
+
+    def constrained(self, messages, schema, max_tokens) -> str | None:
+        body = {"model": self.model, "messages": messages, "temperature": 0, "stream": True,
                 "max_tokens": max_tokens}
-        if works:
-            return send({**body, "response_format": works[0](schema)})
-        while shapes:  # probing: one try per shape, so an unsupported one costs no retries
-            shape = shapes.pop(0)
+        if self.shape is not None:
+            return self.send({**body, "response_format": self.shape(schema)})
+        while self.untried:  # probing: one try per shape, so an unsupported one costs no retries
+            shape = self.untried.pop(0)
             try:
-                text = send({**body, "response_format": shape(schema)}, tries=1)
+                text = self.send({**body, "response_format": shape(schema)}, tries=1)
             except DataError:
                 continue
-            works.append(shape)
+            self.shape = shape
             return text
         return None  # an older server: the plain prompt and the parser do the job
 
-    def write(prompt: str) -> str:
-        return send({"model": model, "messages": [{"role": "user", "content": prompt}],
-                     "temperature": 0, "max_tokens": MAX_NEW_TOKENS, "stream": True})
+    def send(self, body: dict[str, Any], tries: int | None = None) -> str:
+        import httpx
 
-    def send(body: dict[str, Any], tries: int = retries + 1) -> str:
-        last = ""
+        tries, base, last = tries or self.retries + 1, self.base, ""
         for attempt in range(tries):
-            if _cancelled(cancel):
+            if _cancelled(self.cancel):
                 raise Cancelled("Cancelled; nothing was saved.")
             try:
-                with client.stream("POST", f"{base}/chat/completions", json=body) as r:
+                with self.client.stream("POST", f"{base}/chat/completions", json=body) as r:
                     if r.status_code >= 500 or r.status_code == 429:
                         last = f"it answered {r.status_code}"
                     elif r.status_code >= 400:
                         raise DataError(f"The generator at {base} refused the request ({r.status_code}: "
                                         f"{r.read().decode(errors='replace')[:200]}).")
                     else:
-                        return answer(r)
+                        return self.answer(r)
             except httpx.TimeoutException:
-                last = f"no answer within {timeout:g} s"
+                last = f"no answer within {self.timeout:g} s"
             except httpx.HTTPError as e:
                 last = f"the connection failed ({type(e).__name__})"
             except (ValueError, KeyError, IndexError, TypeError):
@@ -180,14 +180,29 @@ def openai_compatible(url: str, model: str, cancel: threading.Event | None = Non
                 time.sleep(min(8.0, 1.0 * 2 ** attempt))
         raise DataError(f"The generator at {base} failed {tries} times: {last}. Check the "
                         "server, or pick a smaller model there.")
-    return Generator(write, "openai", f"{model} at {base}", constrained)
+
+    def answer(self, r) -> str:
+        """The text of one streamed (server-sent events) or whole JSON answer; the cancel flag
+        is read at every streamed piece."""
+        if "text/event-stream" not in r.headers.get("content-type", ""):
+            r.read()
+            return (r.json()["choices"][0]["message"]["content"] or "").strip()
+        parts = []
+        for line in r.iter_lines():
+            if _cancelled(self.cancel):
+                raise Cancelled("Cancelled; nothing was saved.")
+            if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                continue
+            choice = json.loads(line[5:])["choices"][0]
+            parts.append((choice.get("delta") or {}).get("content") or "")
+        return "".join(parts).strip()
 
 
 # ---- transformers (the fallback) ------------------------------------------------------------
 def transformers_model(model, tok, cancel: threading.Event | None = None) -> Generator:
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    from .chat import GenSettings, generate
+    from ..models.chat import GenSettings, generate
 
     class Cancel(StoppingCriteria):
         def __call__(self, input_ids, scores, **kw):

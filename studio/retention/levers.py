@@ -1,7 +1,7 @@
 """What each forgetting lever did in a run, in plain words: a row per lever for the report and
 Compare.
 
-Owns reading a run's record of its levers — the run spec (config), levers.json (written by
+Owns reading a run's record of its levers — the typed run spec (spec.stored), levers.json (written by
 train/batches.assemble: what augmentation and replay did), the events (the soft anchor's KL at
 each log), selection.json (the forgetting budget's choice) and the adapter's own state (its
 strength, its intruder scaling) — into rows {lever, on, setting, did}. A lever that was off says
@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from ..paths import RUN
+from ..spec import stored
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -23,27 +25,48 @@ def _json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def recorded_choice(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The forgetting budget's choice as selection.json holds it (train/selection.Watcher writes
+    it): the chosen evaluation, why, the last full-strength one, the base figures and every
+    evaluation; None when no choice was made (budget 0, or a stopped run)."""
+    if not isinstance(state, dict):
+        return None
+    evals = state.get("evals") or []
+    chosen = state.get("chosen")
+    full = [e for e in evals if e.get("strength", 1.0) == 1.0]
+    last = max(full, key=lambda e: e["step"]) if full else None
+    if chosen is None or last is None:
+        return None
+    return {"chosen_step": chosen["step"], "budget": state.get("budget"), "reason": state.get("reason"),
+            "chosen": chosen, "last": last, "base": state.get("base"), "evaluations": evals}
+
+
+def selection(run_dir: Path | None) -> dict[str, Any] | None:
+    """The run's recorded choice (recorded_choice), None without one."""
+    return recorded_choice(_json(run_dir / RUN.selection)) if run_dir else None
+
+
 def rows(run: dict[str, Any], events: list[dict[str, Any]], intruders: dict[str, Any] | None = None
          ) -> list[dict[str, Any]]:
     """The lever rows of `run` (a store row with its config); `intruders` is the adapter's
     intruder count (intruders.count) when the report measured it."""
-    cfg = run.get("config") or {}
-    t, lora = cfg.get("train") or {}, cfg.get("lora") or {}
+    spec = stored(run.get("config"))
+    t, lora = spec.train, spec.lora
     run_dir = Path(run["path"]) if run.get("path") else None
-    done = _json(run_dir / "levers.json") if run_dir else {}
+    done = _json(run_dir / RUN.levers) if run_dir else {}
     out = []
 
     def row(lever: str, on: bool, setting: str, did: str) -> None:
         out.append({"lever": lever, "on": on, "setting": setting, "did": did})
 
-    ratio, mode = t.get("replay", 0), t.get("replay_mode", "ce")
+    ratio, mode = t.replay, t.replay_mode
     kls = [e["kl"] for e in events if e.get("kl") is not None]
     if not ratio:
         row("replay", False, "train.replay=0", "Off: nothing held the model to what it was.")
     elif mode == "kl":
         drift = (f" The KL to the base model on replay text was {kls[0]:.3f} at the first step and "
                  f"{kls[-1]:.3f} at the last (0 = the base model's own predictions)." if kls else "")
-        row("replay", True, f"kl, weight {t.get('replay_weight', 1):g}, {ratio:g} per example",
+        row("replay", True, f"kl, weight {t.replay_weight:g}, {ratio:g} per example",
             f"A soft anchor: {done.get('replayed', '?')} of the base model's own answers to general "
             f"prompts rode along in the batches, and on them the tuned model's next-token "
             f"predictions were pulled toward the base model's." + drift)
@@ -51,14 +74,14 @@ def rows(run: dict[str, Any], events: list[dict[str, Any]], intruders: dict[str,
         row("replay", True, f"ce, {ratio:g} per example",
             f"{done.get('replayed', '?')} of the base model's own answers to general prompts were "
             "mixed into training and learned like your examples.")
-    keep = t.get("safety_replay", 0)
+    keep = t.safety_replay
     row("safety replay", bool(keep and done.get("safety_replayed")), f"train.safety_replay={keep:g}",
         f"{done['safety_replayed']} of the base model's own refusals to harmful requests were mixed "
         "into training, so it keeps refusing them." if done.get("safety_replayed") else
         ("Off." if not keep else "On, but the base model refused none of the harmful requests it was "
                                  "asked: there was no refusal to keep."))
     aug = done.get("augment") or {}
-    if t.get("self_distill"):
+    if t.self_distill:
         kept = aug.get("kept_original") or {}
         why = "; ".join(f"{n} {w}" for w, n in kept.items())
         row("self-distilled targets", True, "train.self_distill=true",
@@ -68,16 +91,16 @@ def rows(run: dict[str, Any], events: list[dict[str, Any]], intruders: dict[str,
     else:
         row("self-distilled targets", False, "train.self_distill=false", "Off: the model learned "
             "your answers in your wording.")
-    if t.get("paraphrases"):
+    if t.paraphrases:
         dropped = aug.get("paraphrases_dropped") or {}
-        row("paraphrases", True, f"train.paraphrases={t['paraphrases']}",
+        row("paraphrases", True, f"train.paraphrases={t.paraphrases}",
             f"{aug.get('paraphrases', 0)} rewritten questions joined training with their answers, "
             f"so each fact was seen in more than one wording"
             + (f"; {sum(dropped.values())} were left out by the checks." if dropped else "."))
     else:
         row("paraphrases", False, "train.paraphrases=0", "Off: each fact was seen in the wordings "
             "of your data only.")
-    scale = t.get("intruder_scale", 1.0)
+    scale = t.intruder_scale
     counted = (f"The adapter as kept has {intruders['intruders']} intruder dimensions (new "
                f"directions the base weights did not have) in {intruders['layers_with']} of "
                f"{intruders['layers']} adapted layers." if intruders else "")
@@ -87,13 +110,13 @@ def rows(run: dict[str, Any], events: list[dict[str, Any]], intruders: dict[str,
             f"rest stayed as trained. {counted}".strip())
     else:
         row("targeted strength", False, "train.intruder_scale=1", ("Off. " + counted).strip())
-    layers, targets = lora.get("layers", "all"), lora.get("targets", "all-linear")
+    layers, targets = lora.layers, lora.targets
     row("where the update goes", layers != "all" or targets != "all-linear",
         f"lora.targets={targets}, lora.layers={layers}",
         f"Adapters on {targets} of {'every' if layers == 'all' else 'the ' + layers} layer"
         f"{'s' if layers != 'all' else ''}.")
-    budget = t.get("forget_budget", 0)
-    sel = _json(run_dir / "selection.json") if run_dir else {}
+    budget = t.forget_budget
+    sel = selection(run_dir) or {}
     chosen = sel.get("chosen") or {}
     row("forgetting budget", bool(budget), f"train.forget_budget={budget:g}",
         sel.get("reason") or ("Off: the adapter is the last step's." if not budget else

@@ -18,12 +18,12 @@ import json
 import shutil
 from pathlib import Path
 from typing import Any
+from ..paths import RUN
 
 TOP = 10      # the tuned matrix's top singular vectors examined (as the paper does)
 BASE_TOP = 64  # compared with the base matrix's top singular vectors
 EPS = 0.5     # largest |cosine| with any of them under this: an intruder
 SHARE = 0.5   # an update direction is scaled when it carries an intruder this much
-TARGETED = "adapter-targeted"
 
 
 def _top_left(w, k: int):
@@ -154,7 +154,7 @@ def apply(run_dir: Path, base_state, value: float) -> dict[str, Any]:
     it again. Returns the counts before and after."""
     from safetensors.torch import save_file
 
-    from .strength import FULL, WEIGHTS, current, finished_lora
+    from .strength import WEIGHTS, current, finished_lora
 
     run_dir = Path(run_dir)
     adapter, full, cfg = finished_lora(run_dir, "to scale", (
@@ -162,19 +162,19 @@ def apply(run_dir: Path, base_state, value: float) -> dict[str, Any]:
         "no sum of singular directions)."))
     strength = current(run_dir)
     if not full.exists():
-        tmp = run_dir / f".{FULL}-tmp"
+        tmp = run_dir / f".{RUN.adapter_full}-tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(adapter, tmp)
         tmp.rename(full)
     found, tensors, cfg = analyse(full, base_state)
     before = sum(m["intruders"] for m in found.values())
     new, scaled = rescaled(found, tensors, cfg, value)
-    tmp = run_dir / f".{TARGETED}-tmp"
+    tmp = run_dir / f".{RUN.adapter_targeted}-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(full, tmp)
     save_file(new, str(tmp / WEIGHTS), metadata={"format": "pt", "studio_intruder_scale": repr(value)})
-    shutil.rmtree(run_dir / TARGETED, ignore_errors=True)
-    tmp.rename(run_dir / TARGETED)
+    shutil.rmtree(run_dir / RUN.adapter_targeted, ignore_errors=True)
+    tmp.rename(run_dir / RUN.adapter_targeted)
     from .strength import apply as set_strength
 
     set_strength(run_dir, strength)

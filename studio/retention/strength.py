@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .errors import RunError
+from ..errors import RunError
+from ..paths import RUN
 
-FULL = "adapter-full"
 META = "studio_strength"
 WEIGHTS = "adapter_model.safetensors"
 
@@ -31,7 +31,7 @@ def current(run_dir: Path) -> float:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(Path(run_dir) / "adapter" / WEIGHTS), "pt") as f:
+        with safe_open(str(Path(run_dir) / RUN.adapter / WEIGHTS), "pt") as f:
             return float((f.metadata() or {}).get(META, 1.0))
     except (OSError, ValueError, TypeError):  # no adapter yet, or an unreadable one
         return 1.0
@@ -68,10 +68,9 @@ def scaled(model, factor: float) -> Iterator[None]:
 def finished_lora(run_dir: Path, doing: str, dora: str) -> tuple[Path, Path, dict]:
     """A run's finished adapter (its folder, the as-trained copy's folder, its config), refused
     with `dora` when it is DoRA and with a message when it is not finished."""
-    from .train.checkpoints import MARK
 
-    adapter, full = Path(run_dir) / "adapter", Path(run_dir) / FULL
-    if not (adapter / MARK).exists():
+    adapter, full = Path(run_dir) / RUN.adapter, Path(run_dir) / RUN.adapter_full
+    if not (adapter / RUN.complete).exists():
         raise RunError(f"Run {Path(run_dir).name} has no finished adapter {doing}.")
     cfg = json.loads((adapter / "adapter_config.json").read_text())
     if cfg.get("use_dora"):
@@ -91,7 +90,7 @@ def apply(run_dir: Path, value: float) -> Path:
         "a scaled update something other than a blend with the base model). Use Compare's slider "
         "to look, or train again with fewer steps."))
     if not full.exists():  # the first change: keep the adapter as trained
-        tmp = run_dir / f".{FULL}-tmp"
+        tmp = run_dir / f".{RUN.adapter_full}-tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(adapter, tmp)
         tmp.rename(full)

@@ -2,7 +2,7 @@
 
 Owns the general prompt set (assets/replay/prompts.txt; its arithmetic expanded the same way
 every time), the base model's own greedy answers to it — shipped for the embedded model in
-assets/replay/<model>.jsonl (made by `python -m studio.replay MODEL_FOLDER OUT`), cached per model
+assets/replay/<model>.jsonl (made by `python -m studio.retention.replay MODEL_FOLDER OUT`), cached per model
 and revision under STUDIO_HOME/replay/ for any other — and choosing the replay examples a run
 mixes into its training data (`train.replay` of them per training example, learned with the same
 assistant-only loss). Also the retention probe (assets/retention.jsonl): short general questions
@@ -18,9 +18,10 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import DataError
+from ..errors import DataError
+from .. import paths
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = paths.ASSETS
 PROMPTS = ASSETS / "replay" / "prompts.txt"
 RETENTION = ASSETS / "retention.jsonl"
 MAX_NEW_TOKENS = 64
@@ -105,7 +106,7 @@ def read_answers(path: Path, key: str) -> list[dict[str, str]] | None:
 
 
 def write_answers(path: Path, key: str, model: str, rows: list[dict[str, str]]) -> None:
-    from .faults import atomic_write_text
+    from ..faults import atomic_write_text
 
     head = {"model": model, "key": key, "format": FORMAT, "max_new_tokens": MAX_NEW_TOKENS,
             "decoding": "greedy", "answers": len(rows)}  # a model may finish none: kept, not redone
@@ -160,7 +161,7 @@ def retention_rows() -> list[dict[str, str]]:
 
 def retention_answers(model, tok, rows: list[dict[str, str]]) -> list[str]:
     """The model's greedy answers to retention questions (as it stands: the caller picks the side)."""
-    from .chat import generate_batch
+    from ..models.chat import generate_batch
 
     return generate_batch(model, tok, [[{"role": "user", "content": r["question"]}] for r in rows],
                           RETENTION_TOKENS)
@@ -183,15 +184,15 @@ def knows(answers_: list[str], rows: list[dict[str, str]]) -> list[bool]:
 
 
 def main(argv: list[str]) -> int:
-    """python -m studio.replay MODEL_FOLDER OUT [NAME] — the model's own greedy answers to the
+    """python -m studio.retention.replay MODEL_FOLDER OUT [NAME] — the model's own greedy answers to the
     prompt set (fp32 on the CPU, so the file is the same every time)."""
     import sys
 
-    from . import models
-    from .chat import generate_batch
+    from ..models import registry as models
+    from ..models.chat import generate_batch
 
     if len(argv) not in (2, 3):
-        print("usage: python -m studio.replay MODEL_FOLDER OUT [NAME]", file=sys.stderr)
+        print("usage: python -m studio.retention.replay MODEL_FOLDER OUT [NAME]", file=sys.stderr)
         return 2
     folder, out = Path(argv[0]), Path(argv[1])
     name = argv[2] if len(argv) == 3 else folder.name
