@@ -23,7 +23,7 @@ from .stats import content_of, exact_key
 
 FILE = "check.json"
 DECISIONS = "decisions.json"       # in the dataset's folder, beside its versions
-NEAR = 0.85         # Jaccard of character 5-grams at or above which two rows are near duplicates
+NEAR = 0.8          # Jaccard of character 5-grams at or above which two rows are near duplicates
 LEAK = 0.7          # … and a held-out question copies a training question
 SHINGLE = 5         # characters per shingle: short questions still get dozens of them
 NUM_PERM = 128      # MinHash permutations: Jaccard estimated to about ±0.09 before verifying
