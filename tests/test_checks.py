@@ -10,7 +10,7 @@ from conftest import ROOT, run_cli
 from studio.data import chars, checks, clean, suspects
 from studio.errors import Cancelled, DataError
 
-DOCS = ROOT / "tests" / "data" / "docs"
+CHARS = ROOT / "tests" / "data" / "chars"
 FAQ = [json.loads(x) for x in (ROOT / "assets" / "sample" / "product_faq.jsonl").read_text().splitlines()]
 
 
@@ -25,8 +25,8 @@ def test_a_real_groff_pdf_comes_out_without_ligatures_or_typeset_minus():
     and words the typesetter broke at a line end are whole again."""
     from pdfminer.high_level import extract_text
 
-    raw = (DOCS / "bash-pages.pdf").read_bytes()
-    plain = extract_text(str(DOCS / "bash-pages.pdf"))
+    raw = (CHARS / "bash-pages.pdf").read_bytes()
+    plain = extract_text(str(CHARS / "bash-pages.pdf"))
     assert plain.count("\ufb01") >= 20 and plain.count("\u2212") >= 10   # the PDF really has them
     text, pages, _ = clean.pdf_markdown(raw)
     assert pages == 2 and not chars.SUSPECT.search(text)
@@ -174,3 +174,16 @@ def test_the_report_gives_the_figure_without_leaked_questions():
                                      "without_leaks": {"fact_match": 0.5}}}}
     text = verdict(fig, [], {"headline": "It learned."})
     assert "3 of them copy a training question" in text and "tuned 50%" in text
+
+
+def test_the_data_steps_check_section_lists_keeps_and_drops(checked):
+    from studio.ui import data_step
+    from studio.ui.session import Session
+
+    studio, _, held = checked
+    text = data_step.check_md(studio.data_check("chk@v1", held, suspects=False))
+    assert "repeats faq.jsonl line 3 (exact)" in text and "held-out line 2 asks it" in text
+    assert "the question says nothing without its document chunk" in text
+    assert "Give the #numbers" in data_step.keep_rows(studio, Session(dataset="chk@v1"), "")
+    msg, after = data_step.drop_flagged(studio, Session(dataset="chk@v1"), [])
+    assert "--drop takes" in msg and after.dataset == "chk@v1"

@@ -13,13 +13,13 @@ service.py's; the model is never loaded here.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
 from .stats import content_of, exact_key
+from .suspects import fold, show
 
 FILE = "check.json"
 DECISIONS = "decisions.json"       # in the dataset's folder, beside its versions
@@ -28,7 +28,6 @@ LEAK = 0.7          # … and a held-out question copies a training question
 SHINGLE = 5         # characters per shingle: short questions still get dozens of them
 NUM_PERM = 128      # MinHash permutations: Jaccard estimated to about ±0.09 before verifying
 KINDS = ("duplicates", "leaks", "suspects")
-_FOLD = re.compile(r"[\W_]+")
 
 
 @dataclass
@@ -49,11 +48,6 @@ class Row:
 
     def where(self) -> str:
         return f"{self.file} line {self.line}" if self.line else f"row {self.index + 1}"
-
-
-def fold(text: str) -> str:
-    """Case, punctuation and spacing folded, as duplicates are compared."""
-    return _FOLD.sub(" ", text.lower()).strip()
 
 
 def qa_of(ex: dict[str, Any]) -> tuple[str, str]:
@@ -146,12 +140,6 @@ def entry(r: Row, of: Row, kind: str, jac: float) -> dict[str, Any]:
     return {"line": r.line, "file": r.file, "of": of.line, "kind": kind, "removed": False,
             "row": r.index, "of_row": of.index, "similarity": jac,
             "example": show(r), "neighbour": show(of)}
-
-
-def show(r: Row) -> dict[str, Any]:
-    """A row as the Check lists it: where it is, its question and answer (or its text)."""
-    return {"where": r.where(), "question": r.question, "answer": r.answer[:300],
-            "text": "" if r.question else r.text[:300]}
 
 
 def leaks(heldout: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]]:

@@ -37,6 +37,20 @@ VAGUE_NOUNS = re.compile(r"\b(functions?|code|example|section|chapter|text|passa
                          r"figure|list|one|ones)\b", re.I)
 
 
+_FOLD = re.compile(r"[\W_]+")
+
+
+def fold(text: str) -> str:
+    """Case, punctuation and spacing folded, as duplicates are compared."""
+    return _FOLD.sub(" ", text.lower()).strip()
+
+
+def show(r) -> dict[str, Any]:
+    """A row (checks.Row) as the Check lists it: where, its question and answer (or text)."""
+    return {"where": r.where(), "question": r.question, "answer": r.answer[:300],
+            "text": "" if r.question else r.text[:300]}
+
+
 def context_free(question: str) -> bool:
     """Whether a question only makes sense beside its chunk: it points ("these", "the
     relevant") at something vague and names nothing a reader could look up."""
@@ -61,8 +75,6 @@ def alternatives(questions: list[str], answers: list[str]) -> list[int | None]:
     where no other question does: the model then has nothing to compare (a third of the passes
     it would otherwise make, on the sample FAQ)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-
-    from .checks import fold
 
     vec = TfidfVectorizer(stop_words="english", sublinear_tf=True).fit(questions + answers)
     sim = (vec.transform(answers) @ vec.transform(questions).T).toarray()
@@ -188,7 +200,5 @@ def find(model, tok, rows: list, progress: Callable[[float, str], None] | None =
 
 
 def flag(r, kind: str, score: float, why: str, other=None) -> dict[str, Any]:
-    from .checks import show
-
     return {"row": r.index, "line": r.line, "file": r.file, "kind": kind, "why": why,
             "score": score, "example": show(r), "neighbour": show(other) if other else None}
