@@ -89,6 +89,27 @@ class Studio:
     def data_pairs(self, name: str, out: str | None = None, **options: Any) -> dict[str, Any]:
         return self.data.pairs(name, out, **options)
 
+    def data_check(self, name: str, heldout: str | None = None, model: str | None = None,
+                   suspects: bool = True, progress: Any = None, cancel: Any = None) -> dict[str, Any]:
+        """Duplicates, held-out leaks and suspect rows of a version, with examples (check.json)."""
+        return self.data.check(name, heldout, model, suspects, progress, cancel)
+
+    def data_drop(self, name: str, kinds: str | list[str], heldout: str | None = None,
+                  model: str | None = None, progress: Any = None, cancel: Any = None) -> dict[str, Any]:
+        """A new version NAME@vK without the rows flagged as `kinds`; the old one stays."""
+        return self.data.drop(name, kinds, heldout, model, progress, cancel)
+
+    def data_keep(self, name: str, rows: list[int]) -> dict[str, Any]:
+        """Keep these flagged rows (indexes in the check) in every later version."""
+        return self.data.keep(name, rows)
+
+    @staticmethod
+    def check_contract(result: dict[str, Any]) -> dict[str, Any]:
+        """A check as `data check --json` prints it (the keys scripts rely on)."""
+        from .data.checks import contract
+
+        return contract(result)
+
     def data_preview(self, name: str, model: str | None = None, n: int = 5):
         return self.data.preview(name, model, n)
 

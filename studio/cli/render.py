@@ -76,6 +76,11 @@ def dataset_text(summary: dict[str, Any]) -> str:
              f"than {length_set(summary)} (truncated), {summary['dropped_too_long']} dropped",
              f"duplicates removed: {summary['duplicates_removed']}, empty removed: "
              f"{summary['empty_removed']}", f"saved in {summary['path']}"]
+    c = summary.get("check")
+    if c:
+        lines.append(f"check: {c['duplicates']} duplicates, {c['leaks']} held-out leaks, "
+                     f"{c['suspects']} suspect rows (python -m studio data check "
+                     f"{summary['name']}@v{summary['version']} lists them; with the base model's signals)")
     qa = summary.get("qa") or {}
     if qa.get("generated") or qa.get("fallback"):
         lines.append(f"question/answer pairs: {qa['generated']} written by the generator "
@@ -86,4 +91,30 @@ def dataset_text(summary: dict[str, Any]) -> str:
               for e in summary["errors"][:20]]
     if len(summary["errors"]) > 20:
         lines.append(f"  … and {len(summary['errors']) - 20} more problems (see --json)")
+    return "\n".join(lines)
+
+
+def check_text(out: dict[str, Any]) -> str:
+    """A dataset check as lines: each finding with where it is, its neighbour and why."""
+    def at(e: dict[str, Any]) -> str:
+        return (e.get("example") or {}).get("where") or f"{e.get('file')} line {e.get('line')}"
+
+    live = {k: [e for e in out[k] if not e.get("kept")] for k in ("duplicates", "leaks", "suspects")}
+    lines = [f"check of {out.get('dataset')}: {out['rows']} rows — {len(live['duplicates'])} duplicates, "
+             f"{len(live['leaks'])} held-out leaks, {len(live['suspects'])} suspects"
+             + ("" if out.get("model_checked") else " (without the base model's signals)")]
+    for e in live["duplicates"][:20]:
+        lines.append(f"  duplicate ({e['kind']}{', removed when prepared' if e.get('removed') else ''}): "
+                     f"{e.get('file')} line {e['line']} repeats line {e['of']}" if e.get("removed") else
+                     f"  duplicate ({e['kind']}, {e['similarity']:.2f}): {at(e)} repeats "
+                     f"{e['neighbour']['where']}")
+    for e in live["leaks"][:20]:
+        lines.append(f"  leak: held-out line {e['heldout_line']} \"{e['heldout_question'][:60]}\" is "
+                     f"asked in training at {at(e)}")
+    for e in live["suspects"][:30]:
+        lines.append(f"  suspect ({e['score']}): {at(e)} — {e['why']}")
+    kept = sum(1 for k in live for e in out[k] if e.get("kept"))  # listed above: only the others
+    if kept:
+        lines.append(f"  ({kept} rows you kept are not listed)")
+    lines.append("drop them into a new version with --drop suspects,duplicates,leaks")
     return "\n".join(lines)

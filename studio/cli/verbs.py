@@ -225,6 +225,18 @@ def data_prepare(s, a: argparse.Namespace):
     return summary if a.json else dataset_text(summary)
 
 
+def data_check(s, a: argparse.Namespace):
+    """`data check NAME`: the check, or with --drop a new version without the flagged rows."""
+    from .render import check_text
+
+    if a.drop:
+        out = s.data_drop(a.name, a.drop, a.heldout, a.model, progress=export_progress(a))
+        return out if a.json else f"{out['name']}: {out['dropped']} rows dropped from {out['from']} " \
+                                  f"({out['records']} rows left; {out['from']} is unchanged)"
+    out = s.data_check(a.name, a.heldout, a.model, not a.quick, progress=export_progress(a))
+    return s.check_contract(out) if a.json else check_text(out)
+
+
 def train(s, a: argparse.Namespace):
     if a.resume:
         if a.preset or a.dataset:
@@ -316,6 +328,19 @@ VERBS: list[Verb] = [
          lambda s, a: s.data_triage(a.name, a.model),
          lambda: [flag("name", help="NAME or NAME@vN"),
                   flag("--model", default=None, help="base model (default: the dataset's)")]),
+    Verb(("data", "check"), "duplicates, held-out leaks and suspect rows (the base model's IFD, "
+         "loss outliers, swapped answers, questions that need their chunk), each with its line "
+         "and why; --drop makes a new version without them (~1 min per 1,000 rows on 2 cores)",
+         data_check,
+         lambda: [flag("name", help="NAME or NAME@vN"),
+                  flag("--heldout", default=None, metavar="FILE", help="an evaluation file whose "
+                       "questions must not be in training (default: the dataset's held-out questions)"),
+                  flag("--drop", default=None, metavar="KINDS", help="make the next version without "
+                       "the rows flagged as these, comma separated: suspects, duplicates, leaks; "
+                       "prints its name (NAME@vK); rows you kept stay"),
+                  flag("--model", default=None, help="base model that scores the rows (default: the dataset's)"),
+                  flag("--quick", action="store_true", help="leave out the base model's signals "
+                       "(duplicates, leaks and the model-free suspects only; seconds)")]),
     Verb(("estimate",), "GPU memory a run needs, with a breakdown, a fit verdict and advice "
          "(instant, no download)", estimate, estimate_flags),
     Verb(("train",), "train a LoRA/QLoRA adapter (foreground) or resume a run", train, train_flags,

@@ -70,12 +70,13 @@ def not_in_training(rows: list[dict[str, Any]], training: list[dict[str, Any]], 
 def write(folder: Path, rows: list[dict[str, Any]]) -> None:
     with open(Path(folder) / FILE, "w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps({k: r[k] for k in ("messages", "answer", "expect")},
+            f.write(json.dumps({k: r.get(k) for k in ("messages", "answer", "expect", "line")},
                                ensure_ascii=False) + "\n")
 
 
 def load(folder: Path, limit: int | None = None) -> list[dict[str, Any]] | None:
-    """The dataset version's held-out rows ({messages, answer, expect}), or None without a file."""
+    """The dataset version's held-out rows ({messages, answer, expect, line: in the user's
+    file}), or None without a file."""
     path = Path(folder) / FILE
     if not path.exists():
         return None

@@ -30,6 +30,8 @@ from .stats import Stats, dumps
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TMP_NAME = ".tmp-{name}-{pid}-{ms}"  # a version being written; swept when its process is gone
 TMP_RE = re.compile(r"^\.tmp-.+-(?P<pid>\d+)-\d+$")
+ORIGIN = "_origin"      # an example's (file, line) while it streams; kept in LINES, not in the rows
+LINES = "lines.json"    # split → [[file, line], …] in row order: where each row was uploaded
 
 
 def slug(text: str) -> str:
@@ -75,6 +77,7 @@ def examples_from(files: Iterable[Path], recipe: str, ctx: Context, issues: list
                 stats.empty_removed += "empty" in str(e)
                 continue
             stats.formats[fmt] = stats.formats.get(fmt, 0) + 1
+            ex[ORIGIN] = (item.file, item.line)
             yield ex
 
 
@@ -88,6 +91,7 @@ def run_recipe(doc: Document, recipe: str, ctx: Context, issues: list[Issue], st
     try:
         for ex in RECIPES[name].run(doc, ctx):
             stats.formats[name] = stats.formats.get(name, 0) + 1
+            ex[ORIGIN] = (doc.file, None)
             yield ex
     except formats.Skip as e:
         issues.append(Issue(doc.file, e.line, str(e)))
@@ -118,14 +122,17 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
     try:
         n = 0
         stream = examples_from([Path(f) for f in files], recipe, ctx, issues, stats, mapping)
-        unique = (ex for ex in stream if not stats.is_duplicate(ex))
+        unique = (ex for ex in stream if not stats.is_duplicate(ex, ex.get(ORIGIN)))
+        origins: list = []
         with open(tmp / "all.jsonl", "w", encoding="utf-8") as out:
             while batch := list(islice(unique, 256)):  # tokenized a batch at a time
-                for ex, enc in zip(batch, templates.encode_many(tok, batch, max_len)):
+                where = [list(ex.pop(ORIGIN, None) or (None, None)) for ex in batch]
+                for ex, enc, at in zip(batch, templates.encode_many(tok, batch, max_len), where):
                     if enc.trainable == 0:
                         stats.dropped_too_long += 1
                         continue
                     stats.add(enc.full_length, enc.trainable)
+                    origins.append(at)
                     out.write(dumps(ex) + "\n")
                     n += 1
                 fail_point("prepare.write")
@@ -136,6 +143,7 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
             raise DataError(no_records_message(issues, dropped_summary(ctx)))
         crash_point("prepare.examples_written")
         splits = split(tmp, n, val_fraction, seed)
+        write_lines(tmp, origins, validation_rows(n, val_fraction, seed), stats.removed)
         crash_point("prepare.split")
         held = attach_heldout(tmp, Path(heldout), issues) if heldout else None
         summary = {"name": name, "version": version, "records": n, "splits": splits,
@@ -192,12 +200,26 @@ def dropped_summary(ctx: Context) -> list[dict[str, Any]]:
             for reason, shown in sorted(ctx.dropped.items(), key=lambda kv: -ctx.counters[f"dropped: {kv[0]}"])]
 
 
-def split(folder: Path, n: int, val_fraction: float, seed: int) -> dict[str, int]:
-    """Seeded split of all.jsonl into train.jsonl / validation.jsonl (second streaming pass)."""
+def validation_rows(n: int, val_fraction: float, seed: int) -> set[int]:
+    """Which of n rows the seeded split puts in validation."""
     k = int(round(n * val_fraction))
     if val_fraction > 0 and n >= 2:
         k = min(max(k, 1), n - 1)
-    val = set(random.Random(seed).sample(range(n), k)) if k else set()
+    return set(random.Random(seed).sample(range(n), k)) if k else set()
+
+
+def write_lines(folder: Path, origins: list, val: set[int], removed: list) -> None:
+    """lines.json: where each row of each split was uploaded ([file, line]; line None for a
+    document's chunks), and the duplicates removed while preparing ([where, where first])."""
+    (folder / LINES).write_text(json.dumps(
+        {"train": [o for i, o in enumerate(origins) if i not in val],
+         "validation": [o for i, o in enumerate(origins) if i in val], "removed": removed}))
+
+
+def split(folder: Path, n: int, val_fraction: float, seed: int) -> dict[str, int]:
+    """Seeded split of all.jsonl into train.jsonl / validation.jsonl (second streaming pass)."""
+    val = validation_rows(n, val_fraction, seed)
+    k = len(val)
     with open(folder / "all.jsonl", encoding="utf-8") as src, \
             open(folder / "train.jsonl", "w", encoding="utf-8") as tr, \
             open(folder / "validation.jsonl", "w", encoding="utf-8") as va:
@@ -230,3 +252,45 @@ def read_split(folder: Path, split_name: str, limit: int | None = None) -> list[
             if limit and len(out) >= limit:
                 break
     return out
+
+
+def derive(src: Path, datasets_dir: Path, version: int, drop: set[int], tok, note: str) -> dict[str, Any]:
+    """A new version of `src`'s dataset without rows `drop` (indexes over train, then
+    validation), written like a prepared one (temp folder, then rename): the same splits less
+    those rows, their lines, the held-out questions, statistics counted again."""
+    meta = json.loads((src / "meta.json").read_text())
+    name, max_len = meta["name"], meta.get("max_len") or 512
+    try:
+        where = json.loads((src / LINES).read_text())
+    except (OSError, ValueError):
+        where = {}
+    tmp = datasets_dir / TMP_NAME.format(name=name, pid=os.getpid(), ms=int(time.time() * 1000))
+    tmp.mkdir(parents=True)
+    try:
+        stats, start, splits, lines = Stats(max_len), 0, {}, {"removed": where.get("removed") or []}
+        for part in ("train", "validation"):
+            rows = read_split(src, part)
+            origins = where.get(part) or [[None, None]] * len(rows)
+            keep = [i for i in range(len(rows)) if start + i not in drop]
+            start += len(rows)
+            with open(tmp / f"{part}.jsonl", "w", encoding="utf-8") as out:
+                for i in keep:
+                    out.write(dumps(rows[i]) + "\n")
+            for enc in templates.encode_many(tok, [rows[i] for i in keep], max_len):
+                stats.add(enc.full_length, enc.trainable)
+            splits[part], lines[part] = len(keep), [origins[i] for i in keep if i < len(origins)]
+        (tmp / LINES).write_text(json.dumps(lines))
+        if (src / "heldout.jsonl").exists():
+            shutil.copy(src / "heldout.jsonl", tmp / "heldout.jsonl")
+        summary = {**meta, "version": version, "records": splits["train"] + splits["validation"],
+                   "splits": splits, **{k: v for k, v in stats.summary().items()
+                                        if k in ("tokens", "truncated", "histogram")},
+                   "derived_from": f"{name}@v{meta['version']}", "derived_how": note}
+        summary.pop("path", None)
+        (tmp / "meta.json").write_text(json.dumps(summary, indent=1))
+        final = datasets_dir / name / f"v{version}"
+        os.replace(tmp, final)
+        summary["path"] = str(final)
+        return summary
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -271,7 +271,8 @@ def qa_recipe(doc, ctx) -> Iterator[dict[str, Any]]:
                 kept += 1
                 ctx.counters["qa_generated"] += 1
                 ctx.counters["qa_from_chunk"] += 1
-                yield chat_example(q, a, source=doc.file, recipe="qa-pairs", fallback=False, written="chunk")
+                yield chat_example(q, a, source=doc.file, recipe="qa-pairs", fallback=False, written="chunk",
+                                   chunk=chunk)  # the Check's support test reads it
         if kept == 0:
             for q, sentence in sentence_questions(gen, chunk, p.pairs_per_chunk, ctx.drop):
                 ctx.check()
@@ -280,7 +281,7 @@ def qa_recipe(doc, ctx) -> Iterator[dict[str, Any]]:
                     ctx.counters["qa_generated"] += 1
                     ctx.counters["qa_from_sentences"] += 1
                     yield chat_example(q, sentence, source=doc.file, recipe="qa-pairs", fallback=False,
-                                written="sentence")
+                                       written="sentence", chunk=chunk)
         if kept == 0 and p.template_fallback:
             topic = fallback_topic(chunk)
             if topic is None:

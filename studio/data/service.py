@@ -1,4 +1,5 @@
-"""The Data step as a service: prepare a dataset version, list, look up, show, preview, delete.
+"""The Data step as a service: prepare a dataset version, list, look up, show, preview, delete,
+and its Check (checks.py: duplicates, leaks, suspects; keep them, or drop them into a new version).
 
 Owns turning a prepared summary into a store row (the version number comes from the store),
 resolving "name" / "name@vN" references (records.DatasetRef), and lending recipes a generator
@@ -113,6 +114,7 @@ class DataService:
                                        version=version, model=model,
                                        heldout=heldout or sample_heldout(files))
             self._register(summary, recipe, model)
+            summary["check"] = self.quick_check(Path(summary["path"]))
         summary["ref"] = str(DatasetRef(name, version))
         summary["template_tokens"] = template  # max_len = the length the user set + this
         if made:
@@ -295,3 +297,104 @@ class DataService:
 
         return {"recipes": {name: r.help for name, r in RECIPES.items()},
                 "file_types": sorted(SUPPORTED), "params_help": field_help(RecipeParams)}
+
+    # ---- the Check: duplicates, leaks, suspects; keep or drop (checks.py, suspects.py) ----------
+    def check(self, ref: str, heldout: str | None = None, model: str | None = None,
+              suspects: bool = True, progress: Any = None, cancel: Any = None) -> dict[str, Any]:
+        """Check one version: duplicates and held-out leaks (against `heldout`, a file, else the
+        version's own held-out questions), and with `suspects` the base model's suspect rows.
+        Saved beside the version (check.json) and returned in full."""
+        from . import checks
+
+        d = self.get(ref)
+        folder = Path(d["path"])
+        rows = self.heldout_rows(folder, heldout)
+        model = model or d["params"].get("model", models.DEFAULT_MODEL)
+        pair = self.cache.loaded(model) if suspects else (None, None)
+        out = checks.run(folder, rows, *pair, progress=progress, cancel=cancel)
+        out.update(dataset=str(DatasetRef(d["name"], d["version"])), model=model if suspects else None,
+                   heldout_file=Path(heldout).name if heldout else None)
+        checks.save(folder, out)
+        return out
+
+    def quick_check(self, folder: Path) -> dict[str, int]:
+        """What every prepare checks (no model): duplicates, held-out leaks, questions that need
+        their chunk, unsupported answers — counted; the rows are in check.json."""
+        from . import checks
+
+        out = checks.run(folder, self.heldout_rows(folder, None))
+        return {k: len(out[k]) for k in checks.KINDS}
+
+    @staticmethod
+    def heldout_rows(folder: Path, path: str | None) -> list[dict[str, Any]] | None:
+        """Held-out rows to look for leaks with: a file the user names (read like any upload),
+        else the version's own."""
+        from . import heldout as held
+
+        if not path:
+            return held.load(folder)
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(f"The held-out file {path} does not exist. Give the path of a .jsonl or "
+                            ".csv file of question/answer rows (the questions the model must not train on).")
+        issues: list = []
+        rows = held.read(p, issues)
+        if not rows:
+            why = "; ".join(f"line {i.line}: {i.reason}" if i.line else i.reason for i in issues[:3])
+            raise DataError(f"The held-out file {p.name} gave no question/answer rows "
+                            f"({why or 'it is empty'}). Give one JSON object per line with question "
+                            "and answer (or a CSV with those columns).")
+        return rows
+
+    def keep(self, ref: str, rows: list[int]) -> dict[str, Any]:
+        """Remember that these flagged rows (indexes in the version) stay, in this and every
+        later version: no drop removes them."""
+        from . import checks
+
+        d = self.get(ref)
+        folder = Path(d["path"])
+        result = checks.load(folder)
+        every = checks.rows_of(folder)
+        bad = [r for r in rows if not 0 <= r < len(every)]
+        if bad or result is None:
+            raise DataError(f"Dataset {d['name']} v{d['version']} has {'no check yet' if result is None else f'no row {bad[0]}'}"
+                            "; run the check first and keep rows it lists.")
+        total = checks.remember_keep(folder.parent, [every[r].key for r in rows])
+        checks.mark_kept(result, every, checks.kept(folder.parent))
+        checks.save(folder, result)
+        return {"dataset": result.get("dataset"), "kept": len(rows), "kept_in_all": total}
+
+    def drop(self, ref: str, kinds: str | list[str], heldout: str | None = None,
+             model: str | None = None, progress: Any = None, cancel: Any = None) -> dict[str, Any]:
+        """A new version without the rows the check flagged as `kinds` (suspects, duplicates,
+        leaks — a leak drops the training row the held-out question copies); the old version
+        stays. Uses the stored check when it covers what is asked, else checks first."""
+        from . import checks
+
+        kinds = checks.parse_kinds(kinds)
+        d = self.get(ref)
+        folder = Path(d["path"])
+        result = checks.load(folder)
+        if result is None or heldout or ("suspects" in kinds and not result.get("model_checked")):
+            result = self.check(ref, heldout, model, "suspects" in kinds, progress, cancel)
+        rows = checks.to_drop(result, kinds)
+        if not rows:
+            raise DataError(f"Nothing to drop: the check of {d['name']} v{d['version']} flags no "
+                            f"{' or '.join(kinds)} (or you chose to keep every one). The dataset is "
+                            "unchanged.")
+        return self.derive(d, rows, f"dropped {len(rows)} rows flagged as {', '.join(kinds)}")
+
+    def derive(self, d: dict[str, Any], drop: set[int], note: str) -> dict[str, Any]:
+        """The next version of dataset `d` without rows `drop`, registered, its own check run."""
+        name = d["name"]
+        tok = self.cache.tokenizer(d["params"].get("model", models.DEFAULT_MODEL))
+        with hold(self.datasets_dir / ".locks" / f"{name}.lock", f"Dataset {name}"):
+            self.reconcile(name)
+            version = max(self.store.next_dataset_version(name), 1 + max(self._versions(name), default=0))
+            with disk_guard(self.datasets_dir):
+                summary = prep.derive(Path(d["path"]), self.datasets_dir, version, drop, tok, note)
+            self._register(summary, d["recipe"], d["params"].get("model", models.DEFAULT_MODEL))
+        self.quick_check(Path(summary["path"]))
+        ref = str(DatasetRef(name, version))
+        return {"name": ref, "ref": ref, "from": str(DatasetRef(name, d["version"])),
+                "dropped": len(drop), "records": summary["records"], "splits": summary["splits"]}

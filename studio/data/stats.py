@@ -1,8 +1,9 @@
 """Token statistics and de-duplication for a prepared dataset.
 
 Owns the running counters (lengths, truncation, duplicates, empties) kept while examples stream
-past, and the summary numbers and histogram the UI and CLI show. Memory is 4 bytes per example
-(lengths) plus 16 bytes per distinct example (two hashes).
+past, the rows removed as duplicates (where they were uploaded, and the row each repeats: the
+Check's "exact" duplicates), and the summary numbers and histogram the UI and CLI show. Memory
+is 4 bytes per example (lengths) plus two hashes and a (file, line) per distinct example.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _NON_WORD = re.compile(r"[\W_]+")
+REMOVED_KEPT = 5000  # removed duplicates listed by line (all are counted)
 
 
 def content_of(example: dict[str, Any]) -> str:
@@ -46,20 +48,23 @@ class Stats:
     duplicates_near: int = 0
     empty_removed: int = 0
     formats: dict[str, int] = field(default_factory=dict)
-    _exact: set = field(default_factory=set)
-    _near: set = field(default_factory=set)
+    removed: list = field(default_factory=list)  # [(file, line), (its file, its line)] per duplicate
+    _exact: dict = field(default_factory=dict)     # hash → where it was first uploaded
+    _near: dict = field(default_factory=dict)
 
-    def is_duplicate(self, example: dict[str, Any]) -> bool:
+    def is_duplicate(self, example: dict[str, Any], origin: Any = None) -> bool:
         e, n = exact_key(example), near_key(example)
+        first = self._exact.get(e) or self._near.get(n)
         if e in self._exact:
             self.duplicates_exact += 1
-            return True
-        if n in self._near:
+        elif n in self._near:
             self.duplicates_near += 1
-            return True
-        self._exact.add(e)
-        self._near.add(n)
-        return False
+        else:
+            self._exact[e] = self._near[n] = origin or ()
+            return False
+        if len(self.removed) < REMOVED_KEPT:
+            self.removed.append([origin, first])
+        return True
 
     def add(self, full_length: int, trainable: int) -> None:
         self.lengths.append(full_length)

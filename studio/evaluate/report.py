@@ -51,6 +51,17 @@ def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str
     return sets
 
 
+def leaked_heldout(dataset: dict[str, Any]) -> set[int]:
+    """Held-out rows (by position) that the dataset's check found copied from a training
+    question: a fact match on them is memory, so the report gives the figure without them."""
+    from ..data import checks
+
+    found = checks.load(Path(dataset["path"])) or {}
+    if found.get("heldout_file"):  # checked against another file: its positions are not ours
+        return set()
+    return {e["heldout_index"] for e in found.get("leaks", []) if e.get("heldout_index") is not None}
+
+
 def sample_questions() -> list[str]:
     """The shipped held-out questions, for the Compare step's picker."""
     return [json.loads(x)["question"] for f in SAMPLE_HELDOUT.values() if f.exists()
@@ -100,10 +111,16 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
         with pair.side(side) as m:
             said[side] = generate_groups(m, tok, [[r["messages"] for r in rows] for rows in groups],
                                          max_new_tokens)
+    leaked = leaked_heldout(dataset)
     for k, (name, rows) in enumerate(sets.items()):
         answers = {side: said[side][k] for side in said}
         for side in said:
             figures[side][name] = score(answers[side], rows)
+            clean = [i for i in range(len(rows)) if i not in leaked] if name == "paraphrased" else []
+            if leaked and clean and len(clean) < len(rows):  # measured on copies of training rows
+                figures[side][name]["leaked"] = len(rows) - len(clean)
+                figures[side][name]["without_leaks"] = score([answers[side][i] for i in clean],
+                                                             [rows[i] for i in clean])
         known_new[name] = split(answers["base"], answers["tuned"], rows)
         identical += sum(a == b for a, b in zip(answers["base"], answers["tuned"]))
         total += len(rows)

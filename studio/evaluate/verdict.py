@@ -190,6 +190,11 @@ def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any
             label = ("answers stating the expected fact" if key == "fact_match"
                      else "words shared with the expected answers")
             parts.append(f"On {what}, {label}: base {b[name][key]:.0%}, tuned {t[name][key]:.0%}.")
+            clean = t[name].get("without_leaks")
+            if clean:  # the figure above counts questions the run trained on word for word
+                parts.append(f"{t[name]['leaked']} of them copy a training question (the data check's "
+                             f"leaks), so that figure is partly memory; without them: base "
+                             f"{b[name]['without_leaks'][key]:.0%}, tuned {clean[key]:.0%}.")
     share = rep.get("validation_facts_trained")
     if "validation" in t and share is not None and share < DISTINCT_FACTS:
         parts.append(f"Only {share:.0%} of the held-out questions ask about facts that are in your "

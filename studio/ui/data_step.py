@@ -175,6 +175,64 @@ def known_panel(studio, session: Session) -> str:
 
 
 KNOW = "What does the model already know?"
+KINDS = {"suspects": "suspect rows", "duplicates": "duplicates", "leaks": "held-out leaks"}
+
+
+def check_md(out: dict) -> str:
+    """A check as a list: each finding's number (for Keep), row, flagged neighbour and why."""
+    lines = [f"**Check of {out.get('dataset')}:** {out['rows']} rows — {len(out['duplicates'])} "
+             f"duplicates, {len(out['leaks'])} held-out leaks, {len(out['suspects'])} suspect rows."
+             + ("" if out.get("model_checked") else " (Without the base model's signals.)")]
+    for kind in KINDS:
+        for e in out[kind][:40]:
+            ex, nb = e.get("example") or {}, e.get("neighbour") or {}
+            what = (f"repeats {nb.get('where')} ({e['kind']})" if kind == "duplicates" else
+                    f"held-out line {e['heldout_line']} asks it: “{e['heldout_question'][:70]}”"
+                    if kind == "leaks" else e["why"])
+            row = f"#{e['row']}" if e.get("row") is not None else "removed when prepared"
+            lines.append(f"- {row} · {ex.get('where') or e.get('file')}: "
+                         f"“{(ex.get('question') or ex.get('text') or '')[:70]}” → "
+                         f"“{(ex.get('answer') or '')[:60]}” — {what}" + (" · kept" if e.get("kept") else ""))
+    return "\n".join(lines)
+
+
+def run_check(studio, session: Session, progress=None) -> str:
+    """The Check button: duplicates, leaks and the base model's suspect rows."""
+    if not session.dataset:
+        return "⚠️ Prepare a dataset first (or pick one)."
+    tick = (lambda f, msg: progress(f, desc=msg)) if progress is not None else None
+    try:
+        return check_md(studio.data_check(session.dataset, progress=tick, cancel=session.cancel))
+    except Exception as e:
+        return error_text(e)
+
+
+def drop_flagged(studio, session: Session, kinds: list[str]):
+    """"Drop these": a new version without the chosen kinds; the tab moves to it."""
+    from dataclasses import replace
+
+    if not session.dataset:
+        return "⚠️ Prepare a dataset first (or pick one).", session
+    try:
+        out = studio.data_drop(session.dataset, kinds or [])
+    except Exception as e:
+        return error_text(e), session
+    return (f"✅ **{out['name']}**: {out['dropped']} rows dropped, {out['records']} left. "
+            f"{out['from']} is unchanged.", replace(session, dataset=out["ref"]))
+
+
+def keep_rows(studio, session: Session, text: str) -> str:
+    """"Keep": the listed rows (#numbers) stay in this and every later version."""
+    import re
+
+    rows = [int(x) for x in re.findall(r"\d+", text or "")]
+    if not session.dataset or not rows:
+        return "⚠️ Give the #numbers of the rows to keep, from the check's list (e.g. 4, 17)."
+    try:
+        out = studio.data_keep(session.dataset, rows)
+    except Exception as e:
+        return error_text(e)
+    return f"Kept {out['kept']} rows: no drop removes them ({out['kept_in_all']} kept in all)."
 
 
 def ready(session: Session):
@@ -250,6 +308,16 @@ def build(studio, state, model):
             know = gr.Button(KNOW + " (prepare a dataset first)", interactive=False,
                              size="sm")
             know_out = gr.Markdown()
+            with gr.Accordion("Check: duplicates, held-out leaks, suspect rows", open=False):
+                check = gr.Button("Check this dataset (base model, ~1 min per 1,000 rows)", size="sm")
+                kinds = gr.CheckboxGroup([(v, k) for k, v in KINDS.items()], value=["suspects", "duplicates"],
+                                         label="Drop these", info="A new version without them; "
+                                         "the old one stays.")
+                with gr.Row():
+                    drop = gr.Button("Drop these (new version)", size="sm")
+                    keep_text = gr.Textbox(label="Keep rows (#numbers from the list)", scale=2)
+                    keep = gr.Button("Keep", size="sm")
+                check_out = gr.Markdown()
 
     sample.click(lambda: ([data_sample(studio)], "nimbus-faq"), None, [files, name])
     recipe.change(lambda r: recipe_help(studio, r), recipe, recipe_info)
@@ -280,6 +348,10 @@ def build(studio, state, model):
         return triage(studio, st, m, progress)
 
     know.click(on_triage, [state, model], know_out, concurrency_limit=1)
+    check.click(lambda st, progress=gr.Progress(): run_check(studio, st, progress), state, check_out,
+                concurrency_limit=1)
+    drop.click(lambda st, k: drop_flagged(studio, st, k), [state, kinds], [check_out, state])
+    keep.click(lambda st, t: keep_rows(studio, st, t), [state, keep_text], check_out)
     panel = (lambda st: known_panel(studio, st), state, know_out)
     return links, (ready, state, [*(b for b, _ in links), know]), panel
 

@@ -1,0 +1,263 @@
+"""The Check of a dataset version: duplicates, held-out leaks and suspect rows, and what the user
+decided about them.
+
+Owns reading a version's rows with where each was uploaded (lines.json: file and line, as the
+ingest errors give them), finding exact and near duplicates among them and held-out questions
+that copy a training question (MinHash LSH from datasketch over character 5-grams, every
+candidate verified on its real Jaccard similarity), putting those together with the suspects
+(suspects.py, which needs the base model) into one result kept beside the version as
+check.json, the "keep" choices (datasets/NAME/decisions.json, by row content, so they hold for
+every later version), and which rows a "drop these" removes. Writing the new version is
+service.py's; the model is never loaded here.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from .stats import content_of, exact_key
+from .suspects import fold, show
+
+FILE = "check.json"
+DECISIONS = "decisions.json"       # in the dataset's folder, beside its versions
+NEAR = 0.8          # Jaccard of character 5-grams at or above which two rows are near duplicates
+LEAK = 0.7          # … and a held-out question copies a training question
+SHINGLE = 5         # characters per shingle: short questions still get dozens of them
+NUM_PERM = 128      # MinHash permutations: Jaccard estimated to about ±0.09 before verifying
+KINDS = ("duplicates", "leaks", "suspects")
+
+
+@dataclass
+class Row:
+    """One row of the version: train rows first, then validation, as `data show` lists them."""
+    index: int
+    split: str
+    example: dict[str, Any]
+    file: str | None = None
+    line: int | None = None
+    question: str = ""
+    answer: str = ""
+    text: str = field(default="", repr=False)
+
+    @property
+    def key(self) -> str:
+        return exact_key(self.example).hex()
+
+    def where(self) -> str:
+        return f"{self.file} line {self.line}" if self.line else f"row {self.index + 1}"
+
+
+def qa_of(ex: dict[str, Any]) -> tuple[str, str]:
+    """(question, answer) of a chat row or a preference pair ("" for plain text)."""
+    msgs = ex.get("messages")
+    if "chosen" in ex and "prompt" in ex:
+        msgs = [*ex["prompt"], *ex["chosen"]]
+    if msgs and len(msgs) >= 2 and msgs[-1]["role"] == "assistant":
+        users = [m["content"] for m in msgs[:-1] if m["role"] == "user"]
+        return (users[-1] if users else ""), msgs[-1]["content"]
+    return "", ""
+
+
+def rows_of(folder: Path) -> list[Row]:
+    from .prepare import LINES, read_split
+
+    try:
+        where = json.loads((folder / LINES).read_text())
+    except (OSError, ValueError):
+        where = {}  # a version prepared before lines were kept: rows are numbered instead
+    rows = []
+    for split in ("train", "validation"):
+        origins = where.get(split) or []
+        for i, ex in enumerate(read_split(folder, split)):
+            file, line = origins[i] if i < len(origins) else (None, None)
+            q, a = qa_of(ex)
+            rows.append(Row(len(rows), split, ex, file, line, q, a, content_of(ex)))
+    return rows
+
+
+# ---- duplicates and leaks (no model) -----------------------------------------------------------
+def shingles(text: str) -> set[bytes]:
+    t = fold(text)
+    if len(t) <= SHINGLE:
+        return {t.encode()}
+    return {t[i:i + SHINGLE].encode() for i in range(len(t) - SHINGLE + 1)}
+
+
+def similar(queries: list[str], corpus: list[str], threshold: float,
+            same: bool = False) -> list[tuple[int, int, float]]:
+    """(query index, corpus index, Jaccard) for every pair at or above `threshold`: MinHash LSH
+    finds the candidates, the shingle sets confirm them. `same`: queries are the corpus, and a
+    row is matched only with an earlier one."""
+    from datasketch import MinHash, MinHashLSH
+
+    if not queries or not corpus:
+        return []
+    c_sets = [shingles(t) for t in corpus]
+    q_sets = c_sets if same else [shingles(t) for t in queries]
+    c_hash = MinHash.bulk(c_sets, num_perm=NUM_PERM)
+    q_hash = c_hash if same else MinHash.bulk(q_sets, num_perm=NUM_PERM)
+    lsh = MinHashLSH(threshold=threshold * 0.8, num_perm=NUM_PERM)  # generous; verified below
+    for j, m in enumerate(c_hash):
+        lsh.insert(j, m)
+    out = []
+    for i, m in enumerate(q_hash):
+        for j in lsh.query(m):
+            if same and j >= i:
+                continue
+            a, b = q_sets[i], c_sets[j]
+            jac = len(a & b) / len(a | b)
+            if jac >= threshold:
+                out.append((i, j, round(jac, 3)))
+    return out
+
+
+def duplicates(rows: list[Row], removed: list) -> list[dict[str, Any]]:
+    """Each row that repeats an earlier one: "exact" (the same question again, or the same text,
+    case and punctuation aside; those prepare already removed are listed too) or "near"."""
+    out = [{"line": r[0][1], "file": r[0][0], "of": (r[1] or [None, None])[1], "kind": "exact",
+            "removed": True, "row": None, "of_row": None, "similarity": 1.0}
+           for r in removed if r and r[0]]
+    first: dict[str, Row] = {}
+    flagged: set[int] = set()
+    for r in rows:
+        key = fold(r.question) if r.question else fold(r.text)
+        if key in first:
+            out.append(entry(r, first[key], "exact", 1.0))
+            flagged.add(r.index)
+        else:
+            first[key] = r
+    for i, j, jac in sorted(similar([r.text for r in rows], [r.text for r in rows], NEAR, same=True)):
+        if i not in flagged:
+            out.append(entry(rows[i], rows[j], "near", jac))
+            flagged.add(i)
+    return out
+
+
+def entry(r: Row, of: Row, kind: str, jac: float) -> dict[str, Any]:
+    return {"line": r.line, "file": r.file, "of": of.line, "kind": kind, "removed": False,
+            "row": r.index, "of_row": of.index, "similarity": jac,
+            "example": show(r), "neighbour": show(of)}
+
+
+def leaks(heldout: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]]:
+    """Held-out questions that copy a question the run trains on (asked the same, or nearly):
+    a score on them measures memory, not learning."""
+    train = [r for r in rows if r.split == "train" and r.question]
+    asked = [h["messages"][-1]["content"] if h.get("messages") else h.get("question", "") for h in heldout]
+    out, seen = [], set()
+    exact = {fold(r.question): r for r in train}
+    for k, q in enumerate(asked):
+        if fold(q) in exact:
+            out.append(leak(k, heldout[k], q, exact[fold(q)], 1.0))
+            seen.add(k)
+    for k, j, jac in sorted(similar(asked, [r.question for r in train], LEAK)):
+        if k not in seen:
+            out.append(leak(k, heldout[k], asked[k], train[j], jac))
+            seen.add(k)
+    return out
+
+
+def leak(k: int, h: dict[str, Any], q: str, r: Row, jac: float) -> dict[str, Any]:
+    return {"heldout_line": h.get("line"), "heldout_index": k, "line": r.line, "file": r.file,
+            "row": r.index, "similarity": jac, "heldout_question": q, "example": show(r)}
+
+
+# ---- results, decisions, what to drop ---------------------------------------------------------
+def save(folder: Path, result: dict[str, Any]) -> None:
+    from ..faults import atomic_write_text
+
+    atomic_write_text(folder / FILE, json.dumps(result, indent=1, ensure_ascii=False))
+
+
+def load(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def kept(dataset_dir: Path) -> set[str]:
+    """Row keys (content hashes) the user chose to keep whatever the Check says."""
+    try:
+        return set(json.loads((dataset_dir / DECISIONS).read_text()).get("keep", []))
+    except (OSError, ValueError):
+        return set()
+
+
+def remember_keep(dataset_dir: Path, keys: list[str]) -> int:
+    from ..faults import atomic_write_text
+
+    keep = kept(dataset_dir) | set(keys)
+    atomic_write_text(dataset_dir / DECISIONS, json.dumps({"keep": sorted(keep)}))
+    return len(keep)
+
+
+def parse_kinds(text: str | list[str]) -> list[str]:
+    """"suspects,duplicates" → ["suspects", "duplicates"], or a message naming the choices."""
+    words = [w.strip().lower() for w in (text.split(",") if isinstance(text, str) else text) if w.strip()]
+    bad = [w for w in words if w not in KINDS]
+    if bad or not words:
+        raise DataError(f"--drop takes a comma-separated list of {', '.join(KINDS)} "
+                        f"(e.g. --drop suspects,duplicates); got '{','.join(bad) or text}'.")
+    return list(dict.fromkeys(words))
+
+
+def to_drop(result: dict[str, Any], kinds: list[str]) -> set[int]:
+    """Rows (indexes in the version) that dropping these kinds removes; kept rows never."""
+    rows = set()
+    for kind in kinds:
+        for e in result.get(kind, []):
+            if e.get("row") is not None and not e.get("kept"):
+                rows.add(e["row"])
+    return rows
+
+
+def mark_kept(result: dict[str, Any], rows: list[Row], keep: set[str]) -> None:
+    """Flag entries of rows the user kept (they stay listed, but no drop removes them)."""
+    for kind in KINDS:
+        for e in result.get(kind, []):
+            e["kept"] = e.get("row") is not None and rows[e["row"]].key in keep
+
+
+def contract(result: dict[str, Any]) -> dict[str, Any]:
+    """The `data check --json` shape scripts rely on: rows, then duplicates / leaks / suspects
+    with exactly their documented keys; rows the user kept are left out."""
+    live = {k: [e for e in result.get(k, []) if not e.get("kept")] for k in KINDS}
+    return {"rows": result["rows"],
+            "duplicates": [{"line": e["line"], "of": e["of"], "kind": e["kind"]} for e in live["duplicates"]],
+            "leaks": [{"heldout_line": e["heldout_line"], "line": e["line"]} for e in live["leaks"]],
+            "suspects": [{"line": e["line"], "why": e["why"], "score": e["score"]} for e in live["suspects"]]}
+
+
+def run(folder: Path, heldout: list[dict[str, Any]] | None, model=None, tok=None,
+        progress: Any = None, cancel: Any = None) -> dict[str, Any]:
+    """The whole Check of one version folder: duplicates and leaks always, suspects with the
+    base model when `model` is given (else only the signals that need none). Kept choices are
+    marked; the result is saved as check.json and returned."""
+    import time
+
+    from . import suspects
+
+    t0 = time.time()
+    rows = rows_of(folder)
+    try:
+        removed = json.loads((folder / "lines.json").read_text()).get("removed") or []
+    except (OSError, ValueError):
+        removed = []
+    if progress:
+        progress(0.02, f"duplicates and leaks among {len(rows)} rows")
+    result: dict[str, Any] = {"rows": len(rows), "duplicates": duplicates(rows, removed),
+                              "leaks": leaks(heldout or [], rows), "suspects": [],
+                              "heldout_rows": len(heldout or []), "model_checked": model is not None}
+    if progress:
+        progress(0.1, f"{len(result['duplicates'])} duplicates, {len(result['leaks'])} leaks; "
+                      "looking for suspect rows")
+    tick = (lambda f, msg: progress(0.1 + 0.88 * f, msg)) if progress else None
+    result["suspects"] = suspects.find(model, tok, rows, tick, cancel)
+    mark_kept(result, rows, kept(folder.parent))
+    result["seconds"] = round(time.time() - t0, 2)
+    save(folder, result)
+    return result

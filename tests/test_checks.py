@@ -1,0 +1,189 @@
+"""The data Check (#43): clean document characters, duplicates, held-out leaks, suspect rows,
+keep and drop — and the `data check` contract scripts rely on."""
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+from studio.data import chars, checks, clean, suspects
+from studio.errors import Cancelled, DataError
+
+CHARS = ROOT / "tests" / "data" / "chars"
+FAQ = [json.loads(x) for x in (ROOT / "assets" / "sample" / "product_faq.jsonl").read_text().splitlines()]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+# ---- characters ---------------------------------------------------------------------------------
+def test_a_real_groff_pdf_comes_out_without_ligatures_or_typeset_minus():
+    """Two pages of bash(1) as Debian ships it: pdfminer alone gives 'ﬁ' and U+2212; ours none,
+    and words the typesetter broke at a line end are whole again."""
+    from pdfminer.high_level import extract_text
+
+    raw = (CHARS / "bash-pages.pdf").read_bytes()
+    plain = extract_text(str(CHARS / "bash-pages.pdf"))
+    assert plain.count("\ufb01") >= 20 and plain.count("\u2212") >= 10   # the PDF really has them
+    text, pages, _ = clean.pdf_markdown(raw)
+    assert pages == 2 and not chars.SUSPECT.search(text)
+    assert "specified" in text and "initialization" in text and "parameter" in text
+    assert "ini- tialization" not in text and "-i" in text            # `−i` is the option -i
+
+
+def test_character_fixes_spare_code_and_real_compounds():
+    assert chars.fix_chars("ﬁle ½ x²") == "file 1⁄2 x2"                      # prose: NFKC
+    assert chars.fix_chars("ls \u2212l x² ˜/ﬁle", code=True) == "ls -l x² ~/file"  # code: no NFKC
+    vocab = chars.vocabulary("the currently-executing command")
+    assert chars.join_hyphens("the currently-\nexecuting one", vocab) == "the currently-executing one"
+    assert chars.join_hyphens("the pre-\nfix and meta-\nand control-keys") == "the prefix and meta- and control-keys"
+
+
+def test_a_ruled_table_stays_row_by_row(tmp_path):
+    fpdf = pytest.importorskip("fpdf")
+    pdf = fpdf.FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=11)
+    pdf.multi_cell(0, 6, "Properties of a feeder record, one per line of the table below.")
+    with pdf.table() as table:
+        for row in (("Property", "Type", "Default"), ("name", "String", "none"),
+                    ("capacity", "Int", "2000"), ("weight", "Double", "1.5")):
+            r = table.row()
+            for cell in row:
+                r.cell(cell)
+    text, _, notes = clean.pdf_markdown(bytes(pdf.output()))
+    assert "| capacity | Int | 2000 |" in text and "| Property | Type | Default |" in text
+    assert notes["tables kept as rows"] == 1 and "String String" not in text
+
+
+# ---- model-free findings --------------------------------------------------------------------
+@pytest.mark.parametrize("question,vague", [
+    ("What are these functions?", True), ("What is the relevant code?", True),
+    ("What does this section describe?", True), ("What does asn1_der_coding return?", False),
+    ("How much does the Nimbus Orbit cost?", False), ("Which option turns off job control?", False)])
+def test_questions_that_need_their_chunk(question, vague):
+    assert suspects.context_free(question) is vague
+
+
+@pytest.fixture(scope="module")
+def checked(studio, tmp_path_factory):
+    """A Q/A file with the same question twice, a near copy, a held-out file copying one."""
+    tmp = tmp_path_factory.mktemp("check")
+    rows = [dict(r) for r in FAQ[:12]]
+    rows.append({"question": FAQ[2]["question"], "answer": "It costs 200 euros."})        # line 13
+    rows.append({"question": FAQ[4]["question"].replace("does the", "does your"), "answer": FAQ[4]["answer"]})  # 14
+    rows.append({"question": "What are these functions?", "answer": "They parse DER."})   # 15
+    data = write_jsonl(tmp / "faq.jsonl", rows)
+    held = write_jsonl(tmp / "held.jsonl", [{"question": "Something never trained?", "answer": "no"},
+                                            {"question": FAQ[6]["question"].lower(), "answer": "x"}])
+    studio.data_prepare([data], "chk", val_fraction=0)
+    return studio, tmp, held
+
+
+def test_duplicates_leaks_and_lines_as_the_contract_says(checked):
+    studio, tmp, held = checked
+    r = run_cli("data", "check", "chk", "--heldout", held, "--quick", "--json", home=studio.home.root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert set(out) == {"rows", "duplicates", "leaks", "suspects"} and out["rows"] == 15
+    assert {"line": 13, "of": 3, "kind": "exact"} in out["duplicates"]
+    assert {"line": 14, "of": 5, "kind": "near"} in out["duplicates"]
+    assert out["leaks"] == [{"heldout_line": 2, "line": 7}]
+    assert [s["line"] for s in out["suspects"]] == [15] and set(out["suspects"][0]) == {"line", "why", "score"}
+
+
+def test_every_prepare_counts_what_the_check_finds(checked):
+    studio, _, _ = checked
+    d = studio.dataset("chk")
+    found = checks.load(Path(d["path"]))
+    assert found["rows"] == 15 and not found["model_checked"]
+    assert {e["line"] for e in found["duplicates"]} == {13, 14}
+
+
+def test_drop_makes_a_new_version_and_keep_is_remembered(checked):
+    studio, tmp, held = checked
+    studio.data_check("chk", held, suspects=False)
+    kept_row = next(e["row"] for e in checks.load(Path(studio.dataset("chk@v1")["path"]))
+                    ["duplicates"] if e["line"] == 14)
+    studio.data_keep("chk@v1", [kept_row])
+    out = studio.data_drop("chk@v1", "duplicates,leaks", held)
+    assert out["name"] == "chk@v2" and out["dropped"] == 2 and out["records"] == 13
+    assert studio.dataset("chk@v1")["records"] == 15                 # the old version stays
+    lines = json.loads((Path(studio.dataset("chk@v2")["path"]) / "lines.json").read_text())
+    assert [o[1] for o in lines["train"]] == [x for x in range(1, 16) if x not in (7, 13)]
+    with pytest.raises(DataError, match="Nothing to drop"):     # the kept one is not dropped
+        studio.data_drop("chk@v2", "duplicates")
+
+
+def test_bad_inputs_say_what_to_do(checked, tmp_path):
+    studio, tmp, _ = checked
+    with pytest.raises(DataError, match="No dataset named 'nope'"):
+        studio.data_check("nope", suspects=False)
+    with pytest.raises(DataError, match="does not exist"):
+        studio.data_check("chk@v1", str(tmp_path / "missing.jsonl"), suspects=False)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    with pytest.raises(DataError, match=r"gave no question/answer rows \(line 1: not valid JSON"):
+        studio.data_check("chk@v1", str(broken), suspects=False)
+    with pytest.raises(DataError, match="--drop takes"):
+        studio.data_drop("chk@v1", "typos")
+    with pytest.raises(DataError, match="Nothing to drop"):
+        studio.data_drop("chk@v2", "leaks")          # its check: no held-out file of its own, no leaks
+    r = run_cli("data", "check", "nope", "--json", home=studio.home.root)
+    assert r.returncode == 1 and "No dataset named" in json.loads(r.stdout)["error"]
+
+
+# ---- the base model's signals ------------------------------------------------------------------
+def test_swapped_answers_are_flagged_and_clean_rows_mostly_not(studio, tmp_path):
+    """Sixteen sample rows, two pairs of answers swapped: the base model finds them."""
+    rows = [dict(r) for r in FAQ[:32:2]]
+    for a, b in ((1, 9), (4, 13)):
+        rows[a]["answer"], rows[b]["answer"] = rows[b]["answer"], rows[a]["answer"]
+    studio.data_prepare([write_jsonl(tmp_path / "swapped.jsonl", rows)], "swapped", val_fraction=0)
+    seen = []
+    out = studio.data_check("swapped", progress=lambda f, msg: seen.append(f))
+    flagged = {e["line"] for e in out["suspects"]}
+    assert len({2, 10, 5, 14} & flagged) >= 3, out["suspects"]       # benchmarks: 92% of 48
+    assert len(flagged - {2, 10, 5, 14}) <= 2 and seen and max(seen) > 0.9
+    assert all(e["why"] and isinstance(e["score"], float) for e in out["suspects"])
+
+
+def test_cancel_stops_the_model_pass(studio, tiny_model):
+    from studio.data.checks import rows_of
+
+    cancel = threading.Event()
+    cancel.set()
+    folder = Path(studio.dataset("faq")["path"]) if any(
+        d["name"] == "faq" for d in studio.data_list()) else None
+    if folder is None:
+        studio.data_prepare([str(ROOT / "assets" / "sample" / "product_faq.jsonl")], "faq")
+        folder = Path(studio.dataset("faq")["path"])
+    model, tok = studio.loaded_model(tiny_model)
+    with pytest.raises(Cancelled):
+        suspects.find(model, tok, rows_of(folder), cancel=cancel)
+
+
+def test_the_report_gives_the_figure_without_leaked_questions():
+    from studio.evaluate.verdict import verdict
+
+    fig = {"base": {"paraphrased": {"fact_match": 0.1, "without_leaks": {"fact_match": 0.0}}},
+           "tuned": {"paraphrased": {"fact_match": 0.8, "leaked": 3,
+                                     "without_leaks": {"fact_match": 0.5}}}}
+    text = verdict(fig, [], {"headline": "It learned."})
+    assert "3 of them copy a training question" in text and "tuned 50%" in text
+
+
+def test_the_data_steps_check_section_lists_keeps_and_drops(checked):
+    from studio.ui import data_step
+    from studio.ui.session import Session
+
+    studio, _, held = checked
+    text = data_step.check_md(studio.data_check("chk@v1", held, suspects=False))
+    assert "repeats faq.jsonl line 3 (exact)" in text and "held-out line 2 asks it" in text
+    assert "the question says nothing without its document chunk" in text
+    assert "Give the #numbers" in data_step.keep_rows(studio, Session(dataset="chk@v1"), "")
+    msg, after = data_step.drop_flagged(studio, Session(dataset="chk@v1"), [])
+    assert "--drop takes" in msg and after.dataset == "chk@v1"
