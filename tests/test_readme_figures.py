@@ -33,12 +33,7 @@ NOT_YET = "not yet re-measured"
 
 # Figures cited from an entry that does not (yet) hold them, awaiting a run that writes one:
 # id → why. strict: once RESULTS.md holds them, the xfail fails and this entry must go.
-AWAITING = {
-    "prose: RESULTS.md: bench_memory.py --max-context, 2026-11-29": (
-        "the README's max-context table (estimates of bench_memory.py --max-context) changed with "
-        "the estimator after 2026-11-29; the cited row holds only its 24 GB and 80 GB full-logits and "
-        "published figures — rerun the script, add its whole table as a RESULTS.md row, cite that"),
-}
+AWAITING: dict[str, str] = {}
 
 
 def numbers(text: str) -> list[str]:
