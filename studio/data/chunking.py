@@ -50,20 +50,38 @@ def pack(tok, pieces: list[str], budget: int, sep: str, sizes: list[int] | None 
     """Greedily join pieces (each ≤ budget tokens) into chunks of at most `budget` tokens.
 
     The sum of the pieces' counts is only an estimate of the joined text's (a tokenizer may spend
-    two tokens on a blank line, or merge across a join), so each chunk is counted as joined and
-    its last pieces move on to the next chunk while it is over budget."""
+    two tokens on a blank line, or merge across a join), so every chunk is counted as joined — all
+    in one tokenizer call, which is what keeps this fast — and the rare one over budget is packed
+    again piece by piece, counting as it goes."""
     sizes = sizes if sizes is not None else count_tokens(tok, pieces)
-    sep_cost = separator_cost(tok, sep)
-    todo = list(zip(pieces, sizes))[::-1]  # a stack: the next piece last
+    groups = _greedy(list(zip(pieces, sizes)), budget, separator_cost(tok, sep))
+    joined = [sep.join(p for p, _ in g) for g in groups]
     chunks: list[str] = []
+    for g, text, n in zip(groups, joined, count_tokens(tok, joined)):
+        chunks += [text] if n <= budget or len(g) == 1 else _exact(tok, g, budget, sep)
+    return chunks
+
+
+def _greedy(todo: list[tuple[str, int]], budget: int, sep_cost: int) -> list[list[tuple[str, int]]]:
+    """Pieces grouped in order by their own counts (the estimate)."""
+    groups: list[list[tuple[str, int]]] = []
+    cur, cur_len = [], 0
+    for piece, n in todo:
+        if cur and cur_len + sep_cost + n > budget:
+            groups.append(cur)
+            cur, cur_len = [], 0
+        cur_len += n + (sep_cost if cur else 0)
+        cur.append((piece, n))
+    return groups + [cur] if cur else groups
+
+
+def _exact(tok, group: list[tuple[str, int]], budget: int, sep: str) -> list[str]:
+    """A group whose joined text is over budget: chunks counted as joined, one at a time."""
+    todo, chunks = group[::-1], []  # a stack: the next piece last
     while todo:
-        cur, cur_len = [], 0
-        while todo and (not cur or cur_len + sep_cost + todo[-1][1] <= budget):
-            piece, n = todo.pop()
-            cur_len += n + (sep_cost if cur else 0)
-            cur.append((piece, n))
-        while len(cur) > 1 and count_tokens(tok, [sep.join(p for p, _ in cur)])[0] > budget:
-            todo.append(cur.pop())
+        cur = [todo.pop()]
+        while todo and count_tokens(tok, [sep.join(p for p, _ in cur + [todo[-1]])])[0] <= budget:
+            cur.append(todo.pop())
         chunks.append(sep.join(p for p, _ in cur))
     return chunks
 
