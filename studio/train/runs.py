@@ -205,6 +205,41 @@ class RunService:
                    if cfg.spec.train.objective == "dpo" else ")."))
         return dataclasses.replace(cfg, notes=(*cfg.notes, note))
 
+    def preview_rewards(self, dataset: str, preset: str = "cpu-quickstart-grpo", model: str | None = None,
+                        from_run: str | None = None, rewards: str | None = None, groups: int = 8
+                        ) -> dict[str, Any]:
+        """Before an RL run: the rewards chosen for `dataset`, and how `groups` prompts × the
+        preset's generations sampled from the starting model (the base, or `from_run`'s adapter)
+        score — the share of groups with no spread (nothing to learn from) and a verdict."""
+        from ..data.prepare import read_split
+        from ..models import registry as models
+        from ..spec import update
+        from . import rl
+
+        d = self.dataset(dataset)
+        spec = tcfg.build_config(preset, d, model, [], None, rewards=rewards).spec
+        if spec.train.objective not in tcfg.RL:
+            spec = update(spec, objective="grpo")
+        where = f"Dataset {d['name']} v{d['version']}"
+        rows = read_split(Path(d["path"]), "train")
+        rl.chosen_rewards(spec, rows, where)  # refuse before loading a model
+        adapter = None
+        if from_run:
+            earlier = self.get(from_run)
+            adapter = finished_adapter(earlier["path"])
+            if adapter is None:
+                raise RunError(f"Run {from_run} has no adapter to start from ({earlier['status']}); "
+                               "finish or resume it first.")
+            spec = update(spec, model=earlier["model"]) if not model else spec
+        path = self.cache.path(spec.model)
+        m = models.load_model(path, self.cache.device(), "auto")
+        if adapter is not None:
+            from peft import PeftModel
+
+            m = PeftModel.from_pretrained(m, str(adapter))
+        m.eval()
+        return rl.preview(m, self.cache.tokenizer(spec.model), spec, rows, where, groups)
+
     def run(self, run_id: str, progress: bool = False) -> dict[str, Any]:
         """Run or resume in this process (the CLI's foreground mode)."""
         return summary(execute(self.store, self.cache, run_id, progress))
