@@ -130,6 +130,10 @@ class Studio:
         """`{"rewards", "groups", "zero_spread", "mean", "verdict"}` before an RL run."""
         return self.runs.preview_rewards(dataset, preset, model, from_run, rewards, groups)
 
+    def rewards_for(self, dataset: str, rewards: str = "") -> list[dict[str, str]]:
+        """The rewards an RL run on `dataset` would use, each with its why (the Train step)."""
+        return self.runs.rewards_for(dataset, rewards)
+
     @staticmethod
     def rewards_list() -> list[dict[str, str]]:
         """The reward registry: name, role and the one-line why (the UI and `rewards list`)."""

@@ -179,26 +179,58 @@ def test_method_and_reward_flags_reach_the_run(studio, arith, tiny_model):
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
-@pytest.mark.e2e  # a killed training process and its resume, twice: ≈45 s each on 2 busy cores
-@pytest.mark.parametrize("objective", ["grpo", "rloo"])
-def test_rl_run_logs_rewards_writes_an_adapter_and_resumes_after_kill_9(studio, arith, tiny_model, objective):
-    run = studio.train_create("cpu-quickstart-grpo", arith, tiny_model, [
-        "train.save_every=2", "train.eval_every=2", "train.completion_len=8", "train.generations=2",
-        "train.micro_batch=2", "train.forget_budget=0"], max_steps=4, objective=objective)
-    crash(studio.home.root, "train.event_logged@3", "train", "--resume", run["id"], "--json")
-    done = studio.train_run(run["id"])
-    assert done["status"] == "completed" and done["step"] == 4
-    events = studio.run_events(run["id"])
-    steps = [e for e in events if "reward_mean" in e]
-    assert [e["step"] for e in steps] == [1, 2, 3, 4]
-    for e in steps:
-        assert {"reward_std", "zero_spread", "kl", "reward_exact", "tokens_per_s"} <= set(e), e
-        assert 0.0 <= e["zero_spread"] <= 1.0 and e["tokens_per_s"] > 0
+def test_the_report_gives_held_out_reward_before_and_after():
+    from studio.evaluate.report import held_out_reward
+    from studio.spec import RunSpec, update
+
+    spec = update(RunSpec(), objective="grpo", rewards="exact")
+    sets = {"validation": [{"messages": [{"role": "user", "content": "What is 5 plus 6?"}], "answer": "11"},
+                           {"messages": [{"role": "user", "content": "What is 2 plus 2?"}], "answer": "4"}]}
+    said = {"base": [["12", "5"]], "tuned": [["11", "The answer is 4."]]}
+    got = held_out_reward(spec, {"path": "/nonexistent"}, sets, said)
+    assert got == {"before": 0.0, "after": 1.0, "n": 2, "on": "validation"}
+
+
+@pytest.mark.e2e  # killed training processes and resumes: ≈45 s a run on 2 busy cores
+def test_rl_runs_log_rewards_write_adapters_resume_after_kill_9_and_chain(studio, arith, tiny_model):
     from pathlib import Path
 
     from peft import PeftModel
 
     from studio.models import registry as models
 
-    PeftModel.from_pretrained(models.load_model(Path(tiny_model)),
-                              studio.run_show(run["id"])["artifacts"]["adapter"])
+    first = None
+    for objective in ("grpo", "rloo"):  # rloo starts from the grpo run (--from-run)
+        run = studio.train_create("cpu-quickstart-grpo", arith, tiny_model, [
+            "train.save_every=2", "train.completion_len=8", "train.generations=2",
+            "train.micro_batch=2", "train.forget_budget=0"], max_steps=4, objective=objective,
+            from_run=first)
+        crash(studio.home.root, "train.event_logged@3", "train", "--resume", run["id"], "--json")
+        done = studio.train_run(run["id"])
+        assert done["status"] == "completed" and done["step"] == 4
+        events = studio.run_events(run["id"])
+        steps = [e for e in events if "reward_mean" in e]
+        assert [e["step"] for e in steps] == [1, 2, 3, 4]
+        for e in steps:
+            assert {"reward_std", "zero_spread", "kl", "reward_exact", "tokens_per_s"} <= set(e), e
+            assert 0.0 <= e["zero_spread"] <= 1.0 and e["tokens_per_s"] > 0
+        PeftModel.from_pretrained(models.load_model(Path(tiny_model)),
+                                  studio.run_show(run["id"])["artifacts"]["adapter"])
+        first = run["id"]
+    assert any("Starts from run" in n for n in studio.run_show(first)["config"]["notes"])
+
+
+def test_the_train_step_shows_the_rewards_with_their_why(studio, arith, tmp_path):
+    from studio.ui import train_step
+
+    assert train_step.method_for(studio, "cpu-quickstart-grpo", arith) == "grpo"
+    assert train_step.method_for(studio, "cpu-quickstart", arith) == "sft"
+    text = train_step.rewards_text(studio, "grpo", arith)
+    assert "**exact** — Exact or numeric match" in text and "**json**" not in text
+    assert train_step.rewards_text(studio, "sft", arith) == ""
+    f = tmp_path / "texts.jsonl"
+    f.write_text("".join(json.dumps({"text": f"Log {i}: seeds refilled."}) + "\n" for i in range(12)))
+    studio.data_prepare([str(f)], "texts-only", val_fraction=0.0)
+    assert train_step.rewards_text(studio, "rloo", "texts-only").startswith("⚠️ Dataset texts-only v1 gives no reward")
+    df = train_step.curve([{"step": 1, "loss": 0.1, "reward_mean": 0.4, "zero_spread": 0.5, "kl": 0.01}])
+    assert set(df["curve"]) == {"train", "reward (mean)", "groups with no spread", "KL to the base"}

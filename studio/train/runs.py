@@ -202,8 +202,21 @@ class RunService:
                            f"adapter only fits its own base model. Use --model {earlier['model']}.")
         note = (f"Starts from run {earlier['id']}'s adapter (its LoRA settings are kept"
                 + ("; the DPO reference is the model with that adapter, as it was)."
-                   if cfg.spec.train.objective == "dpo" else ")."))
+                   if cfg.spec.train.objective == "dpo" else
+                   "; the KL is measured to the base model, the adapter switched off)."
+                   if cfg.spec.train.objective in tcfg.RL and cfg.spec.train.beta else ")."))
         return dataclasses.replace(cfg, notes=(*cfg.notes, note))
+
+    def rewards_for(self, dataset: str, rewards: str = "") -> list[dict[str, str]]:
+        """The rewards an RL run on `dataset` uses (chosen from its rows, or `rewards`), with
+        their why; a DataError says what to add when it gives none."""
+        from ..data.prepare import read_split
+        from .rewards import choose, reward_rows
+
+        d = self.dataset(dataset)
+        chosen = choose(reward_rows(read_split(Path(d["path"]), "train")), rewards or "",
+                        f"Dataset {d['name']} v{d['version']}")
+        return [{"name": r.name, "role": r.role, "why": r.why} for r in chosen]
 
     def preview_rewards(self, dataset: str, preset: str = "cpu-quickstart-grpo", model: str | None = None,
                         from_run: str | None = None, rewards: str | None = None, groups: int = 8
