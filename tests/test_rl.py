@@ -234,3 +234,24 @@ def test_the_train_step_shows_the_rewards_with_their_why(studio, arith, tmp_path
     assert train_step.rewards_text(studio, "rloo", "texts-only").startswith("⚠️ Dataset texts-only v1 gives no reward")
     df = train_step.curve([{"step": 1, "loss": 0.1, "reward_mean": 0.4, "zero_spread": 0.5, "kl": 0.01}])
     assert set(df["curve"]) == {"train", "reward (mean)", "groups with no spread", "KL to the base"}
+
+
+def test_the_memory_estimate_counts_generation_and_the_reference_for_rl():
+    from studio.memory import advice
+    from studio.memory.estimate import estimate, generation_bytes, shape_from_config
+    from studio.spec import RunSpec, update
+
+    qwen = shape_from_config(advice.catalog("models")["qwen3-4b"])
+    assert (qwen.layers, qwen.kv_heads, qwen.head_dim, qwen.vocab) == (36, 8, 128, 151936)
+    base = update(RunSpec(), max_len=512, micro_batch=2, dtype="bf16", grad_ckpt=True)
+    sft = estimate(qwen, base)
+    rl = estimate(qwen, update(base, objective="grpo", generations=8, completion_len=1024, beta=0.04))
+    assert "generation" not in sft["breakdown_gb"] and "reference_pass" not in sft["breakdown_gb"]
+    kv, _ = generation_bytes(qwen, update(base, objective="grpo", generations=8, completion_len=1024), 2)
+    # 16 sequences × 1536 tokens × 36 layers × 8 KV heads × 128 × 2 × 2 bytes ≈ 3.4 GiB of KV cache
+    assert kv == 16 * 1536 * 36 * 8 * 128 * 2 * 2 + 16 * 151936 * 4
+    assert rl["breakdown_gb"]["reference_pass"] > 0 and "KV cache for 16 sequences" in rl["why"]["generation"]
+    assert rl["total_gb"] > sft["total_gb"] and "16 sampled" not in rl["tokens_per_step"]
+    assert rl["tokens_per_step"].startswith("2 prompts × 8 sampled answers")
+    no_kl = estimate(qwen, update(base, objective="grpo", generations=8, completion_len=1024, beta=0.0))
+    assert "reference_pass" not in no_kl["breakdown_gb"]
