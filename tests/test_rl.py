@@ -167,13 +167,19 @@ def test_preview_prints_the_contract(studio, arith, tiny_model):
     assert r.returncode == 1 and "Unknown reward 'nope'" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_method_and_reward_flags_reach_the_run(studio, arith, tiny_model):
+def test_method_and_reward_flags_reach_the_run(studio, arith, tiny_model, tmp_path, monkeypatch):
     r = run_cli("train", "--preset", "cpu-quickstart-grpo", "--dataset", arith, "--model", tiny_model,
                 "--method", "rloo", "--reward", "exact,f1", "--gpus", "1", "--json", home=studio.home.root)
     assert r.returncode == 0, r.stderr[-1500:]
     t = studio.run_show(json.loads(r.stdout)["id"])["config"]["train"]
     assert (t["objective"], t["rewards"], t["generations"]) == ("rloo", "exact,f1", 4)
     assert "rloo rewards: exact, f1." in r.stderr
+    own = tmp_path / "mine.py"
+    own.write_text("def reward(prompt, completion, **row):\n    return float(row['answer'] in completion)\n")
+    monkeypatch.chdir(tmp_path)
+    run = studio.train_create("cpu-quickstart-grpo", arith, tiny_model, rewards="mine.py,length")
+    t = studio.run_show(run["id"])["config"]["train"]
+    assert t["rewards"] == f"{own},length"  # the full path: the training child runs elsewhere
     r = run_cli("train", "--preset", "cpu-quickstart-grpo", "--dataset", arith, "--method", "ppo",
                 home=studio.home.root)
     assert r.returncode == 2 and "invalid choice" in r.stderr

@@ -190,6 +190,11 @@ def rl_checks(spec: RunSpec, dataset: dict[str, Any], device: str, notes: list[s
     from .rewards import choose, reward_rows
 
     t = spec.train
+    if t.rewards:  # a reward file by its full path: the training child runs in another folder
+        names = [str(Path(n).expanduser().resolve()) if n.endswith(".py") or "/" in n else n
+                 for n in (x.strip() for x in t.rewards.split(",")) if n]
+        spec = update(spec, rewards=",".join(names))
+        t = spec.train
     rows = reward_rows(read_split(Path(dataset["path"]), "train"))
     chosen = choose(rows, t.rewards, f"Dataset {dataset['name']} v{dataset['version']}")
     notes.append(f"{t.objective} rewards: {', '.join(r.name for r in chosen)}"
