@@ -124,6 +124,23 @@ class Studio:
         (the CLI's --set); `changes` are settings by name (the UI's fields: lr=…, rank=…)."""
         return self.runs.create(preset, dataset, model, overrides, max_steps, **changes)
 
+    def rewards_preview(self, dataset: str, preset: str = "cpu-quickstart-grpo", model: str | None = None,
+                        from_run: str | None = None, rewards: str | None = None, groups: int = 8
+                        ) -> dict[str, Any]:
+        """`{"rewards", "groups", "zero_spread", "mean", "verdict"}` before an RL run."""
+        return self.runs.preview_rewards(dataset, preset, model, from_run, rewards, groups)
+
+    def rewards_for(self, dataset: str, rewards: str = "") -> list[dict[str, str]]:
+        """The rewards an RL run on `dataset` would use, each with its why (the Train step)."""
+        return self.runs.rewards_for(dataset, rewards)
+
+    @staticmethod
+    def rewards_list() -> list[dict[str, str]]:
+        """The reward registry: name, role and the one-line why (the UI and `rewards list`)."""
+        from .train.rewards import REWARDS
+
+        return [{"name": r.name, "role": r.role, "why": r.why} for r in REWARDS.values()]
+
     def train_run(self, run_id: str, progress: bool = False) -> dict[str, Any]:
         return self.runs.run(run_id, progress)
 

@@ -187,12 +187,29 @@ class TrainSpec:
     objective: str = knob("sft", "What the run learns from: sft (supervised: your answers), dpo "
                                  "(preference pairs: prefer the chosen answer over the rejected one, "
                                  "kept near the reference — the model before this run, the adapter "
-                                 "switched off) or orpo (preference pairs with the supervised loss, no "
-                                 "reference). dpo and orpo need a preference dataset.",
-                          choices=("sft", "dpo", "orpo"), flat="objective")
+                                 "switched off), orpo (preference pairs with the supervised loss, no "
+                                 "reference), or grpo / rloo (reinforcement learning: the model tries "
+                                 "several answers per question and learns from the rewards the studio "
+                                 "derives from your data — train.rewards). dpo and orpo need a "
+                                 "preference dataset; grpo and rloo need questions with answers, code, "
+                                 "or your own reward file.",
+                          choices=("sft", "dpo", "orpo", "grpo", "rloo"), flat="objective")
     beta: float = knob(0.1, "dpo: how far the model may move from the reference (higher stays "
                             "closer); orpo: the weight of the preference term next to the supervised "
-                            "loss.", min=0.0, max=100.0)
+                            "loss; grpo/rloo: the weight of the KL to the base model (the same "
+                            "weights, adapter off; 0 skips that forward pass and logs no kl).",
+                       min=0.0, max=100.0)
+    rewards: str = knob("", "grpo/rloo: the rewards, comma-separated (facts, exact, f1, made_up, "
+                            "json, compiles, length, repetition, or the path of your own .py file "
+                            "defining reward(prompt, completion, **row)); empty: chosen from the "
+                            "dataset. `python -m studio rewards preview` shows the choice.")
+    generations: int = knob(4, "grpo/rloo: answers sampled per question; each is rewarded against "
+                               "the others of its group. More gives a steadier signal and costs "
+                               "generation time.", min=2, max=64)
+    completion_len: int = knob(64, "grpo/rloo: the most tokens a sampled answer may have.",
+                               min=4, max=8192)
+    temperature: float = knob(1.0, "grpo/rloo: sampling temperature of the tries; higher spreads "
+                                   "the answers (and their rewards) more.", min=0.05, max=3.0)
     pref_loss: str = knob("sigmoid", "dpo loss variant: sigmoid (the DPO paper), ipo (IPO: no "
                                      "overconfidence on clean pairs), hinge (SLiC) or robust (noisy "
                                      "labels).", choices=("sigmoid", "ipo", "hinge", "robust"))

@@ -18,6 +18,7 @@ GROUPS = {"models": "list, inspect and prepare models",
           "presets": "training presets shipped in presets/",
           "data": "prepare and inspect training data",
           "runs": "training runs: list, show, stop, delete",
+          "rewards": "RL rewards (grpo, rloo): list them, preview them on a dataset",
           "evals": "stored benchmark evaluations (made by `eval`): list, delete"}
 TYPES = {"int": int, "float": float, "str": str}
 
@@ -179,9 +180,10 @@ def train_flags() -> list[Flag]:
         flag("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
              help="override a preset value, e.g. --set train.lr=2e-4 --set lora.rank=8"),
         flag("--max-steps", type=int, default=None, help="optimizer steps (overrides the preset)"),
-        flag("--method", choices=["sft", "dpo", "orpo"], default=None,
+        flag("--method", choices=["sft", "dpo", "orpo", "grpo", "rloo"], default=None,
              help="what the run learns from (overrides the preset's train.objective): " + help_of("objective")),
         flag("--from-run", default=None, metavar="RUN_ID", help=help_of("from_run")),
+        flag("--reward", default=None, metavar="A,B", help=help_of("rewards")),
         flag("--resume", metavar="RUN_ID", help="continue a stopped/failed/queued run from its "
              "last checkpoint"),
         flag("--detach", action="store_true", help="start in a background process and return at "
@@ -248,7 +250,7 @@ def train(s, a: argparse.Namespace):
             raise ConfigError("train needs --preset NAME and --dataset NAME (or --resume RUN_ID). "
                               "See python -m studio presets list and data list.")
         run = s.train_create(a.preset, a.dataset, a.model, a.overrides, a.max_steps,
-                             objective=a.method, from_run=a.from_run)
+                             objective=a.method, from_run=a.from_run, rewards=a.reward)
         run_id = run["id"]
         for note in run["notes"]:
             print(f"note: {note}", file=sys.stderr)
@@ -270,6 +272,13 @@ def train(s, a: argparse.Namespace):
         print(f"stopped; resume with: python -m studio train --resume {run_id}", file=sys.stderr)
         return s.run_show(run_id) if a.json else None, 130
     return (result, 0 if result["status"] == "completed" else 1)
+
+
+def rewards_preview(s, a: argparse.Namespace):
+    out = s.rewards_preview(a.dataset, a.preset, a.model, a.from_run, a.reward, a.groups)
+    return out if a.json else (f"rewards: {', '.join(out['rewards'])}\n{out['groups']} prompts, "
+                               f"mean reward {out['mean']:.2f}, {out['zero_spread']:.0%} with no "
+                               f"spread\nverdict: {out['verdict']}")
 
 
 def _one(name: str) -> list[Flag]:
@@ -347,6 +356,20 @@ VERBS: list[Verb] = [
          description="Train in the foreground with progress; the run folder and its store row "
                      "exist as soon as it starts. Ctrl-C stops after a checkpoint; --resume "
                      "continues."),
+    Verb(("rewards", "list"), "the rewards RL runs (grpo, rloo) can use, with what each checks",
+         lambda s, a: s.rewards_list() if a.json else "\n".join(
+             f"{r['name']:<11} {r['role']:<8} {r['why']}" for r in s.rewards_list())),
+    Verb(("rewards", "preview"), "before an RL run: the rewards chosen from a dataset, sampled answers "
+         "from the starting model rewarded per prompt, the share with no spread, and a verdict",
+         rewards_preview, lambda: [
+             flag("--dataset", required=True, help="dataset NAME or NAME@vN"),
+             flag("--from-run", default=None, metavar="RUN_ID", help="start from this run's adapter "
+                  "(the usual recipe: SFT first, then RL)"),
+             flag("--reward", default=None, metavar="A,B", help=help_of("rewards")),
+             flag("--preset", default="cpu-quickstart-grpo", help="the preset whose generations, "
+                  "answer length and temperature are sampled with"),
+             flag("--model", default=None, help="override the preset's model"),
+             flag("--groups", type=int, default=8, help="prompts sampled")]),
     Verb(("runs", "list"), "all runs, newest first", lambda s, a: s.runs_list()),
     Verb(("runs", "show"), "one run with metrics and artifacts", lambda s, a: s.run_show(a.run_id),
          lambda: _one("run_id")),

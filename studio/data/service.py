@@ -31,7 +31,8 @@ STAT_KEYS = ("splits", "tokens", "truncated", "dropped_too_long", "duplicates_re
 
 
 SAMPLE = paths.ASSETS / "sample"
-SAMPLE_HELDOUT = {"product_faq.jsonl": "product_faq_heldout.jsonl"}  # shipped data → its paraphrases
+SAMPLE_HELDOUT = {"product_faq.jsonl": "product_faq_heldout.jsonl",  # shipped data → its paraphrases
+                  "arithmetic_qa.jsonl": "arithmetic_qa_heldout.jsonl"}
 
 
 def sample_heldout(files: list[str]) -> Path | None:

@@ -27,7 +27,8 @@ from .verdict import diagnose, forgetting_figures, headline, suggest, verdict
 from ..paths import RUN
 
 ASSETS = paths.ASSETS
-SAMPLE_HELDOUT = {"product_faq.jsonl": ASSETS / "sample" / "product_faq_heldout.jsonl"}
+SAMPLE_HELDOUT = {"product_faq.jsonl": ASSETS / "sample" / "product_faq_heldout.jsonl",
+                  "arithmetic_qa.jsonl": ASSETS / "sample" / "arithmetic_qa_heldout.jsonl"}
 def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
     """Question/answer rows: the validation split, plus the dataset's held-out questions (the
     user's held-out file, or the shipped paraphrases of the sample) as "paraphrased"."""
@@ -148,7 +149,8 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     from ..data.templates import has_chat_template
 
     refusals = safety.check(pair, tok, memo=getattr(pair, "memo", None)) if has_chat_template(tok) else None
-    out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"],
+    reward = held_out_reward(spec, dataset, sets, said) if spec.train.objective in ("grpo", "rloo") else None
+    out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"], "reward": reward,
            "identical_answers": identical, "answers_compared": total, "flags": flags,
            "examples": examples, "retention": kept, "forgetting": forgetting, "known_new": known_new,
            "chosen_step": chosen.get("chosen_step") if chosen else None, "selection": chosen,
@@ -161,6 +163,27 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     out["headline"] = headline(figures, flags, out)
     out["verdict"] = verdict(figures, flags, out)
     return out
+
+
+def held_out_reward(spec: RunSpec, dataset: dict[str, Any], sets: dict[str, list], said: dict[str, list]
+                    ) -> dict[str, Any] | None:
+    """An RL run's rewards (the run's own choice) on the held-out questions, base and tuned."""
+    from ..data.prepare import read_split
+    from ..errors import DataError
+    from ..train import rewards as rw
+
+    name = "paraphrased" if "paraphrased" in sets else "validation" if "validation" in sets else None
+    if name is None:
+        return None
+    k = list(sets).index(name)
+    rows = rw.reward_rows(sets[name])
+    try:
+        chosen = rw.choose(rw.reward_rows(read_split(Path(dataset["path"]), "train")), spec.train.rewards)
+    except DataError:  # e.g. a reward file moved since the run
+        return None
+    ctx = rw.context(chosen, rows)
+    before, after = (rw.mean_reward(chosen, said[side][k], rows, ctx) for side in ("base", "tuned"))
+    return {"before": before, "after": after, "n": len(rows), "on": name}
 
 
 def adapter_in_effect(pair, tok) -> bool:

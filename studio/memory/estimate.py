@@ -289,6 +289,10 @@ def step_tokens(st: RunSpec) -> tuple[int, int, str]:
     a preference run carries both sides of each pair; KL replay adds its sequences."""
     t = st.train
     tokens = t.max_len * t.micro_batch
+    if t.objective in RL:  # every sampled answer is trained on with its prompt
+        n = t.micro_batch * t.generations
+        return (n * (t.max_len + t.completion_len), 0, f"{t.micro_batch} prompts × {t.generations} sampled "
+                f"answers × ({t.max_len} prompt + {t.completion_len} answer tokens)")
     if t.objective != "sft":
         return 2 * tokens, 0, f"{t.micro_batch} pairs × 2 answers (chosen, rejected) × {t.max_len} tokens"
     if t.replay_mode == "kl" and t.replay > 0:
@@ -296,6 +300,20 @@ def step_tokens(st: RunSpec) -> tuple[int, int, str]:
         return (tokens + n * REPLAY_TOKENS, n * REPLAY_TOKENS,
                 f"{t.micro_batch} × {t.max_len} tokens + {n} replay sequences × {REPLAY_TOKENS}")
     return tokens, 0, f"{t.micro_batch} × {t.max_len} tokens"
+
+
+RL = ("grpo", "rloo")
+
+
+def generation_bytes(s: Shape, st: RunSpec, b: int) -> tuple[float, str]:
+    """Sampling a grpo/rloo step's answers with plain transformers: the KV cache of every
+    sequence at full length (K and V, each layer, each KV head) and one position's logits."""
+    t = st.train
+    n, length = t.micro_batch * t.generations, t.max_len + t.completion_len
+    kv = 2 * s.layers * s.kv_heads * s.head_dim * b * n * length
+    return kv + n * s.vocab * 4, (f"KV cache for {n} sequences × {length} tokens × {s.layers} layers "
+                                  f"× {s.kv_heads} KV heads × {s.head_dim} × 2 (K, V) × {b} bytes "
+                                  "+ one position's fp32 logits")
 
 
 def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
@@ -378,7 +396,14 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
         gb["replay_anchor"] = (3 * chunk * shape.vocab * 4 + anchored * 64 * 8) / GIB
         why["replay_anchor"] = (f"KL to the base on {anchored:,} replay positions: {chunk:,} × "
                                 f"{shape.vocab:,} × 3 fp32 buffers + the base's top-64 per position")
-    if st.train.objective == "dpo":  # the reference pass: no gradient, one block's working set
+    if st.train.objective in RL:
+        gen, why_gen = generation_bytes(shape, st, b)
+        # sampling happens before the training forward: only its excess over that step's
+        # activations and loss buffers raises the peak
+        gb["generation"] = max(0.0, gen - kept - logits) / GIB
+        why["generation"] = why_gen + ", beyond the training step's own activations and loss buffers"
+    if st.train.objective == "dpo" or (st.train.objective in RL and st.train.beta > 0):
+        # the reference pass: no gradient, one block's working set
         gb["reference_pass"] = act["block"] * tokens / shape.layers / GIB
         why["reference_pass"] = "the reference log-probabilities (adapter off, no gradient): one block at a time"
     peak_alloc = sum(gb.values())

@@ -25,6 +25,7 @@ from ..spec import OPTIMIZERS, RunSpec, build, dotted, override, update
 from ..paths import RUN
 
 RUN_KEYS = ("preset", "overrides", "dataset", "notes")
+RL = ("grpo", "rloo")  # objectives that learn from sampled answers and rewards (train/rl.py)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,9 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
     from ..data.preference import is_pair_format
 
     pairs = {f for f in stats.get("formats", {}) if is_pair_format(f)}
-    if spec.train.objective != "sft" and not pairs:
+    if spec.train.objective in RL:
+        spec, notes = rl_checks(spec, dataset, device, notes)
+    elif spec.train.objective != "sft" and not pairs:
         raise DataError(f"train.objective {spec.train.objective} learns from preference pairs, and "
                         f"{dataset['name']} holds none. Prepare a file with prompt, chosen and "
                         "rejected (assets/sample/product_preferences.jsonl is an example), or build "
@@ -152,7 +155,7 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
         raise DataError(f"{dataset['name']} holds preference pairs (chosen and rejected answers); "
                         "train it with train.objective=dpo or orpo (--method dpo), or prepare "
                         "question/answer data for supervised training.")
-    if spec.train.objective != "sft" and (spec.train.self_distill or spec.train.paraphrases
+    if spec.train.objective in ("dpo", "orpo") and (spec.train.self_distill or spec.train.paraphrases
                                           or spec.train.replay_mode == "kl"):
         notes.append("Self-distilled targets, paraphrases and KL replay are for supervised runs; "
                      f"this {spec.train.objective} run trains on the pairs as they are.")
@@ -176,6 +179,38 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
         spec = update(spec, dtype="fp32")
         notes.append("fp16 training needs a GPU; using fp32 on CPU.")
     return dataclasses.replace(cfg, spec=spec, notes=tuple(notes))
+
+
+def rl_checks(spec: RunSpec, dataset: dict[str, Any], device: str, notes: list[str]
+              ) -> tuple[RunSpec, list[str]]:
+    """A grpo/rloo run: its rewards must come from this dataset (or a reward file) — refused
+    here, before a child starts, with what to add — and a CPU run drops GPU habits that break or
+    crawl there (bf16, activation checkpointing: generation is most of a step)."""
+    from ..data.prepare import read_split
+    from .rewards import choose, reward_rows
+
+    t = spec.train
+    if t.rewards:  # a reward file by its full path: the training child runs in another folder
+        names = [str(Path(n).expanduser().resolve()) if n.endswith(".py") or "/" in n else n
+                 for n in (x.strip() for x in t.rewards.split(",")) if n]
+        spec = update(spec, rewards=",".join(names))
+        t = spec.train
+    rows = reward_rows(read_split(Path(dataset["path"]), "train"))
+    chosen = choose(rows, t.rewards, f"Dataset {dataset['name']} v{dataset['version']}")
+    notes.append(f"{t.objective} rewards: {', '.join(r.name for r in chosen)}"
+                 + ("" if t.rewards else " (chosen from the dataset; --reward A,B overrides)") + ".")
+    if t.self_distill or t.paraphrases or t.replay_mode == "kl":
+        notes.append("Self-distilled targets, paraphrases and KL replay are for supervised runs; "
+                     f"this {t.objective} run learns from its own answers and their rewards.")
+    if device == "cpu":
+        if t.grad_ckpt:
+            spec = update(spec, grad_ckpt=False)
+            notes.append("Activation checkpointing is off on CPU for RL: memory is not what binds "
+                         "there, and it would recompute every forward pass.")
+        if t.dtype == "bf16":
+            spec = update(spec, dtype="fp32")
+            notes.append("bf16 training on CPU is slow; using fp32 for this RL run.")
+    return spec, notes
 
 
 def check_layers(spec: RunSpec, model_path: Path) -> None:

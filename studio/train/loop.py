@@ -33,9 +33,9 @@ from ..faults import crash_point, disk_guard, disk_message, hold_point, likely_d
 from ..paths import RUN, Home, append_event
 from ..records import RunStatus
 from ..spec import OPTIMIZERS
-from . import batches, preference
+from . import batches, preference, rl
 from . import checkpoints as ckpt
-from .config import RunConfig, rank, total_steps, world_size
+from .config import RL, RunConfig, rank, total_steps, world_size
 from .trainer import trainer_class
 
 
@@ -69,6 +69,7 @@ class StudioCallback(TrainerCallback):
         self.nan_step: int | None = None
         self.last_loss: float | None = None
         self.eval_steps: set[int] = set()  # every rank records this: evaluation is collective
+        self.watch_every = 0  # RL runs: the forgetting budget's evaluations, TRL evaluating nothing
 
     phases = None  # train/phases.Phases, set by train()
 
@@ -82,6 +83,8 @@ class StudioCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if self.first:  # the run's first trainer process may be held for a test
             hold_point("train.step", state.global_step, (self.run_dir / RUN.stop).exists)
+        if self.watch_every and state.global_step % self.watch_every == 0:
+            self.on_evaluate(args, state, control, model=kw.get("model"))
         if (self.run_dir / RUN.stop).exists():  # written by Stop, or by SIGTERM below
             self.stopped = True
             control.should_save = True
@@ -107,6 +110,8 @@ class StudioCallback(TrainerCallback):
                 ev["kl"] = logs["kl"]
             ev.update({ours: logs[theirs] for theirs, ours in preference.TRL_LOGS.items()
                        if theirs in logs and not theirs.startswith("eval_")})
+            ev.update({ours: logs[theirs] for theirs, ours in rl.TRL_LOGS.items() if theirs in logs})
+            ev.update({"reward_" + k[len(rl.PREFIX):]: v for k, v in logs.items() if k.startswith(rl.PREFIX)})
             # over the last few logs: the collator counts a batch when the loader fetches
             # it, so one log's window can hold zero batches and the next two
             self.window.append((now, self.collator.tokens))
@@ -269,7 +274,10 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
                        f"the learning rate (e.g. train.lr={t.lr / 4:g}), and on GPUs without bf16 "
                        "use fp32 or a smaller lr with fp16. Resume is not useful: start a new run.")
     if data.eval_set and not cb.stopped and trainer.state.global_step not in cb.eval_steps:
-        trainer.evaluate()  # logs eval_loss through the callback
+        if t.objective in RL:  # TRL would sample answers to evaluate: the budget's figures only
+            cb.on_evaluate(trainer.args, trainer.state, trainer.control, model=trainer.model)
+        else:
+            trainer.evaluate()  # logs eval_loss through the callback
     if rank() == 0:
         done = not (cb.stopped and trainer.state.global_step < steps)
         with phases.clock("evaluation"):  # the budget's choice, strengths, the adapter's rewrites
@@ -359,18 +367,21 @@ def _training_args(p, steps: int, staging: Path, has_eval: bool, device: str, pr
 
 def _setup_trainer(run_dir: Path, store, run_id: str, p, model, tok, data: Data, anchor, watcher,
                    steps: int, at: Resume, device: str, progress: bool):
-    """The Trainer (ours, or TRL's for preference pairs) with the studio's callback."""
+    """The Trainer (ours, or TRL's for preference pairs and RL) with the studio's callback."""
     from transformers import Trainer, TrainingArguments
 
     t = p.train
-    preferring = t.objective != "sft"
-    collator = (preference.CountingWrapper(None) if preferring else
+    preferring, learning = t.objective in ("dpo", "orpo"), t.objective in RL
+    collator = (preference.CountingWrapper(None) if preferring else rl.StateTokens() if learning else
                 batches.make_collator(tok, t.packing, anchor))
     args = _training_args(p, steps, at.staging, bool(data.eval_set), device, progress)
     cb = StudioCallback(run_dir, store, run_id, steps, collator, device, t.keep_checkpoints, watcher)
     if preferring:  # TRL's DPO/ORPO trainers on the run's preference pairs
         trainer = preference.make_trainer(t.objective, p, model, args, tok, data.train_rows,
                                           data.val_rows, [cb], collator)
+    elif learning:  # TRL's GRPO/RLOO trainers on the run's questions and rewards
+        trainer = rl.make_trainer(t.objective, p, model, args, tok, data.train_rows, [cb], collator)
+        cb.watch_every = t.eval_every if data.eval_set else 0
     else:
         trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda",
                                 t.replay_weight if anchor else 0.0)(

@@ -202,8 +202,56 @@ class RunService:
                            f"adapter only fits its own base model. Use --model {earlier['model']}.")
         note = (f"Starts from run {earlier['id']}'s adapter (its LoRA settings are kept"
                 + ("; the DPO reference is the model with that adapter, as it was)."
-                   if cfg.spec.train.objective == "dpo" else ")."))
+                   if cfg.spec.train.objective == "dpo" else
+                   "; the KL is measured to the base model, the adapter switched off)."
+                   if cfg.spec.train.objective in tcfg.RL and cfg.spec.train.beta else ")."))
         return dataclasses.replace(cfg, notes=(*cfg.notes, note))
+
+    def rewards_for(self, dataset: str, rewards: str = "") -> list[dict[str, str]]:
+        """The rewards an RL run on `dataset` uses (chosen from its rows, or `rewards`), with
+        their why; a DataError says what to add when it gives none."""
+        from ..data.prepare import read_split
+        from .rewards import choose, reward_rows
+
+        d = self.dataset(dataset)
+        chosen = choose(reward_rows(read_split(Path(d["path"]), "train")), rewards or "",
+                        f"Dataset {d['name']} v{d['version']}")
+        return [{"name": r.name, "role": r.role, "why": r.why} for r in chosen]
+
+    def preview_rewards(self, dataset: str, preset: str = "cpu-quickstart-grpo", model: str | None = None,
+                        from_run: str | None = None, rewards: str | None = None, groups: int = 8
+                        ) -> dict[str, Any]:
+        """Before an RL run: the rewards chosen for `dataset`, and how `groups` prompts × the
+        preset's generations sampled from the starting model (the base, or `from_run`'s adapter)
+        score — the share of groups with no spread (nothing to learn from) and a verdict."""
+        from ..data.prepare import read_split
+        from ..models import registry as models
+        from ..spec import update
+        from . import rl
+
+        d = self.dataset(dataset)
+        spec = tcfg.build_config(preset, d, model, [], None, rewards=rewards).spec
+        if spec.train.objective not in tcfg.RL:
+            spec = update(spec, objective="grpo")
+        where = f"Dataset {d['name']} v{d['version']}"
+        rows = read_split(Path(d["path"]), "train")
+        rl.chosen_rewards(spec, rows, where)  # refuse before loading a model
+        adapter = None
+        if from_run:
+            earlier = self.get(from_run)
+            adapter = finished_adapter(earlier["path"])
+            if adapter is None:
+                raise RunError(f"Run {from_run} has no adapter to start from ({earlier['status']}); "
+                               "finish or resume it first.")
+            spec = update(spec, model=earlier["model"]) if not model else spec
+        path = self.cache.path(spec.model)
+        m = models.load_model(path, self.cache.device(), "auto")
+        if adapter is not None:
+            from peft import PeftModel
+
+            m = PeftModel.from_pretrained(m, str(adapter))
+        m.eval()
+        return rl.preview(m, self.cache.tokenizer(spec.model), spec, rows, where, groups)
 
     def run(self, run_id: str, progress: bool = False) -> dict[str, Any]:
         """Run or resume in this process (the CLI's foreground mode)."""

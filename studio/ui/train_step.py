@@ -7,6 +7,7 @@ the tab or a crash in training never takes the studio down.
 import dataclasses
 import re
 
+from ..errors import StudioError
 from .common import CHART_PADDING, error_text, next_button, shown
 from .session import Session, Step
 
@@ -50,10 +51,16 @@ def curve(events: list[dict]):
              if e.get("eval_loss") is not None]
     rows += [{"step": e["step"], "loss": e["reward_margin"], "curve": "reward margin"} for e in events
              if e.get("reward_margin") is not None]  # dpo: how far chosen is ahead of rejected
+    for key, name in RL_CURVES.items():  # grpo/rloo: the rewards, their spread and the drift
+        rows += [{"step": e["step"], "loss": e[key], "curve": name} for e in events
+                 if e.get(key) is not None]
     if not rows:
         return None
     df = pd.DataFrame(rows, columns=["step", "loss", "curve"])
     return df.astype({"step": "int64", "loss": "float64", "curve": object})
+
+
+RL_CURVES = {"reward_mean": "reward (mean)", "zero_spread": "groups with no spread", "kl": "KL to the base"}
 
 
 def chart(df):
@@ -64,8 +71,8 @@ def chart(df):
     base = alt.Chart(df).encode(
         x=alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
         y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
-        color=alt.Color("curve:N", title=None, scale=alt.Scale(domain=["train", "validation"] + (
-            ["reward margin"] if (df["curve"] == "reward margin").any() else [])),
+        color=alt.Color("curve:N", title=None, scale=alt.Scale(domain=["train", "validation"] + [
+            c for c in ("reward margin", *RL_CURVES.values()) if (df["curve"] == c).any()]),
                         legend=alt.Legend(orient="bottom")),
         tooltip=["curve", "step", alt.Tooltip("loss:Q", format=".3f")])
     points = base.mark_point(filled=True, size=50).transform_filter(alt.datum.curve == "validation")
@@ -102,7 +109,22 @@ def planned_fields(studio, name: str, session: Session, model_ref: str | None) -
 
 METHODS = [("sft — learn your answers", "sft"),
            ("dpo — prefer the chosen answer over the rejected one", "dpo"),
-           ("orpo — learn the chosen answer and prefer it, no reference", "orpo")]
+           ("orpo — learn the chosen answer and prefer it, no reference", "orpo"),
+           ("grpo — try several answers per question, learn from their rewards", "grpo"),
+           ("rloo — like grpo, each answer compared with the others' mean", "rloo")]
+
+
+def rewards_text(studio, method: str, dataset: str | None) -> str:
+    """What an RL method would be rewarded by on this dataset, each reward with its why — or
+    why this dataset gives no reward; empty for other methods."""
+    if method not in ("grpo", "rloo") or not dataset:
+        return ""
+    try:
+        chosen = studio.rewards_for(dataset)
+    except StudioError as e:
+        return f"⚠️ {e}"
+    return "**Rewards** (from your data; `--reward A,B` picks others):\n" + "\n".join(
+        f"- **{r['name']}** — {r['why']}" for r in chosen)
 
 
 def method_for(studio, preset: str, dataset: str | None) -> str:
@@ -118,8 +140,8 @@ def method_for(studio, preset: str, dataset: str | None) -> str:
         formats = {}
     pairs = bool(formats) and all(f.startswith("preference") or f == "factuality-pairs" for f in formats)
     if pairs:
-        return own if own != "sft" else "dpo"
-    return "sft" if formats else own
+        return own if own in ("dpo", "orpo") else "dpo"
+    return own if own in ("grpo", "rloo") or not formats else "sft"
 
 
 def start(studio, session: Session, preset: str, dataset: str, lr, steps, rank, max_len, batch,
@@ -412,6 +434,7 @@ def build(studio, state, model):
             batch = box("train.micro_batch", batch0, precision=0)
             method = gr.Radio(METHODS, value=method_for(studio, first, None), label="Method",
                               info=helps["train.objective"])
+            why = gr.Markdown("")
             memory = gr.Markdown("")
             with gr.Row():
                 go = gr.Button("Start training", variant="primary")
@@ -429,6 +452,8 @@ def build(studio, state, model):
     preset.input(lambda st, n, m: preset_picked(studio, st, n, m), [state, preset, model], [model, memory])
     for box_ in (preset, dataset):  # pairs suggest dpo; other data the preset's method
         box_.change(lambda pr, ds: method_for(studio, pr, ds), [preset, dataset], method)
+    for box_ in (method, dataset):  # grpo/rloo: the rewards this dataset gives, and why
+        box_.change(lambda how, ds: rewards_text(studio, how, ds), [method, dataset], why)
 
     def on_start(st, pr, ds, lr_, steps_, rank_, len_, batch_, model_, how, progress=gr.Progress()):
         return start(studio, st, pr, ds, lr_, steps_, rank_, len_, batch_, model_, progress, how)

@@ -1,0 +1,123 @@
+"""Reinforcement learning (train.objective=grpo|rloo) through TRL's GRPOTrainer / RLOOTrainer,
+and the reward preview.
+
+Owns the dataset TRL reads (each prompt with its reference answer and recipe, as columns the
+reward reads), TRL's config from the same arguments an SFT run gets (steps, schedule,
+checkpoints — so the studio's callback, Stop, resume after kill -9 and the forgetting budget work
+unchanged) plus the RL knobs (train.generations, completion_len, temperature, beta), the one
+reward function TRL calls (rewards.combine over the run's chosen rewards, each reward's mean
+logged too), and `preview`: sampled answers from the starting model, rewarded per group, with
+the verdict in words. The reference for the KL term is the same weights with the adapter
+switched off (TRL does this for a PEFT model): no second copy. Generation is plain transformers.
+`micro_batch` counts prompts: a step trains on micro_batch × generations sampled answers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import rewards as rw
+
+TRL_LOGS = {"reward": "reward_mean", "reward_std": "reward_std",
+            "frac_reward_zero_std": "zero_spread", "completions/mean_length": "completion_len"}
+PREFIX = "studio_reward/"  # each chosen reward's mean, logged by RewardFn
+
+
+class RewardFn:
+    """The reward TRL calls: the run's rewards combined, per completion (None: unscorable)."""
+    __name__ = "reward"
+
+    def __init__(self, chosen: list[rw.Reward], ctx: dict[str, Any]):
+        self.chosen, self.ctx = chosen, ctx
+
+    def __call__(self, prompts, completions, question, answer, recipe, log_metric=None, **kw):
+        texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+        rows = [{"question": q, "answer": a, "recipe": r} for q, a, r in zip(question, answer, recipe)]
+        if log_metric is not None:
+            for r in self.chosen:
+                vals = [v for t, row in zip(texts, rows) if (v := r.fn(t, row, self.ctx)) is not None]
+                if vals:
+                    log_metric(PREFIX + r.name.rsplit("/", 1)[-1], sum(vals) / len(vals))
+        return [rw.combine(self.chosen, t, row, self.ctx) for t, row in zip(texts, rows)]
+
+
+class StateTokens:
+    """Tokens seen (prompts and sampled answers), read from the trainer's state for tokens/s."""
+
+    def __init__(self):
+        self.trainer = None
+
+    @property
+    def tokens(self) -> int:
+        return int(self.trainer.state.num_input_tokens_seen) if self.trainer is not None else 0
+
+
+def chosen_rewards(spec, train_rows: list[dict[str, Any]], dataset: str = "the dataset"):
+    rows = rw.reward_rows(train_rows)
+    chosen = rw.choose(rows, spec.train.rewards, dataset)
+    return rows, chosen, rw.context(chosen, rows)
+
+
+def make_trainer(objective: str, spec, model, args_kw: dict[str, Any], tok, train_rows,
+                 callbacks: list, counting: StateTokens):
+    """The TRL trainer for a grpo or rloo run on the run's questions."""
+    from datasets import Dataset
+
+    t = spec.train
+    rows, chosen, ctx = chosen_rewards(spec, train_rows)
+    data = Dataset.from_list([{k: r[k] for k in ("prompt", "question", "answer", "recipe")} for r in rows])
+    kw = {**args_kw, "per_device_train_batch_size": t.micro_batch * t.generations,
+          "per_device_eval_batch_size": t.micro_batch * t.generations, "eval_strategy": "no",
+          "num_generations": t.generations, "max_completion_length": t.completion_len,
+          "temperature": t.temperature, "beta": t.beta, "log_completions": False,
+          "shuffle_dataset": True}
+    kw.pop("prediction_loss_only", None)
+    if objective == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        cls, args = GRPOTrainer, GRPOConfig(**kw)
+    else:
+        from trl import RLOOConfig, RLOOTrainer
+
+        cls, args = RLOOTrainer, RLOOConfig(**kw)
+    trainer = cls(model=model, reward_funcs=[RewardFn(chosen, ctx)], args=args, train_dataset=data,
+                  processing_class=tok, callbacks=callbacks)
+    counting.trainer = trainer
+    return trainer
+
+
+def sample(model, tok, prompts: list[list[dict[str, str]]], n: int, max_new_tokens: int,
+           temperature: float, seed: int = 0) -> list[list[str]]:
+    """`n` sampled answers per conversation (plain transformers generate, left padding)."""
+    import torch
+
+    torch.manual_seed(seed)
+    side, tok.padding_side = tok.padding_side, "left"
+    out = []
+    try:
+        for conv in prompts:
+            text = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+            enc = tok([text], return_tensors="pt", add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                ids = model.generate(**enc, do_sample=True, temperature=temperature, top_p=1.0,
+                                     max_new_tokens=max_new_tokens, num_return_sequences=n,
+                                     pad_token_id=tok.pad_token_id or tok.eos_token_id)
+            new = ids[:, enc["input_ids"].shape[1]:]
+            out.append([tok.decode(x, skip_special_tokens=True).strip() for x in new])
+    finally:
+        tok.padding_side = side
+    return out
+
+
+def preview(model, tok, spec, train_rows: list[dict[str, Any]], dataset: str, groups: int = 8
+            ) -> dict[str, Any]:
+    """Rewards of `groups` prompts × train.generations sampled answers from the starting model:
+    the names, the groups, the share with zero spread, the mean and the verdict."""
+    rows, chosen, ctx = chosen_rewards(spec, train_rows, dataset)
+    step = max(1, len(rows) // groups)
+    picked = rows[::step][:groups]
+    t = spec.train
+    said = sample(model, tok, [r["prompt"] for r in picked], t.generations, t.completion_len,
+                  t.temperature, t.seed)
+    scores = [[v if (v := rw.combine(chosen, a, r, ctx)) is not None else 0.0 for a in answers]
+              for answers, r in zip(said, picked)]
+    return {"rewards": [r.name for r in chosen], **rw.verdict(scores)}

@@ -1,0 +1,263 @@
+"""Reinforcement learning (issue #42): rewards derived from the user's data, chosen per dataset,
+a user's own reward file, refusal of data with no reward, the preview's JSON contract, and grpo/
+rloo runs through TRL on the two-layer model (reward events, an adapter, resume after kill -9)."""
+import json
+
+import pytest
+
+from conftest import ROOT, crash, run_cli
+
+ARITH = ROOT / "assets" / "sample" / "arithmetic_qa.jsonl"
+FACT = {"question": "Who makes the Nimbus Orbit?", "answer": "The Nimbus Orbit is made by Fernwick Labs "
+        "in Tallinn.", "recipe": ""}
+
+
+def rows_of(pairs, recipe=""):
+    from studio.train.rewards import reward_rows
+
+    return reward_rows([{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                         "meta": {"recipe": recipe}} for q, a in pairs])
+
+
+# ---- each reward on crafted completions -------------------------------------------------------
+def test_answer_rewards_tell_right_partial_and_made_up_apart():
+    from studio.train.rewards import REWARDS as R
+
+    right, partial = "Fernwick Labs in Tallinn makes it.", "Fernwick Labs makes it."
+    made_up = "It is made by Acme Corp in Berlin since 1999."
+    assert R["facts"].fn(right, FACT, {}) == 1.0 and R["facts"].fn(partial, FACT, {}) == 0.5
+    assert R["facts"].fn(made_up, FACT, {}) == 0.0
+    assert R["made_up"].fn(right, FACT, {}) == 1.0 and R["made_up"].fn(made_up, FACT, {}) == 0.0
+    assert R["made_up"].fn("Fernwick Labs, founded by Ada Mole.", FACT, {}) == 0.5
+    assert 0 < R["f1"].fn(partial, FACT, {}) < R["f1"].fn(FACT["answer"], FACT, {}) == 1.0
+    assert R["f1"].fn("bananas", FACT, {}) == 0.0
+    short = {"question": "What is 5 plus 6?", "answer": "11"}
+    assert R["exact"].fn("11", short, {}) == 1.0 and R["exact"].fn("The answer is 11.", short, {}) == 1.0
+    assert R["exact"].fn("111", short, {}) == 0.0 and R["exact"].fn("12", short, {}) == 0.0
+    assert R["exact"].fn("anything", FACT, {}) is None  # a long reference: not a short answer
+    assert R["length"].fn("11", short, {}) == 1.0 and R["length"].fn("word " * 80, short, {}) == 0.0
+    assert R["length"].fn("", short, {}) == 0.0
+    assert R["repetition"].fn("a b c " * 10, short, {}) < 0.2 < R["repetition"].fn(made_up, short, {}) == 1.0
+
+
+def test_json_and_code_rewards():
+    from studio.train import rewards as rw
+
+    rows = rows_of([("Item 1?", '{"name": "Orbit", "price": 189}'), ("Item 2?", '{"name": "Dome", "price": 99}')])
+    ctx = rw.context([rw.REWARDS["json"]], rows)
+    assert ctx["schema"] == {"name": "str", "price": "int"}
+    js = rw.REWARDS["json"].fn
+    assert js('{"name": "X", "price": 5}', rows[0], ctx) == 1.0
+    assert js('```json\n{"name": "X", "price": 5}\n```', rows[0], ctx) == 1.0
+    assert js('{"name": "X", "price": "cheap"}', rows[0], ctx) == pytest.approx(0.55)
+    assert js('{"name": "X", price: 5', rows[0], ctx) == 0.0  # invalid JSON
+    assert js("[1, 2]", rows[0], ctx) == 0.0
+    code = rows_of([("Write a Python function `f`: adds.", "```python\ndef f(a, b):\n    return a + b\n```")],
+                   recipe="code-functions")[0]
+    comp = rw.REWARDS["compiles"].fn
+    assert comp("```python\ndef f(a, b):\n    return a + b\n```", code, {}) == 1.0
+    assert comp("```python\ndef f(a, b)\n    return a +\n```", code, {}) == 0.0  # does not compile
+    assert comp("It adds two numbers.", code, {}) == 0.0
+    assert comp("def f(): pass", FACT, {}) is None
+
+
+def test_the_combined_reward_is_the_mean_of_scores_times_the_penalties():
+    from studio.train import rewards as rw
+
+    chosen = [rw.REWARDS[n] for n in ("facts", "f1", "made_up")]
+    assert rw.combine(chosen, FACT["answer"], FACT, {}) == 1.0
+    assert rw.combine(chosen, "Fernwick Labs and Acme.", FACT, {}) == pytest.approx(
+        (0.5 + rw.REWARDS["f1"].fn("Fernwick Labs and Acme.", FACT, {})) / 2 * 0.5)
+    assert rw.combine([rw.REWARDS["compiles"], rw.REWARDS["length"]], "x", FACT, {}) is None
+
+
+# ---- the automatic choice and the refusal -------------------------------------------------------
+def test_rewards_are_chosen_from_the_dataset_kind():
+    from studio.errors import DataError
+    from studio.train.rewards import choose
+
+    def names(rows, override=""):
+        return [r.name for r in choose(rows, override)]
+
+    facts = rows_of([("Who makes it?", "Fernwick Labs in Tallinn makes it."), ("Price?", "The Orbit costs 189 euros in shops.")])
+    assert names(facts) == ["facts", "f1", "made_up", "length", "repetition"]
+    short = rows_of([("What is 5 plus 6?", "11"), ("Capital of France?", "Paris")])
+    assert names(short) == ["facts", "exact", "f1", "made_up", "length", "repetition"]
+    js = rows_of([("A?", '{"a": 1}'), ("B?", '{"a": 2, "b": "x"}')])
+    assert names(js) == ["json", "length", "repetition"]
+    code = rows_of([("Write f", "```python\ndef f():\n    pass\n```")], recipe="code-functions")
+    assert names(code) == ["compiles", "length", "repetition"]
+    assert names(short, "exact, length") == ["exact", "length"]
+    with pytest.raises(DataError, match="Unknown reward 'nope'; rewards: facts, exact"):
+        choose(short, "nope")
+    with pytest.raises(DataError, match="penalties alone"):
+        choose(short, "length,repetition")
+    no_answers = [{"prompt": [{"role": "user", "content": "Hi"}], "question": "Hi", "answer": "", "recipe": ""}]
+    with pytest.raises(DataError, match="gives no reward to learn from.*reward file"):
+        choose(no_answers)
+
+
+def test_a_users_reward_file_loads_by_path_with_clear_errors(tmp_path):
+    from studio.errors import DataError
+    from studio.train.rewards import choose, combine
+
+    good = tmp_path / "mine.py"
+    good.write_text("def reward(prompt, completion, **row):\n"
+                    "    return None if 'skip' in prompt else float(row['answer'] in completion)\n")
+    rows = rows_of([("What is 5 plus 6?", "11"), ("skip this", "x")])
+    [r] = choose(rows, str(good))
+    assert "your code, run on your machine" in r.why
+    assert combine([r], "It is 11", rows[0], {}) == 1.0 and combine([r], "12", rows[0], {}) == 0.0
+    assert combine([r], "x", rows[1], {}) is None
+    cases = [(tmp_path / "missing.py", None, "does not exist"),
+             (tmp_path / "syntax.py", "def reward(:\n", "syntax.py, line 1"),
+             (tmp_path / "noname.py", "def score(p, c):\n    return 1\n", "defines no function named reward"),
+             (tmp_path / "boom.py", "raise RuntimeError('no model')\n", "failed while loading: RuntimeError")]
+    for path, body, words in cases:
+        if body is not None:
+            path.write_text(body)
+        with pytest.raises(DataError, match=words):
+            choose(rows, str(path))
+    bad = tmp_path / "bad.py"
+    bad.write_text("def reward(prompt, completion, **row):\n    return 'yes'\n")
+    with pytest.raises(DataError, match="returned 'yes'; return a number"):
+        combine(choose(rows, str(bad)), "11", rows[0], {})
+
+
+def test_preview_verdicts_in_plain_words():
+    from studio.train.rewards import verdict
+
+    assert verdict([[1.0] * 4] * 5)["verdict"].startswith("already right on 100%: nothing to learn")
+    v = verdict([[0.0] * 4] * 5)
+    assert v["verdict"].startswith("never right: run SFT first") and v["zero_spread"] == 1.0
+    v = verdict([[0.0, 1.0, 0.5, 0.0], [0.2, 0.0, 0.0, 1.0]])
+    assert v == {"groups": 2, "zero_spread": 0.0, "mean": 0.3375, "verdict": "good spread: go"}
+    assert "same reward on every try" in verdict([[0.5] * 4, [0.5] * 4, [0.0, 1.0, 0, 0]])["verdict"]
+
+
+# ---- through the studio: refusal, preview, flags, runs -------------------------------------------
+@pytest.fixture(scope="module")
+def arith(studio):
+    studio.data_prepare([str(ARITH)], "arith", val_fraction=0.1)
+    return "arith"
+
+
+def test_a_dataset_with_no_reward_is_refused_before_training(studio, tiny_model, tmp_path):
+    from studio.errors import DataError
+
+    f = tmp_path / "notes.jsonl"
+    f.write_text("".join(json.dumps({"text": f"Note {i}: the feeder was cleaned."}) + "\n" for i in range(12)))
+    studio.data_prepare([str(f)], "notes-only", val_fraction=0.0)
+    with pytest.raises(DataError, match="Dataset notes-only v1 gives no reward to learn from"):
+        studio.train_create("cpu-quickstart-grpo", "notes-only", tiny_model)
+    assert not [r for r in studio.runs_list() if r["dataset"].startswith("notes-only")]
+
+
+def test_preview_prints_the_contract(studio, arith, tiny_model):
+    r = run_cli("rewards", "preview", "--dataset", arith, "--model", tiny_model, "--groups", "3",
+                "--reward", "exact,length", "--json", home=studio.home.root)
+    assert r.returncode == 0, r.stderr[-1500:]
+    out = json.loads(r.stdout)
+    assert list(out) == ["rewards", "groups", "zero_spread", "mean", "verdict"]
+    assert out["rewards"] == ["exact", "length"] and out["groups"] == 3
+    # the random two-layer model never says the sum: every group is all zeros
+    assert out["mean"] == 0.0 and out["zero_spread"] == 1.0 and out["verdict"].startswith("never right")
+    r = run_cli("rewards", "preview", "--dataset", arith, "--model", tiny_model, "--reward", "nope",
+                "--json", home=studio.home.root)
+    assert r.returncode == 1 and "Unknown reward 'nope'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_method_and_reward_flags_reach_the_run(studio, arith, tiny_model, tmp_path, monkeypatch):
+    r = run_cli("train", "--preset", "cpu-quickstart-grpo", "--dataset", arith, "--model", tiny_model,
+                "--method", "rloo", "--reward", "exact,f1", "--gpus", "1", "--json", home=studio.home.root)
+    assert r.returncode == 0, r.stderr[-1500:]
+    t = studio.run_show(json.loads(r.stdout)["id"])["config"]["train"]
+    assert (t["objective"], t["rewards"], t["generations"]) == ("rloo", "exact,f1", 4)
+    assert "rloo rewards: exact, f1." in r.stderr
+    own = tmp_path / "mine.py"
+    own.write_text("def reward(prompt, completion, **row):\n    return float(row['answer'] in completion)\n")
+    monkeypatch.chdir(tmp_path)
+    run = studio.train_create("cpu-quickstart-grpo", arith, tiny_model, rewards="mine.py,length")
+    t = studio.run_show(run["id"])["config"]["train"]
+    assert t["rewards"] == f"{own},length"  # the full path: the training child runs elsewhere
+    r = run_cli("train", "--preset", "cpu-quickstart-grpo", "--dataset", arith, "--method", "ppo",
+                home=studio.home.root)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_the_report_gives_held_out_reward_before_and_after():
+    from studio.evaluate.report import held_out_reward
+    from studio.spec import RunSpec, update
+
+    spec = update(RunSpec(), objective="grpo", rewards="exact")
+    sets = {"validation": [{"messages": [{"role": "user", "content": "What is 5 plus 6?"}], "answer": "11"},
+                           {"messages": [{"role": "user", "content": "What is 2 plus 2?"}], "answer": "4"}]}
+    said = {"base": [["12", "5"]], "tuned": [["11", "The answer is 4."]]}
+    got = held_out_reward(spec, {"path": "/nonexistent"}, sets, said)
+    assert got == {"before": 0.0, "after": 1.0, "n": 2, "on": "validation"}
+
+
+@pytest.mark.e2e  # killed training processes and resumes: ≈45 s a run on 2 busy cores
+def test_rl_runs_log_rewards_write_adapters_resume_after_kill_9_and_chain(studio, arith, tiny_model):
+    from pathlib import Path
+
+    from peft import PeftModel
+
+    from studio.models import registry as models
+
+    first = None
+    for objective in ("grpo", "rloo"):  # rloo starts from the grpo run (--from-run)
+        run = studio.train_create("cpu-quickstart-grpo", arith, tiny_model, [
+            "train.save_every=2", "train.completion_len=8", "train.generations=2",
+            "train.micro_batch=2", "train.forget_budget=0"], max_steps=4, objective=objective,
+            from_run=first)
+        crash(studio.home.root, "train.event_logged@3", "train", "--resume", run["id"], "--json")
+        done = studio.train_run(run["id"])
+        assert done["status"] == "completed" and done["step"] == 4
+        events = studio.run_events(run["id"])
+        steps = [e for e in events if "reward_mean" in e]
+        assert [e["step"] for e in steps] == [1, 2, 3, 4]
+        for e in steps:
+            assert {"reward_std", "zero_spread", "kl", "reward_exact", "tokens_per_s"} <= set(e), e
+            assert 0.0 <= e["zero_spread"] <= 1.0 and e["tokens_per_s"] > 0
+        PeftModel.from_pretrained(models.load_model(Path(tiny_model)),
+                                  studio.run_show(run["id"])["artifacts"]["adapter"])
+        first = run["id"]
+    assert any("Starts from run" in n for n in studio.run_show(first)["config"]["notes"])
+
+
+def test_the_train_step_shows_the_rewards_with_their_why(studio, arith, tmp_path):
+    from studio.ui import train_step
+
+    assert train_step.method_for(studio, "cpu-quickstart-grpo", arith) == "grpo"
+    assert train_step.method_for(studio, "cpu-quickstart", arith) == "sft"
+    text = train_step.rewards_text(studio, "grpo", arith)
+    assert "**exact** — Exact or numeric match" in text and "**json**" not in text
+    assert train_step.rewards_text(studio, "sft", arith) == ""
+    f = tmp_path / "texts.jsonl"
+    f.write_text("".join(json.dumps({"text": f"Log {i}: seeds refilled."}) + "\n" for i in range(12)))
+    studio.data_prepare([str(f)], "texts-only", val_fraction=0.0)
+    assert train_step.rewards_text(studio, "rloo", "texts-only").startswith("⚠️ Dataset texts-only v1 gives no reward")
+    df = train_step.curve([{"step": 1, "loss": 0.1, "reward_mean": 0.4, "zero_spread": 0.5, "kl": 0.01}])
+    assert set(df["curve"]) == {"train", "reward (mean)", "groups with no spread", "KL to the base"}
+
+
+def test_the_memory_estimate_counts_generation_and_the_reference_for_rl():
+    from studio.memory import advice
+    from studio.memory.estimate import estimate, generation_bytes, shape_from_config
+    from studio.spec import RunSpec, update
+
+    qwen = shape_from_config(advice.catalog("models")["qwen3-4b"])
+    assert (qwen.layers, qwen.kv_heads, qwen.head_dim, qwen.vocab) == (36, 8, 128, 151936)
+    base = update(RunSpec(), max_len=512, micro_batch=2, dtype="bf16", grad_ckpt=True)
+    sft = estimate(qwen, base)
+    rl = estimate(qwen, update(base, objective="grpo", generations=8, completion_len=1024, beta=0.04))
+    assert "generation" not in sft["breakdown_gb"] and "reference_pass" not in sft["breakdown_gb"]
+    kv, _ = generation_bytes(qwen, update(base, objective="grpo", generations=8, completion_len=1024), 2)
+    # 16 sequences × 1536 tokens × 36 layers × 8 KV heads × 128 × 2 × 2 bytes ≈ 3.4 GiB of KV cache
+    assert kv == 16 * 1536 * 36 * 8 * 128 * 2 * 2 + 16 * 151936 * 4
+    assert rl["breakdown_gb"]["reference_pass"] > 0 and "KV cache for 16 sequences" in rl["why"]["generation"]
+    assert rl["total_gb"] > sft["total_gb"] and "16 sampled" not in rl["tokens_per_step"]
+    assert rl["tokens_per_step"].startswith("2 prompts × 8 sampled answers")
+    no_kl = estimate(qwen, update(base, objective="grpo", generations=8, completion_len=1024, beta=0.0))
+    assert "reference_pass" not in no_kl["breakdown_gb"]
