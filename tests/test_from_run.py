@@ -1,0 +1,152 @@
+"""A run that started from another (--from-run) is judged and scaled as the second update only:
+strength 0 is the start run's adapter (not the base), 1 this run's, 0.5 the midpoint of the two
+updates — in memory (retention/delta.swapped) and written to disk (strength.apply), which every
+export reads; the report gives the start's figures and says which of the two the run kept.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from studio.paths import RUN
+
+
+def _adapters(tmp: Path, tiny_model: str):
+    """A tiny model with two LoRA adapters on the same layers and rank: the start (B0, A0) and
+    this run's (B, A) = the start trained further (here: moved at random), as PEFT folders."""
+    import torch
+    from peft import get_peft_model
+
+    from studio.models import registry as models
+    from studio.spec import LoraSpec
+
+    torch.manual_seed(1)
+    model = get_peft_model(models.load_model(Path(tiny_model)),
+                           models.lora_config(LoraSpec(rank=4, alpha=8, dropout=0.0), 2))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    model.save_pretrained(tmp / "start")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.add_(torch.randn_like(p) * 0.2)
+    model.save_pretrained(tmp / "full")
+    return model
+
+
+def _logits(tiny_model: str, adapter: Path | None):
+    import torch
+    from peft import PeftModel
+
+    from studio.models import registry as models
+
+    m = models.load_model(Path(tiny_model))
+    if adapter is not None:
+        m = PeftModel.from_pretrained(m, str(adapter))
+    ids = torch.tensor([[1, 400, 2000, 31, 77, 9000]])
+    with torch.no_grad():
+        return m.eval()(input_ids=ids).logits
+
+
+def _merged(tiny_model: str, adapter: Path) -> dict:
+    from peft import PeftModel
+
+    from studio.models import registry as models
+
+    m = PeftModel.from_pretrained(models.load_model(Path(tiny_model)), str(adapter)).merge_and_unload()
+    return {k: v.clone() for k, v in m.state_dict().items() if "proj" in k}
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory, tiny_model):
+    """A run folder as a --from-run run leaves it: adapter/ (finished), adapter-start/."""
+    tmp = tmp_path_factory.mktemp("from-run")
+    model = _adapters(tmp, tiny_model)
+    run_dir = tmp / "runs" / "second"
+    run_dir.mkdir(parents=True)
+    shutil.copytree(tmp / "full", run_dir / RUN.adapter)
+    (run_dir / RUN.adapter / RUN.complete).write_text("")
+    from studio.retention.delta import keep_start
+
+    keep_start(run_dir, tmp / "start")
+    return tmp, run_dir, model
+
+
+def test_strength_in_memory_scales_only_what_the_second_run_added(second_run, tiny_model):
+    import torch
+
+    from studio.retention import delta
+
+    tmp, _, model = second_run
+    full, cfg = delta.read(tmp / "full")
+    start = delta.read(tmp / "start")[0]
+    ids = torch.tensor([[1, 400, 2000, 31, 77, 9000]])
+    model.eval()
+    with torch.no_grad():
+        as_trained = model(input_ids=ids).logits
+        at = {}
+        for value in (0.0, 0.5, 1.0):
+            with delta.swapped(model, full, start, cfg, value):
+                at[value] = model(input_ids=ids).logits
+        assert torch.equal(model(input_ids=ids).logits, as_trained)  # restored after the block
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+    start_logits, full_logits = _logits(tiny_model, tmp / "start"), _logits(tiny_model, tmp / "full")
+    torch.testing.assert_close(at[0.0], start_logits, rtol=1e-4, atol=1e-5)  # the start, not the base
+    assert not torch.allclose(at[0.0], base, atol=1e-3)
+    torch.testing.assert_close(at[1.0], full_logits, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(at[0.5], start_logits, atol=1e-3) and not torch.allclose(at[0.5], full_logits, atol=1e-3)
+    # the same at 0.5 as the adapter written to disk at 0.5 (what exports read)
+    tensors, cfg2 = delta.blended(full, start, cfg, 0.5)
+    half = tmp / "half"
+    shutil.copytree(tmp / "full", half)
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(half / delta.WEIGHTS))
+    (half / delta.CONFIG).write_text(json.dumps(cfg2))
+    torch.testing.assert_close(at[0.5], _logits(tiny_model, half), rtol=1e-4, atol=1e-5)
+
+
+def test_strength_written_to_disk_is_the_line_from_the_start_run(second_run, tiny_model):
+    import torch
+
+    from studio.retention import strength
+
+    tmp, run_dir, _ = second_run
+    start, full = _merged(tiny_model, tmp / "start"), _merged(tiny_model, tmp / "full")
+    try:
+        strength.apply(run_dir, 0.5)
+        assert strength.current(run_dir) == 0.5
+        cfg = json.loads((run_dir / RUN.adapter / "adapter_config.json").read_text())
+        assert cfg["r"] == 8 and cfg["lora_alpha"] == 8  # rank 2r, the scale folded into B
+        assert (run_dir / RUN.adapter / RUN.complete).exists()
+        half = _merged(tiny_model, run_dir / RUN.adapter)
+        for k in full:  # merged weights: exactly halfway between the start's and this run's
+            torch.testing.assert_close(half[k], (start[k] + full[k]) / 2, rtol=1e-5, atol=1e-6)
+        strength.apply(run_dir, 0.0)
+        torch.testing.assert_close(_logits(tiny_model, run_dir / RUN.adapter),
+                                   _logits(tiny_model, tmp / "start"), rtol=1e-4, atol=1e-5)
+    finally:
+        strength.apply(run_dir, 1.0)  # as trained, at its own rank again
+    assert json.loads((run_dir / RUN.adapter / "adapter_config.json").read_text())["r"] == 4
+    torch.testing.assert_close(_logits(tiny_model, run_dir / RUN.adapter),
+                               _logits(tiny_model, tmp / "full"), rtol=0, atol=0)
+
+
+def test_a_fresh_run_scales_the_whole_update_as_before(second_run, tiny_model, tmp_path):
+    import torch
+
+    from studio.retention import strength
+
+    tmp = second_run[0]
+    run_dir = tmp_path / "fresh"
+    shutil.copytree(tmp / "full", run_dir / RUN.adapter)
+    (run_dir / RUN.adapter / RUN.complete).write_text("")
+    strength.apply(run_dir, 0.0)
+    assert not (run_dir / RUN.adapter_start).exists()
+    torch.testing.assert_close(_logits(tiny_model, run_dir / RUN.adapter), _logits(tiny_model, None),
+                               rtol=1e-5, atol=1e-6)
+    assert json.loads((run_dir / RUN.adapter / "adapter_config.json").read_text())["r"] == 4
