@@ -150,3 +150,87 @@ def test_a_fresh_run_scales_the_whole_update_as_before(second_run, tiny_model, t
     torch.testing.assert_close(_logits(tiny_model, run_dir / RUN.adapter), _logits(tiny_model, None),
                                rtol=1e-5, atol=1e-6)
     assert json.loads((run_dir / RUN.adapter / "adapter_config.json").read_text())["r"] == 4
+
+
+@pytest.mark.e2e
+def test_sft_then_from_run_is_judged_against_the_start_and_reported(studio, faq_dataset, tiny_model,
+                                                                   monkeypatch):
+    """Two short runs on the two-layer model, the second from the first: the start adapter is kept
+    with it, every evaluation carries its figures against the start, the lower strengths the
+    budget tries scale the second update only (here every full-strength evaluation is made to
+    look over budget, so the budget keeps 0.75: a rank-2r adapter), and the report gives the
+    start's figures and says which of the two it kept."""
+    from studio.retention import strength
+    from studio.train.selection import Watcher
+
+    knobs = ["train.replay=0", "train.eval_every=2", "train.save_every=2", "train.max_len=128",
+             "train.lr=1e-2", "lora.rank=4", "lora.alpha=8"]
+    first = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, knobs, max_steps=2)
+    studio.train_run(first["id"])
+    monkeypatch.setattr(Watcher, "over", lambda self, e: e.get("strength", 1.0) == 1.0)
+    run = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, knobs, max_steps=2,
+                              from_run=first["id"])
+    assert studio.train_run(run["id"])["status"] == "completed"
+    monkeypatch.undo()
+    run_dir = Path(studio.run_show(run["id"])["path"])
+    assert (run_dir / RUN.adapter_start / "adapter_model.safetensors").exists()
+    sel = json.loads((run_dir / RUN.selection).read_text())
+    assert sel["start"]["probe_ppl"] and all("vs_start" in e for e in sel["evals"])
+    assert sorted(e.get("strength", 1.0) for e in sel["evals"]) == [0.25, 0.5, 0.75, 1.0]
+    assert strength.current(run_dir) == 0.75
+    assert json.loads((run_dir / RUN.adapter / "adapter_config.json").read_text())["r"] == 8
+
+    rep = studio.report(run["id"], refresh=True)
+    assert rep["from_run"]["id"] == first["id"]
+    assert {"fact_match", "probe_ppl", "kept"} <= set(rep["from_run"]) and rep["from_run"]["probe_ppl"]
+    vs = rep["vs_start"]
+    assert vs["words"].startswith(("Kept what run", "Lost part of what run")) and first["id"] in vs["words"]
+    assert vs["words"] in rep["verdict"] and vs["probe_ppl_rise"] is not None
+    assert [r["strength"] for r in rep["trade_off"]] == [0.5, 0.75, 1.0]
+    # the run it started from (no --from-run): no start kept, no figures against one
+    first_dir = Path(studio.run_show(first["id"])["path"])
+    assert not (first_dir / RUN.adapter_start).exists()
+    assert json.loads((first_dir / RUN.selection).read_text()).get("start") is None
+
+
+def test_the_report_measures_the_start_on_the_same_questions(second_run, tiny_model):
+    """The report's start figures are the start run's adapter's (the tuned side at strength 0 of
+    the second update), not the base's; the words say kept or lost by the fact match."""
+    from studio.data.templates import mean_loss
+    from studio.evaluate import second
+    from studio.evaluate.compare import Pair
+    from studio.models import registry as models
+    from studio.scoring import ppl, probe_examples
+
+    tmp, run_dir, _ = second_run
+    tok = models.load_tokenizer(Path(tiny_model))
+    pair = Pair(models.load_model(Path(tiny_model)), tok)
+    pair.use("second", run_dir / RUN.adapter)
+    rows = [{"messages": [{"role": "user", "content": "Where is Fernwick Labs?"}],
+             "answer": "Fernwick Labs is in Tallinn.", "expect": "Tallinn"}]
+    probe = probe_examples()[:2]
+    start = second.start_figures(pair, tok, {"path": str(run_dir)}, "sft-1", rows, probe,
+                                 {"rows": [], "asked": 0}, 4)
+    assert start["id"] == "sft-1" and set(start) >= {"fact_match", "probe_ppl", "kept"}
+    with pair.side("tuned") as m:
+        tuned_ppl = ppl(mean_loss(m, tok, probe, 512))
+    with pair.side("base") as m:
+        base_ppl = ppl(mean_loss(m, tok, probe, 512))
+    from peft import PeftModel
+
+    alone = PeftModel.from_pretrained(models.load_model(Path(tiny_model)), str(tmp / "start")).eval()
+    assert start["probe_ppl"] == pytest.approx(ppl(mean_loss(alone, tok, probe, 512)), rel=1e-4)
+    assert start["probe_ppl"] != pytest.approx(base_ppl, rel=1e-3)
+    with pair.side("tuned") as m:  # the block restored this run's adapter
+        assert ppl(mean_loss(m, tok, probe, 512)) == tuned_ppl
+    assert second.start_figures(pair, tok, {"path": str(tmp)}, "", rows, probe, {"rows": []}, 4) is None
+
+    start.update(fact_match=0.58, known_idx=[0, 1, 2, 3])
+    kept = second.against_start(start, {"probe_ppl": start["probe_ppl"], "paraphrased": {"fact_match": 0.6}},
+                                "paraphrased", {"still": [0, 1, 2]})
+    assert kept["kept_learned"] and kept["kept"] == 0.75 and kept["probe_ppl_rise"] == 0
+    assert kept["words"].startswith("Kept what run sft-1 (the run it started from) learned: fact match 58% → 60%")
+    lost = second.against_start(start, {"probe_ppl": None, "paraphrased": {"fact_match": 0.2}},
+                                "paraphrased", {"still": []})
+    assert not lost["kept_learned"] and lost["words"].startswith(
+        "Lost part of what run sft-1 (the run it started from) learned: fact match 58% → 20%")
