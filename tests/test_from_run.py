@@ -234,3 +234,15 @@ def test_the_report_measures_the_start_on_the_same_questions(second_run, tiny_mo
                                 "paraphrased", {"still": []})
     assert not lost["kept_learned"] and lost["words"].startswith(
         "Lost part of what run sft-1 (the run it started from) learned: fact match 58% → 20%")
+
+
+def test_each_evaluation_is_judged_against_the_start_too():
+    """An evaluation's figures against the start's: perplexity rise, answer match change, and of
+    the general questions the start answered right (positions among the base's), the share kept."""
+    from studio.train.selection import vs_start
+
+    start = {"probe_ppl": 20.0, "answer_match": 0.5, "kept_idx": [0, 2, 5, 7]}
+    got = vs_start({"probe_ppl": 22.0, "answer_match": 0.25, "kept_idx": [0, 1, 2]}, start)
+    assert got == {"forgetting": 0.1, "answer_match": 0.5, "match_change": -0.25, "kept": 0.5}
+    assert vs_start({"probe_ppl": None, "answer_match": None}, {"kept_idx": []}) == {
+        "forgetting": None, "answer_match": None, "match_change": None, "kept": None}

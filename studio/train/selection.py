@@ -237,7 +237,8 @@ class Watcher:
             reason = (f"The last adapter at strength {value:g} answered the held-out questions best "
                       f"within the forgetting budget ({pct}); at full strength it "
                       + ("forgot more than the budget allows." if self.over(last) else "was no better.") + " The adapter is kept at that strength "
-                      "(adapter-full/ holds it as trained).")
+                      + ("of what this run added to the run it started from " if self.start_adapter else "")
+                      + "(adapter-full/ holds it as trained).")
         elif best["step"] == last["step"]:
             reason = f"The last evaluation (step {best['step']}) was the best within the forgetting budget ({pct})."
         else:
