@@ -80,6 +80,7 @@ class RunFiles:
     adapter: str = "adapter"             # the final adapter (finished once it holds `complete`)
     adapter_full: str = "adapter-full"   # the adapter as trained, when its strength was changed
     adapter_targeted: str = "adapter-targeted"  # the adapter with its intruder directions scaled
+    adapter_start: str = "adapter-start"  # --from-run: the start run's adapter, as this run began
     best_adapter: str = "best-adapter"   # the forgetting budget's best evaluation so far
     selection: str = "selection.json"    # the forgetting budget's evaluations and choice
     levers: str = "levers.json"          # what augmentation and replay did

@@ -385,8 +385,9 @@ VERBS: list[Verb] = [
          lambda: [flag("--run", required=True, metavar="RUN_ID"),
                   flag("--refresh", action="store_true", help="compute again instead of reading "
                        "the stored report")]),
-    Verb(("strength",), "keep an adapter strength for a run: 1 = as trained, 0 = the base model; "
-         "Compare, the report and every export then use it (the report suggests one)",
+    Verb(("strength",), "keep an adapter strength for a run: 1 = as trained, 0 = the base model "
+         "(for a --from-run run: the run it started from); Compare, the report and every export "
+         "then use it (the report suggests one)",
          lambda s, a: s.set_strength(a.run, a.value),
          lambda: [flag("--run", required=True, metavar="RUN_ID"),
                   flag("--value", required=True, type=float, help="strength from 0 to 1 "

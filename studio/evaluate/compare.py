@@ -215,12 +215,13 @@ class CompareService:
 
         if side != "tuned" or strength is None:
             return nullcontext()
-        now = st.current(Path(run["path"]))
+        from ..retention.delta import start_dir
+
         value = st.check(strength)
-        if now == 0:
+        if st.current(Path(run["path"])) == 0 and start_dir(run["path"]) is None:
             raise RunError("This run's adapter is set to strength 0 (the base model); set a "
                            "strength above 0 first (python -m studio strength RUN 1).")
-        return st.scaled(model, value / now)
+        return st.at(model, Path(run["path"]), value)
 
     def heldout_questions(self, run_id: str, limit: int = 50) -> list[str]:
         """Questions the run never trained on, from its own dataset: the validation split and,

@@ -6,7 +6,8 @@ held-out questions — for the sample set the paraphrases shipped in assets/) by
 ROUGE-L and "contains the expected fact", general-text perplexity, retention (how many of the
 general questions the base model answered right the tuned one still does), the trade-off table at
 a few adapter strengths, preference-pair figures, refusals, intruder dimensions, training-question
-recall for small Q/A sets, and whether the adapter was in effect at all. The words — flags,
+recall for small Q/A sets, whether the adapter was in effect at all, and for a --from-run run
+its figures against the run it started from (second.py). The words — flags,
 headline, verdict, suggested strength — are verdict.py's; the lever rows and the forgetting
 budget's recorded choice are retention/levers.py's. Reads the typed run spec (spec.stored).
 """
@@ -23,6 +24,7 @@ from ..data.templates import answer_logps, mean_loss
 from ..scoring import ppl, probe_examples, score
 from .. import paths
 from ..spec import RunSpec, stored
+from . import second
 from .verdict import diagnose, forgetting_figures, headline, suggest, verdict
 from ..paths import RUN
 
@@ -158,10 +160,17 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
            "levers": lever_rows, "preference": prefers, "safety": refusals,
            "validation_facts_trained": facts_trained(sets.get("validation"), dataset),
            "seconds": round(time.time() - t0, 1), "created_at": time.time()}
+    start = second.start_figures(pair, tok, run, spec.from_run, sets.get(name) or [], probe, known,
+                                 max_new_tokens)
+    if start is not None:  # --from-run: judged as the second update, against the start too
+        out["vs_start"] = second.against_start(start, figures["tuned"], name, kept)
+        out["from_run"] = {k: start[k] for k in ("id", "fact_match", "rouge_l", "probe_ppl", "kept")}
     out["suggested_strength"], out["suggested_why"] = suggest(
         trade, spec.train.forget_budget, out["strength"], spec.train.retention_budget)
     out["headline"] = headline(figures, flags, out)
     out["verdict"] = verdict(figures, flags, out)
+    if start is not None:
+        out["verdict"] += " " + out["vs_start"]["words"]
     return out
 
 
@@ -283,13 +292,13 @@ def still_known(model, tok, known: dict[str, Any]) -> tuple[list[str], list[bool
 def retention(pair, tok, known: dict[str, Any]) -> dict[str, Any]:
     """Kept N of the M general questions the base model answers right."""
     if not known["rows"]:
-        return {"known": 0, "kept": 0, "share": None, "asked": known["asked"], "lost": []}
+        return {"known": 0, "kept": 0, "share": None, "asked": known["asked"], "lost": [], "still": []}
     with pair.side("tuned") as m:
         tuned, ok = still_known(m, tok, known)
     lost = [{"question": r["question"], "expected": r["expect"], "base": b, "tuned": t}
             for r, b, t, good in zip(known["rows"], known["base"], tuned, ok) if not good]
     return {"known": len(ok), "kept": sum(ok), "share": round(sum(ok) / len(ok), 4),
-            "asked": known["asked"], "lost": lost[:6]}
+            "asked": known["asked"], "lost": lost[:6], "still": [i for i, good in enumerate(ok) if good]}
 
 
 TRADE_OFF_STRENGTHS = (0.5, 0.75, 1.0)  # the trade-off table's rows (with the strength it has)
@@ -301,10 +310,11 @@ def trade_off(pair, tok, run, rows, probe, figures, name, max_new_tokens, known,
     general questions still answered right) of the tuned model at a few adapter strengths (in
     memory, nothing is written); the strength it has now is already scored."""
     from ..models.chat import generate_batch
-    from ..retention.strength import current, scaled
+    from ..retention.delta import start_dir
+    from ..retention.strength import at, current
 
     now = current(Path(run["path"]))
-    if not rows or now == 0:
+    if not rows or (now == 0 and start_dir(run["path"]) is None):
         return []
     base, tuned = figures["base"].get("probe_ppl"), figures["tuned"]
     key = "fact_match" if any(r.get("expect") for r in rows) else "rouge_l"
@@ -315,7 +325,7 @@ def trade_off(pair, tok, run, rows, probe, figures, name, max_new_tokens, known,
 
     out = [row(now, tuned.get("probe_ppl"), tuned[name][key], kept["share"])]
     for value in sorted(set(TRADE_OFF_STRENGTHS) - {now}):
-        with pair.side("tuned") as m, scaled(m, value / now):
+        with pair.side("tuned") as m, at(m, Path(run["path"]), value):
             pl = ppl(mean_loss(m, tok, probe, 512))
             got = generate_batch(m, tok, [r["messages"] for r in rows], max_new_tokens)
             ok = still_known(m, tok, known)[1] if known["rows"] else []

@@ -38,7 +38,8 @@ def recorded_choice(state: dict[str, Any]) -> dict[str, Any] | None:
     if chosen is None or last is None:
         return None
     return {"chosen_step": chosen["step"], "budget": state.get("budget"), "reason": state.get("reason"),
-            "chosen": chosen, "last": last, "base": state.get("base"), "evaluations": evals}
+            "chosen": chosen, "last": last, "base": state.get("base"), "evaluations": evals,
+            "start": state.get("start")}  # --from-run: the start run's figures (vs_start's basis)
 
 
 def selection(run_dir: Path | None) -> dict[str, Any] | None:

@@ -8,6 +8,10 @@ adapter-full/, or the targeted one of intruders.py when the run has it; the new 
 old in one rename), so every consumer of the adapter (Compare, merge, GGUF, LoRA-GGUF, the adapter
 export) uses the chosen strength with no code of its own. DoRA adapters are refused by `apply`:
 their magnitude vector makes B·s no longer a straight line to the base.
+
+A run that started from another (--from-run) has its strength on what it added only — the line
+runs from the start run's adapter (s = 0) to this one's (s = 1): `apply` and `at` hand those runs
+to delta.py, which owns that blend; `scaled` stays the whole-update scaling of a fresh run.
 """
 from __future__ import annotations
 
@@ -44,6 +48,33 @@ def check(value: float) -> float:
         raise RunError(f"Adapter strength {value!r} is out of range: give a number from 0 (the base "
                        "model) to 1 (the tuned model as trained); up to 2 exaggerates the change.")
     return float(value)
+
+
+@contextmanager
+def at(model, run_dir: Path, value: float) -> Iterator[None]:
+    """`model`, holding the run's adapter at the strength it keeps now, at strength `value`
+    instead while the block runs (in memory). A fresh run's whole update is scaled (callers
+    refuse a run kept at 0 first); a --from-run run's second update only (delta.py)."""
+    from . import delta
+
+    start = delta.start_dir(run_dir)
+    if start is None:
+        with scaled(model, value / current(run_dir)):
+            yield
+        return
+    full, cfg = delta.read(as_trained(run_dir))
+    with delta.swapped(model, full, delta.read(start)[0], cfg, value):
+        yield
+
+
+def as_trained(run_dir: Path) -> Path:
+    """The adapter that strength is applied to: the targeted one (intruders.py), else the one
+    as trained (adapter-full/ once a strength was set, else adapter/ itself)."""
+    run_dir = Path(run_dir)
+    for d in (run_dir / RUN.adapter_targeted, run_dir / RUN.adapter_full):
+        if d.is_dir():
+            return d
+    return run_dir / RUN.adapter
 
 
 @contextmanager
@@ -85,6 +116,9 @@ def apply(run_dir: Path, value: float) -> Path:
 
     value = check(value)
     run_dir = Path(run_dir)
+    old = run_dir / f".{RUN.adapter}-old"  # _apply_second stopped between its two renames
+    if old.is_dir() and not (run_dir / RUN.adapter).exists():
+        old.rename(run_dir / RUN.adapter)
     adapter, full, cfg = finished_lora(run_dir, "to set a strength on", (
         "Adapter strength works for LoRA and rsLoRA adapters, not DoRA (its magnitude vector makes "
         "a scaled update something other than a blend with the base model). Use Compare's slider "
@@ -94,10 +128,39 @@ def apply(run_dir: Path, value: float) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(adapter, tmp)
         tmp.rename(full)
-    targeted = run_dir / "adapter-targeted"  # intruders.py: the adapter with its intruders scaled
-    tensors = load_file(str((targeted if targeted.is_dir() else full) / WEIGHTS))
+    from . import delta
+
+    if delta.start_dir(run_dir) is not None:
+        return _apply_second(run_dir, value)
+    tensors = load_file(str(as_trained(run_dir) / WEIGHTS))
     tmp = adapter / f".{WEIGHTS}.tmp"
     save_file({k: (v * value).to(v.dtype) if "lora_B" in k else v for k, v in tensors.items()},
               str(tmp), metadata={"format": "pt", META: repr(value)})
     os.replace(tmp, adapter / WEIGHTS)
+    return adapter
+
+
+def _apply_second(run_dir: Path, value: float) -> Path:
+    """A --from-run run's adapter at strength `value` of what it added (delta.py): the rank
+    changes with it, so weights and config are written as a new folder that replaces adapter/
+    (adapter-old/ for a moment; a crash in between is undone by the next call)."""
+    from safetensors.torch import save_file
+
+    from . import delta
+
+    adapter, old = run_dir / RUN.adapter, run_dir / f".{RUN.adapter}-old"
+    full, cfg = delta.read(as_trained(run_dir))
+    if value == 1.0:  # as trained, at its own rank
+        tensors = full
+    else:
+        tensors, cfg = delta.blended(full, delta.read(delta.start_dir(run_dir))[0], cfg, value)
+    tmp = run_dir / f".{RUN.adapter}-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(adapter, tmp)
+    save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt", META: repr(value)})
+    (tmp / delta.CONFIG).write_text(json.dumps(cfg, indent=2))
+    shutil.rmtree(old, ignore_errors=True)
+    adapter.rename(old)
+    tmp.rename(adapter)
+    shutil.rmtree(old, ignore_errors=True)
     return adapter

@@ -323,8 +323,13 @@ def _setup_model(run_dir: Path, p, tok, model_path: Path, device: str, data: Dat
     runs: `data.train_set` is replaced), the soft anchor, and the forgetting budget's watcher."""
     home = Home.of_run(run_dir)
     t = p.train
-    model = load_for_training(model_path, device, p,
-                              home.run_dir(p.from_run) / RUN.adapter if p.from_run else None)
+    start = None  # --from-run: the start run's adapter, kept with this run (retention/delta.py)
+    if p.from_run:
+        from ..retention.delta import keep_start, start_dir
+
+        earlier = home.run_dir(p.from_run) / RUN.adapter  # other ranks: either copy is the same
+        start = keep_start(run_dir, earlier) if rank() == 0 else (start_dir(run_dir) or earlier)
+    model = load_for_training(model_path, device, p, start)
     say = (lambda text: log_note(run_dir, at.start, text)) if rank() == 0 else (lambda text: None)
     anchor = None  # pairs: replay and augmentation are for supervised runs
     if t.objective == "sft":
@@ -336,8 +341,9 @@ def _setup_model(run_dir: Path, p, tok, model_path: Path, device: str, data: Dat
         from .selection import Watcher
 
         watcher = Watcher(run_dir, tok, data.val_rows, t.forget_budget, at.start,
-                          lost_budget=t.retention_budget)
+                          lost_budget=t.retention_budget, start_adapter=start)
         watcher.baseline(model, memo_for(home.replay, p.model, model_path, model))
+        watcher.start_figures(model)
     return model, anchor, watcher
 
 

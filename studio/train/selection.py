@@ -11,6 +11,12 @@ kept in run_dir/selection.json, a copy of the adapter at the best evaluation so 
 whose forgetting stays within budget — perplexity rise within `train.forget_budget`, general
 answers lost within `train.retention_budget` — (ties: the one that lost fewer); when none does, the one that forgot least.
 The choice carries its reason and what the last step would have given (the report shows both).
+
+A run that started from another (--from-run) is judged as the second update: its lower strengths
+scale only what it added (retention/delta.py), and each evaluation also carries `vs_start` — the
+same figures against the start run's adapter (taken once, before the first step): perplexity
+rise, answer match change, and of the general questions the base and the start both answered
+right, the share still answered. The choice is still made against the base.
 """
 from __future__ import annotations
 
@@ -64,13 +70,14 @@ class Watcher:
     evaluations after the checkpoint resumed from are dropped, as the events are)."""
 
     def __init__(self, run_dir: Path, tok, val: list[dict[str, Any]], budget: float, start: int,
-                 lost_budget: float = 1.0):
+                 lost_budget: float = 1.0, start_adapter: Path | None = None):
         self.run_dir, self.tok, self.budget, self.lost_budget = run_dir, tok, budget, lost_budget
+        self.start_adapter = start_adapter  # --from-run: the start run's adapter (delta.keep_start)
         self.qs = questions(val)
         self.state: dict[str, Any] = {"budget": budget, "base": None, "evals": [], "best_step": None}
         try:
             old = json.loads((run_dir / RUN.selection).read_text())
-            self.state.update(base=old.get("base"),
+            self.state.update(base=old.get("base"), start=old.get("start"),
                               evals=[e for e in old.get("evals", []) if e["step"] <= start])
             best = old.get("best_step")
             if best is not None and best <= start and (run_dir / RUN.best_adapter).is_dir():
@@ -100,6 +107,8 @@ class Watcher:
                "kept": round(sum(ok) / len(ok), 4) if ok else None}
         if base:
             out["known"] = [i for i, k in enumerate(ok) if k]
+        else:  # which of the base's known questions it still answers (vs_start needs the start's)
+            out["kept_idx"] = [i for i, k in enumerate(ok) if k]
         return out
 
     def known(self) -> list[dict[str, str]]:
@@ -115,6 +124,8 @@ class Watcher:
         base = (self.state["base"] or {}).get("probe_ppl")
         fig["forgetting"] = round(fig["probe_ppl"] / base - 1, 4) if base and fig["probe_ppl"] else None
         fig["lost"] = round(1 - fig["kept"], 4) if fig.get("kept") is not None else None
+        if self.state.get("start"):
+            fig["vs_start"] = vs_start(fig, self.state["start"])
 
     def over(self, e: dict[str, Any]) -> bool:
         """Over a budget: perplexity (forget_budget) or everyday answers lost (retention_budget)."""
@@ -147,6 +158,15 @@ class Watcher:
         self.state["base"] = memo.figures(inputs, figures) if memo is not None else figures()
         self._save()
 
+    def start_figures(self, model) -> None:
+        """A --from-run run's start figures: the model before its first step is the start run's
+        adapter. Once per run (a resume reads them back; its model is the start again too)."""
+        if self.start_adapter is None or self.state.get("start") is not None:
+            return
+        with evaluating(model):
+            self.state["start"] = self._figures(model)
+        self._save()
+
     def evaluate(self, model, step: int, eval_loss: float | None) -> dict[str, Any]:
         with evaluating(model):
             fig = {"step": step, "eval_loss": eval_loss, **self._figures(model)}
@@ -165,14 +185,21 @@ class Watcher:
     def strengths(self, model, step: int) -> None:
         """The last adapter at lower strengths too (in memory): scaling the whole update down
         often keeps more of the facts than stopping early for the same forgetting."""
+        from functools import partial
+
+        from ..retention import delta
         from ..retention.strength import scaled
 
+        at = partial(scaled, model)
+        if self.start_adapter is not None:  # a second update: scale only what this run added
+            start, cfg = delta.read(self.start_adapter)
+            at = partial(delta.swapped, model, delta.weights_of(model), start, cfg)
         last = next((e for e in self.state["evals"] if e["step"] == step and e.get("strength", 1.0) == 1.0), None)
         if last is None or not self.over(last):
             return  # within the budget at full strength: nothing to trade
         self.state["evals"] = [e for e in self.state["evals"] if not (e["step"] == step and e.get("strength", 1.0) != 1.0)]
         for value in LOWER_STRENGTHS:
-            with evaluating(model), scaled(model, value):
+            with evaluating(model), at(value):
                 fig = {"step": step, "strength": value, "eval_loss": None, **self._figures(model)}
             self._forgetting(fig)
             self.state["evals"].append(fig)
@@ -210,7 +237,8 @@ class Watcher:
             reason = (f"The last adapter at strength {value:g} answered the held-out questions best "
                       f"within the forgetting budget ({pct}); at full strength it "
                       + ("forgot more than the budget allows." if self.over(last) else "was no better.") + " The adapter is kept at that strength "
-                      "(adapter-full/ holds it as trained).")
+                      + ("of what this run added to the run it started from " if self.start_adapter else "")
+                      + "(adapter-full/ holds it as trained).")
         elif best["step"] == last["step"]:
             reason = f"The last evaluation (step {best['step']}) was the best within the forgetting budget ({pct})."
         else:
@@ -222,3 +250,15 @@ class Watcher:
         kept = self.run_dir / RUN.best_adapter
         return {**recorded_choice(self.state), "strength": value, "last_step": last_step,
                 "adapter": kept if best["step"] != last_step and kept.is_dir() else None}
+
+
+def vs_start(fig: dict[str, Any], start: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation against the start run's adapter: perplexity rise, answer match change, and
+    of the general questions the base and the start both answered right, the share still right."""
+    sp, sm, known = start.get("probe_ppl"), start.get("answer_match"), start.get("kept_idx")
+    still = set(fig.get("kept_idx") or [])
+    return {"forgetting": round(fig["probe_ppl"] / sp - 1, 4) if sp and fig["probe_ppl"] else None,
+            "answer_match": sm,
+            "match_change": (round(fig["answer_match"] - sm, 4)
+                             if sm is not None and fig["answer_match"] is not None else None),
+            "kept": round(sum(i in still for i in known) / len(known), 4) if known else None}

@@ -117,6 +117,9 @@ def kept_md(r: dict) -> list[str]:
                 f"{'–' if x.get('kept') is None else format(x['kept'], '.0%')} | "
                 f"{num(x['probe_ppl'], 2)} ({(x['rise'] or 0):+.0%}) |"
                 for x in trade]
+        if r.get("from_run"):
+            out.append(f"\n_Strength scales what this run added to run {r['from_run']['id']}: 0 is "
+                       "that run's adapter, not the base model._")
     return out
 
 
