@@ -233,6 +233,9 @@ def test_whole_flow(app_url, browser):
     page.get_by_role("button", name="Prepare dataset").click()
     page.get_by_text("80 examples (train 72, validation 8)").wait_for()
     page.get_by_text("highlighted").first.wait_for()
+    # the picture waits for what arrives last: the Next buttons and the drawn length chart
+    page.get_by_role("button", name="Next: does it fit my GPU? (2 · Memory) →").wait_for()
+    page.locator(".vega-embed canvas, .vega-embed svg").first.wait_for()
     shot(page, "step1-data")
     # 2 · Memory, by the step's own "Next" link: a catalogue 8B model on an 8 GB card, one plan
     page.get_by_role("button", name="Next: does it fit my GPU? (2 · Memory) →").click()
