@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import PresetError
-from .spec import LAYERS, TRAINABLE_METHODS, RunSpec, apply_overrides, build, yaml_loader
+from .knobs import yaml_loader
+from .spec import LAYERS, TRAINABLE_METHODS, RunSpec, apply_overrides, build
 from . import paths
 
 PRESETS_DIR = paths.PRESETS

@@ -1,9 +1,11 @@
-"""Recipes: documents and code → training examples. A registry of named recipes.
+"""Recipes: documents and code → training examples. A registry of named recipes (RECIPES).
 
-Owns the six document recipes (token-windows, paragraphs, sections, and the three from the
-enterprise fine-tuning guidelines: qa-pairs, keyword-pairs, code-functions), their parameters
-with help text (written once, on RecipeParams), quality checks on generated pairs, and the
-counters that the stats report (dropped pairs, template fallbacks). The generator is any
+Owns the registry of seven recipes by what they output: text for continued pretraining
+(token-windows, paragraphs, sections), chat pairs (qa-pairs, keyword-pairs, code-functions) and
+preference pairs for DPO (factuality-pairs); the text, keyword and code recipes themselves, their
+parameters with help text (written once, on RecipeParams), which recipe "auto" runs for a kind
+of document, and the counters that the stats report (dropped pairs and why). qa-pairs and
+factuality-pairs, with the checks on generated pairs, are questions.py. The generator is any
 callable prompt → text (the embedded model by default; tests pass a scripted one).
 """
 from __future__ import annotations
@@ -196,7 +198,8 @@ def code_functions(doc: Document, ctx: Context) -> Iterator[dict[str, Any]]:
 class Recipe:
     run: Callable[[Document, Context], Iterator[dict[str, Any]]]
     help: str
-    output: str             # "text" (continued pretraining) or "chat" (prompt → answer pairs)
+    output: str             # "text" (continued pretraining), "chat" (prompt → answer pairs) or
+                            # "preference" (prompt, chosen, rejected: DPO)
     prose_only: bool = False  # meaningless for source code: code documents use code-functions
 
 

@@ -3,8 +3,8 @@ and its Check (checks.py: duplicates, leaks, suspects; keep them, or drop them i
 
 Owns turning a prepared summary into a store row (the version number comes from the store),
 resolving "name" / "name@vN" references (records.DatasetRef), and lending recipes a generator
-(studio/generators.py: a user's OpenAI-compatible server, else llama.cpp on the model's GGUF,
-else transformers) that loads only when a recipe asks for text. Dependencies come in explicitly: the
+(generators.py: a user's OpenAI-compatible server, else llama.cpp on the model's GGUF, else
+transformers) that loads only when a recipe asks for text. Dependencies come in explicitly: the
 store, the datasets folder and the model cache. The flow itself is prepare.py.
 """
 from __future__ import annotations
@@ -14,21 +14,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import generators
 from ..models import registry as models
 from ..errors import DataError
 from ..faults import disk_guard, sweep
 from ..locks import hold
 from ..records import DatasetRef
 from ..spec import apply_overrides, build
-from . import prepare as prep, templates
+from . import generators, prepare as prep, templates
 from .ingest import SUPPORTED
 from .recipes import RECIPES, RecipeParams
 from .. import paths
 
 STAT_KEYS = ("splits", "tokens", "truncated", "dropped_too_long", "duplicates_removed",
              "empty_removed", "formats", "histogram", "recipe_counters", "max_len", "heldout", "qa")
-
 
 SAMPLE = paths.ASSETS / "sample"
 SAMPLE_HELDOUT = {"product_faq.jsonl": "product_faq_heldout.jsonl",  # shipped data → its paraphrases

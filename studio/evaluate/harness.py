@@ -39,7 +39,7 @@ def task_names_in(folder: Path) -> list[str]:
     """The task names a folder of harness YAML files defines (`task:` keys)."""
     import yaml
 
-    from ..spec import yaml_loader
+    from ..knobs import yaml_loader
 
     names = []
     for f in sorted(Path(folder).rglob("*.yaml")):

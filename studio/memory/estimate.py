@@ -1,19 +1,24 @@
 """GPU memory estimator: pure arithmetic on a model's shape and a run spec. No torch.
 
-Owns: reading a shape from a config.json (llama, mistral, qwen2, gemma/gemma2/gemma3, phi,
-phi3, stablelm, gpt2), exact total and LoRA-trainable parameter counts (module by module, as
-transformers and PEFT build them), and the memory breakdown of one training step. Every term is
-derived from shapes and settings; the only constants are the CUDA context and the allocator
-slack below, each with its source. It reads the run spec (spec.RunSpec) directly: the train
-section says what runs, the estimate section how to model it. Fit advice lives in advice.py.
+Owns the memory breakdown of one training step: every term (weights, optimizer, activations,
+loss, gradients, the backward's transients, replay anchor, generation, reference pass) is derived
+from shapes and settings and carries its `why`; the only constants are the CUDA context and the
+allocator slack below, each with its source. The shape and its exact parameter counts live in
+shapes.py (re-exported here); fit advice lives in advice.py. It reads the run spec
+(spec.RunSpec) directly: the train section says what runs, the estimate section how to model it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
 from ..spec import OPTIMIZERS, RunSpec, flat_view, update
+from .shapes import ARCHS, Shape, layer_linears, param_counts, shape_from_config, targeted
+
+__all__ = ["ARCHS", "Shape", "layer_linears", "param_counts", "shape_from_config", "targeted",
+           "GIB", "CUDA_CONTEXT_GB", "ALLOCATOR_SLACK", "SLACK_RANGE", "DTYPE_BYTES",
+           "activations_per_token", "logits_per_token", "normalise", "offloaded", "loss_bytes",
+           "REPLAY_TOKENS", "step_tokens", "RL", "generation_bytes", "estimate", "comparable",
+           "warnings"]
 
 GIB = 2**30
 # CUDA context + cuBLAS/cuDNN workspaces that a PyTorch process holds outside its allocator:
@@ -26,148 +31,8 @@ CUDA_CONTEXT_GB = 0.5
 # 5% and report the 0–15% range.
 ALLOCATOR_SLACK = 0.05
 SLACK_RANGE = (0.0, 0.15)
-ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "smollm3",
-         "stablelm", "gpt2")
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 
-
-@dataclass(frozen=True)
-class Shape:
-    arch: str
-    vocab: int
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    inter: int
-    tied: bool
-    context: int
-    qkv_bias: bool = False
-    o_bias: bool = False
-    mlp_bias: bool = False
-    gated: bool = True
-    layernorm: bool = False     # LayerNorm (weight + bias) instead of RMSNorm
-    norms_per_layer: int = 2
-    qk_norm: bool = False
-    fused_qkv: bool = False     # phi3 qkv_proj, gpt2 c_attn
-    fused_gate_up: bool = False  # phi3 gate_up_proj
-    learned_pos: bool = False   # gpt2 wpe
-    lm_head_bias: bool = False  # phi
-    module_names: dict[str, str] = field(default_factory=dict)
-
-
-def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
-    for k in keys:
-        if cfg.get(k) is not None:
-            return cfg[k]
-    return default
-
-
-def shape_from_config(cfg: dict[str, Any], source: str = "config.json") -> Shape:
-    cfg = {**cfg.get("text_config", {}), **cfg} if "text_config" in cfg else cfg
-    arch = cfg.get("model_type")
-    if arch not in ARCHS:
-        raise ConfigError(f"{source}: architecture '{arch}' is not supported by the estimator. "
-                          f"Supported: {', '.join(ARCHS)}.")
-    need = {"vocab_size": ("vocab_size",), "hidden_size": ("hidden_size", "n_embd"),
-            "num_hidden_layers": ("num_hidden_layers", "n_layer"),
-            "num_attention_heads": ("num_attention_heads", "n_head")}
-    missing = [k for k, alts in need.items() if _get(cfg, *alts) is None]
-    if arch != "gpt2" and cfg.get("intermediate_size") is None:
-        missing.append("intermediate_size")
-    if missing:
-        raise ConfigError(f"{source} lacks {', '.join(missing)}, which the estimate needs. Use "
-                          "the model's full config.json.")
-    h = _get(cfg, "hidden_size", "n_embd")
-    heads = _get(cfg, "num_attention_heads", "n_head")
-    base = dict(arch=arch, vocab=cfg["vocab_size"], hidden=h, layers=_get(cfg, "num_hidden_layers", "n_layer"),
-                heads=heads, kv_heads=_get(cfg, "num_key_value_heads", default=heads),
-                head_dim=cfg.get("head_dim") or h // heads,
-                inter=_get(cfg, "intermediate_size", "n_inner", default=4 * h),
-                tied=bool(cfg.get("tie_word_embeddings", arch in ("gpt2", "gemma", "gemma2", "gemma3_text"))),
-                context=_get(cfg, "max_position_embeddings", "n_positions", default=2048))
-    llama_names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
-                   "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
-    if arch in ("llama", "mistral", "smollm3"):
-        b = bool(cfg.get("attention_bias", False))
-        return Shape(**base, qkv_bias=b, o_bias=b, mlp_bias=bool(cfg.get("mlp_bias", False)),
-                     module_names=llama_names)
-    if arch == "qwen2":
-        return Shape(**base, qkv_bias=True, module_names=llama_names)
-    if arch == "qwen3":  # no q/k/v bias; an RMSNorm over each head's q and k
-        return Shape(**base, qkv_bias=bool(cfg.get("attention_bias", False)), qk_norm=True,
-                     module_names=llama_names)
-    if arch in ("gemma", "gemma2", "gemma3_text"):
-        return Shape(**base, norms_per_layer=2 if arch == "gemma" else 4,
-                     qk_norm=arch == "gemma3_text", module_names=llama_names)
-    if arch == "stablelm":
-        return Shape(**base, qkv_bias=bool(cfg.get("use_qkv_bias", False)), layernorm=True,
-                     module_names=llama_names)
-    if arch == "phi":
-        return Shape(**base, qkv_bias=True, o_bias=True, mlp_bias=True, gated=False, layernorm=True,
-                     norms_per_layer=1, lm_head_bias=True,
-                     module_names={"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "dense",
-                                   "up": "fc1", "down": "fc2"})
-    if arch == "phi3":
-        return Shape(**base, fused_qkv=True, fused_gate_up=True,
-                     module_names={"q": "qkv_proj", "k": "qkv_proj", "v": "qkv_proj", "o": "o_proj",
-                                   "gate": "gate_up_proj", "up": "gate_up_proj", "down": "down_proj"})
-    return Shape(**{**base, "inter": _get(cfg, "n_inner", default=4 * h)}, qkv_bias=True, o_bias=True,
-                 mlp_bias=True, gated=False, layernorm=True, fused_qkv=True, learned_pos=True,
-                 module_names={"q": "c_attn", "k": "c_attn", "v": "c_attn", "o": "attn.c_proj",
-                               "up": "c_fc", "down": "mlp.c_proj"})
-
-
-def layer_linears(s: Shape) -> list[tuple[str, int, int, bool]]:
-    """(module name, in, out, has bias) for the linear layers of one block, as built."""
-    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
-    n = s.module_names
-    if s.fused_qkv:
-        attn = [(n["q"], s.hidden, q + 2 * kv, s.qkv_bias)]
-    else:
-        attn = [(n["q"], s.hidden, q, s.qkv_bias), (n["k"], s.hidden, kv, s.qkv_bias),
-                (n["v"], s.hidden, kv, s.qkv_bias)]
-    attn.append((n["o"], q, s.hidden, s.o_bias))
-    if not s.gated:
-        mlp = [(n["up"], s.hidden, s.inter, s.mlp_bias), (n["down"], s.inter, s.hidden, s.mlp_bias)]
-    elif s.fused_gate_up:
-        mlp = [(n["gate"], s.hidden, 2 * s.inter, False), (n["down"], s.inter, s.hidden, False)]
-    else:
-        mlp = [(n["gate"], s.hidden, s.inter, s.mlp_bias), (n["up"], s.hidden, s.inter, s.mlp_bias),
-               (n["down"], s.inter, s.hidden, s.mlp_bias)]
-    return attn + mlp
-
-
-def targeted(s: Shape, targets: str) -> list[tuple[str, int, int, bool]]:
-    lin = layer_linears(s)
-    if targets.strip() == "all-linear":
-        return lin
-    wanted = set()
-    for t in (x.strip() for x in targets.split(",") if x.strip()):
-        name = s.module_names.get(t, t)
-        if not any(m == name for m, *_ in lin):
-            raise ConfigError(f"Target '{t}' is not a linear layer of {s.arch}; use all-linear or "
-                              f"some of: {', '.join(sorted(s.module_names))}.")
-        wanted.add(name)
-    return [x for x in lin if x[0] in wanted]
-
-
-def param_counts(s: Shape, st: RunSpec) -> dict[str, int]:
-    """Exact parameter counts: total, the parts bitsandbytes quantizes, and LoRA trainable."""
-    norm = s.hidden * (2 if s.layernorm else 1)
-    linears = layer_linears(s)
-    lin_w = sum(i * o for _, i, o, _ in linears)
-    lin_b = sum(o for _, _, o, b in linears if b)
-    per_layer = lin_w + lin_b + s.norms_per_layer * norm + (2 * s.head_dim if s.qk_norm else 0)
-    embed = s.vocab * s.hidden + (s.context * s.hidden if s.learned_pos else 0)
-    head = 0 if s.tied else s.vocab * s.hidden + (s.vocab if s.lm_head_bias else 0)
-    total = embed + s.layers * per_layer + norm + head
-    trainable = total
-    if st.method != "full":
-        trainable = s.layers * sum(st.lora.rank * (i + o) + (o if st.lora.dora else 0)
-                                   for _, i, o, _ in targeted(s, st.lora.targets))
-    return {"total": total, "quantizable": s.layers * lin_w, "trainable": trainable}
 
 
 def _amp(st: RunSpec, b: int) -> bool:
@@ -324,6 +189,37 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
     tokens, anchored, per_step = step_tokens(st)
     why: dict[str, str] = {}
     gb: dict[str, float] = {}
+    _weight_terms(shape, st, b, c, gb, why)
+    act = activations_per_token(shape, st, b)
+    kept, host = _activation_terms(shape, st, act, tokens, gb, why)
+    logits, why["logits_loss"] = loss_bytes(shape, st, b, tokens)
+    gb["logits_loss"] = logits / GIB
+    _backward_terms(shape, st, b, c, act, tokens, (kept, logits), gb, why)
+    _objective_terms(shape, st, b, act, tokens, anchored, (kept, logits), gb, why)
+    peak_alloc = sum(gb.values())
+    if st.estimate.device == "cuda":
+        gb["allocator_slack"] = peak_alloc * ALLOCATOR_SLACK
+        why["allocator_slack"] = "PyTorch caching allocator: reserved runs 0–15% above allocated (5% added)"
+        gb["cuda_context"] = CUDA_CONTEXT_GB
+        why["cuda_context"] = "CUDA context and cuBLAS workspaces outside PyTorch's allocator"
+    total = sum(gb.values())
+    return {"total_gb": round(total, 3), "peak_allocated_gb": round(peak_alloc, 3),
+            "range_gb": [round(peak_alloc * (1 + lo) + gb.get("cuda_context", 0), 2)
+                         for lo in SLACK_RANGE],
+            "breakdown_gb": {k: round(v, 4) for k, v in gb.items()}, "why": why,
+            "total_params": c["total"], "trainable_params": c["trainable"],
+            "host_ram_gb": round(host / GIB, 3), "tokens_per_step": per_step,
+            "setting": flat_view(st), "warnings": warnings(shape, st)}
+
+
+def _trained_bytes(st: RunSpec, b: int) -> int:
+    """Bytes per trainable value: PEFT keeps adapters in fp32; full training trains in the load dtype."""
+    return b if st.method == "full" else 4
+
+
+def _weight_terms(shape: Shape, st: RunSpec, b: int, c: dict[str, int], gb: dict[str, float],
+                  why: dict[str, str]) -> None:
+    """The frozen weights (quantized or not), the LoRA weights and the optimizer's states."""
     if st.method == "qlora":
         per = (0.5 + (1 / 64 + 4 / (64 * 256) if st.quant.double_quant else 4 / 64)) if st.weight_bits == 4 else 1.0
         quant_bytes = c["quantizable"] * per
@@ -343,15 +239,18 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
     else:
         gb["weights"] = c["total"] * b / GIB
         why["weights"] = f"{c['total']:,} params × {b} bytes ({st.train.dtype})"
-    full = st.method == "full"
-    tb = b if full else 4  # PEFT keeps adapters in fp32; full training trains in the load dtype
-    if not full:
+    tb = _trained_bytes(st, b)
+    if st.method != "full":
         gb["trainable_weights"] = c["trainable"] * 4 / GIB
         why["trainable_weights"] = f"{c['trainable']:,} LoRA params in fp32"
     o = OPTIMIZERS[st.train.optimizer]
     gb["optimizer"] = c["trainable"] * o.states * (tb if o.state_bytes is None else o.state_bytes) / GIB
     why["optimizer"] = o.help + (f" ({tb} bytes) per trainable param" if o.state_bytes is None else "")
-    act = activations_per_token(shape, st, b)
+
+
+def _activation_terms(shape: Shape, st: RunSpec, act: dict[str, float], tokens: int,
+                      gb: dict[str, float], why: dict[str, str]) -> tuple[float, float]:
+    """The saved activations: (bytes kept on the GPU, bytes waiting in CPU memory)."""
     if st.train.grad_ckpt:
         kept = shape.layers * act["checkpoint"] * tokens
         why["activations"] = (f"checkpointing keeps each of {shape.layers} block inputs "
@@ -367,10 +266,18 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
         why["activations"] += (f"; offloaded: {host / GIB:.2f} GB wait in CPU memory, the GPU holds "
                                "the block in use and the next one")
     gb["activations"] = kept / GIB
-    logits, why["logits_loss"] = loss_bytes(shape, st, b, tokens)
-    gb["logits_loss"] = logits / GIB
+    return kept, host
+
+
+def _backward_terms(shape: Shape, st: RunSpec, b: int, c: dict[str, int], act: dict[str, float],
+                    tokens: int, freed: tuple[float, float], gb: dict[str, float],
+                    why: dict[str, str]) -> None:
+    """Gradients and what flows through one block in backward; `freed` is (activations kept,
+    loss buffers): what backward releases before these appear."""
+    kept, logits = freed
+    tb = _trained_bytes(st, b)
     grads = c["trainable"] * tb
-    if full:  # zero_grad(set_to_none) → gradients appear in backward as activations are freed
+    if st.method == "full":  # zero_grad(set_to_none) → gradients appear in backward as activations are freed
         gb["gradients"] = max(0.0, grads - kept - logits) / GIB
         why["gradients"] = (f"{c['trainable']:,} gradients × {tb} bytes, made during backward as "
                             "activations are freed: only the excess over them adds to the peak")
@@ -391,6 +298,13 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
     else:
         gb["backward_transient"] = transient / GIB
         why["backward_transient"] = "gradients flowing through one block (+ a dequantized weight for QLoRA)"
+
+
+def _objective_terms(shape: Shape, st: RunSpec, b: int, act: dict[str, float], tokens: int,
+                     anchored: int, freed: tuple[float, float], gb: dict[str, float],
+                     why: dict[str, str]) -> None:
+    """What the objective adds: the replay anchor's KL, RL's sampling, the reference pass."""
+    kept, logits = freed
     if anchored:  # chunked KL (train/anchor.py): 3 chunk × vocabulary fp32 buffers, the base's top-64
         chunk = min(anchored, st.train.loss_chunk)
         gb["replay_anchor"] = (3 * chunk * shape.vocab * 4 + anchored * 64 * 8) / GIB
@@ -406,20 +320,6 @@ def estimate(shape: Shape, st: RunSpec) -> dict[str, Any]:
         # the reference pass: no gradient, one block's working set
         gb["reference_pass"] = act["block"] * tokens / shape.layers / GIB
         why["reference_pass"] = "the reference log-probabilities (adapter off, no gradient): one block at a time"
-    peak_alloc = sum(gb.values())
-    if st.estimate.device == "cuda":
-        gb["allocator_slack"] = peak_alloc * ALLOCATOR_SLACK
-        why["allocator_slack"] = "PyTorch caching allocator: reserved runs 0–15% above allocated (5% added)"
-        gb["cuda_context"] = CUDA_CONTEXT_GB
-        why["cuda_context"] = "CUDA context and cuBLAS workspaces outside PyTorch's allocator"
-    total = sum(gb.values())
-    return {"total_gb": round(total, 3), "peak_allocated_gb": round(peak_alloc, 3),
-            "range_gb": [round(peak_alloc * (1 + lo) + gb.get("cuda_context", 0), 2)
-                         for lo in SLACK_RANGE],
-            "breakdown_gb": {k: round(v, 4) for k, v in gb.items()}, "why": why,
-            "total_params": c["total"], "trainable_params": c["trainable"],
-            "host_ram_gb": round(host / GIB, 3), "tokens_per_step": per_step,
-            "setting": flat_view(st), "warnings": warnings(shape, st)}
 
 
 def comparable(e: dict[str, Any], metric: str) -> float:

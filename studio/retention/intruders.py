@@ -11,6 +11,13 @@ the intruders, and a rewritten adapter — still rank r, still plain LoRA, so ev
 — in which those directions are scaled by `train.intruder_scale`. `count` is what the report
 shows; `apply` keeps the adapter as trained in adapter-full/ and the scaled one in
 adapter-targeted/, from which the adapter strength (strength.py) is then applied.
+
+PEFT 0.21's `reduce_intruder_dimension` is not used: it works on a loaded PeftModel, takes full
+SVDs of every dense W and W + ΔW (against all the base's singular vectors, not its top 64), scales
+the merged matrix's intruder components by `mitigation_lambda` and refits ΔW to rank r by another
+dense SVD, and only prints its counts. We need the counts for the report, read the adapter files,
+never form ΔW (rank-r core, top vectors only: cheap on a CPU) and scale the update's own
+directions, so the result is exactly the rank-r adapter with no refit.
 """
 from __future__ import annotations
 
