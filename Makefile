@@ -73,7 +73,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.deps
 # The tests' copy of the embedded model (.venv/.test-cache, read by tests/conftest.py), converted
 # once as part of setup — as `make run` converts its own — not inside the first test that needs it.
 test-model: $(VENV)/.deps
-	$(BIN)/python -c "from pathlib import Path; from studio import models; models.prepare_embedded(Path('$(VENV)/.test-cache'))"
+	$(BIN)/python -c "from pathlib import Path; from studio.models import registry; registry.prepare_embedded(Path('$(VENV)/.test-cache'))"
 
 # The one-time conversion of the embedded model happens here, not at first page load.
 model: $(VENV)/.deps
