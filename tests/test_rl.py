@@ -219,7 +219,8 @@ def test_rl_runs_log_rewards_write_adapters_resume_after_kill_9_and_chain(studio
         assert [e["step"] for e in steps] == [1, 2, 3, 4]
         for e in steps:
             assert {"reward_std", "zero_spread", "kl", "reward_exact", "tokens_per_s"} <= set(e), e
-            assert 0.0 <= e["zero_spread"] <= 1.0 and e["tokens_per_s"] > 0
+            # two prompts a step (micro_batch 2): the share of them whose answers all scored alike
+            assert e["zero_spread"] in (0.0, 0.5, 1.0) and e["tokens_per_s"] > 0, e
         PeftModel.from_pretrained(models.load_model(Path(tiny_model)),
                                   studio.run_show(run["id"])["artifacts"]["adapter"])
         first = run["id"]
