@@ -20,6 +20,8 @@ class Flag:
 
 
 def flag(*names: str, group: str | None = None, **kw: Any) -> Flag:
+    if kw.get("help"):  # argparse reads "%" as a format code: help texts say "~30%", "10%"
+        kw["help"] = kw["help"].replace("%", "%%")
     return Flag(names, kw, group)
 
 
