@@ -18,7 +18,7 @@ TIME_KEYS = {"created_at", "started_at", "finished_at", "updated_at", "time", "m
 DUR_KEYS = {"seconds", "wall", "elapsed", "tokens_per_s", "phases", "pid"}
 RUN_ID = re.compile(r"\d{8}-\d{6}-[a-z0-9]+-[0-9a-f]{4}")
 HOME = re.compile(r"/tmp/house-diff-home\.[A-Za-z0-9]+")
-TREE = re.compile(r"/work/wt-(before|house2)")
+TREE = re.compile(r"/work/wt-(before|house2|after)")
 
 
 def norm(v, key=""):
