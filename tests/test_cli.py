@@ -10,10 +10,21 @@ from conftest import ROOT, ZYGOTE, run_cli
 def test_help_on_every_verb():
     from studio.cli import build_parser
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "verb")
-    for name, p in sub.choices.items():
-        assert p.format_help(), name
+    def parsers(p, name=""):
+        yield name, p
+        for a in p._actions:
+            choices = getattr(a, "choices", None)
+            for word, child in (choices.items() if isinstance(choices, dict) else ()):
+                if hasattr(child, "format_help"):
+                    yield from parsers(child, f"{name} {word}".strip())
+
+    seen = dict(parsers(build_parser()))
+    assert {"estimate", "train", "data prepare", "data check"} <= set(seen)
+    for name, p in seen.items():
+        text = p.format_help()
+        # a "%" in a help text is a format code to argparse: a stray one printed a whole dict
+        assert text and "{'" not in text and "%(" not in text, (name, text[:2000])
+    assert "~30% slower" in " ".join(seen["estimate"].format_help().split())  # the run spec's help, as written
 
 
 def test_models_and_presets_json(studio_home):

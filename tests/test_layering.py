@@ -159,15 +159,17 @@ def test_no_import_cycles():
     assert cycles == []
 
 
-CHILD_ONLY = {"studio.train.loop"}  # imported only by the training child: torch & co. at its top
+CHILD_ONLY = {"studio.train.loop", "studio.train.callback"}  # imported only by the training child: torch & co. at its top
 
 
 def test_heavy_imports_are_inside_functions():
     """torch & co. are never imported at module top level under studio/ (so the app starts fast),
     except in modules only the training child imports — and those are imported only inside
-    functions, so importing anything else never pulls them in."""
+    functions (or at the top of one another), so importing anything else never pulls them in."""
     offenders = []
     for mod, f in MODULES.items():
+        if mod in CHILD_ONLY:  # loop.py imports its callback at its top: both are the child's
+            continue
         tree = ast.parse(f.read_text())
         for node in tree.body:
             if isinstance(node, ast.ImportFrom) and node.module:

@@ -199,7 +199,7 @@ def test_chat_data_needs_a_chat_template(studio, faq_dataset):
 
 def test_nan_loss_stops_with_advice(tmp_path):
     from studio.train.batches import CountingCollator
-    from studio.train.loop import StudioCallback
+    from studio.train.callback import StudioCallback
 
     class Store:
         def add_metrics(self, *a): pass

@@ -105,13 +105,7 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
             heldout: str | Path | None = None) -> dict[str, Any]:
     """Write one dataset version; return its summary (records, splits, stats, errors, path).
     `heldout`: a file of questions the run never trains on, kept beside it (heldout.py)."""
-    check_name(name)
-    if recipe != "auto" and recipe not in RECIPES:
-        raise ConfigError(f"Unknown recipe '{recipe}'. Choose one of: auto, {', '.join(RECIPES)}.")
-    if not 0 <= val_fraction < 1:
-        raise ConfigError(f"val_fraction {val_fraction} must be at least 0 and below 1 (e.g. 0.1).")
-    if not files:
-        raise DataError("No files given. Upload or name at least one data file.")
+    check_arguments(files, name, recipe, val_fraction)
     params = params or RecipeParams()
     ctx = Context(tok, params, generator, cancel, progress)
     issues: list[Issue] = []
@@ -120,25 +114,9 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
     tmp = datasets_dir / TMP_NAME.format(name=name, pid=os.getpid(), ms=int(t0 * 1000))
     tmp.mkdir(parents=True)
     try:
-        n = 0
         stream = examples_from([Path(f) for f in files], recipe, ctx, issues, stats, mapping)
         unique = (ex for ex in stream if not stats.is_duplicate(ex, ex.get(ORIGIN)))
-        origins: list = []
-        with open(tmp / "all.jsonl", "w", encoding="utf-8") as out:
-            while batch := list(islice(unique, 256)):  # tokenized a batch at a time
-                where = [list(ex.pop(ORIGIN, None) or (None, None)) for ex in batch]
-                for ex, enc, at in zip(batch, templates.encode_many(tok, batch, max_len), where):
-                    if enc.trainable == 0:
-                        stats.dropped_too_long += 1
-                        continue
-                    stats.add(enc.full_length, enc.trainable)
-                    origins.append(at)
-                    out.write(dumps(ex) + "\n")
-                    n += 1
-                fail_point("prepare.write")
-                crash_point("prepare.writing")
-                if progress:
-                    progress(0.0, f"{n} examples so far")
+        n, origins = write_examples(unique, tmp / "all.jsonl", tok, max_len, stats, progress)
         if n == 0:
             raise DataError(no_records_message(issues, dropped_summary(ctx)))
         crash_point("prepare.examples_written")
@@ -155,14 +133,52 @@ def prepare(files: list[str | Path], name: str, datasets_dir: Path, tok, *, reci
                    "model": model, "heldout": held, "qa": qa_summary(ctx)}
         (tmp / "meta.json").write_text(json.dumps(summary, indent=1))
         crash_point("prepare.meta_written")
-        final = datasets_dir / name / f"v{version}"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
-        crash_point("prepare.renamed")
-        summary["path"] = str(final)
+        summary["path"] = str(publish(tmp, datasets_dir / name / f"v{version}"))
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_arguments(files: list[str | Path], name: str, recipe: str, val_fraction: float) -> None:
+    """The arguments a user can get wrong, checked before any file is read."""
+    check_name(name)
+    if recipe != "auto" and recipe not in RECIPES:
+        raise ConfigError(f"Unknown recipe '{recipe}'. Choose one of: auto, {', '.join(RECIPES)}.")
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction {val_fraction} must be at least 0 and below 1 (e.g. 0.1).")
+    if not files:
+        raise DataError("No files given. Upload or name at least one data file.")
+
+
+def write_examples(examples: Iterable[dict[str, Any]], path: Path, tok, max_len: int, stats: Stats,
+                   progress: Callable[[float, str], None] | None) -> tuple[int, list]:
+    """The examples with a learnable token, encoded a batch at a time and written to `path` (one
+    JSON a line); their count and their origins ([file, line] each, in row order)."""
+    n, origins = 0, []
+    with open(path, "w", encoding="utf-8") as out:
+        while batch := list(islice(examples, 256)):  # tokenized a batch at a time
+            where = [list(ex.pop(ORIGIN, None) or (None, None)) for ex in batch]
+            for ex, enc, at in zip(batch, templates.encode_many(tok, batch, max_len), where):
+                if enc.trainable == 0:
+                    stats.dropped_too_long += 1
+                    continue
+                stats.add(enc.full_length, enc.trainable)
+                origins.append(at)
+                out.write(dumps(ex) + "\n")
+                n += 1
+            fail_point("prepare.write")
+            crash_point("prepare.writing")
+            if progress:
+                progress(0.0, f"{n} examples so far")
+    return n, origins
+
+
+def publish(tmp: Path, final: Path) -> Path:
+    """The finished version moved into place in one rename: a reader sees all of it or none."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    crash_point("prepare.renamed")
+    return final
 
 
 def qa_summary(ctx: Context) -> dict[str, Any] | None:

@@ -5,11 +5,12 @@ Owns the qa-pairs recipe's way of asking: the output held to a fixed shape where
 of {question, answer} whose questions must look like questions), a worked example in the prompt,
 a long chunk cut to its fact-bearing sentences (numbers, names, definitions) — and, when the
 whole-chunk prompt gives no usable pair, one question per fact-bearing sentence, answered by that
-sentence (grounded by construction). Each pair is then checked by recipes.pair_problem (a real
-question, an answer grounded in the chunk, not a copy) and, for sentence questions, here: a
-question about the sentence's own content, never about "the text" or "the sentence". Engines
-that cannot constrain their output (transformers, an older server) get the plain prompt and the
-Q:/A: parser.
+sentence (grounded by construction). Each pair is then checked here: by pair_problem (a real
+question, an answer grounded in the chunk, not a copy) and, for sentence questions, by
+question_problem (a question about the sentence's own content, never about "the text" or "the
+sentence"). Engines that cannot constrain their output (transformers, an older server) get the
+plain prompt and the Q:/A: parser. The qa-pairs and factuality-pairs recipes themselves
+(qa_recipe, factuality_recipe) are here too; recipes.py registers them.
 """
 from __future__ import annotations
 

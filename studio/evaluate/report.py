@@ -18,19 +18,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..data.preference import qa_pairs
-from ..retention import levers
-from ..data.templates import answer_logps, mean_loss
-from ..scoring import ppl, probe_examples, score
 from .. import paths
+from ..data.preference import qa_pairs
+from ..data.templates import answer_logps, mean_loss
+from ..paths import RUN
+from ..retention import levers
+from ..scoring import ppl, probe_examples, score
 from ..spec import RunSpec, stored
 from . import second
 from .verdict import diagnose, forgetting_figures, headline, suggest, verdict
-from ..paths import RUN
 
 ASSETS = paths.ASSETS
 SAMPLE_HELDOUT = {"product_faq.jsonl": ASSETS / "sample" / "product_faq_heldout.jsonl",
                   "arithmetic_qa.jsonl": ASSETS / "sample" / "arithmetic_qa_heldout.jsonl"}
+
+
 def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
     """Question/answer rows: the validation split, plus the dataset's held-out questions (the
     user's held-out file, or the shipped paraphrases of the sample) as "paraphrased"."""
@@ -83,53 +85,25 @@ def adapter_norm(model) -> float:
 def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[str, Any]],
           limit: int = 24, max_new_tokens: int = 48) -> dict[str, Any]:
     """The whole report for one run (pair = compare.Pair with the run's adapter selected)."""
-    from ..models.chat import generate_groups
     from ..data.prepare import read_split
-    from ..data.triage import split
+    from ..data.preference import is_pair, sides
+    from ..data.templates import has_chat_template
+    from ..retention import safety
 
     t0 = time.time()
     spec = stored(run.get("config"))
     max_len = spec.train.max_len
     tok = pair.tok
-    from ..data.preference import is_pair, sides
-
     raw_val = read_split(Path(dataset["path"]), "validation", 64)
     val = [sides(ex)[0] if is_pair(ex) else ex for ex in raw_val]  # a pair's loss: its chosen answer
     probe = probe_examples()
-    figures: dict[str, Any] = {}
-    for side in ("base", "tuned"):
-        with pair.side(side) as m:
-            vl = mean_loss(m, tok, val, max_len) if val else None
-            pl = mean_loss(m, tok, probe, 512)
-            figures[side] = {"val_loss": round(vl, 4) if vl is not None else None,
-                             "val_ppl": ppl(vl), "probe_ppl": ppl(pl)}
-    examples, identical, total = {}, 0, 0
-    sets, known_new = heldout_sets(dataset, limit), {}
+    figures = loss_figures(pair, val, probe, max_len)
+    sets = heldout_sets(dataset, limit)
     # a small Q/A set: can it recall what it trained on? (not evidence of learning)
     small = len(read_split(Path(dataset["path"]), "train", RECALL_MAX + 1)) <= RECALL_MAX
     recall = recall_rows(dataset, 12) if small or not sets else []
-    groups = [*sets.values(), recall]
-    said = {}
-    for side in ("base", "tuned"):  # every set in one go per side (bigger batches answer faster)
-        with pair.side(side) as m:
-            said[side] = generate_groups(m, tok, [[r["messages"] for r in rows] for rows in groups],
-                                         max_new_tokens)
-    leaked = leaked_heldout(dataset)
-    for k, (name, rows) in enumerate(sets.items()):
-        answers = {side: said[side][k] for side in said}
-        for side in said:
-            figures[side][name] = score(answers[side], rows)
-            clean = [i for i in range(len(rows)) if i not in leaked] if name == "paraphrased" else []
-            if leaked and clean and len(clean) < len(rows):  # measured on copies of training rows
-                figures[side][name]["leaked"] = len(rows) - len(clean)
-                figures[side][name]["without_leaks"] = score([answers[side][i] for i in clean],
-                                                             [rows[i] for i in clean])
-        known_new[name] = split(answers["base"], answers["tuned"], rows)
-        identical += sum(a == b for a, b in zip(answers["base"], answers["tuned"]))
-        total += len(rows)
-        examples[name] = [{"question": r["messages"][-1]["content"], "expected": r["answer"],
-                           "base": b, "tuned": t}
-                          for r, b, t in list(zip(rows, answers["base"], answers["tuned"]))[:6]]
+    said = answer_groups(pair, [*sets.values(), recall], max_new_tokens)
+    examples, identical, total, known_new = score_sets(figures, sets, said, leaked_heldout(dataset))
     if recall:
         for side in said:
             figures[side]["training_recall"] = score(said[side][-1], recall)
@@ -147,9 +121,6 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     lever_rows = levers.rows(run, events, intruder_count(pair, run, spec))
     pairs = [ex for ex in raw_val if is_pair(ex)]
     prefers = preference_figures(pair, tok, pairs, max_len) if pairs else None
-    from ..retention import safety
-    from ..data.templates import has_chat_template
-
     refusals = safety.check(pair, tok, memo=getattr(pair, "memo", None)) if has_chat_template(tok) else None
     reward = held_out_reward(spec, dataset, sets, said) if spec.train.objective in ("grpo", "rloo") else None
     out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"], "reward": reward,
@@ -162,6 +133,63 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
            "seconds": round(time.time() - t0, 1), "created_at": time.time()}
     start = second.start_figures(pair, tok, run, spec.from_run, sets.get(name) or [], probe, known,
                                  max_new_tokens)
+    return conclude(out, figures, flags, trade, spec, start, name, kept)
+
+
+def loss_figures(pair, val: list[dict[str, Any]], probe: list[dict[str, Any]], max_len: int
+                 ) -> dict[str, dict[str, Any]]:
+    """Per side: validation loss and perplexity, and general-text (probe) perplexity."""
+    figures: dict[str, Any] = {}
+    for side in ("base", "tuned"):
+        with pair.side(side) as m:
+            vl = mean_loss(m, pair.tok, val, max_len) if val else None
+            pl = mean_loss(m, pair.tok, probe, 512)
+            figures[side] = {"val_loss": round(vl, 4) if vl is not None else None,
+                             "val_ppl": ppl(vl), "probe_ppl": ppl(pl)}
+    return figures
+
+
+def answer_groups(pair, groups: list[list[dict[str, Any]]], max_new_tokens: int) -> dict[str, list]:
+    """Per side, the answers to every group of question rows, in one go per side (bigger batches
+    answer faster)."""
+    from ..models.chat import generate_groups
+
+    said = {}
+    for side in ("base", "tuned"):
+        with pair.side(side) as m:
+            said[side] = generate_groups(m, pair.tok, [[r["messages"] for r in rows] for rows in groups],
+                                         max_new_tokens)
+    return said
+
+
+def score_sets(figures: dict[str, Any], sets: dict[str, list], said: dict[str, list], leaked: set[int]):
+    """Each held-out set's scores per side (into `figures`; without the leaked rows too, where the
+    data check found some), and its examples, identical answers, answers compared and known/new."""
+    from ..data.triage import split
+
+    examples, identical, total, known_new = {}, 0, 0, {}
+    for k, (name, rows) in enumerate(sets.items()):
+        answers = {side: said[side][k] for side in said}
+        for side in said:
+            figures[side][name] = score(answers[side], rows)
+            clean = [i for i in range(len(rows)) if i not in leaked] if name == "paraphrased" else []
+            if leaked and clean and len(clean) < len(rows):  # measured on copies of training rows
+                figures[side][name]["leaked"] = len(rows) - len(clean)
+                figures[side][name]["without_leaks"] = score([answers[side][i] for i in clean],
+                                                             [rows[i] for i in clean])
+        known_new[name] = split(answers["base"], answers["tuned"], rows)
+        identical += sum(a == b for a, b in zip(answers["base"], answers["tuned"]))
+        total += len(rows)
+        examples[name] = [{"question": r["messages"][-1]["content"], "expected": r["answer"],
+                           "base": b, "tuned": t}
+                          for r, b, t in list(zip(rows, answers["base"], answers["tuned"]))[:6]]
+    return examples, identical, total, known_new
+
+
+def conclude(out: dict[str, Any], figures: dict[str, Any], flags: list, trade, spec: RunSpec,
+             start: dict[str, Any] | None, name: str, kept: dict[str, Any]) -> dict[str, Any]:
+    """The report's words: a --from-run run judged against its start too, the suggested strength,
+    the headline and the verdict."""
     if start is not None:  # --from-run: judged as the second update, against the start too
         out["vs_start"] = second.against_start(start, figures["tuned"], name, kept)
         out["from_run"] = {k: start[k] for k in ("id", "fact_match", "rouge_l", "probe_ppl", "kept")}

@@ -46,7 +46,7 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
     import numpy as np
     from llama_cpp import Llama
 
-    from ..models.chat import greedy_scored, stop_ids
+    from ..models.chat import stop_ids
     from ..models.registry import llama_threads
 
     t0 = time.time()
@@ -61,33 +61,14 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
     texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                      add_generation_prompt=True) for p in prompts]
     prompt_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    # The natural greedy answer (up to its end-of-turn token), all prompts in one batch: positions
-    # forced past the end would compare near-uniform guesses, which measures noise, not the export.
-    # Its scores come with it: no second forward pass over prompt + answer per prompt.
-    writing = f"parity: the tuned model is writing its {n} reference answers"
-    say(0.0, writing + "…")
-    shown = [0]
-
-    def on_step(frac: float) -> None:  # eight updates over the answers, not one per token
-        if int(frac * 8) > shown[0]:
-            shown[0] = int(frac * 8)
-            say(GENERATING * frac, f"{writing} ({frac:.0%})…")
-    answers = greedy_scored(model, tok, prompt_ids, n_tokens, on_step=on_step)
+    answers = reference_answers(model, tok, prompt_ids, n_tokens, say)
     stop_set = set(stop_ids(tok, model))
     say(GENERATING, f"parity: answer 0 of {n} compared")
     for k, (text, ids, ans) in enumerate(zip(texts, prompt_ids, answers), 1):
-        new = ans.tokens
         tok_match += llm.tokenize(text.encode(), add_bos=False, special=True) == ids
-        feed(llm, ids + new, len(ids) - 1)
-        # llama.cpp's scores where the answer's tokens are predicted: positions len(ids)-1 …
-        lc = np.asarray(llm.scores[len(ids) - 1: len(ids) - 1 + len(new)], dtype=np.float64)
-        top = lc.max(-1, keepdims=True)
-        lc_lp = lc - top - np.log(np.exp(lc - top).sum(-1, keepdims=True))
-        for j, nxt in enumerate(new):
-            agree += int(lc[j].argmax() == ans.top1[j])
-            total += 1
-            dlog.append(abs(float(lc_lp[j, nxt]) - ans.logprobs[j]))
-        finish, said = own_answer(llm, llm.scores, ids, new, stop_set)
+        agreed, gaps = teacher_forced(llm, ids, ans)
+        agree, total, dlog = agree + agreed, total + len(gaps), dlog + gaps
+        finish, said = own_answer(llm, llm.scores, ids, ans.tokens, stop_set)
         stops += finish == "stop"
         runon += any(m in said for m in families.run_on_markers(tok))
         say((GENERATING * (n - k) + k) / n, f"parity: answer {k} of {n} compared")  # k = n: 1.0
@@ -101,6 +82,44 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
             "stopped_at_end_of_turn": stops, "ran_past_end_of_turn": runon,
             "compare_limit": n_tokens, "answer_limit": ANSWER_TOKENS,
             "seconds": round(time.time() - t0, 1)}
+
+
+def reference_answers(model, tok, prompt_ids: list[list[int]], n_tokens: int,
+                      say: Callable[[float, str], None]) -> list:
+    """The tuned model's natural greedy answers (up to its end-of-turn token), all prompts in one
+    batch: positions forced past the end would compare near-uniform guesses, which measures
+    noise, not the export. Their scores come with them: no second forward pass over prompt +
+    answer per prompt. `say` hears eight updates over the answers, not one per token."""
+    from ..models.chat import greedy_scored
+
+    writing = f"parity: the tuned model is writing its {len(prompt_ids)} reference answers"
+    say(0.0, writing + "…")
+    shown = [0]
+
+    def on_step(frac: float) -> None:
+        if int(frac * 8) > shown[0]:
+            shown[0] = int(frac * 8)
+            say(GENERATING * frac, f"{writing} ({frac:.0%})…")
+    return greedy_scored(model, tok, prompt_ids, n_tokens, on_step=on_step)
+
+
+def teacher_forced(llm, ids: list[int], ans) -> tuple[int, list[float]]:
+    """The reference answer `ans` fed to llama.cpp after its prompt `ids`: at each of its
+    positions, whether llama.cpp's top-1 token is the model's (counted) and |Δ log-prob| of the
+    answer's token (one per position)."""
+    import numpy as np
+
+    new = ans.tokens
+    feed(llm, ids + new, len(ids) - 1)
+    # llama.cpp's scores where the answer's tokens are predicted: positions len(ids)-1 …
+    lc = np.asarray(llm.scores[len(ids) - 1: len(ids) - 1 + len(new)], dtype=np.float64)
+    top = lc.max(-1, keepdims=True)
+    lc_lp = lc - top - np.log(np.exp(lc - top).sum(-1, keepdims=True))
+    agree, gaps = 0, []
+    for j, nxt in enumerate(new):
+        agree += int(lc[j].argmax() == ans.top1[j])
+        gaps.append(abs(float(lc_lp[j, nxt]) - ans.logprobs[j]))
+    return agree, gaps
 
 
 def feed(llm, seq: list[int], keep_max: int) -> None:

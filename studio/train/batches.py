@@ -188,34 +188,57 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
     import json
 
     from ..faults import atomic_write_text
-    from ..retention.replay import model_key
-    from . import augment
 
     t = spec.train
     home = Home.of_run(run_dir)
     quiet = say if fresh else (lambda text: None)
     levers: dict[str, Any] = {"replay_mode": t.replay_mode, "replay": t.replay}
     if t.self_distill or t.paraphrases:
-        from ..models.chat import generate_batch
-        from ..models.chat import evaluating
-
-        def generate(convs, max_new):
-            with model.disable_adapter(), evaluating(model):
-                return generate_batch(model, tok, convs, max_new)
-        rows, rep = augment.augment(rows, t.self_distill, t.paraphrases, generate, home.augment,
-                                    model_key(model_path), say)
-        levers["augment"] = {"distilled": rep.distilled, "kept_original": rep.distill_kept_original,
-                             "paraphrases": rep.paraphrases, "paraphrases_dropped": rep.paraphrase_dropped,
-                             "examples": rep.examples}
-        if t.self_distill:
-            quiet(f"Self-distilled targets: {rep.distilled} of the answers are the base model's own "
-                  "restatements; the rest kept their wording (" + (", ".join(
-                      f"{n} {why}" for why, n in rep.distill_kept_original.items()) or "none") + ").")
-        if t.paraphrases:
-            quiet(f"Paraphrases: {rep.paraphrases} rewritten questions joined training; "
-                  f"{sum(rep.paraphrase_dropped.values())} were left out (" + (", ".join(
-                      f"{n} {why}" for why, n in rep.paraphrase_dropped.items()) or "none") + ").")
+        rows, levers["augment"] = augmented(spec, tok, model, model_path, home, rows, say, quiet)
     train_set = encode_examples(tok, rows, t.max_len, numbered=True)
+    train_set, anchor, levers["replayed"] = mix_replay(spec, tok, model, model_path, home, train_set,
+                                                       say, quiet)
+    levers["safety_replayed"] = safety_replay(spec, tok, model, model_path, home, len(rows), train_set, say, quiet)
+    atomic_write_text(run_dir / RUN.levers, json.dumps(levers, indent=1))
+    return train_set, anchor
+
+
+def augmented(spec, tok, model, model_path: Path, home: Home, rows: list[dict[str, Any]], say, quiet
+              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The user's rows self-distilled and paraphrased as the spec asks (augment.py, the base
+    model writing with the adapter off), and what that did, for levers.json."""
+    from ..models.chat import evaluating, generate_batch
+    from ..retention.replay import model_key
+    from . import augment
+
+    t = spec.train
+
+    def generate(convs, max_new):
+        with model.disable_adapter(), evaluating(model):
+            return generate_batch(model, tok, convs, max_new)
+    rows, rep = augment.augment(rows, t.self_distill, t.paraphrases, generate, home.augment,
+                                model_key(model_path), say)
+    did = {"distilled": rep.distilled, "kept_original": rep.distill_kept_original,
+           "paraphrases": rep.paraphrases, "paraphrases_dropped": rep.paraphrase_dropped,
+           "examples": rep.examples}
+    if t.self_distill:
+        quiet(f"Self-distilled targets: {rep.distilled} of the answers are the base model's own "
+              "restatements; the rest kept their wording (" + (", ".join(
+                  f"{n} {why}" for why, n in rep.distill_kept_original.items()) or "none") + ").")
+    if t.paraphrases:
+        quiet(f"Paraphrases: {rep.paraphrases} rewritten questions joined training; "
+              f"{sum(rep.paraphrase_dropped.values())} were left out (" + (", ".join(
+                  f"{n} {why}" for why, n in rep.paraphrase_dropped.items()) or "none") + ").")
+    return rows, did
+
+
+def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[dict[str, Any]], say, quiet
+               ) -> tuple[list[dict[str, Any]], tuple | None, int]:
+    """Self-replay: mixed into the training set (replay_mode ce) or carried by every batch as the
+    KL anchor (kl) — the training set, the anchor (or None) and how many replay examples."""
+    from ..retention.replay import model_key
+
+    t = spec.train
     # kl: every batch draws its replay from the whole set (the pool's size costs nothing per step;
     # its base distributions are taken once, for as many sequences as the run can draw)
     n_replay, why_not = replay_count(t.replay, len(train_set), whole=t.replay_mode == "kl")
@@ -242,10 +265,7 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
     elif n_replay:
         say("Training without self-replay: the base model gave no finished answer to the general "
             "prompts (they are cut off or empty), so there is nothing to replay.")
-    levers["replayed"] = len(anchor[0]) if anchor else len(replay)
-    levers["safety_replayed"] = safety_replay(spec, tok, model, model_path, home, len(rows), train_set, say, quiet)
-    atomic_write_text(run_dir / RUN.levers, json.dumps(levers, indent=1))
-    return train_set, anchor
+    return train_set, anchor, len(anchor[0]) if anchor else len(replay)
 
 
 def safety_replay(spec, tok, model, model_path: Path, home: Home, n_train: int,

@@ -1,155 +1,37 @@
 """The training child process: one run folder in, events, checkpoints and an adapter out.
 
 Owns what happens inside `python -m studio train`: loading the model (LoRA/QLoRA/rsLoRA/DoRA
-through models/registry.py), encoding the dataset with the data step's loss mask, padding-free batching
-(examples laid end to end with their own position ids; transformers builds a block-diagonal
-mask from them, so no example attends to another), the transformers Trainer, and the callback
-that writes events.jsonl, updates the store, moves finished checkpoints into place atomically,
-honours Stop (SIGTERM) and stops on NaN loss. Only rank 0 writes files and the store.
+through models/registry.py), encoding the dataset with the data step's loss mask, padding-free
+batching (examples laid end to end with their own position ids; transformers builds a
+block-diagonal mask from them, so no example attends to another), the transformers Trainer, and
+the run's finish (the forgetting budget's choice, the targeted strength). What the trainer writes
+while it runs — events.jsonl, the store's metrics, checkpoints moved into place, Stop and NaN
+handling — is the callback's (callback.py). Only rank 0 writes files and the store.
 
 `train()` reads top to bottom as setup steps (data, resume point, model, trainer), the run, and
 the finish. Only the training child imports this module (runs.execute and the measured check,
-inside functions; tests/test_layering.py checks it), so transformers is imported at its top and
-the callback is a module-level class.
+inside functions; tests/test_layering.py checks it).
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import signal
-import sys
-import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from ..data.prepare import read_split
 from ..errors import RunError
-from ..faults import crash_point, disk_guard, disk_message, hold_point, likely_disk_full
+from ..faults import crash_point, disk_guard, disk_message, likely_disk_full
 from ..paths import RUN, Home, append_event
 from ..records import RunStatus
 from ..spec import OPTIMIZERS
 from . import batches, preference, rl
 from . import checkpoints as ckpt
+from .callback import StudioCallback, log_note
 from .config import RL, RunConfig, rank, total_steps, world_size
 from .trainer import trainer_class
-
-
-def peak_mem_gb(device: str) -> float:
-    if device == "cuda":
-        import torch
-
-        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KB → GB
-
-
-class StudioCallback(TrainerCallback):
-    """Events, store updates, atomic checkpoints, Stop and NaN handling."""
-
-    def __init__(self, run_dir: Path, store, run_id: str, steps: int, collator, device: str,
-                 keep: int = 3, watcher=None):
-        self.run_dir, self.store, self.run_id, self.steps = run_dir, store, run_id, steps
-        self.collator, self.device, self.keep, self.watcher = collator, device, keep, watcher
-        self.t_last, self.tok_last, self.t0 = time.time(), 0, time.time()
-        self.window: deque[tuple[float, int]] = deque(maxlen=6)
-        self.step0: int | None = None
-        # the run's first trainer process (a test may hold it at a step until Stop; a resume,
-        # even one from step 0 after a Stop during start-up, is never held)
-        marker = self.run_dir / ".trainer-started"
-        self.first = not marker.exists()
-        marker.touch()
-        self.rows: dict[int, dict[str, Any]] = {}
-        self.stopped = False
-        self.nan_step: int | None = None
-        self.last_loss: float | None = None
-        self.eval_steps: set[int] = set()  # every rank records this: evaluation is collective
-        self.watch_every = 0  # RL runs: the forgetting budget's evaluations, TRL evaluating nothing
-
-    phases = None  # train/phases.Phases, set by train()
-
-    def on_train_begin(self, args, state, control, **kw):
-        if self.phases is not None:
-            self.phases.optimizer(kw.get("optimizer"))
-        self.step0 = state.global_step
-        self.t0 = self.t_last = time.time()
-        self.window.append((self.t0, self.collator.tokens))
-
-    def on_step_end(self, args, state, control, **kw):
-        if self.first:  # the run's first trainer process may be held for a test
-            hold_point("train.step", state.global_step, (self.run_dir / RUN.stop).exists)
-        if self.watch_every and state.global_step % self.watch_every == 0:
-            self.on_evaluate(args, state, control, model=kw.get("model"))
-        if (self.run_dir / RUN.stop).exists():  # written by Stop, or by SIGTERM below
-            self.stopped = True
-            control.should_save = True
-            control.should_training_stop = True
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if self.phases is None:
-            return self._log(state, control, logs)
-        with self.phases.clock("logging"):
-            return self._log(state, control, logs)
-
-    def _log(self, state, control, logs):
-        logs, step = logs or {}, state.global_step
-        if "train_runtime" in logs:
-            return
-        now = time.time()
-        ev: dict[str, Any] = {"step": step}
-        if "loss" in logs:
-            loss = float(logs["loss"])
-            self.last_loss = loss
-            ev.update(loss=loss, lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
-            if "kl" in logs:  # the soft anchor's mean (replay_mode kl)
-                ev["kl"] = logs["kl"]
-            ev.update({ours: logs[theirs] for theirs, ours in preference.TRL_LOGS.items()
-                       if theirs in logs and not theirs.startswith("eval_")})
-            ev.update({ours: logs[theirs] for theirs, ours in rl.TRL_LOGS.items() if theirs in logs})
-            ev.update({"reward_" + k[len(rl.PREFIX):]: v for k, v in logs.items() if k.startswith(rl.PREFIX)})
-            # over the last few logs: the collator counts a batch when the loader fetches
-            # it, so one log's window can hold zero batches and the next two
-            self.window.append((now, self.collator.tokens))
-            t_old, tok_old = self.window[0] if len(self.window) > 1 else (self.t_last, self.tok_last)
-            ev["tokens_per_s"] = round((self.collator.tokens - tok_old) / max(1e-6, now - t_old), 1)
-            self.t_last, self.tok_last = now, self.collator.tokens
-            done = step - (self.step0 or 0)
-            ev["eta_s"] = round((now - self.t0) / max(1, done) * (self.steps - step), 1)
-            ev["peak_mem_gb"] = peak_mem_gb(self.device)
-            if not math.isfinite(loss) or (ev["grad_norm"] is not None and not math.isfinite(ev["grad_norm"])):
-                self.nan_step = step
-                control.should_training_stop = True
-        if "eval_loss" in logs:
-            ev.update(eval_loss=float(logs["eval_loss"]), loss=self.last_loss)
-            ev.update({ours: logs[theirs] for theirs, ours in preference.TRL_LOGS.items()
-                       if theirs in logs and theirs.startswith("eval_")})
-        if rank() != 0 or len(ev) == 1:
-            return
-        append_event(self.run_dir, ev)
-        crash_point("train.event_logged", step)
-        row = self.rows.setdefault(step, {"step": step})
-        row.update({k: v for k, v in ev.items() if v is not None})
-        self.store.add_metrics(self.run_id, [row])
-        self.store.update_run(self.run_id, step=step)
-
-    def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
-        self.eval_steps.add(state.global_step)
-        if self.watcher is None or model is None:
-            return
-        fig = self.watcher.evaluate(model, state.global_step, (metrics or {}).get("eval_loss"))
-        ev = {k: fig[k] for k in ("step", "probe_ppl", "answer_match", "forgetting")}
-        append_event(self.run_dir, ev)
-        self.store.add_metrics(self.run_id, [{**self.rows.setdefault(state.global_step, {"step": state.global_step}),
-                                    **{k: v for k, v in ev.items() if v is not None}}])
-
-    def on_save(self, args, state, control, **kw):
-        if rank() == 0:
-            ckpt.publish(Path(args.output_dir), self.run_dir, state.global_step, keep=self.keep)
 
 
 def embeddings_to_half(model, dtype) -> None:
@@ -446,12 +328,6 @@ def finish(run_dir: Path, p, trainer, tok, watcher, done: bool) -> dict[str, Any
         out["chosen_step"] = choice["chosen_step"]
         log_note(run_dir, step, choice["reason"])
     return out
-
-
-def log_note(run_dir: Path, step: int, note: str) -> None:
-    """A note in the run's record (events.jsonl) and its log."""
-    append_event(run_dir, {"step": step, "note": note})
-    print(f"note: {note}", file=sys.stderr, flush=True)  # stdout is for --json
 
 
 def oom_message(spec) -> str:

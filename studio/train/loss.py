@@ -26,6 +26,30 @@ def _chunk_logits(h, weight, bias, softcap):
     return z, None
 
 
+def _chunk_loss(h, lab, weight, bias, softcap, grads: bool):
+    """One chunk of rows: its summed token loss and, when `grads`, the loss's gradient with
+    respect to the chunk's logits (computed in place of them: softmax − one-hot, rows with label
+    -100 zeroed, times the soft-cap's derivative); (loss, None) otherwise."""
+    keep = lab != -100
+    z, t = _chunk_logits(h, weight, bias, softcap)
+    picked = z.gather(1, lab.clamp(min=0).unsqueeze(1)).squeeze(1)
+    # log-sum-exp and softmax in place: one chunk of fp32 logits plus one temporary
+    # at the peak (torch.logsumexp would hold two temporaries)
+    top = z.max(dim=-1, keepdim=True).values
+    z.sub_(top)
+    lse_shifted = z.exp().sum(dim=-1, keepdim=True).log_()
+    loss = ((lse_shifted + top).squeeze(1) - picked).mul_(keep).sum()
+    if not grads:
+        return loss, None
+    dz = z.sub_(lse_shifted).exp_()                              # softmax, in place
+    dz.scatter_add_(1, lab.clamp(min=0).unsqueeze(1),                # − one-hot, as a
+                    -keep.unsqueeze(1).to(dz.dtype))                 # scatter: no GPU wait
+    dz *= keep.unsqueeze(1)
+    if softcap:                                                  # d(cap·tanh(x/cap))/dx
+        dz *= 1 - t * t
+    return loss, dz
+
+
 def make_function():
     import torch
 
@@ -50,33 +74,18 @@ def make_function():
             for s, any_learned in zip(starts, learned):
                 if not any_learned:
                     continue
-                lab = labels[s:s + chunk]
-                keep = lab != -100
-                h = hidden[s:s + chunk]
-                z, t = _chunk_logits(h, weight, bias, softcap)
-                picked = z.gather(1, lab.clamp(min=0).unsqueeze(1)).squeeze(1)
-                # log-sum-exp and softmax in place: one chunk of fp32 logits plus one temporary
-                # at the peak (torch.logsumexp would hold two temporaries)
-                top = z.max(dim=-1, keepdim=True).values
-                z.sub_(top)
-                lse_shifted = z.exp().sum(dim=-1, keepdim=True).log_()
-                total += ((lse_shifted + top).squeeze(1) - picked).mul_(keep).sum()
-                if not (need_h or need_w or need_b):
-                    del z, t
+                h, lab = hidden[s:s + chunk], labels[s:s + chunk]
+                part, dz = _chunk_loss(h, lab, weight, bias, softcap, need_h or need_w or need_b)
+                total += part
+                if dz is None:
                     continue
-                dz = z.sub_(lse_shifted).exp_()                              # softmax, in place
-                dz.scatter_add_(1, lab.clamp(min=0).unsqueeze(1),                # − one-hot, as a
-                                -keep.unsqueeze(1).to(dz.dtype))                 # scatter: no GPU wait
-                dz *= keep.unsqueeze(1)
-                if softcap:                                                  # d(cap·tanh(x/cap))/dx
-                    dz *= 1 - t * t
                 if need_h:
                     gh[s:s + chunk] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
                 if need_w:
                     gw += dz.t() @ h.float()
                 if need_b:
                     gb += dz.sum(0)
-                del z, t, dz  # free this chunk's logits before the next chunk's exist
+                del dz  # free this chunk's logits before the next chunk's exist
             ctx.save_for_backward(*(g for g in (gh, gw, gb) if g is not None))
             ctx.needs = (need_h, need_w, need_b)
             ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)

@@ -106,37 +106,16 @@ def live_peak_gb(config: dict[str, Any], spec: Any) -> float:
     llama-family model built from `config` with random weights, as the run `spec` says: dtype, LoRA
     / QLoRA (through prepare_model_for_kbit_training) / full, checkpointing, and the loop — the
     Trainer's (autocast in a half dtype, output dropped before backward) or a plain one."""
-    import tempfile
-
     import torch
-    from peft import get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
-    from ..models.registry import bnb_config, lora_config, resolve_dtype
-    from .loop import embeddings_to_half
+    from ..models.registry import resolve_dtype
 
     torch.manual_seed(0)
     cfg = AutoConfig.for_model(**config)
     t = spec.train
     dtype = resolve_dtype(t.dtype, "cpu")
-    if spec.method == "qlora":
-        with tempfile.TemporaryDirectory() as d:
-            AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
-            model = AutoModelForCausalLM.from_pretrained(
-                d, dtype=dtype, quantization_config=bnb_config(spec.quant, dtype))
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.grad_ckpt)
-        if spec.estimate.loop == "trainer":
-            embeddings_to_half(model, dtype)
-    else:
-        model = AutoModelForCausalLM.from_config(cfg).to(dtype)
-    model.config.use_cache = False
-    if t.grad_ckpt:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if spec.method != "full":
-        model = get_peft_model(model, lora_config(spec.lora, model.config.get_text_config().num_hidden_layers))
-        if t.grad_ckpt:
-            model.enable_input_require_grads()
-    model.train()
+    model = random_model(cfg, spec, dtype)
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
     ids = torch.randint(0, cfg.vocab_size, (t.micro_batch, t.max_len))
     mask = torch.ones_like(ids)
@@ -163,6 +142,39 @@ def live_peak_gb(config: dict[str, Any], spec: Any) -> float:
     with LivePeak(keep) as p:
         step()
     return (static + p.peak) / 2**30
+
+
+def random_model(cfg, spec: Any, dtype):
+    """The model of `cfg` with random weights, loaded as `spec` trains it — quantized and prepared
+    for QLoRA, checkpointed, with LoRA adapters unless full — in training mode."""
+    import tempfile
+
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    from ..models.registry import bnb_config, lora_config
+    from .loop import embeddings_to_half
+
+    t = spec.train
+    if spec.method == "qlora":
+        with tempfile.TemporaryDirectory() as d:
+            AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+            model = AutoModelForCausalLM.from_pretrained(
+                d, dtype=dtype, quantization_config=bnb_config(spec.quant, dtype))
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.grad_ckpt)
+        if spec.estimate.loop == "trainer":
+            embeddings_to_half(model, dtype)
+    else:
+        model = AutoModelForCausalLM.from_config(cfg).to(dtype)
+    model.config.use_cache = False
+    if t.grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if spec.method != "full":
+        model = get_peft_model(model, lora_config(spec.lora, model.config.get_text_config().num_hidden_layers))
+        if t.grad_ckpt:
+            model.enable_input_require_grads()
+    model.train()
+    return model
 
 
 def measure(model_path: str, spec: Any, steps: int = 3) -> dict[str, Any]:

@@ -1,75 +1,85 @@
 """The Trainer the studio runs: transformers' Trainer with the studio's loss.
 
-Owns `trainer_class` — the loss computed in chunks from the final hidden states (train.loss=
-chunked: the same value and gradients as the model's own loss, never the full [tokens ×
-vocabulary] logits; evaluation uses it too), the soft anchor to the base model on replay text
-(train.replay_mode=kl: anchor.py's KL term, weighted, on the same forward pass, its running mean
-logged as `kl`), and saved activations offloaded to CPU memory during the forward pass (offload).
-The anchor term is scaled so that, whatever the gradient accumulation and the number of GPUs,
-the step's gradient is that of (loss on your data) + weight × (mean KL per replay position).
+Owns `trainer_class` and the StudioLoss it mixes into the Trainer — the loss computed in chunks
+from the final hidden states (train.loss=chunked: the same value and gradients as the model's
+own loss, never the full [tokens × vocabulary] logits; evaluation uses it too), the soft anchor
+to the base model on replay text (train.replay_mode=kl: anchor.py's KL term, weighted, on the
+same forward pass, its running mean logged as `kl`), and saved activations offloaded to CPU
+memory during the forward pass (offload). The anchor term is scaled so that, whatever the
+gradient accumulation and the number of GPUs, the step's gradient is that of (loss on your
+data) + weight × (mean KL per replay position).
 """
 from __future__ import annotations
 
+from . import anchor as kl
+from .loss import causal_lm_loss
+from .offload import offload_context
+
 
 def trainer_class(base, loss: str, chunk: int, offload: bool = False, anchor_weight: float = 0.0):
+    """`base` (transformers' Trainer) itself when the run needs none of the studio's loss; else
+    a subclass with StudioLoss first, set to this run's loss, chunk, offload and anchor weight."""
     if loss != "chunked" and not offload and not anchor_weight:
         return base
-    from . import anchor as kl
-    from .loss import causal_lm_loss
-    from .offload import offload_context
+    return type("StudioTrainer", (StudioLoss, base), {
+        "studio_loss": loss, "studio_chunk": chunk, "studio_offload": offload,
+        "studio_anchor_weight": anchor_weight})
 
-    class StudioTrainer(base):
-        _kl_sum, _kl_n = 0.0, 0
 
-        def compute_loss_context_manager(self):
-            stack = super().compute_loss_context_manager()
-            if offload and self.model.training:
-                stack.enter_context(offload_context(True, pin=True))
-            return stack
+class StudioLoss:
+    """The studio's loss, mixed in before a Trainer class by trainer_class (so `super()` is that
+    Trainer): chunked, anchored to the base model on replay text, with offloaded activations."""
+    studio_loss, studio_chunk = "full", 0  # set by trainer_class: train.loss, train.loss_chunk
+    studio_offload, studio_anchor_weight = False, 0.0  # offload on CUDA; the anchor's weight (0: none)
+    _kl_sum, _kl_n = 0.0, 0
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            where = kl.take(inputs)  # the replay part of a training batch (replay_mode kl)
-            if where is None or not anchor_weight:
-                if loss != "chunked":
-                    return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-                value = causal_lm_loss(model, inputs, chunk, num_items_in_batch)
-                return self._finish(value, model, inputs, return_outputs, num_items_in_batch)
-            got = causal_lm_loss(model, inputs, chunk, num_items_in_batch, with_hidden=True) \
-                if loss == "chunked" else None
-            if got is not None:
-                value, hidden, (_, head, softcap) = got
-                out = self._finish(value, model, inputs, return_outputs, num_items_in_batch)
-                term = kl.anchor_kl(head, softcap, hidden, where, chunk)
-            else:  # the model's own loss and logits (several GPUs, a head that cannot be chunked)
-                self.loss_is_scaled_for_ga = None
-                value, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
-                out = (value, outputs) if return_outputs else value
-                term = kl.anchor_kl_logits(outputs.logits, where)
-            # summed on the device, read at the next log: no GPU wait per micro-batch
-            self._kl_sum, self._kl_n = self._kl_sum + term.detach().float(), self._kl_n + 1
-            # The Trainer divides a loss by the accumulation steps unless it is already scaled
-            # for them; the anchor is a per-micro-batch mean, so it is divided here when it is not.
-            scaled = (self.loss_is_scaled_for_ga if self.loss_is_scaled_for_ga is not None else
-                      self.model_accepts_loss_kwargs and num_items_in_batch is not None)
-            term = anchor_weight * term / (self.current_gradient_accumulation_steps if scaled else 1)
-            if return_outputs:
-                return out[0] + term, out[1]
-            return out + term
+    def compute_loss_context_manager(self):
+        stack = super().compute_loss_context_manager()
+        if self.studio_offload and self.model.training:
+            stack.enter_context(offload_context(True, pin=True))
+        return stack
 
-        def _finish(self, value, model, inputs, return_outputs, num_items_in_batch):
-            if value is None:  # a head we cannot chunk (e.g. LoRA on lm_head): the model's own loss
-                self.loss_is_scaled_for_ga = None
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        where = kl.take(inputs)  # the replay part of a training batch (replay_mode kl)
+        if where is None or not self.studio_anchor_weight:
+            if self.studio_loss != "chunked":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            # divided by the accumulated batch's token count: already scaled for accumulation
-            self.loss_is_scaled_for_ga = num_items_in_batch is not None
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                value = value * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
-            return (value, {"loss": value}) if return_outputs else value
+            value = causal_lm_loss(model, inputs, self.studio_chunk, num_items_in_batch)
+            return self._finish(value, model, inputs, return_outputs, num_items_in_batch)
+        got = causal_lm_loss(model, inputs, self.studio_chunk, num_items_in_batch, with_hidden=True) \
+            if self.studio_loss == "chunked" else None
+        if got is not None:
+            value, hidden, (_, head, softcap) = got
+            out = self._finish(value, model, inputs, return_outputs, num_items_in_batch)
+            term = kl.anchor_kl(head, softcap, hidden, where, self.studio_chunk)
+        else:  # the model's own loss and logits (several GPUs, a head that cannot be chunked)
+            self.loss_is_scaled_for_ga = None
+            value, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+            out = (value, outputs) if return_outputs else value
+            term = kl.anchor_kl_logits(outputs.logits, where)
+        # summed on the device, read at the next log: no GPU wait per micro-batch
+        self._kl_sum, self._kl_n = self._kl_sum + term.detach().float(), self._kl_n + 1
+        # The Trainer divides a loss by the accumulation steps unless it is already scaled
+        # for them; the anchor is a per-micro-batch mean, so it is divided here when it is not.
+        scaled = (self.loss_is_scaled_for_ga if self.loss_is_scaled_for_ga is not None else
+                  self.model_accepts_loss_kwargs and num_items_in_batch is not None)
+        term = self.studio_anchor_weight * term / (self.current_gradient_accumulation_steps if scaled else 1)
+        if return_outputs:
+            return out[0] + term, out[1]
+        return out + term
 
-        def log(self, logs, *args, **kwargs):
-            if self._kl_n and "loss" in logs:  # the anchor's mean since the last log
-                logs["kl"] = round(float(self._kl_sum) / self._kl_n, 5)
-                self._kl_sum, self._kl_n = 0.0, 0
-            return super().log(logs, *args, **kwargs)
+    def _finish(self, value, model, inputs, return_outputs, num_items_in_batch):
+        if value is None:  # a head we cannot chunk (e.g. LoRA on lm_head): the model's own loss
+            self.loss_is_scaled_for_ga = None
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # divided by the accumulated batch's token count: already scaled for accumulation
+        self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            value = value * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return (value, {"loss": value}) if return_outputs else value
 
-    return StudioTrainer
+    def log(self, logs, *args, **kwargs):
+        if self._kl_n and "loss" in logs:  # the anchor's mean since the last log
+            logs["kl"] = round(float(self._kl_sum) / self._kl_n, 5)
+            self._kl_sum, self._kl_n = 0.0, 0
+        return super().log(logs, *args, **kwargs)
