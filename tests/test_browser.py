@@ -482,7 +482,7 @@ def test_long_prepare_cancels_closes_and_shares(app_url, browser):
         pick(p, "Recipe", "qa-pairs")
         p.get_by_text("Generator: who writes question/answer pairs").click()
         p.get_by_label("Server address").fill(generator)
-        p.get_by_label("Model name on that server").fill("endless")
+        p.get_by_label("Model name (a catalogue model, or its name on the server)").fill("endless")
         p.get_by_role("button", name="Prepare dataset").click()
         p.get_by_text("writing pairs for chunk").first.wait_for()
         return p

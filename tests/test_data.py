@@ -157,6 +157,67 @@ def test_qa_pairs_with_scripted_generator(tok):
         list(qa_pairs(Document(text, "m.md"), Context(tok, RecipeParams())))
 
 
+FEEDER = "# Nimbus Orbit\n\nThe Nimbus Orbit costs 89 dollars and holds two kilograms of seed.\n"
+
+
+def scripted_engine(label: str):
+    """An engine that writes one grounded pair for the FEEDER text, built where a real one would be."""
+    from studio.data import generators
+
+    pair = "Q: How much does the Nimbus Orbit cost?\nA: The Nimbus Orbit costs 89 dollars."
+    return lambda *a, **k: generators.Generator(lambda prompt: pair, label, label)
+
+
+def test_pairs_by_the_embedded_model_say_what_share_to_expect(studio, tmp_path, monkeypatch, capsys):
+    """The embedded model's pairs carry the share measured by hand and a bigger generator to use,
+    whichever engine ran it; a catalogue model, a server, templated fallbacks and an uploaded Q/A
+    file carry none."""
+    from studio.data import generators, service
+
+    monkeypatch.setattr(generators, "llama_cpp", scripted_engine("llama.cpp"))
+    monkeypatch.setattr(generators, "transformers_model", scripted_engine("transformers"))
+    monkeypatch.setattr(generators, "openai_compatible", scripted_engine("openai"))
+    monkeypatch.setattr(studio.data.cache, "loaded", lambda ref: (None, None))  # nothing loads
+    for llama, engine in ((True, "llama.cpp"), (False, "transformers")):  # the model, whoever runs it
+        monkeypatch.setattr(service.models, "llama_cpp_available", lambda on=llama: (on, ""))
+        gen = studio.data.local_generator("smollm2-135m-instruct")
+        assert (gen.engine, gen.model) == (engine, "smollm2-135m-instruct")
+    doc = tmp_path / "feeder.md"
+    doc.write_text(FEEDER)
+    s = studio.data_prepare([str(doc)], "feeder", recipe="qa-pairs", val_fraction=0)
+    assert s["generator"] == "transformers" and s["qa"]["generated"] == 1
+    useful = s["qa"]["expected_useful"]
+    assert useful["share"] == 0.33 and "20 of 60" in useful["measured"] and "RESULTS.md" in useful["measured"]
+    assert "--generator-model NAME" in useful["better"] and "--generator-url URL" in useful["better"]
+    assert studio.dataset(s["ref"])["stats"]["qa"]["expected_useful"] == useful  # `data show` too
+    assert s["qa"]["generated_share"] == 1.0 and s["qa"]["fallback"] == 0       # the rest as before
+    from studio.cli import main                  # the CLI, in this process (the engines stay scripted)
+
+    monkeypatch.setattr(service.models, "llama_cpp_available", lambda: (True, ""))
+    cli = ["data", "prepare", str(doc), "--name", "feeder", "--recipe", "qa-pairs", "--home",
+           str(studio.home.root)]
+    assert main([*cli, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["qa"]["expected_useful"]["share"] == 0.33
+    assert main(cli) == 0
+    assert ("expect about 33% of the pairs written by the small embedded model (SmolLM2-135M-Instruct) "
+            "to be sensible") in capsys.readouterr().out
+    monkeypatch.setattr(service.models, "llama_cpp_available", lambda: (False, ""))
+    # a catalogue name with no server address is a local model (run by transformers, not measured)
+    assert studio.data.local_generator("qwen2.5-3b").model == "qwen2.5-3b"
+    s = studio.data_prepare([str(doc)], "feeder", recipe="qa-pairs", generator_model="qwen2.5-3b")
+    assert s["qa"]["generated"] == 1 and "expected_useful" not in s["qa"]
+    s = studio.data_prepare([str(doc)], "feeder", recipe="qa-pairs", generator_url="http://127.0.0.1:9/v1",
+                            generator_model="smollm2-135m-instruct")   # a server's model: its own
+    assert s["generator"] == "openai" and "expected_useful" not in s["qa"]
+    monkeypatch.setattr(generators, "transformers_model", lambda *a, **k: generators.Generator(
+        lambda prompt: "nothing to ask", "transformers", "transformers"))  # only templated fallbacks
+    s = studio.data_prepare([str(doc)], "feeder", recipe="qa-pairs")
+    assert s["qa"]["generated"] == 0 and "expected_useful" not in s["qa"]
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"prompt": "How much is it?", "completion": "89 dollars."}\n')
+    assert studio.data_prepare([str(qa)], "uploaded", val_fraction=0)["qa"] is None
+
+
 # ---- bad inputs -----------------------------------------------------------------------------
 def test_malformed_json_lines_are_reported_and_good_rows_kept(tmp_path, studio):
     f = tmp_path / "mixed.jsonl"

@@ -174,6 +174,7 @@ def test_a_local_server_writes_the_pairs(studio, llama_server, tmp_path):
     assert r.returncode == 0, r.stderr[-1500:]
     out = json.loads(r.stdout)
     assert out["generator"] == f"smol at {llama_server}" and out["records"] >= 1
+    assert "expected_useful" not in (out["qa"] or {})   # a server's model: nothing measured of it
 
 
 def fake_openai(takes: set[str]) -> tuple[http.server.ThreadingHTTPServer, list[str]]:

@@ -24,7 +24,7 @@ def is_update(x) -> bool:
 def test_data_prepare_fills_the_session(studio):
     s0 = Session()
     seen = []
-    md, hist, preview, know, s = data_step.prepare(studio, s0, [str(SAMPLE)], "ui-faq", "auto", 256,
+    md, hist, preview, know, box, s = data_step.prepare(studio, s0, [str(SAMPLE)], "ui-faq", "auto", 256,
                                                    32, 0.1, "", "", "", "", "smollm2-135m-instruct",
                                                    progress=lambda f, desc: seen.append(desc))
     assert md.startswith("### ✅ ui-faq v1") and "highlighted" in preview
@@ -37,15 +37,16 @@ def test_data_prepare_fills_the_session(studio):
     assert f"95% under {tokens['p95']}, longest {tokens['max']}" in md
     assert s0.dataset is None  # the old session is untouched: handlers return a copy
     assert seen, "progress was reported"
+    assert "Written by" not in md and box == {"__type__": "update"}  # uploaded pairs: no share to expect
 
 
 def test_data_prepare_bad_input_is_a_message(studio, tmp_path):
-    md, hist, preview, know, s = data_step.prepare(studio, Session(), [], "x", "auto", 256, 32, 0.1,
+    md, hist, preview, know, box, s = data_step.prepare(studio, Session(), [], "x", "auto", 256, 32, 0.1,
                                                    "", "", "", "", "smollm2-135m-instruct")
     assert md.startswith("⚠️ Upload") and s.dataset is None and know == {"__type__": "update"}
     bad = tmp_path / "empty.jsonl"
     bad.write_text("")
-    md, hist, preview, know, s = data_step.prepare(studio, Session(), [str(bad)], "empty", "auto",
+    md, hist, preview, know, box, s = data_step.prepare(studio, Session(), [str(bad)], "empty", "auto",
                                                    256, 32, 0.1, "", "", "", "", "smollm2-135m-instruct")
     assert md.startswith("⚠️") and "Traceback" not in md and s.dataset is None
     md, *_ = data_step.prepare(studio, Session(), [str(SAMPLE)], "../etc", "auto", 256, 32, 0.1,
@@ -94,7 +95,7 @@ def prepare_as_ui(studio, session: Session, files: list[str], name: str, max_tok
 def test_data_summary_states_the_length_set_and_lengths_start_at_zero(studio):
     """The slider says 256: the summary says "Longer than 256 tokens" (the chat template's own
     tokens said apart), and the histogram's axis runs from 0 — no room below it."""
-    md, hist, _, _, s = prepare_as_ui(studio, Session(), [str(SAMPLE)], "ui-len", max_tokens=256)
+    md, hist, _, _, _, s = prepare_as_ui(studio, Session(), [str(SAMPLE)], "ui-len", max_tokens=256)
     cut = studio.dataset(s.dataset)["stats"]["max_len"]
     assert cut > 256                                   # examples are cut at 256 + the template
     assert f"Longer than 256 tokens ({cut} with the {cut - 256} tokens the chat template adds" in md
@@ -111,9 +112,9 @@ def test_a_dataset_without_a_name_is_named_after_its_file(studio, tmp_path):
     a shared default; a second upload of it is its next version."""
     f = tmp_path / "My FAQ (v2).jsonl"
     f.write_bytes(SAMPLE.read_bytes())
-    md, _, _, _, s = prepare_as_ui(studio, Session(), [str(f)], "")
+    md, _, _, _, _, s = prepare_as_ui(studio, Session(), [str(f)], "")
     assert s.dataset == "My-FAQ-v2@v1" and md.startswith("### ✅ My-FAQ-v2 v1")
-    _, _, _, _, s = prepare_as_ui(studio, s, [str(f)], "  ")
+    _, _, _, _, _, s = prepare_as_ui(studio, s, [str(f)], "  ")
     assert s.dataset == "My-FAQ-v2@v2"
 
 
@@ -125,11 +126,46 @@ def test_known_or_new_panel_follows_the_dataset(studio):
     studio.data_triage(manual)                          # no questions: a saved "skipped" check
     s = Session(dataset=manual)
     assert data_step.known_panel(studio, s).startswith("**Known or new:** skipped")
-    md, _, _, know, s2 = prepare_as_ui(studio, s, [str(SAMPLE)], "ui-next")
+    md, _, _, know, _, s2 = prepare_as_ui(studio, s, [str(SAMPLE)], "ui-next")
     assert md.startswith("### ✅") and know == "" and s2.dataset != manual
     assert data_step.known_panel(studio, s2) == ""      # the new dataset has no check yet
     assert data_step.known_panel(studio, Session()) == ""
     assert data_step.known_panel(studio, Session(dataset="gone@v9")) == ""
+
+
+def test_pairs_by_the_embedded_model_say_what_to_expect_and_open_the_generator_box(studio, tmp_path,
+                                                                                  monkeypatch):
+    """Pairs the small embedded model wrote: the summary says about 1 in 3 will be sensible and how
+    to get better ones, and the Generator box opens. A catalogue model typed in "Model name" with
+    no server address is the local generator; its pairs, and a server's, say nothing of the sort."""
+    from studio.data import generators
+
+    pair = "Q: How much does the Nimbus Orbit cost?\nA: The Nimbus Orbit costs 89 dollars."
+    asked = []
+
+    def local(ref, cancel=None):
+        asked.append(ref)
+        return generators.Generator(lambda prompt: pair, "llama.cpp", f"llama.cpp on {ref}", model=ref)
+    monkeypatch.setattr(studio.data, "local_generator", local)
+    monkeypatch.setattr(generators, "openai_compatible", lambda url, model, cancel=None: generators.Generator(
+        lambda prompt: pair, "openai", f"{model} at {url}"))
+    doc = tmp_path / "feeder.md"
+    doc.write_text("# Nimbus Orbit\n\nThe Nimbus Orbit costs 89 dollars and holds two kilograms of seed.\n")
+
+    def run(gen_url: str, gen_model: str):
+        return data_step.prepare(studio, Session(), [str(doc)], "ui-feeder", "qa-pairs", 256, 32, 0,
+                                 "", "", gen_url, gen_model, "smollm2-135m-instruct")
+    md, _, _, _, box, s = run("", "")
+    assert asked == ["smollm2-135m-instruct"] and s.dataset
+    assert ("Written by the small embedded model (SmolLM2-135M-Instruct): expect about **1 in 3** "
+            "pairs to be a sensible question (hand-checked on three real manuals") in md
+    assert "“Model name” with no server address" in md and box == {"__type__": "update", "open": True}
+    md, _, _, _, box, _ = run("", "qwen2.5-3b")       # a catalogue model, no server: run locally
+    assert asked[-1] == "qwen2.5-3b" and "llama.cpp on qwen2.5-3b" in md
+    assert "Written by" not in md and box == {"__type__": "update"}
+    md, _, _, _, box, _ = run("http://127.0.0.1:9/v1", "qwen3:8b")
+    assert "qwen3:8b at http://127.0.0.1:9/v1" in md and asked[-1] == "qwen2.5-3b"
+    assert "Written by" not in md and box == {"__type__": "update"}
 
 
 def test_data_step_helpers(studio):

@@ -75,9 +75,9 @@ def data_prepare_flags() -> list[Flag]:
         flag("--map", action="append", metavar="OURS=COLUMN", help="manual column mapping "
              "(prompt, completion, system or text), e.g. --map prompt=question"),
         flag("--generator-model", "--generator", dest="generator", default=None, metavar="NAME",
-             help="model that writes qa-pairs / summaries: a local model (default: --model, run "
-                  "with llama.cpp when it has a GGUF), or with --generator-url the model's name "
-                  "on that server"),
+             help="model that writes qa-pairs / summaries: a local model — a catalogue name "
+                  "(downloaded once), a folder or a .gguf (default: --model, run with llama.cpp "
+                  "when it has a GGUF) — or with --generator-url the model's name on that server"),
         flag("--generator-url", default=None, metavar="URL", help="an OpenAI-compatible server that writes the "
              "pairs instead (Ollama http://127.0.0.1:11434/v1, LM Studio http://127.0.0.1:1234/v1, "
              "llama.cpp's server, vLLM); checked before any work"),

@@ -87,6 +87,10 @@ def dataset_text(summary: dict[str, Any]) -> str:
                      f"({qa['from_chunk']} from whole chunks, {qa['from_sentences']} one per sentence), "
                      f"{qa['fallback']} templated fallbacks; left out: " + (", ".join(
                          f"{n} {why}" for why, n in qa["dropped"].items()) or "none"))
+    useful = qa.get("expected_useful")
+    if useful:
+        lines.append(f"expect about {useful['share']:.0%} of the pairs written by {useful['written_by']} "
+                     f"to be sensible ({useful['measured']}). {useful['better']}")
     lines += [f"  {e['file']}{':' + str(e['line']) if e['line'] else ''}: {e['reason']}"
               for e in summary["errors"][:20]]
     if len(summary["errors"]) > 20:

@@ -5,7 +5,9 @@ a CPU it is several times faster than transformers), any OpenAI-compatible serve
 (Ollama, LM Studio, llama.cpp's server, vLLM: a base URL and a model name, health-checked before
 any work, with timeouts and retries, answers streamed), and transformers as the fallback for a model that has no
 GGUF. Every engine is greedy (the same chunk gives the same pairs) and checks the cancel event
-while it writes, so Cancel stops within a token or a request.
+while it writes, so Cancel stops within a token or a request. Also owns what was measured of a
+generator model's pairs (MEASURED: the share a person found sensible), so the Data step can say
+what to expect and offer a bigger generator; it does not judge pairs itself.
 """
 from __future__ import annotations
 
@@ -25,17 +27,51 @@ MAX_NEW_TOKENS = 192  # two Q/A pairs or a summary fit; a rambling model stops h
 class Generator:
     """A callable prompt → text, with what it runs on (shown to the user), and — where the engine
     can hold its output to a JSON schema (llama.cpp's grammars, a server's response_format) —
-    `json(messages, schema, max_tokens)`: the text, or None when this engine cannot constrain."""
+    `json(messages, schema, max_tokens)`: the text, or None when this engine cannot constrain.
+    `model`: the local model it runs, by the name the model box takes (the embedded model's name,
+    a catalogue name, a folder's name), whichever engine runs it; None for a server's model."""
     write: Callable[[str], str]
     engine: str
     label: str
     constrained: Callable[[list[dict[str, str]], dict, int], str | None] | None = None
+    model: str | None = None
 
     def __call__(self, prompt: str) -> str:
         return self.write(prompt)
 
     def json(self, messages: list[dict[str, str]], schema: dict, max_tokens: int) -> str | None:
         return self.constrained(messages, schema, max_tokens) if self.constrained else None
+
+
+@dataclass(frozen=True)
+class Measured:
+    """How useful one generator model's question/answer pairs were found, and where: a person
+    judged each pair sensible (the answer is in the document and answers the question as asked)."""
+    model: str       # the model box's name for it (Generator.model)
+    written_by: str  # how the Data step names it to the user
+    share: float     # pairs judged sensible, 0–1
+    measured: str    # how many, on what, where it is recorded
+
+
+# Filled in from benchmarks/RESULTS.md; a model without a line here has not been measured.
+MEASURED = {m.model: m for m in (
+    Measured(model="smollm2-135m-instruct", written_by="the small embedded model (SmolLM2-135M-Instruct)",
+             share=0.33, measured="hand-checked on three real manuals: 20 of 60 pairs of this recipe, "
+             "9 of 27 with a reworded prompt — benchmarks/RESULTS.md, 2026-12-04"),
+)}
+BETTER = ("Use a bigger model as the generator: --generator-model NAME (a catalogue model, e.g. "
+          "qwen2.5-3b; `python -m studio models list` lists them; downloaded once, run by "
+          "transformers), or your own server through --generator-url URL --generator-model NAME "
+          "(Ollama, LM Studio, llama.cpp's server).")
+
+
+def expected_useful(gen: Generator) -> dict[str, Any] | None:
+    """What share of the pairs `gen` writes to expect to be sensible, where that was measured and
+    how to do better; None for a model that was not measured (a server's, a bigger one)."""
+    m = MEASURED.get(gen.model or "")
+    if m is None:
+        return None
+    return {"share": m.share, "measured": m.measured, "better": BETTER, "written_by": m.written_by}
 
 
 def _cancelled(cancel: threading.Event | None) -> bool:

@@ -9,6 +9,7 @@ store, the datasets folder and the model cache. The flow itself is prepare.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -112,6 +113,10 @@ class DataService:
                                        generator=generator, progress=progress, cancel=cancel,
                                        version=version, model=model,
                                        heldout=heldout or sample_heldout(files))
+            useful = (generators.expected_useful(made[0])
+                      if made and (summary["qa"] or {}).get("generated") else None)
+            if useful:  # kept with the version's stats, so `data show` says it too
+                summary["qa"]["expected_useful"] = useful
             self._register(summary, recipe, model)
             summary["check"] = self.quick_check(Path(summary["path"]))
         summary["ref"] = str(DatasetRef(name, version))
@@ -121,13 +126,16 @@ class DataService:
         return summary
 
     def local_generator(self, ref: str, cancel: Any = None) -> generators.Generator:
-        """llama.cpp when the model has a GGUF (the embedded one ships as one), else transformers."""
+        """llama.cpp when the model has a GGUF (the embedded one ships as one), else transformers;
+        either way the generator knows which model it runs (what was measured of it follows)."""
         spec = self.cache.resolve(ref)
         gguf = (models.embedded_gguf() if spec.kind == "embedded" else
                 Path(spec.path) if spec.kind == "gguf" else None)
         if gguf is not None and models.llama_cpp_available()[0]:
-            return generators.llama_cpp(gguf, cancel)
-        return generators.transformers_model(*self.cache.loaded(ref), cancel)
+            gen = generators.llama_cpp(gguf, cancel)
+        else:
+            gen = generators.transformers_model(*self.cache.loaded(ref), cancel)
+        return dataclasses.replace(gen, model=spec.name)
 
     def _register(self, summary: dict[str, Any], recipe: str, model: str) -> None:
         name, version = summary["name"], summary["version"]

@@ -58,6 +58,8 @@ def summary_md(s: dict) -> str:
                      f"{share} — {qa['from_chunk']} from whole chunks, {qa['from_sentences']} one per "
                      f"fact-bearing sentence — and {qa['fallback']} templated fallbacks (labelled "
                      "'fallback'; turn them off with template_fallback=false).")
+    if qa.get("expected_useful"):
+        lines.append(useful_line(qa["expected_useful"]))
     removed = [f"{n} {k.split(': ', 1)[1]}" for k, n in c.items() if k.startswith("removed: ")]
     if removed:
         lines.append("- Cleaned out of the documents: " + ", ".join(removed) + ".")
@@ -69,6 +71,22 @@ def summary_md(s: dict) -> str:
         lines += [f"- `{e['file']}`{' line ' + str(e['line']) if e['line'] else ''}: {e['reason']}"
                   for e in s["errors"][:15]]
     return "\n".join(lines)
+
+
+def useful_line(u: dict) -> str:
+    """What share of the generated pairs to expect to be sensible, where that was measured, and
+    the Generator box's way to better ones (the service's `better` names the CLI's flags)."""
+    return (f"- Written by {u['written_by']}: expect about **1 in {round(1 / u['share'])}** pairs to "
+            f"be a sensible question ({u['measured']}). For better pairs, name a bigger generator "
+            "under **Generator** (left): a catalogue model such as qwen2.5-3b in “Model name” "
+            "with no server address, or your own server's address and its model name.")
+
+
+def generator_box(s: dict):
+    """The Generator box opens by itself when the summary suggests a bigger generator."""
+    import gradio as gr
+
+    return gr.update(open=True) if (s.get("qa") or {}).get("expected_useful") else gr.update()
 
 
 def length_set(s: dict) -> int:
@@ -110,13 +128,14 @@ def recipe_help(studio, recipe: str) -> str:
 def prepare(studio, session: Session, files, name: str, recipe: str, max_tokens, overlap, val,
             prompt_col: str, answer_col: str, gen_url: str, gen_model: str, model_ref: str,
             progress=None, heldout=None):
-    """→ (summary markdown, histogram update, preview html, known-or-new panel, session). A
-    dataset without a name is named after its first file. The known-or-new panel described the
-    dataset before: a new one clears it."""
+    """→ (summary markdown, histogram update, preview html, known-or-new panel, Generator box
+    update, session). A dataset without a name is named after its first file. The known-or-new
+    panel described the dataset before: a new one clears it."""
     import gradio as gr
 
     if not files:
-        return "⚠️ Upload at least one file first.", gr.update(visible=False), "", gr.update(), session
+        return ("⚠️ Upload at least one file first.", gr.update(visible=False), "", gr.update(),
+                gr.update(), session)
     session.cancel.clear()
     mapping = {"prompt": prompt_col, "completion": answer_col} if prompt_col and answer_col else None
     # gr.Progress is falsy (it has a length): compare with None
@@ -133,11 +152,11 @@ def prepare(studio, session: Session, files, name: str, recipe: str, max_tokens,
         ref = s["ref"]
         segs = studio.data_preview(ref, model_ref, 4)
     except Exception as e:
-        return error_text(e), gr.update(visible=False), "", gr.update(), session
+        return error_text(e), gr.update(visible=False), "", gr.update(), gr.update(), session
     session = dataclasses.replace(session, dataset=ref, max_len=round_up(s["tokens"]["p95"]),
                                   train_len=round_up(s["tokens"]["max"]))
     return (summary_md(s), gr.update(value=hist_chart(s), visible=True), preview_html(segs), "",
-            session)
+            generator_box(s), session)
 
 
 def triage_md(t: dict) -> str:
@@ -289,12 +308,16 @@ def build(studio, state, model):
             with gr.Accordion("Column mapping (only if detection fails)", open=False):
                 prompt_col = gr.Textbox(label="Question / prompt column")
                 answer_col = gr.Textbox(label="Answer / completion column")
-            with gr.Accordion("Generator: who writes question/answer pairs (optional)", open=False):
-                gr.Markdown("By default the model above writes them, run by llama.cpp. To use a "
-                            "bigger model you already run in Ollama, LM Studio or a llama.cpp "
-                            "server, give its address and the model's name there.")
+            with gr.Accordion("Generator: who writes question/answer pairs (optional)",
+                              open=False) as gen_box:  # opens when the summary suggests a bigger one
+                gr.Markdown("By default the model above writes them, run by llama.cpp. For better "
+                            "pairs use a bigger model: a catalogue model's name (e.g. qwen2.5-3b; "
+                            "downloaded once) in “Model name” with no server address, or a model "
+                            "you already run in Ollama, LM Studio or a llama.cpp server — its "
+                            "address and the model's name there.")
                 gen_url = gr.Textbox(label="Server address", placeholder="http://127.0.0.1:11434/v1")
-                gen_model = gr.Textbox(label="Model name on that server", placeholder="qwen3:8b")
+                gen_model = gr.Textbox(label="Model name (a catalogue model, or its name on the server)",
+                                       placeholder="qwen2.5-3b, or qwen3:8b on a server")
             with gr.Row():
                 go = gr.Button("Prepare dataset", variant="primary")
                 stop = gr.Button("Cancel", variant="stop")
@@ -339,7 +362,7 @@ def build(studio, state, model):
     # another. Cancel skips the queue so it is heard while the job runs.
     go.click(on_prepare, [state, files, name, recipe, max_tokens, overlap, val, prompt_col,
                           answer_col, gen_url, gen_model, model, heldout],
-             [out, hist, preview, know_out, state],
+             [out, hist, preview, know_out, gen_box, state],
              concurrency_limit=4, concurrency_id="prepare").then(
         ready, state, [*(b for b, _ in links), know])
     stop.click(on_cancel, None, out, queue=False)
