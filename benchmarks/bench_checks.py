@@ -6,8 +6,8 @@ and the whole check on 1,000 rows in time.
    rows whose answers differ, so every swapped row really is wrong), prepared in a fresh home and
    checked with the base model. Aims: ≥ 70% of the swapped rows among the flagged (any suspect
    reason), ≤ 15% of the clean rows flagged. Repeated over --seeds corruptions.
-2. Time: 1,000 FAQ-like rows (the sample's rows with its product name replaced by others, every
-   row distinct) checked end to end through the CLI's path (`Studio.data_check`, model load
+2. Time: 1,000 FAQ-like rows (the sample's rows with its product name replaced by others; a
+   question that names no product says which it is about, so every row is distinct) checked end to end through the CLI's path (`Studio.data_check`, model load
    included; the prepare before it is not timed). Aim ≤ 60 s on 2 cores.
 
 Usage: .venv/bin/python benchmarks/bench_checks.py [--seeds 3] [--rows 1000] [--skip-time]   (--seeds 0: the timing alone)
@@ -58,8 +58,16 @@ def recall(studio, rows: list[dict], seed: int, tmp: Path) -> dict:
             "seconds": round(time.time() - t0, 1)}
 
 
+def variant(row: dict, product: str) -> dict:
+    """A sample row about another product; a question that names no product says which it asks
+    about, so no two rows are the same (prepare would drop the copies and fewer rows be timed)."""
+    q, a = (row[k].replace("Nimbus Orbit", product) for k in ("question", "answer"))
+    return {"question": q if product in q else f"{q} (I have the {product}.)", "answer": a}
+
+
 def timing(studio, rows: list[dict], n: int, tmp: Path) -> dict:
-    many = [{k: v.replace("Nimbus Orbit", p) for k, v in r.items()} for p in PRODUCTS for r in rows][:n]
+    many = [variant(r, p) for p in PRODUCTS for r in rows][:n]
+    assert len({json.dumps(r) for r in many}) == len(many), "the timed rows must all differ"
     f = tmp / "faq-1000.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in many))
     studio.data_prepare([str(f)], "big", val_fraction=0.1)

@@ -166,6 +166,24 @@ def test_cancel_stops_the_model_pass(studio, tiny_model):
         suspects.find(model, tok, rows_of(folder), cancel=cancel)
 
 
+def test_batched_losses_equal_one_plain_pass_per_row(studio, tiny_model):
+    """The model pass batches rows, runs each group's shared template opening once and projects
+    all answer positions together: each loss is still the answer's mean loss in a plain forward
+    pass of that row alone (bfloat16 on a CPU: equal to a few hundredths of a nat)."""
+    import torch
+
+    model, tok = studio.loaded_model(tiny_model)
+    pairs = [(r["question"], r["answer"]) for r in FAQ[:6]] + [(None, r["answer"]) for r in FAQ[:6]]
+    pairs.append((FAQ[7]["question"], FAQ[0]["answer"]))
+    got = suspects.answer_losses(model, tok, pairs, tick=lambda n: None)
+    for (q, a), loss in zip(pairs, got):
+        seq, start = suspects._encode(tok, q, a, {})
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([seq])).logits[0, start - 1:len(seq) - 1].float()
+        plain = float(torch.nn.functional.cross_entropy(logits, torch.tensor(seq[start:])))
+        assert abs(loss - plain) < 0.05, (q, a[:40], loss, plain)
+
+
 def test_the_report_gives_the_figure_without_leaked_questions():
     from studio.evaluate.verdict import verdict
 

@@ -5,7 +5,8 @@ prompt/completion, chat messages; an optional `expect` column names the key fact
 must state — without one, the answer's key fact is taken: its first number, else its first name,
 scoring.key_facts), refusing rows that are not held out at all (the same question is in the
 training data), and keeping them beside the dataset version as heldout.jsonl. The report and
-Compare read them back with `load`; the sample FAQ brings its own paraphrased questions.
+Compare read them back with `load`; the shipped samples bring their own paraphrased questions
+(SAMPLE_HELDOUT, found by `sample_file` when the sample itself is prepared).
 """
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .. import paths
+from ..errors import DataError
+
 FILE = "heldout.jsonl"
+SAMPLE = paths.ASSETS / "sample"
+SAMPLE_HELDOUT = {"product_faq.jsonl": SAMPLE / "product_faq_heldout.jsonl",  # shipped data → its paraphrases
+                  "arithmetic_qa.jsonl": SAMPLE / "arithmetic_qa_heldout.jsonl"}
 EXPECT_KEYS = ("expect", "expected", "key_fact", "fact")
 
 
@@ -82,3 +89,48 @@ def load(folder: Path, limit: int | None = None) -> list[dict[str, Any]] | None:
         return None
     rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
     return rows[:limit] if limit else rows
+
+
+def sample_file(files: list[str]) -> Path | None:
+    """The shipped paraphrased questions when the shipped sample itself is prepared."""
+    for f in files:
+        for data, held in SAMPLE_HELDOUT.items():
+            try:
+                if (Path(f).stat().st_size == (SAMPLE / data).stat().st_size
+                        and Path(f).read_bytes() == (SAMPLE / data).read_bytes()):
+                    return held
+            except OSError:
+                continue
+    return None
+
+
+def as_file(folder: Path, tmp: Path) -> str | None:
+    """The dataset version's held-out questions as a file `prepare` reads (None without any):
+    pairs made from a Q/A set ask the same facts, so its held-out questions score them too."""
+    rows = load(folder)
+    if not rows:
+        return None
+    path = tmp / FILE
+    path.write_text("".join(json.dumps({"question": r["messages"][-1]["content"], "answer": r["answer"],
+                                        "expect": r["expect"]}, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")
+    return str(path)
+
+
+def for_check(folder: Path, path: str | None) -> list[dict[str, Any]] | None:
+    """Held-out rows to look for leaks with: a file the user names (read like any upload),
+    else the version's own."""
+    if not path:
+        return load(folder)
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"The held-out file {path} does not exist. Give the path of a .jsonl or "
+                        ".csv file of question/answer rows (the questions the model must not train on).")
+    issues: list = []
+    rows = read(p, issues)
+    if not rows:
+        why = "; ".join(f"line {i.line}: {i.reason}" if i.line else i.reason for i in issues[:3])
+        raise DataError(f"The held-out file {p.name} gave no question/answer rows "
+                        f"({why or 'it is empty'}). Give one JSON object per line with question "
+                        "and answer (or a CSV with those columns).")
+    return rows

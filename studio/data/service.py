@@ -21,46 +21,12 @@ from ..faults import disk_guard, sweep
 from ..locks import hold
 from ..records import DatasetRef
 from ..spec import apply_overrides, build
-from . import generators, prepare as prep, templates
+from . import generators, heldout as held, prepare as prep, templates
 from .ingest import SUPPORTED
 from .recipes import RECIPES, RecipeParams
-from .. import paths
 
 STAT_KEYS = ("splits", "tokens", "truncated", "dropped_too_long", "duplicates_removed",
              "empty_removed", "formats", "histogram", "recipe_counters", "max_len", "heldout", "qa")
-
-SAMPLE = paths.ASSETS / "sample"
-SAMPLE_HELDOUT = {"product_faq.jsonl": "product_faq_heldout.jsonl",  # shipped data → its paraphrases
-                  "arithmetic_qa.jsonl": "arithmetic_qa_heldout.jsonl"}
-
-
-def sample_heldout(files: list[str]) -> Path | None:
-    """The shipped paraphrased questions when the shipped sample itself is prepared."""
-    for f in files:
-        for data, held in SAMPLE_HELDOUT.items():
-            try:
-                if (Path(f).stat().st_size == (SAMPLE / data).stat().st_size
-                        and Path(f).read_bytes() == (SAMPLE / data).read_bytes()):
-                    return SAMPLE / held
-            except OSError:
-                continue
-    return None
-
-
-def held_file(folder: Path, tmp: Path) -> str | None:
-    """The dataset version's held-out questions as a file `prepare` reads (None without any):
-    pairs made from a Q/A set ask the same facts, so its held-out questions score them too."""
-    from . import heldout
-
-    rows = heldout.load(folder)
-    if not rows:
-        return None
-    path = tmp / "heldout.jsonl"
-    path.write_text("".join(json.dumps({"question": r["messages"][-1]["content"], "answer": r["answer"],
-                                        "expect": r["expect"]}, ensure_ascii=False) + "\n" for r in rows),
-                    encoding="utf-8")
-    return str(path)
-
 
 class DataService:
     def __init__(self, store, datasets_dir: Path, cache):
@@ -112,7 +78,7 @@ class DataService:
                                        val_fraction=val_fraction, seed=seed, mapping=mapping,
                                        generator=generator, progress=progress, cancel=cancel,
                                        version=version, model=model,
-                                       heldout=heldout or sample_heldout(files))
+                                       heldout=heldout or held.sample_file(files))
             useful = (generators.expected_useful(made[0])
                       if made and (summary["qa"] or {}).get("generated") else None)
             if useful:  # kept with the version's stats, so `data show` says it too
@@ -265,7 +231,7 @@ class DataService:
         with tempfile.TemporaryDirectory(prefix=".pairs-", dir=self.datasets_dir) as tmp:
             src = Path(tmp) / f"{d['name']}-factuality.jsonl"
             src.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in made) + "\n", encoding="utf-8")
-            summary = self.prepare([str(src)], name, model=model, heldout=held_file(Path(d["path"]), Path(tmp)),
+            summary = self.prepare([str(src)], name, model=model, heldout=held.as_file(Path(d["path"]), Path(tmp)),
                                    val_fraction=d["params"].get("val_fraction", 0.1))
         summary["pairs"] = {"made": len(made), "known": ctx.counters["factuality_known"],
                             "asked": len(rows), "generator": gen.label,
@@ -315,7 +281,7 @@ class DataService:
 
         d = self.get(ref)
         folder = Path(d["path"])
-        rows = self.heldout_rows(folder, heldout)
+        rows = held.for_check(folder, heldout)
         model = model or d["params"].get("model", models.DEFAULT_MODEL)
         pair = self.cache.loaded(model) if suspects else (None, None)
         out = checks.run(folder, rows, *pair, progress=progress, cancel=cancel)
@@ -329,29 +295,8 @@ class DataService:
         their chunk, unsupported answers — counted; the rows are in check.json."""
         from . import checks
 
-        out = checks.run(folder, self.heldout_rows(folder, None))
+        out = checks.run(folder, held.for_check(folder, None))
         return {k: len(out[k]) for k in checks.KINDS}
-
-    @staticmethod
-    def heldout_rows(folder: Path, path: str | None) -> list[dict[str, Any]] | None:
-        """Held-out rows to look for leaks with: a file the user names (read like any upload),
-        else the version's own."""
-        from . import heldout as held
-
-        if not path:
-            return held.load(folder)
-        p = Path(path)
-        if not p.is_file():
-            raise DataError(f"The held-out file {path} does not exist. Give the path of a .jsonl or "
-                            ".csv file of question/answer rows (the questions the model must not train on).")
-        issues: list = []
-        rows = held.read(p, issues)
-        if not rows:
-            why = "; ".join(f"line {i.line}: {i.reason}" if i.line else i.reason for i in issues[:3])
-            raise DataError(f"The held-out file {p.name} gave no question/answer rows "
-                            f"({why or 'it is empty'}). Give one JSON object per line with question "
-                            "and answer (or a CSV with those columns).")
-        return rows
 
     def keep(self, ref: str, rows: list[int]) -> dict[str, Any]:
         """Remember that these flagged rows (indexes in the version) stay, in this and every

@@ -28,6 +28,7 @@ SUPPORTED_AT = 0.6    # share of an answer's content words that must be in its c
 MAX_QUESTION = 96     # tokens of a question scored (the end is kept: the ask is usually there)
 MAX_ANSWER = 48       # tokens of an answer scored
 BATCH_TOKENS = 3072   # padded tokens per forward pass
+HEAD_ROWS = 512       # answer positions per vocabulary projection (512 × 49k fp32 logits ≈ 100 MB)
 # a question that points at text the reader does not have: "What are these functions?"
 POINTS = re.compile(r"\b(these|those|this|that|the following|the above|above|below|here|"
                     r"the relevant|the given|the described|the mentioned|the same|it|they|them)\b", re.I)
@@ -77,15 +78,16 @@ def alternatives(questions: list[str], answers: list[str]) -> list[int | None]:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vec = TfidfVectorizer(stop_words="english", sublinear_tf=True).fit(questions + answers)
-    sim = (vec.transform(answers) @ vec.transform(questions).T).toarray()
+    a, q = vec.transform(answers), vec.transform(questions)
+    sim = (a @ q.T).toarray()
+    owns = sim.diagonal().copy()  # each answer against its own question
     folded = [fold(a) for a in answers]
     out: list[int | None] = []
     for i in range(len(answers)):
         sim[i, i] = -1
         order = sim[i].argsort()[::-1]
-        own = (vec.transform([answers[i]]) @ vec.transform([questions[i]]).T).toarray()[0, 0]
         j = next((int(j) for j in order[:8] if sim[i, j] > 0 and folded[j] != folded[i]), None)
-        j = j if j is not None and sim[i, j] >= own else None
+        j = j if j is not None and sim[i, j] >= owns[i] else None
         out.append(j)
     return out
 
@@ -112,41 +114,73 @@ def _encode(tok, question: str | None, answer: str, prompts: dict) -> tuple[list
 def answer_losses(model, tok, pairs: list[tuple[str | None, str]], tick: Callable[[int], None],
                   cancel: Any = None) -> list[float]:
     """Mean loss per answer token of each (question, answer); question None = asked nothing.
-    Sequences are sorted by length and batched to BATCH_TOKENS; only answer positions go
-    through the vocabulary projection."""
+    The pairs asked something and those asked nothing are scored apart, so that each group's
+    shared opening (the chat template's, ≈ a third of a short FAQ row's tokens) is run once per
+    batch instead of once per row; sequences are sorted by length and batched to BATCH_TOKENS,
+    in bfloat16 on a CPU; only answer positions go through the vocabulary projection."""
     import torch
 
     prompts: dict = {}
     enc = [_encode(tok, q, a, prompts) for q, a in pairs]
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
     out = [0.0] * len(enc)
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     dev = model.device
+    with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=dev.type == "cpu"):
+        for asked in (True, False):
+            group = [i for i, (q, _) in enumerate(pairs) if (q is not None) == asked]
+            if group:
+                _group_losses(model, tok, enc, group, out, tick, cancel)
+    return out
+
+
+def _group_losses(model, tok, enc: list[tuple[list[int], int]], group: list[int], out: list[float],
+                  tick: Callable[[int], None], cancel: Any) -> None:
+    """`answer_losses` for one group of sequences (indices into `enc`), written into `out`."""
+    import os
+
+    opening = len(os.path.commonprefix([enc[k][0] for k in group]))
+    shared = max(0, min(opening, min(enc[k][1] for k in group) - 1))  # before every answer's first predictor
+    order = sorted(group, key=lambda k: len(enc[k][0]))
     i = 0
     while i < len(order):
         if cancel is not None and cancel.is_set():
             raise Cancelled("Cancelled; the check was not saved.")
-        width = len(enc[order[min(len(order) - 1, i)]][0])
-        n = max(1, BATCH_TOKENS // max(width, 1))
+        n = max(1, BATCH_TOKENS // max(len(enc[order[i]][0]) - shared, 1))
         batch = order[i:i + n]
-        width = max(len(enc[k][0]) for k in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, k in enumerate(batch):
-            seq = enc[k][0]
-            ids[r, :len(seq)] = torch.tensor(seq)
-            mask[r, :len(seq)] = 1
-        with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=dev.type == "cpu"):
-            hidden = decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
-            for r, k in enumerate(batch):
-                seq, start = enc[k]
-                h = hidden[r, start - 1:len(seq) - 1]          # positions that predict the answer
-                target = torch.tensor(seq[start:], device=dev)
-                logp = torch.log_softmax(head(h).float(), -1)
-                out[k] = float(-logp.gather(1, target.unsqueeze(1)).mean())
+        for k, loss in zip(batch, _batch_losses(model, tok, [enc[k] for k in batch], shared)):
+            out[k] = loss
         tick(len(batch))
         i += len(batch)
+
+
+def _batch_losses(model, tok, seqs: list[tuple[list[int], int]], shared: int) -> list[float]:
+    """One forward pass over a batch whose first `shared` tokens are the same in every row: those
+    are run once (batch 1) and their keys and values repeated for the rest, right-padded."""
+    import torch
+
+    decoder, head, dev = model.get_decoder(), model.get_output_embeddings(), model.device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    width = max(len(s) for s, _ in seqs) - shared
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    for r, (seq, _) in enumerate(seqs):
+        ids[r, :len(seq) - shared] = torch.tensor(seq[shared:])
+    past = None
+    if shared:
+        past = decoder(input_ids=torch.tensor([seqs[0][0][:shared]], device=dev), use_cache=True).cache
+        past.batch_repeat_interleave(len(seqs))
+    # no padding mask: the padding is on the right, and causal attention never lets a real token
+    # see what comes after it (a plain causal mask lets attention take its fast path)
+    hidden = decoder(input_ids=ids.to(dev), cache=past, use_cache=past is not None).last_hidden_state
+    # the positions that predict each answer, all rows' together: one projection per HEAD_ROWS
+    # positions instead of one per row (≈3× faster on a CPU)
+    picks = [hidden[r, start - 1 - shared:len(seq) - 1 - shared] for r, (seq, start) in enumerate(seqs)]
+    h = torch.cat(picks)
+    target = torch.tensor([t for seq, start in seqs for t in seq[start:]], device=dev)
+    nll = torch.cat([torch.nn.functional.cross_entropy(head(h[j:j + HEAD_ROWS]).float(), target[j:j + HEAD_ROWS],
+                                                       reduction="none") for j in range(0, len(h), HEAD_ROWS)])
+    out, at = [], 0
+    for p in picks:
+        out.append(float(nll[at:at + len(p)].mean()))
+        at += len(p)
     return out
 
 

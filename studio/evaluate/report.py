@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import paths
 from ..data.preference import qa_pairs
 from ..data.templates import answer_logps, mean_loss
 from ..paths import RUN
@@ -27,10 +26,6 @@ from ..scoring import ppl, probe_examples, score
 from ..spec import RunSpec, stored
 from . import second
 from .verdict import diagnose, forgetting_figures, headline, suggest, verdict
-
-ASSETS = paths.ASSETS
-SAMPLE_HELDOUT = {"product_faq.jsonl": ASSETS / "sample" / "product_faq_heldout.jsonl",
-                  "arithmetic_qa.jsonl": ASSETS / "sample" / "arithmetic_qa_heldout.jsonl"}
 
 
 def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
@@ -46,7 +41,7 @@ def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str
     rows = heldout.load(Path(dataset["path"]), limit)
     if rows is None:  # a dataset prepared before held-out files were kept with it
         for src in dataset.get("sources") or []:
-            f = SAMPLE_HELDOUT.get(src)
+            f = heldout.SAMPLE_HELDOUT.get(src)
             if f and f.exists():
                 rows = [{"messages": [{"role": "user", "content": r["question"]}], "answer": r["answer"],
                          "expect": r.get("expect")}
@@ -69,7 +64,9 @@ def leaked_heldout(dataset: dict[str, Any]) -> set[int]:
 
 def sample_questions() -> list[str]:
     """The shipped held-out questions, for the Compare step's picker."""
-    return [json.loads(x)["question"] for f in SAMPLE_HELDOUT.values() if f.exists()
+    from ..data import heldout
+
+    return [json.loads(x)["question"] for f in heldout.SAMPLE_HELDOUT.values() if f.exists()
             for x in f.read_text().splitlines() if x.strip()]
 
 
