@@ -61,6 +61,44 @@ def test_json_and_code_rewards():
     assert comp("def f(): pass", FACT, {}) is None
 
 
+REF = '''```python
+def area(w, h):
+    """Area of a w × h rectangle.
+
+    >>> area(2, 3)
+    6
+    >>> area(0, 5)
+    0
+    >>> [area(n, n) for n in range(3)]
+    [0, 1, 4]
+    """
+    return w * h
+```'''
+
+
+def test_doctests_run_the_answer_apart_with_a_time_limit_and_no_network():
+    from studio.train import rewards as rw, sandbox
+
+    row = rows_of([("Write a Python function `area`: area of a rectangle.", REF)], recipe="code-functions")[0]
+    doc = rw.REWARDS["doctests"].fn
+    assert sandbox.examples(rw.unfence(REF)) == [["area(2, 3)\n", "6\n"], ["area(0, 5)\n", "0\n"],
+                                                 ["[area(n, n) for n in range(3)]\n", "[0, 1, 4]\n"]]
+    assert doc("```python\ndef area(w, h):\n    return h * w\n```", row, {}) == 1.0
+    assert doc("def area(w, h):\n    return w + h if w else 0", row, {}) == pytest.approx(1 / 3)  # 1 of 3
+    assert doc("def surface(w, h):\n    return w * h", row, {}) == 0.0            # wrong name: NameError
+    assert doc("raise SystemExit(3)", row, {}) == 0.0                               # dies before the tests
+    assert doc("It multiplies the sides.", row, {}) == 0.0
+    net = "import socket\ndef area(w, h):\n    socket.socket().close()\n    return w * h"  # works outside
+    assert doc(net, row, {}) == 0.0                                                  # the network is off
+    assert sandbox.run(net, sandbox.examples(rw.unfence(REF)))["failed"] == 3
+    hang = sandbox.run("def area(w, h):\n    while True:\n        pass", sandbox.examples(rw.unfence(REF)), 1.0)
+    assert hang == {"tried": 3, "failed": 3, "error": "over 1 s"}
+    plain = rows_of([("Write f", "```python\ndef f():\n    return 1\n```")], recipe="code-functions")[0]
+    assert doc("def f():\n    return 1", plain, {}) is None                      # no examples: not scored
+    assert doc("def area(w, h): return w * h", FACT, {}) is None                    # not a code row
+    assert [r.name for r in rw.choose([row, plain])] == ["compiles", "doctests", "length", "repetition"]
+
+
 def test_the_combined_reward_is_the_mean_of_scores_times_the_penalties():
     from studio.train import rewards as rw
 

@@ -158,6 +158,24 @@ def compiles(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
     return 1.0
 
 
+def doctests(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
+    """The share of the reference function's doctest examples the completion's code passes, run
+    in a separate process with a time limit and no network (sandbox.py); None where the
+    reference has no examples."""
+    from . import sandbox
+
+    if not is_code(row):
+        return None
+    cases = sandbox.examples(unfence(row.get("answer", "")))
+    if not cases:
+        return None
+    src = unfence(c)
+    if not src.strip():
+        return 0.0
+    r = sandbox.run(src, cases)
+    return (r["tried"] - r["failed"]) / r["tried"] if r["tried"] else 0.0
+
+
 def length(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
     ref = len(row.get("answer", "").split()) or 30
     n = len(c.split())
@@ -202,6 +220,12 @@ def code_rows(rows: list[dict[str, Any]]) -> bool:
     return bool(rows) and sum(is_code(r) for r in rows) >= len(rows) / 2
 
 
+def code_with_doctests(rows: list[dict[str, Any]]) -> bool:
+    from .sandbox import examples
+
+    return code_rows(rows) and any(is_code(r) and examples(unfence(r.get("answer", ""))) for r in rows)
+
+
 def always(rows: list[dict[str, Any]]) -> bool:
     return bool(rows)
 
@@ -219,6 +243,9 @@ REWARDS: dict[str, Reward] = {r.name: r for r in (
            why="The answer parses as JSON with the keys and types the reference answers use (credit per key)."),
     Reward(name="compiles", role="score", fn=compiles, supports=code_rows,
            why="The Python code in the answer compiles (a def or class, no syntax error)."),
+    Reward(name="doctests", role="score", fn=doctests, supports=code_with_doctests,
+           why="The answer's code passes the reference function's doctest examples (run apart: "
+               "5 s, no network, a temp folder; credit per example)."),
     Reward(name="length", role="penalty", fn=length, supports=with_answers,
            why="Penalty for answers more than twice as long as the reference (none from four times)."),
     Reward(name="repetition", role="penalty", fn=repetition, supports=always,
