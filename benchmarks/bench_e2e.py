@@ -49,7 +49,7 @@ def bare_steps(run_dir: Path, model_path: Path, device: str) -> tuple[float, int
 
     from studio.models import registry as models
     from studio.data.prepare import read_split
-    from studio.spec import OPTIMIZERS
+    from studio.optimizers import OPTIMIZERS
     from studio.train import batches
     from studio.train.config import RunConfig
     from studio.train.loop import load_for_training

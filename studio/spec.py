@@ -17,28 +17,7 @@ from typing import Any
 
 from .errors import ConfigError, PresetError
 from .knobs import apply_overrides, build, check_value, knob
-
-
-@dataclass(frozen=True)
-class Optimizer:
-    """What an optimizer choice means to the trainer and to the estimate."""
-    hf_name: str                   # transformers' TrainingArguments.optim
-    states: int                    # state tensors per trainable parameter
-    state_bytes: float | None      # bytes per state value (None: the parameter's own dtype)
-    help: str
-    cuda_only: bool = False        # paged optimizers need CUDA's unified memory
-
-
-OPTIMIZERS: dict[str, Optimizer] = {
-    "adamw": Optimizer("adamw_torch", 2, None, "AdamW: 2 states in the parameter's dtype"),
-    # bitsandbytes' 8-bit AdamW: 1-byte states with one fp32 scale per block of 256 values.
-    "adamw-8bit": Optimizer("adamw_bnb_8bit", 2, 1 + 4 / 256,
-                            "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values"),
-    "paged-adamw-8bit": Optimizer("paged_adamw_8bit", 2, 1 + 4 / 256,
-                                  "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values",
-                                  cuda_only=True),
-    "sgd": Optimizer("sgd", 0, 0, "SGD without momentum keeps no state"),
-}
+from .optimizers import OPTIMIZERS
 
 
 @dataclass(frozen=True)
@@ -96,6 +75,12 @@ class TrainSpec:
                                    "(bitsandbytes, GPU), or sgd.",
                           choices=tuple(OPTIMIZERS), flat="optimizer")
     seed: int = knob(42, "Random seed for data order, split and adapter init.", min=0, max=2**32 - 1)
+    order: str = knob("shuffled", "Order of your examples in training: shuffled (a new random order "
+                                  "each pass, as most tools train) or curriculum (easy → hard by the "
+                                  "base model's loss on each answer, topics taken in turn; supervised "
+                                  "runs). Published gains are about a point and sometimes negative: "
+                                  "benchmarks/RESULTS.md has what we measured.",
+                      choices=("shuffled", "curriculum"))
     grad_ckpt: bool = knob(False, "Gradient checkpointing: recompute activations in the backward "
                                   "pass; ~30% slower, much less activation memory.", flat="grad_ckpt")
     packing: bool = knob(True, "Padding-free batching: examples are laid end to end with their "

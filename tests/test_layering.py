@@ -21,7 +21,7 @@ HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "llama_cpp", "accelera
 ENTRY = {"studio", "studio.launch", "studio.__main__"}  # entry points: they wire the app and the CLI
 FRONT = ("studio.ui", "studio.cli")           # front ends: the facade and errors only
 FACADE = {"studio.api", "studio.history"}     # the facade, and the one listing across every part
-BASE = {f"studio.{m}" for m in ("spec", "knobs", "records", "paths", "store", "errors", "faults",
+BASE = {f"studio.{m}" for m in ("spec", "knobs", "optimizers", "records", "paths", "store", "errors", "faults",
                                 "locks", "presets", "scoring")}
 PARTS = {"studio.models": 1, "studio.data": 2, "studio.memory": 2, "studio.retention": 2,
          "studio.train": 3, "studio.evaluate": 4, "studio.export": 4}

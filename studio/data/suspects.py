@@ -118,15 +118,23 @@ def answer_losses(model, tok, pairs: list[tuple[str | None, str]], tick: Callabl
     shared opening (the chat template's, ≈ a third of a short FAQ row's tokens) is run once per
     batch instead of once per row; sequences are sorted by length and batched to BATCH_TOKENS,
     in bfloat16 on a CPU; only answer positions go through the vocabulary projection."""
-    import torch
-
     prompts: dict = {}
     enc = [_encode(tok, q, a, prompts) for q, a in pairs]
+    asked = [i for i, (q, _) in enumerate(pairs) if q is not None]
+    return sequence_losses(model, tok, enc, [asked, [i for i, (q, _) in enumerate(pairs) if q is None]],
+                           tick, cancel)
+
+
+def sequence_losses(model, tok, enc: list[tuple[list[int], int]], groups: list[list[int]] | None = None,
+                    tick: Callable[[int], None] = lambda n: None, cancel: Any = None) -> list[float]:
+    """Mean loss per token of each sequence (token ids, position its scored part starts at),
+    scored by `groups` of indices (default: one) that each share their opening."""
+    import torch
+
     out = [0.0] * len(enc)
     dev = model.device
     with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=dev.type == "cpu"):
-        for asked in (True, False):
-            group = [i for i, (q, _) in enumerate(pairs) if (q is not None) == asked]
+        for group in groups if groups is not None else [list(range(len(enc)))]:
             if group:
                 _group_losses(model, tok, enc, group, out, tick, cancel)
     return out

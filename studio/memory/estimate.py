@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..spec import OPTIMIZERS, RunSpec, flat_view, update
+from ..optimizers import OPTIMIZERS
+from ..spec import RunSpec, flat_view, update
 from .shapes import ARCHS, Shape, layer_linears, param_counts, shape_from_config, targeted
 
 __all__ = ["ARCHS", "Shape", "layer_linears", "param_counts", "shape_from_config", "targeted",

@@ -183,8 +183,9 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
              fresh: bool, say: Callable[[str], None]) -> tuple[list[dict[str, Any]], tuple | None]:
     """The run's training set and its KL anchor (or None): the user's examples — self-distilled
     and paraphrased when the spec asks (augment.py) — and self-replay, mixed in (replay_mode ce)
-    or carried by every batch as the anchor (kl). What each lever did is kept in levers.json for
-    the report; `fresh` (not a resume) says it in the run's notes too."""
+    or carried by every batch as the anchor (kl) — in curriculum order when the spec asks
+    (curriculum.py). What each lever did is kept in levers.json for the report; `fresh` (not a
+    resume) says it in the run's notes too."""
     import json
 
     from ..faults import atomic_write_text
@@ -199,6 +200,10 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
     train_set, anchor, levers["replayed"] = mix_replay(spec, tok, model, model_path, home, train_set,
                                                        say, quiet)
     levers["safety_replayed"] = safety_replay(spec, tok, model, model_path, home, len(rows), train_set, say, quiet)
+    if t.order == "curriculum":
+        from . import curriculum
+
+        train_set, levers["curriculum"] = curriculum.arrange(train_set, model, tok, t.seed, INDEX, quiet)
     atomic_write_text(run_dir / RUN.levers, json.dumps(levers, indent=1))
     return train_set, anchor
 

@@ -21,7 +21,8 @@ from ..errors import ConfigError, DataError, RunError
 from ..faults import atomic_write_text
 from ..presets import check_trainable, get_preset
 from ..records import DatasetRef
-from ..spec import OPTIMIZERS, RunSpec, build, dotted, override, update
+from ..optimizers import OPTIMIZERS
+from ..spec import RunSpec, build, dotted, override, update
 from ..paths import RUN
 
 RUN_KEYS = ("preset", "overrides", "dataset", "notes")
@@ -159,6 +160,10 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
                                           or spec.train.replay_mode == "kl"):
         notes.append("Self-distilled targets, paraphrases and KL replay are for supervised runs; "
                      f"this {spec.train.objective} run trains on the pairs as they are.")
+    if spec.train.objective != "sft" and spec.train.order == "curriculum":
+        spec = update(spec, order="shuffled")
+        notes.append(f"Curriculum ordering is for supervised runs; this {spec.train.objective} run "
+                     "takes its examples in a shuffled order.")
     if has_chat(stats.get("formats", {})) and not getattr(tok, "chat_template", None):
         raise DataError(f"Dataset {dataset['name']} holds chat examples, but model {spec.model} "
                         "has no chat template. Pick an instruct/chat model, or prepare plain-text "

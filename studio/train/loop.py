@@ -26,7 +26,7 @@ from ..errors import RunError
 from ..faults import crash_point, disk_guard, disk_message, likely_disk_full
 from ..paths import RUN, Home, append_event
 from ..records import RunStatus
-from ..spec import OPTIMIZERS
+from ..optimizers import OPTIMIZERS
 from . import batches, preference, rl
 from . import checkpoints as ckpt
 from .callback import StudioCallback, log_note
@@ -242,6 +242,7 @@ def _training_args(p, steps: int, staging: Path, has_eval: bool, device: str, pr
         learning_rate=t.lr, lr_scheduler_type=t.schedule if t.schedule != "constant" else "constant_with_warmup",
         warmup_steps=int(round(t.warmup_ratio * steps)), weight_decay=t.weight_decay,
         optim=OPTIMIZERS[t.optimizer].hf_name, seed=t.seed, data_seed=t.seed,
+        train_sampling_strategy="sequential" if t.order == "curriculum" else "random",
         logging_steps=t.log_every, save_strategy="steps", save_steps=t.save_every,
         save_total_limit=None, eval_strategy="steps" if (t.eval_every and has_eval) else "no",
         eval_steps=t.eval_every or None, report_to=[], use_cpu=device == "cpu",

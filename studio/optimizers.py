@@ -1,0 +1,29 @@
+"""The optimizers a run can choose (train.optimizer), as records: what each choice means to the
+trainer (transformers' name for it) and to the memory estimate (state tensors per trainable
+parameter and their size), with its help text. Base layer: no imports of the studio's parts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """What an optimizer choice means to the trainer and to the estimate."""
+    hf_name: str                   # transformers' TrainingArguments.optim
+    states: int                    # state tensors per trainable parameter
+    state_bytes: float | None      # bytes per state value (None: the parameter's own dtype)
+    help: str
+    cuda_only: bool = False        # paged optimizers need CUDA's unified memory
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    "adamw": Optimizer("adamw_torch", 2, None, "AdamW: 2 states in the parameter's dtype"),
+    # bitsandbytes' 8-bit AdamW: 1-byte states with one fp32 scale per block of 256 values.
+    "adamw-8bit": Optimizer("adamw_bnb_8bit", 2, 1 + 4 / 256,
+                            "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values"),
+    "paged-adamw-8bit": Optimizer("paged_adamw_8bit", 2, 1 + 4 / 256,
+                                  "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values",
+                                  cuda_only=True),
+    "sgd": Optimizer("sgd", 0, 0, "SGD without momentum keeps no state"),
+}
