@@ -99,6 +99,27 @@ def test_doctests_run_the_answer_apart_with_a_time_limit_and_no_network():
     assert [r.name for r in rw.choose([row, plain])] == ["compiles", "doctests", "length", "repetition"]
 
 
+def test_a_form_the_references_share_is_rewarded():
+    from studio.train import rewards as rw
+
+    sums = rows_of([(f"What is {a} plus {b}? Answer with the number only.", str(a + b))
+                    for a, b in ((5, 6), (22, 11), (7, 29), (3, 4), (10, 15))])
+    assert [r.name for r in rw.choose(sums)] == ["facts", "exact", "f1", "made_up", "format", "length",
+                                                 "repetition"]
+    ctx = rw.context([rw.REWARDS["format"]], sums)
+    assert ctx["shape"] == "9"
+    form = rw.REWARDS["format"].fn
+    assert form("11", sums[0], ctx) == 1.0 and form("12", sums[0], ctx) == 1.0   # the form, right or not
+    assert form("The sum is 11.", sums[0], ctx) == 0.5 and form("", sums[0], ctx) == 0.5
+    chosen = [rw.REWARDS[n] for n in ("exact", "format")]
+    assert rw.combine(chosen, "11", sums[0], ctx) == 1.0 > rw.combine(chosen, "The sum is 11.", sums[0], ctx) == 0.5
+    gsm = rows_of([("Q1", "She has 3 apples.\n#### 3"), ("Q2", "Twice 4.\n#### 8"), ("Q3", "#### 1,200")])
+    assert rw.common_shape(gsm) == "#### 9"
+    assert rw.REWARDS["format"].fn("So 8.\n#### 8", gsm[1], rw.context([rw.REWARDS["format"]], gsm)) == 1.0
+    prose = rows_of([("Who makes it?", "Fernwick Labs in Tallinn makes it."), ("Price?", "It costs 189 euros.")])
+    assert rw.common_shape(prose) is None and "format" not in [r.name for r in rw.choose(prose)]
+
+
 def test_the_combined_reward_is_the_mean_of_scores_times_the_penalties():
     from studio.train import rewards as rw
 

@@ -27,6 +27,8 @@ from ..scoring import NUMBER, key_facts, norm, states, fact_share
 
 SHORT_WORDS = 5          # a reference of up to 5 words is a short answer: exact/numeric match
 JSON_SHARE = 0.8         # references are "JSON answers" when 80% of them parse as an object
+FORMAT_SHARE = 0.8       # ... and have a form (`format`) when 80% of their last lines share one
+FORMAT_MAX = 16          # the longest form that counts (in shape() symbols)
 FENCE = re.compile(r"```(?:\w+)?\s*\n(.*?)(?:```|$)", re.S)
 
 
@@ -176,6 +178,30 @@ def doctests(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
     return (r["tried"] - r["failed"]) / r["tried"] if r["tried"] else 0.0
 
 
+def shape(text: str) -> str:
+    """The form of an answer's last line: numbers → 9, words → a, spaces folded, the rest kept
+    ("#### 42" → "#### 9", "2024-05-01" → "9-9-9", "B" → "a")."""
+    lines = text.strip().splitlines()
+    last = re.sub(r"\d+(?:[.,]\d+)*", "9", lines[-1].strip() if lines else "")
+    return re.sub(r"\s+", " ", re.sub(r"[^\W\d_]+", "a", last))
+
+
+def common_shape(rows: list[dict[str, Any]]) -> str | None:
+    """The last-line form that FORMAT_SHARE of the reference answers share, if any (short forms
+    only: a sentence's form says nothing)."""
+    forms = Counter(shape(r["answer"]) for r in rows if r.get("answer"))
+    if sum(forms.values()) < 2:
+        return None
+    form, n = forms.most_common(1)[0]
+    return form if n >= FORMAT_SHARE * sum(forms.values()) and 0 < len(form) <= FORMAT_MAX else None
+
+
+def in_form(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
+    if not ctx.get("shape"):
+        return None
+    return 1.0 if shape(c) == ctx["shape"] else 0.5
+
+
 def length(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
     ref = len(row.get("answer", "").split()) or 30
     n = len(c.split())
@@ -226,6 +252,10 @@ def code_with_doctests(rows: list[dict[str, Any]]) -> bool:
     return code_rows(rows) and any(is_code(r) and examples(unfence(r.get("answer", ""))) for r in rows)
 
 
+def formatted(rows: list[dict[str, Any]]) -> bool:
+    return not json_answers(rows) and not code_rows(rows) and common_shape(rows) is not None
+
+
 def always(rows: list[dict[str, Any]]) -> bool:
     return bool(rows)
 
@@ -246,6 +276,9 @@ REWARDS: dict[str, Reward] = {r.name: r for r in (
     Reward(name="doctests", role="score", fn=doctests, supports=code_with_doctests,
            why="The answer's code passes the reference function's doctest examples (run apart: "
                "5 s, no network, a temp folder; credit per example)."),
+    Reward(name="format", role="penalty", fn=in_form, supports=formatted,
+           why="Half the reward for an answer whose last line is not in the form the references share "
+               "(e.g. a bare number, a letter, '#### 42')."),
     Reward(name="length", role="penalty", fn=length, supports=with_answers,
            why="Penalty for answers more than twice as long as the reference (none from four times)."),
     Reward(name="repetition", role="penalty", fn=repetition, supports=always,
@@ -321,9 +354,10 @@ def choose(rows: list[dict[str, Any]], names: str = "", dataset: str = "the data
 
 
 def context(chosen: list[Reward], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """What rewards need from the whole dataset: the JSON schema the references share."""
-    return {"schema": schema_of([r["answer"] for r in rows if r.get("answer")])
-            if any(r.name == "json" for r in chosen) else {}}
+    """What rewards need from the whole dataset: the JSON schema and the form the references share."""
+    names = {r.name for r in chosen}
+    return {"schema": schema_of([r["answer"] for r in rows if r.get("answer")]) if "json" in names else {},
+            "shape": common_shape(rows) if "format" in names else None}
 
 
 def combine(chosen: list[Reward], completion: str, row: dict[str, Any], ctx: dict[str, Any]
