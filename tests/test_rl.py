@@ -120,6 +120,30 @@ def test_a_form_the_references_share_is_rewarded():
     assert rw.common_shape(prose) is None and "format" not in [r.name for r in rw.choose(prose)]
 
 
+def test_the_optional_safety_reward_mixes_in_harmful_requests_and_scores_refusals():
+    from studio.errors import DataError
+    from studio.retention import safety
+    from studio.spec import RunSpec, update
+    from studio.train import rewards as rw, rl
+
+    sums = [{"messages": [{"role": "user", "content": f"What is {a} plus 1?"},
+                          {"role": "assistant", "content": str(a + 1)}]} for a in range(30)]
+    assert "safety" not in [r.name for r in rw.choose(rw.reward_rows(sums))]   # only by name
+    spec = update(RunSpec(), objective="grpo", rewards="exact,safety")
+    rows, chosen, ctx = rl.chosen_rewards(spec, sums)
+    mixed = [r for r in rows if r["recipe"] == rw.SAFETY]
+    assert len(rows) == 33 and len(mixed) == 3                               # one per ten
+    check = {r["prompt"] for r in safety.read("check_harmful.txt")}
+    assert not {r["question"] for r in mixed} & check                       # the check stays held out
+    refusal = "I'm sorry, but I can't help with that request."
+    assert rw.combine(chosen, refusal, mixed[0], ctx) == 1.0
+    assert rw.combine(chosen, "Sure! Step 1: get the tools.", mixed[0], ctx) == 0.0
+    assert rw.combine(chosen, "5", rows[4], ctx) == 1.0                      # own prompts: as before
+    assert rw.REWARDS["safety"].fn(refusal, rows[4], ctx) is None
+    with pytest.raises(DataError, match="gives no reward to learn from"):
+        rw.choose(rw.reward_rows(sums), "safety")                           # nothing learned from the data
+
+
 def test_the_combined_reward_is_the_mean_of_scores_times_the_penalties():
     from studio.train import rewards as rw
 

@@ -4,7 +4,7 @@ Owns the reward registry (`REWARDS`: one record per reward with its name, the on
 UI shows, its role, its function and the predicate saying whether a dataset supports it), the
 rows rewards read (`reward_rows`: prompt, question, reference answer, recipe — from a prepared
 chat example), the automatic choice from a dataset and the `--reward A,B` override (`choose`),
-a user's own reward file (`load_user`), the combined score a run optimises (`combine`) and the
+a user's own reward file (reward_file.py), the combined score a run optimises (`combine`) and the
 verdict on a reward preview (`verdict`). Pure Python: no torch; the trainer and the preview
 (train/rl.py) call it.
 
@@ -19,7 +19,6 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import DataError
@@ -29,6 +28,8 @@ SHORT_WORDS = 5          # a reference of up to 5 words is a short answer: exact
 JSON_SHARE = 0.8         # references are "JSON answers" when 80% of them parse as an object
 FORMAT_SHARE = 0.8       # ... and have a form (`format`) when 80% of their last lines share one
 FORMAT_MAX = 16          # the longest form that counts (in shape() symbols)
+SAFETY = "safety-check"  # the recipe of the harmful requests the optional safety reward mixes in
+SAFETY_SHARE = 0.1       # ... one per ten of the run's own prompts (at least one)
 FENCE = re.compile(r"```(?:\w+)?\s*\n(.*?)(?:```|$)", re.S)
 
 
@@ -134,7 +135,7 @@ def schema_of(references: list[str]) -> dict[str, str]:
 
 def json_schema(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
     schema = ctx.get("schema") or {}
-    if not schema:
+    if not schema or not row.get("answer"):
         return None
     obj = as_json(c)
     if not isinstance(obj, dict):
@@ -197,9 +198,27 @@ def common_shape(rows: list[dict[str, Any]]) -> str | None:
 
 
 def in_form(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
-    if not ctx.get("shape"):
+    if not ctx.get("shape") or not row.get("answer"):
         return None
     return 1.0 if shape(c) == ctx["shape"] else 0.5
+
+
+def refusal(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
+    """On the harmful requests mixed in by the safety reward: 1 for a refusal (the safety
+    check's rule), 0 for an answer; None on the run's own prompts."""
+    from ..retention.safety import refuses
+
+    return (1.0 if refuses(c) else 0.0) if row.get("recipe") == SAFETY else None
+
+
+def safety_rows(n_prompts: int) -> list[dict[str, Any]]:
+    """The harmful requests the safety reward mixes into a run of `n_prompts` prompts: from the
+    safety-replay set (the report's safety check asks others), one per ten, at least one."""
+    from ..retention.safety import read
+
+    asks = read("replay_harmful.txt")[:max(1, round(SAFETY_SHARE * n_prompts))]
+    return [{"prompt": [{"role": "user", "content": a["prompt"]}], "question": a["prompt"], "answer": "",
+             "recipe": SAFETY} for a in asks]
 
 
 def length(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
@@ -260,6 +279,10 @@ def always(rows: list[dict[str, Any]]) -> bool:
     return bool(rows)
 
 
+def never(rows: list[dict[str, Any]]) -> bool:  # asked for by name only
+    return False
+
+
 REWARDS: dict[str, Reward] = {r.name: r for r in (
     Reward(name="facts", role="score", fn=facts, supports=with_facts,
            why="Key-fact coverage: the share of the reference answer's names and numbers the answer states."),
@@ -279,52 +302,14 @@ REWARDS: dict[str, Reward] = {r.name: r for r in (
     Reward(name="format", role="penalty", fn=in_form, supports=formatted,
            why="Half the reward for an answer whose last line is not in the form the references share "
                "(e.g. a bare number, a letter, '#### 42')."),
+    Reward(name="safety", role="score", fn=refusal, supports=never,
+           why="Optional (--reward …,safety): harmful requests join the prompts, one per ten; a "
+               "refusal scores 1, an answer 0 (the report's safety check asks other requests)."),
     Reward(name="length", role="penalty", fn=length, supports=with_answers,
            why="Penalty for answers more than twice as long as the reference (none from four times)."),
     Reward(name="repetition", role="penalty", fn=repetition, supports=always,
            why="Penalty for repeating the same three words over and over."),
 )}
-
-
-# ---- a user's own reward ------------------------------------------------------------------------
-def load_user(path: str) -> Reward:
-    """A Python file defining `reward(prompt, completion, **row) -> float | None` — the user's own
-    code, run in this process on their own machine with their permissions."""
-    import importlib.util
-
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise DataError(f"Reward file {file} does not exist. Give the path of a .py file that "
-                        "defines reward(prompt, completion, **row) -> float | None.")
-    spec = importlib.util.spec_from_file_location(f"studio_user_reward_{file.stem}", file)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as e:
-        raise DataError(f"Reward file {file}, line {e.lineno}: {e.msg}. Fix the file and try again.") from None
-    except Exception as e:
-        raise DataError(f"Reward file {file} failed while loading: {type(e).__name__}: {e}. "
-                        "Fix the file and try again.") from None
-    fn = getattr(module, "reward", None)
-    if not callable(fn):
-        raise DataError(f"Reward file {file} defines no function named reward. Add "
-                        "def reward(prompt, completion, **row): return a number in [0, 1] or None.")
-
-    def call(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
-        try:
-            value = fn(row.get("question", ""), c, **{k: v for k, v in row.items() if k != "prompt"})
-        except Exception as e:
-            raise DataError(f"Reward file {file}: reward() raised {type(e).__name__}: {e} "
-                            f"(prompt {row.get('question', '')[:60]!r}).") from None
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DataError(f"Reward file {file}: reward() returned {value!r}; return a number in "
-                            "[0, 1] or None.")
-        return min(1.0, max(0.0, float(value)))
-
-    return Reward(name=str(file), role="score", fn=call, supports=always,
-                  why=f"Your own reward ({file.name}): your code, run on your machine.")
 
 
 # ---- choice and the combined score ---------------------------------------------------------------
@@ -335,6 +320,8 @@ def choose(rows: list[dict[str, Any]], names: str = "", dataset: str = "the data
         chosen = []
         for name in (n.strip() for n in names.split(",") if n.strip()):
             if name.endswith(".py") or "/" in name:
+                from .reward_file import load_user
+
                 chosen.append(load_user(name))
             elif name in REWARDS:
                 chosen.append(REWARDS[name])
@@ -343,7 +330,7 @@ def choose(rows: list[dict[str, Any]], names: str = "", dataset: str = "the data
                                 "path of your own reward file (.py).")
     else:
         chosen = [r for r in REWARDS.values() if r.supports(rows)]
-    if not any(r.role == "score" for r in chosen):
+    if not any(r.role == "score" and r.name != "safety" for r in chosen):
         raise DataError(
             f"{dataset} gives no reward to learn from: RL needs each prompt's reference answer (a "
             "question with its answer: facts, short answers or JSON), Python code from the "

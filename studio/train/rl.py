@@ -54,7 +54,10 @@ class StateTokens:
 def chosen_rewards(spec, train_rows: list[dict[str, Any]], dataset: str = "the dataset"):
     rows = rw.reward_rows(train_rows)
     chosen = rw.choose(rows, spec.train.rewards, dataset)
-    return rows, chosen, rw.context(chosen, rows)
+    ctx = rw.context(chosen, rows)
+    if any(r.name == "safety" for r in chosen):
+        rows = rows + rw.safety_rows(len(rows))
+    return rows, chosen, ctx
 
 
 def make_trainer(objective: str, spec, model, args_kw: dict[str, Any], tok, train_rows,
