@@ -175,10 +175,11 @@ class TrainSpec:
                             "loss; grpo/rloo: the weight of the KL to the base model (the same "
                             "weights, adapter off; 0 skips that forward pass and logs no kl).",
                        min=0.0, max=100.0)
-    rewards: str = knob("", "grpo/rloo: the rewards, comma-separated (facts, exact, f1, made_up, "
-                            "json, compiles, length, repetition, or the path of your own .py file "
-                            "defining reward(prompt, completion, **row)); empty: chosen from the "
-                            "dataset. `python -m studio rewards preview` shows the choice.")
+    rewards: str = knob("", "grpo/rloo: the rewards, comma-separated — names from `python -m "
+                            "studio rewards list` (safety is only ever added by name), or the path "
+                            "of your own .py file defining reward(prompt, completion, **row); "
+                            "empty: chosen from the dataset. `python -m studio rewards preview` "
+                            "shows the choice.")
     generations: int = knob(4, "grpo/rloo: answers sampled per question; each is rewarded against "
                                "the others of its group. More gives a steadier signal and costs "
                                "generation time.", min=2, max=64)
