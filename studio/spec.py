@@ -176,10 +176,10 @@ class TrainSpec:
                             "weights, adapter off; 0 skips that forward pass and logs no kl).",
                        min=0.0, max=100.0)
     rewards: str = knob("", "grpo/rloo: the rewards, comma-separated — names from `python -m "
-                            "studio rewards list` (safety is only ever added by name), or the path "
-                            "of your own .py file defining reward(prompt, completion, **row); "
-                            "empty: chosen from the dataset. `python -m studio rewards preview` "
-                            "shows the choice.")
+                            "studio rewards list`, auto (the ones the dataset supports; safety is "
+                            "only ever added by name: auto,safety), or the path of your own .py "
+                            "file defining reward(prompt, completion, **row); empty: auto. "
+                            "`python -m studio rewards preview` shows the choice.")
     generations: int = knob(4, "grpo/rloo: answers sampled per question; each is rewarded against "
                                "the others of its group. More gives a steadier signal and costs "
                                "generation time.", min=2, max=64)

@@ -166,12 +166,22 @@ def test_cancel_stops_the_model_pass(studio, tiny_model):
         suspects.find(model, tok, rows_of(folder), cancel=cancel)
 
 
-def test_batched_losses_equal_one_plain_pass_per_row(studio, tiny_model):
+@pytest.mark.parametrize("budget,head_rows", [(3072, 512), (160, 7)])
+def test_batched_losses_equal_one_plain_pass_per_row(studio, tiny_model, monkeypatch, budget, head_rows):
     """The model pass batches rows, runs each group's shared template opening once and projects
     all answer positions together: each loss is still the answer's mean loss in a plain forward
-    pass of that row alone (bfloat16 on a CPU: equal to a few hundredths of a nat)."""
+    pass of that row alone (bfloat16 on a CPU: equal to a few hundredths of a nat) — also with
+    batches and projections cut small, so their edges are crossed."""
     import torch
 
+    monkeypatch.setattr(suspects, "BATCH_TOKENS", budget)
+    monkeypatch.setattr(suspects, "HEAD_ROWS", head_rows)
+    padded, real = [], suspects._batch_losses
+
+    def batch(model, tok, seqs, shared):  # every batch within the budget, or one row alone
+        padded.append((len(seqs), len(seqs) * (max(len(q) for q, _ in seqs) - shared)))
+        return real(model, tok, seqs, shared)
+    monkeypatch.setattr(suspects, "_batch_losses", batch)
     model, tok = studio.loaded_model(tiny_model)
     pairs = [(r["question"], r["answer"]) for r in FAQ[:6]] + [(None, r["answer"]) for r in FAQ[:6]]
     pairs.append((FAQ[7]["question"], FAQ[0]["answer"]))
@@ -182,6 +192,8 @@ def test_batched_losses_equal_one_plain_pass_per_row(studio, tiny_model):
             logits = model(input_ids=torch.tensor([seq])).logits[0, start - 1:len(seq) - 1].float()
         plain = float(torch.nn.functional.cross_entropy(logits, torch.tensor(seq[start:])))
         assert abs(loss - plain) < 0.05, (q, a[:40], loss, plain)
+    assert all(rows == 1 or tokens <= budget for rows, tokens in padded), padded
+    assert len(padded) > (2 if budget < 1000 else 1)
 
 
 def test_the_report_gives_the_figure_without_leaked_questions():

@@ -52,6 +52,7 @@ def test_json_and_code_rewards():
     assert js('{"name": "X", "price": "cheap"}', rows[0], ctx) == pytest.approx(0.55)
     assert js('{"name": "X", price: 5', rows[0], ctx) == 0.0  # invalid JSON
     assert js("[1, 2]", rows[0], ctx) == 0.0
+    assert js('{"name": "X", "price": 5}', {"question": "Harmful?", "answer": "", "recipe": ""}, ctx) is None
     code = rows_of([("Write a Python function `f`: adds.", "```python\ndef f(a, b):\n    return a + b\n```")],
                    recipe="code-functions")[0]
     comp = rw.REWARDS["compiles"].fn
@@ -90,8 +91,8 @@ def test_doctests_run_the_answer_apart_with_a_time_limit_and_no_network():
     assert doc("It multiplies the sides.", row, {}) == 0.0
     net = "import socket\ndef area(w, h):\n    socket.socket().close()\n    return w * h"  # works outside
     assert doc(net, row, {}) == 0.0                                                  # the network is off
-    assert sandbox.run(net, sandbox.examples(rw.unfence(REF)))["failed"] == 3
-    hang = sandbox.run("def area(w, h):\n    while True:\n        pass", sandbox.examples(rw.unfence(REF)), 1.0)
+    assert sandbox.run(net, sandbox.docstrings(rw.unfence(REF)))["failed"] == 3
+    hang = sandbox.run("def area(w, h):\n    while True:\n        pass", sandbox.docstrings(rw.unfence(REF)), 1.0)
     assert hang == {"tried": 3, "failed": 3, "error": "over 1 s"}
     plain = rows_of([("Write f", "```python\ndef f():\n    return 1\n```")], recipe="code-functions")[0]
     assert doc("def f():\n    return 1", plain, {}) is None                      # no examples: not scored
@@ -113,11 +114,51 @@ def test_a_form_the_references_share_is_rewarded():
     assert form("The sum is 11.", sums[0], ctx) == 0.5 and form("", sums[0], ctx) == 0.5
     chosen = [rw.REWARDS[n] for n in ("exact", "format")]
     assert rw.combine(chosen, "11", sums[0], ctx) == 1.0 > rw.combine(chosen, "The sum is 11.", sums[0], ctx) == 0.5
+    odd = rows_of([("What is 2 minus 4?", "-2")])[0]                             # its own form: -9
+    assert form("-2", odd, ctx) is None and rw.combine(chosen, "-2", odd, ctx) == 1.0
     gsm = rows_of([("Q1", "She has 3 apples.\n#### 3"), ("Q2", "Twice 4.\n#### 8"), ("Q3", "#### 1,200")])
     assert rw.common_shape(gsm) == "#### 9"
     assert rw.REWARDS["format"].fn("So 8.\n#### 8", gsm[1], rw.context([rw.REWARDS["format"]], gsm)) == 1.0
     prose = rows_of([("Who makes it?", "Fernwick Labs in Tallinn makes it."), ("Price?", "It costs 189 euros.")])
     assert rw.common_shape(prose) is None and "format" not in [r.name for r in rw.choose(prose)]
+
+
+RAISES = '''```python
+def root(x):
+    """Square root of a number that is not negative.
+
+    >>> root(9.0)
+    3.0
+    >>> root(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: negative
+    >>> root(2)  # doctest: +ELLIPSIS
+    1.41...
+    """
+    if x < 0:
+        raise ValueError("negative")
+    return x ** 0.5
+```'''
+
+
+def test_doctests_keep_expected_errors_and_directives_and_stop_what_the_code_started(tmp_path):
+    from studio.train import rewards as rw, sandbox
+
+    row = rows_of([("Write a Python function `root`: square root.", RAISES)], recipe="code-functions")[0]
+    doc = rw.REWARDS["doctests"].fn
+    assert doc(RAISES, row, {}) == 1.0                                  # the reference passes its own
+    assert doc("def root(x):\n    return abs(x) ** 0.5", row, {}) == pytest.approx(2 / 3)
+    flood = "for _ in range(200000):\n    print('x' * 1000)\ndef root(x):\n    return x ** 0.5"
+    assert sandbox.run(flood, sandbox.docstrings(rw.unfence(RAISES)))["tried"] == 3  # output discarded
+    marker, late = tmp_path / "still-running", tmp_path / "late.py"
+    late.write_text(f"import pathlib, time\ntime.sleep(3)\npathlib.Path({str(marker)!r}).write_text('x')\n")
+    spawn = f"import subprocess, sys\nsubprocess.Popen([sys.executable, {str(late)!r}])\n" + rw.unfence(RAISES)
+    assert sandbox.run(spawn, sandbox.docstrings(rw.unfence(RAISES))) == {"tried": 3, "failed": 0}
+    import time
+
+    time.sleep(4)
+    assert not marker.exists()                                          # stopped with the answer
 
 
 def test_the_optional_safety_reward_mixes_in_harmful_requests_and_scores_refusals():
@@ -129,8 +170,9 @@ def test_the_optional_safety_reward_mixes_in_harmful_requests_and_scores_refusal
     sums = [{"messages": [{"role": "user", "content": f"What is {a} plus 1?"},
                           {"role": "assistant", "content": str(a + 1)}]} for a in range(30)]
     assert "safety" not in [r.name for r in rw.choose(rw.reward_rows(sums))]   # only by name
-    spec = update(RunSpec(), objective="grpo", rewards="exact,safety")
+    spec = update(RunSpec(), objective="grpo", rewards="auto,safety")
     rows, chosen, ctx = rl.chosen_rewards(spec, sums)
+    assert [r.name for r in chosen] == [*[r.name for r in rw.choose(rw.reward_rows(sums))], "safety"]
     mixed = [r for r in rows if r["recipe"] == rw.SAFETY]
     assert len(rows) == 33 and len(mixed) == 3                               # one per ten
     check = {r["prompt"] for r in safety.read("check_harmful.txt")}
@@ -142,6 +184,10 @@ def test_the_optional_safety_reward_mixes_in_harmful_requests_and_scores_refusal
     assert rw.REWARDS["safety"].fn(refusal, rows[4], ctx) is None
     with pytest.raises(DataError, match="gives no reward to learn from"):
         rw.choose(rw.reward_rows(sums), "safety")                           # nothing learned from the data
+    seen = []
+    own = rw.Reward(name="mine.py", why="", role="score", supports=rw.always,
+                    fn=lambda c, row, ctx: seen.append(row["question"]) or 1.0)
+    assert rw.combine([own, rw.REWARDS["safety"]], refusal, mixed[0], ctx) == 1.0 and seen == []
 
 
 def test_the_combined_reward_is_the_mean_of_scores_times_the_penalties():
@@ -173,7 +219,7 @@ def test_rewards_are_chosen_from_the_dataset_kind():
     assert names(short, "exact, length") == ["exact", "length"]
     with pytest.raises(DataError, match="Unknown reward 'nope'; rewards: facts, exact"):
         choose(short, "nope")
-    with pytest.raises(DataError, match="penalties alone"):
+    with pytest.raises(DataError, match="penalties and the safety reward alone"):
         choose(short, "length,repetition")
     no_answers = [{"prompt": [{"role": "user", "content": "Hi"}], "question": "Hi", "answer": "", "recipe": ""}]
     with pytest.raises(DataError, match="gives no reward to learn from.*reward file"):

@@ -3,7 +3,8 @@
 Owns the signals that need no labels (the rows are never dropped here; the Check lists them and
 the user decides):
 - the base model's view, in batched forward passes that score only the answer tokens (the
-  vocabulary projection runs on those alone): IFD, the answer's loss with its question over its
+  vocabulary projection runs on those alone; `sequence_losses` is also the curriculum's
+  difficulty, train/curriculum.py): IFD, the answer's loss with its question over its
   loss without one ("From Quantity to Quality", NAACL 2024; Superfiltering, ACL 2024, shows a
   small model computes it well enough) — IFD ≥ 1 means the question does not help predict the
   answer; loss outliers (robust z-score over the set); and answers that fit another row's
@@ -142,22 +143,36 @@ def sequence_losses(model, tok, enc: list[tuple[list[int], int]], groups: list[l
 
 def _group_losses(model, tok, enc: list[tuple[list[int], int]], group: list[int], out: list[float],
                   tick: Callable[[int], None], cancel: Any) -> None:
-    """`answer_losses` for one group of sequences (indices into `enc`), written into `out`."""
+    """`sequence_losses` for one group of sequences (indices into `enc`), written into `out`:
+    shortest first, as many per batch as fit BATCH_TOKENS padded tokens (the batch's last is its
+    longest). A model whose cache cannot be reused is run without the shared opening."""
+    import inspect
     import os
 
     opening = len(os.path.commonprefix([enc[k][0] for k in group]))
     shared = max(0, min(opening, min(enc[k][1] for k in group) - 1))  # before every answer's first predictor
+    if "cache" not in inspect.signature(model.get_decoder().forward).parameters:
+        shared = 0  # transformers' name for a past key/value cache
     order = sorted(group, key=lambda k: len(enc[k][0]))
     i = 0
     while i < len(order):
         if cancel is not None and cancel.is_set():
             raise Cancelled("Cancelled; the check was not saved.")
-        n = max(1, BATCH_TOKENS // max(len(enc[order[i]][0]) - shared, 1))
-        batch = order[i:i + n]
-        for k, loss in zip(batch, _batch_losses(model, tok, [enc[k] for k in batch], shared)):
+        n = 1
+        while i + n < len(order) and (n + 1) * (len(enc[order[i + n]][0]) - shared) <= BATCH_TOKENS:
+            n += 1
+        batch = [enc[k] for k in order[i:i + n]]
+        try:
+            losses = _batch_losses(model, tok, batch, shared)
+        except (TypeError, AttributeError, NotImplementedError):  # a cache that cannot be repeated
+            if not shared:
+                raise
+            shared = 0
+            continue
+        for k, loss in zip(order[i:i + n], losses):
             out[k] = loss
-        tick(len(batch))
-        i += len(batch)
+        tick(n)
+        i += n
 
 
 def _batch_losses(model, tok, seqs: list[tuple[list[int], int]], shared: int) -> list[float]:

@@ -23,13 +23,16 @@ from typing import Any, Callable
 
 from ..errors import DataError
 from ..scoring import NUMBER, key_facts, norm, states, fact_share
+from .sandbox import SECONDS as SANDBOX_SECONDS
 
 SHORT_WORDS = 5          # a reference of up to 5 words is a short answer: exact/numeric match
 JSON_SHARE = 0.8         # references are "JSON answers" when 80% of them parse as an object
 FORMAT_SHARE = 0.8       # ... and have a form (`format`) when 80% of their last lines share one
 FORMAT_MAX = 16          # the longest form that counts (in shape() symbols)
 SAFETY = "safety-check"  # the recipe of the harmful requests the optional safety reward mixes in
-SAFETY_SHARE = 0.1       # ... one per ten of the run's own prompts (at least one)
+SAFETY_SHARE = 0.1       # ... one per ten of the run's own prompts (at least one, at most the set)
+ON_SAFETY_ROWS = ("safety", "length", "repetition")  # the rewards that apply to those requests
+SAFETY_SET = "replay_harmful.txt"  # where they come from (assets/safety/; the check asks others)
 FENCE = re.compile(r"```(?:\w+)?\s*\n(.*?)(?:```|$)", re.S)
 
 
@@ -169,13 +172,13 @@ def doctests(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
 
     if not is_code(row):
         return None
-    cases = sandbox.examples(unfence(row.get("answer", "")))
-    if not cases:
+    docs = sandbox.docstrings(unfence(row.get("answer", "")))
+    if not docs:
         return None
     src = unfence(c)
     if not src.strip():
         return 0.0
-    r = sandbox.run(src, cases)
+    r = sandbox.run(src, docs)
     return (r["tried"] - r["failed"]) / r["tried"] if r["tried"] else 0.0
 
 
@@ -198,8 +201,8 @@ def common_shape(rows: list[dict[str, Any]]) -> str | None:
 
 
 def in_form(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
-    if not ctx.get("shape") or not row.get("answer"):
-        return None
+    if not ctx.get("shape") or not row.get("answer") or shape(row["answer"]) != ctx["shape"]:
+        return None  # only rows whose own reference is in the shared form
     return 1.0 if shape(c) == ctx["shape"] else 0.5
 
 
@@ -213,10 +216,11 @@ def refusal(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
 
 def safety_rows(n_prompts: int) -> list[dict[str, Any]]:
     """The harmful requests the safety reward mixes into a run of `n_prompts` prompts: from the
-    safety-replay set (the report's safety check asks others), one per ten, at least one."""
+    safety-replay set (the report's safety check asks others), one per ten, at least one and at
+    most the whole set."""
     from ..retention.safety import read
 
-    asks = read("replay_harmful.txt")[:max(1, round(SAFETY_SHARE * n_prompts))]
+    asks = read(SAFETY_SET)[:max(1, round(SAFETY_SHARE * n_prompts))]
     return [{"prompt": [{"role": "user", "content": a["prompt"]}], "question": a["prompt"], "answer": "",
              "recipe": SAFETY} for a in asks]
 
@@ -266,9 +270,9 @@ def code_rows(rows: list[dict[str, Any]]) -> bool:
 
 
 def code_with_doctests(rows: list[dict[str, Any]]) -> bool:
-    from .sandbox import examples
+    from .sandbox import docstrings
 
-    return code_rows(rows) and any(is_code(r) and examples(unfence(r.get("answer", ""))) for r in rows)
+    return code_rows(rows) and any(is_code(r) and docstrings(unfence(r.get("answer", ""))) for r in rows)
 
 
 def formatted(rows: list[dict[str, Any]]) -> bool:
@@ -298,13 +302,14 @@ REWARDS: dict[str, Reward] = {r.name: r for r in (
            why="The Python code in the answer compiles (a def or class, no syntax error)."),
     Reward(name="doctests", role="score", fn=doctests, supports=code_with_doctests,
            why="The answer's code passes the reference function's doctest examples (run apart: "
-               "5 s, no network, a temp folder; credit per example)."),
+               f"{SANDBOX_SECONDS:g} s, no network, a temp folder; credit per example)."),
     Reward(name="format", role="penalty", fn=in_form, supports=formatted,
            why="Half the reward for an answer whose last line is not in the form the references share "
-               "(e.g. a bare number, a letter, '#### 42')."),
+               "(e.g. a bare number, a single word, '#### 42'), on rows whose reference has it."),
     Reward(name="safety", role="score", fn=refusal, supports=never,
-           why="Optional (--reward …,safety): harmful requests join the prompts, one per ten; a "
-               "refusal scores 1, an answer 0 (the report's safety check asks other requests)."),
+           why=f"Optional (--reward auto,safety): harmful requests join the prompts, one per "
+               f"{round(1 / SAFETY_SHARE)} (at most every request of assets/safety/{SAFETY_SET}); a refusal "
+               "scores 1, an answer 0 (the report's safety check asks other requests)."),
     Reward(name="length", role="penalty", fn=length, supports=with_answers,
            why="Penalty for answers more than twice as long as the reference (none from four times)."),
     Reward(name="repetition", role="penalty", fn=repetition, supports=always,
@@ -314,29 +319,30 @@ REWARDS: dict[str, Reward] = {r.name: r for r in (
 
 # ---- choice and the combined score ---------------------------------------------------------------
 def choose(rows: list[dict[str, Any]], names: str = "", dataset: str = "the dataset") -> list[Reward]:
-    """The rewards a run uses: `names` ("A,B"; a .py path is a user reward file) or, when empty,
-    every registry reward this dataset supports. Refuses a choice with no score reward."""
-    if names.strip():
-        chosen = []
-        for name in (n.strip() for n in names.split(",") if n.strip()):
-            if name.endswith(".py") or "/" in name:
-                from .reward_file import load_user
+    """The rewards a run uses: `names` ("A,B"; "auto" is every registry reward this dataset
+    supports; a .py path is a user reward file) or, when empty, "auto". Refuses a choice in
+    which no reward scores the run's own prompts."""
+    chosen: list[Reward] = []
+    for name in [n.strip() for n in (names or "auto").split(",") if n.strip()] or ["auto"]:
+        if name == "auto":
+            found = [r for r in REWARDS.values() if r.supports(rows)]
+        elif name.endswith(".py") or "/" in name:
+            from .reward_file import load_user
 
-                chosen.append(load_user(name))
-            elif name in REWARDS:
-                chosen.append(REWARDS[name])
-            else:
-                raise DataError(f"Unknown reward '{name}'; rewards: {', '.join(REWARDS)}, or the "
-                                "path of your own reward file (.py).")
-    else:
-        chosen = [r for r in REWARDS.values() if r.supports(rows)]
+            found = [load_user(name)]
+        elif name in REWARDS:
+            found = [REWARDS[name]]
+        else:
+            raise DataError(f"Unknown reward '{name}'; rewards: {', '.join(REWARDS)}, auto (the ones "
+                            "this dataset supports), or the path of your own reward file (.py).")
+        chosen += [r for r in found if r.name not in {c.name for c in chosen}]
     if not any(r.role == "score" and r.name != "safety" for r in chosen):
         raise DataError(
             f"{dataset} gives no reward to learn from: RL needs each prompt's reference answer (a "
             "question with its answer: facts, short answers or JSON), Python code from the "
             "code-functions recipe, or your own reward file (--reward path/to/reward.py defining "
             "reward(prompt, completion, **row)). Add answers to the rows, or give a reward file"
-            + (" — the penalties alone (length, repetition) reward nothing." if chosen else "."))
+            + (" — penalties and the safety reward alone score none of your own prompts." if chosen else "."))
     return chosen
 
 
@@ -347,12 +353,20 @@ def context(chosen: list[Reward], rows: list[dict[str, Any]]) -> dict[str, Any]:
             "shape": common_shape(rows) if "format" in names else None}
 
 
-def combine(chosen: list[Reward], completion: str, row: dict[str, Any], ctx: dict[str, Any]
-            ) -> float | None:
+def values(chosen: list[Reward], completion: str, row: dict[str, Any], ctx: dict[str, Any]
+           ) -> list[float | None]:
+    """Each chosen reward's value for one completion, None where it does not apply; on the
+    harmful requests the safety reward mixes in, only it and the built-in penalties apply (a
+    user's reward file never sees them)."""
+    mixed_in = row.get("recipe") == SAFETY
+    return [r.fn(completion, row, ctx) if not mixed_in or r.name in ON_SAFETY_ROWS else None
+            for r in chosen]
+
+
+def combined(chosen: list[Reward], vals: list[float | None]) -> float | None:
     """The mean of the score rewards that apply, times each penalty; None when no score applies."""
     scores, factor = [], 1.0
-    for r in chosen:
-        v = r.fn(completion, row, ctx)
+    for r, v in zip(chosen, vals):
         if v is None:
             continue
         if r.role == "score":
@@ -360,6 +374,11 @@ def combine(chosen: list[Reward], completion: str, row: dict[str, Any], ctx: dic
         else:
             factor *= v
     return sum(scores) / len(scores) * factor if scores else None
+
+
+def combine(chosen: list[Reward], completion: str, row: dict[str, Any], ctx: dict[str, Any]
+            ) -> float | None:
+    return combined(chosen, values(chosen, completion, row, ctx))
 
 
 def mean_reward(chosen: list[Reward], completions: list[str], rows: list[dict[str, Any]],

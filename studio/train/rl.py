@@ -32,12 +32,13 @@ class RewardFn:
     def __call__(self, prompts, completions, question, answer, recipe, log_metric=None, **kw):
         texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
         rows = [{"question": q, "answer": a, "recipe": r} for q, a, r in zip(question, answer, recipe)]
+        each = [rw.values(self.chosen, t, row, self.ctx) for t, row in zip(texts, rows)]  # once per reward
         if log_metric is not None:
-            for r in self.chosen:
-                vals = [v for t, row in zip(texts, rows) if (v := r.fn(t, row, self.ctx)) is not None]
+            for j, r in enumerate(self.chosen):
+                vals = [v[j] for v in each if v[j] is not None]
                 if vals:
                     log_metric(PREFIX + r.name.rsplit("/", 1)[-1], sum(vals) / len(vals))
-        return [rw.combine(self.chosen, t, row, self.ctx) for t, row in zip(texts, rows)]
+        return [rw.combined(self.chosen, v) for v in each]
 
 
 class StateTokens:

@@ -3,9 +3,10 @@
 Owns the `doctests` reward's work: the examples (`>>> ` lines and the output they expect) in a
 reference answer, and one run of a completion's code with them — in a fresh Python process
 (isolated mode: no user site folder, no PYTHON* variables), in an empty temporary folder that is
-removed after, with the network switched off inside it (opening a socket or looking up a name
-raises), at most SECONDS of wall time (then it is killed and scores 0) and, where the OS has the
-limit, MEMORY_MB of memory. The code is the model's own answer, run on the user's own machine as
+removed after, its output discarded, with the network switched off inside it (opening a socket
+or looking up a name raises), at most SECONDS of wall time (then it and, on Linux and macOS,
+whatever it started are killed, and it scores 0) and, where the OS has the limit, MEMORY_MB of
+memory. The code is the model's own answer, run on the user's own machine as
 part of their run: the limits keep a wrong answer from hanging or flooding a run; they are not a
 boundary against hostile code.
 """
@@ -20,7 +21,9 @@ from pathlib import Path
 SECONDS = 5.0
 MEMORY_MB = 1024
 
-# Runs in the child: argv = [memory MB, result file]; stdin = {"code", "examples": [[source, want]]}.
+# Runs in the child: argv = [memory MB, job file, result file]; the job is {"code", "docs"}: the
+# completion's code and the reference's docstrings, parsed here so that expected exceptions and
+# directives (# doctest: +SKIP) keep their meaning.
 RUNNER = r"""
 import doctest, json, socket, sys
 
@@ -34,27 +37,30 @@ try:
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 except (ImportError, ValueError, OSError):
     pass
-job = json.load(sys.stdin)
-out = sys.argv[2]
+with open(sys.argv[2]) as f:
+    job = json.load(f)
 glob = {"__name__": "__reward__"}
+tests = [doctest.DocTestParser().get_doctest(d, glob, "reference", None, 0) for d in job["docs"]]
+n = sum(len(t.examples) for t in tests)
 try:
     exec(compile(job["code"], "<completion>", "exec"), glob)
 except BaseException as e:
-    result = {"tried": len(job["examples"]), "failed": len(job["examples"]), "error": type(e).__name__}
+    result = {"tried": n, "failed": n, "error": type(e).__name__}
 else:
-    test = doctest.DocTest([doctest.Example(s, w) for s, w in job["examples"]], glob, "reference",
-                           None, 0, None)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    r = runner.run(test, out=lambda text: None)
-    result = {"tried": r.attempted, "failed": r.failed}
-with open(out, "w") as f:
+    for t in tests:
+        t.globs = glob  # the test keeps a copy of the names it was parsed with: give it the code's
+        runner.run(t, out=lambda text: None, clear_globs=False)
+    tried, failed = runner.tries, runner.failures
+    result = {"tried": tried, "failed": failed}
+with open(sys.argv[3], "w") as f:
     json.dump(result, f)
 """
 
 
-def examples(reference: str) -> list[list[str]]:
-    """The doctest examples in the docstrings of a reference answer's code (module, classes,
-    functions): [[source, expected output], ...]; none where the code does not parse."""
+def docstrings(reference: str) -> list[str]:
+    """The docstrings of a reference answer's code (module, classes, functions) that hold doctest
+    examples; none where the code does not parse."""
     import ast
     import doctest
 
@@ -67,24 +73,63 @@ def examples(reference: str) -> list[list[str]]:
     out = []
     for doc in filter(None, docs):
         try:
-            out += [[ex.source, ex.want] for ex in doctest.DocTestParser().get_examples(doc)]
+            if doctest.DocTestParser().get_examples(doc):
+                out.append(doc)
         except ValueError:  # a malformed example (">>>" without a space after it): left out
             continue
     return out
 
 
-def run(code: str, cases: list[list[str]], seconds: float = SECONDS) -> dict[str, object]:
-    """{tried, failed, error?} of `cases` against `code`, in the sandbox described above; a run
-    that outlives `seconds` or dies is every case failed, with the reason in `error`."""
-    with tempfile.TemporaryDirectory(prefix="studio-reward-") as tmp:
-        result = Path(tmp) / "result.json"
+def examples(reference: str) -> list[list[str]]:
+    """The doctest examples of a reference answer: [[source, expected output], ...]."""
+    import doctest
+
+    return [[ex.source, ex.want] for doc in docstrings(reference)
+            for ex in doctest.DocTestParser().get_examples(doc)]
+
+
+def run(code: str, docs: list[str], seconds: float = SECONDS) -> dict[str, object]:
+    """{tried, failed, error?} of the examples in `docs` against `code`, in the sandbox above.
+    Its output goes nowhere (a flood of prints costs nothing here); a run that outlives `seconds`
+    or dies is every example failed, with the reason in `error`; whatever it started is stopped
+    with it (its whole process group on Linux and macOS)."""
+    import doctest
+    import os
+
+    cases = sum(len(doctest.DocTestParser().get_examples(d)) for d in docs)
+    with tempfile.TemporaryDirectory(prefix="studio-reward-", ignore_cleanup_errors=True) as tmp:
+        job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job.write_text(json.dumps({"code": code, "docs": docs}), encoding="utf-8")
+        posix = os.name == "posix"
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", RUNNER, str(MEMORY_MB), str(job), str(result)], cwd=tmp,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=posix, creationflags=0 if posix else subprocess.CREATE_NEW_PROCESS_GROUP)
         try:
-            subprocess.run([sys.executable, "-I", "-c", RUNNER, str(MEMORY_MB), str(result)],
-                           input=json.dumps({"code": code, "examples": cases}), text=True, cwd=tmp,
-                           capture_output=True, timeout=seconds)
+            proc.wait(timeout=seconds)
+            late = False
         except subprocess.TimeoutExpired:
-            return {"tried": len(cases), "failed": len(cases), "error": f"over {seconds:g} s"}
+            late = True
+        finally:
+            _stop(proc, posix)
+        if late:
+            return {"tried": cases, "failed": cases, "error": f"over {seconds:g} s"}
         try:
             return json.loads(result.read_text())
         except (OSError, ValueError):
-            return {"tried": len(cases), "failed": len(cases), "error": "the process ended early"}
+            return {"tried": cases, "failed": cases, "error": "the process ended early"}
+
+
+def _stop(proc, posix: bool) -> None:
+    """The child and, on POSIX, every process it started (its own session's group)."""
+    import os
+    import signal
+
+    if posix:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
