@@ -84,6 +84,7 @@ class RunFiles:
     best_adapter: str = "best-adapter"   # the forgetting budget's best evaluation so far
     selection: str = "selection.json"    # the forgetting budget's evaluations and choice
     levers: str = "levers.json"          # what augmentation and replay did
+    curriculum: str = "curriculum.json"  # train.order=curriculum: the order, kept for a resume
     report: str = "report.json"          # the did-it-learn report, kept once conclusive
     accelerate: str = "accelerate.yaml"  # multi-GPU launch settings
     complete: str = ".complete"          # written last into a checkpoint or the adapter

@@ -1,5 +1,6 @@
 """Curriculum ordering (#43, train.order=curriculum): easy → hard within each topic, topics in
-turn, replay spread through; a run reads its examples in that order, and keeps it on resume."""
+turn, replay spread through; a run reads its examples in that order, keeps it in its folder and
+reads it back on resume; a run too short to reach the hardest examples says so."""
 import json
 from pathlib import Path
 
@@ -28,6 +29,29 @@ def test_topics_group_texts_that_share_words():
     t = curriculum.topics(texts, seed=0)
     assert len(set(t[:16])) == 1 and len(set(t[16:])) == 1 and t[0] != t[16]
     assert curriculum.topics(texts[:10], seed=0) == [0] * 10   # a small set is one topic
+    assert curriculum.topics([f"{i % 10} + {i % 7}" for i in range(40)], seed=0) == [0] * 40  # no words: one
+
+
+def test_difficulty_is_the_base_models_loss_from_the_first_trained_token(embedded_model_dir, tiny_model):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from studio.models import registry as models
+
+    tok = models.load_tokenizer(Path(tiny_model))
+    model = get_peft_model(models.load_model(Path(tiny_model)), LoraConfig(r=4, target_modules="all-linear"))
+    rows = batches.encode_examples(tok, [{"messages": [{"role": "user", "content": q},
+                                                       {"role": "assistant", "content": a}]}
+                                         for q, a in [("Who makes it?", "Fernwick Labs."),
+                                                      ("How much is it?", "It costs 189 euros in shops."),
+                                                      ("Color?", "Blue and a light grey.")]], 128)
+    got = curriculum.difficulty(model, tok, rows)
+    for r, loss in zip(rows, got):
+        start = next(i for i, y in enumerate(r["labels"]) if y != -100)
+        with torch.inference_mode(), model.disable_adapter():
+            logits = model(input_ids=torch.tensor([r["input_ids"]])).logits[0, start - 1:-1].float()
+        plain = float(torch.nn.functional.cross_entropy(logits, torch.tensor(r["input_ids"][start:])))
+        assert abs(loss - plain) < 0.05, (loss, plain)
 
 
 @pytest.mark.e2e
@@ -47,8 +71,12 @@ def test_a_curriculum_run_reads_its_examples_in_that_order(studio, faq_dataset, 
     assert done["status"] == "completed"
     run_dir = Path(studio.run_show(run["id"])["path"])
     did = json.loads((run_dir / "levers.json").read_text())["curriculum"]
-    assert did["examples"] > 8 and did["easiest"] <= did["hardest"]
+    assert did["examples"] > 8 and did["easiest"] < did["hardest"]
     assert [i for b in seen for i in b][:8] == did["first"]         # the trainer kept the order
+    kept = json.loads((run_dir / "curriculum.json").read_text())
+    rows = [{batches.INDEX: i, "input_ids": [1], "labels": [1]} for i in range(kept["size"])]
+    again, read = curriculum.arrange(rows, None, None, 0, batches.INDEX, print, run_dir / "curriculum.json")
+    assert read["read_back"] and [r[batches.INDEX] for r in again] == kept["order"]  # a resume: no model pass
     notes = [e["note"] for e in studio.run_events(run["id"]) if e.get("note")]
     assert any(n.startswith("Curriculum: ") for n in notes)
     shuffled = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, [
@@ -60,9 +88,19 @@ def test_a_curriculum_run_reads_its_examples_in_that_order(studio, faq_dataset, 
 
 
 def test_the_order_setting_takes_its_two_choices_only():
+    from studio.errors import PresetError
     from studio.spec import RunSpec, update
 
     spec = update(RunSpec(), order="curriculum")
     assert spec.train.order == "curriculum"
-    with pytest.raises(Exception, match="order"):
+    with pytest.raises(PresetError, match="'train.order' is 'hardest-first'; allowed: shuffled, curriculum"):
         update(RunSpec(), order="hardest-first")
+
+
+def test_a_run_too_short_for_the_hardest_examples_is_told(studio, faq_dataset, tiny_model):
+    short = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, [
+        "train.order=curriculum", "train.micro_batch=2"], max_steps=3)
+    assert any("hardest ones" in n and "are never reached" in n for n in short["notes"]), short["notes"]
+    whole = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, [
+        "train.order=curriculum", "train.micro_batch=4"], max_steps=200)
+    assert not any("never reached" in n for n in whole["notes"])

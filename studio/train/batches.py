@@ -203,7 +203,8 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
     if t.order == "curriculum":
         from . import curriculum
 
-        train_set, levers["curriculum"] = curriculum.arrange(train_set, model, tok, t.seed, INDEX, quiet)
+        train_set, levers["curriculum"] = curriculum.arrange(train_set, model, tok, t.seed, INDEX, quiet,
+                                                             run_dir / RUN.curriculum)
     atomic_write_text(run_dir / RUN.levers, json.dumps(levers, indent=1))
     return train_set, anchor
 

@@ -164,6 +164,12 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
         spec = update(spec, order="shuffled")
         notes.append(f"Curriculum ordering is for supervised runs; this {spec.train.objective} run "
                      "takes its examples in a shuffled order.")
+    t = spec.train
+    seen = t.max_steps * t.micro_batch * t.grad_accum * world_size()
+    if t.order == "curriculum" and t.max_steps and seen < n_train:
+        notes.append(f"Curriculum: this run stops after {seen} of the {n_train} examples, so the "
+                     "hardest ones — they come last — are never reached. Give it more steps "
+                     "(or train.max_steps=0 for whole passes), or keep the shuffled order.")
     if has_chat(stats.get("formats", {})) and not getattr(tok, "chat_template", None):
         raise DataError(f"Dataset {dataset['name']} holds chat examples, but model {spec.model} "
                         "has no chat template. Pick an instruct/chat model, or prepare plain-text "
