@@ -18,12 +18,13 @@ class Optimizer:
 
 
 OPTIMIZERS: dict[str, Optimizer] = {
-    "adamw": Optimizer("adamw_torch", 2, None, "AdamW: 2 states in the parameter's dtype"),
+    "adamw": Optimizer(hf_name="adamw_torch", states=2, state_bytes=None,
+                       help="AdamW: 2 states in the parameter's dtype"),
     # bitsandbytes' 8-bit AdamW: 1-byte states with one fp32 scale per block of 256 values.
-    "adamw-8bit": Optimizer("adamw_bnb_8bit", 2, 1 + 4 / 256,
-                            "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values"),
-    "paged-adamw-8bit": Optimizer("paged_adamw_8bit", 2, 1 + 4 / 256,
-                                  "8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values",
+    "adamw-8bit": Optimizer(hf_name="adamw_bnb_8bit", states=2, state_bytes=1 + 4 / 256,
+                            help="8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values"),
+    "paged-adamw-8bit": Optimizer(hf_name="paged_adamw_8bit", states=2, state_bytes=1 + 4 / 256,
+                                  help="8-bit AdamW: 2 one-byte states + a fp32 scale per 256 values",
                                   cuda_only=True),
-    "sgd": Optimizer("sgd", 0, 0, "SGD without momentum keeps no state"),
+    "sgd": Optimizer(hf_name="sgd", states=0, state_bytes=0, help="SGD without momentum keeps no state"),
 }

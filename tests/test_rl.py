@@ -241,7 +241,9 @@ def test_a_users_reward_file_loads_by_path_with_clear_errors(tmp_path):
     cases = [(tmp_path / "missing.py", None, "does not exist"),
              (tmp_path / "syntax.py", "def reward(:\n", "syntax.py, line 1"),
              (tmp_path / "noname.py", "def score(p, c):\n    return 1\n", "defines no function named reward"),
-             (tmp_path / "boom.py", "raise RuntimeError('no model')\n", "failed while loading: RuntimeError")]
+             (tmp_path / "boom.py", "raise RuntimeError('no model')\n", "failed while loading: RuntimeError"),
+             (tmp_path / "myreward", "def reward(p, c, **r):\n    return 1\n", "is not a Python file"),
+             (tmp_path, None, "is a folder")]
     for path, body, words in cases:
         if body is not None:
             path.write_text(body)

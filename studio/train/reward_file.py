@@ -21,10 +21,16 @@ def load_user(path: str) -> Reward:
     import importlib.util
 
     file = Path(path).expanduser()
+    how = "Give the path of a .py file that defines reward(prompt, completion, **row) -> float | None."
+    if file.is_dir():
+        raise DataError(f"Reward file {file} is a folder. {how}")
     if not file.is_file():
-        raise DataError(f"Reward file {file} does not exist. Give the path of a .py file that "
-                        "defines reward(prompt, completion, **row) -> float | None.")
+        raise DataError(f"Reward file {file} does not exist. {how}")
+    if file.suffix != ".py":
+        raise DataError(f"Reward file {file} is not a Python file (.py). {how}")
     spec = importlib.util.spec_from_file_location(f"studio_user_reward_{file.stem}", file)
+    if spec is None or spec.loader is None:
+        raise DataError(f"Reward file {file} cannot be loaded as Python. {how}")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
