@@ -160,16 +160,8 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
                                           or spec.train.replay_mode == "kl"):
         notes.append("Self-distilled targets, paraphrases and KL replay are for supervised runs; "
                      f"this {spec.train.objective} run trains on the pairs as they are.")
-    if spec.train.objective != "sft" and spec.train.order == "curriculum":
-        spec = update(spec, order="shuffled")
-        notes.append(f"Curriculum ordering is for supervised runs; this {spec.train.objective} run "
-                     "takes its examples in a shuffled order.")
-    t = spec.train
-    seen = t.max_steps * t.micro_batch * t.grad_accum * world_size()
-    if t.order == "curriculum" and t.max_steps and seen < n_train:
-        notes.append(f"Curriculum: this run stops after {seen} of the {n_train} examples, so the "
-                     "hardest ones — they come last — are never reached. Give it more steps "
-                     "(or train.max_steps=0 for whole passes), or keep the shuffled order.")
+    if spec.train.order == "curriculum":
+        spec = curriculum_checks(spec, n_train, notes)
     if has_chat(stats.get("formats", {})) and not getattr(tok, "chat_template", None):
         raise DataError(f"Dataset {dataset['name']} holds chat examples, but model {spec.model} "
                         "has no chat template. Pick an instruct/chat model, or prepare plain-text "
@@ -190,6 +182,22 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
         spec = update(spec, dtype="fp32")
         notes.append("fp16 training needs a GPU; using fp32 on CPU.")
     return dataclasses.replace(cfg, spec=spec, notes=tuple(notes))
+
+
+def curriculum_checks(spec: RunSpec, n_train: int, notes: list[str]) -> RunSpec:
+    """train.order=curriculum: supervised runs only (others are shuffled, with a note), and a
+    note when the run stops before the hardest examples, which come last."""
+    t = spec.train
+    if t.objective != "sft":
+        notes.append(f"Curriculum ordering is for supervised runs; this {t.objective} run takes its "
+                     "examples in a shuffled order.")
+        return update(spec, order="shuffled")
+    seen = t.max_steps * t.micro_batch * t.grad_accum * world_size()
+    if t.max_steps and seen < n_train:
+        notes.append(f"Curriculum: this run stops after {seen} of the {n_train} examples, so the "
+                     "hardest ones — they come last — are never reached. Give it more steps "
+                     "(or train.max_steps=0 for whole passes), or keep the shuffled order.")
+    return spec
 
 
 def rl_checks(spec: RunSpec, dataset: dict[str, Any], device: str, notes: list[str]

@@ -214,17 +214,6 @@ def refusal(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
     return (1.0 if refuses(c) else 0.0) if row.get("recipe") == SAFETY else None
 
 
-def safety_rows(n_prompts: int) -> list[dict[str, Any]]:
-    """The harmful requests the safety reward mixes into a run of `n_prompts` prompts: from the
-    safety-replay set (the report's safety check asks others), one per ten, at least one and at
-    most the whole set."""
-    from ..retention.safety import read
-
-    asks = read(SAFETY_SET)[:max(1, round(SAFETY_SHARE * n_prompts))]
-    return [{"prompt": [{"role": "user", "content": a["prompt"]}], "question": a["prompt"], "answer": "",
-             "recipe": SAFETY} for a in asks]
-
-
 def length(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
     ref = len(row.get("answer", "").split()) or 30
     n = len(c.split())

@@ -57,8 +57,19 @@ def chosen_rewards(spec, train_rows: list[dict[str, Any]], dataset: str = "the d
     chosen = rw.choose(rows, spec.train.rewards, dataset)
     ctx = rw.context(chosen, rows)
     if any(r.name == "safety" for r in chosen):
-        rows = rows + rw.safety_rows(len(rows))
+        rows = rows + safety_rows(len(rows))
     return rows, chosen, ctx
+
+
+def safety_rows(n_prompts: int) -> list[dict[str, Any]]:
+    """The harmful requests the safety reward mixes into a run of `n_prompts` prompts: from the
+    safety-replay set (the report's safety check asks others), one per ten, at least one and at
+    most the whole set."""
+    from ..retention.safety import read
+
+    asks = read(rw.SAFETY_SET)[:max(1, round(rw.SAFETY_SHARE * n_prompts))]
+    return [{"prompt": [{"role": "user", "content": a["prompt"]}], "question": a["prompt"], "answer": "",
+             "recipe": rw.SAFETY} for a in asks]
 
 
 def make_trainer(objective: str, spec, model, args_kw: dict[str, Any], tok, train_rows,
