@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from .rewards import Reward, always
+from .reward_record import Reward
 
 
 def load_user(path: str) -> Reward:
@@ -57,5 +57,5 @@ def load_user(path: str) -> Reward:
                             "[0, 1] or None.")
         return min(1.0, max(0.0, float(value)))
 
-    return Reward(name=str(file), role="score", fn=call, supports=always,
+    return Reward(name=str(file), role="score", fn=call, supports=lambda rows: bool(rows),
                   why=f"Your own reward ({file.name}): your code, run on your machine.")

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import DataError
 from ..scoring import NUMBER, key_facts, norm, states, fact_share
+from .reward_record import Reward
 from .sandbox import SECONDS as SANDBOX_SECONDS
 
 SHORT_WORDS = 5          # a reference of up to 5 words is a short answer: exact/numeric match
@@ -34,15 +34,6 @@ SAFETY_SHARE = 0.1       # ... one per ten of the run's own prompts (at least on
 ON_SAFETY_ROWS = ("safety", "length", "repetition")  # the rewards that apply to those requests
 SAFETY_SET = "replay_harmful.txt"  # where they come from (assets/safety/; the check asks others)
 FENCE = re.compile(r"```(?:\w+)?\s*\n(.*?)(?:```|$)", re.S)
-
-
-@dataclass(frozen=True)
-class Reward:
-    name: str
-    why: str                                          # one line, shown in the UI and the CLI
-    role: str                                         # "score" or "penalty"
-    fn: Callable[..., float | None]                   # fn(completion, row, ctx) -> [0, 1] | None
-    supports: Callable[[list[dict[str, Any]]], bool]  # does this dataset give it what it needs?
 
 
 # ---- rows -------------------------------------------------------------------------------------
