@@ -328,11 +328,12 @@ def test_anchor_targets_run_the_shared_prefix_once_for_the_same_distributions(ki
     sequence whole, in groups of any size, with the adapter switched off."""
     import torch
 
+    from studio.models.batching import shared_prefix
     from studio.train import anchor as kl
 
-    assert kl.shared_prefix([[1, 2, 3, 4], [1, 2, 3, 9, 9], [1, 2, 3, 4, 5]]) == 3
-    assert kl.shared_prefix([[1, 2], [1, 2, 3]]) == 1          # each keeps a token of its own
-    assert kl.shared_prefix([[5, 2], [1, 2, 3]]) == 0
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 9, 9], [1, 2, 3, 4, 5]]) == 3
+    assert shared_prefix([[1, 2], [1, 2, 3]]) == 1          # each keeps a token of its own
+    assert shared_prefix([[5, 2], [1, 2, 3]]) == 0
     model = tiny(kind)                                          # an adapter that changes the model
     g = torch.Generator().manual_seed(3)
     head = torch.randint(3, 301, (kl.MIN_SHARED + 3,), generator=g).tolist()

@@ -143,36 +143,34 @@ def sequence_losses(model, tok, enc: list[tuple[list[int], int]], groups: list[l
 
 def _group_losses(model, tok, enc: list[tuple[list[int], int]], group: list[int], out: list[float],
                   tick: Callable[[int], None], cancel: Any) -> None:
-    """`sequence_losses` for one group of sequences (indices into `enc`), written into `out`:
-    shortest first, as many per batch as fit BATCH_TOKENS padded tokens (the batch's last is its
-    longest). A model whose cache cannot be reused is run without the shared opening."""
+    """`sequence_losses` for one group of sequences (indices into `enc`), written into `out`, in
+    batches of similar length (models/batching.py) that run the group's shared opening once. A
+    model whose cache cannot be repeated is run without it."""
     import inspect
-    import os
 
-    opening = len(os.path.commonprefix([enc[k][0] for k in group]))
-    shared = max(0, min(opening, min(enc[k][1] for k in group) - 1))  # before every answer's first predictor
+    from ..models.batching import shared_prefix
+
+    seqs = [enc[k][0] for k in group]
+    shared = min(shared_prefix(seqs), min(enc[k][1] for k in group) - 1) if len(seqs) > 1 else 0
     if "cache" not in inspect.signature(model.get_decoder().forward).parameters:
         shared = 0  # transformers' name for a past key/value cache
-    order = sorted(group, key=lambda k: len(enc[k][0]))
-    i = 0
-    while i < len(order):
+    try:
+        _scored(model, tok, enc, group, out, tick, cancel, shared)
+    except (TypeError, AttributeError, NotImplementedError):  # a cache that cannot be repeated
+        if not shared:
+            raise
+        _scored(model, tok, enc, group, out, tick, cancel, 0)
+
+
+def _scored(model, tok, enc, group: list[int], out: list[float], tick, cancel, shared: int) -> None:
+    from ..models.batching import by_length
+
+    for batch in by_length([len(enc[k][0]) for k in group], BATCH_TOKENS, shared):
         if cancel is not None and cancel.is_set():
             raise Cancelled("Cancelled; the check was not saved.")
-        n = 1
-        while i + n < len(order) and (n + 1) * (len(enc[order[i + n]][0]) - shared) <= BATCH_TOKENS:
-            n += 1
-        batch = [enc[k] for k in order[i:i + n]]
-        try:
-            losses = _batch_losses(model, tok, batch, shared)
-        except (TypeError, AttributeError, NotImplementedError):  # a cache that cannot be repeated
-            if not shared:
-                raise
-            shared = 0
-            continue
-        for k, loss in zip(order[i:i + n], losses):
-            out[k] = loss
-        tick(n)
-        i += n
+        for j, loss in zip(batch, _batch_losses(model, tok, [enc[group[j]] for j in batch], shared)):
+            out[group[j]] = loss
+        tick(len(batch))
 
 
 def _batch_losses(model, tok, seqs: list[tuple[list[int], int]], shared: int) -> list[float]:

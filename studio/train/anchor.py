@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..models.batching import by_length, shared_prefix
+
 TOP_K = 64       # base tokens kept per position: the rest of the mass is one bucket
 KEYS = ("kl_mask", "kl_rows", "kl_from", "kl_ids", "kl_logp")
 FORMAT = 2       # bump when the targets change: cached ones are made again
@@ -43,18 +45,6 @@ def take(inputs: dict[str, Any]) -> Anchor | None:
         return None
     mask, rows, start, ids, logp = (inputs.pop(k) for k in KEYS)
     return Anchor(mask, int(rows), int(start), ids, logp)
-
-
-def shared_prefix(seqs: list[list[int]]) -> int:
-    """How many leading tokens every sequence shares (a chat template's system prompt and turn
-    header), leaving each at least one token of its own."""
-    n = min(len(s) for s in seqs) - 1
-    for s in seqs[1:]:
-        i = 0
-        while i < n and s[i] == seqs[0][i]:
-            i += 1
-        n = i
-    return max(n, 0)
 
 
 def targets(model, pool: list[dict[str, Any]], k: int = TOP_K, batch_tokens: int = 4096
@@ -103,13 +93,9 @@ def _targets(model, seqs: list[list[int]], k: int, batch_tokens: int, shared: in
         got = model(input_ids=torch.tensor([seqs[0][:shared]], device=device), use_cache=True)
         head, prefix_cache = _top(got.logits[0], k), got.cache
     out: dict[int, tuple[Any, Any]] = {}
-    order = sorted(range(len(seqs)), key=lambda j: len(seqs[j]))  # little padding
-    i = 0
-    while i < len(order):  # a few sequences of similar length per forward, right-padded
-        n = 1
-        while i + n < len(order) and (n + 1) * (len(seqs[order[i + n]]) - shared) <= batch_tokens:
-            n += 1
-        group = [seqs[j] for j in order[i:i + n]]
+    for batch in by_length([len(s) for s in seqs], batch_tokens, shared):  # right-padded, little padding
+        n = len(batch)
+        group = [seqs[j] for j in batch]
         width = max(len(s) for s in group) - shared
         ids = torch.zeros(n, width, dtype=torch.long)
         att = torch.zeros(n, shared + width, dtype=torch.long)
@@ -123,11 +109,10 @@ def _targets(model, seqs: list[list[int]], k: int, batch_tokens: int, shared: in
             cache.batch_repeat_interleave(n)
             extra = {"cache": cache, "use_cache": True}
         logits = model(input_ids=ids.to(device), attention_mask=att.to(device), **extra).logits
-        for r, (j, s) in enumerate(zip(order[i:i + n], group)):
+        for r, (j, s) in enumerate(zip(batch, group)):
             got = _top(logits[r, :len(s) - 1 - shared], k)
             out[j] = got if head is None else (torch.cat([head[0], got[0]]), torch.cat([head[1], got[1]]))
         del logits
-        i += n
     return [out[j] for j in range(len(seqs))]
 
 
