@@ -82,7 +82,11 @@ def test_doctests_run_the_answer_apart_with_a_time_limit_and_no_network():
 
     row = rows_of([("Write a Python function `area`: area of a rectangle.", REF)], recipe="code-functions")[0]
     doc = rw.REWARDS["doctests"].fn
-    assert sandbox.examples(rw.unfence(REF)) == [["area(2, 3)\n", "6\n"], ["area(0, 5)\n", "0\n"],
+    import doctest
+
+    found = [[ex.source, ex.want] for d in sandbox.docstrings(rw.unfence(REF))
+             for ex in doctest.DocTestParser().get_examples(d)]
+    assert found == [["area(2, 3)\n", "6\n"], ["area(0, 5)\n", "0\n"],
                                                  ["[area(n, n) for n in range(3)]\n", "[0, 1, 4]\n"]]
     assert doc("```python\ndef area(w, h):\n    return h * w\n```", row, {}) == 1.0
     assert doc("def area(w, h):\n    return w + h if w else 0", row, {}) == pytest.approx(1 / 3)  # 1 of 3

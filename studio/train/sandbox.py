@@ -80,14 +80,6 @@ def docstrings(reference: str) -> list[str]:
     return out
 
 
-def examples(reference: str) -> list[list[str]]:
-    """The doctest examples of a reference answer: [[source, expected output], ...]."""
-    import doctest
-
-    return [[ex.source, ex.want] for doc in docstrings(reference)
-            for ex in doctest.DocTestParser().get_examples(doc)]
-
-
 def run(code: str, docs: list[str], seconds: float = SECONDS) -> dict[str, object]:
     """{tried, failed, error?} of the examples in `docs` against `code`, in the sandbox above.
     Its output goes nowhere (a flood of prints costs nothing here); a run that outlives `seconds`
