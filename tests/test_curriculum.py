@@ -32,14 +32,16 @@ def test_topics_group_texts_that_share_words():
     assert curriculum.topics([f"{i % 10} + {i % 7}" for i in range(40)], seed=0) == [0] * 40  # no words: one
 
 
-def test_difficulty_is_the_base_models_loss_from_the_first_trained_token(embedded_model_dir, tiny_model):
+def test_difficulty_is_the_base_models_loss_from_the_first_trained_token(embedded_model_dir):
+    """On the embedded model (a random two-layer one finds every token equally hard, so a wrong
+    start position would not show)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     from studio.models import registry as models
 
-    tok = models.load_tokenizer(Path(tiny_model))
-    model = get_peft_model(models.load_model(Path(tiny_model)), LoraConfig(r=4, target_modules="all-linear"))
+    tok = models.load_tokenizer(embedded_model_dir)
+    model = get_peft_model(models.load_model(embedded_model_dir), LoraConfig(r=4, target_modules="all-linear"))
     rows = batches.encode_examples(tok, [{"messages": [{"role": "user", "content": q},
                                                        {"role": "assistant", "content": a}]}
                                          for q, a in [("Who makes it?", "Fernwick Labs."),
