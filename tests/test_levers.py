@@ -204,3 +204,24 @@ def test_every_lever_on_survives_kill_9_and_reports_each(studio, faq_dataset, ti
     assert all(by[k]["on"] for k in ("replay", "self-distilled targets", "paraphrases",
                                      "targeted strength", "where the update goes"))
     assert "KL to the base model" in by["replay"]["did"] and "mlp" in by["where the update goes"]["did"]
+
+
+def test_big_matrices_find_the_intruders_the_exact_vectors_find():
+    """Matrices over 1,024 wide take the randomized path; on a slowly decaying spectrum (as
+    trained weights have) it must agree with the exact vectors: an unchanged matrix has no
+    intruder (k + 10 columns and 2 power iterations found 7 here), a new strong direction is one."""
+    import torch
+
+    from studio.retention import intruders
+
+    g = torch.Generator().manual_seed(0)
+    n = 1100
+    u, _ = torch.linalg.qr(torch.randn(n, n, generator=g))
+    v, _ = torch.linalg.qr(torch.randn(n, n, generator=g))
+    w0 = (u / torch.arange(1, n + 1).float() ** 0.1) @ v.t()
+    unchanged = intruders.module(w0, v[:, :2].t().contiguous(), torch.zeros(n, 2), 1.0)
+    assert unchanged["intruders"] == 0
+    new_u = u[:, 300:306].sum(1) / 6 ** 0.5
+    new_v = v[:, 300:306].sum(1) / 6 ** 0.5
+    fresh = intruders.module(w0, new_v[None].contiguous(), (new_u[:, None] * 3.0).contiguous(), 1.0)
+    assert fresh["intruders"] == 1
