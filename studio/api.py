@@ -125,10 +125,11 @@ class Studio:
         return self.runs.create(preset, dataset, model, overrides, max_steps, **changes)
 
     def rewards_preview(self, dataset: str, preset: str = "cpu-quickstart-grpo", model: str | None = None,
-                        from_run: str | None = None, rewards: str | None = None, groups: int = 8
-                        ) -> dict[str, Any]:
-        """`{"rewards", "groups", "zero_spread", "mean", "verdict"}` before an RL run."""
-        return self.runs.preview_rewards(dataset, preset, model, from_run, rewards, groups)
+                        from_run: str | None = None, rewards: str | None = None, groups: int = 8,
+                        on_prompt=None) -> dict[str, Any]:
+        """`{"rewards", "groups", "zero_spread", "mean", "verdict", "examples"}` before an RL run;
+        `on_prompt(done, total)` as each prompt's answers are scored."""
+        return self.runs.preview_rewards(dataset, preset, model, from_run, rewards, groups, on_prompt)
 
     def rewards_for(self, dataset: str, rewards: str = "") -> list[dict[str, str]]:
         """The rewards an RL run on `dataset` would use, each with its why (the Train step)."""

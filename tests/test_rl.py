@@ -293,10 +293,13 @@ def test_preview_prints_the_contract(studio, arith, tiny_model):
                 "--reward", "exact,length", "--json", home=studio.home.root)
     assert r.returncode == 0, r.stderr[-1500:]
     out = json.loads(r.stdout)
-    assert list(out) == ["rewards", "groups", "zero_spread", "mean", "verdict"]
+    assert list(out)[:5] == ["rewards", "groups", "zero_spread", "mean", "verdict"]
     assert out["rewards"] == ["exact", "length"] and out["groups"] == 3
     # the random two-layer model never says the sum: every group is all zeros
     assert out["mean"] == 0.0 and out["zero_spread"] == 1.0 and out["verdict"].startswith("never right")
+    # each group: its prompt (a training question, in the order sampled) and its answers' rewards
+    assert [len(e["rewards"]) for e in out["examples"]] == [4, 4, 4]
+    assert all(set(e["rewards"]) == {0.0} and e["prompt"].strip() for e in out["examples"])
     r = run_cli("rewards", "preview", "--dataset", arith, "--model", tiny_model, "--reward", "nope",
                 "--json", home=studio.home.root)
     assert r.returncode == 1 and "Unknown reward 'nope'" in r.stderr and "Traceback" not in r.stderr
@@ -397,3 +400,21 @@ def test_the_memory_estimate_counts_generation_and_the_reference_for_rl():
     assert rl["tokens_per_step"].startswith("2 prompts × 8 sampled answers")
     no_kl = estimate(qwen, update(base, objective="grpo", generations=8, completion_len=1024, beta=0.0))
     assert "reference_pass" not in no_kl["breakdown_gb"]
+
+
+def test_the_train_step_previews_the_rewards_before_start(studio, arith, tiny_model):
+    """The Train step's preview: the verdict in words and a row per prompt with its answers'
+    rewards, with progress; what the user got wrong is a message, never a traceback."""
+    from studio.ui import reward_preview
+
+    seen = []
+    md = reward_preview.preview(studio, "cpu-quickstart-grpo", arith, tiny_model,
+                                lambda f, desc="": seen.append((f, desc)))
+    assert md.startswith("**Verdict: never right: run SFT first")
+    assert "100% of prompts got the same reward on every answer" in md
+    rows = [line for line in md.splitlines() if line.startswith("- ")]
+    assert len(rows) == 8 and all("rewards 0.00, 0.00, 0.00, 0.00 (no spread)" in r for r in rows)
+    assert [d for _, d in seen][-2:] == ["Scored prompt 4 of 8", "Scored prompt 8 of 8"]
+    assert reward_preview.preview(studio, "cpu-quickstart-grpo", None, tiny_model).startswith("⚠️ Pick a dataset")
+    gone = reward_preview.preview(studio, "cpu-quickstart-grpo", "no-such-set", tiny_model)
+    assert gone.startswith("⚠️") and "no-such-set" in gone and "Traceback" not in gone

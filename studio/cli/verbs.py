@@ -141,9 +141,12 @@ def train(s, a: argparse.Namespace):
 
 def rewards_preview(s, a: argparse.Namespace):
     out = s.rewards_preview(a.dataset, a.preset, a.model, a.from_run, a.reward, a.groups)
-    return out if a.json else (f"rewards: {', '.join(out['rewards'])}\n{out['groups']} prompts, "
-                               f"mean reward {out['mean']:.2f}, {out['zero_spread']:.0%} with no "
-                               f"spread\nverdict: {out['verdict']}")
+    if a.json:
+        return out
+    groups = "".join(f"\n  {', '.join(f'{v:.2f}' for v in e['rewards'])}  ← {e['prompt'][:70]}"
+                     for e in out.get("examples", []))
+    return (f"rewards: {', '.join(out['rewards'])}\n{out['groups']} prompts, mean reward "
+            f"{out['mean']:.2f}, {out['zero_spread']:.0%} with no spread{groups}\nverdict: {out['verdict']}")
 
 
 def _one(name: str) -> list[Flag]:

@@ -219,8 +219,8 @@ class RunService:
         return [{"name": r.name, "role": r.role, "why": r.why} for r in chosen]
 
     def preview_rewards(self, dataset: str, preset: str = "cpu-quickstart-grpo", model: str | None = None,
-                        from_run: str | None = None, rewards: str | None = None, groups: int = 8
-                        ) -> dict[str, Any]:
+                        from_run: str | None = None, rewards: str | None = None, groups: int = 8,
+                        on_prompt=None) -> dict[str, Any]:
         """Before an RL run: the rewards chosen for `dataset`, and how `groups` prompts × the
         preset's generations sampled from the starting model (the base, or `from_run`'s adapter)
         score — the share of groups with no spread (nothing to learn from) and a verdict."""
@@ -251,7 +251,7 @@ class RunService:
 
             m = PeftModel.from_pretrained(m, str(adapter))
         m.eval()
-        return rl.preview(m, self.cache.tokenizer(spec.model), spec, rows, where, groups)
+        return rl.preview(m, self.cache.tokenizer(spec.model), spec, rows, where, groups, on_prompt)
 
     def run(self, run_id: str, progress: bool = False) -> dict[str, Any]:
         """Run or resume in this process (the CLI's foreground mode)."""

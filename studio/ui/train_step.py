@@ -10,6 +10,7 @@ import dataclasses
 import re
 
 from ..errors import StudioError
+from . import reward_preview
 from .common import error_text, next_button, shown
 from .session import Session, Step
 from .train_view import chart, curve, history, model_line, setting_words, status_md
@@ -341,6 +342,7 @@ def build(studio, state, model):
             method = gr.Radio(METHODS, value=method_for(studio, first, None), label="Method",
                               info=helps["train.objective"])
             why = gr.Markdown("")
+            reward_preview.build(studio, preset, dataset, model, method)
             memory = gr.Markdown("")
             with gr.Row():
                 go = gr.Button("Start training", variant="primary")
