@@ -412,9 +412,46 @@ def test_the_train_step_previews_the_rewards_before_start(studio, arith, tiny_mo
                                 lambda f, desc="": seen.append((f, desc)))
     assert md.startswith("**Verdict: never right: run SFT first")
     assert "100% of prompts got the same reward on every answer" in md
+    assert "--from-run RUN_ID" in md                     # the verdict's advice, as the studio does it
     rows = [line for line in md.splitlines() if line.startswith("- ")]
     assert len(rows) == 8 and all("rewards 0.00, 0.00, 0.00, 0.00 (no spread)" in r for r in rows)
-    assert [d for _, d in seen][-2:] == ["Scored prompt 4 of 8", "Scored prompt 8 of 8"]
+    assert [d for _, d in seen][-2:] == ["Sampled answers to 4 of 8 prompts", "Sampled answers to 8 of 8 prompts"]
     assert reward_preview.preview(studio, "cpu-quickstart-grpo", None, tiny_model).startswith("⚠️ Pick a dataset")
     gone = reward_preview.preview(studio, "cpu-quickstart-grpo", "no-such-set", tiny_model)
     assert gone.startswith("⚠️") and "no-such-set" in gone and "Traceback" not in gone
+
+
+def test_sampled_answers_stay_with_their_prompts_across_batches():
+    """rl.sample: prompts of different lengths, left-padded, 4 to a batch, 3 answers each — every
+    answer comes back with its own prompt (a stub model answers with the prompt's last token and
+    its unpadded length, so a mix-up or a wrong mask shows)."""
+    import torch
+
+    from studio.train import rl
+
+    class Tok:
+        pad_token_id = eos_token_id = 0
+
+        def apply_chat_template(self, conv, tokenize, add_generation_prompt):
+            return conv[-1]["content"]
+
+        def __call__(self, text, add_special_tokens):
+            return {"input_ids": [int(x) for x in text.split()]}
+
+        def decode(self, ids, skip_special_tokens):
+            return " ".join(str(int(i)) for i in ids)
+
+    class Model:
+        device = "cpu"
+
+        def generate(self, input_ids, attention_mask, num_return_sequences, **kw):
+            return torch.tensor([row.tolist() + [int(row[-1]) * 10 + k, int(mask.sum())]
+                                 for row, mask in zip(input_ids, attention_mask)
+                                 for k in range(num_return_sequences)])
+
+    prompts = ["1 2 3", "4 5", "6", "7 8 9 10", "11"]
+    seen = []
+    got = rl.sample(Model(), Tok(), [[{"role": "user", "content": p}] for p in prompts], 3, 2, 1.0,
+                    on_prompt=lambda done, total: seen.append((done, total)))
+    want = [[f"{int(p.split()[-1]) * 10 + k} {len(p.split())}" for k in range(3)] for p in prompts]
+    assert got == want and seen == [(4, 5), (5, 5)]

@@ -143,7 +143,7 @@ def rewards_preview(s, a: argparse.Namespace):
     out = s.rewards_preview(a.dataset, a.preset, a.model, a.from_run, a.reward, a.groups)
     if a.json:
         return out
-    groups = "".join(f"\n  {', '.join(f'{v:.2f}' for v in e['rewards'])}  ← {e['prompt'][:70]}"
+    groups = "".join(f"\n  {', '.join(f'{v:.2f}' for v in e['rewards'])}  ← {' '.join(e['prompt'].split())[:70]}"
                      for e in out.get("examples", []))
     return (f"rewards: {', '.join(out['rewards'])}\n{out['groups']} prompts, mean reward "
             f"{out['mean']:.2f}, {out['zero_spread']:.0%} with no spread{groups}\nverdict: {out['verdict']}")

@@ -42,16 +42,18 @@ def _top_left(w, k: int):
 
     k = min(k, *w.shape)
     if min(w.shape) > 1024:
-        return torch.svd_lowrank(w.float(), q=min(3 * k + 10, *w.shape), niter=6)[0][:, :k]
+        with torch.random.fork_rng(devices=[]):  # the same counts every time, whatever ran before
+            torch.manual_seed(0)
+            return torch.svd_lowrank(w.float(), q=min(3 * k + 10, *w.shape), niter=6)[0][:, :k]
     # exact, from the eigenvectors of the smaller Gram matrix (several times faster than a full
     # SVD of the matrix on a CPU, and only the top k are needed); in float32, half the time of
     # float64 with the same counts on a trained adapter (all 210 layers of the embedded model)
     w = w.float()
     if w.shape[0] <= w.shape[1]:
         return torch.linalg.eigh(w @ w.t())[1][:, -k:].flip(1)
-    vals, vecs = torch.linalg.eigh(w.t() @ w)
-    v = vecs[:, -k:].flip(1)
-    return (w @ v) / vals[-k:].flip(0).clamp_min(1e-30).sqrt()
+    v = torch.linalg.eigh(w.t() @ w)[1][:, -k:].flip(1)
+    u = w @ v  # each column's own length, not √eigenvalue: no blow-up where the rank runs out
+    return u / u.norm(dim=0).clamp_min(1e-30)
 
 
 def directions(a, b, s: float):

@@ -142,6 +142,7 @@ def preview(model, tok, spec, train_rows: list[dict[str, Any]], dataset: str, gr
     scores = [[v if (v := rw.combine(chosen, a, r, ctx)) is not None else 0.0 for a in answers]
               for answers, r in zip(said, picked)]
     examples = [{"prompt": r["prompt"][-1]["content"], "rewards": [round(v, 3) for v in g],
-                 "best": answers[max(range(len(g)), key=g.__getitem__)] if g else ""}
+                 "best": answers[max(range(len(g)), key=g.__getitem__)] if g else "",
+                 "spread": round(max(g) - min(g), 4) if g else 0.0}
                 for r, g, answers in zip(picked, scores, said)]
     return {"rewards": [r.name for r in chosen], **rw.verdict(scores), "examples": examples}

@@ -220,10 +220,12 @@ class RunService:
 
     def preview_rewards(self, dataset: str, preset: str = "cpu-quickstart-grpo", model: str | None = None,
                         from_run: str | None = None, rewards: str | None = None, groups: int = 8,
-                        on_prompt=None) -> dict[str, Any]:
+                        on_prompt: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Before an RL run: the rewards chosen for `dataset`, and how `groups` prompts × the
         preset's generations sampled from the starting model (the base, or `from_run`'s adapter)
-        score — the share of groups with no spread (nothing to learn from) and a verdict."""
+        score — the share of groups with no spread (nothing to learn from), a verdict, and each
+        group's prompt with its rewards (`examples`); `on_prompt(done, total)` as prompts are
+        sampled."""
         from ..data.prepare import read_split
         from ..models import registry as models
         from ..spec import update
