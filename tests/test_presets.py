@@ -61,3 +61,18 @@ def test_help_written_once_on_fields():
     h = field_help()
     assert "learning rate" in h["train.lr"].lower()
     assert all(h.values()), [k for k, v in h.items() if not v]
+
+
+def test_every_gpu_preset_fits_a_card_of_its_size(studio):
+    """What a GPU preset promises, checked by the estimator on the smallest card of its size
+    (the GRPO presets' generation included): a preset that outgrew its card fails here."""
+    import yaml
+
+    gpus = yaml.safe_load((presets.PRESETS_DIR / "catalog" / "gpus.yaml").read_text())
+    gpu_presets = [p for p in presets.list_presets() if p.gpu_gb > 0]
+    assert {"gpu-8gb-qlora-grpo", "gpu-12gb-qlora-grpo", "gpu-24gb-lora-grpo"} <= {p.name for p in gpu_presets}
+    for p in gpu_presets:
+        card = min((k for k, g in gpus.items() if isinstance(g, dict) and g.get("vram_gb") == p.gpu_gb),
+                   key=lambda k: gpus[k]["usable_gb"])
+        r = studio.estimate(p.model, card, spec=p)
+        assert r["fits"], (p.name, card, r["total_gb"], gpus[card]["usable_gb"])
