@@ -187,6 +187,10 @@ class TrainSpec:
                                min=4, max=8192)
     temperature: float = knob(1.0, "grpo/rloo: sampling temperature of the tries; higher spreads "
                                    "the answers (and their rewards) more.", min=0.05, max=3.0)
+    vllm: bool = knob(False, "grpo/rloo: sample the tries with vLLM on the same GPU (TRL's "
+                             "colocate mode) instead of plain transformers — faster for long "
+                             "answers; needs vllm installed and a CUDA GPU, and reserves 30% of "
+                             "the GPU's memory for itself.")
     pref_loss: str = knob("sigmoid", "dpo loss variant: sigmoid (the DPO paper), ipo (IPO: no "
                                      "overconfidence on clean pairs), hinge (SLiC) or robust (noisy "
                                      "labels).", choices=("sigmoid", "ipo", "hinge", "robust"))

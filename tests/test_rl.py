@@ -455,3 +455,17 @@ def test_sampled_answers_stay_with_their_prompts_across_batches():
                     on_prompt=lambda done, total: seen.append((done, total)))
     want = [[f"{int(p.split()[-1]) * 10 + k} {len(p.split())}" for k in range(3)] for p in prompts]
     assert got == want and seen == [(4, 5), (5, 5)]
+
+
+def test_vllm_is_refused_where_it_cannot_run(studio, arith, tiny_model):
+    """train.vllm on this CPU machine, and on a GPU machine without vllm: refused before a
+    run starts, each with what to do; nothing is created."""
+    from studio.errors import ConfigError
+    from studio.train import config
+
+    before = len(studio.runs_list())
+    with pytest.raises(ConfigError, match="needs a CUDA GPU; this run is on cpu.*train.vllm=false"):
+        studio.train_create("cpu-quickstart-grpo", arith, tiny_model, overrides=["train.vllm=true"])
+    assert len(studio.runs_list()) == before
+    with pytest.raises(ConfigError, match="vLLM is not installed here. Install it"):
+        config.vllm_check("cuda", [])

@@ -221,6 +221,8 @@ def rl_checks(spec: RunSpec, dataset: dict[str, Any], device: str, notes: list[s
     if t.self_distill or t.paraphrases or t.replay_mode == "kl":
         notes.append("Self-distilled targets, paraphrases and KL replay are for supervised runs; "
                      f"this {t.objective} run learns from its own answers and their rewards.")
+    if t.vllm:
+        vllm_check(device, notes)
     if device == "cpu":
         if t.grad_ckpt:
             spec = update(spec, grad_ckpt=False)
@@ -230,6 +232,21 @@ def rl_checks(spec: RunSpec, dataset: dict[str, Any], device: str, notes: list[s
             spec = update(spec, dtype="fp32")
             notes.append("bf16 training on CPU is slow; using fp32 for this RL run.")
     return spec, notes
+
+
+def vllm_check(device: str, notes: list[str]) -> None:
+    """train.vllm: refused before a child starts where vLLM cannot run, with what to do."""
+    import importlib.util
+
+    off = "or leave train.vllm off (`--set train.vllm=false`) to sample with plain transformers."
+    if device != "cuda":
+        raise ConfigError(f"train.vllm samples with vLLM, which needs a CUDA GPU; this run is on "
+                          f"{device}. Run it on a machine with one, {off}")
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"train.vllm is on but vLLM is not installed here. Install it (`pip "
+                          f"install vllm`, Linux with CUDA), {off}")
+    notes.append("vLLM samples the tries on this GPU and reserves 30% of its memory; the memory "
+                 "estimate counts plain transformers generation, so leave that room free.")
 
 
 def check_layers(spec: RunSpec, model_path: Path) -> None:

@@ -86,6 +86,8 @@ def make_trainer(objective: str, spec, model, args_kw: dict[str, Any], tok, trai
           "temperature": t.temperature, "beta": t.beta, "log_completions": False,
           "shuffle_dataset": True}
     kw.pop("prediction_loss_only", None)
+    if t.vllm:  # checked before the run started (config.vllm_check): installed, on a CUDA GPU
+        kw.update(use_vllm=True, vllm_mode="colocate")
     if objective == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
