@@ -469,3 +469,14 @@ def test_vllm_is_refused_where_it_cannot_run(studio, arith, tiny_model):
     assert len(studio.runs_list()) == before
     with pytest.raises(ConfigError, match="vLLM is not installed here. Install it"):
         config.vllm_check("cuda", [])
+
+
+def test_no_preview_beside_a_run_training_on_the_gpu(studio, arith, tiny_model, monkeypatch):
+    """On a GPU a preview would load a second copy of the model beside a training one: refused
+    with what to do (on a CPU it only runs slower, so it goes ahead)."""
+    from studio.errors import RunError
+
+    monkeypatch.setattr(studio.runs.cache, "device", lambda: "cuda")
+    monkeypatch.setattr(studio.runs, "list", lambda: [{"id": "r-busy", "status": "running", "active": True}])
+    with pytest.raises(RunError, match="Run r-busy is training on this GPU.*preview once it has finished"):
+        studio.rewards_preview(arith, "cpu-quickstart-grpo", tiny_model)

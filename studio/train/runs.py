@@ -247,6 +247,10 @@ class RunService:
                                "finish or resume it first.")
             spec = update(spec, model=earlier["model"]) if not model else spec
         path = self.cache.path(spec.model)
+        busy = [r["id"] for r in self.list() if r["status"] == "running"]
+        if busy and self.cache.device() == "cuda":  # a second copy of a model beside a training one
+            raise RunError(f"Run {busy[0]} is training on this GPU, and the preview would load another "
+                           "copy of the model beside it; preview once it has finished, or stop it first.")
         m = models.load_model(path, self.cache.device(), "auto")
         if adapter is not None:
             from peft import PeftModel
