@@ -128,7 +128,7 @@ class Studio:
                         from_run: str | None = None, rewards: str | None = None, groups: int = 8,
                         on_prompt=None) -> dict[str, Any]:
         """`{"rewards", "groups", "zero_spread", "mean", "verdict", "examples"}` before an RL run;
-        `on_prompt(done, total)` as each prompt's answers are scored."""
+        `on_prompt(done, total)` as the prompts' answers are sampled."""
         return self.runs.preview_rewards(dataset, preset, model, from_run, rewards, groups, on_prompt)
 
     def rewards_for(self, dataset: str, rewards: str = "") -> list[dict[str, str]]:
