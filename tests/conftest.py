@@ -155,6 +155,55 @@ def make_tiny_llama(folder: Path, embedded_model_dir: Path, hidden: int = 32) ->
     return folder
 
 
+CHAT_TINY = "chat-tiny-v1"  # change the name when the recipe below changes: the cache is by name
+
+
+def make_chat_tiny(embedded_model_dir: Path) -> Path:
+    """The two-layer model taught the chat format: 120 steps on the samples' questions and
+    answers (≈30 s on 2 cores, once; kept in .venv/.test-cache), so its greedy answers are a few
+    words that end at the end-of-turn token, as a chat model's do. It stands in for the embedded
+    model where a test drives the flow around the model (the browser walks): training, the
+    report and an export with its parity check take seconds instead of minutes. What the
+    embedded model itself learns is tested on it (the shared run, its report and exports)."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    done = CACHE / CHAT_TINY
+    if (done / "config.json").exists():
+        return done
+    work = CACHE / f".{CHAT_TINY}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    make_tiny_llama(work, embedded_model_dir)
+    from studio.models import registry as models
+
+    tok = models.load_tokenizer(work)
+    tok.padding_side = "right"
+    rows = [json.loads(line) for f in ("product_faq.jsonl", "arithmetic_qa.jsonl")
+            for line in (ROOT / "assets" / "sample" / f).read_text().splitlines() if line.strip()]
+    texts = [tok.apply_chat_template([{"role": "user", "content": r["question"]},
+                                      {"role": "assistant", "content": r["answer"]}], tokenize=False)
+             for r in rows]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(work)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    pick = random.Random(0)
+    for _ in range(120):
+        batch = tok(pick.sample(texts, 8), return_tensors="pt", padding=True)
+        labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+        model(**batch, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(work)
+    try:
+        os.replace(work, done)  # whole or not at all: a killed build leaves only its temp folder
+    except OSError:  # another process finished it first
+        shutil.rmtree(work, ignore_errors=True)
+    return done
+
+
 def new_home(tmp_path_factory, name: str, embedded_model_dir: Path) -> Path:
     """A studio home with the embedded model (hard links). Its replay cache — the base model's
     own answers and next-token distributions, taken once per model (≈30 s for the soft anchor's)
@@ -179,6 +228,12 @@ def studio_home(tmp_path_factory, embedded_model_dir) -> Path:
 def tiny_model(tmp_path_factory, embedded_model_dir) -> str:
     """The two-layer model's folder (a model reference: a local folder)."""
     return str(make_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama", embedded_model_dir))
+
+
+@pytest.fixture(scope="session")
+def chat_tiny(embedded_model_dir) -> Path:
+    """The two-layer model that speaks the chat format (make_chat_tiny), its folder."""
+    return make_chat_tiny(embedded_model_dir)
 
 
 @pytest.fixture(scope="session")

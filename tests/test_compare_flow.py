@@ -151,3 +151,50 @@ def test_stream_refuses_an_unknown_side_and_a_missing_adapter(studio, trained_ru
     queued = studio.train_create("cpu-quickstart", faq_dataset, max_steps=1)
     with pytest.raises(RunError, match="no adapter yet"):
         next(studio.compare_stream(queued["id"], [{"role": "user", "content": "hi"}], "tuned"))
+
+
+def test_a_question_while_the_report_runs_waits_and_both_are_right(studio, faq_dataset, chat_tiny, monkeypatch):
+    """The newcomer's second question, asked while "Did it learn?" is measuring: it waits for the
+    report (which holds the one shared model), then gets the tuned model's answer; the report
+    kept is the one measured alone. On the two-layer chat model: the overlap, not the model, is
+    the point. The report waits until the question is at the model's door, so they overlap on
+    any machine."""
+    from studio.evaluate import compare as cmp
+    from studio.evaluate import report as rep
+
+    run = studio.train_create("cpu-quickstart", faq_dataset, str(chat_tiny),
+                              ["train.eval_every=0", "train.save_every=2"], max_steps=2)
+    rid = studio.train_run(run["id"])["id"]
+    q = "How much does the Nimbus Orbit cost?"
+    alone = studio.compare(rid, q, max_new_tokens=16)
+    measured_alone = studio.report(rid, refresh=True)
+    building, at_door = threading.Event(), threading.Event()
+    real_build, real_hold = rep.build, cmp.Pair.hold
+
+    def build(*args, **kwargs):  # the report holds the model from here to its end
+        building.set()
+        assert at_door.wait(HANG), "the question never reached the model"
+        return real_build(*args, **kwargs)
+
+    def hold(self, *args, **kwargs):
+        if threading.current_thread().name == "question":
+            at_door.set()
+        return real_hold(self, *args, **kwargs)
+
+    monkeypatch.setattr(rep, "build", build)
+    monkeypatch.setattr(cmp.Pair, "hold", hold)
+    got: dict = {}
+    reporting = threading.Thread(target=lambda: got.update(report=studio.report(rid, refresh=True)))
+    reporting.start()
+    assert building.wait(HANG)
+    asking = threading.Thread(target=lambda: got.update(answer=studio.compare(rid, q, max_new_tokens=16)),
+                              name="question")
+    asking.start()
+    for t in (reporting, asking):
+        t.join(HANG)
+        assert not t.is_alive(), "a request hung"
+    assert at_door.is_set()
+    assert got["answer"]["base"] == alone["base"] and got["answer"]["tuned"] == alone["tuned"]
+    same = ("base", "tuned", "examples", "retention", "safety", "adapter_applied", "verdict")
+    assert {k: got["report"][k] for k in same} == {k: measured_alone[k] for k in same}
+    assert studio.store.get_report(rid)["verdict"] == measured_alone["verdict"]

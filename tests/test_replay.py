@@ -178,6 +178,8 @@ def test_verdict_is_uncertain_with_few_questions():
                           "forgetting": {"rise": 0.05, "budget": 0.1, "within_budget": True}})
     assert v.startswith("Uncertain: only 3 held-out questions")
     assert "kept 19 of the 20" in v and "+5%" in v and "within the 10% budget" in v
+    none = verdict(fig, [], {"retention": {"known": 0, "kept": 0, "asked": 60}})  # a base that knew none
+    assert "none of the 60 general questions right" in none and "kept" not in none.split("right,")[0]
     fig["base"]["validation"]["n"] = fig["tuned"]["validation"]["n"] = 12
     assert verdict(fig, []).startswith("It learned your facts and kept what it knew.")  # 10% → 50%
     fig["tuned"]["validation"]["rouge_l"] = 0.15
