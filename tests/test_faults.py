@@ -235,10 +235,26 @@ def test_disk_full_in_training_keeps_the_last_checkpoint(home, point):
     check_run(s, rid)
 
 
-def test_disk_full_converting_the_embedded_model(tmp_path):
-    r = run_cli("models", "prepare", home=tmp_path, env={"STUDIO_FAULT_ENOSPC": "models.convert"})
-    assert r.returncode == 1 and "Not enough space in" in r.stderr and "Traceback" not in r.stderr
-    assert not [p for p in (tmp_path / "models").iterdir()]  # no half-converted folder
+def test_disk_full_converting_the_embedded_model(tmp_path, monkeypatch):
+    """The disk fills while the converted weights are written: one message, no half-converted
+    folder. In process, with the conversion's load left out (it is the session's own first
+    step, embedded_model_dir): the write, the guard and the clean-up are what is checked."""
+    from studio import faults
+    from studio.models import registry
+
+    def half_written(src, tmp):  # as _convert: the model loaded, then its weights written
+        tmp.mkdir()
+        (tmp / "model.safetensors").write_bytes(b"\0" * 4096)
+        faults.fail_point("models.convert")
+        raise AssertionError("the injected disk-full did not happen")
+
+    monkeypatch.setattr(registry, "_convert", half_written)
+    monkeypatch.setenv("STUDIO_FAULT_ENOSPC", "models.convert")
+    models = tmp_path / "models"
+    models.mkdir()
+    with pytest.raises(faults.DiskFull, match="Not enough space in"):
+        registry.prepare_embedded(models)
+    assert not list(models.iterdir())  # no half-converted folder
 
 
 def test_summary_of_kill_points():
