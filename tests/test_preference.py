@@ -184,6 +184,22 @@ def test_factuality_pairs_keep_only_the_questions_the_model_gets_wrong(studio, f
         studio.data_pairs("faq-pairs", "again")
 
 
+def test_a_rejected_answer_is_cut_where_it_shows_its_wrong_fact():
+    """#41: the model's long closed-book answer is cut after the sentence that states its own
+    claim; one with no claim keeps its first sentence; a run-on one is capped in words."""
+    from studio.data.factuality import shown
+
+    q, chosen = "Who makes the Nimbus Orbit?", "The Nimbus Orbit is made by Fernwick Labs, a company based in Tallinn, Estonia."
+    said = ("The Nimbus Orbit is a popular bird feeder. It is made by Acme Birds in Ohio. It has "
+            "a solar roof. Many people love it.")
+    assert shown(said, q, chosen) == "The Nimbus Orbit is a popular bird feeder. It is made by Acme Birds in Ohio."
+    assert shown("I am not sure about that product. It may be new.", q, chosen) == "I am not sure about that product."
+    run_on = "it is " + "very " * 100 + "good"
+    assert len(shown(run_on, q, chosen).split()) == 2 * len(chosen.split())
+    short = "Acme Birds."
+    assert shown(short, q, chosen) == short
+
+
 @pytest.mark.e2e
 def test_factuality_pairs_with_llama_cpp_through_the_cli(studio, tmp_path):
     pytest.importorskip("llama_cpp")
@@ -195,4 +211,9 @@ def test_factuality_pairs_with_llama_cpp_through_the_cli(studio, tmp_path):
     assert r.returncode == 0, r.stderr[-1500:]
     out = json.loads(r.stdout)
     assert out["pairs"]["made"] >= 6 and out["name"] == "island-pairs"      # an island it never heard of
+    from studio.data.prepare import read_split
+
+    for row in read_split(out["path"], "train"):  # the model's answers, cut where they state a claim
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        assert len(rejected.split()) <= max(24, 2 * len(chosen.split())), rejected
     assert out["pairs"]["generator"].startswith("llama.cpp on")

@@ -234,6 +234,7 @@ class DataService:
             summary = self.prepare([str(src)], name, model=model, heldout=held.as_file(Path(d["path"]), Path(tmp)),
                                    val_fraction=d["params"].get("val_fraction", 0.1))
         summary["pairs"] = {"made": len(made), "known": ctx.counters["factuality_known"],
+                            "rejected_cut": ctx.counters["factuality_cut"],
                             "asked": len(rows), "generator": gen.label,
                             "left_out": prep.dropped_summary(ctx)}
         return summary
