@@ -82,10 +82,35 @@ def part_a(s) -> dict:
     return out
 
 
+def closed_book(s, run_id: str) -> dict:
+    """The held-out paraphrases answered by the run's model and by the base (greedy, 48 tokens, as
+    the report asks): right (states the expected fact), wrong (misses it and states a name or
+    number that is neither in the reference nor in the question: a made-up fact, the paper's
+    "incorrect"), or neither (no claim of its own)."""
+    from studio.evaluate.report import heldout_sets
+    from studio.models.chat import generate_batch
+    from studio.scoring import states
+    from studio.train.rewards import made_up
+
+    rows = heldout_sets(s.dataset(s.run_show(run_id)["dataset"]), 24)["paraphrased"]
+    out = {}
+    with s.compares.session(run_id) as (_, pair):
+        for side in ("base", "tuned"):
+            with pair.side(side) as m:
+                said = generate_batch(m, pair.tok, [r["messages"] for r in rows], 48)
+            right = [bool(r.get("expect")) and states(a, r["expect"]) for r, a in zip(rows, said)]
+            wrong = [not ok and made_up(a, {"answer": r["answer"], "question": r["messages"][-1]["content"]},
+                                        {}) < 1.0 for r, a, ok in zip(rows, said, right)]
+            out[side] = {"n": len(rows), "right": sum(right), "wrong": sum(wrong),
+                         "no_claim": len(rows) - sum(right) - sum(wrong)}
+    return out
+
+
 def part_b(s) -> dict:
     s.data_prepare([str(SAMPLE / "product_faq.jsonl")], "faq", val_fraction=0.1)
     sft, secs = train(s, "cpu-quickstart", "faq")
     sft_row = scored(s, sft, secs)
+    sft_row["closed_book"] = closed_book(s, sft)
     t0 = time.time()
     pairs = s.data_pairs("faq", "faq-pairs")
     pairs_s = time.time() - t0
@@ -94,10 +119,15 @@ def part_b(s) -> dict:
           f"known) in {pairs_s:.0f} s; held-out questions carried: {pairs.get('heldout')}", flush=True)
     dpo, secs = train(s, "cpu-quickstart-dpo", "faq-pairs", from_run=sft)
     dpo_row = scored(s, dpo, secs)
+    dpo_row["closed_book"] = closed_book(s, dpo)
     for label, r in (("SFT", sft_row), ("SFT then DPO", dpo_row)):
+        cb = r["closed_book"]["tuned"]
         print(f"   {label:13s} held-out fact match {r['fact_match']:.0%} (base {r['base_fact_match']:.0%}), "
-              f"ppl {r['ppl_rise']:+.1%}, kept {r['kept']}, train {r['train_s']} s", flush=True)
-    return {"sft": sft_row, "sft_then_dpo": dpo_row, "pairs": p, "pairs_s": round(pairs_s)}
+              f"ppl {r['ppl_rise']:+.1%}, kept {r['kept']}, train {r['train_s']} s, strength {r['strength']}; "
+              f"of {cb['n']} held-out answers {cb['right']} right, {cb['wrong']} wrong (a made-up fact), "
+              f"{cb['no_claim']} no claim", flush=True)
+    return {"sft": sft_row, "sft_then_dpo": dpo_row, "pairs": p, "pairs_s": round(pairs_s),
+            "dpo_vs_start": s.report(dpo).get("vs_start")}
 
 
 def main() -> None:

@@ -194,6 +194,11 @@ class TrainSpec:
     pref_loss: str = knob("sigmoid", "dpo loss variant: sigmoid (the DPO paper), ipo (IPO: no "
                                      "overconfidence on clean pairs), hinge (SLiC) or robust (noisy "
                                      "labels).", choices=("sigmoid", "ipo", "hinge", "robust"))
+    stop_separated: bool = knob(True, "dpo: stop early once the training pairs are all preferred "
+                                      "by a wide margin (loss under 0.01, every pair of the batch "
+                                      "preferred) at each step of a full pass over them: more "
+                                      "steps only widen the margins and move the model further "
+                                      "from where it started. The run ends completed at that step.")
     log_every: int = knob(1, "Write a progress event every N steps.", min=1, max=1_000_000)
     eval_every: int = knob(0, "Evaluate on the validation split every N steps (0: only at the end).",
                            min=0, max=10_000_000)

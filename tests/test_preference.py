@@ -2,6 +2,7 @@
 teach no preference refused with their reason, statistics and a side-by-side preview."""
 import importlib.util
 import json
+import re
 
 import pytest
 
@@ -154,6 +155,35 @@ def test_preference_settings_are_checked_before_a_run(studio, prefs, faq_dataset
     r = run_cli("train", "--preset", "cpu-quickstart", "--dataset", prefs, "--method", "dpo",
                 "--set", "train.pref_loss=kto", home=studio.home.root)
     assert r.returncode == 1 and "allowed: sigmoid, ipo, hinge, robust" in r.stderr
+
+
+@pytest.mark.e2e
+def test_dpo_stops_once_every_pair_is_preferred_for_a_full_pass(studio, chat_tiny, tmp_path):
+    """#41: pairs as easy to tell apart as factuality pairs are separate within a few steps; the
+    run ends completed at the step where a whole pass over them was under the loss bar — not at
+    max_steps — and says so; with train.stop_separated=false the same run trains on."""
+    from studio.train.callback import SEPARATED
+
+    src = tmp_path / "easy.jsonl"
+    src.write_text("".join(json.dumps({"prompt": f"What is the code of box {i}?", "chosen": f"Box {i}: {i * 7}.",
+                                       "rejected": "I am not able to tell you anything about boxes, sorry."}) + "\n"
+                           for i in range(16)))
+    studio.data_prepare([str(src)], "easy-pairs", val_fraction=0)
+    knobs = ["train.lr=1e-2", "train.max_len=64", "train.eval_every=0", "train.save_every=50",
+             "train.forget_budget=0"]
+    run = studio.train_create("cpu-quickstart", "easy-pairs", str(chat_tiny), knobs, max_steps=60, objective="dpo")
+    done = studio.train_run(run["id"])
+    assert done["status"] == "completed" and done["step"] < 60, done
+    events = studio.run_events(run["id"])
+    steps = [e for e in events if "reward_accuracy" in e and "loss" in e]
+    note = next(e["note"] for e in events if "preferred by a wide margin" in e.get("note", ""))
+    n = int(re.search(r"each of the last (\d+) steps", note).group(1))
+    assert n == 16 // 4  # a pass: the 16 training pairs, 4 a step
+    assert all(e["loss"] < SEPARATED and e["reward_accuracy"] == 1.0 for e in steps[-n:])
+    assert not (steps[-n - 1]["loss"] < SEPARATED and steps[-n - 1]["reward_accuracy"] == 1.0)
+    on = studio.train_create("cpu-quickstart", "easy-pairs", str(chat_tiny), [*knobs, "train.stop_separated=false"],
+                             max_steps=done["step"] + 2, objective="dpo")
+    assert studio.train_run(on["id"])["step"] == done["step"] + 2
 
 
 # ---- factuality pairs ------------------------------------------------------------------------

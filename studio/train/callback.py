@@ -36,6 +36,9 @@ def peak_mem_gb(device: str) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KB → GB
 
 
+SEPARATED = 0.01  # a dpo step's loss under this: its pairs are preferred by a wide margin
+
+
 class StudioCallback(TrainerCallback):
     """Events, store updates, atomic checkpoints, Stop and NaN handling."""
 
@@ -57,6 +60,8 @@ class StudioCallback(TrainerCallback):
         self.last_loss: float | None = None
         self.eval_steps: set[int] = set()  # every rank records this: evaluation is collective
         self.watch_every = 0  # RL runs: the forgetting budget's evaluations, TRL evaluating nothing
+        self.separate_for = 0  # dpo with train.stop_separated: a pass over the pairs, in steps
+        self.separated = 0     # steps in a row with every pair preferred by a wide margin
 
     phases = None  # train/phases.Phases, set by train()
 
@@ -111,6 +116,8 @@ class StudioCallback(TrainerCallback):
             if not math.isfinite(loss) or (ev["grad_norm"] is not None and not math.isfinite(ev["grad_norm"])):
                 self.nan_step = step
                 control.should_training_stop = True
+            elif self.separate_for:
+                self._stop_when_separated(ev, step, control)
         if "eval_loss" in logs:
             ev.update(eval_loss=float(logs["eval_loss"]), loss=self.last_loss)
             ev.update({ours: logs[theirs] for theirs, ours in preference.TRL_LOGS.items()
@@ -123,6 +130,21 @@ class StudioCallback(TrainerCallback):
         row.update({k: v for k, v in ev.items() if v is not None})
         self.store.add_metrics(self.run_id, [row])
         self.store.update_run(self.run_id, step=step)
+
+    def _stop_when_separated(self, ev: dict[str, Any], step: int, control) -> None:
+        """train.stop_separated: a full pass over the pairs, each step's loss under SEPARATED and
+        every pair of its batch preferred — the run is done (completed, not stopped)."""
+        wide = ev["loss"] < SEPARATED and (ev.get("reward_accuracy") or 0) >= 1.0
+        self.separated = self.separated + 1 if wide else 0
+        if self.separated >= self.separate_for and step < self.steps:
+            control.should_training_stop = True
+            control.should_save = True
+            if rank() == 0:
+                log_note(self.run_dir, step, (
+                    f"Every training pair was preferred by a wide margin at each of the last "
+                    f"{self.separated} steps (a full pass over the pairs): stopped at step {step} of "
+                    f"{self.steps}, since more steps would only widen the margins "
+                    "(train.stop_separated=false trains on)."))
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
         self.eval_steps.add(state.global_step)

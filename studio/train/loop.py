@@ -14,6 +14,7 @@ inside functions; tests/test_layering.py checks it).
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -268,6 +269,9 @@ def _setup_trainer(run_dir: Path, store, run_id: str, p, model, tok, data: Data,
     if preferring:  # TRL's DPO/ORPO trainers on the run's preference pairs
         trainer = preference.make_trainer(t.objective, p, model, args, tok, data.train_rows,
                                           data.val_rows, [cb], collator)
+        if t.objective == "dpo" and t.stop_separated:
+            per_step = t.micro_batch * t.grad_accum * world_size()
+            cb.separate_for = math.ceil(len(trainer.train_dataset) / per_step)
     elif learning:  # TRL's GRPO/RLOO trainers on the run's questions and rewards
         trainer = rl.make_trainer(t.objective, p, model, args, tok, data.train_rows, [cb], collator)
         cb.watch_every = t.eval_every if data.eval_set else 0
