@@ -86,7 +86,14 @@ class Studio:
     def data_triage(self, name: str, model: str | None = None) -> dict[str, Any]:
         return self.data.triage(name, model)
 
-    def data_pairs(self, name: str, out: str | None = None, **options: Any) -> dict[str, Any]:
+    def data_pairs(self, name: str, out: str | None = None, from_run: str | None = None,
+                   **options: Any) -> dict[str, Any]:
+        """Factuality pairs; `from_run`: the run's tuned model answers closed book (on-policy
+        pairs for DPO after that SFT run, as the factuality paper makes them)."""
+        if from_run:
+            self.runs.get(from_run)  # an unknown run: its message, before any work
+            options["answerer"] = (f"run {from_run} (its tuned model, transformers)",
+                                   lambda questions: self.compares.tuned_answers(from_run, questions))
         return self.data.pairs(name, out, **options)
 
     def data_check(self, name: str, heldout: str | None = None, model: str | None = None,

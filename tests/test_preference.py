@@ -230,6 +230,29 @@ def test_a_rejected_answer_is_cut_where_it_shows_its_wrong_fact():
     assert shown(short, q, chosen) == short
 
 
+def test_factuality_pairs_from_a_run_reject_that_runs_own_answers(studio, faq_dataset, chat_tiny):
+    """#41: `data pairs --from-run ID` — the run's tuned model answers closed book, so the pairs
+    for DPO after that run reject what that run says (on-policy, as the factuality paper makes
+    them), not what the base model said before it."""
+    from studio.data.factuality import shown
+    from studio.data.prepare import read_split
+
+    run = studio.train_create("cpu-quickstart", faq_dataset, str(chat_tiny),
+                              ["train.eval_every=0", "train.forget_budget=0"], max_steps=2)
+    rid = studio.train_run(run["id"])["id"]
+    r = run_cli("data", "pairs", faq_dataset, "--out", "faq-own", "--from-run", rid, "--json",
+                home=studio.home.root)
+    assert r.returncode == 0, r.stderr[-1500:]
+    out = json.loads(r.stdout)
+    assert out["pairs"]["generator"] == f"run {rid} (its tuned model, transformers)"
+    rows = read_split(out["path"], "train")
+    said = studio.compares.tuned_answers(rid, [x["prompt"][0]["content"] for x in rows[:3]])
+    for row, own in zip(rows, said):
+        assert row["rejected"][0]["content"] == shown(own, row["prompt"][0]["content"], row["chosen"][0]["content"])
+    bad = run_cli("data", "pairs", faq_dataset, "--from-run", "nope", home=studio.home.root)
+    assert bad.returncode == 1 and "No run with id 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
 @pytest.mark.e2e
 def test_factuality_pairs_with_llama_cpp_through_the_cli(studio, tmp_path):
     pytest.importorskip("llama_cpp")

@@ -169,8 +169,8 @@ VERBS: list[Verb] = [
          data_prepare, data_prepare_flags),
     Verb(("data", "pairs"), "factuality pairs for DPO: the model answers your Q/A data closed book; "
          "where it misses the fact, your answer is chosen over its own",
-         lambda s, a: s.data_pairs(a.name, a.out, model=a.model, generator_model=a.generator,
-                                   generator_url=a.generator_url),
+         lambda s, a: s.data_pairs(a.name, a.out, from_run=a.from_run, model=a.model,
+                                   generator_model=a.generator, generator_url=a.generator_url),
          lambda: [flag("name", metavar="NAME", help="a Q/A dataset (NAME or NAME@vN)"),
                   flag("--out", default=None, help="the new dataset's name (default NAME-pairs)"),
                   flag("--model", default=None, help="the model whose answers are rejected "
@@ -178,7 +178,10 @@ VERBS: list[Verb] = [
                   flag("--generator-model", "--generator", dest="generator", default=None, metavar="NAME",
                        help="with --generator-url: the model's name on that server"),
                   flag("--generator-url", default=None, metavar="URL",
-                       help="an OpenAI-compatible server that answers instead of llama.cpp")]),
+                       help="an OpenAI-compatible server that answers instead of llama.cpp"),
+                  flag("--from-run", default=None, metavar="ID",
+                       help="the run's tuned model answers (its own wrong answers rejected: the "
+                            "pairs for DPO after that run, `train --from-run ID`)")]),
     Verb(("eval",), "benchmarks before and after: lm-evaluation-harness tasks on a run's base and "
          "tuned model (or a model alone), with the harness's own task and metric names",
          lambda s, a: s.evaluate([t for t in a.tasks.split(",")], a.run, a.model, a.limit, a.gguf,

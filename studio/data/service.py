@@ -196,11 +196,12 @@ class DataService:
 
     def pairs(self, ref: str, name: str | None = None, model: str | None = None,
               generator_model: str | None = None, generator_url: str | None = None,
-              progress: Any = None, cancel: Any = None) -> dict[str, Any]:
+              progress: Any = None, cancel: Any = None, answerer: Any = None) -> dict[str, Any]:
         """Factuality pairs from a Q/A dataset (factuality.py): the model answers each question
         closed book; where it misses the grounded answer's fact, (chosen = the grounded answer,
         rejected = its own) — a new preference dataset, `name` (default NAME-pairs), with the
-        counts of pairs made and questions left out."""
+        counts of pairs made and questions left out. `answerer` (label, questions → answers, in
+        one batch) answers instead of the generators: a trained run's own model (--from-run)."""
         import tempfile
 
         from . import factuality
@@ -215,8 +216,14 @@ class DataService:
         if not rows:
             raise DataError(f"Dataset {d['name']} has no question/answer examples to make pairs from; "
                             "pairs come from Q/A data (or the factuality-pairs recipe on documents).")
-        gen = (generators.openai_compatible(generator_url, generator_model or "", cancel) if generator_url
-               else self.local_generator(generator_model or model, cancel))
+        if answerer is not None:  # every question in one batch, then looked up row by row
+            label, answer_all = answerer
+            questions = [prompt[-1]["content"] for prompt, _ in rows]
+            said = dict(zip(questions, answer_all(questions)))
+            gen = generators.Generator(lambda q: said.get(q, ""), "transformers", label)
+        else:
+            gen = (generators.openai_compatible(generator_url, generator_model or "", cancel) if generator_url
+                   else self.local_generator(generator_model or model, cancel))
         ctx = Context(self.cache.tokenizer(model), RecipeParams(), gen, cancel, progress)
         made = []
         for i, row in enumerate(factuality.pairs(rows, lambda prompt: gen(prompt[-1]["content"]),

@@ -287,6 +287,14 @@ class CompareService:
         out["identical"] = out["base"] == out["tuned"]
         return out
 
+    def tuned_answers(self, run_id: str, questions: list[str], max_new_tokens: int = 64) -> list[str]:
+        """The run's tuned model's greedy answers to `questions`, one user turn each (batched)."""
+        from ..models.chat import generate_batch
+
+        with self.session(run_id) as (_, pair), pair.side("tuned") as m:
+            return generate_batch(m, pair.tok, [[{"role": "user", "content": q}] for q in questions],
+                                  max_new_tokens)
+
     def report(self, run_id: str, refresh: bool = False) -> dict[str, Any]:
         """The did-it-learn report (computed once, then read from the store), also written as
         report.json in the run folder."""
