@@ -199,6 +199,11 @@ class TrainSpec:
                                       "preferred) at each step of a full pass over them: more "
                                       "steps only widen the margins and move the model further "
                                       "from where it started. The run ends completed at that step.")
+    pref_sft: float = knob(0.0, "dpo: the weight of a supervised term on the chosen answers beside "
+                                "the preference loss (RPO): DPO pushes the rejected answer down and "
+                                "often drags the chosen one, which shares most of its words, down "
+                                "with it; this term holds the chosen answer up. 0: off.",
+                           min=0.0, max=100.0)
     log_every: int = knob(1, "Write a progress event every N steps.", min=1, max=1_000_000)
     eval_every: int = knob(0, "Evaluate on the validation split every N steps (0: only at the end).",
                            min=0, max=10_000_000)

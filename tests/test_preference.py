@@ -186,6 +186,17 @@ def test_dpo_stops_once_every_pair_is_preferred_for_a_full_pass(studio, chat_tin
     assert studio.train_run(on["id"])["step"] == done["step"] + 2
 
 
+def test_a_supervised_term_on_the_chosen_answers_is_weighed_beside_dpo():
+    from studio.spec import RunSpec
+    from studio.train.preference import dpo_losses
+
+    from dataclasses import replace
+
+    t = RunSpec().train
+    assert dpo_losses(t) == (["sigmoid"], [1.0])                          # off by default
+    assert dpo_losses(replace(t, pref_sft=0.5, pref_loss="ipo")) == (["ipo", "sft"], [1.0, 0.5])
+
+
 # ---- factuality pairs ------------------------------------------------------------------------
 def test_factuality_pairs_keep_only_the_questions_the_model_gets_wrong(studio, faq_dataset, monkeypatch):
     from studio.data import generators

@@ -6,8 +6,9 @@ gets (steps, batch, schedule, checkpoints, evaluation — so the studio's callba
 after kill -9 and the forgetting budget work unchanged), and the trainer: DPO with the reference
 taken from the same weights (TRL adds a frozen copy of the run's starting adapter, or switches
 the adapter off for a fresh one: no second copy of the model), or ORPO (no reference). TRL's
-collator is wrapped so tokens/s counts every real token. The loss variant and beta are the
-spec's (train.pref_loss, train.beta).
+collator is wrapped so tokens/s counts every real token. The loss variant, beta and the weight of
+a supervised term on the chosen answers are the spec's (train.pref_loss, train.beta,
+train.pref_sft).
 """
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ class CountingWrapper:
         return batch
 
 
+def dpo_losses(t) -> tuple[list[str], list[float]]:
+    """TRL's loss types and their weights for a dpo run: the preference loss, and the supervised
+    term on the chosen answers where train.pref_sft weighs it."""
+    losses = {t.pref_loss: 1.0, **({"sft": t.pref_sft} if t.pref_sft else {})}
+    return list(losses), list(losses.values())
+
+
 def make_trainer(objective: str, spec, model, args_kw: dict[str, Any], tok, train_rows, eval_rows,
                  callbacks: list, counting: CountingWrapper):
     """The TRL trainer for a dpo or orpo run; `counting` (which the callback reads) is made to
@@ -59,7 +67,8 @@ def make_trainer(objective: str, spec, model, args_kw: dict[str, Any], tok, trai
     if objective == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        args = DPOConfig(**kw, loss_type=[t.pref_loss])
+        types, weights = dpo_losses(t)
+        args = DPOConfig(**kw, loss_type=types, loss_weights=weights)
         trainer = DPOTrainer(model=model, args=args, train_dataset=train,
                              eval_dataset=Dataset.from_list(evals) if evals else None,
                              processing_class=tok, callbacks=callbacks)
