@@ -15,8 +15,12 @@ B. Factuality pairs ("Fine-tuning Language Models for Factuality", Tian et al. 2
    (`--from-run`). Both runs scored on the same held-out paraphrases: fact match (the key fact
    stated) and the probe perplexity rise against the base model.
 
-Time on 2 cores: A ≈ 5 minutes; B ≈ 45 (its DPO run on long factuality pairs: RESULTS.md).
+Time on 2 cores: A ≈ 5 minutes; B ≈ 25 (SFT ≈ 8, the pairs, DPO, three reports).
 Usage: .venv/bin/python benchmarks/bench_preference.py [--parts A,B] [--out FILE]
+         [--own-pairs] [--dpo-set train.pref_sft=1 ...]
+  --own-pairs: B's pairs are the SFT run's own closed-book answers (`data pairs --from-run`), not
+  the base model's; --dpo-set: a setting of B's DPO run. B also counts, of the held-out answers,
+  the right ones, the wrong ones (a made-up name or number) and those with no claim.
 """
 import json
 import os
@@ -59,9 +63,14 @@ def scored(s, run_id: str, train_s: float) -> dict:
             "chosen_step": r["chosen_step"], "strength": r["strength"], "verdict": r.get("verdict")}
 
 
-def train(s, preset: str, data: str, **changes) -> tuple[str, float]:
+def dpo_sets() -> list[str]:
+    """--dpo-set k=v (repeatable): settings of part B's DPO run, e.g. train.pref_sft=1."""
+    return [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--dpo-set"]
+
+
+def train(s, preset: str, data: str, overrides: list[str] | None = None, **changes) -> tuple[str, float]:
     t0 = time.time()
-    run = s.train_create(preset, data, **changes)
+    run = s.train_create(preset, data, overrides=overrides, **changes)
     s.train_run(run["id"])
     return run["id"], time.time() - t0
 
@@ -112,12 +121,13 @@ def part_b(s) -> dict:
     sft_row = scored(s, sft, secs)
     sft_row["closed_book"] = closed_book(s, sft)
     t0 = time.time()
-    pairs = s.data_pairs("faq", "faq-pairs")
+    own = "--own-pairs" in sys.argv  # the SFT run's own answers rejected (data pairs --from-run)
+    pairs = s.data_pairs("faq", "faq-pairs", from_run=sft if own else None)
     pairs_s = time.time() - t0
     p = pairs["pairs"]
     print(f"B. factuality pairs: {p['made']} made of {p['asked']} questions ({p['known']} already "
           f"known) in {pairs_s:.0f} s; held-out questions carried: {pairs.get('heldout')}", flush=True)
-    dpo, secs = train(s, "cpu-quickstart-dpo", "faq-pairs", from_run=sft)
+    dpo, secs = train(s, "cpu-quickstart-dpo", "faq-pairs", from_run=sft, overrides=dpo_sets())
     dpo_row = scored(s, dpo, secs)
     dpo_row["closed_book"] = closed_book(s, dpo)
     for label, r in (("SFT", sft_row), ("SFT then DPO", dpo_row)):
