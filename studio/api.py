@@ -12,7 +12,7 @@ from typing import Any
 
 from . import paths, presets
 from .data.service import DataService
-from .errors import StudioError
+from .errors import ConfigError, StudioError
 from .evaluate.compare import CompareService
 from .evaluate.harness import EvalService
 from .export.service import ExportService
@@ -91,7 +91,14 @@ class Studio:
         """Factuality pairs; `from_run`: the run's tuned model answers closed book (on-policy
         pairs for DPO after that SFT run, as the factuality paper makes them)."""
         if from_run:
-            self.runs.get(from_run)  # an unknown run: its message, before any work
+            given = [f for f, k in (("--model", "model"), ("--generator-model", "generator_model"),
+                                    ("--generator-url", "generator_url")) if options.get(k)]
+            if given:
+                raise ConfigError(f"--from-run answers with that run's own model, so {', '.join(given)} "
+                                  "cannot be used with it; leave them out, or leave out --from-run.")
+            run = self.runs.get(from_run)  # an unknown run: its message, before any work
+            self.compares.tuned_answers(from_run, [])  # a run without an adapter yet: the same
+            options["model"] = run["model"]  # the pairs are prepared for the model they train
             options["answerer"] = (f"run {from_run} (its tuned model, transformers)",
                                    lambda questions: self.compares.tuned_answers(from_run, questions))
         return self.data.pairs(name, out, **options)

@@ -194,15 +194,18 @@ class TrainSpec:
     pref_loss: str = knob("sigmoid", "dpo loss variant: sigmoid (the DPO paper), ipo (IPO: no "
                                      "overconfidence on clean pairs), hinge (SLiC) or robust (noisy "
                                      "labels).", choices=("sigmoid", "ipo", "hinge", "robust"))
-    stop_separated: bool = knob(True, "dpo: stop early once the training pairs are all preferred "
-                                      "by a wide margin (loss under 0.01, every pair of the batch "
-                                      "preferred) at each step of a full pass over them: more "
-                                      "steps only widen the margins and move the model further "
-                                      "from where it started. The run ends completed at that step.")
+    stop_separated: bool = knob(True, "dpo: stop early once the pairs are all preferred by a wide "
+                                      "margin (every pair of each batch preferred, the mean reward "
+                                      "margin where the DPO loss is under 0.01) for as many steps "
+                                      "as a pass over them takes (with log_every above 1: the "
+                                      "logged means): more steps only widen the margins and move "
+                                      "the model further from where it started. The run ends "
+                                      "completed at that step. orpo and sft ignore it.")
     pref_sft: float = knob(0.0, "dpo: the weight of a supervised term on the chosen answers beside "
                                 "the preference loss (RPO): DPO pushes the rejected answer down and "
                                 "often drags the chosen one, which shares most of its words, down "
-                                "with it; this term holds the chosen answer up. 0: off.",
+                                "with it; this term holds the chosen answer up. 0: off; orpo "
+                                "has a supervised term of its own and ignores it.",
                            min=0.0, max=100.0)
     log_every: int = knob(1, "Write a progress event every N steps.", min=1, max=1_000_000)
     eval_every: int = knob(0, "Evaluate on the validation split every N steps (0: only at the end).",

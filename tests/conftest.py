@@ -155,7 +155,20 @@ def make_tiny_llama(folder: Path, embedded_model_dir: Path, hidden: int = 32) ->
     return folder
 
 
-CHAT_TINY = "chat-tiny-v1"  # change the name when the recipe below changes: the cache is by name
+CHAT_SAMPLES = ("product_faq.jsonl", "arithmetic_qa.jsonl")
+
+
+def chat_tiny_name(embedded_model_dir: Path) -> str:
+    """The cached model's folder name: a hash of its recipe (make_chat_tiny's code, the samples,
+    the tokenizer and chat template), so a change to any of them builds it again."""
+    import hashlib
+    import inspect
+
+    h = hashlib.sha256(inspect.getsource(make_chat_tiny).encode() + inspect.getsource(make_tiny_llama).encode())
+    for f in [*(ROOT / "assets" / "sample" / n for n in CHAT_SAMPLES),
+              *(embedded_model_dir / n for n in ("tokenizer.json", "chat_template.jinja"))]:
+        h.update(f.read_bytes() if f.exists() else b"-")
+    return f"chat-tiny-{h.hexdigest()[:12]}"
 
 
 def make_chat_tiny(embedded_model_dir: Path) -> Path:
@@ -170,17 +183,20 @@ def make_chat_tiny(embedded_model_dir: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    done = CACHE / CHAT_TINY
+    name = chat_tiny_name(embedded_model_dir)
+    done = CACHE / name
     if (done / "config.json").exists():
         return done
-    work = CACHE / f".{CHAT_TINY}-{os.getpid()}"
+    for old in CACHE.glob("chat-tiny-*"):  # an earlier recipe's
+        shutil.rmtree(old, ignore_errors=True)
+    work = CACHE / f".{name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     make_tiny_llama(work, embedded_model_dir)
     from studio.models import registry as models
 
     tok = models.load_tokenizer(work)
     tok.padding_side = "right"
-    rows = [json.loads(line) for f in ("product_faq.jsonl", "arithmetic_qa.jsonl")
+    rows = [json.loads(line) for f in CHAT_SAMPLES
             for line in (ROOT / "assets" / "sample" / f).read_text().splitlines() if line.strip()]
     texts = [tok.apply_chat_template([{"role": "user", "content": r["question"]},
                                       {"role": "assistant", "content": r["answer"]}], tokenize=False)

@@ -162,7 +162,7 @@ def test_dpo_stops_once_every_pair_is_preferred_for_a_full_pass(studio, chat_tin
     """#41: pairs as easy to tell apart as factuality pairs are separate within a few steps; the
     run ends completed at the step where a whole pass over them was under the loss bar — not at
     max_steps — and says so; with train.stop_separated=false the same run trains on."""
-    from studio.train.callback import SEPARATED
+    from studio.train.callback import SEPARATED_MARGIN
 
     src = tmp_path / "easy.jsonl"
     src.write_text("".join(json.dumps({"prompt": f"What is the code of box {i}?", "chosen": f"Box {i}: {i * 7}.",
@@ -172,15 +172,19 @@ def test_dpo_stops_once_every_pair_is_preferred_for_a_full_pass(studio, chat_tin
     knobs = ["train.lr=1e-2", "train.max_len=64", "train.eval_every=0", "train.save_every=50",
              "train.forget_budget=0"]
     run = studio.train_create("cpu-quickstart", "easy-pairs", str(chat_tiny), knobs, max_steps=60, objective="dpo")
+    # killed right after the early stop, before the finish: the resume finishes at that step
+    crash(studio.home.root, "train.after_last_step", "train", "--resume", run["id"], "--json")
     done = studio.train_run(run["id"])
     assert done["status"] == "completed" and done["step"] < 60, done
     events = studio.run_events(run["id"])
     steps = [e for e in events if "reward_accuracy" in e and "loss" in e]
-    note = next(e["note"] for e in events if "preferred by a wide margin" in e.get("note", ""))
+    notes = [e["note"] for e in events if "preferred by a wide margin" in e.get("note", "")]
+    assert len(notes) == 1 and f"stopped at step {done['step']} of 60" in notes[0]  # not trained on
+    note = notes[0]
     n = int(re.search(r"each of the last (\d+) steps", note).group(1))
     assert n == 16 // 4  # a pass: the 16 training pairs, 4 a step
-    assert all(e["loss"] < SEPARATED and e["reward_accuracy"] == 1.0 for e in steps[-n:])
-    assert not (steps[-n - 1]["loss"] < SEPARATED and steps[-n - 1]["reward_accuracy"] == 1.0)
+    wide = lambda e: e["reward_margin"] >= SEPARATED_MARGIN and e["reward_accuracy"] == 1.0  # noqa: E731
+    assert all(wide(e) for e in steps[-n:]) and (len(steps) == n or not wide(steps[-n - 1]))
     on = studio.train_create("cpu-quickstart", "easy-pairs", str(chat_tiny), [*knobs, "train.stop_separated=false"],
                              max_steps=done["step"] + 2, objective="dpo")
     assert studio.train_run(on["id"])["step"] == done["step"] + 2
@@ -239,6 +243,10 @@ def test_a_rejected_answer_is_cut_where_it_shows_its_wrong_fact():
     assert len(shown(run_on, q, chosen).split()) == 2 * len(chosen.split())
     short = "Acme Birds."
     assert shown(short, q, chosen) == short
+    price, costs = "How much does the Nimbus Orbit cost?", "The Nimbus Orbit costs 189 euros."
+    assert shown("1. It costs 200 euros.\n2. It ships free.", price, costs) == "1. It costs 200 euros."
+    sold = "It is sold by Acme Inc. in Ohio for 250 euros. It is blue."  # the number, past "Inc."
+    assert shown(sold, price, costs) == "It is sold by Acme Inc. in Ohio for 250 euros."
 
 
 def test_factuality_pairs_from_a_run_reject_that_runs_own_answers(studio, faq_dataset, chat_tiny):
@@ -260,8 +268,11 @@ def test_factuality_pairs_from_a_run_reject_that_runs_own_answers(studio, faq_da
     said = studio.compares.tuned_answers(rid, [x["prompt"][0]["content"] for x in rows[:3]])
     for row, own in zip(rows, said):
         assert row["rejected"][0]["content"] == shown(own, row["prompt"][0]["content"], row["chosen"][0]["content"])
-    bad = run_cli("data", "pairs", faq_dataset, "--from-run", "nope", home=studio.home.root)
-    assert bad.returncode == 1 and "No run with id 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+    assert studio.dataset("faq-own")["params"]["model"] == str(chat_tiny)  # prepared for the run's model
+    for argv, words in ((["--from-run", "nope"], "No run with id 'nope'"),
+                        (["--from-run", rid, "--generator-url", "http://localhost:1"], "cannot be used with it")):
+        bad = run_cli("data", "pairs", faq_dataset, "--out", "never", *argv, home=studio.home.root)
+        assert bad.returncode == 1 and words in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-800:]
 
 
 @pytest.mark.e2e

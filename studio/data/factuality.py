@@ -23,8 +23,11 @@ from ..scoring import key_facts, rouge_l, states
 
 KNOWN_ROUGE = 0.5  # an answer without key facts counts as known when it shares this much
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-MIN_WORDS = 24     # a cut rejected answer keeps at least this many words (or all it has)…
-CHOSEN_TIMES = 2   # …and at most twice the chosen answer's words beyond that
+# a piece that ends like this did not end a sentence: a list number ("1."), an initial or an
+# abbreviation ("Acme Inc.", "Dr.", "e.g.")
+NOT_AN_END = re.compile(r"(?:^|\s)(?:\d+|[A-Z]|Inc|Ltd|Co|Corp|Dr|Mr|Mrs|Ms|St|Mt|No|vs|etc|e\.g|i\.e|approx)\.$")
+CAP_WORDS = 24     # a cut rejected answer keeps at most max(this, CHOSEN_TIMES × the chosen's words)
+CHOSEN_TIMES = 2
 
 
 def qa_rows(examples: list[dict[str, Any]]) -> list[tuple[list[dict[str, str]], str]]:
@@ -45,19 +48,33 @@ def knows(answer: str, grounded: str, question: str) -> bool:
     return rouge_l(answer, grounded) >= KNOWN_ROUGE
 
 
+def sentences(text: str) -> list[str]:
+    """`text` in sentences: split after . ! ? or at a line break, but not after a list number, an
+    initial or a common abbreviation."""
+    out: list[str] = []
+    for piece in (x.strip() for x in SENTENCE_END.split(text.strip()) if x.strip()):
+        if out and NOT_AN_END.search(out[-1]):
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out
+
+
 def shown(rejected: str, question: str, chosen: str) -> str:
-    """The model's answer up to the sentence where it first states a claim of its own (a name
-    or number that is not in the question: scoring.key_facts), its first sentence when it states
-    none; at most max(MIN_WORDS, CHOSEN_TIMES × the chosen answer's words) words."""
+    """The model's answer up to the sentence where it states a claim of the kind the chosen
+    answer's fact is (a number when the chosen one states a number, else any name or number not
+    in the question: scoring.key_facts); its first sentence when it states none; at most
+    max(CAP_WORDS, CHOSEN_TIMES × the chosen answer's words) words."""
     facts = key_facts(rejected, question)
+    if any(any(c.isdigit() for c in f) for f in key_facts(chosen, question)):
+        facts = [f for f in facts if any(c.isdigit() for c in f)] or facts
     kept: list[str] = []
-    for sentence in (x for x in SENTENCE_END.split(rejected.strip()) if x.strip()):
-        kept.append(sentence.strip())
+    for sentence in sentences(rejected):
+        kept.append(sentence)
         if not facts or any(states(sentence, f) for f in facts):
             break
     words = " ".join(kept).split()
-    limit = max(MIN_WORDS, CHOSEN_TIMES * len(chosen.split()))
-    return " ".join(words[:limit])
+    return " ".join(words[:max(CAP_WORDS, CHOSEN_TIMES * len(chosen.split()))])
 
 
 def pairs(rows: list[tuple[list[dict[str, str]], str]], answer: Callable[[list[dict[str, str]]], str],
@@ -78,7 +95,7 @@ def pairs(rows: list[tuple[list[dict[str, str]], str]], answer: Callable[[list[d
             continue
         counters["factuality_pairs"] += 1
         cut = shown(said, question, grounded)
-        counters["factuality_cut"] += cut != said
+        counters["factuality_cut"] += cut.split() != said.split()
         row = {"prompt": question, "chosen": grounded, "rejected": cut}
         system = next((m["content"] for m in prompt if m["role"] == "system"), None)
         if system:

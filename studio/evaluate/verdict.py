@@ -211,8 +211,8 @@ def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any
                      "answered right.")
     elif kept.get("asked"):
         parts.append(f"The base model answered none of the {kept['asked']} general questions right, so "
-                     "what it kept of them cannot be measured; general-text perplexity still shows "
-                     "any forgetting.")
+                     "what it kept of them cannot be measured" + ("; general-text perplexity still "
+                     "shows any forgetting." if fg.get("rise") is not None else "."))
     if fg.get("rise") is not None:
         parts.append(f"General-text perplexity {fg['rise']:+.0%} "
                      f"({'within' if fg['within_budget'] else 'over'} the {fg['budget']:.0%} budget).")

@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..faults import crash_point, hold_point
+from ..faults import atomic_write_text, crash_point, hold_point
 from ..paths import RUN, append_event
 from . import checkpoints as ckpt
 from . import preference, rl
@@ -36,7 +36,8 @@ def peak_mem_gb(device: str) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KB → GB
 
 
-SEPARATED = 0.01  # a dpo step's loss under this: its pairs are preferred by a wide margin
+SEPARATED_MARGIN = 4.6  # β-scaled reward margin past which the sigmoid DPO loss is under 0.01
+SEPARATED_AT = ".separated-at"  # the step a dpo run ended at by train.stop_separated
 
 
 class StudioCallback(TrainerCallback):
@@ -62,6 +63,7 @@ class StudioCallback(TrainerCallback):
         self.watch_every = 0  # RL runs: the forgetting budget's evaluations, TRL evaluating nothing
         self.separate_for = 0  # dpo with train.stop_separated: a pass over the pairs, in steps
         self.separated = 0     # steps in a row with every pair preferred by a wide margin
+        self.logged_at: int | None = None  # the step of the last log (its window's end)
 
     phases = None  # train/phases.Phases, set by train()
 
@@ -132,18 +134,26 @@ class StudioCallback(TrainerCallback):
         self.store.update_run(self.run_id, step=step)
 
     def _stop_when_separated(self, ev: dict[str, Any], step: int, control) -> None:
-        """train.stop_separated: a full pass over the pairs, each step's loss under SEPARATED and
-        every pair of its batch preferred — the run is done (completed, not stopped)."""
-        wide = ev["loss"] < SEPARATED and (ev.get("reward_accuracy") or 0) >= 1.0
-        self.separated = self.separated + 1 if wide else 0
+        """train.stop_separated: as many steps as a pass over the pairs takes, each with every
+        pair of its batch preferred (reward accuracy 1) by a margin past SEPARATED_MARGIN — the
+        point where the sigmoid loss is under 0.01, judged on the margin so that a supervised
+        term in the loss (train.pref_sft) does not hide it. A log covers the steps since the
+        last one (train.log_every: their means). The run is done: completed, not stopped; the
+        step is kept (SEPARATED_AT) so a resume after a kill goes straight to the finish."""
+        wide = ((ev.get("reward_margin") or 0) >= SEPARATED_MARGIN
+                and (ev.get("reward_accuracy") or 0) >= 1.0)
+        covered = step - (self.logged_at if self.logged_at is not None else (self.step0 or 0))
+        self.logged_at = step
+        self.separated = self.separated + covered if wide else 0
         if self.separated >= self.separate_for and step < self.steps:
             control.should_training_stop = True
             control.should_save = True
             if rank() == 0:
+                atomic_write_text(self.run_dir / SEPARATED_AT, str(step))
                 log_note(self.run_dir, step, (
                     f"Every training pair was preferred by a wide margin at each of the last "
-                    f"{self.separated} steps (a full pass over the pairs): stopped at step {step} of "
-                    f"{self.steps}, since more steps would only widen the margins "
+                    f"{self.separated} steps (as many as a pass over the pairs takes): stopped at "
+                    f"step {step} of {self.steps}, since more steps would only widen the margins "
                     "(train.stop_separated=false trains on)."))
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):

@@ -30,7 +30,7 @@ from ..records import RunStatus
 from ..optimizers import OPTIMIZERS
 from . import batches, preference, rl
 from . import checkpoints as ckpt
-from .callback import StudioCallback, log_note
+from .callback import SEPARATED_AT, StudioCallback, log_note
 from .config import RL, RunConfig, rank, total_steps, world_size
 from .trainer import trainer_class
 
@@ -133,8 +133,9 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
     at = _setup_resume(run_dir, store, run_id)
     result: dict[str, Any] = {"steps": at.start, "max_steps": at.recorded, "world_size": world_size(),
                               "notes": at.notes}
-    if at.checkpoint is not None and at.start >= (at.recorded or total_steps(p, len(data.train_set), world_size())):
-        if rank() == 0:  # killed while saving after the last step
+    if at.checkpoint is not None and (at.start >= (at.recorded or total_steps(p, len(data.train_set), world_size()))
+                                      or separated_at(run_dir) == at.start):
+        if rank() == 0:  # killed while saving after the last step (or the step dpo stopped at)
             with disk_guard(run_dir):
                 result["adapter"] = str(ckpt.save_adapter(None, tok, run_dir, from_checkpoint=at.checkpoint))
             result["status"] = RunStatus.COMPLETED.value
@@ -172,6 +173,14 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
         append_event(run_dir, {"step": trainer.state.global_step, "phases": spent})
         log_note(run_dir, trainer.state.global_step, spent["line"])
     return result
+
+
+def separated_at(run_dir: Path) -> int | None:
+    """The step a dpo run ended at because its pairs were separated (train.stop_separated)."""
+    try:
+        return int((run_dir / SEPARATED_AT).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _setup_data(cfg: RunConfig, tok) -> Data:
