@@ -76,6 +76,22 @@ def figures(base_match: float, tuned_match: float, n: int = 24, val: tuple = (2.
     return {"base": side(base_match, val[0]), "tuned": side(tuned_match, val[1])}
 
 
+def test_a_second_update_that_lost_the_first_says_so_first():
+    """SFT then DPO that took the facts from 58% to 4%: the headline says it lost what the SFT run
+    learned, not "It learned your facts" (which it did, against the base); kept: as before."""
+    from studio.evaluate.second import first_words
+
+    vs = {"metric": "fact_match", "start": 0.58, "tuned": 0.04, "kept_learned": False, "probe_ppl_rise": None,
+          "kept": None}
+    vs["words"] = "Lost part of what run S (the run it started from) learned: fact match 58% → 4%."
+    head, said = first_words(vs, "S", "It learned your facts and kept what it knew.",
+                             "It learned your facts and kept what it knew. On reworded …")
+    assert head == "It lost part of what run S (the run it started from) learned."
+    assert said.startswith(head + " Lost part of what run S") and "Against the base model: It learned" in said
+    kept = {**vs, "tuned": 0.6, "kept_learned": True, "words": "Kept what run S … learned."}
+    assert first_words(kept, "S", "It learned.", "It learned. More.") == ("It learned.", "It learned. More. Kept what run S … learned.")
+
+
 def test_headline_first_then_figures():
     from studio.evaluate.verdict import diagnose, headline, verdict
     from studio.spec import stored

@@ -195,7 +195,8 @@ def conclude(out: dict[str, Any], figures: dict[str, Any], flags: list, trade, s
     out["headline"] = headline(figures, flags, out)
     out["verdict"] = verdict(figures, flags, out)
     if start is not None:
-        out["verdict"] += " " + out["vs_start"]["words"]
+        out["headline"], out["verdict"] = second.first_words(out["vs_start"], start["id"],
+                                                             out["headline"], out["verdict"])
     return out
 
 

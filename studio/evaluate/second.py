@@ -55,6 +55,16 @@ def against_start(start: dict[str, Any], tuned: dict[str, Any], name: str,
     return out
 
 
+def first_words(vs: dict[str, Any], start_id: str, head: str, verdict: str) -> tuple[str, str]:
+    """(headline, verdict) of a second update: judged against the base as any run is, and
+    against its start after that — but when it lost what the start learned, that comes first
+    (SFT then DPO that undid the SFT's facts must not open with "It learned your facts")."""
+    if vs["kept_learned"] is False:
+        lost = f"It lost part of what run {start_id} (the run it started from) learned."
+        return lost, f"{lost} {vs['words']} Against the base model: {verdict}"
+    return head, f"{verdict} {vs['words']}"
+
+
 def words(vs: dict[str, Any], start_id: str) -> str:
     """"Kept what run X learned: fact match 58% → 60%." or "Lost part of …"."""
     what = "fact match" if vs["metric"] == "fact_match" else "words shared with the expected answers"
