@@ -88,6 +88,7 @@ class RunFiles:
     report: str = "report.json"          # the did-it-learn report, kept once conclusive
     accelerate: str = "accelerate.yaml"  # multi-GPU launch settings
     complete: str = ".complete"          # written last into a checkpoint or the adapter
+    separated_at: str = ".separated-at"  # dpo: the step train.stop_separated ended the run at
 
 
 RUN = RunFiles()

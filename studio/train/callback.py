@@ -37,7 +37,6 @@ def peak_mem_gb(device: str) -> float:
 
 
 SEPARATED_MARGIN = 4.6  # β-scaled reward margin past which the sigmoid DPO loss is under 0.01
-SEPARATED_AT = ".separated-at"  # the step a dpo run ended at by train.stop_separated
 
 
 class StudioCallback(TrainerCallback):
@@ -139,7 +138,7 @@ class StudioCallback(TrainerCallback):
         point where the sigmoid loss is under 0.01, judged on the margin so that a supervised
         term in the loss (train.pref_sft) does not hide it. A log covers the steps since the
         last one (train.log_every: their means). The run is done: completed, not stopped; the
-        step is kept (SEPARATED_AT) so a resume after a kill goes straight to the finish."""
+        step is kept (RUN.separated_at) so a resume after a kill goes straight to the finish."""
         wide = ((ev.get("reward_margin") or 0) >= SEPARATED_MARGIN
                 and (ev.get("reward_accuracy") or 0) >= 1.0)
         covered = step - (self.logged_at if self.logged_at is not None else (self.step0 or 0))
@@ -149,7 +148,7 @@ class StudioCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_save = True
             if rank() == 0:
-                atomic_write_text(self.run_dir / SEPARATED_AT, str(step))
+                atomic_write_text(self.run_dir / RUN.separated_at, str(step))
                 log_note(self.run_dir, step, (
                     f"Every training pair was preferred by a wide margin at each of the last "
                     f"{self.separated} steps (as many as a pass over the pairs takes): stopped at "

@@ -30,7 +30,7 @@ from ..records import RunStatus
 from ..optimizers import OPTIMIZERS
 from . import batches, preference, rl
 from . import checkpoints as ckpt
-from .callback import SEPARATED_AT, StudioCallback, log_note
+from .callback import StudioCallback, log_note
 from .config import RL, RunConfig, rank, total_steps, world_size
 from .trainer import trainer_class
 
@@ -178,7 +178,7 @@ def train(run_dir: Path, store, run_id: str, model_path: Path, device: str,
 def separated_at(run_dir: Path) -> int | None:
     """The step a dpo run ended at because its pairs were separated (train.stop_separated)."""
     try:
-        return int((run_dir / SEPARATED_AT).read_text())
+        return int((run_dir / RUN.separated_at).read_text())
     except (OSError, ValueError):
         return None
 
