@@ -395,7 +395,7 @@ def test_greedy_scores_equal_a_forward_pass(base_model):
     forward pass per prompt: they are the same numbers (left-padded batch vs one sequence)."""
     import torch
 
-    from studio.models.chat import greedy_scored
+    from studio.models.greedy import greedy_scored
 
     model, tok = base_model
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
@@ -413,6 +413,39 @@ def test_greedy_scores_equal_a_forward_pass(base_model):
         assert a.top1 == logits.argmax(-1).tolist()
         want = lp.gather(-1, torch.tensor(a.tokens).unsqueeze(-1)).squeeze(-1)
         assert torch.allclose(torch.tensor(a.logprobs), want, atol=1e-3), (a.logprobs, want)
+
+
+def test_batched_decoding_answers_as_generate_does_with_less_work(base_model, monkeypatch):
+    """The evaluation's decoding loop (models/greedy.py) runs the chat template's shared opening
+    once and lets rows that finished leave the batch: its answers, top-1s and log-probabilities
+    are transformers' generate's on the same batch, and the batches it runs shrink."""
+    from studio.models import greedy
+
+    model, tok = base_model
+    questions = ["Hi!", "What is the capital of France?", "Name three colours.",
+                 "Explain why the sky is blue, in two sentences please.", "What is 2 + 2? Just the number."]
+    ids = [tok(tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                       add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+           for q in questions]
+    rows_run = []
+    real = model.forward
+
+    def counting(*a, **kw):
+        rows_run.append(tuple((kw.get("input_ids") if "input_ids" in kw else a[0]).shape))
+        return real(*a, **kw)
+    monkeypatch.setattr(model, "forward", counting)
+    got = greedy.greedy_scored(model, tok, ids, 24)
+    monkeypatch.setattr(model, "forward", real)
+    monkeypatch.setattr(greedy, "can_cut_rows", lambda m: False)
+    want = greedy.greedy_scored(model, tok, ids, 24)
+    assert [a.tokens for a in got] == [a.tokens for a in want]
+    assert [a.top1 for a in got] == [a.top1 for a in want]
+    assert max(abs(x - y) for a, b in zip(got, want) for x, y in zip(a.logprobs, b.logprobs)) < 1e-3
+    lengths = sorted({len(a.tokens) for a in got})
+    assert len(lengths) > 1 and lengths[0] < 24  # some answers end early…
+    assert rows_run[0][0] == 1 and rows_run[0][1] >= greedy.MIN_SHARED  # …the opening once, batch 1…
+    batches = [n for n, width in rows_run[1:] if width == 1]
+    assert batches[0] == len(questions) and min(batches) < len(questions)  # …and rows left the batch
 
 
 def test_cli_export_checks_parity_by_default_and_shows_each_answer(studio, tiny_gguf, tmp_path):

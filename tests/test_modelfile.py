@@ -119,7 +119,7 @@ def test_modelfile_per_family(tok, tmp_path):
 
 
 def test_stops_are_shared_by_every_engine(tok):
-    from studio.models.chat import stop_ids
+    from studio.models.families import stop_ids
 
     tok.chat_template = JINJA["llama3"]
     assert families.stop_tokens(tok) == ["<|im_end|>"]      # the family's stops this vocab lacks drop out

@@ -46,7 +46,7 @@ def check(gguf_path: Path, model, tok, quant: str, lora_path: Path | None = None
     import numpy as np
     from llama_cpp import Llama
 
-    from ..models.chat import stop_ids
+    from ..models.families import stop_ids
     from ..models.registry import llama_threads
 
     t0 = time.time()
@@ -90,7 +90,7 @@ def reference_answers(model, tok, prompt_ids: list[list[int]], n_tokens: int,
     batch: positions forced past the end would compare near-uniform guesses, which measures
     noise, not the export. Their scores come with them: no second forward pass over prompt +
     answer per prompt. `say` hears eight updates over the answers, not one per token."""
-    from ..models.chat import greedy_scored
+    from ..models.greedy import greedy_scored
 
     writing = f"parity: the tuned model is writing its {len(prompt_ids)} reference answers"
     say(0.0, writing + "…")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator
 
-from . import families
+from .families import stop_ids
+from .greedy import BATCH_TOKENS, greedy_batch
 
 
 @dataclass(frozen=True)
@@ -19,16 +20,6 @@ class GenSettings:
     temperature: float = 0.0   # 0 = greedy: differences between base and tuned are real
     top_p: float = 0.95
     seed: int = 0
-
-
-def stop_ids(tok, model=None) -> list[int]:
-    """Every end-of-turn id: the chat family's (studio/families.py), the eos, the generation config's."""
-    ids = {tok.eos_token_id}
-    gc = getattr(model, "generation_config", None)
-    extra = getattr(gc, "eos_token_id", None) if gc is not None else None
-    ids.update(extra if isinstance(extra, list) else [extra])
-    ids.update(tok.convert_tokens_to_ids(t) for t in families.stop_tokens(tok))
-    return sorted(i for i in ids if isinstance(i, int) and i >= 0)
 
 
 def text_of(content: Any) -> str:
@@ -139,12 +130,6 @@ def stream(hold: Callable[[], ContextManager[Any]], tok, messages: list[dict[str
         raise failed[0]
 
 
-BATCH_TOKENS = 8192  # prompt + answer tokens per generation batch: 60 short questions in one
-# batch answer 2× faster than in batches of 8 on 2 CPU cores (5.0 s vs 10.0 s), and on a GPU
-# a batch this size keeps its KV cache small (≈1 GB for an 8B model)
-MAX_BATCH = 64
-
-
 def generate_batch(model, tok, conversations: list[list[dict[str, str]]], max_new_tokens: int = 48,
                    batch_tokens: int = BATCH_TOKENS) -> list[str]:
     """Greedy answers for many conversations, in the order given (see `greedy_batch`)."""
@@ -165,88 +150,6 @@ def generate_groups(model, tok, groups: list[list[list[dict[str, str]]]], max_ne
         out.append(flat[i:i + len(g)])
         i += len(g)
     return out
-
-
-def greedy_batch(model, tok, prompts: list[list[int]], max_new_tokens: int,
-                 batch_tokens: int = BATCH_TOKENS) -> list[list[int]]:
-    """The greedy continuation of each prompt (token ids, up to and including its end-of-turn
-    token), in the order given: prompts of similar length are left-padded into batches of up to
-    `batch_tokens` prompt + answer tokens (much faster than one by one, and sorting by length
-    keeps the padding small)."""
-    return [a.tokens for a in _greedy(model, tok, prompts, max_new_tokens, batch_tokens)]
-
-
-@dataclass(frozen=True)
-class ScoredAnswer:
-    """A greedy answer with what the model said at each of its positions."""
-    tokens: list[int]     # the answer, up to and including its end-of-turn token
-    top1: list[int]       # the model's own most likely token at each position (raw logits)
-    logprobs: list[float]  # the log-probability it gave the answer's token there
-
-
-def greedy_scored(model, tok, prompts: list[list[int]], max_new_tokens: int,
-                  on_step: Any = None, batch_tokens: int = BATCH_TOKENS) -> list[ScoredAnswer]:
-    """`greedy_batch`, each answer with its per-position top-1 and log-probabilities — the
-    logits `generate` computed anyway, so a caller that compares them (the export's parity
-    check) needs no second forward pass over prompt + answer. `on_step(fraction)` is called
-    after every generated token, with the share of the answers' token budget written so far."""
-    return _greedy(model, tok, prompts, max_new_tokens, batch_tokens, scored=True, on_step=on_step)
-
-
-def _greedy(model, tok, prompts: list[list[int]], max_new_tokens: int, batch_tokens: int,
-            scored: bool = False, on_step: Any = None) -> list[ScoredAnswer]:
-    import torch
-    from transformers import StoppingCriteriaList
-
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    stops = set(stop_ids(tok, model))
-    out: dict[int, ScoredAnswer] = {}
-    start = 0
-    while start < len(order):
-        end = start + 1  # the longest prompt of a batch is its last (sorted)
-        while (end < len(order) and end - start < MAX_BATCH
-               and (end + 1 - start) * (len(prompts[order[end]]) + max_new_tokens) <= batch_tokens):
-            end += 1
-        batch = [prompts[i] for i in order[start:end]]
-        width = max(map(len, batch))
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=model.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device)
-        watch = StoppingCriteriaList([_Steps(on_step, width, max_new_tokens, start, len(batch),
-                                             len(prompts))] if on_step else [])
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                 max_new_tokens=max_new_tokens, eos_token_id=sorted(stops),
-                                 pad_token_id=pad, temperature=None, top_p=None, top_k=None,
-                                 stopping_criteria=watch, output_logits=scored,
-                                 return_dict_in_generate=True)
-        if scored:  # steps × batch × vocab → per row: top-1 and the chosen token's log-prob
-            logits = torch.stack(gen.logits, 1).float()
-            chosen = gen.sequences[:, width:width + logits.shape[1]]
-            lp = torch.log_softmax(logits, -1).gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
-            top1 = logits.argmax(-1)
-            del logits
-        for r, (i, row) in enumerate(zip(order[start:end], gen.sequences[:, width:].tolist())):
-            cut = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
-            out[i] = ScoredAnswer(row[:cut], top1[r, :cut].tolist() if scored else [],
-                                  lp[r, :cut].tolist() if scored else [])
-        start = end
-    return [out[i] for i in range(len(prompts))]
-
-
-class _Steps:
-    """A stopping criterion that never stops: it tells `on_step` how far the answers are."""
-
-    def __init__(self, on_step, width: int, budget: int, done: int, rows: int, total: int):
-        self.on_step, self.width, self.budget = on_step, width, max(1, budget)
-        self.done, self.rows, self.total = done, rows, total  # prompts: before this batch, in it, all
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        step = input_ids.shape[1] - self.width
-        self.on_step((self.done + self.rows * min(1.0, step / self.budget)) / self.total)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 class evaluating:

@@ -144,3 +144,13 @@ def sampling(tok, model_dir: Path | None = None) -> tuple[dict[str, float], str]
     if fam:
         return dict(fam.sampling), f"the {fam.examples} publisher's recommendation"
     return {"temperature": 0.7}, "a general default"
+
+
+def stop_ids(tok, model=None) -> list[int]:
+    """Every end-of-turn id: the chat family's (stop_tokens above), the eos, the generation config's."""
+    ids = {tok.eos_token_id}
+    gc = getattr(model, "generation_config", None)
+    extra = getattr(gc, "eos_token_id", None) if gc is not None else None
+    ids.update(extra if isinstance(extra, list) else [extra])
+    ids.update(tok.convert_tokens_to_ids(t) for t in stop_tokens(tok))
+    return sorted(i for i in ids if isinstance(i, int) and i >= 0)
