@@ -8,6 +8,9 @@ PORT ?= 7860
 # Extra pip args for torch, e.g. a CUDA or CPU wheel index (see packaging/GPU.md).
 TORCH_PIP_ARGS ?=
 NPROC := $(shell nproc 2>/dev/null || echo 2)
+# Two pytest-xdist workers where there are two cores (a quarter of the suite waits on processes,
+# conversions and the browser); tests/conftest.py keeps each module, and the shared run, on one.
+PYTEST := $(BIN)/python -m pytest $(shell [ $(NPROC) -ge 2 ] && echo "-n 2 --dist loadscope")
 
 .PHONY: run test test-quick test-under-load test-model setup model llama browser golang clean-venv
 
@@ -16,12 +19,12 @@ run: setup model
 
 # The whole suite; pytest prints its 15 slowest tests at the end (pyproject.toml's addopts).
 test: setup $(VENV)/.dev browser golang test-model
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The quick part while you work (≈3 minutes): everything but the long end-to-end tests (-m e2e:
 # the browser walks, kill -9 recovery, training runs and their exports). CI runs everything.
 test-quick: setup $(VENV)/.dev test-model
-	$(BIN)/python -m pytest -m "not e2e"
+	$(PYTEST) -m "not e2e"
 
 # The whole suite with a busy loop on every core beside it, as on a shared laptop or CI box:
 # what passes only on an idle machine hides races. The loops end with the suite, pass or fail.
@@ -29,7 +32,7 @@ test-under-load: setup $(VENV)/.dev browser golang test-model
 	@pids=""; for i in $$(seq $(NPROC)); do ( while :; do :; done ) & pids="$$pids $$!"; done; \
 	  trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
 	  echo "CPU hog: $(NPROC) busy loops ($$pids)"; \
-	  $(BIN)/python -m pytest
+	  $(PYTEST)
 
 setup: $(VENV)/.deps $(VENV)/.llama $(VENV)/.converter
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers share the cores: a thread waiting for work sleeps instead of spinning
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 CACHE = ROOT / ".venv" / ".test-cache"
 
 
@@ -118,6 +122,29 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.module.__name__ in E2E_MODULES or E2E_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.e2e)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest unit of work first (see below)
+        items.sort(key=lambda item: Path(item.nodeid.split("::")[0]).stem not in SHARED_RUN_MODULES)
+
+
+# `make test` runs two pytest-xdist workers, `--dist loadscope` scheduled by the unit below: a
+# module's tests stay on one worker (its module fixtures are made once), and every module that
+# uses the shared run goes to one worker, first (the run and its report are made once, and that
+# unit is the longest). xdist's own `loadgroup` cannot do this under pytest 9 (it renames node
+# ids through an attribute pytest 9 no longer reads).
+SHARED_RUN_MODULES = {p.stem for p in (ROOT / "tests").glob("test_*.py")
+                      if re.search(r"\btrained_(run|report)\b", p.read_text(encoding="utf-8"))}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "shared-run" if Path(module).stem in SHARED_RUN_MODULES else module
+    return ByModule(config, log)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -125,6 +152,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if terminalreporter.config.getoption("numprocesses", None):
+        return  # xdist's controller: the workers forked the CLI calls, and their counts stay there
     fresh = "; ".join(f"{n} × {why}" for why, n in ZYGOTE.fresh.items())
     terminalreporter.write_line(f"CLI calls: {ZYGOTE.forked} forked from the zygote"
                                 + (f", fresh processes: {fresh}" if fresh else ""))
@@ -229,7 +258,8 @@ def new_home(tmp_path_factory, name: str, embedded_model_dir: Path) -> Path:
     dst = home / "models" / embedded_model_dir.name
     dst.parent.mkdir(parents=True)
     shutil.copytree(embedded_model_dir, dst, copy_function=os.link)
-    shared = tmp_path_factory.getbasetemp() / "shared-replay"
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-replay"
     shared.mkdir(exist_ok=True)
     (home / "replay").symlink_to(shared, target_is_directory=True)
     return home

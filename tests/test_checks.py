@@ -92,7 +92,28 @@ def test_duplicates_leaks_and_lines_as_the_contract_says(checked):
     assert {"line": 13, "of": 3, "kind": "exact"} in out["duplicates"]
     assert {"line": 14, "of": 5, "kind": "near"} in out["duplicates"]
     assert out["leaks"] == [{"heldout_line": 2, "line": 7}]
-    assert [s["line"] for s in out["suspects"]] == [15] and set(out["suspects"][0]) == {"line", "why", "score"}
+    # line 13 asks line 3's question and says 200 euros where line 3 says 189; line 14 asks line
+    # 5's nearly and says the same: only the first contradicts
+    assert sorted(s["line"] for s in out["suspects"]) == [13, 15]
+    assert all(set(s) == {"line", "why", "score"} for s in out["suspects"])
+    conflict = next(s for s in out["suspects"] if s["line"] == 13)
+    assert "line 3" in conflict["why"] and "'200'" in conflict["why"] and "'189'" in conflict["why"]
+
+
+def test_rows_that_contradict_an_earlier_row_are_suspects_and_fuller_answers_are_not():
+    def row(i, q, a):
+        return checks.Row(i, "train", {}, "f.jsonl", i + 1, q, a, q + " " + a)
+    rows = [row(0, "When did the Velmora bridge open?", "It opened in 1931."),
+            row(1, "When did the Velmora bridge open?", "It opened in 1931, designed by Ilse Marrow."),
+            row(2, "When did the Velmora Bridge open?", "The bridge opened in 1934."),
+            row(3, "Who designed the Velmora bridge?", "Ilse Marrow designed it."),
+            row(4, "Who designed the Velmora bridge?", "Tomas Fenn designed it."),
+            row(5, "How long is the warranty?", "Two years."),
+            row(6, "How long is the warranty?", "Two years, from the day of purchase.")]
+    got = {e["line"]: e for e in checks.conflicts(rows)}
+    assert set(got) == {3, 5}                           # 1934 vs 1931; Tomas Fenn vs Ilse Marrow
+    assert "'1934'" in got[3]["why"] and "line 1" in got[3]["why"] and got[3]["neighbour"]["where"] == "f.jsonl line 1"
+    assert "'Tomas Fenn'" in got[5]["why"] and "'Ilse Marrow'" in got[5]["why"] and got[5]["score"] == 1.0
 
 
 def test_every_prepare_counts_what_the_check_finds(checked):

@@ -4,7 +4,8 @@ decided about them.
 Owns reading a version's rows with where each was uploaded (lines.json: file and line, as the
 ingest errors give them), finding exact and near duplicates among them and held-out questions
 that copy a training question (MinHash LSH from datasketch over character 5-grams, every
-candidate verified on its real Jaccard similarity), putting those together with the suspects
+candidate verified on its real Jaccard similarity), rows that contradict an earlier row (the same
+question, different facts), putting those together with the suspects
 (suspects.py, which needs the base model) into one result kept beside the version as
 check.json, the "keep" choices (datasets/NAME/decisions.json, by row content, so they hold for
 every later version), and which rows a "drop these" removes. Writing the new version is
@@ -142,6 +143,41 @@ def entry(r: Row, of: Row, kind: str, jac: float) -> dict[str, Any]:
             "example": show(r), "neighbour": show(of)}
 
 
+def conflicts(rows: list[Row]) -> list[dict[str, Any]]:
+    """Rows that ask what an earlier row asks (the same question, or nearly: Jaccard ≥ NEAR) and
+    state different facts: each answer has a key fact (a number, a name: scoring.key_facts) the
+    other does not state — "lasts 2 years" against "lasts 3 years", not a shorter answer against
+    a longer one. The data contradicts itself, so at most one of them is right: a suspect (the
+    later row) whose score is the share of the two answers' facts they do not share."""
+    from ..scoring import key_facts, states
+    from .suspects import flag
+
+    qa = [r for r in rows if r.question and r.answer]
+    pairs = {}
+    first: dict[str, Row] = {}
+    for r in qa:
+        key = fold(r.question)
+        if key in first:
+            pairs[r.index] = first[key]
+        else:
+            first[key] = r
+    for i, j, _ in similar([r.question for r in qa], [r.question for r in qa], NEAR, same=True):
+        pairs.setdefault(qa[i].index, qa[j])
+    by_index = {r.index: r for r in qa}
+    out = []
+    for i, other in sorted(pairs.items()):
+        r = by_index[i]
+        mine, theirs = key_facts(r.answer, r.question), key_facts(other.answer, other.question)
+        only_mine = [f for f in mine if not states(other.answer, f)]
+        only_theirs = [f for f in theirs if not states(r.answer, f)]
+        if only_mine and only_theirs:
+            share = (len(only_mine) + len(only_theirs)) / (len(mine) + len(theirs))
+            out.append(flag(r, "conflict", round(share, 3),
+                            f"asks what {other.where()} asks, but states '{only_mine[0]}' where "
+                            f"it states '{only_theirs[0]}': at most one of them is right", other))
+    return sorted(out, key=lambda e: -e["score"])
+
+
 def leaks(heldout: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]]:
     """Held-out questions that copy a question the run trains on (asked the same, or nearly):
     a score on them measures memory, not learning."""
@@ -256,7 +292,7 @@ def run(folder: Path, heldout: list[dict[str, Any]] | None, model=None, tok=None
         progress(0.1, f"{len(result['duplicates'])} duplicates, {len(result['leaks'])} leaks; "
                       "looking for suspect rows")
     tick = (lambda f, msg: progress(0.1 + 0.88 * f, msg)) if progress else None
-    result["suspects"] = suspects.find(model, tok, rows, tick, cancel)
+    result["suspects"] = conflicts(rows) + suspects.find(model, tok, rows, tick, cancel)
     mark_kept(result, rows, kept(folder.parent))
     result["seconds"] = round(time.time() - t0, 2)
     save(folder, result)
