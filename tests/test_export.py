@@ -448,6 +448,35 @@ def test_batched_decoding_answers_as_generate_does_with_less_work(base_model, mo
     assert batches[0] == len(questions) and min(batches) < len(questions)  # …and rows left the batch
 
 
+@pytest.mark.parametrize("model_type", list(ARCHS))
+def test_batched_decoding_matches_generate_on_every_architecture(model_type, base_model, monkeypatch):
+    """The same on two-layer models of each architecture the converter takes (random weights,
+    the embedded model's tokenizer): rotary positions after the padding, sliding windows
+    (gemma3's is shorter than the longer prompts here), tied and untied heads."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from studio.models import greedy
+
+    _, tok = base_model
+    extra, _ = ARCHS[model_type]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(
+        model_type, **BASE, **extra, vocab_size=len(tok), bos_token_id=1, eos_token_id=2,
+        pad_token_id=tok.pad_token_id)).eval()
+    questions = ["Hi!", "What is the capital of France?",
+                 "Tell me, in as many words as it takes, " * 4 + "why the sky is blue."]
+    ids = [tok(tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                       add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+           for q in questions]
+    assert max(map(len, ids)) > 64 + greedy.MIN_SHARED
+    got = greedy.greedy_scored(model, tok, ids, 8)
+    monkeypatch.setattr(greedy, "can_cut_rows", lambda m: False)
+    want = greedy.greedy_scored(model, tok, ids, 8)
+    assert [a.tokens for a in got] == [a.tokens for a in want]
+    assert max(abs(x - y) for a, b in zip(got, want) for x, y in zip(a.logprobs, b.logprobs)) < 1e-3
+
+
 def test_cli_export_checks_parity_by_default_and_shows_each_answer(studio, tiny_gguf, tmp_path):
     pytest.importorskip("llama_cpp")
     r = run_cli("export", "--model", str(tiny_gguf[0]), "--format", "gguf", "--quant", "f32",

@@ -6,7 +6,8 @@ answer tokens a batch) and the decoding loop itself. Two things make it cheaper 
 `model.generate` on the same batch, with the same answers:
 - the opening every prompt of a batch shares (a chat template's system prompt and turn header,
   about half of a short question's tokens on the embedded model) is run once and its keys and
-  values repeated for the batch; the rows' own tokens follow it after their padding;
+  values repeated for the batch; the rows' own tokens follow it after their padding (not where
+  a sliding attention window, which counts cache slots, could then lose the opening);
 - a row that has written its end-of-turn token leaves the batch, so a batch costs what its
   answers' own lengths cost, not its longest answer times its rows.
 A model whose cache cannot be repeated or cut per row (recurrent or linear-attention layers) is
@@ -111,6 +112,8 @@ def decode(model, batch: list[list[int]], max_new: int, stops: set[int], pad: in
 
     dev = model.device
     n, shared = len(batch), shared_opening(batch)
+    if shared and max(map(len, batch)) + max_new > sliding_window(model):
+        shared = 0  # the window counts cache slots: padding after the opening would push it out
     cache = None
     if shared:
         cache = model(input_ids=torch.tensor([batch[0][:shared]], device=dev), use_cache=True).cache
@@ -159,6 +162,13 @@ def decode(model, batch: list[list[int]], max_new: int, stops: set[int], pad: in
         out = model(input_ids=best.unsqueeze(-1), attention_mask=mask, position_ids=last, cache=cache,
                     use_cache=True)
     return [ScoredAnswer(t, a, v) for t, a, v in zip(tokens, top1, logprobs)]
+
+
+def sliding_window(model) -> float:
+    """The shortest attention window of the model's layers (inf when none is limited)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    window = getattr(config, "sliding_window", None)
+    return window if isinstance(window, int) and window > 0 else float("inf")
 
 
 def cuttable(cache) -> bool:
