@@ -135,6 +135,7 @@ SHARED_RUN_MODULES = {p.stem for p in (ROOT / "tests").glob("test_*.py")
                       if re.search(r"\btrained_(run|report)\b", p.read_text(encoding="utf-8"))}
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest without xdist does not know this hook
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadscope":
         return None
@@ -193,7 +194,7 @@ def chat_tiny_name(embedded_model_dir: Path) -> str:
     import hashlib
     import inspect
 
-    h = hashlib.sha256(inspect.getsource(make_chat_tiny).encode() + inspect.getsource(make_tiny_llama).encode())
+    h = hashlib.sha256(inspect.getsource(build_chat_tiny).encode() + inspect.getsource(make_tiny_llama).encode())
     for f in [*(ROOT / "assets" / "sample" / n for n in CHAT_SAMPLES),
               *(embedded_model_dir / n for n in ("tokenizer.json", "chat_template.jinja"))]:
         h.update(f.read_bytes() if f.exists() else b"-")
@@ -207,17 +208,27 @@ def make_chat_tiny(embedded_model_dir: Path) -> Path:
     model where a test drives the flow around the model (the browser walks): training, the
     report and an export with its parity check take seconds instead of minutes. What the
     embedded model itself learns is tested on it (the shared run, its report and exports)."""
+    from filelock import FileLock
+
+    name = chat_tiny_name(embedded_model_dir)
+    done = CACHE / name
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(CACHE / ".chat-tiny.lock")):  # two xdist workers: one builds, the other waits
+        if not (done / "config.json").exists():
+            build_chat_tiny(embedded_model_dir, name)
+    return done
+
+
+def build_chat_tiny(embedded_model_dir: Path, name: str) -> None:
     import random
 
     import torch
     from transformers import AutoModelForCausalLM
 
-    name = chat_tiny_name(embedded_model_dir)
     done = CACHE / name
-    if (done / "config.json").exists():
-        return done
     for old in CACHE.glob("chat-tiny-*"):  # an earlier recipe's
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
     work = CACHE / f".{name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     make_tiny_llama(work, embedded_model_dir)
@@ -246,7 +257,6 @@ def make_chat_tiny(embedded_model_dir: Path) -> Path:
         os.replace(work, done)  # whole or not at all: a killed build leaves only its temp folder
     except OSError:  # another process finished it first
         shutil.rmtree(work, ignore_errors=True)
-    return done
 
 
 def new_home(tmp_path_factory, name: str, embedded_model_dir: Path) -> Path:

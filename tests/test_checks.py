@@ -101,19 +101,32 @@ def test_duplicates_leaks_and_lines_as_the_contract_says(checked):
 
 
 def test_rows_that_contradict_an_earlier_row_are_suspects_and_fuller_answers_are_not():
-    def row(i, q, a):
-        return checks.Row(i, "train", {}, "f.jsonl", i + 1, q, a, q + " " + a)
+    def row(i, q, a, history=()):
+        msgs = [*history, {"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        return checks.Row(i, "train", {"messages": msgs}, "f.jsonl", i + 1, q, a, q + " " + a)
     rows = [row(0, "When did the Velmora bridge open?", "It opened in 1931."),
             row(1, "When did the Velmora bridge open?", "It opened in 1931, designed by Ilse Marrow."),
             row(2, "When did the Velmora Bridge open?", "The bridge opened in 1934."),
             row(3, "Who designed the Velmora bridge?", "Ilse Marrow designed it."),
             row(4, "Who designed the Velmora bridge?", "Tomas Fenn designed it."),
-            row(5, "How long is the warranty?", "Two years."),
-            row(6, "How long is the warranty?", "Two years, from the day of purchase.")]
+            row(5, "How long is the warranty?", "2 years."),
+            row(6, "How long is the warranty?", "2 years, from the day of purchase."),
+            row(7, "What is 5 plus 6?", "It is 11."),
+            row(8, "What is 5 plus 16?", "It is 21."),                   # another question
+            row(9, "How many seats does the hall have?", "It has 1,000 seats."),
+            row(10, "How many seats does the hall have?", "1000 seats."),  # the same number
+            row(11, "And why?", "Because of the 3 storms.", [{"role": "user", "content": "Is it closed?"},
+                                                             {"role": "assistant", "content": "Yes."}]),
+            row(12, "And why?", "Because of 2 strikes.", [{"role": "user", "content": "Is it late?"},
+                                                          {"role": "assistant", "content": "Yes."}])]
     got = {e["line"]: e for e in checks.conflicts(rows)}
     assert set(got) == {3, 5}                           # 1934 vs 1931; Tomas Fenn vs Ilse Marrow
     assert "'1934'" in got[3]["why"] and "line 1" in got[3]["why"] and got[3]["neighbour"]["where"] == "f.jsonl line 1"
     assert "'Tomas Fenn'" in got[5]["why"] and "'Ilse Marrow'" in got[5]["why"] and got[5]["score"] == 1.0
+    # the sample arithmetic set asks many near-identical questions about different numbers
+    sample = [json.loads(x) for x in (ROOT / "assets" / "sample" / "arithmetic_qa.jsonl").read_text().splitlines() if x.strip()]
+    plain = [row(i, r["question"], r["answer"]) for i, r in enumerate(sample) if "question" in r]
+    assert plain and checks.conflicts(plain) == []
 
 
 def test_every_prepare_counts_what_the_check_finds(checked):

@@ -415,68 +415,6 @@ def test_greedy_scores_equal_a_forward_pass(base_model):
         assert torch.allclose(torch.tensor(a.logprobs), want, atol=1e-3), (a.logprobs, want)
 
 
-def test_batched_decoding_answers_as_generate_does_with_less_work(base_model, monkeypatch):
-    """The evaluation's decoding loop (models/greedy.py) runs the chat template's shared opening
-    once and lets rows that finished leave the batch: its answers, top-1s and log-probabilities
-    are transformers' generate's on the same batch, and the batches it runs shrink."""
-    from studio.models import greedy
-
-    model, tok = base_model
-    questions = ["Hi!", "What is the capital of France?", "Name three colours.",
-                 "Explain why the sky is blue, in two sentences please.", "What is 2 + 2? Just the number."]
-    ids = [tok(tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                       add_generation_prompt=True), add_special_tokens=False)["input_ids"]
-           for q in questions]
-    rows_run = []
-    real = model.forward
-
-    def counting(*a, **kw):
-        rows_run.append(tuple((kw.get("input_ids") if "input_ids" in kw else a[0]).shape))
-        return real(*a, **kw)
-    monkeypatch.setattr(model, "forward", counting)
-    got = greedy.greedy_scored(model, tok, ids, 24)
-    monkeypatch.setattr(model, "forward", real)
-    monkeypatch.setattr(greedy, "can_cut_rows", lambda m: False)
-    want = greedy.greedy_scored(model, tok, ids, 24)
-    assert [a.tokens for a in got] == [a.tokens for a in want]
-    assert [a.top1 for a in got] == [a.top1 for a in want]
-    assert max(abs(x - y) for a, b in zip(got, want) for x, y in zip(a.logprobs, b.logprobs)) < 1e-3
-    lengths = sorted({len(a.tokens) for a in got})
-    assert len(lengths) > 1 and lengths[0] < 24  # some answers end early…
-    assert rows_run[0][0] == 1 and rows_run[0][1] >= greedy.MIN_SHARED  # …the opening once, batch 1…
-    batches = [n for n, width in rows_run[1:] if width == 1]
-    assert batches[0] == len(questions) and min(batches) < len(questions)  # …and rows left the batch
-
-
-@pytest.mark.parametrize("model_type", list(ARCHS))
-def test_batched_decoding_matches_generate_on_every_architecture(model_type, base_model, monkeypatch):
-    """The same on two-layer models of each architecture the converter takes (random weights,
-    the embedded model's tokenizer): rotary positions after the padding, sliding windows
-    (gemma3's is shorter than the longer prompts here), tied and untied heads."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from studio.models import greedy
-
-    _, tok = base_model
-    extra, _ = ARCHS[model_type]
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(
-        model_type, **BASE, **extra, vocab_size=len(tok), bos_token_id=1, eos_token_id=2,
-        pad_token_id=tok.pad_token_id)).eval()
-    questions = ["Hi!", "What is the capital of France?",
-                 "Tell me, in as many words as it takes, " * 4 + "why the sky is blue."]
-    ids = [tok(tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                       add_generation_prompt=True), add_special_tokens=False)["input_ids"]
-           for q in questions]
-    assert max(map(len, ids)) > 64 + greedy.MIN_SHARED
-    got = greedy.greedy_scored(model, tok, ids, 8)
-    monkeypatch.setattr(greedy, "can_cut_rows", lambda m: False)
-    want = greedy.greedy_scored(model, tok, ids, 8)
-    assert [a.tokens for a in got] == [a.tokens for a in want]
-    assert max(abs(x - y) for a, b in zip(got, want) for x, y in zip(a.logprobs, b.logprobs)) < 1e-3
-
-
 def test_cli_export_checks_parity_by_default_and_shows_each_answer(studio, tiny_gguf, tmp_path):
     pytest.importorskip("llama_cpp")
     r = run_cli("export", "--model", str(tiny_gguf[0]), "--format", "gguf", "--quant", "f32",

@@ -14,6 +14,7 @@ service.py's; the model is never loaded here.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,38 +145,83 @@ def entry(r: Row, of: Row, kind: str, jac: float) -> dict[str, Any]:
 
 
 def conflicts(rows: list[Row]) -> list[dict[str, Any]]:
-    """Rows that ask what an earlier row asks (the same question, or nearly: Jaccard ≥ NEAR) and
-    state different facts: each answer has a key fact (a number, a name: scoring.key_facts) the
-    other does not state — "lasts 2 years" against "lasts 3 years", not a shorter answer against
-    a longer one. The data contradicts itself, so at most one of them is right: a suspect (the
-    later row) whose score is the share of the two answers' facts they do not share."""
-    from ..scoring import key_facts, states
+    """Rows that ask what an earlier row asks and state a different fact: the same prompt (every
+    turn before the answer, its chunk too), or nearly (Jaccard ≥ NEAR) with the same numbers and
+    names in the question — "5 plus 16" is not "5 plus 6", "X200" is not "X300" — and answers
+    whose numbers (or, failing those, names: scoring.key_facts) have none in common — "lasts 2
+    years" against "lasts 3 years", not a shorter answer against a fuller one. The data
+    contradicts itself, so at most one of them is right: a suspect (the later row), score 1.
+    Not caught: facts written in words ("two years") or in other units ("24 months")."""
     from .suspects import flag
 
     qa = [r for r in rows if r.question and r.answer]
-    pairs = {}
+    pairs: dict[int, Row] = {}
     first: dict[str, Row] = {}
     for r in qa:
-        key = fold(r.question)
-        if key in first:
-            pairs[r.index] = first[key]
-        else:
-            first[key] = r
+        first.setdefault(prompt_key(r), r)
+        if first[prompt_key(r)] is not r:
+            pairs[r.index] = first[prompt_key(r)]
     for i, j, _ in similar([r.question for r in qa], [r.question for r in qa], NEAR, same=True):
-        pairs.setdefault(qa[i].index, qa[j])
+        if named(qa[i].question) == named(qa[j].question) and len(turns(qa[i])) == len(turns(qa[j])) == 1:
+            pairs.setdefault(qa[i].index, qa[j])
     by_index = {r.index: r for r in qa}
     out = []
     for i, other in sorted(pairs.items()):
         r = by_index[i]
-        mine, theirs = key_facts(r.answer, r.question), key_facts(other.answer, other.question)
-        only_mine = [f for f in mine if not states(other.answer, f)]
-        only_theirs = [f for f in theirs if not states(r.answer, f)]
-        if only_mine and only_theirs:
-            share = (len(only_mine) + len(only_theirs)) / (len(mine) + len(theirs))
-            out.append(flag(r, "conflict", round(share, 3),
-                            f"asks what {other.where()} asks, but states '{only_mine[0]}' where "
-                            f"it states '{only_theirs[0]}': at most one of them is right", other))
+        clash = differing(r, other)
+        if clash:
+            mine, theirs, share = clash
+            out.append(flag(r, "conflict", share, f"asks what {other.where()} asks, but states "
+                            f"'{mine}' where it states '{theirs}': at most one of them is right", other))
     return sorted(out, key=lambda e: -e["score"])
+
+
+def turns(r: Row) -> list[str]:
+    """Everything a row's answer answers: its system prompt, earlier turns, question (and chunk)."""
+    msgs = r.example.get("messages") or [*(r.example.get("prompt") or [])]
+    said = [str(m.get("content", "")) for m in msgs[:-1]] if msgs and msgs[-1].get("role") == "assistant" \
+        else [str(m.get("content", "")) for m in msgs]
+    chunk = (r.example.get("meta") or {}).get("chunk")
+    return (said or [r.question]) + ([chunk] if chunk else [])
+
+
+def prompt_key(r: Row) -> str:
+    return "\n".join(fold(t) for t in turns(r))
+
+
+def named(text: str) -> tuple[list[str], list[str]]:
+    """The numbers (digits only: "1,000" is "1000") and capitalised words of a text, in order."""
+    from ..scoring import NUMBER
+
+    return ([re.sub(r"[,\s]", "", n) for n in NUMBER.findall(text)],
+            re.findall(r"\b[A-Z][\w-]*\d[\w-]*|\b[A-Z][a-z]+\b", text))
+
+
+def differing(r: Row, other: Row) -> tuple[str, str, float] | None:
+    """(a fact of r's, one of the other's, 1.0) when the two answers state facts of the same kind
+    and share none of them; else None."""
+    from ..scoring import NUMBER, key_facts, states
+
+    def facts(row: Row) -> tuple[list[str], list[str]]:
+        found = key_facts(row.answer, row.question)
+        nums = [f for f in found if NUMBER.fullmatch(f)]
+        return nums, [f for f in found if f not in nums]
+
+    def digits(f: str) -> str:
+        return re.sub(r"[,\s]", "", f)
+
+    (n1, m1), (n2, m2) = facts(r), facts(other)
+    if n1 and n2:
+        if {digits(f) for f in n1} & {digits(f) for f in n2}:
+            return None
+        mine, theirs = n1, n2
+    elif m1 and m2:
+        if any(states(other.answer, f) for f in m1) or any(states(r.answer, f) for f in m2):
+            return None
+        mine, theirs = m1, m2
+    else:
+        return None
+    return mine[0], theirs[0], 1.0
 
 
 def leaks(heldout: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]]:

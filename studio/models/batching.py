@@ -1,7 +1,8 @@
 """Batching many token sequences through one model: the opening they share, and batches by length.
 
 Owns two pieces every batched scoring pass needs (the soft anchor's base distributions,
-train/anchor.py; the data check's and the curriculum's losses, data/suspects.py): how many
+train/anchor.py; the data check's and the curriculum's losses, data/suspects.py; the shared
+opening of the evaluations' greedy answers, models/greedy.py): how many
 leading tokens all sequences share (a chat template's system prompt and turn header — run once,
 its keys and values repeated for the batch), and the batches themselves — indices sorted
 shortest first, as many per batch as fit a budget of padded tokens after that opening (a batch's

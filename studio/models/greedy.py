@@ -3,7 +3,7 @@ tokens — what every evaluation, report, retention check and export parity chec
 
 Owns how the prompts are batched (sorted by length, left-padded, up to BATCH_TOKENS prompt +
 answer tokens a batch) and the decoding loop itself. Two things make it cheaper than
-`model.generate` on the same batch, with the same answers:
+`model.generate` on the same batch, with the same tokens (tests/test_greedy.py):
 - the opening every prompt of a batch shares (a chat template's system prompt and turn header,
   about half of a short question's tokens on the embedded model) is run once and its keys and
   values repeated for the batch; the rows' own tokens follow it after their padding (not where
@@ -11,8 +11,9 @@ answer tokens a batch) and the decoding loop itself. Two things make it cheaper 
 - a row that has written its end-of-turn token leaves the batch, so a batch costs what its
   answers' own lengths cost, not its longest answer times its rows.
 A model whose cache cannot be repeated or cut per row (recurrent or linear-attention layers) is
-answered by `model.generate` instead. No sampling settings apply: the token is the argmax of the
-raw logits, as in llama.cpp's greedy sampler (what the export's parity check compares with).
+answered by `model.generate` instead. No sampling settings apply on either path: the token is
+the argmax of the raw logits, as in llama.cpp's greedy sampler (what the export's parity check
+compares with) — a model's generation_config repetition penalty is not applied here.
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def answer(model, tok, prompts: list[list[int]], max_new_tokens: int, batch_toke
 
     from .families import stop_ids
 
+    if max_new_tokens <= 0:
+        return [ScoredAnswer([], [], []) for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     stops = set(stop_ids(tok, model))
@@ -71,13 +74,8 @@ def answer(model, tok, prompts: list[list[int]], max_new_tokens: int, batch_toke
         batch = [prompts[i] for i in order[start:end]]
         tick = Progress(on_step, max_new_tokens, start, len(batch), len(prompts))
         with torch.no_grad():
-            got = None
-            if can_cut_rows(model):
-                try:
-                    got = decode(model, batch, max_new_tokens, stops, pad, tick)
-                except (TypeError, AttributeError, NotImplementedError):
-                    got = None  # a cache that cannot be repeated or cut: transformers' generate
-            if got is None:
+            got = decode(model, batch, max_new_tokens, stops, pad, tick) if can_cut_rows(model) else None
+            if got is None:  # a model whose cache cannot be repeated or cut: transformers' generate
                 got = generate(model, batch, max_new_tokens, stops, pad, tick, scored)
         tick.done()
         for i, a in zip(order[start:end], got):
@@ -105,39 +103,17 @@ def shared_opening(batch: list[list[int]]) -> int:
 
 def decode(model, batch: list[list[int]], max_new: int, stops: set[int], pad: int, tick: "Progress"
            ) -> list[ScoredAnswer] | None:
-    """The batch's greedy answers: the shared opening once, then each row's own tokens after
-    its padding ([opening][padding][row]: positions count only real tokens), then one token a
-    step for the rows still writing. None when the model's cache is of a kind this cannot cut."""
+    """The batch's greedy answers: the prompts (`prefill`), then one token a step for the rows
+    still writing. None, before any token, when the model's cache is of a kind this cannot cut."""
     import torch
 
-    dev = model.device
-    n, shared = len(batch), shared_opening(batch)
-    if shared and max(map(len, batch)) + max_new > sliding_window(model):
-        shared = 0  # the window counts cache slots: padding after the opening would push it out
-    cache = None
-    if shared:
-        cache = model(input_ids=torch.tensor([batch[0][:shared]], device=dev), use_cache=True).cache
-        if not cuttable(cache):
-            return None
-        cache.batch_repeat_interleave(n)
-    width = max(len(p) for p in batch) - shared
-    ids = torch.full((n, width), pad, dtype=torch.long)
-    mask = torch.zeros(n, shared + width, dtype=torch.long)
-    mask[:, :shared] = 1
-    for r, p in enumerate(batch):
-        own = p[shared:]
-        ids[r, width - len(own):] = torch.tensor(own)
-        mask[r, shared + width - len(own):] = 1
-    mask = mask.to(dev)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos[:, shared:], cache=cache,
-                use_cache=True, logits_to_keep=1)
-    cache = out.cache
-    if not cuttable(cache):
+    first = prefill(model, batch, max_new, pad)
+    if first is None:
         return None
+    out, mask, last = first
+    cache, dev, n = out.cache, model.device, len(batch)
     rows = list(range(n))  # batch row of each row still writing
     tokens, top1, logprobs = [[] for _ in range(n)], [[] for _ in range(n)], [[] for _ in range(n)]
-    last = pos[:, -1:]
     for step in range(max_new):
         logits = out.logits[:, -1].float()
         best = logits.argmax(-1)
@@ -164,11 +140,46 @@ def decode(model, batch: list[list[int]], max_new: int, stops: set[int], pad: in
     return [ScoredAnswer(t, a, v) for t, a, v in zip(tokens, top1, logprobs)]
 
 
-def sliding_window(model) -> float:
-    """The shortest attention window of the model's layers (inf when none is limited)."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    window = getattr(config, "sliding_window", None)
-    return window if isinstance(window, int) and window > 0 else float("inf")
+def prefill(model, batch: list[list[int]], max_new: int, pad: int):
+    """The batch's prompts through the model: the shared opening once (batch 1, its keys and
+    values repeated), then each row's own tokens after its padding ([opening][padding][row]:
+    positions count only real tokens). (output, attention mask, last positions), or None where
+    the cache cannot be repeated or cut per row."""
+    import torch
+
+    dev, n, shared = model.device, len(batch), shared_opening(batch)
+    cache = None
+    try:
+        if shared:
+            cache = model(input_ids=torch.tensor([batch[0][:shared]], device=dev), use_cache=True,
+                          logits_to_keep=1).cache
+            if not cuttable(cache):
+                return None
+            if max(map(len, batch)) + max_new > window(cache):
+                shared, cache = 0, None  # a window counts cache slots: padding would push the opening out
+            else:
+                cache.batch_repeat_interleave(n)
+        width = max(len(p) for p in batch) - shared
+        ids = torch.full((n, width), pad, dtype=torch.long)
+        mask = torch.zeros(n, shared + width, dtype=torch.long)
+        mask[:, :shared] = 1
+        for r, p in enumerate(batch):
+            own = p[shared:]
+            ids[r, width - len(own):] = torch.tensor(own)
+            mask[r, shared + width - len(own):] = 1
+        mask = mask.to(dev)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos[:, shared:], cache=cache,
+                    use_cache=True, logits_to_keep=1)
+    except (TypeError, AttributeError, NotImplementedError):  # a cache this cannot handle
+        return None
+    return (out, mask, pos[:, -1:]) if cuttable(out.cache) else None
+
+
+def window(cache) -> float:
+    """The shortest sliding attention window among the cache's layers (inf when none slides)."""
+    sizes = [getattr(layer, "sliding_window", None) for layer in cache.layers if getattr(layer, "is_sliding", False)]
+    return min([w for w in sizes if isinstance(w, int) and w > 0] or [float("inf")])
 
 
 def cuttable(cache) -> bool:
@@ -181,20 +192,17 @@ def generate(model, batch: list[list[int]], max_new: int, stops: set[int], pad: 
     """The same answers through `model.generate` (left-padded): for caches `decode` cannot cut
     (the logits are kept only when `scored`: steps × rows × vocabulary is large on a GPU)."""
     import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
+    from transformers import StoppingCriteriaList
 
     width = max(map(len, batch))
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=model.device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device)
-
-    class Watch(StoppingCriteria):  # never stops: it tells `tick` how far the answers are
-        def __call__(self, input_ids, scores, **kwargs):
-            tick(input_ids.shape[1] - width)
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
+    # the raw argmax, as `decode` takes it: none of the model's generation_config processors
+    # (a repetition penalty, banned n-grams) — answers do not depend on which path ran
     gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new,
                          eos_token_id=sorted(stops), pad_token_id=pad, temperature=None, top_p=None,
-                         top_k=None, stopping_criteria=StoppingCriteriaList([Watch()]),
+                         top_k=None, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                         stopping_criteria=StoppingCriteriaList([_Watch(tick, width)]),
                          output_logits=scored, return_dict_in_generate=True)
     if scored:  # steps × batch × vocab → per row: top-1 and the chosen token's log-prob
         logits = torch.stack(gen.logits, 1).float()
@@ -208,6 +216,19 @@ def generate(model, batch: list[list[int]], max_new: int, stops: set[int], pad: 
         out.append(ScoredAnswer(row[:cut], top1[r, :cut].tolist() if scored else [],
                                 lp[r, :cut].tolist() if scored else []))
     return out
+
+
+class _Watch:
+    """A stopping criterion for `generate` that never stops: it tells `tick` how far it is."""
+
+    def __init__(self, tick: "Progress", width: int):
+        self.tick, self.width = tick, width
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        self.tick(input_ids.shape[1] - self.width)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 class Progress:
