@@ -21,7 +21,7 @@ run: setup model
 test: setup $(VENV)/.dev browser golang test-model
 	$(PYTEST)
 
-# The quick part while you work (≈3 minutes): everything but the long end-to-end tests (-m e2e:
+# The quick part while you work (≈1.5 minutes on two workers): everything but the long end-to-end tests (-m e2e:
 # the browser walks, kill -9 recovery, training runs and their exports). CI runs everything.
 test-quick: setup $(VENV)/.dev test-model
 	$(PYTEST) -m "not e2e"
