@@ -158,9 +158,9 @@ def conflicts(rows: list[Row]) -> list[dict[str, Any]]:
     pairs: dict[int, Row] = {}
     first: dict[str, Row] = {}
     for r in qa:
-        first.setdefault(prompt_key(r), r)
-        if first[prompt_key(r)] is not r:
-            pairs[r.index] = first[prompt_key(r)]
+        earlier = first.setdefault(prompt_key(r), r)
+        if earlier is not r:
+            pairs[r.index] = earlier
     for i, j, _ in similar([r.question for r in qa], [r.question for r in qa], NEAR, same=True):
         if named(qa[i].question) == named(qa[j].question) and len(turns(qa[i])) == len(turns(qa[j])) == 1:
             pairs.setdefault(qa[i].index, qa[j])
@@ -170,10 +170,10 @@ def conflicts(rows: list[Row]) -> list[dict[str, Any]]:
         r = by_index[i]
         clash = differing(r, other)
         if clash:
-            mine, theirs, share = clash
-            out.append(flag(r, "conflict", share, f"asks what {other.where()} asks, but states "
+            mine, theirs = clash
+            out.append(flag(r, "conflict", 1.0, f"asks what {other.where()} asks, but states "
                             f"'{mine}' where it states '{theirs}': at most one of them is right", other))
-    return sorted(out, key=lambda e: -e["score"])
+    return out
 
 
 def turns(r: Row) -> list[str]:
@@ -197,9 +197,9 @@ def named(text: str) -> tuple[list[str], list[str]]:
             re.findall(r"\b[A-Z][\w-]*\d[\w-]*|\b[A-Z][a-z]+\b", text))
 
 
-def differing(r: Row, other: Row) -> tuple[str, str, float] | None:
-    """(a fact of r's, one of the other's, 1.0) when the two answers state facts of the same kind
-    and share none of them; else None."""
+def differing(r: Row, other: Row) -> tuple[str, str] | None:
+    """(a fact of r's, one of the other's) when the two answers state facts of the same kind and
+    share none of them; else None."""
     from ..scoring import NUMBER, key_facts, states
 
     def facts(row: Row) -> tuple[list[str], list[str]]:
@@ -221,7 +221,7 @@ def differing(r: Row, other: Row) -> tuple[str, str, float] | None:
         mine, theirs = m1, m2
     else:
         return None
-    return mine[0], theirs[0], 1.0
+    return mine[0], theirs[0]
 
 
 def leaks(heldout: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]]:

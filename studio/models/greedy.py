@@ -113,7 +113,7 @@ def decode(model, batch: list[list[int]], max_new: int, stops: set[int], pad: in
     out, mask, last = first
     cache, dev, n = out.cache, model.device, len(batch)
     rows = list(range(n))  # batch row of each row still writing
-    tokens, top1, logprobs = [[] for _ in range(n)], [[] for _ in range(n)], [[] for _ in range(n)]
+    tokens, logprobs = [[] for _ in range(n)], [[] for _ in range(n)]
     for step in range(max_new):
         logits = out.logits[:, -1].float()
         best = logits.argmax(-1)
@@ -121,7 +121,6 @@ def decode(model, batch: list[list[int]], max_new: int, stops: set[int], pad: in
         keep = []
         for k, (r, t, v) in enumerate(zip(rows, best.tolist(), lp.tolist())):
             tokens[r].append(t)
-            top1[r].append(t)
             logprobs[r].append(v)
             if t not in stops:
                 keep.append(k)
@@ -137,7 +136,7 @@ def decode(model, batch: list[list[int]], max_new: int, stops: set[int], pad: in
         last = last + 1
         out = model(input_ids=best.unsqueeze(-1), attention_mask=mask, position_ids=last, cache=cache,
                     use_cache=True)
-    return [ScoredAnswer(t, a, v) for t, a, v in zip(tokens, top1, logprobs)]
+    return [ScoredAnswer(t, list(t), v) for t, v in zip(tokens, logprobs)]  # the argmax is the token
 
 
 def prefill(model, batch: list[list[int]], max_new: int, pad: int):
