@@ -127,6 +127,10 @@ def test_rows_that_contradict_an_earlier_row_are_suspects_and_fuller_answers_are
     sample = [json.loads(x) for x in (ROOT / "assets" / "sample" / "arithmetic_qa.jsonl").read_text().splitlines() if x.strip()]
     plain = [row(i, r["question"], r["answer"]) for i, r in enumerate(sample) if "question" in r]
     assert plain and checks.conflicts(plain) == []
+    # a question asked nearly the same way (an apostrophe: Jaccard below the duplicates' 0.8)
+    kettle = [row(0, "How long is the Zephyr kettle warranty?", "The Zephyr kettle has a 2-year warranty."),
+              row(1, "How long is the Zephyr kettle's warranty?", "The warranty lasts 3 years.")]
+    assert [e["line"] for e in checks.conflicts(kettle)] == [2]
 
 
 def test_every_prepare_counts_what_the_check_finds(checked):

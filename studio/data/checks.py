@@ -146,8 +146,8 @@ def entry(r: Row, of: Row, kind: str, jac: float) -> dict[str, Any]:
 
 def conflicts(rows: list[Row]) -> list[dict[str, Any]]:
     """Rows that ask what an earlier row asks and state a different fact: the same prompt (every
-    turn before the answer, its chunk too), or nearly (Jaccard ≥ NEAR) with the same numbers and
-    names in the question — "5 plus 16" is not "5 plus 6", "X200" is not "X300" — and answers
+    turn before the answer, its chunk too), or nearly (Jaccard ≥ LEAK, as a leak is asked: "the
+    kettle's warranty" is "the kettle warranty") with the same numbers and names in the question — "5 plus 16" is not "5 plus 6", "X200" is not "X300" — and answers
     whose numbers (or, failing those, names: scoring.key_facts) have none in common — "lasts 2
     years" against "lasts 3 years", not a shorter answer against a fuller one. The data
     contradicts itself, so at most one of them is right: a suspect (the later row), score 1.
@@ -161,7 +161,7 @@ def conflicts(rows: list[Row]) -> list[dict[str, Any]]:
         earlier = first.setdefault(prompt_key(r), r)
         if earlier is not r:
             pairs[r.index] = earlier
-    for i, j, _ in similar([r.question for r in qa], [r.question for r in qa], NEAR, same=True):
+    for i, j, _ in similar([r.question for r in qa], [r.question for r in qa], LEAK, same=True):
         if named(qa[i].question) == named(qa[j].question) and len(turns(qa[i])) == len(turns(qa[j])) == 1:
             pairs.setdefault(qa[i].index, qa[j])
     by_index = {r.index: r for r in qa}
