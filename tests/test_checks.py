@@ -100,6 +100,39 @@ def test_duplicates_leaks_and_lines_as_the_contract_says(checked):
     assert "line 3" in conflict["why"] and "'200'" in conflict["why"] and "'189'" in conflict["why"]
 
 
+def test_rows_alike_but_for_their_numbers_are_neither_duplicates_nor_leaks():
+    def row(i, q, a):
+        msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        return checks.Row(i, "train", {"messages": msgs}, "f.jsonl", i + 1, q, a, q + " " + a)
+    sample = [json.loads(x) for x in (ROOT / "assets" / "sample" / "arithmetic_qa.jsonl").read_text().splitlines()]
+    held = [json.loads(x) for x in (ROOT / "assets" / "sample" / "arithmetic_qa_heldout.jsonl").read_text().splitlines()]
+    rows = [row(i, r["question"], r["answer"]) for i, r in enumerate(sample)]
+    assert checks.duplicates(rows, []) == [] and checks.leaks(held, rows) == []
+    # the same words and the same numbers are still a copy, whatever their commas
+    held = [{"question": "How much is 5 plus 6? Answer with the number only.", "answer": "11"},
+            {"question": "Is the hall's capacity 1000 seats?", "answer": "yes"}]
+    rows += [row(len(rows), "How much is 5 + 6? Answer with the number only.", "11"),
+             row(len(rows) + 1, "Is the hall's capacity 1,000 seats?", "Yes.")]
+    assert [(x["heldout_index"], rows[x["row"]].question) for x in checks.leaks(held, rows)] == [
+        (0, "What is 5 plus 6? Answer with the number only."), (1, "Is the hall's capacity 1,000 seats?")]
+    wing = "The east wing of the museum, rebuilt after the fire of the old town, now holds {} paintings."
+    more = [row(len(rows), "So is the hall's capacity 1,000 seats?", "Yes."),
+            row(len(rows) + 1, "What does the east wing hold?", wing.format("1,250")),
+            row(len(rows) + 2, "What does the east wing hold?", wing.format("1,350"))]  # an exact question
+    assert sorted((d["row"], d["kind"]) for d in checks.duplicates(rows + more, [])) == [
+        (len(rows), "near"), (len(rows) + 2, "exact")]
+    more[2] = row(len(rows) + 2, "And what does the east wing hold?", wing.format("1,350"))
+    assert [d["row"] for d in checks.duplicates(rows + more, [])] == [len(rows)]
+    assert checks.numbers("X200 costs 1,000 euros, 3.5 kg") == ["3", "5", "200", "1000"]
+    # nor are questions alike but for a name; one that leaves a name out may be the same question
+    caps = [row(0, "What is the capital of Peru? Answer with the city's name only.", "Lima"),
+            row(1, "How much does the Nimbus Orbit cost in the online shop today?", "189 euros.")]
+    held = [{"question": "What is the capital of Chile? Answer with the city's name only.", "answer": "Santiago"},
+            {"question": "Which city is the capital of Peru? Answer with the city's name only.", "answer": "Lima"},
+            {"question": "How much does the Orbit cost in the online shop today?", "answer": "189 euros."}]
+    assert [x["heldout_index"] for x in checks.leaks(held, caps)] == [1, 2]
+
+
 def test_rows_that_contradict_an_earlier_row_are_suspects_and_fuller_answers_are_not():
     def row(i, q, a, history=()):
         msgs = [*history, {"role": "user", "content": q}, {"role": "assistant", "content": a}]

@@ -53,6 +53,10 @@ def test_json_and_code_rewards():
     assert js('{"name": "X", price: 5', rows[0], ctx) == 0.0  # invalid JSON
     assert js("[1, 2]", rows[0], ctx) == 0.0
     assert js('{"name": "X", "price": 5}', {"question": "Harmful?", "answer": "", "recipe": ""}, ctx) is None
+    vals = rw.REWARDS["json_values"].fn  # the right fields, filled right
+    assert vals('{"name": " orbit", "price": 189.0, "extra": 1}', rows[0], {}) == 1.0
+    assert vals('{"name": "Orbit", "price": "189"}', rows[0], {}) == 0.5 and vals("Orbit, 189", rows[0], {}) == 0.0
+    assert vals('{"name": "Orbit"}', {"question": "Q?", "answer": "Orbit"}, {}) is None
     code = rows_of([("Write a Python function `f`: adds.", "```python\ndef f(a, b):\n    return a + b\n```")],
                    recipe="code-functions")[0]
     comp = rw.REWARDS["compiles"].fn
@@ -115,6 +119,7 @@ def test_a_form_the_references_share_is_rewarded():
     assert ctx["shape"] == "9"
     form = rw.REWARDS["format"].fn
     assert form("11", sums[0], ctx) == 1.0 and form("12", sums[0], ctx) == 1.0   # the form, right or not
+    assert form("11.", sums[0], ctx) == 1.0 and form("11!", sums[0], ctx) == 1.0  # a closing stop is no other form
     assert form("The sum is 11.", sums[0], ctx) == 0.5 and form("", sums[0], ctx) == 0.5
     chosen = [rw.REWARDS[n] for n in ("exact", "format")]
     assert rw.combine(chosen, "11", sums[0], ctx) == 1.0 > rw.combine(chosen, "The sum is 11.", sums[0], ctx) == 0.5
@@ -217,7 +222,7 @@ def test_rewards_are_chosen_from_the_dataset_kind():
     short = rows_of([("What is 5 plus 6?", "11"), ("Capital of France?", "Paris")])
     assert names(short) == ["facts", "exact", "f1", "made_up", "length", "repetition"]
     js = rows_of([("A?", '{"a": 1}'), ("B?", '{"a": 2, "b": "x"}')])
-    assert names(js) == ["json", "length", "repetition"]
+    assert names(js) == ["json", "json_values", "length", "repetition"]
     code = rows_of([("Write f", "```python\ndef f():\n    pass\n```")], recipe="code-functions")
     assert names(code) == ["compiles", "length", "repetition"]
     assert names(short, "exact, length") == ["exact", "length"]
@@ -333,6 +338,12 @@ def test_the_report_gives_held_out_reward_before_and_after():
     said = {"base": [["12", "5"]], "tuned": [["11", "The answer is 4."]]}
     got = held_out_reward(spec, {"path": "/nonexistent"}, sets, said)
     assert got == {"before": 0.0, "after": 1.0, "n": 2, "on": "validation"}
+    spec = update(RunSpec(), objective="grpo", rewards="json")
+    sets = {"paraphrased": [{"messages": [{"role": "user", "content": f"Who is {n}?"}],
+                             "answer": json.dumps({"name": n, "age": a})} for n, a in (("Ana", 3), ("Bo", 4))]}
+    said = {"base": [['{"name": "Ana"', "Bo is 4."]], "tuned": [['{"name": "Ana", "age": 3}', '```json\n{"name": 1}\n```']]}
+    got = held_out_reward(spec, {"path": "/nonexistent"}, sets, said)
+    assert got["valid_json"] == {"before": 0.0, "after": 1.0} and got["before"] == 0.0 and got["after"] == pytest.approx(0.55)  # all keys right: 1; parses, no key of the right type: 0.1
 
 
 @pytest.mark.e2e  # killed training processes and resumes: ≈45 s a run on 2 busy cores

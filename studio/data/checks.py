@@ -116,9 +116,28 @@ def similar(queries: list[str], corpus: list[str], threshold: float,
     return out
 
 
+def numbers(text: str) -> list[str]:
+    """Every run of digits in a text, by value ("1,000" is 1000, "X200" gives 200): two texts
+    alike but for a number say different things ("5 plus 16" is not "5 plus 6")."""
+    return sorted(re.findall(r"\d+", re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)), key=lambda d: (len(d), d))
+
+
+def same_facts(a: str, b: str) -> bool:
+    """Whether two alike texts are about the same thing: the same numbers, and names of which one
+    text's words hold the other's ("the capital of Chile" is not "the capital of Peru"; "the
+    Orbit's price" may be "the Nimbus Orbit's price")."""
+    from ..scoring import NUMBER, key_facts, norm
+
+    if numbers(a) != numbers(b):
+        return False
+    x, y = ({w for f in key_facts(t) if not NUMBER.fullmatch(f) for w in norm(f).split()} for t in (a, b))
+    return x <= y or y <= x
+
+
 def duplicates(rows: list[Row], removed: list) -> list[dict[str, Any]]:
     """Each row that repeats an earlier one: "exact" (the same question again, or the same text,
-    case and punctuation aside; those prepare already removed are listed too) or "near"."""
+    case and punctuation aside; those prepare already removed are listed too) or "near" (alike,
+    and about the same thing: same_facts)."""
     out = [{"line": r[0][1], "file": r[0][0], "of": (r[1] or [None, None])[1], "kind": "exact",
             "removed": True, "row": None, "of_row": None, "similarity": 1.0}
            for r in removed if r and r[0]]
@@ -132,7 +151,7 @@ def duplicates(rows: list[Row], removed: list) -> list[dict[str, Any]]:
         else:
             first[key] = r
     for i, j, jac in sorted(similar([r.text for r in rows], [r.text for r in rows], NEAR, same=True)):
-        if i not in flagged:
+        if i not in flagged and same_facts(rows[i].text, rows[j].text):
             out.append(entry(rows[i], rows[j], "near", jac))
             flagged.add(i)
     return out
@@ -225,8 +244,8 @@ def differing(r: Row, other: Row) -> tuple[str, str] | None:
 
 
 def leaks(heldout: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]]:
-    """Held-out questions that copy a question the run trains on (asked the same, or nearly):
-    a score on them measures memory, not learning."""
+    """Held-out questions that copy a question the run trains on (asked the same, or nearly, about
+    the same thing: same_facts): a score on them measures memory, not learning."""
     train = [r for r in rows if r.split == "train" and r.question]
     asked = [h["messages"][-1]["content"] if h.get("messages") else h.get("question", "") for h in heldout]
     out, seen = [], set()
@@ -236,7 +255,7 @@ def leaks(heldout: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]
             out.append(leak(k, heldout[k], q, exact[fold(q)], 1.0))
             seen.add(k)
     for k, j, jac in sorted(similar(asked, [r.question for r in train], LEAK)):
-        if k not in seen:
+        if k not in seen and same_facts(asked[k], train[j].question):
             out.append(leak(k, heldout[k], asked[k], train[j], jac))
             seen.add(k)
     return out

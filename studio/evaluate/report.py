@@ -5,7 +5,8 @@ loss and perplexity, answer match on held-out questions (the validation split, a
 held-out questions — for the sample set the paraphrases shipped in assets/) by exact match,
 ROUGE-L and "contains the expected fact", general-text perplexity, retention (how many of the
 general questions the base model answered right the tuned one still does), the trade-off table at
-a few adapter strengths, preference-pair figures, refusals, intruder dimensions, training-question
+a few adapter strengths, preference-pair figures, refusals, intruder dimensions, the KL drift
+from the base on the held-out questions (drift.py), an RL run's held-out rewards, training-question
 recall for small Q/A sets, whether the adapter was in effect at all, and for a --from-run run
 its figures against the run it started from (second.py). The words — flags,
 headline, verdict, suggested strength — are verdict.py's; the lever rows and the forgetting
@@ -120,12 +121,13 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     prefers = preference_figures(pair, tok, pairs, max_len) if pairs else None
     refusals = safety.check(pair, tok, memo=getattr(pair, "memo", None)) if has_chat_template(tok) else None
     reward = held_out_reward(spec, dataset, sets, said) if spec.train.objective in ("grpo", "rloo") else None
+    drift = task_drift(pair, sets, said, name, max_len)
     out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"], "reward": reward,
            "identical_answers": identical, "answers_compared": total, "flags": flags,
            "examples": examples, "retention": kept, "forgetting": forgetting, "known_new": known_new,
            "chosen_step": chosen.get("chosen_step") if chosen else None, "selection": chosen,
            "strength": strength_of(run), "trade_off": trade, "adapter_applied": applied,
-           "levers": lever_rows, "preference": prefers, "safety": refusals,
+           "levers": lever_rows, "preference": prefers, "safety": refusals, "drift": drift,
            "validation_facts_trained": facts_trained(sets.get("validation"), dataset),
            "seconds": round(time.time() - t0, 1), "created_at": time.time()}
     start = second.start_figures(pair, tok, run, spec.from_run, sets.get(name) or [], probe, known,
@@ -202,7 +204,8 @@ def conclude(out: dict[str, Any], figures: dict[str, Any], flags: list, trade, s
 
 def held_out_reward(spec: RunSpec, dataset: dict[str, Any], sets: dict[str, list], said: dict[str, list]
                     ) -> dict[str, Any] | None:
-    """An RL run's rewards (the run's own choice) on the held-out questions, base and tuned."""
+    """An RL run's rewards (the run's own choice) on the held-out questions, base and tuned; where
+    the references are JSON, the share of answers that parse as a JSON object (`valid_json`)."""
     from ..data.prepare import read_split
     from ..errors import DataError
     from ..train import rewards as rw
@@ -218,7 +221,22 @@ def held_out_reward(spec: RunSpec, dataset: dict[str, Any], sets: dict[str, list
         return None
     ctx = rw.context(chosen, rows)
     before, after = (rw.mean_reward(chosen, said[side][k], rows, ctx) for side in ("base", "tuned"))
-    return {"before": before, "after": after, "n": len(rows), "on": name}
+    out = {"before": before, "after": after, "n": len(rows), "on": name}
+    if any(r.name == "json" for r in chosen) and rows:  # structured answers: how many parse at all
+        out["valid_json"] = {when: round(sum(isinstance(rw.as_json(a), dict) for a in said[side][k]) / len(rows), 4)
+                             for when, side in (("before", "base"), ("after", "tuned"))}
+    return out
+
+
+def task_drift(pair, sets: dict[str, list], said: dict[str, list], name: str, max_len: int
+               ) -> dict[str, Any] | None:
+    """The KL drift from the base model on the held-out questions, read on the tuned answers."""
+    from .drift import task_kl
+
+    if name not in sets:
+        return None
+    got = task_kl(pair, [r["messages"] for r in sets[name]], said["tuned"][list(sets).index(name)], max_len)
+    return {**got, "on": name} if got else None
 
 
 def adapter_in_effect(pair, tok) -> bool:

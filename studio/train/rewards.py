@@ -138,6 +138,28 @@ def json_schema(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | Non
     return 0.1 + 0.9 * right / len(schema)  # it parses: a little; each key of the right type: more
 
 
+def json_values(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
+    """The share of the reference object's keys whose value the answer gives, equal (text compared
+    case and spacing aside, numbers by value): the right fields, filled right."""
+    ref = as_json(row.get("answer", ""))
+    if not isinstance(ref, dict) or not ref:
+        return None
+    obj = as_json(c)
+    if not isinstance(obj, dict):
+        return 0.0
+    return sum(k in obj and same_value(obj[k], v) for k, v in ref.items()) / len(ref)
+
+
+def same_value(got: Any, want: Any) -> bool:
+    if isinstance(want, bool) or isinstance(got, bool):
+        return got is want
+    if isinstance(want, (int, float)) and isinstance(got, (int, float)):
+        return float(got) == float(want)
+    if isinstance(want, str) and isinstance(got, str):
+        return norm(got) == norm(want)
+    return got == want
+
+
 def is_code(row: dict[str, Any]) -> bool:
     return row.get("recipe") == "code-functions" or "```python" in row.get("answer", "")
 
@@ -174,10 +196,11 @@ def doctests(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | None:
 
 
 def shape(text: str) -> str:
-    """The form of an answer's last line: numbers → 9, words → a, spaces folded, the rest kept
-    ("#### 42" → "#### 9", "2024-05-01" → "9-9-9", "B" → "a")."""
+    """The form of an answer's last line: numbers → 9, words → a, spaces folded, a closing full
+    stop or exclamation mark dropped, the rest kept ("#### 42" → "#### 9", "2024-05-01" → "9-9-9",
+    "B" → "a", "Berlin." → "a")."""
     lines = text.strip().splitlines()
-    last = re.sub(r"\d+(?:[.,]\d+)*", "9", lines[-1].strip() if lines else "")
+    last = re.sub(r"\d+(?:[.,]\d+)*", "9", lines[-1].strip().rstrip(".!") if lines else "")
     return re.sub(r"\s+", " ", re.sub(r"[^\W\d_]+", "a", last))
 
 
@@ -278,6 +301,8 @@ REWARDS: dict[str, Reward] = {r.name: r for r in (
            why="Penalty for names and numbers that are in neither the reference nor the question."),
     Reward(name="json", role="score", fn=json_schema, supports=json_answers,
            why="The answer parses as JSON with the keys and types the reference answers use (credit per key)."),
+    Reward(name="json_values", role="score", fn=json_values, supports=json_answers,
+           why="The answer's JSON gives each of the reference's keys the reference's value (credit per key)."),
     Reward(name="compiles", role="score", fn=compiles, supports=code_rows,
            why="The Python code in the answer compiles (a def or class, no syntax error)."),
     Reward(name="doctests", role="score", fn=doctests, supports=code_with_doctests,

@@ -51,6 +51,7 @@ def report_md(r: dict) -> str:
                      f"probability {pref['before']:.0%} of the time before, **{pref['after']:.0%} after**; "
                      f"the tuned model moved toward chosen and away from rejected on "
                      f"{pref['reward_accuracy']:.0%} of them (mean margin {pref['mean_margin']:+.2f}).")
+    lines += rl_md(r)
     if r.get("safety"):
         from_words = r["safety"]
         h, bn = from_words["harmful"], from_words["benign"]
@@ -67,6 +68,25 @@ def report_md(r: dict) -> str:
                          f"  - base: {one_line(x['base'])}\n  - tuned: {one_line(x['tuned'])}")
     lines.append("\nA strength you keep (**Keep this strength**, above) is the one your export uses.")
     return "\n".join(lines)
+
+
+def rl_md(r: dict) -> list[str]:
+    """An RL run's held-out rewards, and every run's drift from the base on the held-out questions."""
+    out = []
+    rew = r.get("reward") or {}
+    if rew.get("before") is not None and rew.get("after") is not None:
+        out.append(f"\n**Rewards** (the run's own rewards, 0 to 1) on {rew['n']} "
+                   f"{SETS.get(rew.get('on'), 'held-out questions')}: mean {rew['before']:.2f} before, "
+                   f"**{rew['after']:.2f} after** ({rew['after'] - rew['before']:+.2f})."
+                   + (f" Answers that are valid JSON: {rew['valid_json']['before']:.0%} before, "
+                      f"**{rew['valid_json']['after']:.0%} after**." if rew.get("valid_json") else ""))
+    d = r.get("drift")
+    if d:
+        out.append(f"\n**Drift from the base model on your task:** {d['kl']:.3f} nats per token (the KL "
+                   f"between the two models' next-word predictions along the tuned model's answers to the "
+                   f"{SETS.get(d['on'], 'held-out questions')}; 0 = unchanged). Forgetting tends to grow "
+                   "with it: of two runs that learned as much, the one that drifted less usually kept more.")
+    return out
 
 
 def num(x, places: int = 3) -> str:
