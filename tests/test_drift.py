@@ -76,3 +76,5 @@ def test_the_compare_step_reports_rewards_valid_json_and_drift_in_words():
     assert "on 24 reworded questions: mean 0.25 before, **0.50 after** (+0.25)" in text
     assert "valid JSON: 33% before, **90% after**" in text and "0.228 nats per token" in text
     assert rl_md({"reward": None, "drift": None}) == [] and rl_md({}) == []
+    sft = rl_md({"reward": {"before": 0.25, "after": 0.5, "n": 24, "on": "validation", "rl": False}})
+    assert "(those an RL run on this data would use, 0 to 1) on 24 held-out questions" in sft[0]

@@ -40,6 +40,25 @@ def test_answer_rewards_tell_right_partial_and_made_up_apart():
     assert R["repetition"].fn("a b c " * 10, short, {}) < 0.2 < R["repetition"].fn(made_up, short, {}) == 1.0
 
 
+@pytest.mark.parametrize("sample", ["contacts_json", "arithmetic_qa"])
+def test_every_shipped_rl_samples_reference_earns_the_full_reward_and_a_wrong_one_does_not(sample):
+    """The rewards chosen for a shipped RL sample can be earned: each reference answer scores 1
+    against its own row, held-out rows too; another row's answer scores less."""
+    from studio.train import rewards as rw
+
+    def read(name):
+        return [(r["question"], r["answer"]) for r in map(json.loads, (ROOT / "assets" / "sample" / name).read_text().splitlines())]
+    train, held = rows_of(read(f"{sample}.jsonl")), rows_of(read(f"{sample}_heldout.jsonl"))
+    chosen = rw.choose(train)
+    if sample == "contacts_json":
+        assert [r.name for r in chosen] == ["json", "json_values", "length", "repetition"]
+    for rows in (train, held):
+        ctx = rw.context(chosen, rows)
+        assert all(rw.combine(chosen, r["answer"], r, ctx) == 1.0 for r in rows)
+        assert all(rw.combine(chosen, rows[i - 1]["answer"], r, ctx) < 1.0 for i, r in enumerate(rows)
+                   if rows[i - 1]["answer"] != r["answer"])
+
+
 def test_json_and_code_rewards():
     from studio.train import rewards as rw
 
@@ -337,7 +356,7 @@ def test_the_report_gives_held_out_reward_before_and_after():
                            {"messages": [{"role": "user", "content": "What is 2 plus 2?"}], "answer": "4"}]}
     said = {"base": [["12", "5"]], "tuned": [["11", "The answer is 4."]]}
     got = held_out_reward(spec, {"path": "/nonexistent"}, sets, said)
-    assert got == {"before": 0.0, "after": 1.0, "n": 2, "on": "validation"}
+    assert got == {"before": 0.0, "after": 1.0, "n": 2, "on": "validation", "rl": True}
     spec = update(RunSpec(), objective="grpo", rewards="json")
     sets = {"paraphrased": [{"messages": [{"role": "user", "content": f"Who is {n}?"}],
                              "answer": json.dumps({"name": n, "age": a})} for n, a in (("Ana", 3), ("Bo", 4))]}

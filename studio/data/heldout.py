@@ -20,7 +20,8 @@ from ..errors import DataError
 FILE = "heldout.jsonl"
 SAMPLE = paths.ASSETS / "sample"
 SAMPLE_HELDOUT = {"product_faq.jsonl": SAMPLE / "product_faq_heldout.jsonl",  # shipped data → its paraphrases
-                  "arithmetic_qa.jsonl": SAMPLE / "arithmetic_qa_heldout.jsonl"}
+                  "arithmetic_qa.jsonl": SAMPLE / "arithmetic_qa_heldout.jsonl",
+                  "contacts_json.jsonl": SAMPLE / "contacts_json_heldout.jsonl"}
 EXPECT_KEYS = ("expect", "expected", "key_fact", "fact")
 
 

@@ -118,9 +118,9 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     forgetting = forgetting_figures(figures, spec)
     lever_rows = levers.rows(run, events, intruder_count(pair, run, spec))
     pairs = [ex for ex in raw_val if is_pair(ex)]
+    reward = held_out_reward(spec, dataset, sets, said) if not pairs else None
     prefers = preference_figures(pair, tok, pairs, max_len) if pairs else None
     refusals = safety.check(pair, tok, memo=getattr(pair, "memo", None)) if has_chat_template(tok) else None
-    reward = held_out_reward(spec, dataset, sets, said) if spec.train.objective in ("grpo", "rloo") else None
     drift = task_drift(pair, sets, said, name, max_len)
     out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"], "reward": reward,
            "identical_answers": identical, "answers_compared": total, "flags": flags,
@@ -204,8 +204,10 @@ def conclude(out: dict[str, Any], figures: dict[str, Any], flags: list, trade, s
 
 def held_out_reward(spec: RunSpec, dataset: dict[str, Any], sets: dict[str, list], said: dict[str, list]
                     ) -> dict[str, Any] | None:
-    """An RL run's rewards (the run's own choice) on the held-out questions, base and tuned; where
-    the references are JSON, the share of answers that parse as a JSON object (`valid_json`)."""
+    """The rewards an RL run on this data uses (an RL run's own choice) on the held-out questions,
+    base and tuned — for every run, so an SFT run and an RL run can be set side by side (`rl`:
+    whether this run optimised them); where the references are JSON, the share of answers that
+    parse as a JSON object (`valid_json`)."""
     from ..data.prepare import read_split
     from ..errors import DataError
     from ..train import rewards as rw
@@ -221,7 +223,8 @@ def held_out_reward(spec: RunSpec, dataset: dict[str, Any], sets: dict[str, list
         return None
     ctx = rw.context(chosen, rows)
     before, after = (rw.mean_reward(chosen, said[side][k], rows, ctx) for side in ("base", "tuned"))
-    out = {"before": before, "after": after, "n": len(rows), "on": name}
+    out = {"before": before, "after": after, "n": len(rows), "on": name,
+           "rl": spec.train.objective in ("grpo", "rloo")}
     if any(r.name == "json" for r in chosen) and rows:  # structured answers: how many parse at all
         out["valid_json"] = {when: round(sum(isinstance(rw.as_json(a), dict) for a in said[side][k]) / len(rows), 4)
                              for when, side in (("before", "base"), ("after", "tuned"))}
