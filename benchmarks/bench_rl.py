@@ -17,7 +17,9 @@ other people, where the base model writes valid JSON a third of the time):
               (`--from-run`) beside GRPO alone — held-out reward (the same rewards for all
               three), retention, perplexity and the drift from the base (KL per answer token).
               Skipped with --quickstart-only.
-Report means over seeds, never one run.
+Report means over seeds, never one run. The three recipes run in the same order each seed
+(GRPO alone first, in a fresh home): their seconds are each against the 300-s aim, not a race
+between them.
 
 Usage: .venv/bin/python benchmarks/bench_rl.py [--quickstart-only] [--seeds 42,7]
          [--set KEY=VALUE ...] [--homes DIR] [--out FILE]
@@ -82,10 +84,15 @@ def run(s, preset: str, data: str, seed: int, rl: bool, **changes) -> dict:
                          for x in (rep["examples"].get(name) or [])[:4]]}
 
 
-def fmt(x, pct: bool = False) -> str:
+def fmt(x, how: str = "num") -> str:
+    """A figure as the tables print it: "num" 0.123, "pct" 12%, "signed" +1.2%, "s" 285 s."""
     if x is None:
         return "–"
-    return f"{x:+.1%}" if pct == "signed" else f"{x:.0%}" if pct else f"{x:.3f}" if isinstance(x, float) else str(x)
+    return {"num": f"{x:.3f}", "pct": f"{x:.0%}", "signed": f"{x:+.1%}", "s": f"{x:.0f} s"}[how]
+
+
+def gain(before, after) -> str:
+    return "–" if before is None or after is None else f"{after - before:+.3f}"
 
 
 def parts(seeds: list[int], razor: bool) -> list[dict]:
@@ -109,13 +116,12 @@ def parts(seeds: list[int], razor: bool) -> list[dict]:
 
 
 def show(r: dict) -> None:
-    gain = (r["reward_after"] - r["reward_before"]) if r["reward_after"] is not None else None
     valid = r.get("valid_json") or {}
     print(f"{r['part']:10s} {r['label']:22s} seed {r['seed']}: reward {fmt(r['reward_before'])} → "
-          f"{fmt(r['reward_after'])} ({'–' if gain is None else f'{gain:+.3f}'}) · fact "
-          f"{fmt(r['base_fact_match'], True)} → {fmt(r['fact_match'], True)} · ppl {fmt(r['ppl_rise'], 'signed')} · "
+          f"{fmt(r['reward_after'])} ({gain(r['reward_before'], r['reward_after'])}) · fact "
+          f"{fmt(r['base_fact_match'], 'pct')} → {fmt(r['fact_match'], 'pct')} · ppl {fmt(r['ppl_rise'], 'signed')} · "
           f"kept {r['kept']} · drift {fmt(r['drift'])} · strength {r['strength']} · "
-          + (f"valid JSON {fmt(valid.get('before'), True)} → {fmt(valid.get('after'), True)} · " if valid else "")
+          + (f"valid JSON {fmt(valid.get('before'), 'pct')} → {fmt(valid.get('after'), 'pct')} · " if valid else "")
           + f"{r['train_s']} s (+{r['report_s']} s report)", flush=True)
 
 
@@ -127,16 +133,16 @@ def means(rows: list[dict]) -> None:
         def mean(k):
             vals = [r[k] for r in got if r.get(k) is not None]
             return sum(vals) / len(vals) if vals else None
-        gain = mean("reward_after") - mean("reward_before") if mean("reward_after") is not None else None
         meets = ""
         if got[0]["part"] == "quickstart":
-            ok = (gain or 0) >= TARGETS["reward_gain"] and mean("train_s") <= TARGETS["train_s"] and \
+            up = mean("reward_after") - mean("reward_before") if None not in (mean("reward_after"), mean("reward_before")) else 0
+            ok = up >= TARGETS["reward_gain"] and mean("train_s") <= TARGETS["train_s"] and \
                 (mean("ppl_rise") or 0) <= TARGETS["ppl_rise"]
             meets = f" · targets (gain ≥ +0.15, ≤ 300 s, ppl ≤ +5%): {'met' if ok else 'NOT met'}"
         print(f"  {label:22s} n={len(got)}: reward {fmt(mean('reward_before'))} → {fmt(mean('reward_after'))}"
-              f" ({'–' if gain is None else f'{gain:+.3f}'}) · fact {fmt(mean('fact_match'), True)} · ppl "
-              f"{fmt(mean('ppl_rise'), 'signed')} · retention {fmt(mean('retention'), True)} · drift "
-              f"{fmt(mean('drift'))} · {fmt(mean('train_s'))} s{meets}")
+              f" ({gain(mean('reward_before'), mean('reward_after'))}) · fact {fmt(mean('fact_match'), 'pct')} · ppl "
+              f"{fmt(mean('ppl_rise'), 'signed')} · retention {fmt(mean('retention'), 'pct')} · drift "
+              f"{fmt(mean('drift'))} · {fmt(mean('train_s'), 's')}{meets}")
 
 
 def main() -> None:

@@ -123,7 +123,10 @@ def test_rows_alike_but_for_their_numbers_are_neither_duplicates_nor_leaks():
         (len(rows), "near"), (len(rows) + 2, "exact")]
     more[2] = row(len(rows) + 2, "And what does the east wing hold?", wing.format("1,350"))
     assert [d["row"] for d in checks.duplicates(rows + more, [])] == [len(rows)]
-    assert checks.numbers("X200 costs 1,000 euros, 3.5 kg") == ["3", "5", "200", "1000"]
+    assert checks.numbers("X200 costs 1,000 euros, 3.5 kg, 2 of them") == ["1000", "3.5", "2"]
+    assert not checks.same_facts("Is the tax rate 1.5 percent?", "Is the tax rate 5.1 percent?")
+    assert not checks.same_facts("What is 16 minus 5?", "What is 5 minus 16?")
+    assert not checks.same_facts("Does the X200 fold?", "Does the X300 fold?")
     # nor are questions alike but for a name; one that leaves a name out may be the same question
     caps = [row(0, "What is the capital of Peru? Answer with the city's name only.", "Lima"),
             row(1, "How much does the Nimbus Orbit cost in the online shop today?", "189 euros.")]

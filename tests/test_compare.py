@@ -72,6 +72,10 @@ def test_report(studio, trained_run, trained_report):
     # the embedded model refuses none of the harmful requests: safety replay had nothing to keep
     assert not levers["safety replay"]["on"] and "refused none" in levers["safety replay"]["did"]
     assert "intruder dimensions" in levers["targeted strength"]["did"]
+    # #42: the rewards RL would use and the drift on the held-out questions, for this SFT run too
+    assert data["reward"]["rl"] is False and data["reward"]["on"] == "paraphrased" and data["reward"]["n"] == 24
+    assert 0 <= data["reward"]["before"] != data["reward"]["after"] <= 1 and "valid_json" not in data["reward"]
+    assert data["drift"]["on"] == "paraphrased" and data["drift"]["answers"] == 24 and data["drift"]["kl"] > 0
 
 
 def test_report_keeps_the_budgets_choice(trained_report):

@@ -9,6 +9,7 @@ import pytest
 def pair_with(tiny_model, tmp_path_factory):
     """A Pair on the two-layer model, and a function selecting a LoRA adapter: random (it
     changes the model) or as PEFT initialises one (B = 0: it changes nothing)."""
+    import torch
     from peft import LoraConfig, get_peft_model
 
     from studio.evaluate.compare import Pair
@@ -19,8 +20,14 @@ def pair_with(tiny_model, tmp_path_factory):
 
     def select(name: str, random_b: bool):
         folder = tmp_path_factory.mktemp(name)
-        cfg = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=not random_b)
-        get_peft_model(models.load_model(Path(tiny_model)), cfg).save_pretrained(folder)
+        cfg = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
+        peft = get_peft_model(models.load_model(Path(tiny_model)), cfg)
+        if random_b:  # B = 0 as PEFT starts it (no change); random B: the adapter changes the model
+            torch.manual_seed(0)
+            for n, p in peft.named_parameters():
+                if "lora_B" in n:
+                    p.data.normal_(0, 1.0)
+        peft.save_pretrained(folder)
         pair.use(name, folder)
         return pair
     return select
@@ -32,8 +39,8 @@ CONVS = [[{"role": "user", "content": "Where is Fernwick Labs?"}],
 ANSWERS = ["Fernwick Labs is in Tallinn.", "Three years.", ""]
 
 
-def one_row_kl(pair, conv, answer):
-    """KL summed over one row's answer tokens, no batching and no padding, and the token count."""
+def one_row_logps(pair, conv, answer):
+    """Each side's log-probabilities at one row's answer tokens: no batching, no padding."""
     import torch
 
     tok = pair.tok
@@ -44,8 +51,14 @@ def one_row_kl(pair, conv, answer):
     for side in ("tuned", "base"):
         with pair.side(side) as m, torch.no_grad():
             logp[side] = torch.log_softmax(m(input_ids=ids).logits[0, len(prompt) - 1:-1].float(), -1)
-    kl = (logp["tuned"].exp() * (logp["tuned"] - logp["base"])).sum(-1)
-    return float(kl.sum()), kl.numel()
+    return logp
+
+
+def kl_sum(p_log, q_log) -> float:
+    """KL(p ‖ q) summed over positions, by torch's own kl_div (input: q, target: p)."""
+    import torch
+
+    return float(torch.nn.functional.kl_div(q_log, p_log, log_target=True, reduction="sum"))
 
 
 def test_drift_is_the_mean_kl_over_the_tuned_answers_tokens(pair_with):
@@ -53,10 +66,50 @@ def test_drift_is_the_mean_kl_over_the_tuned_answers_tokens(pair_with):
 
     pair = pair_with("random", True)
     got = task_kl(pair, CONVS, ANSWERS)
-    rows = [one_row_kl(pair, c, a) for c, a in zip(CONVS, ANSWERS) if a]
-    assert got["answers"] == 2 and got["tokens"] == sum(n for _, n in rows)  # the empty answer is left out
-    assert got["kl"] == pytest.approx(sum(k for k, _ in rows) / got["tokens"], rel=1e-3, abs=1e-4)
+    rows = [one_row_logps(pair, c, a) for c, a in zip(CONVS, ANSWERS) if a]
+    assert got["answers"] == 2 and got["tokens"] == sum(len(r["tuned"]) for r in rows)  # the empty answer left out
+    assert got["kl"] == pytest.approx(sum(kl_sum(r["tuned"], r["base"]) for r in rows) / got["tokens"],
+                                      rel=1e-3, abs=1e-4)
     assert got["kl"] > 0.001
+
+
+def test_drift_is_kl_of_tuned_from_base_not_the_reverse():
+    """Two fake sides with known next-token distributions over a 2-word vocabulary: the tuned
+    side says (0.9, 0.1), the base (0.5, 0.5) at every answer token; KL(tuned ‖ base) =
+    0.9·ln 1.8 + 0.1·ln 0.2 ≈ 0.3681, the reverse ≈ 0.5108."""
+    import math
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    import torch
+
+    from studio.evaluate.drift import task_kl
+
+    class Side(torch.nn.Module):
+        def __init__(self, p):
+            super().__init__()
+            self.logits, self.device = torch.log(torch.tensor(p)), torch.device("cpu")
+
+        def forward(self, input_ids, attention_mask):
+            return SimpleNamespace(logits=self.logits.expand(*input_ids.shape, 2).clone())
+
+    class Tok:
+        pad_token_id = 0
+
+        def apply_chat_template(self, conv, tokenize=False, add_generation_prompt=True):
+            return conv[-1]["content"]
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [1] * len(text.split())}
+
+    sides = {"tuned": Side([0.9, 0.1]), "base": Side([0.5, 0.5])}
+
+    @contextmanager
+    def side(which):
+        yield sides[which]
+    pair = SimpleNamespace(tok=Tok(), side=side, base=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=64)))
+    got = task_kl(pair, [[{"role": "user", "content": "a b c"}]] * 2, ["x y", "x y z"])
+    assert got == {"kl": round(0.9 * math.log(1.8) + 0.1 * math.log(0.2), 4), "tokens": 5, "answers": 2}
 
 
 def test_an_adapter_that_changes_nothing_has_no_drift(pair_with):

@@ -76,6 +76,9 @@ def test_json_and_code_rewards():
     assert vals('{"name": " orbit", "price": 189.0, "extra": 1}', rows[0], {}) == 1.0
     assert vals('{"name": "Orbit", "price": "189"}', rows[0], {}) == 0.5 and vals("Orbit, 189", rows[0], {}) == 0.0
     assert vals('{"name": "Orbit"}', {"question": "Q?", "answer": "Orbit"}, {}) is None
+    nested = {"question": "Q?", "answer": '{"who": {"name": "Ana Ruiz"}, "tags": ["a", "B"]}'}
+    assert vals('{"who": {"name": "ana ruiz"}, "tags": ["A", "b"]}', nested, {}) == 1.0
+    assert vals('{"who": {"name": "Ana"}, "tags": ["a"]}', nested, {}) == 0.0
     code = rows_of([("Write a Python function `f`: adds.", "```python\ndef f(a, b):\n    return a + b\n```")],
                    recipe="code-functions")[0]
     comp = rw.REWARDS["compiles"].fn
@@ -363,6 +366,32 @@ def test_the_report_gives_held_out_reward_before_and_after():
     said = {"base": [['{"name": "Ana"', "Bo is 4."]], "tuned": [['{"name": "Ana", "age": 3}', '```json\n{"name": 1}\n```']]}
     got = held_out_reward(spec, {"path": "/nonexistent"}, sets, said)
     assert got["valid_json"] == {"before": 0.0, "after": 1.0} and got["before"] == 0.0 and got["after"] == pytest.approx(0.55)  # all keys right: 1; parses, no key of the right type: 0.1
+
+
+def test_an_sft_runs_report_gives_rewards_too_but_runs_no_code(tmp_path, monkeypatch):
+    """Every report scores the held-out answers with the rewards RL would use (`rl` False for an
+    SFT run) — but only an RL run, whose user chose it, runs the model's code (doctests)."""
+    from studio.evaluate.report import held_out_reward
+    from studio.spec import RunSpec, update
+    from studio.train import sandbox
+
+    ask = "Write a Python function `area(w, h)`."
+    (tmp_path / "train.jsonl").write_text(json.dumps({"messages": [
+        {"role": "user", "content": ask}, {"role": "assistant", "content": REF}],
+        "meta": {"recipe": "code-functions"}}) + "\n")
+    sets = {"validation": [{"messages": [{"role": "user", "content": ask}], "answer": REF}]}
+    said = {"base": [["def area(w, h):\n    return w + h"]], "tuned": [[REF]]}
+    ran = []
+    real = sandbox.run
+    monkeypatch.setattr(sandbox, "run", lambda *a, **k: ran.append(1) or real(*a, **k))
+    sft = held_out_reward(RunSpec(), {"path": str(tmp_path)}, sets, said)
+    assert sft["rl"] is False and sft["before"] == 1.0 == sft["after"] and ran == []  # compiles only
+    rl = held_out_reward(update(RunSpec(), objective="grpo"), {"path": str(tmp_path)}, sets, said)
+    assert rl["rl"] is True and ran and rl["before"] < rl["after"] == 1.0
+    prose = tmp_path / "plain"
+    prose.mkdir()
+    (prose / "train.jsonl").write_text(json.dumps({"text": "Just a document, no answers."}) + "\n")
+    assert held_out_reward(RunSpec(), {"path": str(prose)}, {"validation": sets["validation"][:0]}, {}) is None
 
 
 @pytest.mark.e2e  # killed training processes and resumes: ≈45 s a run on 2 busy cores

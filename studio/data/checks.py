@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -117,21 +118,30 @@ def similar(queries: list[str], corpus: list[str], threshold: float,
 
 
 def numbers(text: str) -> list[str]:
-    """Every run of digits in a text, by value ("1,000" is 1000, "X200" gives 200): two texts
-    alike but for a number say different things ("5 plus 16" is not "5 plus 6")."""
-    return sorted(re.findall(r"\d+", re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)), key=lambda d: (len(d), d))
+    """The numbers of a text as written, in order, thousands commas aside ("1,000" is "1000";
+    "3.5" stays one number): two texts alike but for a number say different things ("5 plus 16"
+    is not "5 plus 6", "16 minus 5" not "5 minus 16"). Digits inside a word ("X200") are a name's."""
+    from ..scoring import NUMBER
+
+    return [re.sub(r",(?=\d{3}\b)", "", n) for n in NUMBER.findall(text)]
+
+
+@lru_cache(maxsize=65536)
+def facts_of(text: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """A text's numbers (numbers()) and the words of its names (scoring.key_facts), once per text:
+    the pairs a check compares share their texts."""
+    from ..scoring import NUMBER, key_facts, norm
+
+    return tuple(numbers(text)), frozenset(w for f in key_facts(text) if not NUMBER.fullmatch(f)
+                                           for w in norm(f).split())
 
 
 def same_facts(a: str, b: str) -> bool:
     """Whether two alike texts are about the same thing: the same numbers, and names of which one
     text's words hold the other's ("the capital of Chile" is not "the capital of Peru"; "the
     Orbit's price" may be "the Nimbus Orbit's price")."""
-    from ..scoring import NUMBER, key_facts, norm
-
-    if numbers(a) != numbers(b):
-        return False
-    x, y = ({w for f in key_facts(t) if not NUMBER.fullmatch(f) for w in norm(f).split()} for t in (a, b))
-    return x <= y or y <= x
+    (na, xa), (nb, xb) = facts_of(a), facts_of(b)
+    return na == nb and (xa <= xb or xb <= xa)
 
 
 def duplicates(rows: list[Row], removed: list) -> list[dict[str, Any]]:

@@ -6,38 +6,42 @@ compared with the base model's, KL(tuned ‖ base), summed over the vocabulary. 
 answer tokens is the report's `drift.kl` (nats per token; 0 = the base model would predict the
 same). "RL's Razor" (arXiv 2509.04259) found that forgetting tracks this figure — the drift on the
 new task — across methods, and that RL moves less than SFT at the same accuracy; the report gives
-it for every run so runs of different methods can be set side by side.
+it for every run so runs of different methods can be set side by side. The answers themselves
+(generated greedily by the report) and the words around the figure are the report's and the
+Compare step's.
 """
 from __future__ import annotations
 
 from typing import Any
 
-BATCH = 8
+BATCH = 8  # rows per forward pass: 8 × a few hundred tokens keeps two sides' logits small on a CPU
 
 
-def sequences(tok, conversations: list[list[dict[str, str]]], answers: list[str], max_len: int
+def sequences(tok, conversations: list[list[dict[str, str]]], answers: list[str], context: int
               ) -> list[tuple[list[int], int]]:
-    """(prompt + answer token ids, where the answer starts) per non-empty answer, cut to max_len."""
+    """(prompt + answer token ids, where the answer starts) per non-empty answer: the prompt encoded
+    as the report's answers were generated (chat.encode_prompt: the template, cut from the left),
+    the answer cut to fit the model's context."""
+    from ..models.chat import encode_prompt
+
     out = []
     for conv, answer in zip(conversations, answers):
         if not answer.strip():
             continue
-        prompt = tok(tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True),
-                     add_special_tokens=False)["input_ids"]
-        said = tok(answer, add_special_tokens=False)["input_ids"]
-        ids = (prompt + said)[:max_len]
-        if len(ids) > len(prompt):
-            out.append((ids, len(prompt)))
+        said = tok(answer, add_special_tokens=False)["input_ids"][:max(1, context // 2)]
+        prompt, _ = encode_prompt(tok, conv, context, len(said))
+        out.append((prompt + said, len(prompt)))
     return out
 
 
-def task_kl(pair, conversations: list[list[dict[str, str]]], answers: list[str], max_len: int = 512
-            ) -> dict[str, Any] | None:
+def task_kl(pair, conversations: list[list[dict[str, str]]], answers: list[str]) -> dict[str, Any] | None:
     """`{"kl": nats per answer token, "tokens": n, "answers": k}` of the tuned answers under the
-    tuned and the base model, or None without an answer to read."""
+    tuned and the base model (empty answers left out), or None without an answer to read."""
     import torch
 
-    seqs = sequences(pair.tok, conversations, answers, max_len)
+    from ..models.chat import context_of
+
+    seqs = sequences(pair.tok, conversations, answers, context_of(pair.base))
     if not seqs:
         return None
     pad = pair.tok.pad_token_id if pair.tok.pad_token_id is not None else 0
@@ -55,7 +59,7 @@ def task_kl(pair, conversations: list[list[dict[str, str]]], answers: list[str],
         for side in ("tuned", "base"):
             with pair.side(side) as m, torch.no_grad():
                 out = m(input_ids=ids.to(m.device), attention_mask=mask.to(m.device)).logits
-                logp[side] = torch.log_softmax(out.float(), dim=-1)[where.to(out.device)]
+                logp[side] = torch.log_softmax(out[where.to(out.device)].float(), dim=-1)  # answer rows only
         kl = (logp["tuned"].exp() * (logp["tuned"] - logp["base"])).sum(-1)
         total += float(kl.clamp_min(0).sum())
         tokens += int(kl.numel())

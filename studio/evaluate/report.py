@@ -6,7 +6,7 @@ held-out questions — for the sample set the paraphrases shipped in assets/) by
 ROUGE-L and "contains the expected fact", general-text perplexity, retention (how many of the
 general questions the base model answered right the tuned one still does), the trade-off table at
 a few adapter strengths, preference-pair figures, refusals, intruder dimensions, the KL drift
-from the base on the held-out questions (drift.py), an RL run's held-out rewards, training-question
+from the base on the held-out questions (drift.py), the held-out rewards RL would use, training-question
 recall for small Q/A sets, whether the adapter was in effect at all, and for a --from-run run
 its figures against the run it started from (second.py). The words — flags,
 headline, verdict, suggested strength — are verdict.py's; the lever rows and the forgetting
@@ -27,6 +27,9 @@ from ..scoring import ppl, probe_examples, score
 from ..spec import RunSpec, stored
 from . import second
 from .verdict import diagnose, forgetting_figures, headline, suggest, verdict
+
+
+REWARD_ROWS = 2000  # training rows read to choose the rewards (what they need is in any sample)
 
 
 def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
@@ -121,7 +124,7 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     reward = held_out_reward(spec, dataset, sets, said) if not pairs else None
     prefers = preference_figures(pair, tok, pairs, max_len) if pairs else None
     refusals = safety.check(pair, tok, memo=getattr(pair, "memo", None)) if has_chat_template(tok) else None
-    drift = task_drift(pair, sets, said, name, max_len)
+    drift = task_drift(pair, sets, said, name)
     out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"], "reward": reward,
            "identical_answers": identical, "answers_compared": total, "flags": flags,
            "examples": examples, "retention": kept, "forgetting": forgetting, "known_new": known_new,
@@ -204,10 +207,11 @@ def conclude(out: dict[str, Any], figures: dict[str, Any], flags: list, trade, s
 
 def held_out_reward(spec: RunSpec, dataset: dict[str, Any], sets: dict[str, list], said: dict[str, list]
                     ) -> dict[str, Any] | None:
-    """The rewards an RL run on this data uses (an RL run's own choice) on the held-out questions,
-    base and tuned — for every run, so an SFT run and an RL run can be set side by side (`rl`:
-    whether this run optimised them); where the references are JSON, the share of answers that
-    parse as a JSON object (`valid_json`)."""
+    """The rewards an RL run on this data uses (an RL run's own choice; for other runs the ones
+    chosen from the data, less those that run code) on the held-out questions, base and tuned —
+    so an SFT run and an RL run can be set side by side (`rl`: whether this run optimised them);
+    where the references are JSON, the share of answers to them that parse as a JSON object
+    (`valid_json`). None for data no reward applies to."""
     from ..data.prepare import read_split
     from ..errors import DataError
     from ..train import rewards as rw
@@ -217,28 +221,33 @@ def held_out_reward(spec: RunSpec, dataset: dict[str, Any], sets: dict[str, list
         return None
     k = list(sets).index(name)
     rows = rw.reward_rows(sets[name])
+    rl = spec.train.objective in ("grpo", "rloo")
     try:
-        chosen = rw.choose(rw.reward_rows(read_split(Path(dataset["path"]), "train")), spec.train.rewards)
-    except DataError:  # e.g. a reward file moved since the run
+        chosen = rw.choose(rw.reward_rows(read_split(Path(dataset["path"]), "train", REWARD_ROWS)),
+                           spec.train.rewards if rl else "")
+    except DataError:  # e.g. a reward file moved since the run, or data no reward applies to
         return None
+    if not rl:  # the user agreed to run code for an RL run only
+        chosen = [r for r in chosen if not r.runs_code]
+        if not any(r.role == "score" for r in chosen):
+            return None
     ctx = rw.context(chosen, rows)
     before, after = (rw.mean_reward(chosen, said[side][k], rows, ctx) for side in ("base", "tuned"))
-    out = {"before": before, "after": after, "n": len(rows), "on": name,
-           "rl": spec.train.objective in ("grpo", "rloo")}
-    if any(r.name == "json" for r in chosen) and rows:  # structured answers: how many parse at all
-        out["valid_json"] = {when: round(sum(isinstance(rw.as_json(a), dict) for a in said[side][k]) / len(rows), 4)
-                             for when, side in (("before", "base"), ("after", "tuned"))}
+    out = {"before": before, "after": after, "n": len(rows), "on": name, "rl": rl}
+    objects = [i for i, r in enumerate(rows) if isinstance(rw.as_json(r["answer"]), dict)]
+    if rw.json_answers(rows) and objects:  # structured answers: how many parse at all
+        out["valid_json"] = {when: round(sum(isinstance(rw.as_json(said[side][k][i]), dict) for i in objects)
+                                         / len(objects), 4) for when, side in (("before", "base"), ("after", "tuned"))}
     return out
 
 
-def task_drift(pair, sets: dict[str, list], said: dict[str, list], name: str, max_len: int
-               ) -> dict[str, Any] | None:
+def task_drift(pair, sets: dict[str, list], said: dict[str, list], name: str) -> dict[str, Any] | None:
     """The KL drift from the base model on the held-out questions, read on the tuned answers."""
     from .drift import task_kl
 
     if name not in sets:
         return None
-    got = task_kl(pair, [r["messages"] for r in sets[name]], said["tuned"][list(sets).index(name)], max_len)
+    got = task_kl(pair, [r["messages"] for r in sets[name]], said["tuned"][list(sets).index(name)])
     return {**got, "on": name} if got else None
 
 

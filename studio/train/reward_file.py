@@ -57,5 +57,5 @@ def load_user(path: str) -> Reward:
                             "[0, 1] or None.")
         return min(1.0, max(0.0, float(value)))
 
-    return Reward(name=str(file), role="score", fn=call, supports=lambda rows: bool(rows),
+    return Reward(name=str(file), role="score", fn=call, supports=lambda rows: bool(rows), runs_code=True,
                   why=f"Your own reward ({file.name}): your code, run on your machine.")

@@ -16,3 +16,4 @@ class Reward:
     role: str                                         # "score" or "penalty"
     fn: Callable[..., float | None]                   # fn(completion, row, ctx) -> [0, 1] | None
     supports: Callable[[list[dict[str, Any]]], bool]  # does this dataset give it what it needs?
+    runs_code: bool = False                           # runs the model's or the user's code

@@ -151,12 +151,18 @@ def json_values(c: str, row: dict[str, Any], ctx: dict[str, Any]) -> float | Non
 
 
 def same_value(got: Any, want: Any) -> bool:
+    """JSON values equal: text case, punctuation and spacing aside, numbers by value, objects and
+    lists value by value; a number given as text ("66" for 66) is another type, not equal."""
     if isinstance(want, bool) or isinstance(got, bool):
         return got is want
     if isinstance(want, (int, float)) and isinstance(got, (int, float)):
         return float(got) == float(want)
     if isinstance(want, str) and isinstance(got, str):
         return norm(got) == norm(want)
+    if isinstance(want, dict) and isinstance(got, dict):
+        return want.keys() == got.keys() and all(same_value(got[k], v) for k, v in want.items())
+    if isinstance(want, list) and isinstance(got, list):
+        return len(want) == len(got) and all(same_value(g, w) for g, w in zip(got, want))
     return got == want
 
 
@@ -305,7 +311,7 @@ REWARDS: dict[str, Reward] = {r.name: r for r in (
            why="The answer's JSON gives each of the reference's keys the reference's value (credit per key)."),
     Reward(name="compiles", role="score", fn=compiles, supports=code_rows,
            why="The Python code in the answer compiles (a def or class, no syntax error)."),
-    Reward(name="doctests", role="score", fn=doctests, supports=code_with_doctests,
+    Reward(name="doctests", role="score", fn=doctests, supports=code_with_doctests, runs_code=True,
            why="The answer's code passes the reference function's doctest examples (run apart: "
                f"{SANDBOX_SECONDS:g} s, no network, a temp folder; credit per example)."),
     Reward(name="format", role="penalty", fn=in_form, supports=formatted,

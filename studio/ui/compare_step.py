@@ -71,7 +71,8 @@ def report_md(r: dict) -> str:
 
 
 def rl_md(r: dict) -> list[str]:
-    """An RL run's held-out rewards, and every run's drift from the base on the held-out questions."""
+    """The held-out rewards (those the run optimised, or those an RL run on the data would use),
+    the valid-JSON share, and the drift from the base on the held-out questions."""
     out = []
     rew = r.get("reward") or {}
     if rew.get("before") is not None and rew.get("after") is not None:
@@ -83,10 +84,11 @@ def rl_md(r: dict) -> list[str]:
                       f"**{rew['valid_json']['after']:.0%} after**." if rew.get("valid_json") else ""))
     d = r.get("drift")
     if d:
-        out.append(f"\n**Drift from the base model on your task:** {d['kl']:.3f} nats per token (the KL "
-                   f"between the two models' next-word predictions along the tuned model's answers to the "
-                   f"{SETS.get(d['on'], 'held-out questions')}; 0 = unchanged). Forgetting tends to grow "
-                   "with it: of two runs that learned as much, the one that drifted less usually kept more.")
+        out.append(f"\n**Drift from the base model on your task:** {d['kl']:.3f} nats per token — how far "
+                   "the tuned model's next-word predictions moved from the base model's along its answers "
+                   f"to the {SETS.get(d['on'], 'held-out questions')} (0 = unchanged; on the JSON sample, "
+                   "SFT drifted about 0.29 and GRPO about 0.08). Studies of larger models found that "
+                   "forgetting grows with it (\"RL's Razor\"); in our small runs the two forgot as much.")
     return out
 
 
