@@ -270,6 +270,18 @@ def test_batched_losses_equal_one_plain_pass_per_row(studio, tiny_model, monkeyp
     assert len(padded) > (2 if budget < 1000 else 1)
 
 
+def test_a_check_saved_before_the_same_facts_rule_leaks_only_what_it_would_today(tmp_path):
+    from studio.evaluate.report import leaked_heldout
+
+    def leak(k, held, train, sim):
+        return {"heldout_index": k, "heldout_question": held, "similarity": sim, "example": {"question": train}}
+    checks.save(tmp_path, {"leaks": [
+        leak(0, "How much is 35 + 3? Answer with the number only.", "How much is 38 + 5? Answer with the number only.", 0.74),
+        leak(1, "How much is 5 plus 6?", "How much is 5 + 6?", 0.72),
+        leak(2, "what is 5 plus 6", "What is 5 plus 6?", 1.0)]})
+    assert leaked_heldout({"path": str(tmp_path)}) == {1, 2}
+
+
 def test_the_report_gives_the_figure_without_leaked_questions():
     from studio.evaluate.verdict import verdict
 
