@@ -166,6 +166,9 @@ def test_flags():
                                                     [{"step": 5, "loss": 0.1}])}
     assert "no change" in flags and "never trained" in flags["no change"] and "low" in flags["no change"]
     assert "memorised" in flags and "forgetting" in flags
+    for objective in ("dpo", "grpo"):  # their logged loss is no cross-entropy: nothing to compare
+        rl = diagnose(fig, 0, 10, 1.0, stored({"train": {"objective": objective}}), [{"step": 5, "loss": 0.01}])
+        assert "memorised" not in {f["flag"] for f in rl}
     assert rouge_l("the price is 189 euros", "It costs 189 euros") > 0.3
     assert score(["It costs 189 euros."], [{"answer": "189 euros", "expect": "189"}])["fact_match"] == 1.0
 
