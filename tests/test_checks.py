@@ -127,6 +127,10 @@ def test_rows_alike_but_for_their_numbers_are_neither_duplicates_nor_leaks():
     assert not checks.same_facts("Is the tax rate 1.5 percent?", "Is the tax rate 5.1 percent?")
     assert not checks.same_facts("What is 16 minus 5?", "What is 5 minus 16?")
     assert not checks.same_facts("Does the X200 fold?", "Does the X300 fold?")
+    assert not checks.same_facts("X200 costs how much?", "X300 costs how much?")
+    assert not checks.same_facts("What does the h100 cost?", "What does the h200 cost?")
+    assert not checks.same_facts("Where is gate b12?", "Where is gate b14?")
+    assert checks.same_facts("Where is gate B12?", "where is gate b12")
     # nor are questions alike but for a name; one that leaves a name out may be the same question
     caps = [row(0, "What is the capital of Peru? Answer with the city's name only.", "Lima"),
             row(1, "How much does the Nimbus Orbit cost in the online shop today?", "189 euros.")]

@@ -61,7 +61,7 @@ def kl_sum(p_log, q_log) -> float:
     return float(torch.nn.functional.kl_div(q_log, p_log, log_target=True, reduction="sum"))
 
 
-def test_drift_is_the_mean_kl_over_the_tuned_answers_tokens(pair_with):
+def test_drift_is_the_mean_kl_over_the_tuned_answers_tokens(pair_with, monkeypatch):
     from studio.evaluate.drift import task_kl
 
     pair = pair_with("random", True)
@@ -71,6 +71,11 @@ def test_drift_is_the_mean_kl_over_the_tuned_answers_tokens(pair_with):
     assert got["kl"] == pytest.approx(sum(kl_sum(r["tuned"], r["base"]) for r in rows) / got["tokens"],
                                       rel=1e-3, abs=1e-4)
     assert got["kl"] > 0.001
+    from studio.evaluate import drift
+    assert [len(b) for b in drift.batches([([0] * 20, 5)] * 5)] == [5]
+    monkeypatch.setattr(drift, "BATCH_TOKENS", 30)  # one row per pass: the same figure
+    assert [len(b) for b in drift.batches([([0] * 20, 5)] * 5)] == [1] * 5
+    assert task_kl(pair, CONVS, ANSWERS) == got
 
 
 def test_drift_is_kl_of_tuned_from_base_not_the_reverse():
@@ -90,8 +95,8 @@ def test_drift_is_kl_of_tuned_from_base_not_the_reverse():
             super().__init__()
             self.logits, self.device = torch.log(torch.tensor(p)), torch.device("cpu")
 
-        def forward(self, input_ids, attention_mask):
-            return SimpleNamespace(logits=self.logits.expand(*input_ids.shape, 2).clone())
+        def forward(self, input_ids, attention_mask, position_ids, logits_to_keep):
+            return SimpleNamespace(logits=self.logits.expand(input_ids.shape[0], logits_to_keep, 2).clone())
 
     class Tok:
         pad_token_id = 0
@@ -130,4 +135,4 @@ def test_the_compare_step_reports_rewards_valid_json_and_drift_in_words():
     assert "valid JSON: 33% before, **90% after**" in text and "0.228 nats per token" in text
     assert rl_md({"reward": None, "drift": None}) == [] and rl_md({}) == []
     sft = rl_md({"reward": {"before": 0.25, "after": 0.5, "n": 24, "on": "validation", "rl": False}})
-    assert "(those an RL run on this data would use, 0 to 1) on 24 held-out questions" in sft[0]
+    assert "(those an RL run on this data would use, less any that run code, 0 to 1) on 24 held-out" in sft[0]

@@ -79,6 +79,7 @@ def test_json_and_code_rewards():
     nested = {"question": "Q?", "answer": '{"who": {"name": "Ana Ruiz"}, "tags": ["a", "B"]}'}
     assert vals('{"who": {"name": "ana ruiz"}, "tags": ["A", "b"]}', nested, {}) == 1.0
     assert vals('{"who": {"name": "Ana"}, "tags": ["a"]}', nested, {}) == 0.0
+    assert vals('{"who": {"name": "Ana Ruiz", "age": 3}, "tags": ["a", "b"]}', nested, {}) == 1.0  # extra keys
     code = rows_of([("Write a Python function `f`: adds.", "```python\ndef f(a, b):\n    return a + b\n```")],
                    recipe="code-functions")[0]
     comp = rw.REWARDS["compiles"].fn
@@ -359,13 +360,20 @@ def test_the_report_gives_held_out_reward_before_and_after():
                            {"messages": [{"role": "user", "content": "What is 2 plus 2?"}], "answer": "4"}]}
     said = {"base": [["12", "5"]], "tuned": [["11", "The answer is 4."]]}
     got = held_out_reward(spec, {"path": "/nonexistent"}, sets, said)
-    assert got == {"before": 0.0, "after": 1.0, "n": 2, "on": "validation", "rl": True}
+    assert got == {"before": 0.0, "after": 1.0, "n": 2, "on": "validation", "rl": True, "rewards": ["exact"]}
     spec = update(RunSpec(), objective="grpo", rewards="json")
     sets = {"paraphrased": [{"messages": [{"role": "user", "content": f"Who is {n}?"}],
                              "answer": json.dumps({"name": n, "age": a})} for n, a in (("Ana", 3), ("Bo", 4))]}
     said = {"base": [['{"name": "Ana"', "Bo is 4."]], "tuned": [['{"name": "Ana", "age": 3}', '```json\n{"name": 1}\n```']]}
     got = held_out_reward(spec, {"path": "/nonexistent"}, sets, said)
     assert got["valid_json"] == {"before": 0.0, "after": 1.0} and got["before"] == 0.0 and got["after"] == pytest.approx(0.55)  # all keys right: 1; parses, no key of the right type: 0.1
+
+
+def rl_names(folder):
+    from studio.data.prepare import read_split
+    from studio.train import rewards as rw
+
+    return [r.name for r in rw.choose(rw.reward_rows(read_split(folder, "train")))]
 
 
 def test_an_sft_runs_report_gives_rewards_too_but_runs_no_code(tmp_path, monkeypatch):
@@ -386,6 +394,7 @@ def test_an_sft_runs_report_gives_rewards_too_but_runs_no_code(tmp_path, monkeyp
     monkeypatch.setattr(sandbox, "run", lambda *a, **k: ran.append(1) or real(*a, **k))
     sft = held_out_reward(RunSpec(), {"path": str(tmp_path)}, sets, said)
     assert sft["rl"] is False and sft["before"] == 1.0 == sft["after"] and ran == []  # compiles only
+    assert sft["rewards"] == ["compiles", "length", "repetition"] and "doctests" in rl_names(tmp_path)
     rl = held_out_reward(update(RunSpec(), objective="grpo"), {"path": str(tmp_path)}, sets, said)
     assert rl["rl"] is True and ran and rl["before"] < rl["after"] == 1.0
     prose = tmp_path / "plain"

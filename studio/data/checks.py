@@ -127,21 +127,23 @@ def numbers(text: str) -> list[str]:
 
 
 @lru_cache(maxsize=65536)
-def facts_of(text: str) -> tuple[tuple[str, ...], frozenset[str]]:
-    """A text's numbers (numbers()) and the words of its names (scoring.key_facts), once per text:
-    the pairs a check compares share their texts."""
+def facts_of(text: str) -> tuple[tuple[str, ...], tuple[str, ...], frozenset[str]]:
+    """A text's numbers (numbers()), its words with digits in them ("X200", "h100", "b12") and
+    the words of its names (scoring.key_facts), once per text: the pairs a check compares share
+    their texts (cleared after each check)."""
     from ..scoring import NUMBER, key_facts, norm
 
-    return tuple(numbers(text)), frozenset(w for f in key_facts(text) if not NUMBER.fullmatch(f)
-                                           for w in norm(f).split())
+    coded = tuple(w for w in re.findall(r"\w+", text.lower()) if re.search(r"\d", w) and not w.isdigit())
+    return tuple(numbers(text)), coded, frozenset(w for f in key_facts(text) if not NUMBER.fullmatch(f)
+                                                  for w in norm(f).split())
 
 
 def same_facts(a: str, b: str) -> bool:
-    """Whether two alike texts are about the same thing: the same numbers, and names of which one
-    text's words hold the other's ("the capital of Chile" is not "the capital of Peru"; "the
-    Orbit's price" may be "the Nimbus Orbit's price")."""
-    (na, xa), (nb, xb) = facts_of(a), facts_of(b)
-    return na == nb and (xa <= xb or xb <= xa)
+    """Whether two alike texts are about the same thing: the same numbers and coded words
+    ("X200" is not "X300"), and names of which one text's words hold the other's ("the capital
+    of Chile" is not "the capital of Peru"; "the Orbit's price" may be "the Nimbus Orbit's price")."""
+    (na, ca, xa), (nb, cb, xb) = facts_of(a), facts_of(b)
+    return na == nb and ca == cb and (xa <= xb or xb <= xa)
 
 
 def duplicates(rows: list[Row], removed: list) -> list[dict[str, Any]]:
@@ -367,7 +369,10 @@ def run(folder: Path, heldout: list[dict[str, Any]] | None, model=None, tok=None
         progress(0.1, f"{len(result['duplicates'])} duplicates, {len(result['leaks'])} leaks; "
                       "looking for suspect rows")
     tick = (lambda f, msg: progress(0.1 + 0.88 * f, msg)) if progress else None
-    result["suspects"] = conflicts(rows) + suspects.find(model, tok, rows, tick, cancel)
+    try:
+        result["suspects"] = conflicts(rows) + suspects.find(model, tok, rows, tick, cancel)
+    finally:
+        facts_of.cache_clear()  # the texts of this check only
     mark_kept(result, rows, kept(folder.parent))
     result["seconds"] = round(time.time() - t0, 2)
     save(folder, result)

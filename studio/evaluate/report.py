@@ -29,7 +29,7 @@ from . import second
 from .verdict import diagnose, forgetting_figures, headline, suggest, verdict
 
 
-REWARD_ROWS = 2000  # training rows read to choose the rewards (what they need is in any sample)
+REWARD_ROWS = 2000  # training rows a non-RL run's report reads to choose the rewards it scores
 
 
 def heldout_sets(dataset: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
@@ -128,7 +128,7 @@ def build(pair, run: dict[str, Any], dataset: dict[str, Any], events: list[dict[
     reward = held_out_reward(spec, dataset, sets, said) if not pairs else None
     prefers = preference_figures(pair, tok, pairs, max_len) if pairs else None
     refusals = safety.check(pair, tok, memo=getattr(pair, "memo", None)) if has_chat_template(tok) else None
-    drift = task_drift(pair, sets, said, name)
+    drift = task_drift(pair, sets, said, name, max_new_tokens)
     out = {"run_id": run["id"], "base": figures["base"], "tuned": figures["tuned"], "reward": reward,
            "identical_answers": identical, "answers_compared": total, "flags": flags,
            "examples": examples, "retention": kept, "forgetting": forgetting, "known_new": known_new,
@@ -227,8 +227,8 @@ def held_out_reward(spec: RunSpec, dataset: dict[str, Any], sets: dict[str, list
     rows = rw.reward_rows(sets[name])
     rl = spec.train.objective in ("grpo", "rloo")
     try:
-        chosen = rw.choose(rw.reward_rows(read_split(Path(dataset["path"]), "train", REWARD_ROWS)),
-                           spec.train.rewards if rl else "")
+        chosen = rw.choose(rw.reward_rows(read_split(Path(dataset["path"]), "train", None if rl else REWARD_ROWS)),
+                           spec.train.rewards if rl else "")  # an RL run: chosen as its training chose
     except DataError:  # e.g. a reward file moved since the run, or data no reward applies to
         return None
     if not rl:  # the user agreed to run code for an RL run only
@@ -237,7 +237,8 @@ def held_out_reward(spec: RunSpec, dataset: dict[str, Any], sets: dict[str, list
             return None
     ctx = rw.context(chosen, rows)
     before, after = (rw.mean_reward(chosen, said[side][k], rows, ctx) for side in ("base", "tuned"))
-    out = {"before": before, "after": after, "n": len(rows), "on": name, "rl": rl}
+    out = {"before": before, "after": after, "n": len(rows), "on": name, "rl": rl,
+           "rewards": [r.name for r in chosen]}
     objects = [i for i, r in enumerate(rows) if isinstance(rw.as_json(r["answer"]), dict)]
     if rw.json_answers(rows) and objects:  # structured answers: how many parse at all
         out["valid_json"] = {when: round(sum(isinstance(rw.as_json(said[side][k][i]), dict) for i in objects)
@@ -245,13 +246,15 @@ def held_out_reward(spec: RunSpec, dataset: dict[str, Any], sets: dict[str, list
     return out
 
 
-def task_drift(pair, sets: dict[str, list], said: dict[str, list], name: str) -> dict[str, Any] | None:
+def task_drift(pair, sets: dict[str, list], said: dict[str, list], name: str, max_new_tokens: int
+               ) -> dict[str, Any] | None:
     """The KL drift from the base model on the held-out questions, read on the tuned answers."""
     from .drift import task_kl
 
     if name not in sets:
         return None
-    got = task_kl(pair, [r["messages"] for r in sets[name]], said["tuned"][list(sets).index(name)])
+    got = task_kl(pair, [r["messages"] for r in sets[name]], said["tuned"][list(sets).index(name)],
+                  max_new_tokens)
     return {**got, "on": name} if got else None
 
 

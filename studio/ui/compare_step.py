@@ -76,7 +76,8 @@ def rl_md(r: dict) -> list[str]:
     out = []
     rew = r.get("reward") or {}
     if rew.get("before") is not None and rew.get("after") is not None:
-        whose = "the run's own rewards" if rew.get("rl", True) else "those an RL run on this data would use"
+        whose = "the run's own rewards" if rew.get("rl", True) else \
+            "those an RL run on this data would use, less any that run code"
         out.append(f"\n**Rewards** ({whose}, 0 to 1) on {rew['n']} "
                    f"{SETS.get(rew.get('on'), 'held-out questions')}: mean {rew['before']:.2f} before, "
                    f"**{rew['after']:.2f} after** ({rew['after'] - rew['before']:+.2f})."
