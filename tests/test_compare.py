@@ -74,7 +74,8 @@ def test_report(studio, trained_run, trained_report):
     assert "intruder dimensions" in levers["targeted strength"]["did"]
     # #42: the rewards RL would use and the drift on the held-out questions, for this SFT run too
     assert data["reward"]["rl"] is False and data["reward"]["on"] == "paraphrased" and data["reward"]["n"] == 24
-    assert 0 <= data["reward"]["before"] != data["reward"]["after"] <= 1 and "valid_json" not in data["reward"]
+    assert data["reward"]["before"] != data["reward"]["after"] and "valid_json" not in data["reward"]
+    assert data["reward"]["rewards"] == ["facts", "f1", "made_up", "length", "repetition"]  # the FAQ's prose answers
     assert data["drift"]["on"] == "paraphrased" and data["drift"]["answers"] == 24 and data["drift"]["kl"] > 0
 
 

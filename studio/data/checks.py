@@ -221,11 +221,8 @@ def prompt_key(r: Row) -> str:
 
 
 def named(text: str) -> tuple[list[str], list[str]]:
-    """The numbers (digits only: "1,000" is "1000") and capitalised words of a text, in order."""
-    from ..scoring import NUMBER
-
-    return ([re.sub(r"[,\s]", "", n) for n in NUMBER.findall(text)],
-            re.findall(r"\b[A-Z][\w-]*\d[\w-]*|\b[A-Z][a-z]+\b", text))
+    """The numbers (numbers(): "1,000" is "1000") and capitalised words of a text, in order."""
+    return numbers(text), re.findall(r"\b[A-Z][\w-]*\d[\w-]*|\b[A-Z][a-z]+\b", text)
 
 
 def differing(r: Row, other: Row) -> tuple[str, str] | None:
