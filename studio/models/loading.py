@@ -8,6 +8,7 @@ GGUF only, never pickle.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,44 @@ def restore_pre_tokenizer(tok, gguf_path: Path) -> None:
         tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+
+
+FAST_BF16 = 0.7    # bf16 multiplies in at most this share of fp32's time: the CPU has native bf16
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_speedup() -> float:
+    """How many times faster this CPU multiplies bf16 matrices than fp32 ones, measured on a
+    layer-sized product (a few tens of milliseconds, once per process): ≈1.8–2.5 where the CPU has
+    native bf16 (AVX512-BF16, AMX), below 1 where bf16 is emulated. STUDIO_CPU_BF16=1/0 forces it
+    (2.0 / 0.5), for a machine whose measurement is disturbed or a user who wants one or the other."""
+    import os
+    import time
+
+    import torch
+
+    forced = os.environ.get("STUDIO_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return 2.0 if forced == "1" else 0.5
+    best: dict[Any, float] = {}
+    x32, w32 = torch.randn(512, 576), torch.randn(1536, 576)
+    for dtype in (torch.float32, torch.bfloat16, torch.float32, torch.bfloat16):
+        x, w = x32.to(dtype), w32.to(dtype)
+        torch.nn.functional.linear(x, w)  # warm: the first call picks its kernel
+        t = time.perf_counter()
+        for _ in range(8):
+            torch.nn.functional.linear(x, w)
+        best[dtype] = min(best.get(dtype, float("inf")), time.perf_counter() - t)
+    return best[torch.float32] / max(best[torch.bfloat16], 1e-9)
+
+
+def mixed_bf16(name: str, device: str) -> bool:
+    """Whether a CPU run trains in bf16 mixed precision — fp32 weights, the forward and backward
+    passes' matrix products in bf16 (autocast) — rather than in fp32: when asked for (bf16), or
+    with auto where this CPU multiplies bf16 fast (cpu_bf16_speedup). Evaluations stay fp32."""
+    if device != "cpu":
+        return False
+    return name == "bf16" or (name == "auto" and cpu_bf16_speedup() >= 1 / FAST_BF16)
 
 
 def resolve_dtype(name: str, device: str):

@@ -124,6 +124,14 @@ def total_steps(spec: RunSpec, n_train: int, world: int = 1) -> int:
     return max(1, math.ceil(t.epochs * n_train / per_step))
 
 
+def cpu_mixed(p, device: str) -> bool:
+    """Whether this LoRA run trains in bf16 mixed precision on a CPU (models.mixed_bf16): the
+    Trainer's autocast (bf16=True) over fp32 weights. QLoRA on a CPU keeps its own dtypes."""
+    from ..models import registry as models
+
+    return p.method == "lora" and models.mixed_bf16(p.train.dtype, device)
+
+
 def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunConfig:
     """A checked copy of `cfg` (with fallback notes); raises on what would make the run fail."""
     from ..data.recipes import has_chat
@@ -181,6 +189,12 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
     if device == "cpu" and spec.train.dtype in ("fp16",):
         spec = update(spec, dtype="fp32")
         notes.append("fp16 training needs a GPU; using fp32 on CPU.")
+    if cpu_mixed(spec, device):
+        from ..models.registry import cpu_bf16_speedup
+
+        notes.append(f"Training in bf16 mixed precision: this CPU multiplies bf16 "
+                     f"{cpu_bf16_speedup():.1f}× as fast as fp32 (weights and evaluations stay fp32; "
+                     "train.dtype=fp32 turns it off).")
     return dataclasses.replace(cfg, spec=spec, notes=tuple(notes))
 
 
@@ -231,6 +245,8 @@ def rl_checks(spec: RunSpec, dataset: dict[str, Any], device: str, notes: list[s
         if t.dtype == "bf16":
             spec = update(spec, dtype="fp32")
             notes.append("bf16 training on CPU is slow; using fp32 for this RL run.")
+        elif t.dtype == "auto":  # most of an RL step is generation, outside the training autocast
+            spec = update(spec, dtype="fp32")
     return spec, notes
 
 

@@ -31,7 +31,7 @@ from ..optimizers import OPTIMIZERS
 from . import batches, preference, rl
 from . import checkpoints as ckpt
 from .callback import StudioCallback, log_note
-from .config import RL, RunConfig, rank, total_steps, world_size
+from .config import RL, RunConfig, cpu_mixed, rank, total_steps, world_size
 from .trainer import trainer_class
 
 
@@ -59,7 +59,8 @@ def load_for_training(model_path: Path, device: str, p, start_adapter: Path | No
     from ..models import registry as models
 
     quant = p.quant if p.method == "qlora" else None
-    model = models.load_model(model_path, device, p.train.dtype, quant)
+    # bf16 mixed precision on a CPU keeps fp32 weights: autocast multiplies in bf16 (cpu_mixed)
+    model = models.load_model(model_path, device, "fp32" if cpu_mixed(p, device) else p.train.dtype, quant)
     model.config.use_cache = False
     if quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=p.train.grad_ckpt)
@@ -256,7 +257,7 @@ def _training_args(p, steps: int, staging: Path, has_eval: bool, device: str, pr
         logging_steps=t.log_every, save_strategy="steps", save_steps=t.save_every,
         save_total_limit=None, eval_strategy="steps" if (t.eval_every and has_eval) else "no",
         eval_steps=t.eval_every or None, report_to=[], use_cpu=device == "cpu",
-        bf16=dtype == torch.bfloat16 and device != "cpu", fp16=dtype == torch.float16,
+        bf16=(dtype == torch.bfloat16 and device != "cpu") or cpu_mixed(p, device), fp16=dtype == torch.float16,
         activation_checkpointing=t.grad_ckpt,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.grad_ckpt else None,
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=not progress,
