@@ -105,7 +105,7 @@ def run_cli(*args: str, home: Path | None = None, timeout: int = 600, env: dict 
 
 # The long end-to-end tests (`-m e2e`; `make test-quick` leaves them out): whole modules that
 # train, convert or drive a browser or a killed process, and every test that needs the shared run.
-E2E_MODULES = {"test_browser", "test_compare", "test_export", "test_faults", "test_train"}
+E2E_MODULES = {"test_browser", "test_compare", "test_export", "test_export_models", "test_faults", "test_train"}
 E2E_FIXTURES = {"trained_run", "trained_report", "llama_server"}
 
 

@@ -2,7 +2,7 @@
 same tokens and log-probabilities as transformers' generate on the same batch, with less work."""
 import pytest
 
-from test_export import ARCHS, BASE
+from test_export_models import ARCHS, BASE
 
 
 def test_batched_decoding_answers_as_generate_does_with_less_work(base_model, monkeypatch):

@@ -283,3 +283,43 @@ def test_dora_rslora_and_checkpointing_train(studio, faq_dataset, tiny_model):
     assert done["status"] == "completed"
     cfg = json.loads((Path(studio.run_show(run["id"])["artifacts"]["adapter"]) / "adapter_config.json").read_text())
     assert cfg["use_dora"] and cfg["use_rslora"] and set(cfg["target_modules"]) == {"q_proj", "v_proj"}
+
+
+def test_bf16_mixed_precision_on_a_cpu_is_measured_said_and_reaches_the_trainer(studio, faq_dataset, monkeypatch,
+                                                                                tmp_path):
+    """auto picks bf16 mixed precision on a CPU that multiplies bf16 fast (forced both ways here),
+    the run's notes say so, and only then does the Trainer autocast (its weights stay fp32)."""
+    from studio.models import loading
+    from studio.spec import update
+    from studio.train import config as tcfg
+    from studio.train.loop import _training_args
+
+    class Tok:
+        chat_template = "{{ messages }}"
+
+        def __len__(self):
+            return 49152
+
+    d = studio.dataset(faq_dataset)
+
+    def checked(*overrides):
+        return tcfg.preflight(tcfg.build_config("cpu-quickstart", d, None, list(overrides), 1), d, Tok(), "cpu")
+
+    try:
+        for forced, fast in (("1", True), ("0", False)):
+            monkeypatch.setenv("STUDIO_CPU_BF16", forced)
+            loading.cpu_bf16_speedup.cache_clear()
+            for dtype, mixed in (("auto", fast), ("bf16", True), ("fp32", False)):
+                cfg = checked(f"train.dtype={dtype}")
+                said = [n for n in cfg.notes if "bf16 mixed precision" in n]
+                assert bool(said) == mixed, (forced, dtype, cfg.notes)
+                assert tcfg.cpu_mixed(cfg.spec, "cpu") == mixed
+                assert _training_args(cfg.spec, 4, tmp_path, False, "cpu", False)["bf16"] == mixed
+            assert not tcfg.cpu_mixed(update(checked("train.dtype=bf16").spec, method="qlora"), "cpu")
+            assert not loading.mixed_bf16("bf16", "cuda") and not loading.mixed_bf16("auto", "mps")
+        # unforced: a measured ratio, positive and finite
+        monkeypatch.delenv("STUDIO_CPU_BF16")
+        loading.cpu_bf16_speedup.cache_clear()
+        assert 0 < loading.cpu_bf16_speedup() < 100
+    finally:
+        loading.cpu_bf16_speedup.cache_clear()

@@ -37,6 +37,9 @@ class StudioLoss:
         stack = super().compute_loss_context_manager()
         if self.studio_offload and self.model.training:
             stack.enter_context(offload_context(True, pin=True))
+        if self.args.bf16 and self.args.use_cpu:  # bf16 mixed precision on a CPU (config.cpu_mixed):
+            import torch  # the chunked loss calls the decoder itself, past accelerate's autocast
+            stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))  # of model.forward
         return stack
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
