@@ -399,3 +399,34 @@ def test_anchor_targets_are_kept_per_sequence(tmp_path, monkeypatch):
         f.write_bytes(b"not a torch file")
     kl.cached_targets(tmp_path, "model-a", None, pool[:2], notes.append)  # damaged: taken again
     assert calls[-1] == [10, 11]
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_bf16_mixed_precision_on_a_cpu_reaches_the_decoder_the_chunked_loss_calls(bf16, tmp_path):
+    """The chunked loss calls the decoder itself, past accelerate's autocast of model.forward: the
+    studio's Trainer puts the autocast around it (a run whose notes said bf16 once trained fp32).
+    Its loss stays close to the fp32 one; the weights stay fp32."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from studio.train.trainer import trainer_class
+
+    model = tiny("llama")
+    seen = []
+    layer = model.get_base_model().model.layers[0].mlp.down_proj.base_layer
+    layer.register_forward_hook(lambda mod, i, o: seen.append(o.dtype))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, bf16=bf16, report_to=[],
+                             per_device_train_batch_size=3, remove_unused_columns=False)
+    trainer = trainer_class(Trainer, "chunked", 16)(model=model, args=args)
+    trainer.current_gradient_accumulation_steps = 1
+    batch = packed_batch()
+    loss = trainer.training_step(model, dict(batch), num_items_in_batch=(batch["labels"] != -100).sum())
+    assert set(seen) == {torch.bfloat16 if bf16 else torch.float32}
+    assert layer.weight.dtype == torch.float32
+    seen.clear()
+    model.zero_grad()
+    with torch.no_grad():  # the same batch in fp32, outside any autocast
+        from studio.train.loss import causal_lm_loss
+        plain = causal_lm_loss(model, dict(batch), 16, (batch["labels"] != -100).sum())
+    assert seen == [torch.float32]
+    assert abs(float(loss) - float(plain)) < (0.05 if bf16 else 1e-5)
