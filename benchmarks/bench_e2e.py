@@ -70,12 +70,12 @@ def bare_steps(run_dir: Path, model_path: Path, device: str) -> tuple[float, int
         output_dir=str(scratch), max_steps=steps, per_device_train_batch_size=t.micro_batch,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, optim=OPTIMIZERS[t.optimizer].hf_name,
         seed=t.seed, data_seed=t.seed, report_to=[], use_cpu=device == "cpu", save_strategy="no",
-        bf16=(dtype == torch.bfloat16 and device != "cpu") or cpu_mixed(p, device), fp16=dtype == torch.float16,
+        bf16=dtype == torch.bfloat16 and device != "cpu", fp16=dtype == torch.float16,
         activation_checkpointing=t.grad_ckpt,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.grad_ckpt else None,
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
     trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda",
-                            t.replay_weight if anchor else 0.0)(
+                            t.replay_weight if anchor else 0.0, cpu_mixed(p, device))(
         model=model, args=args, train_dataset=train_set, data_collator=collator)
     if t.grad_ckpt:  # as Trainer.train() does before its first step: the same recompute
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -87,9 +87,11 @@ class TrainSpec:
                                "own position ids, so no compute is spent on padding and no "
                                "example attends to another.")
     dtype: str = knob("auto", "Compute dtype: auto (bf16 on GPUs that have it, else fp16 on "
-                              "CUDA; on a CPU bf16 mixed precision where it multiplies bf16 fast "
-                              "(native bf16: AVX512-BF16, AMX), else fp32), bf16, fp16 or fp32. "
-                              "On a CPU, bf16 keeps fp32 weights and multiplies in bf16.",
+                              "CUDA; on a CPU, supervised LoRA runs train in bf16 mixed precision "
+                              "where it multiplies bf16 fast (native bf16: AVX512-BF16, AMX; "
+                              "STUDIO_CPU_BF16=1/0 forces it), everything else in fp32), bf16, fp16 "
+                              "or fp32. On a CPU, bf16 for a supervised LoRA run keeps fp32 weights "
+                              "and evaluations and multiplies in bf16 while it trains.",
                       choices=("auto", "bf16", "fp16", "fp32"), flat="dtype")
     loss: str = knob("chunked", "How the loss is computed: chunked (from the final hidden "
                                 "states, a chunk of tokens at a time: never all [tokens × "

@@ -24,6 +24,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # two workers share the cores: a thread waiting for work sleeps instead of spinning
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 CACHE = ROOT / ".venv" / ".test-cache"
+if "STUDIO_CPU_BF16" not in os.environ:
+    # one precision for the whole suite: measured once here (in xdist's controller, before its
+    # workers start), inherited by the workers and every CLI or training child they start
+    from studio.models.loading import cpu_bf16_fast
+
+    os.environ["STUDIO_CPU_BF16"] = "1" if cpu_bf16_fast() else "0"
 
 
 class Zygote:

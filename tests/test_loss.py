@@ -1,6 +1,9 @@
 """The chunked cross-entropy gives the same loss and LoRA gradients as the full logits, for tiny
 llama / qwen2 / gemma2 (soft-capped) models, with an assistant-only mask and padding-free
-(packed) batches, with and without the Trainer's num_items_in_batch."""
+(packed) batches, with and without the Trainer's num_items_in_batch; and a CPU run's bf16 mixed
+precision (decided once, said, in the training steps only)."""
+from pathlib import Path
+
 import pytest
 
 CONFIGS = {
@@ -401,11 +404,90 @@ def test_anchor_targets_are_kept_per_sequence(tmp_path, monkeypatch):
     assert calls[-1] == [10, 11]
 
 
+def test_a_cpu_runs_precision_is_decided_once_said_and_kept_in_its_config(studio, faq_dataset, tiny_model,
+                                                                           monkeypatch):
+    """auto is bf16 mixed precision for a supervised LoRA run on a CPU that multiplies bf16 fast
+    (forced both ways here), else fp32; preflight writes the choice into the run's spec, so the
+    training child, its ranks and a resume read it and never measure again; the note says which,
+    and its weights load in fp32."""
+    import torch
+
+    from studio.models import loading
+    from studio.spec import update
+    from studio.train import config as tcfg
+    from studio.train.loop import load_for_training
+
+    class Tok:  # what preflight reads of a tokenizer
+        chat_template = "{{ messages }}"
+
+        def __len__(self):
+            return 49152
+
+    d = studio.dataset(faq_dataset)
+
+    def checked(*overrides):
+        return tcfg.preflight(tcfg.build_config("cpu-quickstart", d, None, list(overrides), 1), d, Tok(), "cpu")
+
+    try:
+        for forced, fast in (("1", True), ("0", False)):
+            monkeypatch.setenv("STUDIO_CPU_BF16", forced)
+            loading.cpu_bf16_speedup.cache_clear()
+            for dtype, mixed in (("auto", fast), ("bf16", True), ("fp32", False)):
+                cfg = checked(f"train.dtype={dtype}")
+                said = [n for n in cfg.notes if "bf16 mixed precision" in n]
+                assert cfg.spec.train.dtype == ("bf16" if mixed else "fp32"), (forced, dtype)
+                assert bool(said) == mixed and tcfg.cpu_mixed(cfg.spec, "cpu") == mixed, (forced, dtype, cfg.notes)
+                assert not said or "STUDIO_CPU_BF16=1" in said[0]
+            # not for RL or preference runs, nor QLoRA, nor off the CPU
+            spec = checked("train.dtype=bf16").spec
+            assert not tcfg.cpu_mixed(update(spec, method="qlora"), "cpu")
+            assert not tcfg.cpu_mixed(update(spec, objective="dpo"), "cpu")
+            assert not tcfg.cpu_mixed(spec, "cuda")
+        # decided: the child reads the spec, whatever the CPU measures now
+        monkeypatch.setenv("STUDIO_CPU_BF16", "0")
+        loading.cpu_bf16_speedup.cache_clear()
+        spec = update(checked("train.dtype=bf16").spec, model=tiny_model)
+        assert tcfg.cpu_mixed(spec, "cpu")
+        model = load_for_training(Path(tiny_model), "cpu", spec)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+        # a run folder from before the decision (auto kept in its config) resumes in fp32, as then
+        assert not tcfg.cpu_mixed(update(spec, dtype="auto"), "cpu")
+    finally:
+        loading.cpu_bf16_speedup.cache_clear()
+
+
+def test_the_bf16_measurement_says_slow_where_bf16_is_emulated_and_pays_one_product(monkeypatch):
+    """Where bf16 multiplies slower than fp32, the measurement stops after one bf16 product."""
+    import time
+
+    import torch
+
+    from studio.models import loading
+
+    real = torch.nn.functional.linear
+    calls = []
+
+    def emulated(x, w, b=None):
+        if x.dtype == torch.bfloat16:
+            calls.append(1)
+            time.sleep(0.05)
+        return real(x, w, b)
+
+    monkeypatch.delenv("STUDIO_CPU_BF16", raising=False)
+    monkeypatch.setattr(torch.nn.functional, "linear", emulated)
+    loading.cpu_bf16_speedup.cache_clear()
+    try:
+        ratio, forced = loading.cpu_bf16_speedup()
+        assert not forced and ratio < 1 and not loading.cpu_bf16_fast() and calls == [1]
+    finally:
+        loading.cpu_bf16_speedup.cache_clear()
+
+
 @pytest.mark.parametrize("bf16", [True, False])
 def test_bf16_mixed_precision_on_a_cpu_reaches_the_decoder_the_chunked_loss_calls(bf16, tmp_path):
     """The chunked loss calls the decoder itself, past accelerate's autocast of model.forward: the
-    studio's Trainer puts the autocast around it (a run whose notes said bf16 once trained fp32).
-    Its loss stays close to the fp32 one; the weights stay fp32."""
+    studio's Trainer puts the autocast around it (a run whose notes said bf16 once trained fp32),
+    in training steps only: the evaluation loss stays fp32. Its loss stays close to the fp32 one."""
     import torch
     from transformers import Trainer, TrainingArguments
 
@@ -415,18 +497,22 @@ def test_bf16_mixed_precision_on_a_cpu_reaches_the_decoder_the_chunked_loss_call
     seen = []
     layer = model.get_base_model().model.layers[0].mlp.down_proj.base_layer
     layer.register_forward_hook(lambda mod, i, o: seen.append(o.dtype))
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, bf16=bf16, report_to=[],
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[],
                              per_device_train_batch_size=3, remove_unused_columns=False)
-    trainer = trainer_class(Trainer, "chunked", 16)(model=model, args=args)
+    trainer = trainer_class(Trainer, "chunked", 16, cpu_bf16=bf16)(model=model, args=args)
     trainer.current_gradient_accumulation_steps = 1
     batch = packed_batch()
     loss = trainer.training_step(model, dict(batch), num_items_in_batch=(batch["labels"] != -100).sum())
     assert set(seen) == {torch.bfloat16 if bf16 else torch.float32}
-    assert layer.weight.dtype == torch.float32
     seen.clear()
     model.zero_grad()
     with torch.no_grad():  # the same batch in fp32, outside any autocast
         from studio.train.loss import causal_lm_loss
         plain = causal_lm_loss(model, dict(batch), 16, (batch["labels"] != -100).sum())
+    assert seen == [torch.float32]
+    model.eval()  # the Trainer's evaluation loss: fp32, as the forgetting checks are
+    seen.clear()
+    with trainer.compute_loss_context_manager():
+        model(input_ids=batch["input_ids"])
     assert seen == [torch.float32]
     assert abs(float(loss) - float(plain)) < (0.05 if bf16 else 1e-5)

@@ -119,8 +119,9 @@ def logits_per_token(s: Shape, st: RunSpec, b: int) -> tuple[float, str]:
 
 
 def normalise(st: RunSpec) -> RunSpec:
-    """The spec as the estimate models it: the CPU trains in fp32; "auto" is bf16 on a GPU
-    (every GPU of the catalogue has it)."""
+    """The spec as the estimate models it: the CPU trains in fp32 (bf16 mixed precision keeps
+    fp32 weights and saves smaller activations, so the fp32 figure bounds it from above); "auto"
+    is bf16 on a GPU (every GPU of the catalogue has it)."""
     if st.estimate.device == "cpu":
         return update(st, dtype="fp32")
     return update(st, dtype="bf16") if st.train.dtype == "auto" else st

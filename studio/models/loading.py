@@ -1,5 +1,6 @@
 """Loading: building the model objects — dtype, tokenizer (a GGUF's pre-tokenizer restored),
-causal LM — and the only place that builds BitsAndBytesConfig / LoraConfig from our settings.
+causal LM — and the only place that builds BitsAndBytesConfig / LoraConfig from our settings;
+also whether this CPU multiplies bf16 fast enough to train in it (cpu_bf16_speedup).
 
 Owns what imports transformers and peft (inside the functions); not finding, describing or
 choosing a device for a model (registry.py, which re-exports these names so callers write
@@ -28,15 +29,16 @@ def restore_pre_tokenizer(tok, gguf_path: Path) -> None:
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
 
 
-FAST_BF16 = 0.7    # bf16 multiplies in at most this share of fp32's time: the CPU has native bf16
+FAST_BF16 = 1.4    # bf16 products at least this many times faster than fp32: the CPU has native bf16
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_bf16_speedup() -> float:
-    """How many times faster this CPU multiplies bf16 matrices than fp32 ones, measured on a
-    layer-sized product (a few tens of milliseconds, once per process): ≈1.8–2.5 where the CPU has
-    native bf16 (AVX512-BF16, AMX), below 1 where bf16 is emulated. STUDIO_CPU_BF16=1/0 forces it
-    (2.0 / 0.5), for a machine whose measurement is disturbed or a user who wants one or the other."""
+def cpu_bf16_speedup() -> tuple[float, bool]:
+    """(how many times faster this CPU multiplies bf16 matrices than fp32 ones, whether that was
+    forced rather than measured). Measured on a layer-sized product, once per process: ≈1.8–2.5
+    where the CPU has native bf16 (AVX512-BF16, AMX), below 1 where bf16 is emulated — there the
+    measurement stops at the first bf16 product already too slow to count. STUDIO_CPU_BF16=1/0
+    forces it (2.0 / 0.5): for a machine whose measurement is disturbed, or a choice of one's own."""
     import os
     import time
 
@@ -44,26 +46,26 @@ def cpu_bf16_speedup() -> float:
 
     forced = os.environ.get("STUDIO_CPU_BF16", "").strip()
     if forced in ("0", "1"):
-        return 2.0 if forced == "1" else 0.5
-    best: dict[Any, float] = {}
-    x32, w32 = torch.randn(512, 576), torch.randn(1536, 576)
-    for dtype in (torch.float32, torch.bfloat16, torch.float32, torch.bfloat16):
-        x, w = x32.to(dtype), w32.to(dtype)
-        torch.nn.functional.linear(x, w)  # warm: the first call picks its kernel
+        return (2.0 if forced == "1" else 0.5), True
+    x, w = torch.randn(512, 576), torch.randn(1536, 576)
+
+    def once(a, b) -> float:
         t = time.perf_counter()
-        for _ in range(8):
-            torch.nn.functional.linear(x, w)
-        best[dtype] = min(best.get(dtype, float("inf")), time.perf_counter() - t)
-    return best[torch.float32] / max(best[torch.bfloat16], 1e-9)
+        torch.nn.functional.linear(a, b)
+        return time.perf_counter() - t
+
+    once(x, w)  # the first call picks its kernel
+    fp32 = min(once(x, w) for _ in range(6))
+    xb, wb = x.bfloat16(), w.bfloat16()
+    bf16 = once(xb, wb)  # warm, and where bf16 is emulated, the only slow product it pays
+    if bf16 < fp32:
+        bf16 = min([bf16] + [once(xb, wb) for _ in range(6)])
+    return round(fp32 / max(bf16, 1e-9), 2), False
 
 
-def mixed_bf16(name: str, device: str) -> bool:
-    """Whether a CPU run trains in bf16 mixed precision — fp32 weights, the forward and backward
-    passes' matrix products in bf16 (autocast) — rather than in fp32: when asked for (bf16), or
-    with auto where this CPU multiplies bf16 fast (cpu_bf16_speedup). Evaluations stay fp32."""
-    if device != "cpu":
-        return False
-    return name == "bf16" or (name == "auto" and cpu_bf16_speedup() >= 1 / FAST_BF16)
+def cpu_bf16_fast() -> bool:
+    """Whether `train.dtype=auto` trains in bf16 mixed precision on this CPU (cpu_bf16_speedup)."""
+    return cpu_bf16_speedup()[0] >= FAST_BF16
 
 
 def resolve_dtype(name: str, device: str):

@@ -26,7 +26,7 @@ from ..errors import FeatureUnavailable, ModelError
 from ..faults import disk_guard, fail_point
 from .. import paths
 from .loading import (  # re-exported: callers write models.load_model, …
-    TARGET_ALIASES, bnb_config, cpu_bf16_speedup, load_model, load_tokenizer, lora_config, mixed_bf16,
+    TARGET_ALIASES, bnb_config, cpu_bf16_fast, cpu_bf16_speedup, load_model, load_tokenizer, lora_config,
     resolve_dtype, restore_pre_tokenizer)
 
 __all__ = ["EMBEDDED", "DEFAULT_MODEL", "COMPLETE_MARK", "CONVERSION_VERSION", "TMP_RE", "HUB_ID",
@@ -36,7 +36,7 @@ __all__ = ["EMBEDDED", "DEFAULT_MODEL", "COMPLETE_MARK", "CONVERSION_VERSION", "
            "info_from_folder", "info_from_gguf", "info", "hub_info", "list_models",
            "detect_device", "qlora_supported", "llama_cpp_available", "llama_threads",
            "require_llama_cpp", "TARGET_ALIASES", "bnb_config", "load_model", "load_tokenizer",
-           "lora_config", "resolve_dtype", "cpu_bf16_speedup", "mixed_bf16"]
+           "lora_config", "resolve_dtype", "cpu_bf16_speedup", "cpu_bf16_fast"]
 
 EMBEDDED = {
     "smollm2-135m-instruct": {

@@ -6,7 +6,8 @@ always: the spec's sections at top level, then preset/overrides/dataset/notes, s
 folders still resume). Also owns pre-flight, which returns a new config (never edits one) and
 fails with a clear message before a child process starts (empty dataset, every example longer
 than max length, chat data for a model without a chat template, QLoRA on a device that cannot
-do it), and the arithmetic of step counts.
+do it) and decides a CPU run's precision once (cpu_precision: bf16 mixed precision where the CPU
+has native bf16), and the arithmetic of step counts.
 """
 from __future__ import annotations
 
@@ -125,11 +126,36 @@ def total_steps(spec: RunSpec, n_train: int, world: int = 1) -> int:
 
 
 def cpu_mixed(p, device: str) -> bool:
-    """Whether this LoRA run trains in bf16 mixed precision on a CPU (models.mixed_bf16): the
-    Trainer's autocast (bf16=True) over fp32 weights. QLoRA on a CPU keeps its own dtypes."""
-    from ..models import registry as models
+    """Whether this run trains in bf16 mixed precision on a CPU: fp32 weights, the training
+    forward and backward under a bf16 autocast (trainer.StudioLoss). Read from the run's own
+    dtype, which cpu_precision decided once — never measured again in the child, a rank or a resume."""
+    return device == "cpu" and p.method == "lora" and p.train.objective == "sft" and p.train.dtype == "bf16"
 
-    return p.method == "lora" and models.mixed_bf16(p.train.dtype, device)
+
+def cpu_precision(spec: RunSpec, notes: list[str]) -> RunSpec:
+    """A CPU run's dtype, decided here and kept in its config: auto is bf16 mixed precision for a
+    supervised LoRA run where this CPU multiplies bf16 fast (models.cpu_bf16_fast), else fp32 (RL:
+    most of a step is generation; preference runs: not measured in bf16). Says which, and warns
+    when bf16 was asked for on a CPU that emulates it."""
+    from ..models.registry import cpu_bf16_fast, cpu_bf16_speedup
+
+    t = spec.train
+    mixable = spec.method == "lora" and t.objective == "sft"
+    if t.dtype == "auto":
+        spec = update(spec, dtype="bf16" if mixable and cpu_bf16_fast() else "fp32")
+    if not cpu_mixed(spec, "cpu"):
+        return spec
+    ratio, forced = cpu_bf16_speedup()
+    if not forced and not cpu_bf16_fast():
+        notes.append(f"train.dtype=bf16: this CPU multiplies bf16 at {ratio:.1f}× the speed of fp32 "
+                     "(it has no native bf16), so this run is slower than in fp32; train.dtype=auto "
+                     "picks the faster one.")
+    else:
+        how = "STUDIO_CPU_BF16=1" if forced else f"this CPU multiplies bf16 {ratio:.1f}× as fast as fp32"
+        notes.append(f"Training in bf16 mixed precision ({how}): the forward and backward passes "
+                     "multiply in bf16; the weights and every evaluation stay fp32 (train.dtype=fp32 "
+                     "turns it off).")
+    return spec
 
 
 def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunConfig:
@@ -189,12 +215,8 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
     if device == "cpu" and spec.train.dtype in ("fp16",):
         spec = update(spec, dtype="fp32")
         notes.append("fp16 training needs a GPU; using fp32 on CPU.")
-    if cpu_mixed(spec, device):
-        from ..models.registry import cpu_bf16_speedup
-
-        notes.append(f"Training in bf16 mixed precision: this CPU multiplies bf16 "
-                     f"{cpu_bf16_speedup():.1f}× as fast as fp32 (weights and evaluations stay fp32; "
-                     "train.dtype=fp32 turns it off).")
+    if device == "cpu":
+        spec = cpu_precision(spec, notes)
     return dataclasses.replace(cfg, spec=spec, notes=tuple(notes))
 
 
@@ -245,8 +267,6 @@ def rl_checks(spec: RunSpec, dataset: dict[str, Any], device: str, notes: list[s
         if t.dtype == "bf16":
             spec = update(spec, dtype="fp32")
             notes.append("bf16 training on CPU is slow; using fp32 for this RL run.")
-        elif t.dtype == "auto":  # most of an RL step is generation, outside the training autocast
-            spec = update(spec, dtype="fp32")
     return spec, notes
 
 

@@ -257,7 +257,7 @@ def _training_args(p, steps: int, staging: Path, has_eval: bool, device: str, pr
         logging_steps=t.log_every, save_strategy="steps", save_steps=t.save_every,
         save_total_limit=None, eval_strategy="steps" if (t.eval_every and has_eval) else "no",
         eval_steps=t.eval_every or None, report_to=[], use_cpu=device == "cpu",
-        bf16=(dtype == torch.bfloat16 and device != "cpu") or cpu_mixed(p, device), fp16=dtype == torch.float16,
+        bf16=dtype == torch.bfloat16 and device != "cpu", fp16=dtype == torch.float16,
         activation_checkpointing=t.grad_ckpt,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.grad_ckpt else None,
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=not progress,
@@ -287,7 +287,7 @@ def _setup_trainer(run_dir: Path, store, run_id: str, p, model, tok, data: Data,
         cb.watch_every = t.eval_every if data.eval_set else 0
     else:
         trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda",
-                                t.replay_weight if anchor else 0.0)(
+                                t.replay_weight if anchor else 0.0, cpu_mixed(p, device))(
             model=model, args=TrainingArguments(**args), train_dataset=data.train_set,
             eval_dataset=data.eval_set or None, data_collator=collator, callbacks=[cb])
     if not progress:  # keep stdout clean for --json: no printed log dicts

@@ -4,8 +4,11 @@ Owns `trainer_class` and the StudioLoss it mixes into the Trainer — the loss c
 from the final hidden states (train.loss=chunked: the same value and gradients as the model's
 own loss, never the full [tokens × vocabulary] logits; evaluation uses it too), the soft anchor
 to the base model on replay text (train.replay_mode=kl: anchor.py's KL term, weighted, on the
-same forward pass, its running mean logged as `kl`), and saved activations offloaded to CPU
-memory during the forward pass (offload). The anchor term is scaled so that, whatever the
+same forward pass, its running mean logged as `kl`), saved activations offloaded to CPU
+memory during the forward pass (offload), and a CPU run's bf16 mixed precision (the training
+steps under a bf16 autocast, set here rather than through the Trainer's bf16 flag: accelerate
+would autocast model.forward for the rest of the process — the forgetting checks too — and the
+chunked loss calls the decoder past it anyway). The anchor term is scaled so that, whatever the
 gradient accumulation and the number of GPUs, the step's gradient is that of (loss on your
 data) + weight × (mean KL per replay position).
 """
@@ -16,14 +19,16 @@ from .loss import causal_lm_loss
 from .offload import offload_context
 
 
-def trainer_class(base, loss: str, chunk: int, offload: bool = False, anchor_weight: float = 0.0):
+def trainer_class(base, loss: str, chunk: int, offload: bool = False, anchor_weight: float = 0.0,
+                  cpu_bf16: bool = False):
     """`base` (transformers' Trainer) itself when the run needs none of the studio's loss; else
-    a subclass with StudioLoss first, set to this run's loss, chunk, offload and anchor weight."""
-    if loss != "chunked" and not offload and not anchor_weight:
+    a subclass with StudioLoss first, set to this run's loss, chunk, offload, anchor weight and
+    CPU mixed precision (config.cpu_mixed)."""
+    if loss != "chunked" and not offload and not anchor_weight and not cpu_bf16:
         return base
     return type("StudioTrainer", (StudioLoss, base), {
         "studio_loss": loss, "studio_chunk": chunk, "studio_offload": offload,
-        "studio_anchor_weight": anchor_weight})
+        "studio_anchor_weight": anchor_weight, "studio_cpu_bf16": cpu_bf16})
 
 
 class StudioLoss:
@@ -31,15 +36,17 @@ class StudioLoss:
     Trainer): chunked, anchored to the base model on replay text, with offloaded activations."""
     studio_loss, studio_chunk = "full", 0  # set by trainer_class: train.loss, train.loss_chunk
     studio_offload, studio_anchor_weight = False, 0.0  # offload on CUDA; the anchor's weight (0: none)
+    studio_cpu_bf16 = False  # bf16 mixed precision on a CPU: the training steps under a bf16 autocast
     _kl_sum, _kl_n = 0.0, 0
 
     def compute_loss_context_manager(self):
         stack = super().compute_loss_context_manager()
         if self.studio_offload and self.model.training:
             stack.enter_context(offload_context(True, pin=True))
-        if self.args.bf16 and self.args.use_cpu:  # bf16 mixed precision on a CPU (config.cpu_mixed):
-            import torch  # the chunked loss calls the decoder itself, past accelerate's autocast
-            stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))  # of model.forward
+        if self.studio_cpu_bf16 and self.model.training:  # training steps only: evaluations stay fp32
+            import torch
+
+            stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
         return stack
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
