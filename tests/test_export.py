@@ -12,6 +12,7 @@ from studio.errors import ExportError
 
 pytestmark = pytest.mark.slow
 
+
 def test_gguf_q8_0_with_parity(studio, trained_run):
     pytest.importorskip("llama_cpp")
     r = run_cli("export", "--run", trained_run["id"], "--format", "gguf", "--quant", "q8_0",
