@@ -284,6 +284,8 @@ def test_a_check_saved_before_the_same_facts_rule_leaks_only_what_it_would_today
         leak(1, "How much is 5 plus 6?", "How much is 5 + 6?", 0.72),
         leak(2, "what is 5 plus 6", "What is 5 plus 6?", 1.0)]})
     assert leaked_heldout({"path": str(tmp_path)}) == {1, 2}
+    # the Data step's list and a drop read the saved check the same way: the stale leak is gone
+    assert [e["heldout_index"] for e in checks.load(tmp_path)["leaks"]] == [1, 2]
 
 
 def test_the_report_gives_the_figure_without_leaked_questions():

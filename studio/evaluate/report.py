@@ -63,11 +63,7 @@ def leaked_heldout(dataset: dict[str, Any]) -> set[int]:
     found = checks.load(Path(dataset["path"])) or {}
     if found.get("heldout_file"):  # checked against another file: its positions are not ours
         return set()
-    # a check saved before leaks needed the same numbers and names ("5 plus 16" against "5 plus
-    # 6" was one) is held to today's rule
-    return {e["heldout_index"] for e in found.get("leaks", []) if e.get("heldout_index") is not None
-            and (e.get("similarity") == 1.0 or checks.same_facts(e.get("heldout_question", ""),
-                                                               (e.get("example") or {}).get("question", "")))}
+    return {e["heldout_index"] for e in found.get("leaks", []) if e.get("heldout_index") is not None}
 
 
 def sample_questions() -> list[str]:
