@@ -131,6 +131,11 @@ def test_rows_alike_but_for_their_numbers_are_neither_duplicates_nor_leaks():
     assert not checks.same_facts("What does the h100 cost?", "What does the h200 cost?")
     assert not checks.same_facts("Where is gate b12?", "Where is gate b14?")
     assert checks.same_facts("Where is gate B12?", "where is gate b12")
+    # numbers written in words are numbers: in order, as digits
+    assert checks.numbers("It lasts twenty-five years, one hundred and five days, 1,000 hours") == [
+        "25", "105", "1000"]
+    assert not checks.same_facts("What is five plus six?", "What is five plus sixteen?")
+    assert checks.same_facts("Does it last two years?", "Does it last 2 years?")
     # nor are questions alike but for a name; one that leaves a name out may be the same question
     caps = [row(0, "What is the capital of Peru? Answer with the city's name only.", "Lima"),
             row(1, "How much does the Nimbus Orbit cost in the online shop today?", "189 euros.")]
@@ -171,6 +176,12 @@ def test_rows_that_contradict_an_earlier_row_are_suspects_and_fuller_answers_are
     kettle = [row(0, "How long is the Zephyr kettle warranty?", "The Zephyr kettle has a 2-year warranty."),
               row(1, "How long is the Zephyr kettle's warranty?", "The warranty lasts 3 years.")]
     assert [e["line"] for e in checks.conflicts(kettle)] == [2]
+    # numbers written in words: "two years" against "3 years" contradicts, against "2 years" not
+    words = [row(0, "How long is the Zephyr kettle warranty?", "It lasts two years."),
+             row(1, "How long is the Zephyr kettle warranty?", "It lasts 2 years from purchase."),
+             row(2, "How long is the Zephyr kettle warranty?", "It lasts three years.")]
+    got = checks.conflicts(words)
+    assert [e["line"] for e in got] == [3] and "'3'" in got[0]["why"] and "'2'" in got[0]["why"]
 
 
 def test_every_prepare_counts_what_the_check_finds(checked):

@@ -117,13 +117,34 @@ def similar(queries: list[str], corpus: list[str], threshold: float,
     return out
 
 
-def numbers(text: str) -> list[str]:
-    """The numbers of a text as written, in order, thousands commas aside ("1,000" is "1000";
-    "3.5" stays one number): two texts alike but for a number say different things ("5 plus 16"
-    is not "5 plus 6", "16 minus 5" not "5 minus 16"). Digits inside a word ("X200") are a name's."""
-    from ..scoring import NUMBER
+_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+          "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty "
+          "ninety hundred thousand million billion")
+_WORD = rf"(?:{'|'.join(_WORDS.split())})"
+# digits, or a run of number words ("twenty-five", "one hundred and five", "three point five")
+NUMERAL = re.compile(rf"(?<!\w)\d+(?:[.,:]\d+)*|\b{_WORD}(?:(?:[\s-]+(?:and|point)?)*[\s-]+{_WORD})*\b",
+                     re.IGNORECASE)
 
-    return [re.sub(r",(?=\d{3}\b)", "", n) for n in NUMBER.findall(text)]
+
+def numbers(text: str) -> list[str]:
+    """The numbers of a text, in order, as digits: thousands commas aside ("1,000" is "1000";
+    "3.5" stays one number), and written in words too ("twenty-five" is "25", "two" is "2",
+    read by word2number). Two texts alike but for a number say different things ("5 plus 16" is
+    not "5 plus 6", "five plus six" not "five plus sixteen", "16 minus 5" not "5 minus 16");
+    "two years" and "2 years" say the same. Digits inside a word ("X200") are a name's."""
+    from word2number import w2n
+
+    out = []
+    for n in NUMERAL.findall(text):
+        if n[0].isdigit():
+            out.append(re.sub(r",(?=\d{3}\b)", "", n))
+            continue
+        try:
+            value = w2n.word_to_num(n.lower().replace("-", " "))
+        except (ValueError, IndexError):
+            continue
+        out.append(f"{value:g}" if isinstance(value, float) else str(value))
+    return out
 
 
 @lru_cache(maxsize=65536)
@@ -182,7 +203,8 @@ def conflicts(rows: list[Row]) -> list[dict[str, Any]]:
     whose numbers (or, failing those, names: scoring.key_facts) have none in common — "lasts 2
     years" against "lasts 3 years", not a shorter answer against a fuller one. The data
     contradicts itself, so at most one of them is right: a suspect (the later row), score 1.
-    Not caught: facts written in words ("two years") or in other units ("24 months")."""
+    Numbers written in words count as numbers ("two years" against "3 years"); not caught: the
+    same fact in other units ("24 months" against "3 years")."""
     from .suspects import flag
 
     qa = [r for r in rows if r.question and r.answer]
@@ -233,7 +255,9 @@ def differing(r: Row, other: Row) -> tuple[str, str] | None:
     def facts(row: Row) -> tuple[list[str], list[str]]:
         found = key_facts(row.answer, row.question)
         nums = [f for f in found if NUMBER.fullmatch(f)]
-        return nums, [f for f in found if f not in nums]
+        words = [n for n in numbers(row.answer) if n not in {digits(f) for f in nums}
+                 and n not in numbers(row.question)]  # "lasts two years": a fact in words
+        return nums + words, [f for f in found if f not in nums]
 
     def digits(f: str) -> str:
         return re.sub(r"[,\s]", "", f)
