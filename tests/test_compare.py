@@ -81,13 +81,14 @@ def test_report(studio, trained_run, trained_report):
 
 def test_report_keeps_the_budgets_choice(trained_report):
     """The run's own evaluations decide: within the forgetting budget, the one whose held-out
-    answers matched best (the shared run: step 6 matched more than step 12, both within it)."""
+    answers matched best — on a tie, the one that lost fewer everyday answers, then the higher
+    strength, then the lower validation loss."""
     r = trained_report
     budget, lost_budget = r["forgetting"]["budget"], r["forgetting"]["retention_budget"]
     inside = [e for e in r["selection"]["evaluations"]
               if e["forgetting"] <= budget and (e.get("lost") or 0) <= lost_budget]
-    best = max(e["answer_match"] for e in inside)
-    chosen = min((e for e in inside if e["answer_match"] == best), key=lambda e: e.get("lost") or 0)
+    chosen = max(inside, key=lambda e: (e["answer_match"], -(e.get("lost") or 0), e.get("strength", 1.0),
+                                        -(e["eval_loss"] or 0.0)))
     assert r["chosen_step"] == chosen["step"] and r["strength"] == chosen.get("strength", 1.0)
 
 
