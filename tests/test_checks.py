@@ -134,6 +134,15 @@ def test_rows_alike_but_for_their_numbers_are_neither_duplicates_nor_leaks():
     # numbers written in words are numbers: in order, as digits
     assert checks.numbers("It lasts twenty-five years, one hundred and five days, 1,000 hours") == [
         "25", "105", "1000"]
+    assert checks.numbers("2 million, two million, 1.5 million, three point five") == [
+        "2000000", "2000000", "1500000", "3.5"]
+    # neighbouring numbers stay apart; a lone "one" is a pronoun as often as a number
+    assert checks.numbers("between five and ten, two and five, nineteen eighty-four") == [
+        "5", "10", "2", "5", "19", "84"]
+    assert checks.numbers("Which one is it? It is one of the oldest. No one knows.") == []
+    assert not checks.same_facts("Is it two and five?", "Is it three and four?")
+    # a number word before a long run of dashes or spaces (an underlined heading): no slow matching
+    assert checks.numbers("Part one hundred\n" + "-" * 5000 + "x" + " " * 5000 + "two") == ["100", "2"]
     assert not checks.same_facts("What is five plus six?", "What is five plus sixteen?")
     assert checks.same_facts("Does it last two years?", "Does it last 2 years?")
     # nor are questions alike but for a name; one that leaves a name out may be the same question
@@ -182,6 +191,10 @@ def test_rows_that_contradict_an_earlier_row_are_suspects_and_fuller_answers_are
              row(2, "How long is the Zephyr kettle warranty?", "It lasts three years.")]
     got = checks.conflicts(words)
     assert [e["line"] for e in got] == [3] and "'3'" in got[0]["why"] and "'2'" in got[0]["why"]
+    # "one of the oldest" states no number against "built in 1350"
+    bridge = [row(0, "How old is the Velmora bridge?", "It is one of the oldest bridges in Tallinn."),
+              row(1, "How old is the Velmora bridge?", "It was built in 1350.")]
+    assert checks.conflicts(bridge) == []
 
 
 def test_every_prepare_counts_what_the_check_finds(checked):
@@ -297,6 +310,9 @@ def test_a_check_saved_before_the_same_facts_rule_leaks_only_what_it_would_today
     assert leaked_heldout({"path": str(tmp_path)}) == {1, 2}
     # the Data step's list and a drop read the saved check the same way: the stale leak is gone
     assert [e["heldout_index"] for e in checks.load(tmp_path)["leaks"]] == [1, 2]
+    # a damaged entry is left out, not the whole check
+    checks.save(tmp_path, {"rows": 3, "leaks": [None, {"heldout_question": None, "similarity": 0.8}]})
+    assert checks.load(tmp_path) == {"rows": 3, "leaks": []}
 
 
 def test_the_report_gives_the_figure_without_leaked_questions():

@@ -437,7 +437,7 @@ def test_a_cpu_runs_precision_is_decided_once_said_and_kept_in_its_config(studio
                 said = [n for n in cfg.notes if "bf16 mixed precision" in n]
                 assert cfg.spec.train.dtype == ("bf16" if mixed else "fp32"), (forced, dtype)
                 assert bool(said) == mixed and tcfg.cpu_mixed(cfg.spec, "cpu") == mixed, (forced, dtype, cfg.notes)
-                assert not said or "STUDIO_CPU_BF16=1" in said[0]
+                assert not said or f"STUDIO_CPU_BF16={forced}" in said[0]
             # not for RL or preference runs, nor QLoRA, nor off the CPU
             spec = checked("train.dtype=bf16").spec
             assert not tcfg.cpu_mixed(update(spec, method="qlora"), "cpu")

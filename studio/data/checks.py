@@ -117,33 +117,77 @@ def similar(queries: list[str], corpus: list[str], threshold: float,
     return out
 
 
-_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-          "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty "
-          "ninety hundred thousand million billion")
-_WORD = rf"(?:{'|'.join(_WORDS.split())})"
-# digits, or a run of number words ("twenty-five", "one hundred and five", "three point five")
-NUMERAL = re.compile(rf"(?<!\w)\d+(?:[.,:]\d+)*|\b{_WORD}(?:(?:[\s-]+(?:and|point)?)*[\s-]+{_WORD})*\b",
-                     re.IGNORECASE)
+_SMALL = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
+                                     "thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split())}
+_TENS = set("twenty thirty forty fifty sixty seventy eighty ninety".split())
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10 ** 6, "billion": 10 ** 9}
+# digits ("1,000", "3.5"), a word, or a mark that ends a number (spaces and hyphens join its words)
+_TOKEN = re.compile(r"(?<!\w)\d+(?:[.,:]\d+)*(?!\w)|[A-Za-z]+|[^\sA-Za-z\d-]")
+
+
+def _follows(prev: str, word: str) -> bool:
+    """Whether `word` goes on the number whose last word is `prev` ("twenty" "five", "two"
+    "hundred", "hundred" "five"); "five" "six" or "nineteen" "eighty" are two numbers."""
+    if word in _SCALES:
+        return prev in _SMALL or prev in _TENS or (prev in _SCALES and _SCALES[prev] < _SCALES[word])
+    if prev in _TENS:
+        return word in _SMALL and 0 < _SMALL[word] < 10
+    return prev in _SCALES and (word in _SMALL or word in _TENS)
+
+
+def _digits(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else format(value, "f").rstrip("0").rstrip(".")
 
 
 def numbers(text: str) -> list[str]:
     """The numbers of a text, in order, as digits: thousands commas aside ("1,000" is "1000";
-    "3.5" stays one number), and written in words too ("twenty-five" is "25", "two" is "2",
-    read by word2number). Two texts alike but for a number say different things ("5 plus 16" is
-    not "5 plus 6", "five plus six" not "five plus sixteen", "16 minus 5" not "5 minus 16");
-    "two years" and "2 years" say the same. Digits inside a word ("X200") are a name's."""
+    "3.5" stays one number; "2 million" is "2000000"), and written in words ("twenty-five" is
+    "25", "one hundred and five" "105", "three point five" "3.5"; read by word2number). Two texts
+    alike but for a number say different things ("5 plus 16" is not "5 plus 6", "five plus six"
+    not "five plus sixteen"); "two years" and "2 years" say the same. A lone "one" is left out
+    ("which one", "one of them": a pronoun as often as a number); digits inside a word ("X200")
+    are a name's."""
     from word2number import w2n
 
-    out = []
-    for n in NUMERAL.findall(text):
-        if n[0].isdigit():
-            out.append(re.sub(r",(?=\d{3}\b)", "", n))
+    tokens = _TOKEN.findall(text)
+    low = [t.lower() for t in tokens]
+    out, i = [], 0
+    while i < len(tokens):
+        t = low[i]
+        if t[0].isdigit():
+            n = re.sub(r",(?=\d{3}\b)", "", t)
+            scale = _SCALES.get(low[i + 1]) if i + 1 < len(low) and re.fullmatch(r"\d+(\.\d+)?", n) else None
+            out.append(_digits(float(n) * scale) if scale else n)
+            i += 2 if scale else 1
+            continue
+        if t not in _SMALL and t not in _TENS and t not in _SCALES:
+            i += 1
+            continue
+        run, j = [t], i + 1
+        while j < len(low):
+            nxt = low[j]
+            if nxt == "and" and run[-1] in _SCALES and j + 1 < len(low) and _follows(run[-1], low[j + 1]):
+                run += [nxt, low[j + 1]]
+                j += 2
+            elif nxt == "point" and j + 1 < len(low) and low[j + 1] in _SMALL:
+                run.append(nxt)
+                j += 1
+                while j < len(low) and low[j] in _SMALL and _SMALL[low[j]] < 10:
+                    run.append(low[j])
+                    j += 1
+                break
+            elif _follows(run[-1], nxt):
+                run.append(nxt)
+                j += 1
+            else:
+                break
+        i = j
+        if run == ["one"]:
             continue
         try:
-            value = w2n.word_to_num(n.lower().replace("-", " "))
+            out.append(_digits(w2n.word_to_num(" ".join(run))))
         except (ValueError, IndexError):
             continue
-        out.append(f"{value:g}" if isinstance(value, float) else str(value))
     return out
 
 
@@ -255,8 +299,8 @@ def differing(r: Row, other: Row) -> tuple[str, str] | None:
     def facts(row: Row) -> tuple[list[str], list[str]]:
         found = key_facts(row.answer, row.question)
         nums = [f for f in found if NUMBER.fullmatch(f)]
-        words = [n for n in numbers(row.answer) if n not in {digits(f) for f in nums}
-                 and n not in numbers(row.question)]  # "lasts two years": a fact in words
+        said = {digits(f) for f in nums} | set(numbers(row.question))
+        words = [n for n in numbers(row.answer) if n not in said]  # "lasts two years": a fact in words
         return nums + words, [f for f in found if f not in nums]
 
     def digits(f: str) -> str:
@@ -309,17 +353,23 @@ def save(folder: Path, result: dict[str, Any]) -> None:
 def load(folder: Path) -> dict[str, Any] | None:
     """The saved check of a version, held to today's rule (current): None when there is none."""
     try:
-        return current(json.loads((folder / FILE).read_text()))
-    except (OSError, ValueError, TypeError, AttributeError):
+        found = json.loads((folder / FILE).read_text())
+    except (OSError, ValueError):
         return None
+    return current(found) if isinstance(found, dict) else None
 
 
 def current(result: dict[str, Any]) -> dict[str, Any]:
     """A saved check's leaks under today's rule: one saved before leaks needed the same numbers
     and names ("5 plus 16" was a copy of "5 plus 6") keeps only the leaks that still are — the
     Data step, a drop and the report all read it this way, without checking again."""
-    result["leaks"] = [e for e in result.get("leaks") or [] if e.get("similarity") == 1.0
-                       or same_facts(e.get("heldout_question", ""), (e.get("example") or {}).get("question", ""))]
+    def holds(e) -> bool:
+        if not isinstance(e, dict):
+            return False  # a damaged entry: left out, not the whole check
+        asked, train = e.get("heldout_question"), (e.get("example") or {}).get("question")
+        return e.get("similarity") == 1.0 or (isinstance(asked, str) and isinstance(train, str)
+                                              and bool(asked) and same_facts(asked, train))
+    result["leaks"] = [e for e in result.get("leaks") or [] if holds(e)]
     return result
 
 

@@ -37,7 +37,7 @@ def cpu_bf16_speedup() -> tuple[float, bool]:
     """(how many times faster this CPU multiplies bf16 matrices than fp32 ones, whether that was
     forced rather than measured). Measured on a layer-sized product, once per process: ≈1.8–2.5
     where the CPU has native bf16 (AVX512-BF16, AMX), below 1 where bf16 is emulated — there the
-    measurement stops at the first bf16 product already too slow to count. STUDIO_CPU_BF16=1/0
+    measurement stops after the first bf16 product when it is three times fp32's. STUDIO_CPU_BF16=1/0
     forces it (2.0 / 0.5): for a machine whose measurement is disturbed, or a choice of one's own."""
     import os
     import time
@@ -57,9 +57,10 @@ def cpu_bf16_speedup() -> tuple[float, bool]:
     once(x, w)  # the first call picks its kernel
     fp32 = min(once(x, w) for _ in range(6))
     xb, wb = x.bfloat16(), w.bfloat16()
-    bf16 = once(xb, wb)  # warm, and where bf16 is emulated, the only slow product it pays
-    if bf16 < fp32:
-        bf16 = min([bf16] + [once(xb, wb) for _ in range(6)])
+    cold = once(xb, wb)  # the first call sets its kernel up; where bf16 is emulated, it is the
+    if cold > 3 * fp32:  # only slow product paid: emulated bf16 runs several times slower
+        return round(fp32 / cold, 2), False
+    bf16 = min(once(xb, wb) for _ in range(6))
     return round(fp32 / max(bf16, 1e-9), 2), False
 
 

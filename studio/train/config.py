@@ -146,15 +146,15 @@ def cpu_precision(spec: RunSpec, notes: list[str]) -> RunSpec:
     if not cpu_mixed(spec, "cpu"):
         return spec
     ratio, forced = cpu_bf16_speedup()
-    if not forced and not cpu_bf16_fast():
-        notes.append(f"train.dtype=bf16: this CPU multiplies bf16 at {ratio:.1f}× the speed of fp32 "
-                     "(it has no native bf16), so this run is slower than in fp32; train.dtype=auto "
-                     "picks the faster one.")
-    else:
-        how = "STUDIO_CPU_BF16=1" if forced else f"this CPU multiplies bf16 {ratio:.1f}× as fast as fp32"
-        notes.append(f"Training in bf16 mixed precision ({how}): the forward and backward passes "
-                     "multiply in bf16; the weights and every evaluation stay fp32 (train.dtype=fp32 "
-                     "turns it off).")
+    how = (f"STUDIO_CPU_BF16={os.environ.get('STUDIO_CPU_BF16', '').strip()}" if forced
+           else f"this CPU multiplies bf16 {ratio:.1f}× as fast as fp32")
+    notes.append(f"Training in bf16 mixed precision ({how}): the forward and backward passes "
+                 "multiply in bf16; the weights and every evaluation stay fp32 (train.dtype=fp32 "
+                 "turns it off).")
+    if not forced and ratio < 1:
+        notes.append(f"train.dtype=bf16 on a CPU that multiplies bf16 at {ratio:.1f}× the speed of "
+                     "fp32 (no native bf16): this run is slower than it would be in fp32; "
+                     "train.dtype=auto picks the faster one.")
     return spec
 
 

@@ -193,11 +193,8 @@ def measure(model_path: str, spec: Any, steps: int = 3) -> dict[str, Any]:
         seq = max(16, CPU_TOKEN_CAP // batch)
         notes.append(f"On CPU a step is capped at {CPU_TOKEN_CAP} tokens: measured batch {batch} × "
                      f"{seq} tokens instead of {spec.train.max_len}.")
-    if device == "cpu":  # as the run will train: bf16 mixed precision where it would, else fp32
-        from .config import cpu_mixed, cpu_precision
-
-        spec = cpu_precision(spec, notes)
-        spec = spec if cpu_mixed(spec, device) else update(spec, dtype="fp32")
+    if device == "cpu":
+        spec = update(spec, dtype="fp32")
     base_rss = psutil.Process().memory_info().rss
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -208,13 +205,13 @@ def measure(model_path: str, spec: Any, steps: int = 3) -> dict[str, Any]:
         model.enable_input_require_grads()
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
     vocab = model.config.vocab_size
-    half = resolve_dtype(spec.train.dtype, device) if device in ("cuda", "cpu") else None
+    half = resolve_dtype(spec.train.dtype, device) if device == "cuda" else None
     half = half if half in (torch.bfloat16, torch.float16) else None
     t0 = time.time()
     with PeakRSS() as peak:
         for _ in range(steps):
             ids = torch.randint(0, vocab, (batch, seq), device=model.device)
-            with torch.autocast(device, dtype=half, enabled=half is not None):  # as the Trainer does
+            with torch.autocast("cuda", dtype=half, enabled=half is not None):  # as the Trainer does
                 loss = training_loss(model, {"input_ids": ids, "labels": ids}, spec)
             loss.backward()
             opt.step()
