@@ -283,3 +283,31 @@ def test_dora_rslora_and_checkpointing_train(studio, faq_dataset, tiny_model):
     assert done["status"] == "completed"
     cfg = json.loads((Path(studio.run_show(run["id"])["artifacts"]["adapter"]) / "adapter_config.json").read_text())
     assert cfg["use_dora"] and cfg["use_rslora"] and set(cfg["target_modules"]) == {"q_proj", "v_proj"}
+
+
+@pytest.mark.parametrize("forced", ["1", "0"])
+def test_a_run_hands_its_decided_precision_to_the_trainer(studio, faq_dataset, tiny_model, monkeypatch, forced):
+    """The precision the run was created with (config.cpu_precision) reaches the studio's Trainer,
+    whatever the CPU would measure when it trains."""
+    from studio.models import loading
+    from studio.train import loop
+
+    handed = []
+    real = loop.trainer_class
+
+    def spy(*args):
+        handed.append(args[5] if len(args) > 5 else False)
+        return real(*args)
+
+    monkeypatch.setattr(loop, "trainer_class", spy)
+    monkeypatch.setenv("STUDIO_CPU_BF16", forced)
+    loading.cpu_bf16_speedup.cache_clear()
+    over = ["train.replay=0", "train.forget_budget=0", "train.eval_every=0", "train.dtype=auto"]
+    run = studio.train_create("cpu-quickstart", faq_dataset, tiny_model, overrides=over, max_steps=1)
+    monkeypatch.setenv("STUDIO_CPU_BF16", "0" if forced == "1" else "1")  # the CPU says otherwise now
+    loading.cpu_bf16_speedup.cache_clear()
+    try:
+        assert studio.train_run(run["id"])["status"] == "completed"
+    finally:
+        loading.cpu_bf16_speedup.cache_clear()
+    assert handed == [forced == "1"]
