@@ -129,20 +129,23 @@ def cpu_mixed(p, device: str) -> bool:
     """Whether this run trains in bf16 mixed precision on a CPU: fp32 weights, the training
     forward and backward under a bf16 autocast (trainer.StudioLoss). Read from the run's own
     dtype, which cpu_precision decided once — never measured again in the child, a rank or a resume."""
-    return device == "cpu" and p.method == "lora" and p.train.objective == "sft" and p.train.dtype == "bf16"
+    return device == "cpu" and mixable(p) and p.train.dtype == "bf16"
+
+
+def mixable(p) -> bool:
+    """Runs that may train in bf16 mixed precision on a CPU: supervised LoRA (RL: most of a step
+    is generation; preference runs: not measured in bf16; QLoRA keeps its own dtypes)."""
+    return p.method == "lora" and p.train.objective == "sft"
 
 
 def cpu_precision(spec: RunSpec, notes: list[str]) -> RunSpec:
     """A CPU run's dtype, decided here and kept in its config: auto is bf16 mixed precision for a
-    supervised LoRA run where this CPU multiplies bf16 fast (models.cpu_bf16_fast), else fp32 (RL:
-    most of a step is generation; preference runs: not measured in bf16). Says which, and warns
-    when bf16 was asked for on a CPU that emulates it."""
+    run that may (mixable) where this CPU multiplies bf16 fast (models.cpu_bf16_fast), else fp32.
+    Says which, and warns when bf16 was asked for on a CPU that emulates it."""
     from ..models.registry import cpu_bf16_fast, cpu_bf16_speedup
 
-    t = spec.train
-    mixable = spec.method == "lora" and t.objective == "sft"
-    if t.dtype == "auto":
-        spec = update(spec, dtype="bf16" if mixable and cpu_bf16_fast() else "fp32")
+    if spec.train.dtype == "auto":
+        spec = update(spec, dtype="bf16" if mixable(spec) and cpu_bf16_fast() else "fp32")
     if not cpu_mixed(spec, "cpu"):
         return spec
     ratio, forced = cpu_bf16_speedup()
