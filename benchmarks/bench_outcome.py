@@ -79,7 +79,8 @@ def one(s, data: str, label: str, overrides: list[str], seed: int) -> dict:
             "ppl_rise": r["forgetting"]["rise"], "retention": r["retention"].get("share"),
             "kept": f"{r['retention'].get('kept')}/{r['retention'].get('known')}",
             "chosen_step": r["chosen_step"], "strength": r["strength"], "trade_off": r["trade_off"],
-            "levers": levers, "report_s": r["seconds"]}
+            "levers": levers, "report_s": r["seconds"],
+            "lost": r["retention"].get("lost") or []}
 
 
 def meets(r: dict) -> bool:
