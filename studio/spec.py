@@ -129,6 +129,12 @@ class TrainSpec:
     replay_weight: float = knob(1.0, "replay_mode kl: weight of the KL term against the loss on your "
                                      "data. Higher keeps more of the base model, learns less.",
                                 min=0.0, max=100.0)
+    replay_short: float = knob(1.0, "Short-answer replay: the replay set's short factual questions "
+                                    "(\"Who painted the Mona Lisa? Keep it short.\") are drawn this "
+                                    "many times as readily as its other prompts. Fine-tuning on facts "
+                                    "changes short factual answers most (\"A dog has five legs.\"); "
+                                    "a higher weight holds them harder. 1 = no preference.",
+                               min=1.0, max=20.0)
     safety_replay: float = knob(0.1, "Safety replay: the base model's own refusals to harmful "
                                      "requests (assets/safety/, only the ones it refused) join "
                                      "training, this many per training example, so fine-tuning does "

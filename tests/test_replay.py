@@ -393,3 +393,45 @@ def test_base_figures_are_kept_per_model_and_validation_set(tmp_path, tiny_model
     (tmp_path / "d").mkdir()
     Watcher(tmp_path / "d", tok, val("x"), 0.1, 0).baseline(model)            # no memo: made
     assert len(made) == 3
+
+
+def test_short_answers_are_drawn_as_readily_as_asked():
+    """train.replay_short: the replay set's short factual questions are drawn that many times as
+    readily as its other prompts, in the mix (ce) and in every anchor batch (kl); at 1 the draw
+    is the plain seeded sample it always was, so earlier runs resume and repeat the same."""
+    import random
+
+    import torch
+
+    from studio.train.batches import INDEX, AnchorCollator
+
+    short = replay.short_prompts()
+    assert len(short) >= 20 and short <= set(replay.prompts())
+    order = replay.weighted_order(random.Random(3), [1.0, 0.0, 2.0, 1.0], 4)
+    assert sorted(order) == [0, 2, 3] and order == replay.weighted_order(random.Random(3), [1.0, 0.0, 2.0, 1.0], 4)
+
+    rows = [{"prompt": q, "answer": "a"} for q in replay.prompts()]
+    share = len(short) / len(rows)
+    for weight, low, high in ((1.0, 0.0, share * 1.6), (6.0, share * 2.2, 1.0)):
+        got = [r["messages"][0]["content"] in short for seed in range(20)
+               for r in replay.mix(rows, 40, 1.0, seed, weight)]
+        assert low <= sum(got) / len(got) <= high, (weight, sum(got) / len(got))
+
+    def inner(features):  # the anchor only needs input ids and an attention mask back
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.tensor([f["input_ids"] + [0] * (width - len(f["input_ids"])) for f in features])
+        mask = torch.tensor([[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features])
+        return {"input_ids": ids, "attention_mask": mask}
+    pool = [{"input_ids": [5, 6, 7], "targets": (torch.full((2, 1), i), torch.zeros(2, 1))} for i in range(20)]
+    feats = lambda b: [{"input_ids": [1, 2], INDEX: 4 * b + j} for j in range(4)]  # noqa: E731
+
+    def drawn(collator, b):
+        return sorted({int(x) for x in collator(feats(b))["kl_ids"].flatten()})
+    plain = AnchorCollator(inner, pool, 2, seed=7, packing=False)
+    for b in range(5):  # weight 1: the sample the collator always drew
+        rng = random.Random(7 * 1_000_003 + 4 * b * 7_919 + 4)
+        assert drawn(plain, b) == sorted(rng.sample(range(20), 2))
+    weighted = [dict(p, weight=8.0 if i < 4 else 1.0) for i, p in enumerate(pool)]
+    picks = [i for b in range(100) for i in drawn(AnchorCollator(inner, weighted, 2, seed=7, packing=False), b)]
+    assert all(len(drawn(AnchorCollator(inner, weighted, 2, seed=7, packing=False), b)) == 2 for b in range(5))
+    assert sum(i < 4 for i in picks) / len(picks) > 0.45  # 4 of 20 at ×8: about 0.6 (0.2 unweighted)

@@ -43,20 +43,46 @@ def arithmetic() -> list[str]:
     return out
 
 
-def prompts() -> list[str]:
+SHORT = "short answers"   # the section of short factual questions (train.replay_short weighs it)
+
+
+def sections() -> dict[str, list[str]]:
+    """The prompt set by section ("## name" lines open one; prompts before any are under "")."""
     try:
         text = PROMPTS.read_text(encoding="utf-8")
     except OSError as e:
         raise DataError(f"The self-replay prompt set {PROMPTS} cannot be read ({e.strerror or e}); "
                         "reinstall the studio to restore it, or train with train.replay=0.") from None
-    rows = []
+    out: dict[str, list[str]] = {"": []}
+    name = ""
     for line in text.splitlines():
         line = line.strip()
-        if line == "@arithmetic":
-            rows += arithmetic()
+        if line.startswith("## "):
+            name = line[3:].strip()
+            out.setdefault(name, [])
+        elif line == "@arithmetic":
+            out[name] += arithmetic()
         elif line and not line.startswith("#"):
-            rows.append(line)
-    return rows
+            out[name].append(line)
+    return out
+
+
+def prompts() -> list[str]:
+    return [q for qs in sections().values() for q in qs]
+
+
+def short_prompts() -> frozenset[str]:
+    """The short factual questions: the question/answer form that fine-tuning on facts changes
+    most (a 135M model tuned on a product FAQ answered "A dog has five legs.")."""
+    return frozenset(sections().get(SHORT, []))
+
+
+def weighted_order(rng: random.Random, weights: list[float], k: int) -> list[int]:
+    """`k` distinct indices drawn without replacement, each with chance ∝ its weight at every
+    draw (Efraimidis–Spirakis: the k largest u^(1/w), u uniform); all weights 1 is a plain
+    random sample."""
+    keys = sorted(((rng.random() ** (1.0 / w), i) for i, w in enumerate(weights) if w > 0), reverse=True)
+    return [i for _, i in keys[:k]]
 
 
 def complete(answer: str) -> str:
@@ -142,10 +168,17 @@ def answers(cache_dir: Path, model_ref: str, model_path: Path,
     return rows
 
 
-def mix(rows: list[dict[str, str]], n_train: int, ratio: float, seed: int) -> list[dict[str, Any]]:
-    """round(ratio × n_train) replay examples (at most the whole set), as chat examples."""
+def mix(rows: list[dict[str, str]], n_train: int, ratio: float, seed: int,
+        short_weight: float = 1.0) -> list[dict[str, Any]]:
+    """round(ratio × n_train) replay examples (at most the whole set), as chat examples, in a
+    random order in which the short factual questions come `short_weight` times as readily."""
     n = min(len(rows), round(ratio * n_train))
-    picked = random.Random(seed).sample(rows, n) if n else []
+    if short_weight == 1.0:
+        picked = random.Random(seed).sample(rows, n) if n else []
+    else:
+        short = short_prompts()
+        weights = [short_weight if r["prompt"] in short else 1.0 for r in rows]
+        picked = [rows[i] for i in weighted_order(random.Random(seed), weights, n)]
     return [{"messages": [{"role": "user", "content": r["prompt"]},
                           {"role": "assistant", "content": r["answer"]}]} for r in picked]
 

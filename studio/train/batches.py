@@ -71,9 +71,10 @@ def anchor_draws(t, per_batch: int, n_train: int) -> int:
 
 
 def replay_examples(cache_dir: Path, model_ref: str, model_path: Path, model, tok, n: int, seed: int,
-                    note: Callable[[str], None]) -> list[dict[str, Any]]:
+                    short_weight: float, note: Callable[[str], None]) -> list[dict[str, Any]]:
     """`n` self-replay chat examples: the base model's own answers (shipped, cached under
-    `cache_dir`, or generated now with the adapter off)."""
+    `cache_dir`, or generated now with the adapter off), the short factual ones `short_weight`
+    times as likely to be among them."""
     from ..retention import replay
     from ..models.chat import generate_batch
     from ..models.chat import evaluating
@@ -86,7 +87,7 @@ def replay_examples(cache_dir: Path, model_ref: str, model_path: Path, model, to
                                   replay.MAX_NEW_TOKENS)
 
     rows = replay.answers(cache_dir, model_ref, model_path, generate, note)
-    return replay.mix(rows, n, 1.0, seed)
+    return replay.mix(rows, n, 1.0, seed, short_weight)
 
 
 class CountingCollator:
@@ -124,7 +125,15 @@ class AnchorCollator:
         if not ids or not self.pool or self.per_batch <= 0:
             return self.inner(features)
         rng = random.Random(self.seed * 1_000_003 + min(ids) * 7_919 + len(ids))
-        picked = [self.pool[i] for i in rng.sample(range(len(self.pool)), min(self.per_batch, len(self.pool)))]
+        k = min(self.per_batch, len(self.pool))
+        weights = [p.get("weight", 1.0) for p in self.pool]
+        if all(w == 1.0 for w in weights):
+            order = rng.sample(range(len(self.pool)), k)
+        else:
+            from ..retention.replay import weighted_order
+
+            order = weighted_order(rng, weights, k)
+        picked = [self.pool[i] for i in order]
         replay = [{"input_ids": p["input_ids"], "labels": [IGNORE] * len(p["input_ids"])} for p in picked]
         batch = self.inner(features + replay)
         width = batch["input_ids"].shape[-1]
@@ -242,7 +251,7 @@ def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[d
                ) -> tuple[list[dict[str, Any]], tuple | None, int]:
     """Self-replay: mixed into the training set (replay_mode ce) or carried by every batch as the
     KL anchor (kl) — the training set, the anchor (or None) and how many replay examples."""
-    from ..retention.replay import model_key
+    from ..retention.replay import model_key, short_prompts
 
     t = spec.train
     # kl: every batch draws its replay from the whole set (the pool's size costs nothing per step;
@@ -251,7 +260,7 @@ def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[d
     if why_not:
         say(why_not)
     replay = replay_examples(home.replay, spec.model, model_path, model, tok, n_replay, t.seed,
-                             say) if n_replay else []
+                             t.replay_short, say) if n_replay else []
     anchor = None
     if replay and t.replay_mode == "kl":
         from .anchor import cached_targets
@@ -260,10 +269,16 @@ def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[d
         pool = encode_examples(tok, replay[:anchor_draws(t, per_batch, len(train_set))], t.max_len)
         for row, target in zip(pool, cached_targets(home.replay, model_key(model_path), model, pool, say)):
             row["targets"] = target
+        if t.replay_short != 1.0:  # drawn that many times as readily as the other replay prompts
+            short = short_prompts()
+            for row, ex in zip(pool, replay):
+                row["weight"] = t.replay_short if ex["messages"][0]["content"] in short else 1.0
         anchor = (pool, per_batch, t.seed)
         quiet(f"Soft anchor: each batch of {t.micro_batch} examples carries {anchor[1]} of the base "
               f"model's own answers to general prompts, on which the tuned model's next-token "
-              f"distribution is pulled toward the base model's (KL, weight {t.replay_weight:g}).")
+              f"distribution is pulled toward the base model's (KL, weight {t.replay_weight:g})"
+              + (f"; its short factual answers are drawn {t.replay_short:g}× as readily as the rest."
+                 if t.replay_short != 1.0 else "."))
     elif replay:
         train_set += encode_examples(tok, replay, t.max_len)
         quiet(f"Self-replay: {len(replay)} of the base model's own answers to general prompts are "
