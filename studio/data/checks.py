@@ -4,7 +4,7 @@ decided about them.
 Owns reading a version's rows with where each was uploaded (lines.json: file and line, as the
 ingest errors give them), finding exact and near duplicates among them and held-out questions
 that copy a training question (MinHash LSH from datasketch over character 5-grams, every
-candidate verified on its real Jaccard similarity), rows that contradict an earlier row (the same
+candidate verified on its real Jaccard similarity; or the same content words in another order), rows that contradict an earlier row (the same
 question, different facts), putting those together with the suspects
 (suspects.py, which needs the base model) into one result kept beside the version as
 check.json, the "keep" choices (datasets/NAME/decisions.json, by row content, so they hold for
@@ -31,6 +31,13 @@ LEAK = 0.7          # … and a held-out question copies a training question
 SHINGLE = 5         # characters per shingle: short questions still get dozens of them
 NUM_PERM = 128      # MinHash permutations: Jaccard estimated to about ±0.09 before verifying
 KINDS = ("duplicates", "leaks", "suspects")
+# words a question may gain, lose or move without asking anything else (articles, auxiliaries,
+# prepositions, pronouns, a possessive's "s"); the question words (what, when, who …) stay
+FUNCTION_WORDS = frozenset("""a an the is are was were be been being do does did has have had of
+on in at to for from by with as into onto about and or it its this that these those there s my
+your our their his her me i we you they he she them us please can could would will shall should
+may might""".split())
+MIN_REORDERED = 3   # content words a question needs before its reordering is called a copy
 
 
 @dataclass
@@ -335,12 +342,30 @@ def leaks(heldout: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]
         if k not in seen and same_facts(asked[k], train[j].question):
             out.append(leak(k, heldout[k], asked[k], train[j], jac))
             seen.add(k)
-    return out
+    # the same words in another order ("the X300 kettle's warranty" / "the warranty on the X300
+    # kettle"): character shingles change with the order, the set of content words does not
+    by_words: dict[frozenset[str], Row] = {}
+    for r in train:
+        if len(words := content_words(r.question)) >= MIN_REORDERED:
+            by_words.setdefault(words, r)
+    for k, q in enumerate(asked):
+        r = by_words.get(content_words(q)) if k not in seen else None
+        if r is not None and same_facts(q, r.question):
+            a, b = shingles(q), shingles(r.question)
+            out.append(leak(k, heldout[k], q, r, round(len(a & b) / len(a | b), 3), "reordered"))
+    return sorted(out, key=lambda e: e["heldout_index"])
 
 
-def leak(k: int, h: dict[str, Any], q: str, r: Row, jac: float) -> dict[str, Any]:
+def content_words(text: str) -> frozenset[str]:
+    """A question's words without its FUNCTION_WORDS: two questions with the same set ask the
+    same thing in another order."""
+    return frozenset(w for w in fold(text).split() if w not in FUNCTION_WORDS)
+
+
+def leak(k: int, h: dict[str, Any], q: str, r: Row, jac: float, how: str = "") -> dict[str, Any]:
+    how = how or ("exact" if jac == 1.0 else "near")
     return {"heldout_line": h.get("line"), "heldout_index": k, "line": r.line, "file": r.file,
-            "row": r.index, "similarity": jac, "heldout_question": q, "example": show(r)}
+            "row": r.index, "similarity": jac, "how": how, "heldout_question": q, "example": show(r)}
 
 
 # ---- results, decisions, what to drop ---------------------------------------------------------

@@ -206,8 +206,9 @@ def check_md(out: dict) -> str:
         for e in out[kind][:40]:
             ex, nb = e.get("example") or {}, e.get("neighbour") or {}
             what = (f"repeats {nb.get('where')} ({e['kind']})" if kind == "duplicates" else
-                    f"held-out line {e['heldout_line']} asks it: “{e['heldout_question'][:70]}”"
-                    if kind == "leaks" else e["why"])
+                    f"held-out line {e['heldout_line']} asks it"
+                    + (" in another order" if e.get("how") == "reordered" else "")
+                    + f": “{e['heldout_question'][:70]}”" if kind == "leaks" else e["why"])
             row = f"#{e['row']}" if e.get("row") is not None else "removed when prepared"
             lines.append(f"- {row} · {ex.get('where') or e.get('file')}: "
                          f"“{(ex.get('question') or ex.get('text') or '')[:70]}” → "
