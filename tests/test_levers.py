@@ -131,7 +131,7 @@ def test_bad_lever_settings_are_refused_before_a_run(studio, faq_dataset):
 
     for setting, words in [("lora.layers=top", "use all, middle"), ("train.replay_mode=mse", "allowed: ce, kl"),
                            ("train.paraphrases=9", "between 0 and 8"), ("train.intruder_scale=1.5", "between"),
-                           ("train.replay_weight=-1", "between")]:
+                           ("train.replay_weight=-1", "between"), ("train.replay_short=0.5", "between 1.0 and 20.0")]:
         with pytest.raises(PresetError, match=words):
             studio.train_create("cpu-quickstart", faq_dataset, overrides=[setting])
     with pytest.raises(ConfigError, match="30 layers"):
