@@ -91,7 +91,10 @@ def main() -> None:
     sets = {"sample FAQ (clean)": rows_of(ROOT / "assets" / "sample" / "product_faq.jsonl"),
             "skellmere (clean)": rows_of(ROOT / "benchmarks" / "facts" / "skellmere.csv"),
             "tamsworth (clean)": rows_of(ROOT / "benchmarks" / "facts" / "tamsworth.csv")}
-    said = json.loads(next(ASSETS.glob("smollm2-135m-instruct-*-cpu-float32-retention.json")).read_text())["answers"]
+    shipped = sorted(ASSETS.glob("smollm2-135m-instruct-*-cpu-float32-retention.json"))
+    if not shipped:
+        sys.exit(f"No shipped retention answers of the embedded model in {ASSETS}: reinstall the studio.")
+    said = json.loads(shipped[0].read_text())["answers"]
     right = [(r["question"], b) for r, b in zip(retention_rows(), said) if r["expect"].lower() in b.lower()]
     sets["everyday, its own right answer"] = right
     sets["everyday, the fact made wrong"] = [

@@ -131,9 +131,11 @@ class TrainSpec:
                                 min=0.0, max=100.0)
     replay_short: float = knob(1.0, "Short-answer replay: the replay set's short factual questions "
                                     "(\"Who painted the Mona Lisa? Keep it short.\") are drawn this "
-                                    "many times as readily as its other prompts. Fine-tuning on facts "
-                                    "changes short factual answers most (\"A dog has five legs.\"); "
-                                    "a higher weight holds them harder. 1 = no preference.",
+                                    "many times as readily as its other prompts, in place of some of "
+                                    "them. Tuning on facts breaks short everyday answers first (after "
+                                    "a product FAQ the 135M model said \"A dog has five legs.\"); a "
+                                    "higher weight holds them harder. Needs train.replay > 0; 1 = no "
+                                    "preference.",
                                min=1.0, max=20.0)
     safety_replay: float = knob(0.1, "Safety replay: the base model's own refusals to harmful "
                                      "requests (assets/safety/, only the ones it refused) join "

@@ -154,29 +154,39 @@ def test_rows_alike_but_for_their_numbers_are_neither_duplicates_nor_leaks():
     assert [x["heldout_index"] for x in checks.leaks(held, caps)] == [1, 2]
 
 
-def test_a_held_out_question_in_another_word_order_is_a_leak_and_a_rewording_is_not():
+def test_a_held_out_question_with_its_words_moved_is_a_leak_and_another_question_is_not():
     """Character shingles change with the word order ("the Zephyr X300 kettle's warranty" against
-    "the warranty on the Zephyr X300 kettle": Jaccard 0.686, under LEAK); the same content words
-    in any order are a copy. A real rewording — a word more or another — is the held-out set's
-    purpose and stays unflagged, and so do reorderings about another model or too short to say."""
+    "the warranty on the Zephyr X300 kettle": Jaccard 0.686, under LEAK); the same content words,
+    moved, are a copy. A real rewording (a word more or another) is the held-out set's purpose and
+    stays unflagged, and so do questions the same words turn into another: another model, the
+    other direction, another tense or person, names swapped, too short to say."""
     def row(i, q):
         msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": "Two years."}]
         return checks.Row(i, "train", {"messages": msgs}, "f.jsonl", i + 1, q, "Two years.", q)
-    rows = [row(0, "What is the Zephyr X300 kettle's warranty?"), row(1, "Who is the head teacher of Gorse Hill School?"),
-            row(2, "Who runs it?")]
+    train = ["What is the Zephyr X300 kettle's warranty?", "Who is the head teacher of Gorse Hill School?",
+             "Who runs it?", "How do I convert Celsius to Fahrenheit?", "Does Acme own Beta Corp?",
+             "When was the Orbit toaster released?", "What does his contract at Acme say?",
+             "Can I wash the kettle lid in the dishwasher?"]
     held = [{"question": q} for q in (
-        "What is the warranty on the Zephyr X300 kettle?",                 # reordered: a leak
+        "What is the warranty on the Zephyr X300 kettle?",                 # moved: a leak
         "What is the warranty on the Zephyr X200 kettle?",                 # another model
-        "Who is in charge of Gorse Hill School as head teacher?",          # reworded (0.86 of the words)
+        "Who is in charge of Gorse Hill School as head teacher?",          # reworded
         "It runs who?",                                                    # under MIN_REORDERED words
-        "On the Zephyr X300 kettle, what is the warranty?")]               # reordered again
-    found = checks.leaks(held, rows)
-    assert [(x["heldout_index"], x["row"], x["how"]) for x in found] == [(0, 0, "reordered"), (4, 0, "reordered")]
+        "On the Zephyr X300 kettle, what is the warranty?",                # moved again
+        "How do I convert Fahrenheit to Celsius?",                         # the other direction
+        "Does Beta Corp own Acme?",                                        # names swapped
+        "When will the Orbit toaster be released?",                        # another tense
+        "What does her contract at Acme say?",                             # another person
+        "Should we wash a kettle lid in our dishwasher?",                  # another modal and person
+        "In the dishwasher, can I wash the kettle lid?")]                  # moved
+    found = checks.leaks(held, [row(i, q) for i, q in enumerate(train)])
+    assert [(x["heldout_index"], x["row"], x["how"]) for x in found] == [
+        (0, 0, "same words"), (4, 0, "same words"), (10, 7, "near")]  # the last: shingles find it first
     assert found[0]["similarity"] < checks.LEAK
     assert checks.current({"leaks": found})["leaks"] == found     # a saved check keeps them
     from studio.cli.render import check_text
-    assert "another order" in check_text({"dataset": "d", "rows": 3, "duplicates": [], "leaks": found,
-                                          "suspects": [], "model_checked": False})
+    assert "the same key words, moved" in check_text({"dataset": "d", "rows": 3, "duplicates": [], "leaks": found,
+                                                      "suspects": [], "model_checked": False})
 
 
 def test_rows_that_contradict_an_earlier_row_are_suspects_and_fuller_answers_are_not():

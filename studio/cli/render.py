@@ -115,7 +115,7 @@ def check_text(out: dict[str, Any]) -> str:
     for e in live["leaks"][:20]:
         lines.append(f"  leak: held-out line {e['heldout_line']} \"{e['heldout_question'][:60]}\" is "
                      f"asked in training at {at(e)}"
-                     + (" (the same words in another order)" if e.get("how") == "reordered" else ""))
+                     + (" (the same key words, moved)" if e.get("how") == "same words" else ""))
     for e in live["suspects"][:30]:
         lines.append(f"  suspect ({e['score']}): {at(e)} — {e['why']}")
     kept = sum(1 for k in live for e in out[k] if e.get("kept"))  # listed above: only the others

@@ -4,8 +4,9 @@ decided about them.
 Owns reading a version's rows with where each was uploaded (lines.json: file and line, as the
 ingest errors give them), finding exact and near duplicates among them and held-out questions
 that copy a training question (MinHash LSH from datasketch over character 5-grams, every
-candidate verified on its real Jaccard similarity; or the same content words in another order), rows that contradict an earlier row (the same
-question, different facts), putting those together with the suspects
+candidate verified on its real Jaccard similarity; or the same content words, moved), rows
+that contradict an earlier row (the same question, different facts), putting those together
+with the suspects
 (suspects.py, which needs the base model) into one result kept beside the version as
 check.json, the "keep" choices (datasets/NAME/decisions.json, by row content, so they hold for
 every later version), and which rows a "drop these" removes. Writing the new version is
@@ -31,12 +32,11 @@ LEAK = 0.7          # … and a held-out question copies a training question
 SHINGLE = 5         # characters per shingle: short questions still get dozens of them
 NUM_PERM = 128      # MinHash permutations: Jaccard estimated to about ±0.09 before verifying
 KINDS = ("duplicates", "leaks", "suspects")
-# words a question may gain, lose or move without asking anything else (articles, auxiliaries,
-# prepositions, pronouns, a possessive's "s"); the question words (what, when, who …) stay
-FUNCTION_WORDS = frozenset("""a an the is are was were be been being do does did has have had of
-on in at to for from by with as into onto about and or it its this that these those there s my
-your our their his her me i we you they he she them us please can could would will shall should
-may might""".split())
+# words a question may gain, lose or move without asking anything else: articles, the present
+# copula, place prepositions, "it"/"its", a possessive's "s". Question words, direction (to,
+# from, by), tense, modals, "and"/"or" and persons stay: "Celsius to Fahrenheit" is not
+# "Fahrenheit to Celsius", "was released" is not "will be released", "his" is not "her"
+FUNCTION_WORDS = frozenset("a an the is are of on in at for with about it its s please".split())
 MIN_REORDERED = 3   # content words a question needs before its reordering is called a copy
 
 
@@ -343,23 +343,33 @@ def leaks(heldout: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]
             out.append(leak(k, heldout[k], asked[k], train[j], jac))
             seen.add(k)
     # the same words in another order ("the X300 kettle's warranty" / "the warranty on the X300
-    # kettle"): character shingles change with the order, the set of content words does not
-    by_words: dict[frozenset[str], Row] = {}
+    # kettle"): character shingles change with the order, the set of content words does not —
+    # but the names must keep their order ("Does Acme own Beta Corp?" is another question)
+    by_words: dict[frozenset[str], list[Row]] = {}
     for r in train:
         if len(words := content_words(r.question)) >= MIN_REORDERED:
-            by_words.setdefault(words, r)
+            by_words.setdefault(words, []).append(r)
     for k, q in enumerate(asked):
-        r = by_words.get(content_words(q)) if k not in seen else None
-        if r is not None and same_facts(q, r.question):
-            a, b = shingles(q), shingles(r.question)
-            out.append(leak(k, heldout[k], q, r, round(len(a & b) / len(a | b), 3), "reordered"))
+        same = [r for r in by_words.get(content_words(q), []) if k not in seen and same_facts(q, r.question)
+                and names_in_order(q) == names_in_order(r.question)]
+        if same:
+            a, b = shingles(q), shingles(same[0].question)
+            out.append(leak(k, heldout[k], q, same[0], round(len(a & b) / len(a | b), 3), "same words"))
     return sorted(out, key=lambda e: e["heldout_index"])
 
 
 def content_words(text: str) -> frozenset[str]:
     """A question's words without its FUNCTION_WORDS: two questions with the same set ask the
-    same thing in another order."""
+    same thing with their words moved."""
     return frozenset(w for w in fold(text).split() if w not in FUNCTION_WORDS)
+
+
+def names_in_order(text: str) -> list[str]:
+    """The words of a text's names, numbers and coded words (facts_of), in the order they come."""
+    nums, coded, names = facts_of(text)
+    facts = names | set(coded)
+    seen = [w for w in fold(text).split() if w in facts or w in nums]
+    return [w for i, w in enumerate(seen) if w not in seen[:i]]
 
 
 def leak(k: int, h: dict[str, Any], q: str, r: Row, jac: float, how: str = "") -> dict[str, Any]:

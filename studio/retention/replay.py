@@ -79,8 +79,9 @@ def short_prompts() -> frozenset[str]:
 
 def weighted_order(rng: random.Random, weights: list[float], k: int) -> list[int]:
     """`k` distinct indices drawn without replacement, each with chance ∝ its weight at every
-    draw (Efraimidis–Spirakis: the k largest u^(1/w), u uniform); all weights 1 is a plain
-    random sample."""
+    draw (Efraimidis–Spirakis: the k largest u^(1/w), u uniform). All weights 1 gives a sample
+    with the same odds as `rng.sample` but not the same draw: callers keep `rng.sample` for that
+    case, so runs made before weights existed repeat exactly."""
     keys = sorted(((rng.random() ** (1.0 / w), i) for i, w in enumerate(weights) if w > 0), reverse=True)
     return [i for _, i in keys[:k]]
 

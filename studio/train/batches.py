@@ -71,10 +71,10 @@ def anchor_draws(t, per_batch: int, n_train: int) -> int:
 
 
 def replay_examples(cache_dir: Path, model_ref: str, model_path: Path, model, tok, n: int, seed: int,
-                    short_weight: float, note: Callable[[str], None]) -> list[dict[str, Any]]:
+                    short_weight: float, note: Callable[[str], None]) -> tuple[list[dict[str, Any]], int]:
     """`n` self-replay chat examples: the base model's own answers (shipped, cached under
     `cache_dir`, or generated now with the adapter off), the short factual ones `short_weight`
-    times as likely to be among them."""
+    times as likely to be among them; and how many answers there were to choose from."""
     from ..retention import replay
     from ..models.chat import generate_batch
     from ..models.chat import evaluating
@@ -87,7 +87,7 @@ def replay_examples(cache_dir: Path, model_ref: str, model_path: Path, model, to
                                   replay.MAX_NEW_TOKENS)
 
     rows = replay.answers(cache_dir, model_ref, model_path, generate, note)
-    return replay.mix(rows, n, 1.0, seed, short_weight)
+    return replay.mix(rows, n, 1.0, seed, short_weight), len(rows)
 
 
 class CountingCollator:
@@ -110,8 +110,10 @@ class AnchorCollator:
     in the same replay sequence), `kl_rows`/`kl_from` (the trailing rows and first column that
     hold the replay part: padding-free, one row's tail; padded, the last rows), and the base
     model's top tokens and log-probabilities at those positions, in order (`kl_ids`, `kl_logp`).
-    Pool entries are {input_ids, targets: (ids, logp)}. Evaluation batches (no example numbers)
-    pass through unchanged."""
+    Pool entries are {input_ids, targets: (ids, logp), weight (optional, 1 if absent)}: with any
+    weight other than 1 a batch draws entries ∝ their weights (train.replay_short); with all 1 it
+    draws the plain seeded sample it always did, so earlier runs resume and repeat the same.
+    Evaluation batches (no example numbers) pass through unchanged."""
 
     def __init__(self, inner, pool: list[dict[str, Any]], per_batch: int, seed: int, packing: bool):
         self.inner, self.pool, self.per_batch = inner, pool, per_batch
@@ -259,30 +261,39 @@ def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[d
     n_replay, why_not = replay_count(t.replay, len(train_set), whole=t.replay_mode == "kl")
     if why_not:
         say(why_not)
-    replay = replay_examples(home.replay, spec.model, model_path, model, tok, n_replay, t.seed,
-                             t.replay_short, say) if n_replay else []
+    kl = t.replay_mode == "kl"  # kl weighs each batch's draw; ce weighs which answers are mixed in
+    replay, answered = replay_examples(home.replay, spec.model, model_path, model, tok, n_replay, t.seed,
+                                       1.0 if kl else t.replay_short, say) if n_replay else ([], 0)
+    short = short_prompts()
+    n_short = sum(ex["messages"][0]["content"] in short for ex in replay)
+    if replay and t.replay_short != 1.0 and (not n_short or (not kl and len(replay) == answered)):
+        quiet(f"train.replay_short={t.replay_short:g} changes nothing here: " + (
+            "the base model finished none of the replay set's short factual answers." if not n_short
+            else "every replay answer is mixed in anyway (lower train.replay to choose among them)."))
     anchor = None
-    if replay and t.replay_mode == "kl":
+    if replay and kl:
         from .anchor import cached_targets
 
         per_batch = max(1, round(t.replay * t.micro_batch))
-        pool = encode_examples(tok, replay[:anchor_draws(t, per_batch, len(train_set))], t.max_len)
+        pool = []
+        for ex in replay[:anchor_draws(t, per_batch, len(train_set))]:
+            for row in encode_examples(tok, [ex], t.max_len):  # none when it has no learnable token
+                row["weight"] = t.replay_short if ex["messages"][0]["content"] in short else 1.0
+                pool.append(row)
         for row, target in zip(pool, cached_targets(home.replay, model_key(model_path), model, pool, say)):
             row["targets"] = target
-        if t.replay_short != 1.0:  # drawn that many times as readily as the other replay prompts
-            short = short_prompts()
-            for row, ex in zip(pool, replay):
-                row["weight"] = t.replay_short if ex["messages"][0]["content"] in short else 1.0
         anchor = (pool, per_batch, t.seed)
         quiet(f"Soft anchor: each batch of {t.micro_batch} examples carries {anchor[1]} of the base "
               f"model's own answers to general prompts, on which the tuned model's next-token "
               f"distribution is pulled toward the base model's (KL, weight {t.replay_weight:g})"
-              + (f"; its short factual answers are drawn {t.replay_short:g}× as readily as the rest."
-                 if t.replay_short != 1.0 else "."))
+              + (f"; its {n_short} short factual answers are drawn {t.replay_short:g}× as readily as "
+                 "the rest." if t.replay_short != 1.0 and n_short else "."))
     elif replay:
         train_set += encode_examples(tok, replay, t.max_len)
         quiet(f"Self-replay: {len(replay)} of the base model's own answers to general prompts are "
-              f"mixed into training (train.replay={t.replay:g}), so it keeps what it could already do.")
+              f"mixed into training (train.replay={t.replay:g}"
+              + (f"; {n_short} of them short factual answers, weighted ×{t.replay_short:g}"
+                 if t.replay_short != 1.0 else "") + "), so it keeps what it could already do.")
     elif n_replay:
         say("Training without self-replay: the base model gave no finished answer to the general "
             "prompts (they are cut off or empty), so there is nothing to replay.")

@@ -207,7 +207,7 @@ def check_md(out: dict) -> str:
             ex, nb = e.get("example") or {}, e.get("neighbour") or {}
             what = (f"repeats {nb.get('where')} ({e['kind']})" if kind == "duplicates" else
                     f"held-out line {e['heldout_line']} asks it"
-                    + (" in another order" if e.get("how") == "reordered" else "")
+                    + (" with the same key words" if e.get("how") == "same words" else "")
                     + f": “{e['heldout_question'][:70]}”" if kind == "leaks" else e["why"])
             row = f"#{e['row']}" if e.get("row") is not None else "removed when prepared"
             lines.append(f"- {row} · {ex.get('where') or e.get('file')}: "
