@@ -6,7 +6,10 @@ formats, each with held-out questions that ask the same facts in other words:
   - skellmere: people and places of an invented island (benchmarks/facts/skellmere.csv; CSV,
     held out in skellmere_heldout.csv),
   - tamsworth: an invented heritage railway (benchmarks/facts/tamsworth.csv, CSV; written
-    2026-12-06 and kept out of tuning: no default was chosen on it — the held-out check),
+    2026-12-06 and kept out of tuning until 2026-12-07, when the short-answer anchor was chosen
+    on all three sets),
+  - lowenmere: an invented music festival (benchmarks/facts/lowenmere.csv, CSV; written
+    2026-12-07 after that choice: the check of the defaults on a set nothing was chosen on),
 once per recipe (the preset as shipped, then each variant's overrides), and scores every run
 through the studio's own report — the way a user sees it:
   - fact match: held-out questions answered with their key fact (never trained on);
@@ -42,6 +45,8 @@ SETS = {
     "skellmere": ([FACTS / "skellmere.csv"], FACTS / "skellmere_heldout.csv"),
     # written 2026-12-06 and never used to choose a default: the honest check of the defaults
     "tamsworth": ([FACTS / "tamsworth.csv"], FACTS / "tamsworth_heldout.csv"),
+    # written 2026-12-07 after the defaults were chosen on the other three: their check
+    "lowenmere": ([FACTS / "lowenmere.csv"], FACTS / "lowenmere_heldout.csv"),
 }
 TARGETS = {"fact_match": 0.70, "ppl_rise": 0.10, "retention": 0.90, "train_s": 300}
 
