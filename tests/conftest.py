@@ -323,9 +323,11 @@ def faq_dataset(studio):
 @pytest.fixture(scope="session")
 def trained_run(studio, faq_dataset):
     """One short cpu-quickstart run shared by the train, compare, report and export tests (two
-    examples a step: the tests need a run that learned a little, not the preset's batch)."""
+    examples a step, the lighter anchor of before 2026-12-07: the tests need a run that learned
+    a little in 12 steps — its answers differ from the base model's —, not the preset's recipe)."""
     run = studio.train_create("cpu-quickstart", faq_dataset, overrides=[
-        "train.save_every=4", "train.eval_every=6", "train.lr=1e-3", "train.micro_batch=2"], max_steps=12)
+        "train.save_every=4", "train.eval_every=6", "train.lr=1e-3", "train.micro_batch=2",
+        "train.replay_weight=5", "train.replay_short=1"], max_steps=12)
     return studio.train_run(run["id"])
 
 

@@ -461,7 +461,7 @@ def test_the_run_weighs_the_short_answers_it_was_asked_to(monkeypatch, tmp_path,
     assert sorted(p["weight"] for p in pool) == [1.0] * 5 + [4.0] * 3
     assert all((p["weight"] == 4.0) == any(q in tok.decode(p["input_ids"]) for q in short) for p in pool)
     assert any("3 short factual answers are drawn 4× as readily" in n for n in notes)
-    _, (pool, _, _), notes = run()
+    _, (pool, _, _), notes = run("train.replay_short=1")
     assert {p["weight"] for p in pool} == {1.0} and not any("short factual" in n for n in notes)
     train_set, _, notes = run("train.replay_mode=ce", "train.replay_short=4")  # 8 answers: all mixed in
     assert len(train_set) == 16 and any("changes nothing here" in n for n in notes)
