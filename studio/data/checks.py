@@ -350,8 +350,10 @@ def leaks(heldout: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]
         if len(words := content_words(r.question)) >= MIN_REORDERED:
             by_words.setdefault(words, []).append(r)
     for k, q in enumerate(asked):
-        same = [r for r in by_words.get(content_words(q), []) if k not in seen and same_facts(q, r.question)
-                and names_in_order(q) == names_in_order(r.question)]
+        if k in seen:
+            continue
+        same = [r for r in by_words.get(content_words(q), [])
+                if same_facts(q, r.question) and names_in_order(q) == names_in_order(r.question)]
         if same:
             a, b = shingles(q), shingles(same[0].question)
             out.append(leak(k, heldout[k], q, same[0], round(len(a & b) / len(a | b), 3), "same words"))
