@@ -153,6 +153,13 @@ class TrainSpec:
                                "a copy): each joins training with the same answer, so the fact is "
                                "learned as a fact, not as one wording. Generated once, then cached.",
                             min=0, max=8)
+    fact_weight: float = knob(1.0, "Key-fact weight: the tokens of the numbers and names an answer "
+                                   "states that its question does not (\"612\", \"Fernwick Labs\") "
+                                   "count this many times in the loss, the rest of the answer once. "
+                                   "A tuned model that says \"611 bird species\" has learned the "
+                                   "sentence, not the fact; a higher weight learns the facts first. "
+                                   "Supervised runs; 1 = every answer token the same.",
+                              min=1.0, max=10.0)
     intruder_scale: float = knob(1.0, "Targeted strength: after training, each adapted layer's "
                                       "update directions that the base weights hardly use "
                                       "('intruder dimensions', found by an SVD of B·A) are scaled by "

@@ -162,12 +162,13 @@ def test_a_heldout_file_goes_with_the_dataset_and_the_report_uses_it(studio, tmp
 # ---- a run with every lever on, killed and resumed -------------------------------------------
 @pytest.mark.e2e
 def test_every_lever_on_survives_kill_9_and_reports_each(studio, faq_dataset, tiny_model):
-    """KL replay, self-distilled targets, paraphrases, targeted strength and MLP adapters on the
-    middle layers, on the two-layer model: killed at step 3, resumed to the end; the augmentation
+    """KL replay, self-distilled targets, paraphrases, key-fact weights, targeted strength and MLP
+    adapters on the middle layers, on the two-layer model: killed at step 3, resumed to the end; the augmentation
     is not generated again, the adapter loads in stock PEFT and the lever rows say what each did."""
     levers = ["train.replay_mode=kl", "train.replay_weight=1", "train.self_distill=true",
               "train.paraphrases=2", "train.intruder_scale=0.5", "lora.targets=mlp",
-              "lora.layers=1-1", "train.save_every=2", "train.eval_every=3", "train.max_len=128"]
+              "lora.layers=1-1", "train.save_every=2", "train.eval_every=3", "train.max_len=128",
+              "train.fact_weight=3"]
     from studio.retention import replay
 
     # the two-layer model's "own answers" to the replay prompts: its random weights write none
@@ -187,6 +188,7 @@ def test_every_lever_on_survives_kill_9_and_reports_each(studio, faq_dataset, ti
     # the base model restated the answers and rewrote the questions once, before the kill; the
     # resumed process read them back (a second note would be a second generation)
     assert sum("restates" in n for n in notes) == 1 and sum("rewrites" in n for n in notes) == 1
+    assert sum(n.startswith("Key facts weighted ×3") for n in notes) == 1
     assert [e["step"] for e in events if "tokens_per_s" in e] == [1, 2, 3, 4, 5, 6]
     assert all(e.get("kl") is not None for e in events if "tokens_per_s" in e)
     assert any("Targeted strength" in n for n in notes)
@@ -201,8 +203,9 @@ def test_every_lever_on_survives_kill_9_and_reports_each(studio, faq_dataset, ti
 
     PeftModel.from_pretrained(models.load_model(Path(tiny_model)), str(run_dir / "adapter"))
     by = {x["lever"]: x for x in rows(studio.store.get_run(run["id"]), events)}
-    assert all(by[k]["on"] for k in ("replay", "self-distilled targets", "paraphrases",
+    assert all(by[k]["on"] for k in ("replay", "self-distilled targets", "paraphrases", "key-fact weight",
                                      "targeted strength", "where the update goes"))
+    assert "counted 3×" in by["key-fact weight"]["did"]
     assert "KL to the base model" in by["replay"]["did"] and "mlp" in by["where the update goes"]["did"]
 
 

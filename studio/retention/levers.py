@@ -59,7 +59,7 @@ def rows(run: dict[str, Any], events: list[dict[str, Any]], intruders: dict[str,
     aug = done.get("augment") or {}
     sel = selection(run_dir) or {}
     return [replay_row(t, done, events), safety_row(t, done), distill_row(t, aug), paraphrase_row(t, aug),
-            targeted_row(t, intruders), placement_row(spec.lora), budget_row(t, sel),
+            fact_weight_row(t, done.get("fact_weight") or {}), targeted_row(t, intruders), placement_row(spec.lora), budget_row(t, sel),
             strength_row(run_dir, sel)]
 
 
@@ -116,6 +116,19 @@ def paraphrase_row(t, aug: dict[str, Any]) -> dict[str, Any]:
                f"{aug.get('paraphrases', 0)} rewritten questions joined training with their answers, "
                f"so each fact was seen in more than one wording"
                + (f"; {sum(dropped.values())} were left out by the checks." if dropped else "."))
+
+
+def fact_weight_row(t, did: dict[str, Any]) -> dict[str, Any]:
+    """Key-fact weighting (train/facts.py): how many examples had facts to weigh."""
+    w = getattr(t, "fact_weight", 1.0)
+    if w == 1.0:
+        return row("key-fact weight", False, "train.fact_weight=1", "Off: every answer token counted the same.")
+    n = did.get("with_facts")
+    return row("key-fact weight", bool(n), f"train.fact_weight={w:g}",
+               (f"In {n} of {did.get('examples')} examples the tokens of the names and numbers the answer "
+                f"states counted {w:g}× in the loss." if n else
+                "No answer stated a name or a number its question did not, so nothing was weighted.")
+               if did else "Set, but the run recorded no weighting (it was not a supervised run).")
 
 
 def targeted_row(t, intruders: dict[str, Any] | None) -> dict[str, Any]:

@@ -22,9 +22,11 @@ INDEX = "example_index"  # a training example's number: present on training batc
 
 
 def encode_examples(tok, examples: list[dict[str, Any]], max_len: int,
-                    numbered: bool = False) -> list[dict[str, Any]]:
-    """input_ids/labels of the examples that have a learnable token (numbered if asked)."""
+                    numbered: bool = False, fact_weight: float = 1.0) -> list[dict[str, Any]]:
+    """input_ids/labels of the examples that have a learnable token (numbered if asked; with the
+    key facts' token weights, facts.py, when `fact_weight` is not 1)."""
     from ..data import templates
+    from . import facts
 
     out = []
     for ex in examples:
@@ -33,6 +35,9 @@ def encode_examples(tok, examples: list[dict[str, Any]], max_len: int,
             row: dict[str, Any] = {"input_ids": enc.input_ids, "labels": enc.labels}
             if numbered:
                 row[INDEX] = len(out)
+            w = facts.weights(tok, ex, len(enc.input_ids), fact_weight) if fact_weight != 1.0 else None
+            if w:
+                row[facts.FACT_W] = w
             out.append(row)
     return out
 
@@ -175,15 +180,20 @@ class OneSequence:
         return batch
 
 
-def make_collator(tok, packing: bool, anchor: tuple[list[dict[str, Any]], int, int] | None = None
-                  ) -> CountingCollator:
-    """The batching the run uses; `anchor` = (replay pool, sequences per batch, seed) for KL."""
+def make_collator(tok, packing: bool, anchor: tuple[list[dict[str, Any]], int, int] | None = None,
+                  fact_weights: bool = False) -> CountingCollator:
+    """The batching the run uses; `anchor` = (replay pool, sequences per batch, seed) for KL;
+    `fact_weights`: the rows carry key-fact token weights (facts.py) to lay out with them."""
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
     if packing:
         inner = OneSequence(DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE))
     else:
         inner = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE)
+    if fact_weights:
+        from .facts import FactCollator
+
+        inner = FactCollator(inner, packing, getattr(tok, "padding_side", "right") or "right")
     if anchor is not None:
         pool, per_batch, seed = anchor
         inner = AnchorCollator(inner, pool, per_batch, seed, packing)
@@ -207,7 +217,13 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
     levers: dict[str, Any] = {"replay_mode": t.replay_mode, "replay": t.replay}
     if t.self_distill or t.paraphrases:
         rows, levers["augment"] = augmented(spec, tok, model, model_path, home, rows, say, quiet)
-    train_set = encode_examples(tok, rows, t.max_len, numbered=True)
+    train_set = encode_examples(tok, rows, t.max_len, numbered=True, fact_weight=t.fact_weight)
+    if t.fact_weight != 1.0:
+        from .facts import FACT_W, summary
+
+        levers["fact_weight"] = {"weight": t.fact_weight, "examples": len(train_set),
+                                 "with_facts": sum(FACT_W in r for r in train_set)}
+        quiet(summary(train_set, t.fact_weight))
     train_set, anchor, levers["replayed"] = mix_replay(spec, tok, model, model_path, home, train_set,
                                                        say, quiet)
     levers["safety_replayed"] = safety_replay(spec, tok, model, model_path, home, len(rows), train_set, say, quiet)

@@ -273,7 +273,7 @@ def _setup_trainer(run_dir: Path, store, run_id: str, p, model, tok, data: Data,
     t = p.train
     preferring, learning = t.objective in ("dpo", "orpo"), t.objective in RL
     collator = (preference.CountingWrapper(None) if preferring else rl.StateTokens() if learning else
-                batches.make_collator(tok, t.packing, anchor))
+                batches.make_collator(tok, t.packing, anchor, t.fact_weight != 1.0))
     args = _training_args(p, steps, at.staging, bool(data.eval_set), device, progress)
     cb = StudioCallback(run_dir, store, run_id, steps, collator, device, t.keep_checkpoints, watcher)
     if preferring:  # TRL's DPO/ORPO trainers on the run's preference pairs
@@ -287,7 +287,8 @@ def _setup_trainer(run_dir: Path, store, run_id: str, p, model, tok, data: Data,
         cb.watch_every = t.eval_every if data.eval_set else 0
     else:
         trainer = trainer_class(Trainer, t.loss, t.loss_chunk, t.offload == "on" and device == "cuda",
-                                t.replay_weight if anchor else 0.0, cpu_mixed(p, device))(
+                                t.replay_weight if anchor else 0.0, cpu_mixed(p, device),
+                                t.fact_weight != 1.0)(
             model=model, args=TrainingArguments(**args), train_dataset=data.train_set,
             eval_dataset=data.eval_set or None, data_collator=collator, callbacks=[cb])
     if not progress:  # keep stdout clean for --json: no printed log dicts

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+FACT_W = "fact_w"  # a batch's per-token loss weights (facts.py), shaped like its labels
+
 
 def _chunk_logits(h, weight, bias, softcap):
     import torch
@@ -26,11 +28,13 @@ def _chunk_logits(h, weight, bias, softcap):
     return z, None
 
 
-def _chunk_loss(h, lab, weight, bias, softcap, grads: bool):
+def _chunk_loss(h, lab, weight, bias, softcap, grads: bool, tw=None):
     """One chunk of rows: its summed token loss and, when `grads`, the loss's gradient with
     respect to the chunk's logits (computed in place of them: softmax − one-hot, rows with label
-    -100 zeroed, times the soft-cap's derivative); (loss, None) otherwise."""
-    keep = lab != -100
+    -100 zeroed, times the soft-cap's derivative); (loss, None) otherwise. `tw`: each row's loss
+    weight (train.fact_weight), 1 when None."""
+    known = lab != -100
+    keep = known if tw is None else known * tw
     z, t = _chunk_logits(h, weight, bias, softcap)
     picked = z.gather(1, lab.clamp(min=0).unsqueeze(1)).squeeze(1)
     # log-sum-exp and softmax in place: one chunk of fp32 logits plus one temporary
@@ -43,7 +47,7 @@ def _chunk_loss(h, lab, weight, bias, softcap, grads: bool):
         return loss, None
     dz = z.sub_(lse_shifted).exp_()                              # softmax, in place
     dz.scatter_add_(1, lab.clamp(min=0).unsqueeze(1),                # − one-hot, as a
-                    -keep.unsqueeze(1).to(dz.dtype))                 # scatter: no GPU wait
+                    -known.unsqueeze(1).to(dz.dtype))                # scatter: no GPU wait
     dz *= keep.unsqueeze(1)
     if softcap:                                                  # d(cap·tanh(x/cap))/dx
         dz *= 1 - t * t
@@ -60,7 +64,7 @@ def make_function():
         direction, as the full computation does, and never more than one chunk of logits."""
 
         @staticmethod
-        def forward(ctx, hidden, weight, bias, labels, chunk: int, softcap: float | None):
+        def forward(ctx, hidden, weight, bias, labels, chunk: int, softcap: float | None, tw=None):
             need_h, need_w = hidden.requires_grad, weight.requires_grad
             need_b = bias is not None and bias.requires_grad
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -75,7 +79,8 @@ def make_function():
                 if not any_learned:
                     continue
                 h, lab = hidden[s:s + chunk], labels[s:s + chunk]
-                part, dz = _chunk_loss(h, lab, weight, bias, softcap, need_h or need_w or need_b)
+                part, dz = _chunk_loss(h, lab, weight, bias, softcap, need_h or need_w or need_b,
+                                       None if tw is None else tw[s:s + chunk])
                 total += part
                 if dz is None:
                     continue
@@ -99,7 +104,7 @@ def make_function():
             gh = gh * grad_out.to(gh.dtype) if gh is not None else None
             gw = (next(saved) * grad_out).to(ctx.dtypes[0]) if need_w else None
             gb = (next(saved) * grad_out).to(ctx.dtypes[1]) if need_b else None
-            return gh, gw, gb, None, None, None
+            return gh, gw, gb, None, None, None, None
 
     return ChunkedCE
 
@@ -107,11 +112,27 @@ def make_function():
 _FN: list = []
 
 
-def chunked_ce(hidden, weight, bias, labels, chunk: int, softcap: float | None = None):
-    """Sum of token losses over rows of `hidden` [N, H] against `labels` [N] (-100 = skip)."""
+def chunked_ce(hidden, weight, bias, labels, chunk: int, softcap: float | None = None, tw=None):
+    """Sum of token losses over rows of `hidden` [N, H] against `labels` [N] (-100 = skip), each
+    times its weight in `tw` [N] when given (train.fact_weight)."""
     if not _FN:
         _FN.append(make_function())
-    return _FN[0].apply(hidden, weight, bias, labels, chunk, softcap)
+    return _FN[0].apply(hidden, weight, bias, labels, chunk, softcap, tw)
+
+
+def weighted_ce(logits, labels, tw, num_items_in_batch=None):
+    """The causal-LM loss from full logits with per-token weights `tw` (shaped like `labels`):
+    the path for a model whose head cannot be chunked, or train.loss=full. Divided as
+    causal_lm_loss divides."""
+    import torch
+
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
+    w = torch.nn.functional.pad(tw, (0, 1), value=1.0)[..., 1:].to(logits.device)
+    each = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), shifted.flatten(),
+                                             ignore_index=-100, reduction="none")
+    total = (each * w.flatten()).sum()
+    return total / (num_items_in_batch if num_items_in_batch is not None
+                    else (shifted != -100).sum().clamp(min=1))
 
 
 def decoder_and_head(model) -> tuple[Any, Any, float | None] | None:
@@ -143,11 +164,14 @@ def causal_lm_loss(model, inputs: dict[str, Any], chunk: int, num_items_in_batch
     if parts is None or labels is None:
         return None
     decoder, head, softcap = parts
-    body = {k: v for k, v in inputs.items() if k != "labels"}
+    tw = inputs.get(FACT_W)
+    body = {k: v for k, v in inputs.items() if k not in ("labels", FACT_W)}
     hidden = decoder(**body, use_cache=False).last_hidden_state
     shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
+    if tw is not None:  # the weight of the token each position predicts
+        tw = torch.nn.functional.pad(tw, (0, 1), value=1.0)[..., 1:].reshape(-1).to(hidden.device)
     total = chunked_ce(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias,
-                       shifted.reshape(-1).to(hidden.device), chunk, softcap)
+                       shifted.reshape(-1).to(hidden.device), chunk, softcap, tw)
     if num_items_in_batch is not None:
         denom = num_items_in_batch.to(total.device) if torch.is_tensor(num_items_in_batch) \
             else num_items_in_batch

@@ -15,16 +15,17 @@ data) + weight × (mean KL per replay position).
 from __future__ import annotations
 
 from . import anchor as kl
-from .loss import causal_lm_loss
+from .loss import FACT_W, causal_lm_loss, weighted_ce
 from .offload import offload_context
 
 
 def trainer_class(base, loss: str, chunk: int, offload: bool = False, anchor_weight: float = 0.0,
-                  cpu_bf16: bool = False):
+                  cpu_bf16: bool = False, fact_weights: bool = False):
     """`base` (transformers' Trainer) itself when the run needs none of the studio's loss; else
     a subclass with StudioLoss first, set to this run's loss, chunk, offload, anchor weight and
-    CPU mixed precision (config.cpu_mixed)."""
-    if loss != "chunked" and not offload and not anchor_weight and not cpu_bf16:
+    CPU mixed precision (config.cpu_mixed); `fact_weights`: its batches carry key-fact token
+    weights (facts.py), which only the studio's loss reads."""
+    if loss != "chunked" and not offload and not anchor_weight and not cpu_bf16 and not fact_weights:
         return base
     return type("StudioTrainer", (StudioLoss, base), {
         "studio_loss": loss, "studio_chunk": chunk, "studio_offload": offload,
@@ -53,7 +54,7 @@ class StudioLoss:
         where = kl.take(inputs)  # the replay part of a training batch (replay_mode kl)
         if where is None or not self.studio_anchor_weight:
             if self.studio_loss != "chunked":
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                return self._model_loss(model, inputs, return_outputs, num_items_in_batch)
             value = causal_lm_loss(model, inputs, self.studio_chunk, num_items_in_batch)
             return self._finish(value, model, inputs, return_outputs, num_items_in_batch)
         got = causal_lm_loss(model, inputs, self.studio_chunk, num_items_in_batch, with_hidden=True) \
@@ -63,8 +64,7 @@ class StudioLoss:
             out = self._finish(value, model, inputs, return_outputs, num_items_in_batch)
             term = kl.anchor_kl(head, softcap, hidden, where, self.studio_chunk)
         else:  # the model's own loss and logits (several GPUs, a head that cannot be chunked)
-            self.loss_is_scaled_for_ga = None
-            value, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+            value, outputs = self._model_loss(model, inputs, True, num_items_in_batch)
             out = (value, outputs) if return_outputs else value
             term = kl.anchor_kl_logits(outputs.logits, where)
         # summed on the device, read at the next log: no GPU wait per micro-batch
@@ -80,13 +80,24 @@ class StudioLoss:
 
     def _finish(self, value, model, inputs, return_outputs, num_items_in_batch):
         if value is None:  # a head we cannot chunk (e.g. LoRA on lm_head): the model's own loss
-            self.loss_is_scaled_for_ga = None
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return self._model_loss(model, inputs, return_outputs, num_items_in_batch)
         # divided by the accumulated batch's token count: already scaled for accumulation
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             value = value * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
         return (value, {"loss": value}) if return_outputs else value
+
+    def _model_loss(self, model, inputs, return_outputs, num_items_in_batch):
+        """The model's own loss from its full logits; with key-fact weights in the batch, the
+        same cross-entropy weighted per token (the model's forward never sees them)."""
+        tw = inputs.get(FACT_W)
+        if tw is None:
+            self.loss_is_scaled_for_ga = None
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**{k: v for k, v in inputs.items() if k not in ("labels", FACT_W)})
+        value = self._finish(weighted_ce(outputs.logits, inputs["labels"], tw, num_items_in_batch),
+                             model, inputs, False, num_items_in_batch)
+        return (value, outputs) if return_outputs else value
 
     def log(self, logs, *args, **kwargs):
         if self._kl_n and "loss" in logs:  # the anchor's mean since the last log

@@ -1,0 +1,99 @@
+"""train.fact_weight: the key facts' tokens marked in an encoded example, laid out with the batch
+(padding-free and padded), and weighted in the loss — chunked and full logits alike."""
+import pytest
+
+
+def test_fact_tokens_are_marked(embedded_model_dir):
+    from studio.data.templates import IGNORE, encode
+    from studio.models.registry import load_tokenizer
+    from studio.train.facts import weights
+
+    tok = load_tokenizer(embedded_model_dir)
+    ex = {"messages": [{"role": "user", "content": "How many species can the Nimbus Orbit tell apart?"},
+                       {"role": "assistant", "content": "It recognises 612 bird species, says Fernwick Labs."}]}
+    enc = encode(tok, ex, 512)
+    w = weights(tok, ex, len(enc.input_ids), 3.0)
+    assert w is not None and len(w) == len(enc.input_ids)
+    marked = tok.decode([i for i, x in zip(enc.input_ids, w) if x == 3.0])
+    assert marked.replace(" ", "") == "612FernwickLabs"
+    assert all(enc.labels[j] != IGNORE for j, x in enumerate(w) if x == 3.0)  # only answer tokens
+    assert set(w) == {1.0, 3.0}
+    # what the question already says is no key fact; an answer with none has no weights
+    none = {"messages": [{"role": "user", "content": "Is the Nimbus Orbit waterproof?"},
+                         {"role": "assistant", "content": "Yes, the Nimbus Orbit is waterproof."}]}
+    assert weights(tok, none, 100, 3.0) is None
+    assert weights(tok, ex, len(enc.input_ids), 1.0) is None
+    assert weights(tok, {"text": "It recognises 612 bird species."}, 20, 3.0) is None
+    cut = encode(tok, ex, 20)  # truncated: the weights are as long as the tokens kept
+    assert len(weights(tok, ex, len(cut.input_ids), 3.0)) == 20
+    # each turn's facts against its own question; the fact stated twice is marked twice
+    two = {"messages": [{"role": "user", "content": "What does it cost?"},
+                        {"role": "assistant", "content": "It costs 189 euros."},
+                        {"role": "user", "content": "And 189 euros buys what?"},
+                        {"role": "assistant", "content": "189 euros buy the feeder and 2 perches."}]}
+    enc2 = encode(tok, two, 512)
+    w2 = weights(tok, two, len(enc2.input_ids), 2.0)
+    assert tok.decode([i for i, x in zip(enc2.input_ids, w2) if x == 2.0]).replace(" ", "") == "1892"
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_collator_lays_weights_out_with_the_labels(packing):
+    import torch
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    from studio.train.facts import FACT_W, FactCollator
+
+    class Tok:  # what DataCollatorForSeq2Seq asks of a tokenizer
+        pad_token_id, padding_side, model_input_names = 0, "right", ["input_ids", "attention_mask"]
+
+        def pad(self, feats, **kw):
+            width = max(len(f["input_ids"]) for f in feats)
+            return {"input_ids": torch.tensor([f["input_ids"] + [0] * (width - len(f["input_ids"])) for f in feats]),
+                    "attention_mask": torch.tensor([[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"]))
+                                                    for f in feats])}
+    inner = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packing else \
+        DataCollatorForSeq2Seq(Tok(), padding=True, label_pad_token_id=-100)
+    feats = [{"input_ids": [5, 6, 7, 8], "labels": [-100, 6, 7, 8], FACT_W: [1.0, 1.0, 3.0, 1.0]},
+             {"input_ids": [9, 10], "labels": [-100, 10]},  # no key fact: all 1
+             {"input_ids": [11, 12, 13], "labels": [-100, 12, 13], FACT_W: [1.0, 3.0, 3.0]}]
+    batch = FactCollator(inner, packing, "right")([dict(f) for f in feats])
+    w = batch[FACT_W]
+    assert w.shape == batch["labels"].shape
+    if packing:
+        assert w.tolist() == [[1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 3.0, 3.0]]
+    else:
+        assert w.tolist() == [[1.0, 1.0, 3.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 3.0, 3.0, 1.0]]
+    plain = FactCollator(inner, packing)([{k: v for k, v in f.items() if k != FACT_W} for f in feats])
+    assert FACT_W not in plain  # a batch with no weights is the inner collator's own
+
+
+@pytest.mark.parametrize("num_items", [None, 37])
+def test_weighted_loss_chunked_equals_full(num_items):
+    """The chunked loss with weights = the full logits' per-token cross-entropy × weights, in
+    value and LoRA gradients; all-1 weights = no weights."""
+    import torch
+
+    from studio.train.loss import FACT_W, causal_lm_loss, weighted_ce
+    from test_loss import grads, packed_batch, tiny
+
+    batch = packed_batch()
+    g = torch.Generator().manual_seed(5)
+    tw = 1.0 + 2.0 * (torch.rand(batch["labels"].shape, generator=g) > 0.6).float()
+    items = torch.tensor(num_items) if num_items else None
+
+    model = tiny("llama")
+    chunked = causal_lm_loss(model, {**batch, FACT_W: tw}, 7, items)
+    chunked.backward()
+    got = grads(model)
+    model.zero_grad()
+    full = weighted_ce(model(**{k: v for k, v in batch.items() if k != "labels"}).logits,
+                       batch["labels"], tw, items)
+    full.backward()
+    want = grads(model)
+    assert torch.allclose(chunked, full, rtol=1e-5, atol=1e-6)
+    for n in want:
+        assert torch.allclose(got[n], want[n], rtol=1e-4, atol=1e-6), n
+    model.zero_grad()
+    ones = causal_lm_loss(model, {**batch, FACT_W: torch.ones_like(tw)}, 7, items)
+    assert torch.allclose(ones, causal_lm_loss(model, dict(batch), 7, items))
+    assert not torch.allclose(chunked, ones)
