@@ -97,3 +97,25 @@ def test_weighted_loss_chunked_equals_full(num_items):
     ones = causal_lm_loss(model, {**batch, FACT_W: torch.ones_like(tw)}, 7, items)
     assert torch.allclose(ones, causal_lm_loss(model, dict(batch), 7, items))
     assert not torch.allclose(chunked, ones)
+
+
+def test_report_row_and_note_say_what_the_weight_did():
+    import dataclasses
+
+    from studio.retention.levers import fact_weight_row
+    from studio.spec import RunSpec
+    from studio.train.facts import FACT_W, summary
+
+    t = RunSpec().train
+    assert fact_weight_row(t, {}) == {"lever": "key-fact weight", "on": False, "setting": "train.fact_weight=1",
+                                      "did": "Off: every answer token counted the same."}
+    t = dataclasses.replace(t, fact_weight=3.0)
+    on = fact_weight_row(t, {"weight": 3.0, "examples": 72, "with_facts": 65})
+    assert on["on"] and on["setting"] == "train.fact_weight=3" and on["did"].startswith("In 65 of 72 examples")
+    assert not fact_weight_row(t, {"weight": 3.0, "examples": 5, "with_facts": 0})["on"]
+    assert "not a supervised run" in fact_weight_row(t, {})["did"]
+    rows = [{"input_ids": [1, 2, 3, 4], "labels": [-100, 2, 3, 4], FACT_W: [1.0, 1.0, 3.0, 1.0]},
+            {"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}]
+    assert summary(rows, 3.0).startswith("Key facts weighted ×3: 1 of your 2 examples")
+    assert "their 1 token (of 5 answer tokens) counts" in summary(rows, 3.0)
+    assert "changes nothing here" in summary(rows[1:], 3.0)

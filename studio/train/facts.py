@@ -93,7 +93,8 @@ def summary(rows: list[dict[str, Any]], weight: float) -> str:
     marked = sum(sum(1 for x in r[FACT_W] if x != 1.0) for r in with_facts)
     learned = sum(sum(1 for x in r["labels"] if x != -100) for r in rows)
     return (f"Key facts weighted ×{weight:g}: {len(with_facts)} of your {len(rows)} examples state "
-            f"names or numbers their question does not; their {marked} tokens (of {learned} answer "
-            "tokens) count that many times in the loss." if with_facts else
+            f"names or numbers their question does not; their {marked} token{'s' * (marked != 1)} (of "
+            f"{learned} answer tokens) count{'s' * (marked == 1)} that many times in the loss."
+            if with_facts else
             f"train.fact_weight={weight:g} changes nothing here: no answer states a number or a name "
             "that its question does not.")
