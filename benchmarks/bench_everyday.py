@@ -9,7 +9,13 @@ of other kinds (food, sport, music, art, tools, jobs, places, currencies, histor
 the replay prompts nor the retention set. Scored like retention: of the questions the base model
 answers right, the share the run's kept adapter (its chosen step and strength) still does.
 
+--by-kind reads the runs' own reports instead (no generation): the retention set's questions split
+into the kinds the short-answer prompts rehearse (capitals, "How many…" counts, legs, opposites,
+languages, continents, "largest"/"closest", seasons, plurals, letters: a same-kind question is
+among the replay prompts, by hand) and the others, with each part's share kept.
+
 Usage: .venv/bin/python benchmarks/bench_everyday.py RESULTS.json [RESULTS.json ...] [--out FILE]
+       .venv/bin/python benchmarks/bench_everyday.py --by-kind RESULTS.json [...] [--label LABEL]
   Each results file's runs are looked up in the bench homes under the system temp folder
   (bench_outcome.py leaves them there: /tmp/bench-outcome-*/runs/RUN_ID).
 """
@@ -30,6 +36,36 @@ def home_of(run_id: str) -> Path | None:
     return None
 
 
+REHEARSED = ("legs", "How many", "opposite", "closest", "largest", "language", "continent", "season",
+             "plural", "letter")
+
+
+def by_kind(files: list[str], label: str | None) -> None:
+    """Retention per kind from the runs' report.json and selection.json (no model)."""
+    rows = [json.loads(x) for x in (ROOT / "assets" / "retention.jsonl").read_text().splitlines() if x.strip()]
+    tally = {True: [0, 0], False: [0, 0]}
+    n = 0
+    for f in files:
+        for r in json.loads(Path(f).read_text()):
+            home = home_of(r["run"])
+            if home is None or (label and r["label"] != label):
+                continue
+            run = home / "runs" / r["run"]
+            known = json.loads((run / "selection.json").read_text())["base"]["known"]
+            rep = json.loads((run / "report.json").read_text())["retention"]
+            if len(known) != rep["known"]:
+                continue
+            n += 1
+            for j, i in enumerate(known):
+                k = rows[i]["kind"] == "capital" or any(w in rows[i]["question"] for w in REHEARSED)
+                tally[k][0] += j in set(rep["still"])
+                tally[k][1] += 1
+    for k, name in ((True, "kinds the short prompts rehearse"), (False, "other kinds")):
+        kept, known = tally[k]
+        print(f"  {name}: {kept}/{known} kept = {kept / max(1, known):.1%}")
+    print(f"  ({n} runs)")
+
+
 def main() -> None:
     from studio.api import Studio
     from studio.retention import replay
@@ -38,7 +74,10 @@ def main() -> None:
     base_said: list[str] | None = None
     out = []
     args = sys.argv[1:]
-    files = [a for i, a in enumerate(args) if a != "--out" and (i == 0 or args[i - 1] != "--out")]
+    flags = ("--out", "--label", "--by-kind")
+    files = [a for i, a in enumerate(args) if a not in flags and (i == 0 or args[i - 1] not in ("--out", "--label"))]
+    if "--by-kind" in args:
+        return by_kind(files, args[args.index("--label") + 1] if "--label" in args else None)
     for f in files:
         for r in json.loads(Path(f).read_text()):
             home = home_of(r["run"])

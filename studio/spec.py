@@ -157,8 +157,11 @@ class TrainSpec:
                                    "states that its question does not (\"612\", \"Fernwick Labs\") "
                                    "count this many times in the loss, the rest of the answer once. "
                                    "A tuned model that says \"611 bird species\" has learned the "
-                                   "sentence, not the fact; a higher weight learns the facts first. "
-                                   "Supervised runs; 1 = every answer token the same.",
+                                   "sentence, not the fact; a higher weight learns the facts first, "
+                                   "and keeps fewer everyday answers (on four fact sets 3 learned 75% "
+                                   "of the held-out facts against 68%, kept 88% against 91.5%: "
+                                   "benchmarks/RESULTS.md). Supervised runs; 1 = every answer token "
+                                   "the same.",
                               min=1.0, max=10.0)
     intruder_scale: float = knob(1.0, "Targeted strength: after training, each adapted layer's "
                                       "update directions that the base weights hardly use "

@@ -36,6 +36,43 @@ def test_fact_tokens_are_marked(embedded_model_dir):
     assert tok.decode([i for i, x in zip(enc2.input_ids, w2) if x == 2.0]).replace(" ", "") == "1892"
 
 
+def test_fact_spans_are_whole_numbers_and_names():
+    from studio.train.facts import spans
+
+    a = "Updates install on the 12th at 10am, about 500MB, for 1.12 euros; 120 is no 12."
+    assert [a[x:y] for x, y in spans(a, "When do updates install?")] == ["12", "12", "10", "500", "1.12", "120"]
+    b = "It is made by Fernwick  Labs in Tallinn."   # a name over two spaces
+    assert [b[x:y] for x, y in spans(b, "Who makes it?")] == ["Fernwick  Labs", "Tallinn"]
+
+
+def test_run_collator_carries_the_weights_beside_the_anchor(embedded_model_dir):
+    """The run's own collator (packed, with the KL anchor's replay rows appended after the user's
+    rows) hands the loss weights shaped like its labels: >1 only on the user rows' fact tokens."""
+    import torch
+
+    from studio.models.registry import load_tokenizer
+    from studio.train.batches import encode_examples, make_collator
+    from studio.train.facts import FACT_W
+
+    tok = load_tokenizer(embedded_model_dir)
+    ex = [{"messages": [{"role": "user", "content": "How much is the SunCap?"},
+                        {"role": "assistant", "content": "The SunCap costs 29 euros."}]},
+          {"messages": [{"role": "user", "content": "Is it waterproof?"},
+                        {"role": "assistant", "content": "Yes, rain is fine."}]}]
+    rows = encode_examples(tok, ex, 64, numbered=True, fact_weight=4.0)
+    assert FACT_W in rows[0] and FACT_W not in rows[1]
+    replay = encode_examples(tok, [{"messages": [{"role": "user", "content": "Name a colour."},
+                                                 {"role": "assistant", "content": "Blue, 42 times."}]}], 64)
+    pool = [{"input_ids": r["input_ids"], "targets": (torch.zeros(len(r["input_ids"]) - 1, 2, dtype=torch.long),
+                                                      torch.zeros(len(r["input_ids"]) - 1, 2))} for r in replay]
+    for packing in (True, False):
+        batch = make_collator(tok, packing, (pool, 1, 0), fact_weights=True)([dict(r) for r in rows])
+        w = batch[FACT_W]
+        assert w.shape == batch["labels"].shape
+        heavy = batch["input_ids"][w == 4.0].tolist()
+        assert tok.decode(heavy).strip() == "29" and (batch["labels"][w == 4.0] != -100).all()
+
+
 @pytest.mark.parametrize("packing", [True, False])
 def test_collator_lays_weights_out_with_the_labels(packing):
     import torch
@@ -86,8 +123,13 @@ def test_weighted_loss_chunked_equals_full(num_items):
     chunked.backward()
     got = grads(model)
     model.zero_grad()
-    full = weighted_ce(model(**{k: v for k, v in batch.items() if k != "labels"}).logits,
-                       batch["labels"], tw, items)
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    full = weighted_ce(logits, batch["labels"], tw, items)
+    # the reference written out: position t predicts token t+1 and carries that token's weight
+    each = torch.nn.functional.cross_entropy(logits[0, :-1].float(), batch["labels"][0, 1:],
+                                             ignore_index=-100, reduction="none")
+    count = (batch["labels"][0, 1:] != -100).sum()
+    assert torch.allclose(full, (each * tw[0, 1:]).sum() / (items if items is not None else count))
     full.backward()
     want = grads(model)
     assert torch.allclose(chunked, full, rtol=1e-5, atol=1e-6)

@@ -79,6 +79,11 @@ def test_cache_is_used_regenerated_when_damaged_and_never_crashes(tmp_path):
     (model / "config.json").write_text('{"model_type": "llama", "hidden_size": 8}')  # new revision
     replay.answers(cache, "my-model", model, gen, notes.append)
     assert len(calls) == 4
+    # answers to an earlier prompt set (prompts were added since): made again, the new ones too
+    f = replay.cache_path(cache, "my-model", replay.model_key(model))
+    f.write_text(f.read_text().replace(f'"prompts": "{replay.prompt_set()}"', '"prompts": "0123456789abcdef"'))
+    assert len(replay.answers(cache, "my-model", model, gen, notes.append)) == len(replay.prompts())
+    assert len(calls) == 5 and "out of date" in notes[-1]
 
 
 def test_a_model_that_finishes_no_answer_is_asked_once(tmp_path):

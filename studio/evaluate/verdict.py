@@ -99,9 +99,10 @@ def diagnose(fig: dict[str, Any], identical: int, total: int, norm_b: float, spe
             f"{identical} of {total} answers are identical to the base model's. Likely: "
             f"{'; '.join(causes) or 'too little training for this data'}. Ruled out: "
             f"{'; '.join(ruled_out)}.")})
-    # a preference or RL run's logged loss is not the answers' cross-entropy: not comparable
+    # a preference or RL run's logged loss is not the answers' cross-entropy, nor is one with
+    # key-fact weights (train.fact_weight: its fact tokens count more): not comparable
     losses = [e["loss"] for e in events if e.get("loss") is not None and "eval_loss" not in e
-              ] if spec.train.objective == "sft" else []
+              ] if spec.train.objective == "sft" and spec.train.fact_weight == 1.0 else []
     vl = fig["tuned"].get("val_loss")
     if losses and vl:
         recent = sum(losses[-5:]) / len(losses[-5:])

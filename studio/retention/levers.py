@@ -58,8 +58,9 @@ def rows(run: dict[str, Any], events: list[dict[str, Any]], intruders: dict[str,
     done = _json(run_dir / RUN.levers) if run_dir else {}
     aug = done.get("augment") or {}
     sel = selection(run_dir) or {}
-    return [replay_row(t, done, events), safety_row(t, done), distill_row(t, aug), paraphrase_row(t, aug),
-            fact_weight_row(t, done.get("fact_weight") or {}), targeted_row(t, intruders), placement_row(spec.lora), budget_row(t, sel),
+    return [replay_row(t, done, events), safety_row(t, done), distill_row(t, aug),
+            paraphrase_row(t, aug), fact_weight_row(t, done.get("fact_weight") or {}),
+            targeted_row(t, intruders), placement_row(spec.lora), budget_row(t, sel),
             strength_row(run_dir, sel)]
 
 

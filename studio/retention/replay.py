@@ -113,6 +113,11 @@ def model_key(model_path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def prompt_set() -> str:
+    """The prompt set's digest: a cache made for an earlier set (prompts added since) is stale."""
+    return hashlib.sha256("\n".join(prompts()).encode()).hexdigest()[:16]
+
+
 def read_answers(path: Path, key: str) -> list[dict[str, str]] | None:
     """The answers in `path` when they belong to this model revision and prompt set; None when
     missing, for another model, or damaged (a half-written or edited file)."""
@@ -122,8 +127,8 @@ def read_answers(path: Path, key: str) -> list[dict[str, str]] | None:
     except (OSError, ValueError, IndexError):
         return None
     known = set(prompts())
-    if head.get("key") != key or head.get("format") != FORMAT:
-        return None
+    if head.get("key") != key or head.get("format") != FORMAT or head.get("prompts") != prompt_set():
+        return None  # another model, or answers to another prompt set (prompts added since)
     counted = head.get("answers")  # none at all is a real result only when the file says so
     if len(rows) != counted if counted is not None else not rows:
         return None
@@ -135,8 +140,8 @@ def read_answers(path: Path, key: str) -> list[dict[str, str]] | None:
 def write_answers(path: Path, key: str, model: str, rows: list[dict[str, str]]) -> None:
     from ..faults import atomic_write_text
 
-    head = {"model": model, "key": key, "format": FORMAT, "max_new_tokens": MAX_NEW_TOKENS,
-            "decoding": "greedy", "answers": len(rows)}  # a model may finish none: kept, not redone
+    head = {"model": model, "key": key, "format": FORMAT, "prompts": prompt_set(),
+            "max_new_tokens": MAX_NEW_TOKENS, "decoding": "greedy", "answers": len(rows)}  # a model may finish none: kept, not redone
     atomic_write_text(path, "\n".join(json.dumps(r, ensure_ascii=False) for r in [head, *rows]) + "\n")
 
 

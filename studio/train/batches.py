@@ -3,9 +3,9 @@
 Owns encoding a dataset split with the data step's loss mask (each training example numbered, so a
 batch can be told from an evaluation batch and its replay picked reproducibly), the self-replay
 examples (the base model's own answers to general prompts: shipped, cached or generated now with
-the adapter off), and batching: padding-free (examples end to end with their own position ids) or
-padded, wrapped by a counter of tokens for the tokens/s figure and — for `train.replay_mode=kl` —
-by the anchor that appends replay sequences to every training batch and marks the positions
+the adapter off), the key facts' token weights (train.fact_weight; facts.py), and batching:
+padding-free (examples end to end with their own position ids) or padded, wrapped by a counter
+of tokens for the tokens/s figure and — for `train.replay_mode=kl` — by the anchor that appends replay sequences to every training batch and marks the positions
 where the tuned model's next-token distribution is pulled toward the base model's (loss.py
 computes that term). Knows nothing of the Trainer.
 """

@@ -88,6 +88,11 @@ class RunConfig:
         return cls.from_dict(data, str(path))
 
 
+def supervised_only(t) -> bool:
+    """Whether the run asks for a lever only supervised runs have."""
+    return bool(t.self_distill or t.paraphrases or t.replay_mode == "kl" or t.fact_weight != 1.0)
+
+
 def build_config(preset_name: str, dataset: dict[str, Any], model: str | None,
                  overrides: list[str], max_steps: int | None, **changes: Any) -> RunConfig:
     """Preset + overrides (`key=value` texts) + changes (settings by name) + model and max
@@ -193,10 +198,9 @@ def preflight(cfg: RunConfig, dataset: dict[str, Any], tok, device: str) -> RunC
         raise DataError(f"{dataset['name']} holds preference pairs (chosen and rejected answers); "
                         "train it with train.objective=dpo or orpo (--method dpo), or prepare "
                         "question/answer data for supervised training.")
-    if spec.train.objective in ("dpo", "orpo") and (spec.train.self_distill or spec.train.paraphrases
-                                          or spec.train.replay_mode == "kl"):
-        notes.append("Self-distilled targets, paraphrases and KL replay are for supervised runs; "
-                     f"this {spec.train.objective} run trains on the pairs as they are.")
+    if spec.train.objective in ("dpo", "orpo") and supervised_only(spec.train):
+        notes.append("Self-distilled targets, paraphrases, key-fact weights and KL replay are for "
+                     f"supervised runs; this {spec.train.objective} run trains on the pairs as they are.")
     if spec.train.order == "curriculum":
         spec = curriculum_checks(spec, n_train, notes)
     if has_chat(stats.get("formats", {})) and not getattr(tok, "chat_template", None):
@@ -257,9 +261,9 @@ def rl_checks(spec: RunSpec, dataset: dict[str, Any], device: str, notes: list[s
     chosen = choose(rows, t.rewards, f"Dataset {dataset['name']} v{dataset['version']}")
     notes.append(f"{t.objective} rewards: {', '.join(r.name for r in chosen)}"
                  + ("" if t.rewards else " (chosen from the dataset; --reward A,B overrides)") + ".")
-    if t.self_distill or t.paraphrases or t.replay_mode == "kl":
-        notes.append("Self-distilled targets, paraphrases and KL replay are for supervised runs; "
-                     f"this {t.objective} run learns from its own answers and their rewards.")
+    if supervised_only(t):
+        notes.append("Self-distilled targets, paraphrases, key-fact weights and KL replay are for "
+                     f"supervised runs; this {t.objective} run learns from its own answers and their rewards.")
     if t.vllm:
         vllm_check(device, notes)
     if device == "cpu":

@@ -20,11 +20,15 @@ from .loss import FACT_W  # an encoded row's, then a batch's, per-token loss wei
 
 def spans(answer: str, question: str) -> list[tuple[int, int]]:
     """Character spans of the answer's key facts (every place each one is stated)."""
-    from ..scoring import key_facts
+    from ..scoring import NUMBER, key_facts
 
     out = []
     for fact in key_facts(answer, question):
-        pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in fact.split()) + r"(?!\w)"
+        body = r"\s+".join(re.escape(w) for w in fact.split())
+        # a number is a whole number ("12" in "12th", "10am", "500MB"; not in "120", "1.12");
+        # a name is whole words
+        pattern = (r"(?<![\w.,:])" + body + r"(?![.,:]?\d)") if NUMBER.fullmatch(fact) else \
+            (r"(?<!\w)" + body + r"(?!\w)")
         out += [m.span() for m in re.finditer(pattern, answer)]
     return out
 
@@ -48,9 +52,10 @@ def weights(tok, example: dict[str, Any], n_tokens: int, weight: float) -> list[
         if m["role"] != "assistant":
             continue
         start, end = next(turn)
-        at = text.find(m["content"], start, end) if m["content"] else -1
+        content = m["content"].strip()  # some templates trim the answer (Llama 3)
+        at = text.find(content, start, end) if content else -1
         if at >= 0:
-            marked += [(at + a, at + b) for a, b in spans(m["content"], question)]
+            marked += [(at + a, at + b) for a, b in spans(content, question)]
     if not marked:
         return None
     offsets = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]

@@ -7,7 +7,9 @@ that is 4 GB of logits plus as much again for their gradient) — and `causal_lm
 (PEFT-wrapped) causal LM's decoder and applies it exactly as transformers' ForCausalLMLoss
 would: labels shifted by one, -100 ignored, the sum divided by `num_items_in_batch` when the
 Trainer passes it (gradient accumulation) or by the count of learned tokens, Gemma's final
-logit soft-capping, an lm_head bias (Phi). Same loss and gradients as the full computation
+logit soft-capping, an lm_head bias (Phi); with a batch's FACT_W (train.fact_weight, facts.py)
+each token's loss times its weight, here and in `weighted_ce` (the same from full logits, for
+heads it cannot chunk). Same loss and gradients as the full computation
 (tests/test_loss.py); no dependency beyond torch. Liger-Kernel's fused linear cross-entropy
 does the same on CUDA with Triton; it has no CPU path, and the studio must train on laptops.
 """
