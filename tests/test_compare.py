@@ -66,9 +66,10 @@ def test_report(studio, trained_run, trained_report):
     assert "kept" in data["verdict"] and "budget" in data["verdict"]
     # #29: a row per lever, on or off, in plain words; the adapter's intruder dimensions counted
     levers = {x["lever"]: x for x in data["levers"]}
-    assert set(levers) == {"replay", "self-distilled targets", "paraphrases", "targeted strength",
-                           "where the update goes", "forgetting budget", "adapter strength", "safety replay"}
-    assert levers["replay"]["on"] and not levers["paraphrases"]["on"]
+    assert set(levers) == {"replay", "self-distilled targets", "paraphrases", "key-fact weight",
+                           "targeted strength", "where the update goes", "forgetting budget",
+                           "adapter strength", "safety replay"}
+    assert levers["replay"]["on"] and not levers["paraphrases"]["on"] and not levers["key-fact weight"]["on"]
     # the embedded model refuses none of the harmful requests: safety replay had nothing to keep
     assert not levers["safety replay"]["on"] and "refused none" in levers["safety replay"]["did"]
     assert "intruder dimensions" in levers["targeted strength"]["did"]
