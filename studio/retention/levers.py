@@ -121,7 +121,7 @@ def paraphrase_row(t, aug: dict[str, Any]) -> dict[str, Any]:
 
 def fact_weight_row(t, did: dict[str, Any]) -> dict[str, Any]:
     """Key-fact weighting (train/facts.py): how many examples had facts to weigh."""
-    w = getattr(t, "fact_weight", 1.0)
+    w = t.fact_weight
     if w == 1.0:
         return row("key-fact weight", False, "train.fact_weight=1", "Off: every answer token counted the same.")
     n = did.get("with_facts")

@@ -140,8 +140,9 @@ def read_answers(path: Path, key: str) -> list[dict[str, str]] | None:
 def write_answers(path: Path, key: str, model: str, rows: list[dict[str, str]]) -> None:
     from ..faults import atomic_write_text
 
+    # "answers": a model may finish none, which is kept, not asked again
     head = {"model": model, "key": key, "format": FORMAT, "prompts": prompt_set(),
-            "max_new_tokens": MAX_NEW_TOKENS, "decoding": "greedy", "answers": len(rows)}  # a model may finish none: kept, not redone
+            "max_new_tokens": MAX_NEW_TOKENS, "decoding": "greedy", "answers": len(rows)}
     atomic_write_text(path, "\n".join(json.dumps(r, ensure_ascii=False) for r in [head, *rows]) + "\n")
 
 

@@ -5,9 +5,9 @@ batch can be told from an evaluation batch and its replay picked reproducibly), 
 examples (the base model's own answers to general prompts: shipped, cached or generated now with
 the adapter off), the key facts' token weights (train.fact_weight; facts.py), and batching:
 padding-free (examples end to end with their own position ids) or padded, wrapped by a counter
-of tokens for the tokens/s figure and — for `train.replay_mode=kl` — by the anchor that appends replay sequences to every training batch and marks the positions
-where the tuned model's next-token distribution is pulled toward the base model's (loss.py
-computes that term). Knows nothing of the Trainer.
+of tokens for the tokens/s figure and — for `train.replay_mode=kl` — by the anchor that appends
+replay sequences to every training batch and marks the positions where the tuned model's
+next-token distribution is pulled toward the base model's (loss.py computes that term). Knows nothing of the Trainer.
 """
 from __future__ import annotations
 

@@ -122,19 +122,33 @@ def chunked_ce(hidden, weight, bias, labels, chunk: int, softcap: float | None =
     return _FN[0].apply(hidden, weight, bias, labels, chunk, softcap, tw)
 
 
+def _next(x, fill):
+    """Each position's label (or weight): that of the token it predicts, the next one."""
+    import torch
+
+    return torch.nn.functional.pad(x, (0, 1), value=fill)[..., 1:]
+
+
+def _mean(total, shifted, num_items_in_batch):
+    """The summed loss divided by the Trainer's token count, or by this batch's learned tokens."""
+    import torch
+
+    if num_items_in_batch is None:
+        return total / (shifted != -100).sum().clamp(min=1)
+    return total / (num_items_in_batch.to(total.device) if torch.is_tensor(num_items_in_batch)
+                    else num_items_in_batch)
+
+
 def weighted_ce(logits, labels, tw, num_items_in_batch=None):
     """The causal-LM loss from full logits with per-token weights `tw` (shaped like `labels`):
     the path for a model whose head cannot be chunked, or train.loss=full. Divided as
     causal_lm_loss divides."""
     import torch
 
-    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
-    w = torch.nn.functional.pad(tw, (0, 1), value=1.0)[..., 1:].to(logits.device)
+    shifted = _next(labels, -100)
     each = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), shifted.flatten(),
                                              ignore_index=-100, reduction="none")
-    total = (each * w.flatten()).sum()
-    return total / (num_items_in_batch if num_items_in_batch is not None
-                    else (shifted != -100).sum().clamp(min=1))
+    return _mean((each * _next(tw, 1.0).to(logits.device).flatten()).sum(), shifted, num_items_in_batch)
 
 
 def decoder_and_head(model) -> tuple[Any, Any, float | None] | None:
@@ -159,8 +173,6 @@ def causal_lm_loss(model, inputs: dict[str, Any], chunk: int, num_items_in_batch
     """The model's training loss, chunked; None when the model does not fit the pattern. With
     `with_hidden`: (loss, final hidden states, (decoder, head, soft-cap)) for a term of its own
     on the same forward pass (anchor.py)."""
-    import torch
-
     parts = decoder_and_head(model)
     labels = inputs.get("labels")
     if parts is None or labels is None:
@@ -169,16 +181,11 @@ def causal_lm_loss(model, inputs: dict[str, Any], chunk: int, num_items_in_batch
     tw = inputs.get(FACT_W)
     body = {k: v for k, v in inputs.items() if k not in ("labels", FACT_W)}
     hidden = decoder(**body, use_cache=False).last_hidden_state
-    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
-    if tw is not None:  # the weight of the token each position predicts
-        tw = torch.nn.functional.pad(tw, (0, 1), value=1.0)[..., 1:].reshape(-1).to(hidden.device)
+    shifted = _next(labels, -100)
+    if tw is not None:
+        tw = _next(tw, 1.0).reshape(-1).to(hidden.device)
     total = chunked_ce(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias,
                        shifted.reshape(-1).to(hidden.device), chunk, softcap, tw)
-    if num_items_in_batch is not None:
-        denom = num_items_in_batch.to(total.device) if torch.is_tensor(num_items_in_batch) \
-            else num_items_in_batch
-        value = total / denom
-    else:
-        value = total / (shifted != -100).sum().clamp(min=1)
+    value = _mean(total, shifted, num_items_in_batch)
     return (value, hidden, parts) if with_hidden else value
 

@@ -9,8 +9,8 @@ memory during the forward pass (offload), and a CPU run's bf16 mixed precision (
 steps under a bf16 autocast, set here rather than through the Trainer's bf16 flag: accelerate
 would autocast model.forward for the rest of the process — the forgetting checks too — and the
 chunked loss calls the decoder past it anyway). A batch's key-fact weights (train.fact_weight)
-are read by the loss only, never handed to the model's forward. The anchor term is scaled so that, whatever the
-gradient accumulation and the number of GPUs, the step's gradient is that of (loss on your
+are read by the loss only, never handed to the model's forward. The anchor term is scaled so
+that, whatever the gradient accumulation and the number of GPUs, the step's gradient is that of (loss on your
 data) + weight × (mean KL per replay position).
 """
 from __future__ import annotations
