@@ -461,8 +461,8 @@ def test_the_run_weighs_the_short_answers_it_was_asked_to(monkeypatch, tmp_path,
     def run(*settings):
         spec = presets.load_file(presets.PRESETS_DIR / "cpu-quickstart.yaml", overrides=list(settings))
         notes: list[str] = []
-        train_set, pool, n = batches.mix_replay(spec, tok, None, embedded_model_dir, Home(tmp_path), [{}] * 8,
-                                                notes.append, notes.append)
+        train_set, pool, n, wrong = batches.mix_replay(spec, tok, None, embedded_model_dir, Home(tmp_path),
+                                                       [{}] * 8, notes.append, notes.append)
         return train_set, pool, notes
     _, (pool, _, _), notes = run("train.replay_short=4")
     assert sorted(p["weight"] for p in pool) == [1.0] * 5 + [4.0] * 3
@@ -474,12 +474,51 @@ def test_the_run_weighs_the_short_answers_it_was_asked_to(monkeypatch, tmp_path,
     assert len(train_set) == 16 and any("changes nothing here" in n for n in notes)
 
 
+def test_checked_replay_rehearses_only_the_right_answers(monkeypatch, tmp_path, embedded_model_dir):
+    """train.replay_checked leaves out the base model's wrong answers to prompts whose answer is
+    known (short questions by "||" in prompts.txt, sums by their result), keeps the right ones and
+    the prompts nobody can check, and the run's notes and report row say how many it left out."""
+    from types import SimpleNamespace
+
+    from studio import presets
+    from studio.models import registry as models
+    from studio.paths import Home
+    from studio.retention.levers import replay_row
+    from studio.train import anchor, batches
+
+    want = replay.expected()
+    short = sorted(replay.short_prompts())[:4]
+    sums = [q for q in replay.sections()["arithmetic"]][:2]
+    assert all(q in want for q in short + sums) and want[sums[0]][0].lstrip("-").isdigit()
+    answers = ([{"prompt": short[0], "answer": f"It is {want[short[0]][-1]}."},     # right (another form)
+                {"prompt": sums[0], "answer": f"The answer is {want[sums[0]][0]}."},  # right
+                {"prompt": sums[1], "answer": "The answer is 16."}]                  # wrong
+               + [{"prompt": q, "answer": "The answer is 12."} for q in short[1:]]    # wrong
+               + [{"prompt": q, "answer": "Anything at all."} for q in replay.prompts()[:3]])  # unchecked
+    assert not any(q in want for q in replay.prompts()[:3])
+    assert replay.checked(answers) == (answers[:2] + answers[-3:], 4)
+    monkeypatch.setattr(replay, "answers", lambda *a, **k: answers)
+    monkeypatch.setattr(anchor, "cached_targets", lambda cache, key, model, pool, say: [None] * len(pool))
+    tok = models.load_tokenizer(embedded_model_dir)
+    for on in (True, False):
+        spec = presets.load_file(presets.PRESETS_DIR / "cpu-quickstart.yaml",
+                                 overrides=[f"train.replay_checked={str(on).lower()}"])
+        notes: list[str] = []
+        _, (pool, _, _), n, wrong = batches.mix_replay(spec, tok, None, embedded_model_dir, Home(tmp_path),
+                                                       [{}] * 8, notes.append, notes.append)
+        assert (n, wrong) == ((5, 4) if on else (9, 0))
+        assert any("4 of the base model's answers" in x for x in notes) == on
+    t = SimpleNamespace(replay=1.0, replay_mode="kl", replay_weight=10.0, replay_short=1.0, replay_checked=True)
+    got = replay_row(t, {"replayed": 5, "replay_wrong": 4}, [])
+    assert "right answers only" in got["setting"] and "4 of its answers" in got["did"]
+
+
 def test_the_report_row_names_the_short_answer_weight():
     from types import SimpleNamespace
 
     from studio.retention.levers import replay_row
 
-    t = SimpleNamespace(replay=1.0, replay_mode="kl", replay_weight=10.0, replay_short=4.0)
+    t = SimpleNamespace(replay=1.0, replay_mode="kl", replay_weight=10.0, replay_short=4.0, replay_checked=False)
     assert replay_row(t, {"replayed": 229}, [])["setting"] == "kl, weight 10, 1 per example, short answers ×4"
     t.replay_mode, t.replay_short = "ce", 1.0
     assert replay_row(t, {"replayed": 20}, [])["setting"] == "ce, 1 per example"

@@ -74,17 +74,20 @@ def replay_row(t, done: dict[str, Any], events: list[dict[str, Any]]) -> dict[st
     kls = [e["kl"] for e in events if e.get("kl") is not None]
     if not ratio:
         return row("replay", False, "train.replay=0", "Off: nothing held the model to what it was.")
-    short = f", short answers ×{t.replay_short:g}" if t.replay_short != 1.0 else ""
+    short = (f", short answers ×{t.replay_short:g}" if t.replay_short != 1.0 else "") + (
+        ", right answers only" if t.replay_checked else "")
+    wrong = (f" {done['replay_wrong']} of its answers to questions with a known answer were wrong and "
+             "were left out." if done.get("replay_wrong") else "")
     if mode == "kl":
         drift = (f" The KL to the base model on replay text was {kls[0]:.3f} at the first step and "
                  f"{kls[-1]:.3f} at the last (0 = the base model's own predictions)." if kls else "")
         return row("replay", True, f"kl, weight {t.replay_weight:g}, {ratio:g} per example{short}",
                    f"A soft anchor: {done.get('replayed', '?')} of the base model's own answers to general "
                    f"prompts rode along in the batches, and on them the tuned model's next-token "
-                   f"predictions were pulled toward the base model's." + drift)
+                   f"predictions were pulled toward the base model's." + drift + wrong)
     return row("replay", True, f"ce, {ratio:g} per example{short}",
                f"{done.get('replayed', '?')} of the base model's own answers to general prompts were "
-               "mixed into training and learned like your examples.")
+               "mixed into training and learned like your examples." + wrong)
 
 
 def safety_row(t, done: dict[str, Any]) -> dict[str, Any]:

@@ -32,28 +32,35 @@ NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "sixteen seventeen eighteen nineteen twenty".split())}
 
 
-def arithmetic() -> list[str]:
-    """Forty small sums, differences and products, the same every time (seeded)."""
+def arithmetic() -> list[tuple[str, str]]:
+    """Forty small sums, differences and products with their results, the same every time (seeded)."""
     rng = random.Random(1234)
     out = []
     for i in range(40):
         a, b = rng.randint(11, 99), rng.randint(2, 49)
         op = ("plus", "minus", "times", "+")[i % 4]
-        out.append(f"Calculate {a} {op} {b}." if op != "+" else f"What do you get if you add {a} and {b}?")
+        result = str(a - b if op == "minus" else a * b if op == "times" else a + b)
+        out.append((f"Calculate {a} {op} {b}." if op != "+" else f"What do you get if you add {a} and {b}?", result))
     return out
 
 
 SHORT = "short answers"   # the section of short factual questions (train.replay_short weighs it)
+EXPECT = " || "           # "question || answer / other answer": what a right answer states
 
 
 def sections() -> dict[str, list[str]]:
     """The prompt set by section ("## name" lines open one; prompts before any are under "")."""
+    return {name: [q for q, _ in rows] for name, rows in _parsed().items()}
+
+
+def _parsed() -> dict[str, list[tuple[str, str]]]:
+    """Each section's prompts with what a right answer states ("" where the file says nothing)."""
     try:
         text = PROMPTS.read_text(encoding="utf-8")
     except OSError as e:
         raise DataError(f"The self-replay prompt set {PROMPTS} cannot be read ({e.strerror or e}); "
                         "reinstall the studio to restore it, or train with train.replay=0.") from None
-    out: dict[str, list[str]] = {"": []}
+    out: dict[str, list[tuple[str, str]]] = {"": []}
     name = ""
     for line in text.splitlines():
         line = line.strip()
@@ -63,7 +70,8 @@ def sections() -> dict[str, list[str]]:
         elif line == "@arithmetic":
             out[name] += arithmetic()
         elif line and not line.startswith("#"):
-            out[name].append(line)
+            q, _, expect = line.partition(EXPECT)
+            out[name].append((q.strip(), expect.strip()))
     return out
 
 
@@ -75,6 +83,22 @@ def short_prompts() -> frozenset[str]:
     """The short factual questions: the question/answer form that fine-tuning on facts changes
     most (a 135M model tuned on a product FAQ answered "A dog has five legs.")."""
     return frozenset(sections().get(SHORT, []))
+
+
+def expected() -> dict[str, list[str]]:
+    """The prompts whose right answer is known, each with the answers that count as right."""
+    return {q: [e.strip() for e in expect.split("/") if e.strip()]
+            for rows in _parsed().values() for q, expect in rows if expect}
+
+
+def checked(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], int]:
+    """The answers fit to rehearse — of the prompts with a known answer, only the ones the model
+    got right (a 135M model answers "How many hearts does a human have?" with "The answer is 12.",
+    and rehearsing that taught "A spider has 8 legs." to become "The answer is "12"") — and how
+    many were left out."""
+    want = expected()
+    keep = [r for r in rows if r["prompt"] not in want or any(right(r["answer"], e) for e in want[r["prompt"]])]
+    return keep, len(rows) - len(keep)
 
 
 def weighted_order(rng: random.Random, weights: list[float], k: int) -> list[int]:

@@ -76,10 +76,13 @@ def anchor_draws(t, per_batch: int, n_train: int) -> int:
 
 
 def replay_examples(cache_dir: Path, model_ref: str, model_path: Path, model, tok, n: int, seed: int,
-                    short_weight: float, note: Callable[[str], None]) -> tuple[list[dict[str, Any]], int]:
+                    short_weight: float, note: Callable[[str], None], checked: bool = False
+                    ) -> tuple[list[dict[str, Any]], int, int]:
     """`n` self-replay chat examples: the base model's own answers (shipped, cached under
-    `cache_dir`, or generated now with the adapter off), the short factual ones `short_weight`
-    times as likely to be among them; and how many answers there were to choose from."""
+    `cache_dir`, or generated now with the adapter off) — with `checked`, only the right ones
+    where the right answer is known (replay.checked) — the short factual ones `short_weight`
+    times as likely to be among them; how many answers there were to choose from, and how many
+    wrong ones were left out."""
     from ..retention import replay
     from ..models.chat import generate_batch
     from ..models.chat import evaluating
@@ -91,8 +94,9 @@ def replay_examples(cache_dir: Path, model_ref: str, model_path: Path, model, to
             return generate_batch(model, tok, [[{"role": "user", "content": q}] for q in prompts],
                                   replay.MAX_NEW_TOKENS)
 
-    rows = replay.answers(cache_dir, model_ref, model_path, generate, note)
-    return replay.mix(rows, n, 1.0, seed, short_weight), len(rows)
+    rows, wrong = replay.checked(replay.answers(cache_dir, model_ref, model_path, generate, note)) if checked \
+        else (replay.answers(cache_dir, model_ref, model_path, generate, note), 0)
+    return replay.mix(rows, n, 1.0, seed, short_weight), len(rows), wrong
 
 
 class CountingCollator:
@@ -224,8 +228,8 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
         levers["fact_weight"] = {"weight": t.fact_weight, "examples": len(train_set),
                                  "with_facts": sum(FACT_W in r for r in train_set)}
         quiet(summary(train_set, t.fact_weight))
-    train_set, anchor, levers["replayed"] = mix_replay(spec, tok, model, model_path, home, train_set,
-                                                       say, quiet)
+    train_set, anchor, levers["replayed"], levers["replay_wrong"] = mix_replay(
+        spec, tok, model, model_path, home, train_set, say, quiet)
     levers["safety_replayed"] = safety_replay(spec, tok, model, model_path, home, len(rows), train_set, say, quiet)
     if t.order == "curriculum":
         from . import curriculum
@@ -266,9 +270,10 @@ def augmented(spec, tok, model, model_path: Path, home: Home, rows: list[dict[st
 
 
 def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[dict[str, Any]], say, quiet
-               ) -> tuple[list[dict[str, Any]], tuple | None, int]:
+               ) -> tuple[list[dict[str, Any]], tuple | None, int, int]:
     """Self-replay: mixed into the training set (replay_mode ce) or carried by every batch as the
-    KL anchor (kl) — the training set, the anchor (or None) and how many replay examples."""
+    KL anchor (kl) — the training set, the anchor (or None), how many replay examples and how
+    many of the base model's wrong answers train.replay_checked left out."""
     from ..retention.replay import model_key, short_prompts
 
     t = spec.train
@@ -278,8 +283,13 @@ def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[d
     if why_not:
         say(why_not)
     kl = t.replay_mode == "kl"  # kl weighs each batch's draw; ce weighs which answers are mixed in
-    replay, answered = replay_examples(home.replay, spec.model, model_path, model, tok, n_replay, t.seed,
-                                       1.0 if kl else t.replay_short, say) if n_replay else ([], 0)
+    replay, answered, wrong = replay_examples(home.replay, spec.model, model_path, model, tok, n_replay, t.seed,
+                                              1.0 if kl else t.replay_short, say, t.replay_checked
+                                              ) if n_replay else ([], 0, 0)
+    if wrong:
+        quiet(f"Replay: {wrong} of the base model's answers to questions with a known answer were wrong "
+              "and are left out, so training rehearses what it knows, not its mistakes "
+              "(train.replay_checked).")
     short = short_prompts()
     n_short = sum(ex["messages"][0]["content"] in short for ex in replay)
     if replay and t.replay_short != 1.0 and (not n_short or (not kl and len(replay) == answered)):
@@ -313,7 +323,7 @@ def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[d
     elif n_replay:
         say("Training without self-replay: the base model gave no finished answer to the general "
             "prompts (they are cut off or empty), so there is nothing to replay.")
-    return train_set, anchor, len(anchor[0]) if anchor else len(replay)
+    return train_set, anchor, len(anchor[0]) if anchor else len(replay), wrong
 
 
 def safety_replay(spec, tok, model, model_path: Path, home: Home, n_train: int,
