@@ -137,11 +137,12 @@ class TrainSpec:
                                     "higher weight holds them harder. Needs train.replay > 0; 1 = no "
                                     "preference.",
                                min=1.0, max=20.0)
-    replay_checked: bool = knob(False, "Replay only the base model's right answers where the right "
-                                       "answer is known (the replay set's short factual questions and "
-                                       "sums): a small model's wrong ones (\"How many hearts does a human "
-                                       "have?\" \"The answer is 12.\") rehearsed teach it to answer other "
-                                       "questions that way. Needs train.replay > 0.")
+    replay_checked: bool = knob(False, "Replay only the base model's answers that state the known "
+                                       "answer, where one is known (the replay set's short factual "
+                                       "questions and sums). Without it a small model's wrong answers "
+                                       "(\"How many hearts does a human have?\" \"The answer is 12.\") are "
+                                       "rehearsed too, and teach it to answer other questions that way. "
+                                       "Needs train.replay > 0.")
     safety_replay: float = knob(0.1, "Safety replay: the base model's own refusals to harmful "
                                      "requests (assets/safety/, only the ones it refused) join "
                                      "training, this many per training example, so fine-tuning does "

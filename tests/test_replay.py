@@ -487,9 +487,19 @@ def test_checked_replay_rehearses_only_the_right_answers(monkeypatch, tmp_path, 
     from studio.train import anchor, batches
 
     want = replay.expected()
+    assert set(replay.short_prompts()) <= set(want) and set(replay.sections()["arithmetic"]) <= set(want)
+    assert want["Calculate 67 plus 9."] == ["76"] and want["Calculate 19 minus 43."] == ["-24"]
+    assert replay.right("It is -24.", "-24") and not replay.right("It is 24.", "-24")
+    assert replay.right("8 - 6 = 2", "2") and want["What is a young dog called? Reply briefly."] == ["puppy", "puppies", "pup"]
+    shipped = [json.loads(x) for x in (replay.ASSETS / "replay" / "smollm2-135m-instruct.jsonl"
+                                       ).read_text(encoding="utf-8").splitlines()[1:] if x.strip()]
+    kept, n_wrong = replay.checked(shipped)
+    dropped = {r["prompt"] for r in shipped} - {r["prompt"] for r in kept}
+    assert len(dropped) == n_wrong and dropped <= set(want)
+    assert "How many hearts does a human have? Give just the number." in dropped            # "The answer is 12."
+    assert "Which city is the capital of France? Keep it short." not in dropped             # "…is Paris."
     short = sorted(replay.short_prompts())[:4]
-    sums = [q for q in replay.sections()["arithmetic"]][:2]
-    assert all(q in want for q in short + sums) and want[sums[0]][0].lstrip("-").isdigit()
+    sums = replay.sections()["arithmetic"][:2]
     answers = ([{"prompt": short[0], "answer": f"It is {want[short[0]][-1]}."},     # right (another form)
                 {"prompt": sums[0], "answer": f"The answer is {want[sums[0]][0]}."},  # right
                 {"prompt": sums[1], "answer": "The answer is 16."}]                  # wrong
@@ -510,7 +520,7 @@ def test_checked_replay_rehearses_only_the_right_answers(monkeypatch, tmp_path, 
         assert any("4 of the base model's answers" in x for x in notes) == on
     t = SimpleNamespace(replay=1.0, replay_mode="kl", replay_weight=10.0, replay_short=1.0, replay_checked=True)
     got = replay_row(t, {"replayed": 5, "replay_wrong": 4}, [])
-    assert "right answers only" in got["setting"] and "4 of its answers" in got["did"]
+    assert "checked answers only" in got["setting"] and "4 of the base model's answers" in got["did"]
 
 
 def test_the_report_row_names_the_short_answer_weight():

@@ -75,9 +75,9 @@ def replay_row(t, done: dict[str, Any], events: list[dict[str, Any]]) -> dict[st
     if not ratio:
         return row("replay", False, "train.replay=0", "Off: nothing held the model to what it was.")
     short = (f", short answers ×{t.replay_short:g}" if t.replay_short != 1.0 else "") + (
-        ", right answers only" if t.replay_checked else "")
-    wrong = (f" {done['replay_wrong']} of its answers to questions with a known answer were wrong and "
-             "were left out." if done.get("replay_wrong") else "")
+        ", checked answers only" if t.replay_checked else "")
+    wrong = (f" {done['replay_wrong']} of the base model's answers to questions with a known answer "
+             "were wrong and were left out." if done.get("replay_wrong") else "")
     if mode == "kl":
         drift = (f" The KL to the base model on replay text was {kls[0]:.3f} at the first step and "
                  f"{kls[-1]:.3f} at the last (0 = the base model's own predictions)." if kls else "")

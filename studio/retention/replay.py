@@ -5,7 +5,9 @@ every time), the base model's own greedy answers to it — shipped for the embed
 assets/replay/<model>.jsonl (made by `python -m studio.retention.replay MODEL_FOLDER OUT`), cached per model
 and revision under STUDIO_HOME/replay/ for any other — and choosing the replay examples a run
 mixes into its training data (`train.replay` of them per training example, learned with the same
-assistant-only loss). Also the retention probe (assets/retention.jsonl): short general questions
+assistant-only loss). Where prompts.txt says what a right answer states ("QUESTION || ANSWER /
+OTHER ANSWER"; the sums know their result), `checked` keeps only the answers that state it
+(train.replay_checked). Also the retention probe (assets/retention.jsonl): short general questions
 with the fact a right answer contains; `knows` says which ones a model gets right, so the report
 can say "kept N of M things it knew".
 """
@@ -94,8 +96,8 @@ def expected() -> dict[str, list[str]]:
 def checked(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], int]:
     """The answers fit to rehearse — of the prompts with a known answer, only the ones the model
     got right (a 135M model answers "How many hearts does a human have?" with "The answer is 12.",
-    and rehearsing that taught "A spider has 8 legs." to become "The answer is "12"") — and how
-    many were left out."""
+    and rehearsing that taught it to answer the spider's legs with 12 too) — and how many were
+    left out."""
     want = expected()
     keep = [r for r in rows if r["prompt"] not in want or any(right(r["answer"], e) for e in want[r["prompt"]])]
     return keep, len(rows) - len(keep)
@@ -232,7 +234,8 @@ def retention_answers(model, tok, rows: list[dict[str, str]]) -> list[str]:
 
 
 def words(text: str) -> list[str]:
-    ws = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    """Lower-case words, punctuation dropped but a number's minus sign kept ("-24" is not "24")."""
+    ws = re.sub(r"(?!(?<![\w-])-\d)[^\w\s]", " ", text.lower()).split()
     return [NUMBER_WORDS.get(w, w) for w in ws]
 
 

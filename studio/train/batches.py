@@ -94,8 +94,8 @@ def replay_examples(cache_dir: Path, model_ref: str, model_path: Path, model, to
             return generate_batch(model, tok, [[{"role": "user", "content": q}] for q in prompts],
                                   replay.MAX_NEW_TOKENS)
 
-    rows, wrong = replay.checked(replay.answers(cache_dir, model_ref, model_path, generate, note)) if checked \
-        else (replay.answers(cache_dir, model_ref, model_path, generate, note), 0)
+    rows = replay.answers(cache_dir, model_ref, model_path, generate, note)
+    rows, wrong = replay.checked(rows) if checked else (rows, 0)
     return replay.mix(rows, n, 1.0, seed, short_weight), len(rows), wrong
 
 
