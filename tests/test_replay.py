@@ -518,6 +518,12 @@ def test_checked_replay_rehearses_only_the_right_answers(monkeypatch, tmp_path, 
                                                        [{}] * 8, notes.append, notes.append)
         assert (n, wrong) == ((5, 4) if on else (9, 0))
         assert any("4 of the base model's answers" in x for x in notes) == on
+    spec = presets.load_file(presets.PRESETS_DIR / "cpu-quickstart.yaml",
+                             overrides=["train.replay_checked=true", "train.replay=0"])
+    notes = []
+    assert batches.mix_replay(spec, tok, None, embedded_model_dir, Home(tmp_path), [{}] * 8, notes.append,
+                              notes.append)[1:] == (None, 0, 0)
+    assert any("replay_checked=true changes nothing here" in x for x in notes)
     t = SimpleNamespace(replay=1.0, replay_mode="kl", replay_weight=10.0, replay_short=1.0, replay_checked=True)
     got = replay_row(t, {"replayed": 5, "replay_wrong": 4}, [])
     assert "checked answers only" in got["setting"] and "4 of the base model's answers" in got["did"]

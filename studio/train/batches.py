@@ -282,6 +282,8 @@ def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[d
     n_replay, why_not = replay_count(t.replay, len(train_set), whole=t.replay_mode == "kl")
     if why_not:
         say(why_not)
+    if t.replay_checked and not t.replay:
+        quiet("train.replay_checked=true changes nothing here: self-replay is off (train.replay=0).")
     kl = t.replay_mode == "kl"  # kl weighs each batch's draw; ce weighs which answers are mixed in
     replay, answered, wrong = replay_examples(home.replay, spec.model, model_path, model, tok, n_replay, t.seed,
                                               1.0 if kl else t.replay_short, say, t.replay_checked
