@@ -125,7 +125,7 @@ def test_report_counts_what_it_kept(trained_report, embedded_model_dir):
     assert kept["asked"] == len(rows) == len(base)
     assert kept["known"] == sum(replay.knows(base, rows)) > 0
     assert kept["share"] == round(kept["kept"] / kept["known"], 4)
-    assert len(kept["lost"]) == min(6, kept["known"] - kept["kept"])
+    assert len(kept["lost"]) == kept["known"] - kept["kept"]             # every one, for the record
     assert all(not replay.right(x["tuned"], x["expected"]) and replay.right(x["base"], x["expected"])
                for x in kept["lost"])
 
@@ -205,3 +205,17 @@ def test_cli_compare_json(studio, trained_run):
     assert r.returncode == 0, r.stderr[-1500:]
     out = json.loads(r.stdout)
     assert isinstance(out["base"], str) and isinstance(out["tuned"], str)
+
+
+def test_the_compare_step_lists_three_lost_answers_and_counts_the_rest():
+    """The report keeps every lost everyday answer; Compare shows three and says how many more."""
+    from studio.ui.compare_step import kept_md
+
+    lost = [{"question": f"Q{i}?", "expected": "x", "tuned": "y"} for i in range(5)]
+    text = "\n".join(kept_md({"retention": {"known": 41, "kept": 36, "asked": 60, "lost": lost}}))
+    assert "kept 36 of the 41 general questions" in text
+    assert [ln for ln in text.splitlines() if ln.startswith("- lost:")] == [
+        f"- lost: Q{i}? — expected “x”, now: y" for i in range(3)]
+    assert text.endswith("- … and 2 more")
+    assert "more" not in "\n".join(kept_md({"retention": {"known": 41, "kept": 38, "asked": 60,
+                                                          "lost": lost[:3]}}))

@@ -357,7 +357,7 @@ def retention(pair, tok, known: dict[str, Any]) -> dict[str, Any]:
     lost = [{"question": r["question"], "expected": r["expect"], "base": b, "tuned": t}
             for r, b, t, good in zip(known["rows"], known["base"], tuned, ok) if not good]
     return {"known": len(ok), "kept": sum(ok), "share": round(sum(ok) / len(ok), 4),
-            "asked": known["asked"], "lost": lost[:6], "still": [i for i, good in enumerate(ok) if good]}
+            "asked": known["asked"], "lost": lost, "still": [i for i, good in enumerate(ok) if good]}
 
 
 TRADE_OFF_STRENGTHS = (0.5, 0.75, 1.0)  # the trade-off table's rows (with the strength it has)

@@ -113,6 +113,9 @@ def kept_md(r: dict) -> list[str]:
                    f"the base model answered right ({kept['asked']} asked).")
         out += [f"- lost: {x['question']} — expected “{x['expected']}”, now: {x['tuned'][:80]}"
                 for x in kept.get("lost", [])[:3]]
+        more = len(kept.get("lost", [])) - 3
+        if more > 0:
+            out.append(f"- … and {more} more")
     sel = r.get("selection")
     if sel:
         c, last = sel["chosen"], sel["last"]
