@@ -191,6 +191,32 @@ def test_chunked_kl_equals_the_plain_computation(softcap, k):
             assert torch.allclose(t.grad, g, rtol=1e-4, atol=1e-6)
 
 
+def _anchor_batch(model, model_dir, packing: bool, seed: int, lengths: tuple[int, ...], kl_w=None):
+    """Two training rows and a replay pool of `lengths` (entry 1 with weights `kl_w`), its
+    targets taken from `model`, batched by the AnchorCollator: (batch, pool, training rows)."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    from studio.models.registry import load_tokenizer
+    from studio.train import anchor as kl
+    from studio.train.batches import INDEX, AnchorCollator
+
+    g = torch.Generator().manual_seed(seed)
+    feats = [{"input_ids": (ids := torch.randint(3, 301, (n,), generator=g).tolist()),
+              "labels": [-100] * 3 + ids[3:], INDEX: i} for i, n in enumerate((9, 12))]
+    pool = [{"input_ids": torch.randint(3, 301, (n,), generator=g).tolist()} for n in lengths]
+    if kl_w:
+        pool[1]["kl_w"] = kl_w
+    for row, target in zip(pool, kl.targets(model, pool, k=16)):
+        row["targets"] = target
+    tok = load_tokenizer(model_dir)
+    tok.padding_side = "right"
+    inner = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packing
+             else DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
+    collate = AnchorCollator(inner, pool, 2, seed=1, packing=packing)
+    return collate(feats), pool, feats, collate
+
+
 @pytest.mark.parametrize("packing", [True, False])
 def test_anchor_is_zero_at_the_base_and_pulls_back_after_a_change(packing, embedded_model_dir):
     """The anchor on a real batch: the base model's targets taken with the adapter off; the term
@@ -198,28 +224,16 @@ def test_anchor_is_zero_at_the_base_and_pulls_back_after_a_change(packing, embed
     on the adapter only; the replay part never reaches the cross-entropy; the chunked and the
     full-logits paths agree; evaluation batches carry no replay."""
     import torch
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
-    from studio.models.registry import load_tokenizer
     from studio.train import anchor as kl
-    from studio.train.batches import INDEX, AnchorCollator
+    from studio.train.batches import INDEX
     from studio.train.loss import causal_lm_loss
 
     model = tiny("llama")
     for n, p in model.named_parameters():
         if "lora_B" in n:
             torch.nn.init.zeros_(p)                             # the adapter does nothing yet
-    g = torch.Generator().manual_seed(2)
-    feats = [{"input_ids": (ids := torch.randint(3, 301, (n,), generator=g).tolist()),
-              "labels": [-100] * 3 + ids[3:], INDEX: i} for i, n in enumerate((9, 12))]
-    pool = [{"input_ids": torch.randint(3, 301, (n,), generator=g).tolist()} for n in (7, 10, 8)]
-    for row, target in zip(pool, kl.targets(model, pool, k=16)):
-        row["targets"] = target
-    tok = load_tokenizer(embedded_model_dir)
-    tok.padding_side = "right"
-    inner = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packing
-             else DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
-    batch = AnchorCollator(inner, pool, 2, seed=1, packing=packing)(feats)
+    batch, pool, feats, collate = _anchor_batch(model, embedded_model_dir, packing, 2, (7, 10, 8))
     assert int(batch["kl_mask"].sum()) == len(batch["kl_ids"]) in {7 + 10 - 2, 7 + 8 - 2, 10 + 8 - 2}
     assert all(INDEX in f for f in feats)                       # the training set is not edited
     where = kl.take(batch)
@@ -239,8 +253,7 @@ def test_anchor_is_zero_at_the_base_and_pulls_back_after_a_change(packing, embed
     with torch.no_grad():
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     assert torch.allclose(kl.anchor_kl_logits(logits, where), term.detach(), rtol=1e-4)
-    evaluation = AnchorCollator(inner, pool, 2, seed=1, packing=packing)(
-        [{k: v for k, v in f.items() if k != INDEX} for f in feats])
+    evaluation = collate([{k: v for k, v in f.items() if k != INDEX} for f in feats])
     assert "kl_mask" not in evaluation                          # evaluation batches carry no replay
 
 
@@ -281,26 +294,13 @@ def test_anchor_weights_ride_with_their_positions(packing, embedded_model_dir):
     """A pool entry's per-position weights reach the batch in the order of its marked positions
     (an entry without them: 1 each), and the chunked and full-logits anchors weigh them alike."""
     import torch
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
-    from studio.models.registry import load_tokenizer
     from studio.train import anchor as kl
-    from studio.train.batches import INDEX, AnchorCollator
     from studio.train.loss import causal_lm_loss
 
     model = tiny("llama")
-    g = torch.Generator().manual_seed(3)
-    feats = [{"input_ids": (ids := torch.randint(3, 301, (n,), generator=g).tolist()),
-              "labels": [-100] * 3 + ids[3:], INDEX: i} for i, n in enumerate((9, 12))]
-    pool = [{"input_ids": torch.randint(3, 301, (n,), generator=g).tolist()} for n in (7, 10)]
-    pool[1]["kl_w"] = [1.0] * 4 + [8.0] + [1.0] * 4                # the 6th token of entry 1
-    for row, target in zip(pool, kl.targets(model, pool, k=16)):
-        row["targets"] = target
-    tok = load_tokenizer(embedded_model_dir)
-    tok.padding_side = "right"
-    inner = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packing
-             else DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
-    batch = AnchorCollator(inner, pool, 2, seed=1, packing=packing)(feats)
+    batch, pool, _, _ = _anchor_batch(model, embedded_model_dir, packing, 3, (7, 10),
+                                      [1.0] * 4 + [8.0] + [1.0] * 4)  # the 6th token of entry 1
     order = [6, 9] if torch.equal(batch["kl_ids"][:6], pool[0]["targets"][0]) else [9, 6]
     want = {6: [1.0] * 6, 9: pool[1]["kl_w"]}
     assert batch["kl_w"].tolist() == want[order[0]] + want[order[1]]

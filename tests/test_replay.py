@@ -444,25 +444,35 @@ def test_short_answers_are_drawn_as_readily_as_asked():
     assert sum(i < 4 for i in picks) / len(picks) > 0.45  # 4 of 20 at ×8: about 0.6 (0.2 unweighted)
 
 
-def test_the_run_weighs_the_short_answers_it_was_asked_to(monkeypatch, tmp_path, embedded_model_dir):
-    """mix_replay hands the anchor a pool whose short factual answers carry train.replay_short
-    (the rest 1), says so in the run's notes, and says when the weight can change nothing."""
+def _mixing(monkeypatch, tmp_path, model_dir, answers):
+    """mix_replay on the quickstart with `answers` as the base model's (no model, no targets):
+    run(*settings) gives (train set, anchor, replayed, wrong) and the run's notes."""
     from studio import presets
     from studio.models import registry as models
     from studio.paths import Home
     from studio.train import anchor, batches
 
-    short = sorted(replay.short_prompts())[:3]
-    answers = [{"prompt": q, "answer": "A short answer."} for q in short + replay.prompts()[:5]]
     monkeypatch.setattr(replay, "answers", lambda *a, **k: answers)
     monkeypatch.setattr(anchor, "cached_targets", lambda cache, key, model, pool, say: [None] * len(pool))
-    tok = models.load_tokenizer(embedded_model_dir)
+    tok = models.load_tokenizer(model_dir)
 
     def run(*settings):
         spec = presets.load_file(presets.PRESETS_DIR / "cpu-quickstart.yaml", overrides=list(settings))
         notes: list[str] = []
-        train_set, pool, n, wrong = batches.mix_replay(spec, tok, None, embedded_model_dir, Home(tmp_path),
-                                                       [{}] * 8, notes.append, notes.append)
+        return batches.mix_replay(spec, tok, None, model_dir, Home(tmp_path), [{}] * 8, notes.append,
+                                  notes.append), notes
+    return run, tok
+
+
+def test_the_run_weighs_the_short_answers_it_was_asked_to(monkeypatch, tmp_path, embedded_model_dir):
+    """mix_replay hands the anchor a pool whose short factual answers carry train.replay_short
+    (the rest 1), says so in the run's notes, and says when the weight can change nothing."""
+    short = sorted(replay.short_prompts())[:3]
+    answers = [{"prompt": q, "answer": "A short answer."} for q in short + replay.prompts()[:5]]
+    mixed, tok = _mixing(monkeypatch, tmp_path, embedded_model_dir, answers)
+
+    def run(*settings):
+        (train_set, pool, _, _), notes = mixed(*settings)
         return train_set, pool, notes
     _, (pool, _, _), notes = run("train.replay_short=4")
     assert sorted(p["weight"] for p in pool) == [1.0] * 5 + [4.0] * 3
@@ -548,24 +558,13 @@ def test_replay_fact_weight_holds_the_base_models_numbers_and_names(monkeypatch,
     without any has none; the notes and the report's row say how many; ce replay and answers
     without facts say it changes nothing."""
     from studio import presets
-    from studio.models import registry as models
-    from studio.paths import Home
     from studio.retention.levers import replay_row
-    from studio.train import anchor, batches
+    from studio.train import batches
 
     prompts = replay.prompts()
     answers = [{"prompt": prompts[0], "answer": "The answer is 7604, in Warsaw."},
                {"prompt": prompts[1], "answer": "It is a kind of small green fruit."}]
-    monkeypatch.setattr(replay, "answers", lambda *a, **k: answers)
-    monkeypatch.setattr(anchor, "cached_targets", lambda cache, key, model, pool, say: [None] * len(pool))
-    tok = models.load_tokenizer(embedded_model_dir)
-
-    def run(*overrides):
-        spec = presets.load_file(presets.PRESETS_DIR / "cpu-quickstart.yaml", overrides=list(overrides))
-        notes: list[str] = []
-        got = batches.mix_replay(spec, tok, None, embedded_model_dir, Home(tmp_path), [{}] * 8,
-                                 notes.append, notes.append)
-        return got, notes
+    run, tok = _mixing(monkeypatch, tmp_path, embedded_model_dir, answers)
 
     (_, (pool, _, _), _, _), notes = run("train.replay_fact_weight=10")
     facts, plain = pool
