@@ -143,15 +143,6 @@ class TrainSpec:
                                        "(\"How many hearts does a human have?\" \"The answer is 12.\") are "
                                        "rehearsed too, and teach it to answer other questions that way. "
                                        "Needs train.replay > 0.")
-    replay_fact_weight: float = knob(1.0, "replay_mode kl: in the base model's replay answers, the "
-                                          "tokens of the numbers and names it states (\"24\", "
-                                          "\"Warsaw\") weigh this many times in the KL, the rest of "
-                                          "the sequence once. Tuning on facts flips those tokens "
-                                          "first (\"How many hours are in a day?\" \"The answer is "
-                                          "8.\"); a higher weight holds them harder. Best with "
-                                          "train.replay_checked, so the base model's wrong numbers "
-                                          "are not held too. 1 = every position the same.",
-                                     min=1.0, max=20.0)
     safety_replay: float = knob(0.1, "Safety replay: the base model's own refusals to harmful "
                                      "requests (assets/safety/, only the ones it refused) join "
                                      "training, this many per training example, so fine-tuning does "

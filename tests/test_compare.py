@@ -219,3 +219,5 @@ def test_the_compare_step_lists_three_lost_answers_and_counts_the_rest():
     assert text.endswith("- … and 2 more")
     assert "more" not in "\n".join(kept_md({"retention": {"known": 41, "kept": 38, "asked": 60,
                                                           "lost": lost[:3]}}))
+    older = kept_md({"retention": {"known": 41, "kept": 31, "asked": 60, "lost": lost + lost[:1]}})
+    assert older[-1] == "- … and 7 more"                    # a report from before listed 6 at most

@@ -191,32 +191,6 @@ def test_chunked_kl_equals_the_plain_computation(softcap, k):
             assert torch.allclose(t.grad, g, rtol=1e-4, atol=1e-6)
 
 
-def _anchor_batch(model, model_dir, packing: bool, seed: int, lengths: tuple[int, ...], kl_w=None):
-    """Two training rows and a replay pool of `lengths` (entry 1 with weights `kl_w`), its
-    targets taken from `model`, batched by the AnchorCollator: (batch, pool, training rows)."""
-    import torch
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
-
-    from studio.models.registry import load_tokenizer
-    from studio.train import anchor as kl
-    from studio.train.batches import INDEX, AnchorCollator
-
-    g = torch.Generator().manual_seed(seed)
-    feats = [{"input_ids": (ids := torch.randint(3, 301, (n,), generator=g).tolist()),
-              "labels": [-100] * 3 + ids[3:], INDEX: i} for i, n in enumerate((9, 12))]
-    pool = [{"input_ids": torch.randint(3, 301, (n,), generator=g).tolist()} for n in lengths]
-    if kl_w:
-        pool[1]["kl_w"] = kl_w
-    for row, target in zip(pool, kl.targets(model, pool, k=16)):
-        row["targets"] = target
-    tok = load_tokenizer(model_dir)
-    tok.padding_side = "right"
-    inner = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packing
-             else DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
-    collate = AnchorCollator(inner, pool, 2, seed=1, packing=packing)
-    return collate(feats), pool, feats, collate
-
-
 @pytest.mark.parametrize("packing", [True, False])
 def test_anchor_is_zero_at_the_base_and_pulls_back_after_a_change(packing, embedded_model_dir):
     """The anchor on a real batch: the base model's targets taken with the adapter off; the term
@@ -224,16 +198,28 @@ def test_anchor_is_zero_at_the_base_and_pulls_back_after_a_change(packing, embed
     on the adapter only; the replay part never reaches the cross-entropy; the chunked and the
     full-logits paths agree; evaluation batches carry no replay."""
     import torch
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
+    from studio.models.registry import load_tokenizer
     from studio.train import anchor as kl
-    from studio.train.batches import INDEX
+    from studio.train.batches import INDEX, AnchorCollator
     from studio.train.loss import causal_lm_loss
 
     model = tiny("llama")
     for n, p in model.named_parameters():
         if "lora_B" in n:
             torch.nn.init.zeros_(p)                             # the adapter does nothing yet
-    batch, pool, feats, collate = _anchor_batch(model, embedded_model_dir, packing, 2, (7, 10, 8))
+    g = torch.Generator().manual_seed(2)
+    feats = [{"input_ids": (ids := torch.randint(3, 301, (n,), generator=g).tolist()),
+              "labels": [-100] * 3 + ids[3:], INDEX: i} for i, n in enumerate((9, 12))]
+    pool = [{"input_ids": torch.randint(3, 301, (n,), generator=g).tolist()} for n in (7, 10, 8)]
+    for row, target in zip(pool, kl.targets(model, pool, k=16)):
+        row["targets"] = target
+    tok = load_tokenizer(embedded_model_dir)
+    tok.padding_side = "right"
+    inner = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packing
+             else DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
+    batch = AnchorCollator(inner, pool, 2, seed=1, packing=packing)(feats)
     assert int(batch["kl_mask"].sum()) == len(batch["kl_ids"]) in {7 + 10 - 2, 7 + 8 - 2, 10 + 8 - 2}
     assert all(INDEX in f for f in feats)                       # the training set is not edited
     where = kl.take(batch)
@@ -253,70 +239,9 @@ def test_anchor_is_zero_at_the_base_and_pulls_back_after_a_change(packing, embed
     with torch.no_grad():
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     assert torch.allclose(kl.anchor_kl_logits(logits, where), term.detach(), rtol=1e-4)
-    evaluation = collate([{k: v for k, v in f.items() if k != INDEX} for f in feats])
+    evaluation = AnchorCollator(inner, pool, 2, seed=1, packing=packing)(
+        [{k: v for k, v in f.items() if k != INDEX} for f in feats])
     assert "kl_mask" not in evaluation                          # evaluation batches carry no replay
-
-
-def test_weighted_kl_equals_the_weighted_plain_computation():
-    """train.replay_fact_weight: each row's KL times its weight, in value and gradients, in every
-    chunk size; weights of 1 give the unweighted term."""
-    import torch
-
-    from studio.train.anchor import chunked_kl
-
-    torch.manual_seed(1)
-    ht, hb = torch.randn(11, 16, requires_grad=True), torch.randn(11, 16)
-    w, b = torch.randn(40, 16, requires_grad=True), torch.randn(40, requires_grad=True)
-    rw = torch.ones(11)
-    rw[[2, 7]] = torch.tensor([10.0, 3.0])
-    log_pb = torch.log_softmax((hb @ w.t() + b).detach(), -1)
-    top = log_pb.topk(9, dim=-1)
-    per_row = [_coarse_kl(log_pb[i:i + 1], torch.log_softmax(ht[i:i + 1] @ w.t() + b, -1), 9)[0]
-               for i in range(11)]
-    ref = sum(x * float(rw[i]) for i, x in enumerate(per_row))
-    ref.backward()
-    want = [t.grad.clone() for t in (ht, w, b)]
-    for chunk in (1, 4, 64):
-        for t in (ht, w, b):
-            t.grad = None
-        got = chunked_kl(ht, top.indices.int(), top.values, w, b, chunk, None, rw)
-        got.backward()
-        assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6)
-        for t, g in zip((ht, w, b), want):
-            assert torch.allclose(t.grad, g, rtol=1e-4, atol=1e-6)
-    with torch.no_grad():
-        assert torch.allclose(chunked_kl(ht, top.indices.int(), top.values, w, b, 4, None, torch.ones(11)),
-                              chunked_kl(ht, top.indices.int(), top.values, w, b, 4), rtol=1e-6)
-
-
-@pytest.mark.parametrize("packing", [True, False])
-def test_anchor_weights_ride_with_their_positions(packing, embedded_model_dir):
-    """A pool entry's per-position weights reach the batch in the order of its marked positions
-    (an entry without them: 1 each), and the chunked and full-logits anchors weigh them alike."""
-    import torch
-
-    from studio.train import anchor as kl
-    from studio.train.loss import causal_lm_loss
-
-    model = tiny("llama")
-    batch, pool, _, _ = _anchor_batch(model, embedded_model_dir, packing, 3, (7, 10),
-                                      [1.0] * 4 + [8.0] + [1.0] * 4)  # the 6th token of entry 1
-    order = [6, 9] if torch.equal(batch["kl_ids"][:6], pool[0]["targets"][0]) else [9, 6]
-    want = {6: [1.0] * 6, 9: pool[1]["kl_w"]}
-    assert batch["kl_w"].tolist() == want[order[0]] + want[order[1]]
-    assert len(batch["kl_w"]) == int(batch["kl_mask"].sum()) == len(batch["kl_ids"])
-    where = kl.take(batch)
-    assert "kl_w" not in batch and where.w is not None
-    for n, p in model.named_parameters():
-        if "lora_B" in n:
-            torch.nn.init.normal_(p, std=0.5)
-    value, hidden, (_, head, cap) = causal_lm_loss(model, batch, 5, with_hidden=True)
-    term = kl.anchor_kl(head, cap, hidden, where, 5)
-    with torch.no_grad():
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    assert torch.allclose(kl.anchor_kl_logits(logits, where), term.detach(), rtol=1e-4)
-    plain = kl.Anchor(where.mask, where.rows, where.start, where.ids, where.logp)
-    assert float(term) > float(kl.anchor_kl(head, cap, hidden, plain, 5))
 
 
 # ---- long contexts: chunked MLPs in the recomputed block, norms in the compute dtype ---------

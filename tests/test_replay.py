@@ -444,35 +444,25 @@ def test_short_answers_are_drawn_as_readily_as_asked():
     assert sum(i < 4 for i in picks) / len(picks) > 0.45  # 4 of 20 at ×8: about 0.6 (0.2 unweighted)
 
 
-def _mixing(monkeypatch, tmp_path, model_dir, answers):
-    """mix_replay on the quickstart with `answers` as the base model's (no model, no targets):
-    run(*settings) gives (train set, anchor, replayed, wrong) and the run's notes."""
+def test_the_run_weighs_the_short_answers_it_was_asked_to(monkeypatch, tmp_path, embedded_model_dir):
+    """mix_replay hands the anchor a pool whose short factual answers carry train.replay_short
+    (the rest 1), says so in the run's notes, and says when the weight can change nothing."""
     from studio import presets
     from studio.models import registry as models
     from studio.paths import Home
     from studio.train import anchor, batches
 
+    short = sorted(replay.short_prompts())[:3]
+    answers = [{"prompt": q, "answer": "A short answer."} for q in short + replay.prompts()[:5]]
     monkeypatch.setattr(replay, "answers", lambda *a, **k: answers)
     monkeypatch.setattr(anchor, "cached_targets", lambda cache, key, model, pool, say: [None] * len(pool))
-    tok = models.load_tokenizer(model_dir)
+    tok = models.load_tokenizer(embedded_model_dir)
 
     def run(*settings):
         spec = presets.load_file(presets.PRESETS_DIR / "cpu-quickstart.yaml", overrides=list(settings))
         notes: list[str] = []
-        return batches.mix_replay(spec, tok, None, model_dir, Home(tmp_path), [{}] * 8, notes.append,
-                                  notes.append), notes
-    return run, tok
-
-
-def test_the_run_weighs_the_short_answers_it_was_asked_to(monkeypatch, tmp_path, embedded_model_dir):
-    """mix_replay hands the anchor a pool whose short factual answers carry train.replay_short
-    (the rest 1), says so in the run's notes, and says when the weight can change nothing."""
-    short = sorted(replay.short_prompts())[:3]
-    answers = [{"prompt": q, "answer": "A short answer."} for q in short + replay.prompts()[:5]]
-    mixed, tok = _mixing(monkeypatch, tmp_path, embedded_model_dir, answers)
-
-    def run(*settings):
-        (train_set, pool, _, _), notes = mixed(*settings)
+        train_set, pool, n, wrong = batches.mix_replay(spec, tok, None, embedded_model_dir, Home(tmp_path),
+                                                       [{}] * 8, notes.append, notes.append)
         return train_set, pool, notes
     _, (pool, _, _), notes = run("train.replay_short=4")
     assert sorted(p["weight"] for p in pool) == [1.0] * 5 + [4.0] * 3
@@ -534,8 +524,7 @@ def test_checked_replay_rehearses_only_the_right_answers(monkeypatch, tmp_path, 
     assert batches.mix_replay(spec, tok, None, embedded_model_dir, Home(tmp_path), [{}] * 8, notes.append,
                               notes.append)[1:] == (None, 0, 0)
     assert any("replay_checked=true changes nothing here" in x for x in notes)
-    t = SimpleNamespace(replay=1.0, replay_mode="kl", replay_weight=10.0, replay_short=1.0, replay_checked=True,
-                        replay_fact_weight=1.0)
+    t = SimpleNamespace(replay=1.0, replay_mode="kl", replay_weight=10.0, replay_short=1.0, replay_checked=True)
     got = replay_row(t, {"replayed": 5, "replay_wrong": 4}, [])
     assert "checked answers only" in got["setting"] and "4 of the base model's answers" in got["did"]
 
@@ -545,44 +534,7 @@ def test_the_report_row_names_the_short_answer_weight():
 
     from studio.retention.levers import replay_row
 
-    t = SimpleNamespace(replay=1.0, replay_mode="kl", replay_weight=10.0, replay_short=4.0, replay_checked=False,
-                        replay_fact_weight=1.0)
+    t = SimpleNamespace(replay=1.0, replay_mode="kl", replay_weight=10.0, replay_short=4.0, replay_checked=False)
     assert replay_row(t, {"replayed": 229}, [])["setting"] == "kl, weight 10, 1 per example, short answers ×4"
     t.replay_mode, t.replay_short = "ce", 1.0
     assert replay_row(t, {"replayed": 20}, [])["setting"] == "ce, 1 per example"
-
-
-def test_replay_fact_weight_holds_the_base_models_numbers_and_names(monkeypatch, tmp_path, embedded_model_dir):
-    """train.replay_fact_weight: in the anchor's pool, the positions that predict the numbers and
-    names of the base model's answer (not its prompt's) weigh that much, the rest 1; an answer
-    without any has none; the notes and the report's row say how many; ce replay and answers
-    without facts say it changes nothing."""
-    from studio import presets
-    from studio.retention.levers import replay_row
-    from studio.train import batches
-
-    prompts = replay.prompts()
-    answers = [{"prompt": prompts[0], "answer": "The answer is 7604, in Warsaw."},
-               {"prompt": prompts[1], "answer": "It is a kind of small green fruit."}]
-    run, tok = _mixing(monkeypatch, tmp_path, embedded_model_dir, answers)
-
-    (_, (pool, _, _), _, _), notes = run("train.replay_fact_weight=10")
-    facts, plain = pool
-    assert "kl_w" not in plain and len(facts["kl_w"]) == len(facts["input_ids"]) - 1
-    held = "".join(tok.decode([facts["input_ids"][j + 1]]) for j, w in enumerate(facts["kl_w"]) if w != 1.0)
-    assert held.replace(" ", "") == "7604Warsaw" and set(facts["kl_w"]) == {1.0, 10.0}
-    assert batches.replay_facts(pool) == (1, sum(w == 10.0 for w in facts["kl_w"]))
-    assert any(n.startswith("Replay key facts weighted ×10: 1 of the 2 replay answers") for n in notes)
-    t = presets.load_file(presets.PRESETS_DIR / "cpu-quickstart.yaml",
-                          overrides=["train.replay_fact_weight=10"]).train
-    row = replay_row(t, {"replayed": 2, "replay_facts": {"weight": 10, "answers": 1, "tokens": 4}}, [])
-    assert row["setting"].endswith("short answers ×4, key facts ×10")
-    assert "The numbers and names in 1 of those answers (4 tokens) were held 10× as hard." in row["did"]
-    (_, (pool, _, _), _, _), notes = run()
-    assert not any("kl_w" in p for p in pool) and not any("key facts" in n for n in notes)
-    (train_set, anchor_, _, _), notes = run("train.replay_fact_weight=10", "train.replay_mode=ce")
-    assert anchor_ is None and any("replay_fact_weight=10 changes nothing here" in n for n in notes)
-    answers[0]["answer"] = "It is a big city by a river."
-    (_, (pool, _, _), _, _), notes = run("train.replay_fact_weight=10")
-    assert not any("kl_w" in p for p in pool)
-    assert any("replay_fact_weight=10 changes nothing here: none of the base model's" in n for n in notes)

@@ -75,7 +75,7 @@ def read(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return load_file(str(Path(folder) / WEIGHTS)), json.loads((Path(folder) / CONFIG).read_text())
 
 
-def _pairs(tensors: dict[str, Any]) -> dict[str, tuple[str, str]]:
+def lora_pairs(tensors: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Module path (without PEFT's `base_model.model.` prefix) → (lora_A key, lora_B key)."""
     out = {}
     for k in tensors:
@@ -89,8 +89,8 @@ def _check(full: dict[str, Any], start: dict[str, Any], cfg: dict[str, Any]) -> 
     if cfg.get("use_dora"):
         raise RunError("Strength of a second update works for LoRA and rsLoRA adapters, not DoRA "
                        "(its magnitude vector is no sum of the two updates).")
-    if set(_pairs(full)) != set(_pairs(start)) or any(
-            full[a].shape != start[a].shape for a, _ in _pairs(full).values()):
+    if set(lora_pairs(full)) != set(lora_pairs(start)) or any(
+            full[a].shape != start[a].shape for a, _ in lora_pairs(full).values()):
         raise RunError("This run's adapter and the one it started from adapt different layers or "
                        "ranks, so what this run added cannot be told apart; set its strength as "
                        "a whole by training again without --from-run.")
@@ -108,7 +108,7 @@ def blended(full: dict[str, Any], start: dict[str, Any], cfg: dict[str, Any], va
     r = cfg["r"]
     fold = scale_of(cfg, r) / scale_of(cfg, 2 * r)  # rank 2r's scale is smaller: B carries it
     out = {k: v for k, v in full.items() if ".lora_A." not in k and ".lora_B." not in k}
-    for ka, kb in _pairs(full).values():
+    for ka, kb in lora_pairs(full).values():
         b, b0 = full[kb].float(), start[kb].float()
         out[ka] = torch.cat([full[ka], start[ka]], 0).contiguous()
         out[kb] = (torch.cat([value * b, (1 - value) * b0], 1) * fold).to(full[kb].dtype).contiguous()
@@ -124,7 +124,7 @@ def swapped(model, full: dict[str, Any], start: dict[str, Any], cfg: dict[str, A
     from peft.tuners.lora import LoraLayer
 
     _check(full, start, cfg)
-    pairs, c = _pairs(full), scale_of(cfg)
+    pairs, c = lora_pairs(full), scale_of(cfg)
     saved = []
     try:
         for name, m in model.named_modules():

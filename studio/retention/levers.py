@@ -79,18 +79,12 @@ def replay_row(t, done: dict[str, Any], events: list[dict[str, Any]]) -> dict[st
     wrong = (f" {done['replay_wrong']} of the base model's answers to questions with a known answer "
              "were wrong and were left out." if done.get("replay_wrong") else "")
     if mode == "kl":
-        facts, held = done.get("replay_facts") or {}, ""
-        if t.replay_fact_weight != 1.0:
-            short += f", key facts ×{t.replay_fact_weight:g}"
-            held = (f" The numbers and names in {facts['answers']} of those answers ({facts['tokens']} "
-                    f"tokens) were held {t.replay_fact_weight:g}× as hard." if facts.get("answers")
-                    else " None of those answers stated a number or a name to hold harder.")
         drift = (f" The KL to the base model on replay text was {kls[0]:.3f} at the first step and "
                  f"{kls[-1]:.3f} at the last (0 = the base model's own predictions)." if kls else "")
         return row("replay", True, f"kl, weight {t.replay_weight:g}, {ratio:g} per example{short}",
                    f"A soft anchor: {done.get('replayed', '?')} of the base model's own answers to general "
                    f"prompts rode along in the batches, and on them the tuned model's next-token "
-                   f"predictions were pulled toward the base model's." + held + drift + wrong)
+                   f"predictions were pulled toward the base model's." + drift + wrong)
     return row("replay", True, f"ce, {ratio:g} per example{short}",
                f"{done.get('replayed', '?')} of the base model's own answers to general prompts were "
                "mixed into training and learned like your examples." + wrong)

@@ -12,9 +12,6 @@ cross-entropy: each chunk's gradient taken while its logits exist, never [positi
 vocabulary] at once). The whole next-token distribution is a far richer anchor per token than one
 greedy answer (Learning without Forgetting; "Anchored SFT", arXiv 2509.23753), and it is what
 general-text perplexity measures. Taking the base side once saves a base forward pass per step.
-A position may weigh more than one (train.replay_fact_weight: those that predict the numbers and
-names of the base model's answer, where a fine-tuned small model's everyday answers flip first —
-"24 hours" to "8"); the batch carries the weights beside the targets (`kl_w`).
 """
 from __future__ import annotations
 
@@ -26,7 +23,6 @@ from ..models.batching import by_length, shared_prefix
 
 TOP_K = 64       # base tokens kept per position: the rest of the mass is one bucket
 KEYS = ("kl_mask", "kl_rows", "kl_from", "kl_ids", "kl_logp")
-WEIGHTS = "kl_w"  # a batch's per-position anchor weights (train.replay_fact_weight); absent: all 1
 FORMAT = 2       # bump when the targets change: cached ones are made again
 MIN_SHARED = 8   # a shared prefix shorter than this is not worth a pass of its own
 
@@ -35,14 +31,12 @@ MIN_SHARED = 8   # a shared prefix shorter than this is not worth a pass of its 
 class Anchor:
     """The replay part of a batch: trailing `rows` rows from column `start`, the positions of
     the whole batch whose next token is in the same replay sequence (`mask`), and at each of them
-    (in order) the base model's K token ids and log-probabilities, and each position's weight
-    (`w`, None: all 1)."""
+    (in order) the base model's K token ids and log-probabilities."""
     mask: Any
     rows: int
     start: int
     ids: Any
     logp: Any
-    w: Any = None
 
 
 def take(inputs: dict[str, Any]) -> Anchor | None:
@@ -50,7 +44,7 @@ def take(inputs: dict[str, Any]) -> Anchor | None:
     if "kl_mask" not in inputs:
         return None
     mask, rows, start, ids, logp = (inputs.pop(k) for k in KEYS)
-    return Anchor(mask, int(rows), int(start), ids, logp, inputs.pop(WEIGHTS, None))
+    return Anchor(mask, int(rows), int(start), ids, logp)
 
 
 def targets(model, pool: list[dict[str, Any]], k: int = TOP_K, batch_tokens: int = 4096
@@ -167,13 +161,12 @@ def make_function():
     import torch
 
     class ChunkedKL(torch.autograd.Function):
-        """Σ over rows of w · KL(P_b ‖ P_t) over the classes (each of the base's K tokens, the
-        rest): Σ_K p_b (log p_b − log p_t) + r_b (log r_b − log r_t), each row times its weight
-        (`rw`, None: 1). Its gradient on the tuned logits is w · (p_t − q), with q = p_b on the K
-        tokens and p_t · r_b / r_t on the rest."""
+        """Σ over rows of KL(P_b ‖ P_t) over the classes (each of the base's K tokens, the rest):
+        Σ_K p_b (log p_b − log p_t) + r_b (log r_b − log r_t). Its gradient on the tuned logits
+        is p_t − q, with q = p_b on the K tokens and p_t · r_b / r_t on the rest."""
 
         @staticmethod
-        def forward(ctx, ht, ids, logp_b, weight, bias, chunk: int, softcap: float | None, rw=None):
+        def forward(ctx, ht, ids, logp_b, weight, bias, chunk: int, softcap: float | None):
             need_h, need_w = ht.requires_grad, weight.requires_grad
             need_b = bias is not None and bias.requires_grad
             total = torch.zeros((), dtype=torch.float32, device=ht.device)
@@ -193,17 +186,14 @@ def make_function():
                 rest_b = (1 - pb.sum(-1)).clamp(min=0)
                 pt_k = lt.exp()
                 rest_t = (1 - pt_k.sum(-1)).clamp(min=1e-12)
-                row = (pb * (lb - lt)).sum(-1) + torch.special.xlogy(rest_b, rest_b) - rest_b * rest_t.log()
-                w = rw[s:s + chunk].float() if rw is not None else None
-                total += (row * w).sum() if w is not None else row.sum()
+                total += (pb * (lb - lt)).sum() + torch.special.xlogy(rest_b, rest_b).sum() \
+                    - (rest_b * rest_t.log()).sum()
                 if need_h or need_w or need_b:
                     dz = z.exp_()                                          # p_t
                     dz.mul_(torch.where(rest_b > 0, 1 - rest_b / rest_t, torch.ones_like(rest_b)).unsqueeze(1))
                     dz.scatter_(1, idx, pt_k - pb)                         # the K tokens: p_t − p_b
                     if softcap:
                         dz *= 1 - t * t
-                    if w is not None:
-                        dz *= w.unsqueeze(1)
                     if need_h:
                         gh[s:s + chunk] = (dz.to(weight.dtype) @ weight).to(ht.dtype)
                     if need_w:
@@ -224,7 +214,7 @@ def make_function():
             gh = gh * grad_out.to(gh.dtype) if gh is not None else None
             gw = (next(saved) * grad_out).to(ctx.dtypes[0]) if need_w else None
             gb = (next(saved) * grad_out).to(ctx.dtypes[1]) if need_b else None
-            return gh, None, None, gw, gb, None, None, None
+            return gh, None, None, gw, gb, None, None
 
     return ChunkedKL
 
@@ -232,13 +222,12 @@ def make_function():
 _FN: list = []
 
 
-def chunked_kl(ht, ids, logp_b, weight, bias, chunk: int, softcap: float | None = None, rw=None):
+def chunked_kl(ht, ids, logp_b, weight, bias, chunk: int, softcap: float | None = None):
     """Σ over rows of KL(base ‖ tuned) for tuned hidden states `ht` [N, H] against the base
-    model's top tokens `ids` [N, K] and their log-probabilities `logp_b` [N, K]; each row times
-    its weight in `rw` [N] when given."""
+    model's top tokens `ids` [N, K] and their log-probabilities `logp_b` [N, K]."""
     if not _FN:
         _FN.append(make_function())
-    return _FN[0].apply(ht, ids, logp_b, weight, bias, chunk, softcap, rw)
+    return _FN[0].apply(ht, ids, logp_b, weight, bias, chunk, softcap)
 
 
 def _positions(anchor: Anchor, t):
@@ -247,14 +236,13 @@ def _positions(anchor: Anchor, t):
 
 
 def anchor_kl(head, softcap, hidden, anchor: Anchor, chunk: int):
-    """Mean KL(base ‖ tuned) per marked position, each times its weight (anchor.w), from the
-    tuned forward's final hidden states (`hidden`, [B, T, H])."""
+    """Mean KL(base ‖ tuned) per marked position, from the tuned forward's final hidden states
+    (`hidden`, [B, T, H])."""
     h = _positions(anchor, hidden)
     if h.shape[0] == 0:
         return hidden.sum() * 0.0
     ids, logp = anchor.ids.to(h.device), anchor.logp.to(h.device)
-    rw = anchor.w.to(h.device) if anchor.w is not None else None
-    return chunked_kl(h, ids, logp, head.weight, head.bias, chunk, softcap, rw) / h.shape[0]
+    return chunked_kl(h, ids, logp, head.weight, head.bias, chunk, softcap) / h.shape[0]
 
 
 def anchor_kl_logits(logits, anchor: Anchor):
@@ -272,4 +260,4 @@ def anchor_kl_logits(logits, anchor: Anchor):
     rest_b = (1 - pb.sum(-1)).clamp(min=0)
     rest_t = (1 - lt.exp().sum(-1)).clamp(min=1e-12)
     kl = (pb * (lb - lt)).sum(-1) + torch.special.xlogy(rest_b, rest_b) - rest_b * rest_t.log()
-    return (kl * anchor.w.to(kl.device).float()).mean() if anchor.w is not None else kl.mean()
+    return kl.mean()

@@ -17,8 +17,6 @@ from typing import Any, Callable
 
 from ..data.templates import IGNORE
 from ..paths import RUN, Home
-from .anchor import WEIGHTS as KL_W  # a pool entry's, then a batch's, per-position anchor weights
-from .loss import FACT_W  # an encoded row's per-token loss weights (facts.py)
 
 INDEX = "example_index"  # a training example's number: present on training batches only
 
@@ -120,10 +118,8 @@ class AnchorCollator:
     ones), plus what the KL term needs (anchor.py): `kl_mask` (the positions whose next token is
     in the same replay sequence), `kl_rows`/`kl_from` (the trailing rows and first column that
     hold the replay part: padding-free, one row's tail; padded, the last rows), and the base
-    model's top tokens and log-probabilities at those positions, in order (`kl_ids`, `kl_logp`),
-    and their weights when an entry has them (`kl_w`: train.replay_fact_weight).
-    Pool entries are {input_ids, targets: (ids, logp), weight (optional, 1 if absent), kl_w
-    (optional: one weight per position but the last)}: with any
+    model's top tokens and log-probabilities at those positions, in order (`kl_ids`, `kl_logp`).
+    Pool entries are {input_ids, targets: (ids, logp), weight (optional, 1 if absent)}: with any
     weight other than 1 a batch draws entries ∝ their weights (train.replay_short); with all 1 it
     draws the plain seeded sample it always did, so earlier runs resume and repeat the same.
     Evaluation batches (no example numbers) pass through unchanged."""
@@ -169,9 +165,6 @@ class AnchorCollator:
             batch.update(kl_mask=mask, kl_rows=len(picked), kl_from=0)
         batch.update(kl_ids=torch.cat([p["targets"][0] for p in picked]),
                      kl_logp=torch.cat([p["targets"][1] for p in picked]))
-        if any(KL_W in p for p in picked):  # position j predicts token j + 1: its weight
-            batch[KL_W] = torch.tensor([x for p in picked
-                                        for x in p.get(KL_W) or [1.0] * (len(p["input_ids"]) - 1)])
         return batch
 
 
@@ -230,16 +223,13 @@ def assemble(run_dir: Path, spec, tok, model, model_path: Path, rows: list[dict[
         rows, levers["augment"] = augmented(spec, tok, model, model_path, home, rows, say, quiet)
     train_set = encode_examples(tok, rows, t.max_len, numbered=True, fact_weight=t.fact_weight)
     if t.fact_weight != 1.0:
-        from .facts import summary
+        from .facts import FACT_W, summary
 
         levers["fact_weight"] = {"weight": t.fact_weight, "examples": len(train_set),
                                  "with_facts": sum(FACT_W in r for r in train_set)}
         quiet(summary(train_set, t.fact_weight))
     train_set, anchor, levers["replayed"], levers["replay_wrong"] = mix_replay(
         spec, tok, model, model_path, home, train_set, say, quiet)
-    if anchor and t.replay_fact_weight != 1.0:
-        answers, tokens = replay_facts(anchor[0])
-        levers["replay_facts"] = {"weight": t.replay_fact_weight, "answers": answers, "tokens": tokens}
     levers["safety_replayed"] = safety_replay(spec, tok, model, model_path, home, len(rows), train_set, say, quiet)
     if t.order == "curriculum":
         from . import curriculum
@@ -315,12 +305,8 @@ def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[d
         per_batch = max(1, round(t.replay * t.micro_batch))
         pool = []
         for ex in replay[:anchor_draws(t, per_batch, len(train_set))]:
-            # none when it has no learnable token; FACT_W: its key facts' weights, by token
-            for row in encode_examples(tok, [ex], t.max_len, fact_weight=t.replay_fact_weight):
+            for row in encode_examples(tok, [ex], t.max_len):  # none when it has no learnable token
                 row["weight"] = t.replay_short if ex["messages"][0]["content"] in short else 1.0
-                w = row.pop(FACT_W, None)
-                if w and len(w) == len(row["input_ids"]):  # the position before a token predicts it
-                    row[KL_W] = w[1:]
                 pool.append(row)
         for row, target in zip(pool, cached_targets(home.replay, model_key(model_path), model, pool, say)):
             row["targets"] = target
@@ -329,13 +315,8 @@ def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[d
               f"model's own answers to general prompts, on which the tuned model's next-token "
               f"distribution is pulled toward the base model's (KL, weight {t.replay_weight:g})"
               + (f"; its {n_short} short factual answers are drawn {t.replay_short:g}× as readily as "
-                 "the rest" if t.replay_short != 1.0 and n_short else "") + ".")
-        if t.replay_fact_weight != 1.0:
-            quiet(fact_weight_note(pool, t.replay_fact_weight))
+                 "the rest." if t.replay_short != 1.0 and n_short else "."))
     elif replay:
-        if t.replay_fact_weight != 1.0:
-            quiet(f"train.replay_fact_weight={t.replay_fact_weight:g} changes nothing here: it weighs the "
-                  "soft anchor (train.replay_mode=kl), and this run replays with cross-entropy.")
         train_set += encode_examples(tok, replay, t.max_len)
         quiet(f"Self-replay: {len(replay)} of the base model's own answers to general prompts are "
               f"mixed into training (train.replay={t.replay:g}"
@@ -345,23 +326,6 @@ def mix_replay(spec, tok, model, model_path: Path, home: Home, train_set: list[d
         say("Training without self-replay: the base model gave no finished answer to the general "
             "prompts (they are cut off or empty), so there is nothing to replay.")
     return train_set, anchor, len(anchor[0]) if anchor else len(replay), wrong
-
-
-def replay_facts(pool: list[dict[str, Any]]) -> tuple[int, int]:
-    """How many of the anchor's replay answers carry key-fact weights, and on how many positions."""
-    weighted = [r[KL_W] for r in pool if r.get(KL_W)]
-    return len(weighted), sum(sum(1 for x in w if x != 1.0) for w in weighted)
-
-
-def fact_weight_note(pool: list[dict[str, Any]], weight: float) -> str:
-    """The run's note on train.replay_fact_weight: how many replay answers and positions it weighs."""
-    weighted, marked = replay_facts(pool)
-    if not weighted:
-        return (f"train.replay_fact_weight={weight:g} changes nothing here: none of the base model's "
-                "replay answers states a number or a name.")
-    return (f"Replay key facts weighted ×{weight:g}: {weighted} of the {len(pool)} replay answers "
-            f"state numbers or names their prompt does not; the anchor holds their {marked} "
-            f"token{'s' * (marked != 1)} {weight:g} times as hard as the rest.")
 
 
 def safety_replay(spec, tok, model, model_path: Path, home: Home, n_train: int,

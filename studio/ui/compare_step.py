@@ -113,7 +113,7 @@ def kept_md(r: dict) -> list[str]:
                    f"the base model answered right ({kept['asked']} asked).")
         out += [f"- lost: {x['question']} — expected “{x['expected']}”, now: {x['tuned'][:80]}"
                 for x in kept.get("lost", [])[:3]]
-        more = len(kept.get("lost", [])) - 3
+        more = kept["known"] - kept["kept"] - 3  # reports before 2026-12-07 listed 6 at most
         if more > 0:
             out.append(f"- … and {more} more")
     sel = r.get("selection")
