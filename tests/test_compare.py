@@ -211,11 +211,11 @@ def test_the_compare_step_lists_three_lost_answers_and_counts_the_rest():
     """The report keeps every lost everyday answer; Compare shows three and says how many more."""
     from studio.ui.compare_step import kept_md
 
-    lost = [{"question": f"Q{i}?", "expected": "x", "tuned": "y"} for i in range(5)]
+    lost = [{"question": f"Q{i}?", "expected": "x", "tuned": "y\n\n y"} for i in range(5)]  # one line each
     text = "\n".join(kept_md({"retention": {"known": 41, "kept": 36, "asked": 60, "lost": lost}}))
     assert "kept 36 of the 41 general questions" in text
     assert [ln for ln in text.splitlines() if ln.startswith("- lost:")] == [
-        f"- lost: Q{i}? — expected “x”, now: y" for i in range(3)]
+        f"- lost: Q{i}? — expected “x”, now: y y" for i in range(3)]
     assert text.endswith("- … and 2 more")
     assert "more" not in "\n".join(kept_md({"retention": {"known": 41, "kept": 38, "asked": 60,
                                                           "lost": lost[:3]}}))

@@ -105,8 +105,12 @@ def test_headline_first_then_figures():
     head = headline(fig, flags, rep)
     assert head == "It learned your facts but forgot some of what it knew."
     assert verdict(fig, flags, {**rep, "headline": head}).startswith(head + " On reworded held-out")
-    assert headline(fig, [], rep) == "It learned your facts and kept what it knew."
-    assert headline(figures(0.1, 0.12), [], rep) == "It did not clearly learn your facts; it kept what it knew."
+    assert headline(fig, [], rep) == ("It learned your facts and kept most of what it knew (28 of the 41 "
+                                      "everyday answers).")              # within budget, but not all
+    assert headline(figures(0.1, 0.12), [], rep) == ("It did not clearly learn your facts; it kept most of "
+                                                     "what it knew (28 of the 41 everyday answers).")
+    every = {**rep, "retention": {"known": 41, "kept": 41, "share": 1.0}}
+    assert headline(fig, [], every) == "It learned your facts and kept what it knew."
     assert headline(figures(0.1, 0.6, n=3), [], rep).startswith("Uncertain: only 3 held-out questions")
     none = headline(fig, [], {"identical_answers": 24, "answers_compared": 24})
     assert none.startswith("Not measured")

@@ -174,11 +174,14 @@ def headline(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, An
         learned = after - before >= LEARNED_GAIN and "no change" not in names
     else:
         learned = ((t.get("val_loss") or 9) < (b.get("val_loss") or 0)) and "no change" not in names
+    kept = rep.get("retention") or {}
+    some = (f"most of what it knew ({kept['kept']} of the {kept['known']} everyday answers)"
+            if kept.get("known") and kept["kept"] < kept["known"] else "what it knew")
     if learned:
         return ("It learned your facts but forgot some of what it knew." if forgot_
-                else "It learned your facts and kept what it knew.")
+                else f"It learned your facts and kept {some}.")
     return ("It did not clearly learn your facts, and it forgot some of what it knew." if forgot_
-            else "It did not clearly learn your facts; it kept what it knew.")
+            else f"It did not clearly learn your facts; it kept {some}.")
 
 
 def verdict(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, Any] | None = None) -> str:

@@ -111,8 +111,8 @@ def kept_md(r: dict) -> list[str]:
     if kept.get("known"):
         out.append(f"\n**What it knew:** kept {kept['kept']} of the {kept['known']} general questions "
                    f"the base model answered right ({kept['asked']} asked).")
-        out += [f"- lost: {x['question']} — expected “{x['expected']}”, now: {x['tuned'][:80]}"
-                for x in kept.get("lost", [])[:3]]
+        out += [f"- lost: {x['question']} — expected “{x['expected']}”, now: "
+                f"{' '.join(x['tuned'].split())[:80]}" for x in kept.get("lost", [])[:3]]  # one line each
         more = kept["known"] - kept["kept"] - 3  # reports before 2026-12-07 listed 6 at most
         if more > 0:
             out.append(f"- … and {more} more")
