@@ -221,3 +221,5 @@ def test_the_compare_step_lists_three_lost_answers_and_counts_the_rest():
                                                           "lost": lost[:3]}}))
     older = kept_md({"retention": {"known": 41, "kept": 31, "asked": 60, "lost": lost + lost[:1]}})
     assert older[-1] == "- … and 7 more"                    # a report from before listed 6 at most
+    short = kept_md({"retention": {"known": 41, "kept": 37, "asked": 60, "lost": lost[:2]}})
+    assert short[-1] == "- … and 2 more"                    # a list shorter than three: the rest counted

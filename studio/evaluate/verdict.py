@@ -175,8 +175,10 @@ def headline(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, An
     else:
         learned = ((t.get("val_loss") or 9) < (b.get("val_loss") or 0)) and "no change" not in names
     kept = rep.get("retention") or {}
-    some = (f"most of what it knew ({kept['kept']} of the {kept['known']} everyday answers)"
-            if kept.get("known") and kept["kept"] < kept["known"] else "what it knew")
+    some = "what it knew"
+    if kept.get("known") and kept.get("kept") is not None and kept["kept"] < kept["known"]:
+        count = f"{kept['kept']} of the {kept['known']} general questions the base model answered right"
+        some = f"most of what it knew ({count})" if kept["kept"] >= kept["known"] / 2 else count
     if learned:
         return ("It learned your facts but forgot some of what it knew." if forgot_
                 else f"It learned your facts and kept {some}.")

@@ -113,7 +113,8 @@ def kept_md(r: dict) -> list[str]:
                    f"the base model answered right ({kept['asked']} asked).")
         out += [f"- lost: {x['question']} — expected “{x['expected']}”, now: "
                 f"{' '.join(x['tuned'].split())[:80]}" for x in kept.get("lost", [])[:3]]  # one line each
-        more = kept["known"] - kept["kept"] - 3  # reports before 2026-12-07 listed 6 at most
+        # reports before 2026-12-07 listed 6 at most: the count comes from the figures
+        more = kept["known"] - kept["kept"] - min(3, len(kept.get("lost", [])))
         if more > 0:
             out.append(f"- … and {more} more")
     sel = r.get("selection")
