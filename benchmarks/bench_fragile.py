@@ -11,9 +11,8 @@ model (fp32, CPU):
      run's: each adapted matrix moved by an update with the singular values of that run's own
      update (scale·B·A, at the strength it kept) along random orthonormal directions. It has the
      real update's size and spectrum, not its directions: a real update lines up with the text
-     the model reads, a random one mostly does not. Where a real run loses about what a random
-     change does, its losses are those of changing the weights this much at all, not of what it
-     learned.
+     the model reads, a random one mostly does not. The same count is not the same cause: the
+     script prints which answers each loses, and what each loses at a smaller size.
   3. lost — from bench_outcome.py results (their runs' report.json, looked up in the bench homes
      under the system temp folder): how often each known question was lost.
 It prints, per question, margin / lost by random changes / lost by real runs, and the loss rate by
@@ -21,8 +20,8 @@ margin band.
 
 Usage: .venv/bin/python benchmarks/bench_fragile.py --run RUN_DIR [--run RUN_DIR ...] [--random N]
          [--sizes 0.5,1] [--label LABEL,LABEL] [RESULTS.json ...]
-  --run: a finished quickstart run kept at strength 1 (its adapter sets the size of the random
-  changes: per adapted matrix, the Frobenius norm of its update); --random: random changes per run
+  --run: a finished quickstart run kept at strength 1 (its adapter sets the shape of the random
+  changes: per adapted matrix, the singular values of its update); --random: random changes per run
   and size (default 4); --sizes: their size as a multiple of the run's (default 1). The real runs'
   losses at strengths below 1 come from their reports' trade-off tables; --label: only the
   results' runs of these recipes.
@@ -37,14 +36,16 @@ sys.path.insert(0, str(ROOT))
 BANDS = (0.5, 1.5, 3.0)  # margin bands, nats: < 0.5, 0.5–1.5, 1.5–3, ≥ 3
 
 
-def known_rows(model_dir: Path) -> tuple[list[dict], list[str]]:
-    """The retention rows the base model answers right, and its answers to them."""
+def known_rows(model, tok, model_dir: Path) -> tuple[list[dict], list[str]]:
+    """The retention rows the base model answers right, and its answers to them (the report's
+    own stored answers where they match, else generated)."""
     from studio.retention import replay
-    from studio.retention.base_answers import ASSETS
+    from studio.retention.base_answers import memo_for
 
     rows = replay.retention_rows()
-    key = f"{replay.model_key(model_dir)}-cpu-float32"
-    base = json.loads((ASSETS / f"smollm2-135m-instruct-{key}-retention.json").read_text())["answers"]
+    base = memo_for(None, model_dir.name, model_dir, model).answers(
+        "retention", [r["question"] for r in rows], replay.RETENTION_TOKENS,
+        lambda _: replay.retention_answers(model, tok, rows))
     ok = replay.knows(base, rows)
     return [r for r, k in zip(rows, ok) if k], [b for b, k in zip(base, ok) if k]
 
@@ -149,6 +150,7 @@ def real_losses(files: list[str], rows: list[dict], labels: set[str] | None
 
 def main() -> None:
     from studio.models import registry as models
+    from studio.retention import strength
 
     args = sys.argv[1:]
     runs = [Path(args[i + 1]) for i, a in enumerate(args) if a == "--run" and i + 1 < len(args)]
@@ -160,13 +162,16 @@ def main() -> None:
     files = [a for i, a in enumerate(args)
              if not a.startswith("--") and (i == 0 or args[i - 1] not in ("--run", "--random", "--sizes", "--label"))]
     model_dir = Path(json.loads((runs[0] / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"])
-    rows, answers = known_rows(model_dir)
     model = models.load_model(model_dir, "cpu", "fp32")
     tok = models.load_tokenizer(model_dir)
+    rows, answers = known_rows(model, tok, model_dir)
     margin = margins(model, tok, rows, answers)
     rand: dict[float, list[list[bool]]] = {s: [] for s in sizes}
     params = dict(model.named_parameters())
     for k, run in enumerate(runs):
+        if strength.current(run) != 1.0:
+            print(f"note: {run.name} keeps its adapter at strength {strength.current(run):g}: its update, "
+                  "so the random changes' size 1, is that much of what it trained")
         spectra = updates(run)
         rel = [float(sv.norm()) / float(params[w + ".weight"].norm()) for w, sv in spectra.items()]
         top = [float(sv[0] / sv.norm()) ** 2 for sv in spectra.values()]
