@@ -106,15 +106,14 @@ def test_headline_first_then_figures():
     assert head == "It learned your facts but forgot some of what it knew."
     assert verdict(fig, flags, {**rep, "headline": head}).startswith(head + " On reworded held-out")
     some = {**rep, "retention": {"known": 41, "kept": 37, "share": 37 / 41}}   # lost 4: within budget
-    count = "37 of the 41 general questions the base model answered right"
-    assert headline(fig, [], some) == f"It learned your facts and kept most of what it knew ({count})."
-    assert headline(figures(0.1, 0.12), [], some) == (f"It did not clearly learn your facts; it kept most of "
-                                                      f"what it knew ({count}).")
+    assert headline(fig, [], some) == "It learned your facts and kept most of what it knew."
+    assert headline(figures(0.1, 0.12), [], some) == ("It did not clearly learn your facts; it kept most of "
+                                                      "what it knew.")
+    assert "It kept 37 of the 41 general questions" in verdict(fig, [], some)  # the count, once, next
     every = {**rep, "retention": {"known": 41, "kept": 41, "share": 1.0}}
     assert headline(fig, [], every) == "It learned your facts and kept what it knew."
     few = {**rep, "retention": {"known": 41, "kept": 12, "share": 12 / 41}}   # a budget of 0.75 or more
-    assert headline(fig, [], few) == ("It learned your facts and kept 12 of the 41 general questions the base "
-                                      "model answered right.")
+    assert headline(fig, [], few) == "It learned your facts and kept less than half of what it knew."
     assert headline(figures(0.1, 0.6, n=3), [], rep).startswith("Uncertain: only 3 held-out questions")
     none = headline(fig, [], {"identical_answers": 24, "answers_compared": 24})
     assert none.startswith("Not measured")

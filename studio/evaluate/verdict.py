@@ -176,9 +176,8 @@ def headline(fig: dict[str, Any], flags: list[dict[str, str]], rep: dict[str, An
         learned = ((t.get("val_loss") or 9) < (b.get("val_loss") or 0)) and "no change" not in names
     kept = rep.get("retention") or {}
     some = "what it knew"
-    if kept.get("known") and kept.get("kept") is not None and kept["kept"] < kept["known"]:
-        count = f"{kept['kept']} of the {kept['known']} general questions the base model answered right"
-        some = f"most of what it knew ({count})" if kept["kept"] >= kept["known"] / 2 else count
+    if kept.get("known") and kept.get("kept") is not None and kept["kept"] < kept["known"]:  # the count follows
+        some = "most of what it knew" if kept["kept"] >= kept["known"] / 2 else "less than half of what it knew"
     if learned:
         return ("It learned your facts but forgot some of what it knew." if forgot_
                 else f"It learned your facts and kept {some}.")
