@@ -152,15 +152,24 @@ def main() -> None:
     from studio.models import registry as models
     from studio.retention import strength
 
-    args = sys.argv[1:]
-    runs = [Path(args[i + 1]) for i, a in enumerate(args) if a == "--run" and i + 1 < len(args)]
-    if not runs:
-        sys.exit("bench_fragile.py: name at least one finished run: --run RUN_DIR (see the docstring)")
-    n_random = max(1, int(args[args.index("--random") + 1])) if "--random" in args else 4
-    sizes = [float(x) for x in args[args.index("--sizes") + 1].split(",")] if "--sizes" in args else [1.0]
-    labels = set(args[args.index("--label") + 1].split(",")) if "--label" in args else None
-    files = [a for i, a in enumerate(args)
-             if not a.startswith("--") and (i == 0 or args[i - 1] not in ("--run", "--random", "--sizes", "--label"))]
+    import argparse
+
+    ap = argparse.ArgumentParser(description="What a random change shaped like a run's update loses "
+                                             "of the everyday answers (see the module docstring).")
+    ap.add_argument("--run", action="append", type=Path, required=True,
+                    help="a finished quickstart run kept at strength 1 (repeat for more)")
+    ap.add_argument("--random", type=int, default=4, help="random changes per run and size")
+    ap.add_argument("--sizes", default="1", help="sizes as multiples of the run's update, e.g. 0.5,1")
+    ap.add_argument("--label", help="only the results' runs of these recipes, e.g. short106")
+    ap.add_argument("results", nargs="*", help="bench_outcome.py results JSON files")
+    a = ap.parse_args()
+    runs, files, n_random = a.run, a.results, max(1, a.random)
+    sizes = [float(x) for x in a.sizes.split(",")]
+    labels = set(a.label.split(",")) if a.label else None
+    for run in runs:
+        if not (run / "adapter" / "adapter_config.json").is_file():
+            sys.exit(f"bench_fragile.py: {run} is not a finished run (no adapter/adapter_config.json): "
+                     "name a run folder, e.g. /tmp/bench-outcome-*/runs/RUN_ID")
     model_dir = Path(json.loads((runs[0] / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"])
     model = models.load_model(model_dir, "cpu", "fp32")
     tok = models.load_tokenizer(model_dir)
